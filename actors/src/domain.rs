@@ -1,0 +1,380 @@
+//! The approval itself: ids, statuses, who decided, and the one state transition rule.
+//!
+//! Pure types with no I/O. Everything here is validated on construction, so the actors and the
+//! HTTP layer can trust what they hold. Nothing in this module knows about sled, actix or HTTP.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+/// Identifier of one approval: a ULID, so ids sort by creation time (the list endpoint relies
+/// on that for "newest first" pagination without a secondary index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApprovalId(Ulid);
+
+impl ApprovalId {
+    pub fn new() -> Self {
+        Self(Ulid::new())
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_bytes()
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(Ulid::from_bytes(bytes))
+    }
+}
+
+impl Default for ApprovalId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for ApprovalId {
+    type Err = ulid::DecodeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s).map(Self)
+    }
+}
+
+/// Where an approval is in its life. Only `Pending` may change; every other state is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Approved,
+    Rejected,
+    TimedOut,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Approved,
+        Status::Rejected,
+        Status::TimedOut,
+        Status::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        self != Status::Pending
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Rejected => "rejected",
+            Status::TimedOut => "timed_out",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown status `{s}` (expected pending, approved, rejected, timed_out or cancelled)"))
+    }
+}
+
+/// Who or what ended an approval. Kept structured (not just a display string) so later audit
+/// trails and policy rules can tell an operator from a Telegram user from the clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    /// An operator token, by its configured name.
+    Operator(String),
+    /// A Telegram user who tapped a button.
+    Telegram {
+        user_id: i64,
+        username: Option<String>,
+    },
+    /// The agent that asked, cancelling its own request.
+    Agent(String),
+    /// The timeout sweeper.
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Operator(name) => write!(f, "operator:{name}"),
+            Actor::Telegram {
+                user_id,
+                username: Some(username),
+            } => write!(f, "telegram:@{username} ({user_id})"),
+            Actor::Telegram {
+                user_id,
+                username: None,
+            } => write!(f, "telegram:{user_id}"),
+            Actor::Agent(name) => write!(f, "agent:{name}"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// The ways an approval can end; each maps to exactly one terminal [`Status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Approve,
+    Reject,
+    Timeout,
+    Cancel,
+}
+
+impl Outcome {
+    pub fn status(self) -> Status {
+        match self {
+            Outcome::Approve => Status::Approved,
+            Outcome::Reject => Status::Rejected,
+            Outcome::Timeout => Status::TimedOut,
+            Outcome::Cancel => Status::Cancelled,
+        }
+    }
+}
+
+/// A request to end an approval, from whichever source. Timeout, cancel and operator decisions
+/// all travel as a `Decision` so they share one compare-and-set in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub actor: Actor,
+    pub comment: Option<String>,
+}
+
+/// What an agent asks for. Validated by [`NewApproval::validate`] before it reaches the store.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    pub session_id: String,
+    pub tool_name: String,
+    /// The tool input exactly as the agent sent it, as JSON text.
+    pub tool_input: String,
+    pub reason: Option<String>,
+    /// Free-form label the agent gives itself (e.g. "claude-code").
+    pub agent: Option<String>,
+    /// The authenticated caller (agent token name); scopes idempotency keys and cancels.
+    pub requested_by: String,
+    pub idempotency_key: Option<String>,
+    pub timeout: std::time::Duration,
+}
+
+/// Limits on the text fields; they keep records and notifications bounded.
+pub const MAX_SHORT_FIELD: usize = 256;
+pub const MAX_REASON: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {problem}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl NewApproval {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        required("session_id", &self.session_id)?;
+        required("tool_name", &self.tool_name)?;
+        bounded("session_id", &self.session_id, MAX_SHORT_FIELD)?;
+        bounded("tool_name", &self.tool_name, MAX_SHORT_FIELD)?;
+        if let Some(reason) = &self.reason {
+            bounded("reason", reason, MAX_REASON)?;
+        }
+        if let Some(agent) = &self.agent {
+            bounded("agent", agent, MAX_SHORT_FIELD)?;
+        }
+        if let Some(key) = &self.idempotency_key {
+            required("idempotency_key", key)?;
+            bounded("idempotency_key", key, MAX_SHORT_FIELD)?;
+        }
+        Ok(())
+    }
+}
+
+fn required(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError {
+            field,
+            problem: "must not be empty".into(),
+        });
+    }
+    Ok(())
+}
+
+fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.len() > max {
+        return Err(ValidationError {
+            field,
+            problem: format!("is {} bytes long; at most {max} are allowed", value.len()),
+        });
+    }
+    Ok(())
+}
+
+/// One approval as the service knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub id: ApprovalId,
+    pub status: Status,
+    pub session_id: String,
+    pub tool_name: String,
+    pub tool_input: String,
+    pub reason: Option<String>,
+    pub agent: Option<String>,
+    pub requested_by: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<Actor>,
+    pub comment: Option<String>,
+    /// Telegram messages that show this approval (a retried send may have produced more than one).
+    pub telegram_messages: Vec<TelegramMessageRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelegramMessageRef {
+    pub chat_id: i64,
+    pub message_id: i32,
+}
+
+/// Why a transition did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionError {
+    /// The approval had already ended; carries the winner so callers can report it.
+    AlreadyTerminal,
+}
+
+impl Approval {
+    pub fn create(id: ApprovalId, new: NewApproval, now: DateTime<Utc>) -> Self {
+        let timeout = chrono::Duration::from_std(new.timeout).unwrap_or(chrono::Duration::MAX);
+        Approval {
+            id,
+            status: Status::Pending,
+            session_id: new.session_id,
+            tool_name: new.tool_name,
+            tool_input: new.tool_input,
+            reason: new.reason,
+            agent: new.agent,
+            requested_by: new.requested_by,
+            idempotency_key: new.idempotency_key,
+            created_at: now,
+            expires_at: now
+                .checked_add_signed(timeout)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            decided_at: None,
+            decided_by: None,
+            comment: None,
+            telegram_messages: Vec::new(),
+        }
+    }
+
+    /// The single transition rule: only a pending approval may end, and it ends once.
+    pub fn apply(&mut self, decision: Decision, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        if self.status.is_terminal() {
+            return Err(TransitionError::AlreadyTerminal);
+        }
+        self.status = decision.outcome.status();
+        self.decided_at = Some(now);
+        self.decided_by = Some(decision.actor);
+        self.comment = decision.comment;
+        Ok(())
+    }
+
+    pub fn time_to_decision(&self) -> Option<std::time::Duration> {
+        self.decided_at
+            .and_then(|at| (at - self.created_at).to_std().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Approval {
+        let new = NewApproval {
+            session_id: "s".into(),
+            tool_name: "Bash".into(),
+            tool_input: "{}".into(),
+            reason: None,
+            agent: None,
+            requested_by: "agent".into(),
+            idempotency_key: None,
+            timeout: std::time::Duration::from_secs(60),
+        };
+        Approval::create(ApprovalId::new(), new, Utc::now())
+    }
+
+    #[test]
+    fn first_decision_wins_and_terminal_states_never_change() {
+        let mut approval = sample();
+        let approve = Decision {
+            outcome: Outcome::Approve,
+            actor: Actor::Operator("alice".into()),
+            comment: None,
+        };
+        approval
+            .apply(approve, Utc::now())
+            .expect("pending approval accepts a decision");
+        let timeout = Decision {
+            outcome: Outcome::Timeout,
+            actor: Actor::System,
+            comment: None,
+        };
+        assert_eq!(
+            approval.apply(timeout, Utc::now()),
+            Err(TransitionError::AlreadyTerminal)
+        );
+        assert_eq!(approval.status, Status::Approved);
+        assert_eq!(approval.decided_by, Some(Actor::Operator("alice".into())));
+    }
+
+    #[test]
+    fn status_round_trips_through_its_name() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+        }
+        assert!("done".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut new = NewApproval {
+            session_id: " ".into(),
+            tool_name: "Bash".into(),
+            tool_input: "{}".into(),
+            reason: None,
+            agent: None,
+            requested_by: "agent".into(),
+            idempotency_key: None,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(new.validate().map_err(|e| e.field), Err("session_id"));
+        new.session_id = "s".into();
+        new.reason = Some("x".repeat(MAX_REASON + 1));
+        assert_eq!(new.validate().map_err(|e| e.field), Err("reason"));
+    }
+}

@@ -1,0 +1,87 @@
+//! File channel: appends one JSON object per line to a local file and fsyncs it, so an operator
+//! can `tail -f` it and a crash right after a notification still leaves the line on disk.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::notification::{Notification, OperatorHints};
+
+pub fn deliver(
+    path: &Path,
+    notification: &Notification,
+    hints: &OperatorHints,
+) -> Result<(), String> {
+    let line = render(notification, hints);
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // One write call per line keeps concurrent appenders (another process tailing and
+    // rotating) from interleaving half lines.
+    file.write_all(line.as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// One line of the file. A struct (not `serde_json::Value`) so `tool_input` keeps its bytes.
+#[derive(Serialize)]
+struct Line<'a> {
+    at: String,
+    event: &'static str,
+    request_id: Option<&'a str>,
+    id: String,
+    status: &'static str,
+    session_id: &'a str,
+    tool_name: &'a str,
+    tool_input: Box<RawValue>,
+    reason: Option<&'a str>,
+    created_at: String,
+    expires_at: String,
+    decided_at: Option<String>,
+    decided_by: Option<String>,
+    comment: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decide: Option<Decide>,
+}
+
+#[derive(Serialize)]
+struct Decide {
+    cli: String,
+    rest: String,
+}
+
+fn render(notification: &Notification, hints: &OperatorHints) -> String {
+    let a = &notification.approval;
+    let line = Line {
+        at: chrono::Utc::now().to_rfc3339(),
+        event: notification.kind(),
+        request_id: notification.request_id.as_deref(),
+        id: a.id.to_string(),
+        status: a.status.as_str(),
+        session_id: &a.session_id,
+        tool_name: &a.tool_name,
+        tool_input: RawValue::from_string(a.tool_input.clone()).unwrap_or_default(),
+        reason: a.reason.as_deref(),
+        created_at: a.created_at.to_rfc3339(),
+        expires_at: a.expires_at.to_rfc3339(),
+        decided_at: a.decided_at.map(|t| t.to_rfc3339()),
+        decided_by: a.decided_by.as_ref().map(ToString::to_string),
+        comment: a.comment.as_deref(),
+        decide: notification.is_pending().then(|| Decide {
+            cli: hints.cli(a),
+            rest: hints.curl(a),
+        }),
+    };
+    let mut text = serde_json::to_string(&line).unwrap_or_default();
+    text.push('\n');
+    text
+}

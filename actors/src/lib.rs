@@ -1,0 +1,25 @@
+//! The approval-gate actor system. No HTTP in here.
+//!
+//! Who owns what, and who talks to whom:
+//!
+//! - [`registry::ApprovalRegistry`] owns the approval store (sled) and the state machine
+//!   `pending → approved | rejected | timed_out | cancelled`; it wakes long-poll waiters and, once
+//!   a change is on disk, sends [`notification::Notify`] to every notifier and [`metrics::Metric`]
+//!   events to the collector.
+//! - [`sweeper::TimeoutSweeper`] owns the deadline index; the registry sends it `Arm`/`Disarm`,
+//!   it sends `Expire` back when a deadline passes.
+//! - [`fallback::FallbackNotifier`] owns the console, file and email channels.
+//! - [`metrics::MetricsCollector`] owns the Prometheus registry; everyone sends it `Metric`.
+//! - [`supervision`] holds what they all share: `Ping` for health, the panic guard, `Crash`.
+//!
+//! [`system::ActorSystem::start`] opens the store and starts them all under supervisors.
+
+pub mod domain;
+pub mod fallback;
+pub mod metrics;
+pub mod notification;
+pub mod registry;
+pub mod store;
+pub mod supervision;
+pub mod sweeper;
+pub mod system;

@@ -1,0 +1,69 @@
+//! What operators are told about: one approval at one moment of its life.
+//!
+//! Built by the registry after a change is durable and handed to every notifier (Telegram and
+//! the fallback chain). A snapshot, so notifiers never read registry state themselves.
+
+use actix::Message;
+use serde::Serialize;
+
+use crate::domain::{Approval, Status};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A new approval waits for a decision.
+    Created,
+    /// The approval ended (decided, timed out or cancelled); see its status.
+    Ended,
+}
+
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub event: Event,
+    pub approval: Approval,
+    /// The request that caused this notification, for log correlation.
+    pub request_id: Option<String>,
+}
+
+impl Notification {
+    /// A short label for logs and files: `created`, `approved`, `timed_out`, ...
+    pub fn kind(&self) -> &'static str {
+        match self.event {
+            Event::Created => "created",
+            Event::Ended => self.approval.status.as_str(),
+        }
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.approval.status == Status::Pending
+    }
+}
+
+/// How an operator can decide without Telegram; rendered into console lines and emails.
+#[derive(Debug, Clone)]
+pub struct OperatorHints {
+    /// Base URL of this service as operators reach it, e.g. `http://127.0.0.1:5284`.
+    pub public_url: String,
+}
+
+impl OperatorHints {
+    pub fn cli(&self, approval: &Approval) -> String {
+        format!(
+            "approval-gate approvals approve {id}   (or: approval-gate approvals reject {id} --comment TEXT)",
+            id = approval.id
+        )
+    }
+
+    pub fn curl(&self, approval: &Approval) -> String {
+        format!(
+            "curl -X POST {url}/api/approvals/{id}/decision -H \"Authorization: Bearer $APPROVAL_GATE_OPERATOR_TOKEN\" -H 'Content-Type: application/json' -d '{{\"decision\":\"approve\"}}'",
+            url = self.public_url.trim_end_matches('/'),
+            id = approval.id
+        )
+    }
+}
+
+/// Tell a notifier (Telegram, the fallback chain) about an approval.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Notify(pub Notification);

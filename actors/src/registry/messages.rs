@@ -1,0 +1,135 @@
+//! The messages the ApprovalRegistry answers, and its error type.
+
+use std::collections::BTreeMap;
+
+use actix::Message;
+use tokio::sync::oneshot;
+
+use crate::domain::{
+    Approval, ApprovalId, Decision, NewApproval, Status, TelegramMessageRef, ValidationError,
+};
+use crate::store::StoreDiagnostics;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no approval with id {0}")]
+    NotFound(ApprovalId),
+    /// The approval had already ended; carries it so callers can show who won.
+    #[error("approval {} is already {}", .0.id, .0.status)]
+    Conflict(Box<Approval>),
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("too many long polls are waiting (limit {limit})")]
+    TooManyWaiters { limit: usize },
+    #[error("the store failed: {0}")]
+    Store(String),
+    #[error("the registry failed while handling the request and is restarting")]
+    Restarting,
+}
+
+impl From<crate::store::StoreError> for RegistryError {
+    fn from(error: crate::store::StoreError) -> Self {
+        RegistryError::Store(error.to_string())
+    }
+}
+
+impl From<crate::supervision::HandlerFailed> for RegistryError {
+    fn from(_: crate::supervision::HandlerFailed) -> Self {
+        RegistryError::Restarting
+    }
+}
+
+/// Create an approval (or return the one with the same idempotency key). Answers only once the
+/// record is on disk.
+#[derive(Message)]
+#[rtype(result = "Result<Created, RegistryError>")]
+pub struct Create {
+    pub new: NewApproval,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub approval: Approval,
+    /// `false` when an earlier request with the same idempotency key already created it.
+    pub created: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Approval, RegistryError>")]
+pub struct Get(pub ApprovalId);
+
+/// Newest first; `before` is the cursor (the last id of the previous page).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Approval>, RegistryError>")]
+pub struct List {
+    pub status: Option<Status>,
+    pub before: Option<ApprovalId>,
+    pub limit: usize,
+}
+
+/// End a pending approval: operator decision, Telegram tap or agent cancel. The first one wins;
+/// later ones get [`RegistryError::Conflict`] with the winner.
+#[derive(Message)]
+#[rtype(result = "Result<Approval, RegistryError>")]
+pub struct Decide {
+    pub id: ApprovalId,
+    pub decision: Decision,
+    pub request_id: Option<String>,
+}
+
+/// Register interest in an approval's end.
+#[derive(Message)]
+#[rtype(result = "Result<WaitReply, RegistryError>")]
+pub struct Wait(pub ApprovalId);
+
+pub enum WaitReply {
+    /// Already ended (or the registry answers with the current state at once).
+    Ready(Approval),
+    /// Still pending: the receiver gets the approval when it ends. Drop the ticket's guard
+    /// (see [`WaitTicket::cancel_message`]) when giving up so the waiter is freed.
+    Pending(WaitTicket),
+}
+
+pub struct WaitTicket {
+    pub id: ApprovalId,
+    pub waiter: u64,
+    pub receiver: oneshot::Receiver<Approval>,
+}
+
+impl WaitTicket {
+    pub fn cancel_message(&self) -> Unwait {
+        Unwait {
+            id: self.id,
+            waiter: self.waiter,
+        }
+    }
+}
+
+/// The long poll that registered `waiter` is gone (answered, timed out or hung up).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Unwait {
+    pub id: ApprovalId,
+    pub waiter: u64,
+}
+
+/// Counts and store facts for diagnostics.
+#[derive(Message)]
+#[rtype(result = "RegistryStats")]
+pub struct Stats;
+
+#[derive(Debug, Clone)]
+pub struct RegistryStats {
+    pub counts: BTreeMap<&'static str, u64>,
+    pub waiters: usize,
+    pub store: StoreDiagnostics,
+}
+
+/// Remember that a Telegram message shows this approval (so later edits reach every copy).
+#[derive(Message)]
+#[rtype(result = "Result<Approval, RegistryError>")]
+pub struct AttachMessage {
+    pub id: ApprovalId,
+    pub message: TelegramMessageRef,
+}

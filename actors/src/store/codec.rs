@@ -1,0 +1,152 @@
+//! The on-disk form of an approval: a plain struct encoded with bincode behind a version byte.
+//!
+//! Kept separate from [`crate::domain::Approval`] so the domain can grow without breaking stored
+//! records: a new layout gets a new version byte and a decoder here. Plain fields only, because
+//! serde attributes such as `flatten` or `skip_serializing_if` silently lose data under bincode.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Actor, Approval, ApprovalId, Status, TelegramMessageRef};
+
+const VERSION_1: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("empty record")]
+    Empty,
+    #[error("unknown record version {0}")]
+    UnknownVersion(u8),
+    #[error("corrupt record: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    #[error("cannot encode record: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    id: [u8; 16],
+    status: Status,
+    session_id: String,
+    tool_name: String,
+    tool_input: String,
+    reason: Option<String>,
+    agent: Option<String>,
+    requested_by: String,
+    idempotency_key: Option<String>,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    decided_at_ms: Option<i64>,
+    decided_by: Option<Actor>,
+    comment: Option<String>,
+    telegram_messages: Vec<TelegramMessageRef>,
+}
+
+pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
+    let record = RecordV1 {
+        id: approval.id.to_bytes(),
+        status: approval.status,
+        session_id: approval.session_id.clone(),
+        tool_name: approval.tool_name.clone(),
+        tool_input: approval.tool_input.clone(),
+        reason: approval.reason.clone(),
+        agent: approval.agent.clone(),
+        requested_by: approval.requested_by.clone(),
+        idempotency_key: approval.idempotency_key.clone(),
+        created_at_ms: approval.created_at.timestamp_millis(),
+        expires_at_ms: approval.expires_at.timestamp_millis(),
+        decided_at_ms: approval.decided_at.map(|at| at.timestamp_millis()),
+        decided_by: approval.decided_by.clone(),
+        comment: approval.comment.clone(),
+        telegram_messages: approval.telegram_messages.clone(),
+    };
+    let mut bytes = vec![VERSION_1];
+    bytes.extend(bincode::serde::encode_to_vec(
+        &record,
+        bincode::config::standard(),
+    )?);
+    Ok(bytes)
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Approval, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != VERSION_1 {
+        return Err(CodecError::UnknownVersion(version));
+    }
+    let (record, _): (RecordV1, usize) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard())?;
+    Ok(Approval {
+        id: ApprovalId::from_bytes(record.id),
+        status: record.status,
+        session_id: record.session_id,
+        tool_name: record.tool_name,
+        tool_input: record.tool_input,
+        reason: record.reason,
+        agent: record.agent,
+        requested_by: record.requested_by,
+        idempotency_key: record.idempotency_key,
+        created_at: millis(record.created_at_ms),
+        expires_at: millis(record.expires_at_ms),
+        decided_at: record.decided_at_ms.map(millis),
+        decided_by: record.decided_by,
+        comment: record.comment,
+        telegram_messages: record.telegram_messages,
+    })
+}
+
+pub fn millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Decision, NewApproval, Outcome};
+
+    #[test]
+    fn round_trips_every_field() {
+        let new = NewApproval {
+            session_id: "session".into(),
+            tool_name: "Bash".into(),
+            tool_input: r#"{"command":"rm -rf /tmp/x"}"#.into(),
+            reason: Some("cleanup".into()),
+            agent: Some("claude".into()),
+            requested_by: "ci".into(),
+            idempotency_key: Some("k1".into()),
+            timeout: std::time::Duration::from_secs(600),
+        };
+        let now = millis(Utc::now().timestamp_millis());
+        let mut approval = Approval::create(ApprovalId::new(), new, now);
+        approval
+            .apply(
+                Decision {
+                    outcome: Outcome::Approve,
+                    actor: Actor::Telegram {
+                        user_id: 7,
+                        username: Some("op".into()),
+                    },
+                    comment: Some("ok".into()),
+                },
+                now,
+            )
+            .expect("pending");
+        approval.telegram_messages.push(TelegramMessageRef {
+            chat_id: -100,
+            message_id: 3,
+        });
+        let decoded = decode(&encode(&approval).expect("encode")).expect("decode");
+        assert_eq!(decoded, approval);
+    }
+
+    #[test]
+    fn rejects_unknown_versions_and_garbage() {
+        assert!(matches!(decode(&[]), Err(CodecError::Empty)));
+        assert!(matches!(
+            decode(&[9, 1, 2]),
+            Err(CodecError::UnknownVersion(9))
+        ));
+        assert!(decode(&[VERSION_1, 0xff, 0xff]).is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! TimeoutSweeper: owns the deadline index and tells the registry when an approval's time is up.
+//!
+//! The index is a sled tree keyed by big-endian deadline milliseconds followed by the approval
+//! id, so the earliest deadline is the first key. The sweeper sleeps until that key's instant (not
+//! merely until the next `check_interval` tick) and each wake-up reads only the expired prefix of
+//! the tree: O(expired), not O(pending). It never changes an approval itself; it sends
+//! [`Expire`] and the registry's compare-and-set decides whether the timeout wins.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::domain::ApprovalId;
+use crate::metrics::Metric;
+use crate::supervision::{ActorHealth, Crash, HealthStatus, Ping, Restarts, guarded};
+
+pub const NAME: &str = "timeout_sweeper";
+
+/// Watch this approval's deadline (milliseconds since the epoch, grace period included).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Arm {
+    pub id: ApprovalId,
+    pub deadline_ms: i64,
+}
+
+/// Stop watching a deadline (the approval ended some other way).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Disarm {
+    pub id: ApprovalId,
+    pub deadline_ms: i64,
+}
+
+/// Start-up reconciliation: make sure every pending approval has its deadline armed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Rearm(pub Vec<Arm>);
+
+/// Sent to the registry: this approval's deadline has passed.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Expire {
+    pub id: ApprovalId,
+    pub deadline_ms: i64,
+}
+
+/// Tells the sweeper where to send [`Expire`]; the registry is started after the sweeper.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect(pub Recipient<Expire>);
+
+pub struct TimeoutSweeper {
+    deadlines: sled::Tree,
+    check_interval: Duration,
+    registry: Option<Recipient<Expire>>,
+    /// The instant the current wake-up timer is set for, if any.
+    next_wake: Option<(i64, SpawnHandle)>,
+    /// Expiries sent but not yet confirmed, so a tick does not resend them.
+    in_flight: HashSet<ApprovalId>,
+    metrics: Recipient<Metric>,
+    restarts: Restarts,
+    last_error: Option<String>,
+}
+
+fn key(deadline_ms: i64, id: ApprovalId) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    // Deadlines are after 1970, so the sign bit is clear and big-endian bytes sort by time.
+    key[..8].copy_from_slice(&(deadline_ms.max(0) as u64).to_be_bytes());
+    key[8..].copy_from_slice(&id.to_bytes());
+    key
+}
+
+fn parse_key(key: &[u8]) -> Option<(i64, ApprovalId)> {
+    let deadline = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let id: [u8; 16] = key.get(8..24)?.try_into().ok()?;
+    Some((deadline as i64, ApprovalId::from_bytes(id)))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl TimeoutSweeper {
+    pub fn new(
+        deadlines: sled::Tree,
+        check_interval: Duration,
+        metrics: Recipient<Metric>,
+    ) -> Self {
+        Self {
+            deadlines,
+            check_interval,
+            registry: None,
+            next_wake: None,
+            in_flight: HashSet::new(),
+            metrics,
+            restarts: Restarts::default(),
+            last_error: None,
+        }
+    }
+
+    fn arm(&mut self, arm: Arm) -> Result<(), sled::Error> {
+        self.deadlines.insert(key(arm.deadline_ms, arm.id), &[])?;
+        Ok(())
+    }
+
+    fn disarm(&mut self, id: ApprovalId, deadline_ms: i64) -> Result<(), sled::Error> {
+        self.deadlines.remove(key(deadline_ms, id))?;
+        Ok(())
+    }
+
+    /// Send an expiry for every deadline at or before now; then sleep until the next one.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if let Some((_, handle)) = self.next_wake.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(registry) = self.registry.clone() else {
+            return;
+        };
+        let now = now_ms();
+        let mut due = Vec::new();
+        for entry in self
+            .deadlines
+            .range(..key(now + 1, ApprovalId::from_bytes([0; 16])))
+        {
+            match entry.map(|(k, _)| parse_key(&k)) {
+                Ok(Some((deadline_ms, id))) if !self.in_flight.contains(&id) => {
+                    due.push((deadline_ms, id))
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.note_error(format!("cannot read the deadline index: {error}"));
+                    break;
+                }
+            }
+        }
+        for (deadline_ms, id) in due {
+            self.in_flight.insert(id);
+            registry
+                .send(Expire { id, deadline_ms })
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.in_flight.remove(&id);
+                    match result {
+                        // Answered: the approval is no longer pending whichever way it ended.
+                        Ok(()) => {
+                            if let Err(error) = act.disarm(id, deadline_ms) {
+                                act.note_error(format!("cannot remove a deadline: {error}"));
+                            }
+                        }
+                        // The registry is restarting; try again shortly.
+                        Err(_) => act.schedule(ctx, now_ms() + 100),
+                    }
+                })
+                .spawn(ctx);
+        }
+        self.schedule_next(ctx);
+    }
+
+    fn schedule_next(&mut self, ctx: &mut Context<Self>) {
+        let next = self
+            .deadlines
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok().and_then(|k| parse_key(&k)))
+            .find(|(_, id)| !self.in_flight.contains(id));
+        if let Some((deadline_ms, _)) = next {
+            self.schedule(ctx, deadline_ms);
+        }
+    }
+
+    /// Make sure a wake-up happens no later than `at_ms`.
+    fn schedule(&mut self, ctx: &mut Context<Self>, at_ms: i64) {
+        if let Some((current, handle)) = self.next_wake {
+            if current <= at_ms {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = Duration::from_millis((at_ms - now_ms()).max(0) as u64);
+        let handle = ctx.run_later(delay, |act, ctx| act.sweep(ctx));
+        self.next_wake = Some((at_ms, handle));
+    }
+
+    fn note_error(&mut self, error: String) {
+        tracing::error!(actor = NAME, %error);
+        self.last_error = Some(error);
+    }
+
+    fn start_timers(&mut self, ctx: &mut Context<Self>) {
+        self.next_wake = None;
+        self.in_flight.clear();
+        // The precise timer does the work; the interval is a safety net in case a wake-up is
+        // lost (clock jumps, a failed registry call).
+        ctx.run_interval(self.check_interval, |act, ctx| act.sweep(ctx));
+        ctx.run_later(Duration::ZERO, |act, ctx| act.sweep(ctx));
+    }
+}
+
+impl Actor for TimeoutSweeper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        self.start_timers(ctx);
+    }
+}
+
+impl Supervised for TimeoutSweeper {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // `started` runs again after this and re-reads the index from sled.
+        self.restarts.record(NAME);
+        self.metrics.do_send(Metric::ActorRestarted { actor: NAME });
+    }
+}
+
+impl Handler<Connect> for TimeoutSweeper {
+    type Result = ();
+
+    fn handle(&mut self, Connect(registry): Connect, ctx: &mut Context<Self>) {
+        self.registry = Some(registry);
+        self.sweep(ctx);
+    }
+}
+
+impl Handler<Arm> for TimeoutSweeper {
+    type Result = ();
+
+    fn handle(&mut self, arm: Arm, ctx: &mut Context<Self>) {
+        match guarded(NAME, ctx, || self.arm(arm)) {
+            Ok(Ok(())) => self.schedule(ctx, arm.deadline_ms),
+            Ok(Err(error)) => self.note_error(format!("cannot arm a deadline: {error}")),
+            Err(_) => {}
+        }
+    }
+}
+
+impl Handler<Rearm> for TimeoutSweeper {
+    type Result = ();
+
+    fn handle(&mut self, Rearm(arms): Rearm, ctx: &mut Context<Self>) {
+        let mut earliest = None;
+        for arm in arms {
+            let present = self.deadlines.contains_key(key(arm.deadline_ms, arm.id));
+            if !matches!(present, Ok(true)) {
+                if let Err(error) = self.arm(arm) {
+                    self.note_error(format!("cannot re-arm a deadline: {error}"));
+                    continue;
+                }
+            }
+            earliest = Some(earliest.map_or(arm.deadline_ms, |e: i64| e.min(arm.deadline_ms)));
+        }
+        if let Some(at) = earliest {
+            self.schedule(ctx, at);
+        }
+    }
+}
+
+impl Handler<Disarm> for TimeoutSweeper {
+    type Result = ();
+
+    fn handle(&mut self, disarm: Disarm, ctx: &mut Context<Self>) {
+        if let Ok(Err(error)) = guarded(NAME, ctx, || self.disarm(disarm.id, disarm.deadline_ms)) {
+            self.note_error(format!("cannot disarm a deadline: {error}"));
+        }
+    }
+}
+
+impl Handler<Ping> for TimeoutSweeper {
+    type Result = MessageResult<Ping>;
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        let status = if self.last_error.is_some() {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        };
+        MessageResult(ActorHealth {
+            actor: NAME,
+            status,
+            restarts: self.restarts.count(),
+            detail: serde_json::json!({
+                "next_wake_at": self.next_wake.map(|(at, _)| crate::store::millis(at).to_rfc3339()),
+                "in_flight": self.in_flight.len(),
+                "last_error": self.last_error,
+            }),
+        })
+    }
+}
+
+impl Handler<Crash> for TimeoutSweeper {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        let _ = guarded(NAME, ctx, || panic!("fault injection: crash requested"));
+    }
+}

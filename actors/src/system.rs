@@ -1,0 +1,152 @@
+//! Wiring: opens the store, starts every actor under its supervisor on its own arbiter, and
+//! connects them. The returned [`Actors`] holds only addresses; it is how the HTTP layer talks to
+//! the actor system.
+//!
+//! Arbiters: the registry and sweeper share one thread (they talk most), metrics and the fallback
+//! notifier each get their own, so a slow fsync in the file channel or a busy `/metrics` scrape
+//! never stalls approvals. sled flushes run on the group-commit thread, not on any arbiter.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::fallback::{FallbackNotifier, FallbackSettings};
+use crate::metrics::MetricsCollector;
+use crate::notification::Notify;
+use crate::registry::{ApprovalRegistry, RegistrySettings};
+use crate::store::{SledStore, StoreError};
+use crate::supervision::{ActorHealth, Crash, Ping};
+use crate::sweeper::{Connect, TimeoutSweeper};
+
+pub struct SystemSettings {
+    pub store_path: std::path::PathBuf,
+    pub registry: RegistrySettings,
+    pub check_interval: Duration,
+    pub fallback: FallbackSettings,
+}
+
+/// Addresses of the running actors. Cheap to clone.
+#[derive(Clone)]
+pub struct Actors {
+    pub registry: Addr<ApprovalRegistry>,
+    pub sweeper: Addr<TimeoutSweeper>,
+    pub metrics: Addr<MetricsCollector>,
+    pub fallback: Addr<FallbackNotifier>,
+}
+
+/// The running actor system; stop it with [`ActorSystem::stop`] to release the store.
+pub struct ActorSystem {
+    pub actors: Actors,
+    arbiters: Vec<Arbiter>,
+}
+
+impl ActorSystem {
+    /// Must be called from inside a running actix `System`.
+    pub fn start(settings: SystemSettings) -> Result<Self, StoreError> {
+        let store = SledStore::open(&settings.store_path)?;
+        let deadlines = store.tree("deadlines")?;
+
+        let core = Arbiter::new();
+        let metrics_arbiter = Arbiter::new();
+        let notify_arbiter = Arbiter::new();
+
+        let metrics =
+            Supervisor::start_in_arbiter(&metrics_arbiter.handle(), |_| MetricsCollector::new());
+        let metrics_recipient = metrics.clone().recipient();
+
+        let fallback_settings = settings.fallback;
+        let recipient = metrics_recipient.clone();
+        let fallback = Supervisor::start_in_arbiter(&notify_arbiter.handle(), move |_| {
+            FallbackNotifier::new(fallback_settings, recipient)
+        });
+
+        let check_interval = settings.check_interval;
+        let recipient = metrics_recipient.clone();
+        let sweeper = Supervisor::start_in_arbiter(&core.handle(), move |_| {
+            TimeoutSweeper::new(deadlines, check_interval, recipient)
+        });
+
+        let notifiers: Vec<Recipient<Notify>> = vec![fallback.clone().recipient()];
+        let registry_settings = settings.registry;
+        let sweeper_addr = sweeper.clone();
+        let registry = Supervisor::start_in_arbiter(&core.handle(), move |_| {
+            ApprovalRegistry::new(
+                store,
+                registry_settings,
+                sweeper_addr,
+                notifiers,
+                metrics_recipient,
+            )
+        });
+        sweeper.do_send(Connect(registry.clone().recipient()));
+
+        Ok(Self {
+            actors: Actors {
+                registry,
+                sweeper,
+                metrics,
+                fallback,
+            },
+            arbiters: vec![core, metrics_arbiter, notify_arbiter],
+        })
+    }
+
+    /// Stop every arbiter and wait for their threads, which drops the actors and, with the
+    /// registry, the store (final flush included).
+    pub fn stop(self) {
+        let Self { actors, arbiters } = self;
+        drop(actors);
+        for arbiter in &arbiters {
+            arbiter.stop();
+        }
+        for arbiter in arbiters {
+            let _ = arbiter.join();
+        }
+    }
+}
+
+/// The names fault injection and health use for each actor.
+pub const ACTOR_NAMES: [&str; 4] = [
+    crate::registry::NAME,
+    crate::sweeper::NAME,
+    crate::metrics::NAME,
+    crate::fallback::NAME,
+];
+
+impl Actors {
+    /// Ping every actor; `None` for an actor that did not answer within `timeout`.
+    pub async fn ping_all(&self, timeout: Duration) -> Vec<PingResult> {
+        let (a, b, c, d) = futures_util::future::join4(
+            timed(crate::registry::NAME, &self.registry, timeout),
+            timed(crate::sweeper::NAME, &self.sweeper, timeout),
+            timed(crate::metrics::NAME, &self.metrics, timeout),
+            timed(crate::fallback::NAME, &self.fallback, timeout),
+        )
+        .await;
+        vec![a, b, c, d]
+    }
+
+    /// Make the named actor's handler panic (fault injection). False for an unknown name.
+    pub fn crash(&self, actor: &str) -> bool {
+        match actor {
+            crate::registry::NAME => self.registry.do_send(Crash),
+            crate::sweeper::NAME => self.sweeper.do_send(Crash),
+            crate::metrics::NAME => self.metrics.do_send(Crash),
+            crate::fallback::NAME => self.fallback.do_send(Crash),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// One actor's answer to a ping and how long it took, or `None` if it did not answer in time.
+pub type PingResult = (&'static str, Option<(ActorHealth, Duration)>);
+
+async fn timed<A>(name: &'static str, addr: &Addr<A>, timeout: Duration) -> PingResult
+where
+    A: Actor<Context = Context<A>> + Handler<Ping>,
+{
+    let started = std::time::Instant::now();
+    let answer = addr.send(Ping).timeout(timeout).await.ok();
+    (name, answer.map(|health| (health, started.elapsed())))
+}

@@ -1,0 +1,36 @@
+//! `approval-gate serve`: load settings, start logging, run the application until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::settings::{self, Sources};
+use crate::startup::Application;
+use crate::telemetry;
+
+pub fn run(config: Option<PathBuf>) -> ExitCode {
+    let settings = match settings::load(&Sources {
+        config_file: config,
+        env: None,
+    }) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("approval-gate: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let _logs = telemetry::init(&settings.logging);
+    let system = actix_rt::System::new();
+    let result = system.block_on(async move {
+        let app = Application::build(settings)?;
+        app.run_until_stopped().await.map_err(|e| e.to_string())?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "approval-gate failed");
+            eprintln!("approval-gate: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! `/api/approvals…`: create, read (with long poll), list, decide, cancel.
+//! Handlers translate HTTP to registry messages and back; the rules live in the registry.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use approval_gate_actors::domain::{Actor, ApprovalId, Decision, NewApproval, Outcome, Status};
+use approval_gate_actors::registry::{
+    ApprovalRegistry, Create, Decide, Get, List, Unwait, Wait, WaitReply,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::AppState;
+use super::auth::{AgentCaller, Caller, OperatorCaller};
+use super::context::RequestId;
+use super::error::ApiError;
+use super::view::ApprovalView;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/approvals")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        web::resource("/api/approvals/{id}")
+            .route(web::get().to(get))
+            .route(web::delete().to(cancel)),
+    )
+    .service(web::resource("/api/approvals/{id}/decision").route(web::post().to(decide)));
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    session_id: String,
+    tool_name: String,
+    tool_input: Box<RawValue>,
+    reason: Option<String>,
+    timeout: Option<String>,
+    idempotency_key: Option<String>,
+    agent: Option<String>,
+}
+
+fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no approval with id {raw}")))
+}
+
+fn request_timeout(state: &AppState, raw: Option<&str>) -> Result<Duration, ApiError> {
+    let limits = &state.settings.approval_timeout;
+    let Some(raw) = raw else {
+        return Ok(limits.default);
+    };
+    let requested = humantime::parse_duration(raw.trim()).map_err(|e| {
+        ApiError::Unprocessable(format!(
+            "`timeout` {raw:?} is not a duration like \"10m\": {e}"
+        ))
+    })?;
+    if requested < limits.min || requested > limits.max {
+        return Err(ApiError::TimeoutOutOfRange {
+            requested: raw.to_string(),
+            min: humantime::format_duration(limits.min).to_string(),
+            max: humantime::format_duration(limits.max).to_string(),
+        });
+    }
+    Ok(requested)
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    AgentCaller(caller): AgentCaller,
+    request_id: RequestId,
+    body: web::Json<CreateBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let timeout = request_timeout(&state, body.timeout.as_deref())?;
+    let new = NewApproval {
+        session_id: body.session_id,
+        tool_name: body.tool_name,
+        tool_input: body.tool_input.get().to_string(),
+        reason: body.reason,
+        agent: body.agent,
+        requested_by: caller.name,
+        idempotency_key: body.idempotency_key,
+        timeout,
+    };
+    let created = state
+        .actors
+        .registry
+        .send(Create {
+            new,
+            request_id: Some(request_id.0),
+        })
+        .await??;
+    let view = ApprovalView::from(&created.approval);
+    if created.created {
+        Ok(HttpResponse::Created()
+            .insert_header(("Location", format!("/api/approvals/{}", view.id)))
+            .json(view))
+    } else {
+        Ok(HttpResponse::Ok()
+            .insert_header(("Location", format!("/api/approvals/{}", view.id)))
+            .json(view))
+    }
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    wait: Option<String>,
+}
+
+/// Frees the registry's waiter if the long poll ends any way but by being woken (client hung
+/// up and actix dropped the handler, wait elapsed, error).
+struct WaiterGuard {
+    registry: actix::Addr<ApprovalRegistry>,
+    unwait: Option<Unwait>,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        if let Some(unwait) = self.unwait.take() {
+            self.registry.do_send(unwait);
+        }
+    }
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+    query: web::Query<WaitQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let wait = match query.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(raw) => humantime::parse_duration(raw.trim()).map_err(|e| {
+            ApiError::InvalidQuery(format!(
+                "`wait` {raw:?} is not a duration like \"30s\": {e}"
+            ))
+        })?,
+    }
+    .min(state.settings.server.max_wait);
+    let registry = &state.actors.registry;
+    if wait.is_zero() {
+        let approval = registry.send(Get(id)).await??;
+        return Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)));
+    }
+    let ticket = match registry.send(Wait(id)).await?? {
+        WaitReply::Ready(approval) => {
+            return Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)));
+        }
+        WaitReply::Pending(ticket) => ticket,
+    };
+    let mut guard = WaiterGuard {
+        registry: registry.clone(),
+        unwait: Some(ticket.cancel_message()),
+    };
+    let approval = match tokio::time::timeout(wait, ticket.receiver).await {
+        Ok(Ok(approval)) => {
+            // Woken: the registry already forgot this waiter.
+            guard.unwait = None;
+            approval
+        }
+        // Wait elapsed, or the registry restarted and dropped its waiters: answer with the
+        // current state (the guard frees the waiter).
+        Ok(Err(_)) | Err(_) => registry.send(Get(id)).await??,
+    };
+    Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    _caller: OperatorCaller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<Status>)
+        .transpose()
+        .map_err(ApiError::InvalidQuery)?;
+    let max = state.settings.server.max_page_size;
+    let limit = query.limit.unwrap_or(50.min(max));
+    if limit == 0 || limit > max {
+        return Err(ApiError::InvalidQuery(format!(
+            "`limit` must be between 1 and {max}"
+        )));
+    }
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<ApprovalId>().map_err(|_| {
+                ApiError::InvalidQuery(format!(
+                    "`cursor` {raw:?} is not a cursor from a previous page"
+                ))
+            })
+        })
+        .transpose()?;
+    let mut page = state
+        .actors
+        .registry
+        .send(List {
+            status,
+            before,
+            limit: limit + 1,
+        })
+        .await??;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_cursor = more
+        .then(|| page.last().map(|a| a.id.to_string()))
+        .flatten();
+    let approvals: Vec<ApprovalView> = page.iter().map(ApprovalView::from).collect();
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "approvals": approvals, "next_cursor": next_cursor })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DecisionKind {
+    Approve,
+    Reject,
+}
+
+#[derive(Deserialize)]
+struct DecisionBody {
+    decision: DecisionKind,
+    comment: Option<String>,
+}
+
+fn checked_comment(comment: Option<String>) -> Result<Option<String>, ApiError> {
+    match comment {
+        Some(c) if c.len() > approval_gate_actors::domain::MAX_REASON => {
+            Err(ApiError::Unprocessable(format!(
+                "`comment` is {} bytes long; at most {} are allowed",
+                c.len(),
+                approval_gate_actors::domain::MAX_REASON
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+async fn decide(
+    state: web::Data<AppState>,
+    OperatorCaller(caller): OperatorCaller,
+    request_id: RequestId,
+    id: web::Path<String>,
+    body: web::Json<DecisionBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let body = body.into_inner();
+    let outcome = match body.decision {
+        DecisionKind::Approve => Outcome::Approve,
+        DecisionKind::Reject => Outcome::Reject,
+    };
+    let decision = Decision {
+        outcome,
+        actor: Actor::Operator(caller.name),
+        comment: checked_comment(body.comment)?,
+    };
+    let approval = state
+        .actors
+        .registry
+        .send(Decide {
+            id,
+            decision,
+            request_id: Some(request_id.0),
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)))
+}
+
+async fn cancel(
+    state: web::Data<AppState>,
+    AgentCaller(caller): AgentCaller,
+    request_id: RequestId,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let registry = &state.actors.registry;
+    let current = registry.send(Get(id)).await??;
+    if current.requested_by != caller.name {
+        return Err(ApiError::Forbidden(
+            "an agent may cancel only its own approval requests",
+        ));
+    }
+    let decision = Decision {
+        outcome: Outcome::Cancel,
+        actor: Actor::Agent(caller.name),
+        comment: Some("cancelled by the agent".into()),
+    };
+    let approval = registry
+        .send(Decide {
+            id,
+            decision,
+            request_id: Some(request_id.0),
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)))
+}

@@ -1,0 +1,144 @@
+//! Bearer tokens → caller identity. Tokens are compared in constant time and never logged.
+//!
+//! With no tokens configured (allowed only on a loopback bind) every caller is `anonymous` and
+//! may act as agent and operator.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use crate::settings::AuthSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Agent,
+    Operator,
+}
+
+/// Configured tokens, held by the HTTP layer only.
+pub struct Tokens {
+    entries: Vec<(Role, String, Vec<u8>)>,
+}
+
+impl Tokens {
+    pub fn new(auth: &AuthSettings) -> Self {
+        let agents = auth
+            .agent_tokens
+            .iter()
+            .map(|(n, t)| (Role::Agent, n.clone(), t.as_bytes().to_vec()));
+        let operators = auth
+            .operator_tokens
+            .iter()
+            .map(|(n, t)| (Role::Operator, n.clone(), t.as_bytes().to_vec()));
+        Self {
+            entries: agents.chain(operators).collect(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every configured token is compared, so timing does not reveal which one matched.
+    fn identify(&self, presented: &[u8]) -> Option<(Role, String)> {
+        let mut found = None;
+        for (role, name, token) in &self.entries {
+            if bool::from(token.as_slice().ct_eq(presented)) {
+                found = Some((*role, name.clone()));
+            }
+        }
+        found
+    }
+}
+
+/// Who is calling. `anonymous` in open mode.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    role: Option<Role>,
+}
+
+impl Caller {
+    fn may(&self, role: Role) -> bool {
+        self.role.is_none_or(|r| r == role)
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let tokens = req
+        .app_data::<web::Data<Tokens>>()
+        .ok_or_else(|| ApiError::Unavailable("authentication is not configured".into()))?;
+    if tokens.is_open() {
+        return Ok(Caller {
+            name: "anonymous".into(),
+            role: None,
+        });
+    }
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?;
+    let (role, name) = tokens
+        .identify(presented.as_bytes())
+        .ok_or(ApiError::Unauthorized)?;
+    Ok(Caller {
+        name,
+        role: Some(role),
+    })
+}
+
+/// Any valid token.
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+/// An agent token.
+pub struct AgentCaller(pub Caller);
+
+impl FromRequest for AgentCaller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|caller| {
+            if caller.may(Role::Agent) {
+                Ok(AgentCaller(caller))
+            } else {
+                Err(ApiError::Forbidden("this route needs an agent token"))
+            }
+        }))
+    }
+}
+
+/// An operator token.
+pub struct OperatorCaller(pub Caller);
+
+impl FromRequest for OperatorCaller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|caller| {
+            if caller.may(Role::Operator) {
+                Ok(OperatorCaller(caller))
+            } else {
+                Err(ApiError::Forbidden("this route needs an operator token"))
+            }
+        }))
+    }
+}

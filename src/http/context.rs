@@ -1,0 +1,84 @@
+//! Per-request context: the `X-Request-Id` correlation id (taken from the client when sane,
+//! generated otherwise, always echoed back), the tracing span that carries it onto every log
+//! line, and the HTTP metrics by route template.
+
+use std::future::{Ready, ready};
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, web};
+use approval_gate_actors::metrics::Metric;
+use tracing::Instrument;
+
+use super::AppState;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The correlation id of the current request; extract it in handlers to pass to actors.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl FromRequest for RequestId {
+    type Error = Error;
+    type Future = Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId(ulid::Ulid::new().to_string()));
+        ready(Ok(id))
+    }
+}
+
+/// Accept a client's id only if it is short printable ASCII, so it is safe in logs and headers.
+fn client_request_id(req: &ServiceRequest) -> Option<String> {
+    let value = req.headers().get(&REQUEST_ID)?.to_str().ok()?.trim();
+    let sane = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b));
+    sane.then(|| value.to_string())
+}
+
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let id = client_request_id(&req).unwrap_or_else(|| ulid::Ulid::new().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().to_string();
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
+    let mut response = next.call(req).instrument(span.clone()).await?;
+
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+        if state.settings.monitoring.request_logging {
+            span.in_scope(
+                || tracing::info!(%route, status, latency_ms = seconds * 1000.0, "http request"),
+            );
+        }
+        state.actors.metrics.do_send(Metric::Http {
+            method,
+            route,
+            status,
+            seconds,
+        });
+    }
+    Ok(response)
+}

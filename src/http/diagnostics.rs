@@ -1,0 +1,53 @@
+//! `/api/diagnostics/…`: JSON views for operators (store facts, counter summary) and the
+//! fault-injection route that proves supervision (only when `debug.fault_injection` is on).
+
+use actix_web::{HttpResponse, web};
+use approval_gate_actors::metrics::Summary;
+use approval_gate_actors::registry::Stats;
+use serde_json::json;
+
+use super::AppState;
+use super::auth::OperatorCaller;
+use super::error::ApiError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/diagnostics/database", web::get().to(database))
+        .route("/api/diagnostics/metrics", web::get().to(metrics_summary))
+        .route("/api/debug/actors/{name}/crash", web::post().to(crash));
+}
+
+async fn database(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let stats = state.actors.registry.send(Stats).await?;
+    let last_flush = (stats.store.last_flush_ms > 0)
+        .then(|| approval_gate_actors::store::millis(stats.store.last_flush_ms).to_rfc3339());
+    Ok(HttpResponse::Ok().json(json!({
+        "path": stats.store.path,
+        "size_on_disk_bytes": stats.store.size_on_disk,
+        "counts": stats.counts,
+        "waiters": stats.waiters,
+        "last_flush": last_flush,
+    })))
+}
+
+async fn metrics_summary(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.actors.metrics.send(Summary).await?))
+}
+
+async fn crash(
+    state: web::Data<AppState>,
+    _caller: OperatorCaller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.settings.debug.fault_injection {
+        return Err(ApiError::NotFound(
+            "fault injection is disabled (debug.fault_injection)".into(),
+        ));
+    }
+    if !state.actors.crash(&name) {
+        return Err(ApiError::NotFound(format!(
+            "no actor named {name:?}; known: {}",
+            approval_gate_actors::system::ACTOR_NAMES.join(", ")
+        )));
+    }
+    Ok(HttpResponse::Accepted().json(json!({ "crashed": name.as_str() })))
+}

@@ -1,0 +1,75 @@
+//! The HTTP front door: shared state, extractor configuration and the route table. Handlers live
+//! in one module per resource; errors map to HTTP in `error`.
+
+mod approvals;
+mod auth;
+mod context;
+mod diagnostics;
+mod error;
+mod health;
+mod metrics;
+mod view;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use approval_gate_actors::system::Actors;
+
+pub use auth::Tokens;
+pub use error::ApiError;
+
+use crate::settings::Settings;
+
+/// What every handler can reach: actor addresses and settings, nothing mutable but the
+/// shutdown flag.
+pub struct AppState {
+    pub actors: Actors,
+    pub settings: Arc<Settings>,
+    pub accepting: Arc<AtomicBool>,
+    pub started: Instant,
+}
+
+/// Everything an `App` needs, in one place so the server and tests build the same app.
+pub fn configure(
+    state: web::Data<AppState>,
+    tokens: web::Data<Tokens>,
+) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let limit = state.settings.server.max_body_bytes;
+        let metrics_enabled = state.settings.monitoring.metrics_enabled;
+        let metrics_path = state.settings.monitoring.metrics_path.clone();
+        cfg.app_data(state)
+            .app_data(tokens)
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(limit)
+                    .content_type_required(false)
+                    .error_handler(move |e, _| error::json_error(e, limit).into()),
+            )
+            .app_data(web::PayloadConfig::default().limit(limit))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::InvalidQuery(e.to_string()).into()),
+            )
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|e, _| ApiError::NotFound(e.to_string()).into()),
+            )
+            .configure(approvals::routes)
+            .configure(health::routes)
+            .configure(diagnostics::routes);
+        if metrics_enabled {
+            cfg.route(&metrics_path, web::get().to(metrics::metrics));
+        }
+    }
+}
+
+pub use context::request_context;
+
+/// JSON 404 for unknown routes (and 405-ish mismatches), instead of actix's empty body.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())).error_response()
+}

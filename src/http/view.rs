@@ -1,0 +1,70 @@
+//! The JSON shape of an approval on the wire. Times are RFC 3339 (UTC); `tool_input` is
+//! returned byte for byte as the agent sent it.
+
+use approval_gate_actors::domain::{Actor, Approval};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+#[derive(Serialize)]
+pub struct ApprovalView {
+    pub id: String,
+    pub status: &'static str,
+    pub session_id: String,
+    pub tool_name: String,
+    pub tool_input: Box<RawValue>,
+    pub reason: Option<String>,
+    pub agent: Option<String>,
+    pub requested_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub decided_at: Option<String>,
+    /// The operator token's name, the Telegram user, the agent, or `system` for timeouts.
+    pub decided_by: Option<String>,
+    /// The same, structured: `{"kind": "operator"|"telegram"|"agent"|"system", ...}`.
+    pub decider: Option<serde_json::Value>,
+    pub comment: Option<String>,
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn decided_by(actor: &Actor) -> (String, serde_json::Value) {
+    use serde_json::json;
+    match actor {
+        Actor::Operator(name) => (name.clone(), json!({ "kind": "operator", "name": name })),
+        Actor::Telegram { user_id, username } => (
+            match username {
+                Some(username) => format!("telegram:@{username}"),
+                None => format!("telegram:{user_id}"),
+            },
+            json!({ "kind": "telegram", "user_id": user_id, "username": username }),
+        ),
+        Actor::Agent(name) => (name.clone(), json!({ "kind": "agent", "name": name })),
+        Actor::System => ("system".into(), json!({ "kind": "system" })),
+    }
+}
+
+impl From<&Approval> for ApprovalView {
+    fn from(a: &Approval) -> Self {
+        // Stored input was validated as JSON on the way in; `null` only guards a damaged record.
+        let tool_input = RawValue::from_string(a.tool_input.clone()).unwrap_or_default();
+        let (decided_by, decider) = a.decided_by.as_ref().map(decided_by).unzip();
+        ApprovalView {
+            id: a.id.to_string(),
+            status: a.status.as_str(),
+            session_id: a.session_id.clone(),
+            tool_name: a.tool_name.clone(),
+            tool_input,
+            reason: a.reason.clone(),
+            agent: a.agent.clone(),
+            requested_by: a.requested_by.clone(),
+            created_at: rfc3339(a.created_at),
+            expires_at: rfc3339(a.expires_at),
+            decided_at: a.decided_at.map(rfc3339),
+            decided_by,
+            decider,
+            comment: a.comment.clone(),
+        }
+    }
+}

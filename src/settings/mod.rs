@@ -1,0 +1,266 @@
+//! Typed settings: loaded from the config layers and the environment, validated with bounds,
+//! printable with secrets masked. Nothing else in the binary reads configuration sources.
+
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+pub use validate::validate;
+
+const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
+const EMBEDDED_DEVELOPMENT: &str = include_str!("../../config/development.toml");
+const EMBEDDED_PRODUCTION: &str = include_str!("../../config/production.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration error: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid setting {key} = {value}: {allowed}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        allowed: String,
+    },
+    #[error("APPROVAL_GATE_ENV = {0:?}: must be development or production")]
+    UnknownEnvironment(String),
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub auth: AuthSettings,
+    pub approval_timeout: TimeoutSettings,
+    pub logging: LoggingSettings,
+    pub monitoring: MonitoringSettings,
+    pub fallback: FallbackSettings,
+    pub debug: DebugSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    pub max_waiters: usize,
+    pub max_page_size: usize,
+    pub workers: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub agent_tokens: BTreeMap<String, String>,
+    #[serde(default)]
+    pub operator_tokens: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TimeoutSettings {
+    #[serde(with = "humantime_serde")]
+    pub default: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LoggingSettings {
+    pub level: String,
+    pub format: LogFormat,
+    pub directory: String,
+    pub file_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MonitoringSettings {
+    pub metrics_enabled: bool,
+    pub metrics_path: String,
+    pub request_logging: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FallbackSettings {
+    pub order: Vec<String>,
+    pub strategy: approval_gate_actors::fallback::Strategy,
+    pub file_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DebugSettings {
+    pub fault_injection: bool,
+}
+
+/// Where settings come from; the defaults read the real process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--config FILE`: a last file layered over the others.
+    pub config_file: Option<PathBuf>,
+    /// Environment variables to read instead of the process's (tests use this).
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+impl Sources {
+    fn var(&self, name: &str) -> Option<String> {
+        match &self.env {
+            Some(env) => env.get(name).cloned(),
+            None => std::env::var(name).ok(),
+        }
+    }
+}
+
+/// Load every layer, then validate. The error names the key at fault.
+pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
+    let environment = sources
+        .var("APPROVAL_GATE_ENV")
+        .unwrap_or_else(|| "development".into());
+    let overlay = match environment.as_str() {
+        "development" => EMBEDDED_DEVELOPMENT,
+        "production" => EMBEDDED_PRODUCTION,
+        other => return Err(SettingsError::UnknownEnvironment(other.into())),
+    };
+    let dir = sources
+        .var("APPROVAL_GATE_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("config"));
+
+    let mut builder = Config::builder()
+        .add_source(layer(&dir.join("default.toml"), EMBEDDED_DEFAULT)?)
+        .add_source(layer(&dir.join(format!("{environment}.toml")), overlay)?);
+    if let Some(file) = &sources.config_file {
+        let text = std::fs::read_to_string(file).map_err(|source| SettingsError::File {
+            path: file.clone(),
+            source,
+        })?;
+        builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+    }
+    let mut env = Environment::with_prefix("APPROVAL_GATE")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .with_list_parse_key("fallback.order");
+    if let Some(vars) = &sources.env {
+        env = env.source(Some(vars.clone().into_iter().collect()));
+    }
+    let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+    validate(&settings)?;
+    Ok(settings)
+}
+
+/// The file on disk when it exists, else the copy compiled into the binary.
+fn layer(
+    path: &Path,
+    embedded: &str,
+) -> Result<File<config::FileSourceString, FileFormat>, SettingsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => embedded.to_string(),
+        Err(source) => {
+            return Err(SettingsError::File {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    Ok(File::from_str(&text, FileFormat::Toml))
+}
+
+impl Settings {
+    /// The base URL shown to operators in notifications.
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.trim().is_empty() {
+            format!("http://{}", self.server.bind)
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    pub fn auth_is_open(&self) -> bool {
+        self.auth.agent_tokens.is_empty() && self.auth.operator_tokens.is_empty()
+    }
+
+    /// The effective settings as TOML with every secret replaced by `***`.
+    pub fn masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        for token in masked
+            .auth
+            .agent_tokens
+            .values_mut()
+            .chain(masked.auth.operator_tokens.values_mut())
+        {
+            *token = "***".into();
+        }
+        toml_string(&masked)
+    }
+}
+
+fn toml_string(settings: &Settings) -> String {
+    // Settings are tables of scalars, lists and small maps: a few lines render them, so no
+    // TOML serializer dependency is needed.
+    match serde_json::to_value(settings) {
+        Ok(value) => render_toml(&value),
+        Err(error) => format!("# cannot render settings: {error}\n"),
+    }
+}
+
+/// Minimal TOML rendering for `check-config`: tables of scalars, arrays and inline maps.
+fn render_toml(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let mut out = String::new();
+    let Value::Object(sections) = value else {
+        return out;
+    };
+    for (section, body) in sections {
+        out.push_str(&format!("[{section}]\n"));
+        if let Value::Object(fields) = body {
+            for (key, value) in fields {
+                let rendered = match value {
+                    Value::Object(map) => {
+                        let items: Vec<String> =
+                            map.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                        format!("{{ {} }}", items.join(", "))
+                    }
+                    other => other.to_string(),
+                };
+                out.push_str(&format!("{key} = {rendered}\n"));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! Builds the running service from settings: opens the store, starts the supervised actors,
+//! binds the HTTP server. `main` and the tests both go through [`Application::build`], so tests
+//! exercise exactly what production runs.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use approval_gate_actors::fallback::{ChannelConfig, FallbackSettings as ChainSettings};
+use approval_gate_actors::notification::OperatorHints;
+use approval_gate_actors::registry::RegistrySettings;
+use approval_gate_actors::store::StoreError;
+use approval_gate_actors::system::{ActorSystem, SystemSettings};
+
+use crate::http::{self, AppState, Tokens};
+use crate::settings::{self, Settings, SettingsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {bind}: {source}")]
+    Bind {
+        bind: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    actors: ActorSystem,
+    accepting: Arc<AtomicBool>,
+}
+
+fn chain_settings(s: &Settings) -> ChainSettings {
+    let channels = s
+        .fallback
+        .order
+        .iter()
+        .filter_map(|name| match name.as_str() {
+            "console" => Some(ChannelConfig::Console),
+            "file" => Some(ChannelConfig::File {
+                path: s.fallback.file_path.clone(),
+            }),
+            // Unknown names are rejected by settings validation before we get here.
+            _ => None,
+        })
+        .collect();
+    ChainSettings {
+        channels,
+        strategy: s.fallback.strategy,
+        hints: OperatorHints {
+            public_url: s.public_url(),
+        },
+    }
+}
+
+impl Application {
+    /// Must run inside an actix `System` (`#[actix_web::main]` or `#[actix_web::test]`).
+    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+        if settings.auth_is_open() {
+            tracing::warn!(
+                bind = %settings.server.bind,
+                "NO AUTH TOKENS CONFIGURED: anyone who can reach {} may create and decide approvals. \
+                 Configure [auth] agent_tokens and operator_tokens before exposing this service.",
+                settings.server.bind
+            );
+        }
+        let addr = settings::validate::bind_address(&settings.server.bind)?;
+        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+            bind: settings.server.bind.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(addr.port());
+
+        let system = ActorSystem::start(SystemSettings {
+            store_path: settings.store.path.clone(),
+            registry: RegistrySettings {
+                max_waiters: settings.server.max_waiters,
+                grace_period: settings.approval_timeout.grace_period,
+            },
+            check_interval: settings.approval_timeout.check_interval,
+            fallback: chain_settings(&settings),
+        })?;
+
+        let accepting = Arc::new(AtomicBool::new(true));
+        let state = web::Data::new(AppState {
+            actors: system.actors.clone(),
+            settings: Arc::new(settings.clone()),
+            accepting: Arc::clone(&accepting),
+            started: Instant::now(),
+        });
+        let tokens = web::Data::new(Tokens::new(&settings.auth));
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(http::request_context))
+                .configure(http::configure(state.clone(), tokens.clone()))
+                .default_service(web::to(http::not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs());
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind {
+                bind: settings.server.bind.clone(),
+                source,
+            })?
+            .run();
+        tracing::info!(%addr, port, store = %settings.store.path.display(), "approval-gate listening");
+        Ok(Self {
+            port,
+            server,
+            actors: system,
+            accepting,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serve until SIGTERM/SIGINT (or `handle().stop()`), then drain in-flight requests within
+    /// `server.shutdown_timeout`, stop the actors and flush the store.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self {
+            server,
+            actors,
+            accepting,
+            ..
+        } = self;
+        let handle = server.handle();
+        actix_rt::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested: no longer accepting, draining in-flight requests");
+            accepting.store(false, Ordering::Relaxed);
+            handle.stop(true).await;
+        });
+        let result = server.await;
+        // Joining the arbiters blocks briefly while the final flush completes.
+        actors.stop();
+        tracing::info!("approval-gate stopped; store flushed");
+        result
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,487 @@
+//! The Bot API state machine behind the fake: stored messages, the update
+//! queue and the method handlers, producing JSON shaped like Telegram's so
+//! teloxide-core 0.13 deserializes it (mind the required fields: `Message`
+//! needs `message_id`, `date` ≠ 0, `chat` with `type`; `CallbackQuery` needs
+//! `chat_instance`; `Me` needs the `can_*`/`supports_*`/`has_main_web_app`
+//! flags).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::markup;
+use super::{BOT_ID, BOT_USERNAME, Call, CallbackAnswer, FakeUser, SentMessage};
+
+const MAX_TEXT: usize = 4096;
+const MAX_CALLBACK_DATA: usize = 64;
+pub const CONFLICT: &str = "Conflict: terminated by other getUpdates request; make sure that only \
+                            one bot instance is running";
+pub const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message \
+                                content and reply markup are exactly the same as a current content \
+                                and reply markup of the message";
+const INVALID_QUERY: &str =
+    "Bad Request: query is too old and response timeout expired or query id is invalid";
+
+/// Methods the fake knows, used to canonicalize case (Telegram matches
+/// method names case-insensitively).
+const METHODS: &[&str] = &[
+    "getMe",
+    "getUpdates",
+    "getWebhookInfo",
+    "deleteWebhook",
+    "setMyCommands",
+    "deleteMyCommands",
+    "getMyCommands",
+    "sendMessage",
+    "editMessageText",
+    "editMessageReplyMarkup",
+    "answerCallbackQuery",
+    "deleteMessage",
+];
+
+pub fn canonical(method: &str) -> String {
+    METHODS
+        .iter()
+        .find(|m| m.eq_ignore_ascii_case(method))
+        .map_or_else(|| method.to_owned(), |m| (*m).to_owned())
+}
+
+/// An HTTP status plus Telegram's `{"ok":…}` envelope.
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn ok(result: Value) -> Self {
+        Self {
+            status: 200,
+            body: json!({ "ok": true, "result": result }),
+        }
+    }
+
+    pub fn error(status: u16, description: impl Into<String>) -> Self {
+        let description = description.into();
+        Self {
+            status,
+            body: json!({ "ok": false, "error_code": status, "description": description }),
+        }
+    }
+
+    /// Exactly Telegram's flood-control answer; teloxide reads only
+    /// `parameters.retry_after`.
+    pub fn retry_after(seconds: u32) -> Self {
+        Self {
+            status: 429,
+            body: json!({
+                "ok": false,
+                "error_code": 429,
+                "description": format!("Too Many Requests: retry after {seconds}"),
+                "parameters": { "retry_after": seconds },
+            }),
+        }
+    }
+}
+
+fn bad_request(what: impl std::fmt::Display) -> Reply {
+    Reply::error(400, format!("Bad Request: {what}"))
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| i64::try_from(d.as_secs()).unwrap_or(1))
+}
+
+pub fn bot_user() -> Value {
+    json!({
+        "id": BOT_ID,
+        "is_bot": true,
+        "first_name": "Approval Gate Test Bot",
+        "username": BOT_USERNAME,
+    })
+}
+
+fn user_json(user: &FakeUser) -> Value {
+    let mut v = json!({
+        "id": user.id,
+        "is_bot": false,
+        "first_name": format!("Test User {}", user.id),
+        "language_code": "en",
+    });
+    if let Some(name) = &user.username {
+        v["username"] = json!(name);
+    }
+    v
+}
+
+#[derive(Default)]
+pub struct State {
+    pub calls: Vec<Call>,
+    pub messages: Vec<SentMessage>,
+    pub answers: Vec<CallbackAnswer>,
+    /// Bumped by every getUpdates; an older poll that sees a newer
+    /// generation answers 409 like Telegram does.
+    pub poll_generation: u64,
+    users: HashMap<i64, FakeUser>,
+    last_message_id: HashMap<i64, i32>,
+    updates: VecDeque<(u32, Value)>,
+    update_counter: u32,
+    open_callbacks: HashSet<String>,
+    callback_counter: u64,
+    allowed_updates: Option<Vec<String>>,
+}
+
+impl State {
+    pub fn call(&mut self, method: &str, p: &Value) -> Reply {
+        let result = match method {
+            "getMe" => Ok(json!({
+                "id": BOT_ID, "is_bot": true, "first_name": "Approval Gate Test Bot",
+                "username": BOT_USERNAME, "can_join_groups": true,
+                "can_read_all_group_messages": false, "supports_inline_queries": false,
+                "can_connect_to_business": false, "has_main_web_app": false,
+            })),
+            "getWebhookInfo" => Ok(json!({
+                "url": "", "has_custom_certificate": false,
+                "pending_update_count": self.updates.len(),
+            })),
+            "deleteWebhook" => {
+                if p["drop_pending_updates"].as_bool() == Some(true) {
+                    self.updates.clear();
+                }
+                Ok(json!(true))
+            }
+            "setMyCommands" | "deleteMyCommands" => Ok(json!(true)),
+            "getMyCommands" => Ok(json!([])),
+            "sendMessage" => self.send_message(p),
+            "editMessageText" => self.edit_message_text(p),
+            "editMessageReplyMarkup" => self.edit_reply_markup(p),
+            "answerCallbackQuery" => self.answer_callback(p),
+            "deleteMessage" => self.delete_message(p),
+            _ => Err(Reply::error(404, "Not Found: method not found")),
+        };
+        result.map_or_else(|e| e, Reply::ok)
+    }
+
+    fn chat_json(&self, chat_id: i64) -> Value {
+        if chat_id > 0 {
+            let mut chat = json!({
+                "id": chat_id, "type": "private", "first_name": format!("Test User {chat_id}"),
+            });
+            if let Some(name) = self.users.get(&chat_id).and_then(|u| u.username.as_ref()) {
+                chat["username"] = json!(name);
+            }
+            chat
+        } else if chat_id <= -1_000_000_000_000 {
+            json!({ "id": chat_id, "type": "supergroup", "title": "Approval Gate Test Supergroup" })
+        } else {
+            json!({ "id": chat_id, "type": "group", "title": "Approval Gate Test Group" })
+        }
+    }
+
+    fn message_json(&self, m: &SentMessage) -> Value {
+        let mut v = json!({
+            "message_id": m.message_id,
+            "from": bot_user(),
+            "chat": self.chat_json(m.chat_id),
+            "date": m.date,
+            "text": m.plain_text,
+        });
+        if let Some(markup) = &m.reply_markup {
+            v["reply_markup"] = markup.clone();
+        }
+        if let Some(edited) = m.edit_date {
+            v["edit_date"] = json!(edited);
+        }
+        v
+    }
+
+    fn next_message_id(&mut self, chat_id: i64) -> i32 {
+        let id = self.last_message_id.entry(chat_id).or_insert(0);
+        *id += 1;
+        *id
+    }
+
+    fn find(&self, chat_id: i64, message_id: i32) -> Option<usize> {
+        self.messages
+            .iter()
+            .position(|m| m.chat_id == chat_id && m.message_id == message_id && !m.deleted)
+    }
+
+    fn send_message(&mut self, p: &Value) -> Result<Value, Reply> {
+        let chat_id = chat_id(p)?;
+        let (text, parse_mode, plain_text) = text(p, "message is too long")?;
+        let reply_markup = inline_markup(p)?;
+        let message_id = self.next_message_id(chat_id);
+        let message = SentMessage {
+            chat_id,
+            message_id,
+            text,
+            parse_mode,
+            plain_text,
+            reply_markup,
+            edits: 0,
+            deleted: false,
+            date: unix_now(),
+            edit_date: None,
+        };
+        let json = self.message_json(&message);
+        self.messages.push(message);
+        Ok(json)
+    }
+
+    fn edit_message_text(&mut self, p: &Value) -> Result<Value, Reply> {
+        let (chat_id, message_id) = target(p, "message to edit not found")?;
+        let (text, parse_mode, plain_text) = text(p, "MESSAGE_TOO_LONG")?;
+        // Omitting reply_markup removes the keyboard, as on Telegram.
+        let reply_markup = inline_markup(p)?;
+        let i = self
+            .find(chat_id, message_id)
+            .ok_or_else(|| bad_request("message to edit not found"))?;
+        let m = &mut self.messages[i];
+        if m.text == text && m.parse_mode == parse_mode && m.reply_markup == reply_markup {
+            return Err(Reply::error(400, NOT_MODIFIED));
+        }
+        (m.text, m.parse_mode, m.plain_text, m.reply_markup) =
+            (text, parse_mode, plain_text, reply_markup);
+        m.edits += 1;
+        m.edit_date = Some(unix_now());
+        Ok(self.message_json(&self.messages[i]))
+    }
+
+    fn edit_reply_markup(&mut self, p: &Value) -> Result<Value, Reply> {
+        let (chat_id, message_id) = target(p, "message to edit not found")?;
+        let reply_markup = inline_markup(p)?;
+        let i = self
+            .find(chat_id, message_id)
+            .ok_or_else(|| bad_request("message to edit not found"))?;
+        let m = &mut self.messages[i];
+        if m.reply_markup == reply_markup {
+            return Err(Reply::error(400, NOT_MODIFIED));
+        }
+        m.reply_markup = reply_markup;
+        m.edits += 1;
+        m.edit_date = Some(unix_now());
+        Ok(self.message_json(&self.messages[i]))
+    }
+
+    fn delete_message(&mut self, p: &Value) -> Result<Value, Reply> {
+        let (chat_id, message_id) = target(p, "message to delete not found")?;
+        let i = self
+            .find(chat_id, message_id)
+            .ok_or_else(|| bad_request("message to delete not found"))?;
+        self.messages[i].deleted = true;
+        Ok(json!(true))
+    }
+
+    fn answer_callback(&mut self, p: &Value) -> Result<Value, Reply> {
+        let id = p["callback_query_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        // A query can be answered once; afterwards Telegram reports it as too old.
+        if !self.open_callbacks.remove(&id) {
+            return Err(Reply::error(400, INVALID_QUERY));
+        }
+        self.answers.push(CallbackAnswer {
+            callback_query_id: id,
+            text: p["text"].as_str().map(str::to_owned),
+            show_alert: p["show_alert"].as_bool().unwrap_or(false),
+        });
+        Ok(json!(true))
+    }
+
+    fn push_update(&mut self, kind: &str, payload: Value) -> u32 {
+        self.update_counter += 1;
+        // Telegram update ids are large and only ever increase.
+        let id = 800_000_000 + self.update_counter;
+        let mut update = json!({ "update_id": id });
+        update[kind] = payload;
+        self.updates.push_back((id, update));
+        id
+    }
+
+    pub fn inject_callback(
+        &mut self,
+        from: &FakeUser,
+        chat_id: i64,
+        message_id: i32,
+        data: &str,
+    ) -> String {
+        self.users
+            .insert(i64::try_from(from.id).unwrap_or(i64::MAX), from.clone());
+        let message = match self
+            .messages
+            .iter()
+            .find(|m| m.chat_id == chat_id && m.message_id == message_id)
+        {
+            Some(m) if !m.deleted => self.message_json(m),
+            // date 0 is how Bot API marks an inaccessible (deleted) message.
+            Some(_) => {
+                json!({ "message_id": message_id, "chat": self.chat_json(chat_id), "date": 0 })
+            }
+            None => json!({
+                "message_id": message_id, "from": bot_user(), "chat": self.chat_json(chat_id),
+                "date": unix_now(), "text": "",
+            }),
+        };
+        self.callback_counter += 1;
+        let id = (4_000_000_000_000_000_000u64 + self.callback_counter).to_string();
+        self.open_callbacks.insert(id.clone());
+        let query = json!({
+            "id": id,
+            "from": user_json(from),
+            "message": message,
+            "chat_instance": format!("{}", chat_id.unsigned_abs().wrapping_mul(2_654_435_761)),
+            "data": data,
+        });
+        self.push_update("callback_query", query);
+        id
+    }
+
+    pub fn inject_text_message(&mut self, from: &FakeUser, chat_id: i64, text: &str) -> i32 {
+        self.users
+            .insert(i64::try_from(from.id).unwrap_or(i64::MAX), from.clone());
+        let message_id = self.next_message_id(chat_id);
+        let message = json!({
+            "message_id": message_id, "from": user_json(from), "chat": self.chat_json(chat_id),
+            "date": unix_now(), "text": text,
+        });
+        self.push_update("message", message);
+        message_id
+    }
+
+    pub fn pending_updates(&self) -> usize {
+        self.updates.len()
+    }
+
+    /// getUpdates semantics: `offset` confirms (drops) older updates, a
+    /// negative offset keeps only the last `-offset`; `allowed_updates` is
+    /// remembered across calls and filtered-out updates are never delivered.
+    pub fn take_updates(
+        &mut self,
+        offset: i64,
+        limit: usize,
+        allowed: Option<Vec<String>>,
+    ) -> Vec<Value> {
+        if let Some(allowed) = allowed {
+            self.allowed_updates = (!allowed.is_empty()).then_some(allowed);
+        }
+        if offset < 0 {
+            let keep = usize::try_from(offset.unsigned_abs()).unwrap_or(usize::MAX);
+            while self.updates.len() > keep {
+                self.updates.pop_front();
+            }
+        } else {
+            self.updates.retain(|(id, _)| i64::from(*id) >= offset);
+        }
+        if let Some(allowed) = &self.allowed_updates {
+            self.updates.retain(|(_, u)| {
+                let kind = u
+                    .as_object()
+                    .and_then(|o| o.keys().find(|k| *k != "update_id"));
+                kind.is_some_and(|k| allowed.contains(k))
+            });
+        }
+        self.updates
+            .iter()
+            .take(limit)
+            .map(|(_, u)| u.clone())
+            .collect()
+    }
+}
+
+fn chat_id(p: &Value) -> Result<i64, Reply> {
+    match p.get("chat_id") {
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| bad_request("chat not found")),
+        Some(Value::String(s)) if !s.is_empty() => {
+            s.parse().map_err(|_| bad_request("chat not found"))
+        }
+        _ => Err(bad_request("chat_id is empty")),
+    }
+}
+
+/// `(chat_id, message_id)` of an edit/delete; inline messages are not
+/// tracked, so they are reported as missing.
+fn target(p: &Value, missing: &str) -> Result<(i64, i32), Reply> {
+    if p.get("chat_id").is_none() && p.get("inline_message_id").is_some() {
+        return Err(bad_request(missing));
+    }
+    let chat_id = chat_id(p)?;
+    let message_id = match p.get("message_id") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .and_then(|n| i32::try_from(n).ok())
+    .ok_or_else(|| bad_request("message identifier is not specified"))?;
+    Ok((chat_id, message_id))
+}
+
+/// `(text as sent, parse_mode, rendered plain text)`, validated like Telegram.
+fn text(p: &Value, too_long: &str) -> Result<(String, Option<String>, String), Reply> {
+    let text = p["text"].as_str().unwrap_or_default().to_owned();
+    let parse_mode = p["parse_mode"].as_str().map(str::to_owned);
+    let plain = markup::render(&text, parse_mode.as_deref())
+        .map_err(|e| bad_request(format!("can't parse entities: {e}")))?;
+    if plain.trim().is_empty() {
+        return Err(bad_request("message text is empty"));
+    }
+    if markup::telegram_len(&plain) > MAX_TEXT {
+        return Err(bad_request(too_long));
+    }
+    Ok((text, parse_mode, plain))
+}
+
+const BUTTON_ACTIONS: &[&str] = &[
+    "url",
+    "callback_data",
+    "web_app",
+    "login_url",
+    "switch_inline_query",
+    "switch_inline_query_current_chat",
+    "switch_inline_query_chosen_chat",
+    "copy_text",
+    "callback_game",
+    "pay",
+];
+
+/// The inline keyboard a message will carry (reply keyboards are never
+/// attached to the message object), validated like Telegram.
+fn inline_markup(p: &Value) -> Result<Option<Value>, Reply> {
+    let markup = match p.get("reply_markup") {
+        None | Some(Value::Null) => return Ok(None),
+        // Form-style clients send the markup as a JSON string.
+        Some(Value::String(s)) => serde_json::from_str(s)
+            .map_err(|_| bad_request("can't parse reply keyboard markup JSON object"))?,
+        Some(v) => v.clone(),
+    };
+    let Some(rows) = markup.get("inline_keyboard") else {
+        return Ok(None);
+    };
+    let bad_button = |why: &str| bad_request(format!("can't parse inline keyboard button: {why}"));
+    let rows = rows.as_array().ok_or_else(|| {
+        bad_request("field \"inline_keyboard\" of the InlineKeyboardMarkup must be an Array")
+    })?;
+    for button in rows
+        .iter()
+        .flat_map(|row| row.as_array().into_iter().flatten())
+    {
+        if !button["text"].is_string() {
+            return Err(bad_button("Field \"text\" must be of type String"));
+        }
+        if !BUTTON_ACTIONS.iter().any(|a| button.get(a).is_some()) {
+            return Err(bad_button(
+                "Text buttons are unallowed in the inline keyboard",
+            ));
+        }
+        if let Some(data) = button.get("callback_data") {
+            let len = data.as_str().map_or(0, str::len);
+            if !(1..=MAX_CALLBACK_DATA).contains(&len) {
+                return Err(bad_request("BUTTON_DATA_INVALID"));
+            }
+        }
+    }
+    Ok(Some(markup))
+}
