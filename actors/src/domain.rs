@@ -21,6 +21,15 @@ impl ApprovalId {
         Self(Ulid::new())
     }
 
+    /// The next id from a monotonic generator: ids made in the same millisecond still sort in
+    /// creation order (plain `Ulid::new()` would order them randomly within the millisecond).
+    pub fn next(generator: &mut ulid::Generator) -> Self {
+        generator
+            .generate()
+            .map(Self)
+            .unwrap_or_else(|_| Self::new())
+    }
+
     pub fn to_bytes(self) -> [u8; 16] {
         self.0.to_bytes()
     }

@@ -243,11 +243,11 @@ impl Handler<Rearm> for TimeoutSweeper {
         let mut earliest = None;
         for arm in arms {
             let present = self.deadlines.contains_key(key(arm.deadline_ms, arm.id));
-            if !matches!(present, Ok(true)) {
-                if let Err(error) = self.arm(arm) {
-                    self.note_error(format!("cannot re-arm a deadline: {error}"));
-                    continue;
-                }
+            if !matches!(present, Ok(true))
+                && let Err(error) = self.arm(arm)
+            {
+                self.note_error(format!("cannot re-arm a deadline: {error}"));
+                continue;
             }
             earliest = Some(earliest.map_or(arm.deadline_ms, |e: i64| e.min(arm.deadline_ms)));
         }

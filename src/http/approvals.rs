@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
+use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
-use approval_gate_actors::domain::{Actor, ApprovalId, Decision, NewApproval, Outcome, Status};
+use approval_gate_actors::domain::{
+    Actor, Approval, ApprovalId, Decision, NewApproval, Outcome, Status,
+};
 use approval_gate_actors::registry::{
     ApprovalRegistry, Create, Decide, Get, List, Unwait, Wait, WaitReply,
 };
+use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -148,25 +152,62 @@ async fn get(
     }
     let ticket = match registry.send(Wait(id)).await?? {
         WaitReply::Ready(approval) => {
-            return Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)));
+            return Ok(HttpResponse::Ok().json(ApprovalView::from(approval.as_ref())));
         }
         WaitReply::Pending(ticket) => ticket,
     };
-    let mut guard = WaiterGuard {
+    let guard = WaiterGuard {
         registry: registry.clone(),
         unwait: Some(ticket.cancel_message()),
     };
-    let approval = match tokio::time::timeout(wait, ticket.receiver).await {
-        Ok(Ok(approval)) => {
-            // Woken: the registry already forgot this waiter.
-            guard.unwait = None;
-            approval
+    let registry = registry.clone();
+    let outcome = async move {
+        // Move the whole guard in (not just the field the body touches): it must live exactly
+        // as long as this future.
+        let mut guard = guard;
+        match tokio::time::timeout(wait, ticket.receiver).await {
+            Ok(Ok(approval)) => {
+                // Woken: the registry already forgot this waiter.
+                guard.unwait = None;
+                Ok(approval)
+            }
+            // Wait elapsed, or the registry restarted and dropped its waiters: answer with the
+            // current state (the guard frees the waiter).
+            Ok(Err(_)) | Err(_) => registry.send(Get(id)).await?.map_err(ApiError::from),
         }
-        // Wait elapsed, or the registry restarted and dropped its waiters: answer with the
-        // current state (the guard frees the waiter).
-        Ok(Err(_)) | Err(_) => registry.send(Get(id)).await??,
     };
-    Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)))
+    let heartbeat = state.settings.server.long_poll_heartbeat;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(long_poll_body(Box::pin(outcome), heartbeat)))
+}
+
+type PendingOutcome =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Approval, ApiError>>>>;
+
+/// The body of a pending long poll: a space every `heartbeat` (leading whitespace is valid
+/// JSON), then the approval. actix-web does not notice a client that hung up until it writes to
+/// the socket (actix/actix-web#1313); the heartbeat write fails, actix drops this stream, and
+/// with it the waiter guard, so abandoned long polls free their waiter.
+fn long_poll_body(
+    outcome: PendingOutcome,
+    heartbeat: Duration,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    futures_util::stream::unfold(Some((outcome, ticker)), |state| async move {
+        let (mut outcome, mut ticker) = state?;
+        tokio::select! {
+            result = &mut outcome => {
+                let json = match result {
+                    Ok(approval) => serde_json::to_vec(&ApprovalView::from(&approval)),
+                    Err(error) => serde_json::to_vec(&serde_json::json!({ "error": error.code(), "message": error.to_string() })),
+                };
+                Some((Ok(Bytes::from(json.unwrap_or_default())), None))
+            }
+            _ = ticker.tick() => Some((Ok(Bytes::from_static(b" ")), Some((outcome, ticker)))),
+        }
+    })
 }
 
 #[derive(Deserialize)]

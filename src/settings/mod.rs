@@ -55,6 +55,8 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
     pub max_waiters: usize,
+    #[serde(with = "humantime_serde")]
+    pub long_poll_heartbeat: Duration,
     pub max_page_size: usize,
     pub workers: usize,
     #[serde(with = "humantime_serde")]

@@ -85,6 +85,12 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
     )?;
     duration_in("server.max_wait", server.max_wait, secs(1), secs(3600))?;
     in_range("server.max_waiters", server.max_waiters, 1, 1_000_000)?;
+    duration_in(
+        "server.long_poll_heartbeat",
+        server.long_poll_heartbeat,
+        Duration::from_millis(50),
+        secs(60),
+    )?;
     in_range("server.max_page_size", server.max_page_size, 1, 10_000)?;
     in_range("server.workers", server.workers, 0, 256)?;
     duration_in(
@@ -94,7 +100,7 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
         secs(300),
     )?;
     let url = server.public_url.trim();
-    if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+    if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
         return Err(invalid(
             "server.public_url",
             url,

@@ -110,6 +110,12 @@ impl SmtpServer {
         self.server.addr().port()
     }
 
+    /// `smtp://127.0.0.1:PORT` for lettre's `from_url` (plain; add
+    /// `?tls=opportunistic` freely, STARTTLS is not offered).
+    pub fn url(&self) -> String {
+        format!("smtp://{}:{}", self.host(), self.port())
+    }
+
     pub fn shutdown(&mut self) {
         self.server.shutdown();
     }

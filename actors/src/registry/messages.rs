@@ -85,7 +85,7 @@ pub struct Wait(pub ApprovalId);
 
 pub enum WaitReply {
     /// Already ended (or the registry answers with the current state at once).
-    Ready(Approval),
+    Ready(Box<Approval>),
     /// Still pending: the receiver gets the approval when it ends. Drop the ticket's guard
     /// (see [`WaitTicket::cancel_message`]) when giving up so the waiter is freed.
     Pending(WaitTicket),

@@ -46,6 +46,7 @@ pub struct ApprovalRegistry {
     metrics: Recipient<Metric>,
     restarts: Restarts,
     load_error: Option<String>,
+    ids: ulid::Generator,
 }
 
 type Reply<T> = ResponseActFuture<ApprovalRegistry, Result<T, RegistryError>>;
@@ -84,6 +85,7 @@ impl ApprovalRegistry {
             metrics,
             restarts: Restarts::default(),
             load_error: None,
+            ids: ulid::Generator::new(),
         }
     }
 
@@ -135,10 +137,8 @@ impl ApprovalRegistry {
     }
 
     fn count(&mut self, from: Option<Status>, to: Status) {
-        if let Some(from) = from {
-            if let Some(n) = self.counts.get_mut(&from) {
-                *n = n.saturating_sub(1);
-            }
+        if let Some(n) = from.and_then(|from| self.counts.get_mut(&from)) {
+            *n = n.saturating_sub(1);
         }
         *self.counts.entry(to).or_insert(0) += 1;
         self.publish_pending();
@@ -161,21 +161,18 @@ impl ApprovalRegistry {
 
     fn prepare_create(&mut self, msg: Create) -> Result<(Created, Commit), RegistryError> {
         msg.new.validate()?;
-        if let Some(key) = &msg.new.idempotency_key {
-            if let Some(id) = self.store.find_idempotent(&msg.new.requested_by, key)? {
-                if let Some(approval) = self.store.get(id)? {
-                    // The original may still be on its way to disk; answer after it is.
-                    return Ok((
-                        Created {
-                            approval,
-                            created: false,
-                        },
-                        self.store.commit(),
-                    ));
-                }
-            }
+        if let Some(key) = &msg.new.idempotency_key
+            && let Some(id) = self.store.find_idempotent(&msg.new.requested_by, key)?
+            && let Some(approval) = self.store.get(id)?
+        {
+            // The original may still be on its way to disk; answer after it is.
+            let created = Created {
+                approval,
+                created: false,
+            };
+            return Ok((created, self.store.commit()));
         }
-        let approval = Approval::create(ApprovalId::new(), msg.new, now());
+        let approval = Approval::create(ApprovalId::next(&mut self.ids), msg.new, now());
         let commit = self.write(&approval)?;
         self.count(None, Status::Pending);
         self.sweeper.do_send(Arm {
@@ -424,8 +421,9 @@ impl Handler<Wait> for ApprovalRegistry {
         };
         if approval.status.is_terminal() {
             return Box::pin(
-                self.read(approval)
-                    .map(|result, _, _| result.map(WaitReply::Ready)),
+                self.read(approval).map(|result, _, _| {
+                    result.map(|approval| WaitReply::Ready(Box::new(approval)))
+                }),
             );
         }
         let limit = self.settings.max_waiters;

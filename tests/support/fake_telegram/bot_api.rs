@@ -14,7 +14,6 @@ use super::markup;
 use super::{BOT_ID, BOT_USERNAME, Call, CallbackAnswer, FakeUser, SentMessage};
 
 const MAX_TEXT: usize = 4096;
-const MAX_CALLBACK_DATA: usize = 64;
 pub const CONFLICT: &str = "Conflict: terminated by other getUpdates request; make sure that only \
                             one bot instance is running";
 pub const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message \
@@ -434,54 +433,7 @@ fn text(p: &Value, too_long: &str) -> Result<(String, Option<String>, String), R
     Ok((text, parse_mode, plain))
 }
 
-const BUTTON_ACTIONS: &[&str] = &[
-    "url",
-    "callback_data",
-    "web_app",
-    "login_url",
-    "switch_inline_query",
-    "switch_inline_query_current_chat",
-    "switch_inline_query_chosen_chat",
-    "copy_text",
-    "callback_game",
-    "pay",
-];
-
-/// The inline keyboard a message will carry (reply keyboards are never
-/// attached to the message object), validated like Telegram.
+/// The inline keyboard a message will carry, validated like Telegram.
 fn inline_markup(p: &Value) -> Result<Option<Value>, Reply> {
-    let markup = match p.get("reply_markup") {
-        None | Some(Value::Null) => return Ok(None),
-        // Form-style clients send the markup as a JSON string.
-        Some(Value::String(s)) => serde_json::from_str(s)
-            .map_err(|_| bad_request("can't parse reply keyboard markup JSON object"))?,
-        Some(v) => v.clone(),
-    };
-    let Some(rows) = markup.get("inline_keyboard") else {
-        return Ok(None);
-    };
-    let bad_button = |why: &str| bad_request(format!("can't parse inline keyboard button: {why}"));
-    let rows = rows.as_array().ok_or_else(|| {
-        bad_request("field \"inline_keyboard\" of the InlineKeyboardMarkup must be an Array")
-    })?;
-    for button in rows
-        .iter()
-        .flat_map(|row| row.as_array().into_iter().flatten())
-    {
-        if !button["text"].is_string() {
-            return Err(bad_button("Field \"text\" must be of type String"));
-        }
-        if !BUTTON_ACTIONS.iter().any(|a| button.get(a).is_some()) {
-            return Err(bad_button(
-                "Text buttons are unallowed in the inline keyboard",
-            ));
-        }
-        if let Some(data) = button.get("callback_data") {
-            let len = data.as_str().map_or(0, str::len);
-            if !(1..=MAX_CALLBACK_DATA).contains(&len) {
-                return Err(bad_request("BUTTON_DATA_INVALID"));
-            }
-        }
-    }
-    Ok(Some(markup))
+    markup::inline_keyboard(p.get("reply_markup")).map_err(bad_request)
 }

@@ -1,6 +1,11 @@
 //! Telegram's `parse_mode` handling: validates HTML / MarkdownV2 the way
 //! Bot API does (same error texts where known) and renders the plain text a
-//! user would see, which is what the 4096-character limit applies to.
+//! user would see, which is what the 4096-character limit applies to; and
+//! inline keyboards, which Telegram validates just as strictly.
+
+use serde_json::Value;
+
+const MAX_CALLBACK_DATA: usize = 64;
 
 /// Plain text of `text` under `parse_mode`, or Telegram's
 /// "can't parse entities" reason.
@@ -275,4 +280,57 @@ fn unescape(s: &str) -> String {
         });
     }
     out
+}
+
+const BUTTON_ACTIONS: &[&str] = &[
+    "url",
+    "callback_data",
+    "web_app",
+    "login_url",
+    "switch_inline_query",
+    "switch_inline_query_current_chat",
+    "switch_inline_query_chosen_chat",
+    "copy_text",
+    "callback_game",
+    "pay",
+];
+
+/// The inline keyboard a message will carry given its `reply_markup`
+/// parameter (reply keyboards are never attached to the message object);
+/// errors are Telegram's "Bad Request: …" reasons.
+pub fn inline_keyboard(reply_markup: Option<&Value>) -> Result<Option<Value>, String> {
+    let markup = match reply_markup {
+        None | Some(Value::Null) => return Ok(None),
+        // Form-style clients send the markup as a JSON string.
+        Some(Value::String(s)) => serde_json::from_str(s)
+            .map_err(|_| "can't parse reply keyboard markup JSON object".to_owned())?,
+        Some(v) => v.clone(),
+    };
+    let Some(rows) = markup.get("inline_keyboard") else {
+        return Ok(None);
+    };
+    let bad_button = |why: &str| format!("can't parse inline keyboard button: {why}");
+    let rows = rows.as_array().ok_or_else(|| {
+        "field \"inline_keyboard\" of the InlineKeyboardMarkup must be an Array".to_owned()
+    })?;
+    for button in rows
+        .iter()
+        .flat_map(|row| row.as_array().into_iter().flatten())
+    {
+        if !button["text"].is_string() {
+            return Err(bad_button("Field \"text\" must be of type String"));
+        }
+        if !BUTTON_ACTIONS.iter().any(|a| button.get(a).is_some()) {
+            return Err(bad_button(
+                "Text buttons are unallowed in the inline keyboard",
+            ));
+        }
+        if let Some(data) = button.get("callback_data") {
+            let len = data.as_str().map_or(0, str::len);
+            if !(1..=MAX_CALLBACK_DATA).contains(&len) {
+                return Err("BUTTON_DATA_INVALID".to_owned());
+            }
+        }
+    }
+    Ok(Some(markup))
 }

@@ -1,0 +1,150 @@
+//! Nothing acknowledged is lost: restarts keep pending approvals decidable and re-arm their
+//! deadlines, SIGKILL right after a 201 loses nothing, SIGTERM drains and exits 0.
+//! These run the compiled binary as a child process against one store folder.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
+
+#[actix_web::test]
+async fn sigterm_exits_cleanly_and_a_restart_keeps_pending_approvals_decidable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut first = spawn_binary(dir.path(), &[]);
+    let pending = first.create_ok(&new_approval()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let decided = first.create_ok(&new_approval()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(
+        first.decide(&decided, "approve").await.status(),
+        StatusCode::OK
+    );
+
+    first.signal(SIGTERM);
+    let status = first.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    drop(first);
+
+    let second = spawn_binary(dir.path(), &[]);
+    let body: Value = second.get(&pending, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "pending");
+    let body: Value = second.get(&decided, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "approved");
+
+    let poll = second.get(&pending, Some("30s"));
+    let decide = async {
+        eventually(
+            Duration::from_secs(10),
+            "the long poll to register",
+            || async {
+                (metric(&second.metrics().await, "approval_gate_waiters") == Some(1.0))
+                    .then_some(())
+            },
+        )
+        .await;
+        second.decide(&pending, "reject").await
+    };
+    let (polled, decision) = futures_util::join!(poll, decide);
+    assert_eq!(decision.status(), StatusCode::OK);
+    let polled: Value = polled.json().await.expect("json");
+    assert_eq!(polled["status"], "rejected");
+    let text = second.metrics().await;
+    assert_eq!(metric(&text, "approval_gate_pending_approvals"), Some(0.0));
+}
+
+#[actix_web::test]
+async fn sigkill_right_after_201_loses_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = spawn_binary(dir.path(), &[]);
+    // A burst, so several creates share group commits, then SIGKILL the moment all are answered.
+    let bodies: Vec<Value> = (0..50)
+        .map(|i| {
+            let mut body = new_approval();
+            body["session_id"] = json!(format!("kill-{i}"));
+            body
+        })
+        .collect();
+    let created = futures_util::future::join_all(bodies.iter().map(|b| first.create_ok(b))).await;
+    let decided = created[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        first.decide(&decided, "approve").await.status(),
+        StatusCode::OK
+    );
+    first.signal(SIGKILL);
+    drop(first);
+
+    let second = spawn_binary(dir.path(), &[]);
+    for approval in &created {
+        let id = approval["id"].as_str().expect("id");
+        let response = second.get(id, None).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "approval {id} survived SIGKILL"
+        );
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["session_id"], approval["session_id"]);
+    }
+    let body: Value = second.get(&decided, None).await.json().await.expect("json");
+    assert_eq!(
+        body["status"], "approved",
+        "an acknowledged decision survives SIGKILL too"
+    );
+}
+
+#[actix_web::test]
+async fn deadlines_are_rearmed_and_missed_ones_time_out_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = spawn_binary(dir.path(), &[]);
+    let mut body = new_approval();
+    body["timeout"] = json!("1s");
+    let missed = first.create_ok(&body).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    body["timeout"] = json!("6s");
+    let later = first.create_ok(&body).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    first.signal(SIGKILL);
+    drop(first);
+
+    // Wait until the first deadline has certainly passed while the service was down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = spawn_binary(dir.path(), &[]);
+    let ended: Value = second
+        .get(&missed, Some("5s"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ended["status"], "timed_out");
+    let comment = ended["comment"].as_str().unwrap_or("");
+    assert!(
+        comment.contains("not running"),
+        "says it expired while down: {comment}"
+    );
+
+    let ended: Value = second
+        .get(&later, Some("10s"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        ended["status"], "timed_out",
+        "re-armed deadline fires after the restart"
+    );
+    let late = ts(&ended["decided_at"]) - ts(&ended["expires_at"]);
+    assert!(late < chrono::Duration::seconds(1), "{late}");
+}

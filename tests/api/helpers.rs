@@ -1,0 +1,351 @@
+//! `spawn_app()`: the real application (settings loader, actors, sled on disk, HTTP server) on
+//! an ephemeral port against a temporary store, plus a client that speaks its API. Also
+//! `spawn_binary()`, which runs the compiled `approval-gate` as a child process for restart and
+//! kill tests.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use approval_gate::settings::{self, Sources};
+use approval_gate::startup::Application;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const AGENT_TOKEN: &str = "agent-token-0123456789";
+pub const OTHER_AGENT_TOKEN: &str = "other-agent-token-0123456789";
+pub const OPERATOR_TOKEN: &str = "operator-token-0123456789";
+
+/// Environment for a test instance: tokens, a temp store, short timings. `overrides` win.
+pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        env.insert(k.to_string(), v);
+    };
+    set(
+        "APPROVAL_GATE_CONFIG_DIR",
+        format!("{}/config", env!("CARGO_MANIFEST_DIR")),
+    );
+    set("APPROVAL_GATE__SERVER__BIND", "127.0.0.1:0".into());
+    set("APPROVAL_GATE__SERVER__WORKERS", "2".into());
+    set("APPROVAL_GATE__SERVER__LONG_POLL_HEARTBEAT", "200ms".into());
+    set("APPROVAL_GATE__SERVER__SHUTDOWN_TIMEOUT", "2s".into());
+    set(
+        "APPROVAL_GATE__STORE__PATH",
+        dir.join("store").display().to_string(),
+    );
+    set(
+        "APPROVAL_GATE__FALLBACK__FILE_PATH",
+        dir.join("notifications.jsonl").display().to_string(),
+    );
+    set(
+        "APPROVAL_GATE__AUTH__AGENT_TOKENS__CI_AGENT",
+        AGENT_TOKEN.into(),
+    );
+    set(
+        "APPROVAL_GATE__AUTH__AGENT_TOKENS__OTHER_AGENT",
+        OTHER_AGENT_TOKEN.into(),
+    );
+    set(
+        "APPROVAL_GATE__AUTH__OPERATOR_TOKENS__ALICE",
+        OPERATOR_TOKEN.into(),
+    );
+    set("APPROVAL_GATE__APPROVAL_TIMEOUT__GRACE_PERIOD", "0s".into());
+    set(
+        "APPROVAL_GATE__APPROVAL_TIMEOUT__CHECK_INTERVAL",
+        "60s".into(),
+    );
+    set("APPROVAL_GATE__LOGGING__LEVEL", "warn".into());
+    set("APPROVAL_GATE__DEBUG__FAULT_INJECTION", "true".into());
+    for (k, v) in overrides {
+        set(k, v.to_string());
+    }
+    env
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    handle: ServerHandle,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // `stop` sends its command eagerly; the returned future only waits for completion.
+        drop(self.handle.stop(false));
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = settings::load(&Sources {
+        config_file: None,
+        env: Some(test_env(dir.path(), overrides)),
+    })
+    .expect("test settings are valid");
+    let app = Application::build(settings).expect("application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    actix_rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        dir,
+        client: client(),
+        handle,
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+pub fn new_approval() -> Value {
+    json!({
+        "session_id": "session-1",
+        "tool_name": "Bash",
+        "tool_input": {"command": "rm -rf ./build", "description": "clean"},
+        "reason": "clean the build folder",
+    })
+}
+
+/// The API, for the in-process app and for a child process alike.
+pub trait Api {
+    fn base(&self) -> &str;
+    fn http(&self) -> &reqwest::Client;
+
+    fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let builder = self
+            .http()
+            .request(method, format!("{}{}", self.base(), path));
+        match token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    fn create(&self, body: &Value) -> impl Future<Output = Response> {
+        self.request(Method::POST, "/api/approvals", Some(AGENT_TOKEN))
+            .json(body)
+            .send()
+            .map_ok()
+    }
+
+    /// Create an approval and return its body, asserting 201.
+    fn create_ok(&self, body: &Value) -> impl Future<Output = Value> {
+        let fut = self.create(body);
+        async move {
+            let response = fut.await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            response.json().await.expect("approval json")
+        }
+    }
+
+    fn get(&self, id: &str, wait: Option<&str>) -> impl Future<Output = Response> {
+        let path = match wait {
+            Some(wait) => format!("/api/approvals/{id}?wait={wait}"),
+            None => format!("/api/approvals/{id}"),
+        };
+        self.request(Method::GET, &path, Some(AGENT_TOKEN))
+            .send()
+            .map_ok()
+    }
+
+    fn decide(&self, id: &str, decision: &str) -> impl Future<Output = Response> {
+        self.request(
+            Method::POST,
+            &format!("/api/approvals/{id}/decision"),
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({ "decision": decision, "comment": "from the tests" }))
+        .send()
+        .map_ok()
+    }
+
+    fn cancel(&self, id: &str) -> impl Future<Output = Response> {
+        self.request(
+            Method::DELETE,
+            &format!("/api/approvals/{id}"),
+            Some(AGENT_TOKEN),
+        )
+        .send()
+        .map_ok()
+    }
+
+    fn metrics(&self) -> impl Future<Output = String> {
+        let fut = self.request(Method::GET, "/metrics", None).send();
+        async move {
+            fut.await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics text")
+        }
+    }
+
+    fn health(&self) -> impl Future<Output = Value> {
+        let fut = self.request(Method::GET, "/health", None).send();
+        async move {
+            fut.await
+                .expect("health")
+                .json()
+                .await
+                .expect("health json")
+        }
+    }
+}
+
+impl Api for TestApp {
+    fn base(&self) -> &str {
+        &self.address
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// Unwrap a send; transport errors are test failures.
+pub trait MapOk {
+    fn map_ok(self) -> impl Future<Output = Response>;
+}
+
+impl<F: Future<Output = reqwest::Result<Response>>> MapOk for F {
+    async fn map_ok(self) -> Response {
+        self.await.expect("request reaches the service")
+    }
+}
+
+/// The value of one sample in Prometheus text, e.g. `approval_gate_waiters` or
+/// `approval_gate_decisions_total{outcome="approved"}`.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+/// Wait until `check` returns `Some`, polling; panics with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn ts(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("timestamp string"))
+        .expect("RFC 3339")
+}
+
+/// The compiled service running as a child process (for SIGTERM / SIGKILL / restart tests).
+pub struct ChildApp {
+    pub child: Child,
+    pub address: String,
+    pub client: reqwest::Client,
+}
+
+impl Api for ChildApp {
+    fn base(&self) -> &str {
+        &self.address
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+impl Drop for ChildApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ChildApp {
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed");
+    }
+
+    /// Wait for the child to exit; returns its status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "child did not exit within {deadline:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Start `approval-gate serve` on the store under `dir`; returns once it listens.
+pub fn spawn_binary(dir: &Path, overrides: &[(&str, &str)]) -> ChildApp {
+    let mut env = test_env(dir, overrides);
+    env.insert("APPROVAL_GATE__LOGGING__FORMAT".into(), "json".into());
+    env.insert("APPROVAL_GATE__LOGGING__LEVEL".into(), "info".into());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_approval-gate"))
+        .arg("serve")
+        .env_clear()
+        .envs(&env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn approval-gate");
+    let stdout = child.stdout.take().expect("child stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        // Keep draining so the child never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent
+                && let Ok(value) = serde_json::from_str::<Value>(&line)
+                && value["fields"]["message"] == "approval-gate listening"
+            {
+                let _ = tx.send(value["fields"]["port"].as_u64());
+                sent = true;
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .ok()
+        .flatten()
+        .expect("child reports its port");
+    ChildApp {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+        client: client(),
+    }
+}

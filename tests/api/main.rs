@@ -1,0 +1,12 @@
+//! One test binary for the whole API (fast to link). Each module covers one behaviour.
+
+mod helpers;
+
+mod concurrency;
+mod durability;
+mod errors;
+mod lifecycle;
+mod long_poll;
+mod observability;
+mod supervision;
+mod timeouts;
