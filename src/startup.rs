@@ -10,7 +10,10 @@ use std::time::Instant;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use approval_gate_actors::fallback::{ChannelConfig, FallbackSettings as ChainSettings};
+use approval_gate_actors::fallback::{ChannelConfig, EmailSettings, FallbackSettings as ChainSettings};
+use approval_gate_actors::telegram::breaker::BreakerSettings;
+use approval_gate_actors::telegram::gateway::TelegramSettings;
+use approval_gate_actors::telegram::retry::RetryPolicy;
 use approval_gate_actors::notification::OperatorHints;
 use approval_gate_actors::registry::RegistrySettings;
 use approval_gate_actors::store::StoreError;
@@ -49,6 +52,7 @@ fn chain_settings(s: &Settings) -> ChainSettings {
             "file" => Some(ChannelConfig::File {
                 path: s.fallback.file_path.clone(),
             }),
+            "email" => Some(ChannelConfig::Email(email_settings(s))),
             // Unknown names are rejected by settings validation before we get here.
             _ => None,
         })
@@ -60,6 +64,48 @@ fn chain_settings(s: &Settings) -> ChainSettings {
             public_url: s.public_url(),
         },
     }
+}
+
+fn email_settings(s: &Settings) -> EmailSettings {
+    let e = &s.fallback.email;
+    let non_empty = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    EmailSettings {
+        host: e.smtp_host.clone(),
+        port: e.smtp_port,
+        tls: e.tls,
+        username: non_empty(&e.username),
+        password: non_empty(&e.password),
+        from: e.from.clone(),
+        to: e.to.clone(),
+        timeout: e.timeout,
+    }
+}
+
+fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
+    let t = &s.telegram;
+    let b = &s.circuit_breaker;
+    t.enabled.then(|| TelegramSettings {
+        bot_token: t.bot_token.clone(),
+        // Validated at load; the official URL is teloxide's default anyway.
+        api_url: reqwest::Url::parse(&t.api_url).ok(),
+        chat_id: t.chat_id,
+        allowed_user_ids: t.allowed_user_ids.clone(),
+        request_timeout: t.request_timeout,
+        poll_timeout: t.poll_timeout,
+        send_interval: t.send_interval,
+        retry: RetryPolicy {
+            max_attempts: t.retry.max_attempts,
+            initial_delay: t.retry.initial_delay,
+            max_delay: t.retry.max_delay,
+            jitter: t.retry.jitter,
+        },
+        breaker: BreakerSettings {
+            failure_threshold: b.failure_threshold,
+            sampling_duration: b.sampling_duration,
+            minimum_throughput: b.minimum_throughput,
+            break_duration: b.break_duration,
+        },
+    })
 }
 
 impl Application {
@@ -91,6 +137,9 @@ impl Application {
             },
             check_interval: settings.approval_timeout.check_interval,
             fallback: chain_settings(&settings),
+            telegram: telegram_settings(&settings),
+            callback_secret: Some(settings.telegram.callback_secret.clone()).filter(|s| !s.is_empty()),
+            fallback_always: settings.fallback.always,
         })?;
 
         let accepting = Arc::new(AtomicBool::new(true));

@@ -23,3 +23,4 @@ pub mod store;
 pub mod supervision;
 pub mod sweeper;
 pub mod system;
+pub mod telegram;

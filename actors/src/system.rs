@@ -17,12 +17,20 @@ use crate::registry::{ApprovalRegistry, RegistrySettings};
 use crate::store::{SledStore, StoreError};
 use crate::supervision::{ActorHealth, Crash, Ping};
 use crate::sweeper::{Connect, TimeoutSweeper};
+use crate::telegram::gateway::{self, GatewayStore, TelegramGateway, TelegramSettings};
 
 pub struct SystemSettings {
     pub store_path: std::path::PathBuf,
     pub registry: RegistrySettings,
     pub check_interval: Duration,
     pub fallback: FallbackSettings,
+    /// `None` = Telegram off: the registry tells the fallback channels directly.
+    pub telegram: Option<TelegramSettings>,
+    /// Configured callback secret (empty = generated and kept in sled).
+    pub callback_secret: Option<String>,
+    /// With Telegram on, also tell the fallback channels about every change (not only when
+    /// Telegram cannot deliver).
+    pub fallback_always: bool,
 }
 
 /// Addresses of the running actors. Cheap to clone.
@@ -32,6 +40,7 @@ pub struct Actors {
     pub sweeper: Addr<TimeoutSweeper>,
     pub metrics: Addr<MetricsCollector>,
     pub fallback: Addr<FallbackNotifier>,
+    pub telegram: Option<Addr<TelegramGateway>>,
 }
 
 /// The running actor system; stop it with [`ActorSystem::stop`] to release the store.
@@ -50,6 +59,7 @@ impl ActorSystem {
         let metrics_arbiter = Arbiter::new();
         let notify_arbiter = Arbiter::new();
 
+
         let metrics =
             Supervisor::start_in_arbiter(&metrics_arbiter.handle(), |_| MetricsCollector::new());
         let metrics_recipient = metrics.clone().recipient();
@@ -66,7 +76,41 @@ impl ActorSystem {
             TimeoutSweeper::new(deadlines, check_interval, recipient)
         });
 
-        let notifiers: Vec<Recipient<Notify>> = vec![fallback.clone().recipient()];
+        let mut telegram_arbiter = None;
+        let telegram = match settings.telegram {
+            Some(telegram_settings) => {
+                let meta = store.tree("meta")?;
+                let secret = gateway::callback_secret(&meta, settings.callback_secret.as_deref())?;
+                let gateway_store = GatewayStore {
+                    outbox: store.tree("outbox")?,
+                    dead: store.tree("outbox_dead")?,
+                    messages: store.tree("telegram_messages")?,
+                    meta,
+                    committer: store.committer(),
+                };
+                // Open the outbox here, so a damaged store stops start-up instead of looping
+                // in the supervisor.
+                let gateway = TelegramGateway::new(
+                    telegram_settings,
+                    gateway_store,
+                    secret,
+                    fallback.clone(),
+                    metrics_recipient.clone(),
+                )?;
+                let arbiter = Arbiter::new();
+                let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| gateway);
+                telegram_arbiter = Some(arbiter);
+                Some(addr)
+            }
+            None => None,
+        };
+        let mut notifiers: Vec<Recipient<Notify>> = Vec::new();
+        if let Some(gateway) = &telegram {
+            notifiers.push(gateway.clone().recipient());
+        }
+        if telegram.is_none() || settings.fallback_always {
+            notifiers.push(fallback.clone().recipient());
+        }
         let registry_settings = settings.registry;
         let sweeper_addr = sweeper.clone();
         let registry = Supervisor::start_in_arbiter(&core.handle(), move |_| {
@@ -79,15 +123,23 @@ impl ActorSystem {
             )
         });
         sweeper.do_send(Connect(registry.clone().recipient()));
+        if let Some(gateway) = &telegram {
+            gateway.do_send(gateway::Connect(registry.clone()));
+        }
 
+        let arbiters = [Some(core), Some(metrics_arbiter), Some(notify_arbiter), telegram_arbiter]
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(Self {
             actors: Actors {
                 registry,
                 sweeper,
                 metrics,
                 fallback,
+                telegram,
             },
-            arbiters: vec![core, metrics_arbiter, notify_arbiter],
+            arbiters,
         })
     }
 
@@ -106,24 +158,31 @@ impl ActorSystem {
 }
 
 /// The names fault injection and health use for each actor.
-pub const ACTOR_NAMES: [&str; 4] = [
+pub const ACTOR_NAMES: [&str; 5] = [
     crate::registry::NAME,
     crate::sweeper::NAME,
     crate::metrics::NAME,
     crate::fallback::NAME,
+    gateway::NAME,
 ];
 
 impl Actors {
     /// Ping every actor; `None` for an actor that did not answer within `timeout`.
     pub async fn ping_all(&self, timeout: Duration) -> Vec<PingResult> {
-        let (a, b, c, d) = futures_util::future::join4(
+        let telegram = async {
+            match &self.telegram {
+                Some(gateway) => Some(timed(gateway::NAME, gateway, timeout).await),
+                None => None,
+            }
+        };
+        let (a, b, c, d, e) = futures_util::join!(
             timed(crate::registry::NAME, &self.registry, timeout),
             timed(crate::sweeper::NAME, &self.sweeper, timeout),
             timed(crate::metrics::NAME, &self.metrics, timeout),
             timed(crate::fallback::NAME, &self.fallback, timeout),
-        )
-        .await;
-        vec![a, b, c, d]
+            telegram,
+        );
+        [a, b, c, d].into_iter().chain(e).collect()
     }
 
     /// Make the named actor's handler panic (fault injection). False for an unknown name.
@@ -133,6 +192,10 @@ impl Actors {
             crate::sweeper::NAME => self.sweeper.do_send(Crash),
             crate::metrics::NAME => self.metrics.do_send(Crash),
             crate::fallback::NAME => self.fallback.do_send(Crash),
+            gateway::NAME => match &self.telegram {
+                Some(gateway) => gateway.do_send(Crash),
+                None => return false,
+            },
             _ => return false,
         }
         true

@@ -4,6 +4,7 @@
 use actix_web::{HttpResponse, web};
 use approval_gate_actors::metrics::Summary;
 use approval_gate_actors::registry::Stats;
+use approval_gate_actors::telegram::gateway::BreakerStatus;
 use serde_json::json;
 
 use super::AppState;
@@ -13,6 +14,7 @@ use super::error::ApiError;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/diagnostics/database", web::get().to(database))
         .route("/api/diagnostics/metrics", web::get().to(metrics_summary))
+        .route("/api/diagnostics/circuit-breaker", web::get().to(circuit_breaker))
         .route("/api/debug/actors/{name}/crash", web::post().to(crash));
 }
 
@@ -27,6 +29,16 @@ async fn database(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
         "waiters": stats.waiters,
         "last_flush": last_flush,
     })))
+}
+
+async fn circuit_breaker(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let Some(gateway) = &state.actors.telegram else {
+        return Ok(HttpResponse::Ok().json(json!({ "enabled": false })));
+    };
+    let report = gateway.send(BreakerStatus).await?;
+    let mut body = serde_json::to_value(report).unwrap_or_default();
+    body["enabled"] = json!(true);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn metrics_summary(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

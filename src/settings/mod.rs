@@ -43,8 +43,62 @@ pub struct Settings {
     pub approval_timeout: TimeoutSettings,
     pub logging: LoggingSettings,
     pub monitoring: MonitoringSettings,
+    pub telegram: TelegramSection,
+    pub circuit_breaker: BreakerSection,
     pub fallback: FallbackSettings,
     pub debug: DebugSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TelegramSection {
+    pub enabled: bool,
+    pub bot_token: String,
+    pub bot_token_file: String,
+    pub api_url: String,
+    pub chat_id: i64,
+    pub allowed_user_ids: Vec<u64>,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub send_interval: Duration,
+    pub callback_secret: String,
+    pub retry: RetrySection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RetrySection {
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub initial_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    pub jitter: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct BreakerSection {
+    pub failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub sampling_duration: Duration,
+    pub minimum_throughput: u32,
+    #[serde(with = "humantime_serde")]
+    pub break_duration: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EmailSection {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: approval_gate_actors::fallback::EmailTls,
+    pub username: String,
+    pub password: String,
+    pub password_file: String,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -117,6 +171,8 @@ pub struct FallbackSettings {
     pub order: Vec<String>,
     pub strategy: approval_gate_actors::fallback::Strategy,
     pub file_path: PathBuf,
+    pub always: bool,
+    pub email: EmailSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -172,13 +228,49 @@ pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
         .separator("__")
         .try_parsing(true)
         .list_separator(",")
-        .with_list_parse_key("fallback.order");
+        .with_list_parse_key("fallback.order")
+        .with_list_parse_key("fallback.email.to")
+        .with_list_parse_key("telegram.allowed_user_ids");
     if let Some(vars) = &sources.env {
         env = env.source(Some(vars.clone().into_iter().collect()));
     }
-    let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+    let mut settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+    resolve_secrets(&mut settings, sources)?;
     validate(&settings)?;
     Ok(settings)
+}
+
+/// Fill secrets from their alternative sources: the plain `TELEGRAM_*` variables and the
+/// `*_file` keys (so secrets can live outside the config and the environment listing).
+fn resolve_secrets(settings: &mut Settings, sources: &Sources) -> Result<(), SettingsError> {
+    let telegram = &mut settings.telegram;
+    if telegram.bot_token.trim().is_empty() {
+        if let Some(token) = sources.var("TELEGRAM_BOT_TOKEN").filter(|t| !t.trim().is_empty()) {
+            telegram.bot_token = token;
+        } else if !telegram.bot_token_file.trim().is_empty() {
+            telegram.bot_token = read_secret(&telegram.bot_token_file)?;
+        }
+    }
+    if telegram.chat_id == 0
+        && let Some(raw) = sources.var("TELEGRAM_CHAT_ID")
+    {
+        telegram.chat_id = raw.trim().parse().map_err(|_| SettingsError::Invalid {
+            key: "telegram.chat_id",
+            value: format!("{raw:?} (from TELEGRAM_CHAT_ID)"),
+            allowed: "must be an integer chat id".into(),
+        })?;
+    }
+    let email = &mut settings.fallback.email;
+    if email.password.is_empty() && !email.password_file.trim().is_empty() {
+        email.password = read_secret(&email.password_file)?;
+    }
+    Ok(())
+}
+
+fn read_secret(path: &str) -> Result<String, SettingsError> {
+    let path = PathBuf::from(path.trim());
+    let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::File { path, source })?;
+    Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
 /// The file on disk when it exists, else the copy compiled into the binary.
@@ -223,6 +315,15 @@ impl Settings {
             .chain(masked.auth.operator_tokens.values_mut())
         {
             *token = "***".into();
+        }
+        for secret in [
+            &mut masked.telegram.bot_token,
+            &mut masked.telegram.callback_secret,
+            &mut masked.fallback.email.password,
+        ] {
+            if !secret.is_empty() {
+                *secret = "***".into();
+            }
         }
         toml_string(&masked)
     }

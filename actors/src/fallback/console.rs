@@ -1,6 +1,7 @@
 //! Console channel: one WARN line per notification through `tracing`, so it lands wherever the
 //! service logs go (terminal, journald, rolling files) and carries the request id.
 
+use super::Announcement;
 use crate::notification::{Event, Notification, OperatorHints};
 
 pub fn deliver(notification: &Notification, hints: &OperatorHints) -> Result<(), String> {
@@ -34,5 +35,10 @@ pub fn deliver(notification: &Notification, hints: &OperatorHints) -> Result<(),
             a.session_id,
         ),
     }
+    Ok(())
+}
+
+pub fn announce(announcement: &Announcement) -> Result<(), String> {
+    tracing::warn!(subject = %announcement.subject, "{}", announcement.text);
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::Announcement;
 use crate::notification::{Notification, OperatorHints};
 
 pub fn deliver(
@@ -15,7 +16,20 @@ pub fn deliver(
     notification: &Notification,
     hints: &OperatorHints,
 ) -> Result<(), String> {
-    let line = render(notification, hints);
+    append(path, &render(notification, hints))
+}
+
+pub fn announce(path: &Path, announcement: &Announcement) -> Result<(), String> {
+    let line = serde_json::json!({
+        "at": chrono::Utc::now().to_rfc3339(),
+        "event": "announcement",
+        "subject": announcement.subject,
+        "text": announcement.text,
+    });
+    append(path, &format!("{line}\n"))
+}
+
+fn append(path: &Path, line: &str) -> Result<(), String> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

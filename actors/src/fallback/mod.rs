@@ -1,5 +1,5 @@
 //! FallbackNotifier: tells operators about approvals through channels that do not need Telegram
-//! (console, local file, and later email), in the configured priority order.
+//! (console, local file, SMTP email), in the configured priority order.
 //!
 //! Two strategies: `all` tells every channel (the default: the console line and the file both
 //! exist to be read), `first` walks the chain and stops at the first channel that succeeds, so a
@@ -7,13 +7,18 @@
 //! This actor owns only its channels and their counters; it never reads approval state itself.
 
 mod console;
+mod email;
 mod file;
+mod text;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use serde::Serialize;
+
+use email::EmailChannel;
+pub use email::{EmailSettings, EmailTls};
 
 use crate::metrics::Metric;
 use crate::notification::{Notification, Notify, OperatorHints};
@@ -25,6 +30,7 @@ pub const NAME: &str = "fallback_notifier";
 pub enum ChannelConfig {
     Console,
     File { path: PathBuf },
+    Email(EmailSettings),
 }
 
 impl ChannelConfig {
@@ -32,6 +38,75 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Console => "console",
             ChannelConfig::File { .. } => "file",
+            ChannelConfig::Email(_) => "email",
+        }
+    }
+}
+
+/// Something for operators that is not about one approval (e.g. "Telegram is unreachable").
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub subject: String,
+    pub text: String,
+}
+
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Announce(pub Announcement);
+
+/// What a channel is asked to deliver.
+enum Outgoing {
+    Approval(Notification),
+    Announcement(Announcement),
+}
+
+impl Outgoing {
+    fn label(&self) -> (String, Option<String>) {
+        match self {
+            Outgoing::Approval(n) => (n.approval.id.to_string(), n.request_id.clone()),
+            Outgoing::Announcement(a) => (a.subject.clone(), None),
+        }
+    }
+}
+
+/// A ready-to-use channel (the email transport is built once, at start).
+enum Channel {
+    Console,
+    File(PathBuf),
+    Email(Box<EmailChannel>),
+    /// A channel whose configuration could not be turned into a transport; every delivery
+    /// fails with this reason and hands over to the next channel.
+    Broken(String),
+}
+
+impl Channel {
+    fn build(config: &ChannelConfig) -> Self {
+        match config {
+            ChannelConfig::Console => Channel::Console,
+            ChannelConfig::File { path } => Channel::File(path.clone()),
+            ChannelConfig::Email(settings) => match EmailChannel::new(settings) {
+                Ok(channel) => Channel::Email(Box::new(channel)),
+                Err(error) => Channel::Broken(error),
+            },
+        }
+    }
+
+    async fn deliver(&self, outgoing: &Outgoing, hints: &OperatorHints) -> Result<(), String> {
+        match (self, outgoing) {
+            (Channel::Console, Outgoing::Approval(n)) => console::deliver(n, hints),
+            (Channel::Console, Outgoing::Announcement(a)) => console::announce(a),
+            (Channel::File(path), Outgoing::Approval(n)) => file::deliver(path, n, hints),
+            (Channel::File(path), Outgoing::Announcement(a)) => file::announce(path, a),
+            (Channel::Email(email), Outgoing::Approval(n)) => {
+                let (subject, body) = text::email(n, hints);
+                email.send(&subject, body).await
+            }
+            (Channel::Email(email), Outgoing::Announcement(a)) => {
+                email
+                    .send(&format!("[approval-gate] {}", a.subject), a.text.clone())
+                    .await
+            }
+            (Channel::Broken(error), _) => Err(error.clone()),
         }
     }
 }
@@ -61,12 +136,14 @@ struct ChannelStats {
 
 pub struct FallbackNotifier {
     settings: Arc<FallbackSettings>,
+    channels: Arc<Vec<Channel>>,
     stats: Vec<ChannelStats>,
     metrics: Recipient<Metric>,
     restarts: Restarts,
 }
 
 impl FallbackNotifier {
+    /// Must be called on the arbiter the actor runs on (the email transport binds to its runtime).
     pub fn new(settings: FallbackSettings, metrics: Recipient<Metric>) -> Self {
         let stats = settings
             .channels
@@ -76,30 +153,46 @@ impl FallbackNotifier {
                 ..Default::default()
             })
             .collect();
+        let channels = settings.channels.iter().map(Channel::build).collect();
         Self {
             settings: Arc::new(settings),
+            channels: Arc::new(channels),
             stats,
             metrics,
             restarts: Restarts::default(),
         }
     }
 
-    fn deliver(&mut self, notification: &Notification) {
+    /// Walk the chain in order; one outgoing message at a time (`ctx.wait`), so operators see
+    /// notifications in the order they happened.
+    fn dispatch(&mut self, outgoing: Outgoing, ctx: &mut Context<Self>) {
+        let channels = Arc::clone(&self.channels);
         let settings = Arc::clone(&self.settings);
-        for (index, channel) in settings.channels.iter().enumerate() {
-            let result = match channel {
-                ChannelConfig::Console => console::deliver(notification, &settings.hints),
-                ChannelConfig::File { path } => file::deliver(path, notification, &settings.hints),
-            };
-            let ok = result.is_ok();
-            self.record(index, result, notification);
-            if ok && settings.strategy == Strategy::First {
-                return;
+        let walk = async move {
+            let mut results = Vec::new();
+            for (index, channel) in channels.iter().enumerate() {
+                let result = channel.deliver(&outgoing, &settings.hints).await;
+                let ok = result.is_ok();
+                results.push((index, result));
+                if ok && settings.strategy == Strategy::First {
+                    break;
+                }
             }
-        }
+            (outgoing.label(), results)
+        };
+        ctx.wait(walk.into_actor(self).map(|(label, results), act, _| {
+            for (index, result) in results {
+                act.record(index, result, &label);
+            }
+        }));
     }
 
-    fn record(&mut self, index: usize, result: Result<(), String>, notification: &Notification) {
+    fn record(
+        &mut self,
+        index: usize,
+        result: Result<(), String>,
+        (subject, request_id): &(String, Option<String>),
+    ) {
         let Some(stats) = self.stats.get_mut(index) else {
             return;
         };
@@ -112,8 +205,8 @@ impl FallbackNotifier {
             Err(error) => {
                 tracing::error!(
                     channel = stats.channel,
-                    approval_id = %notification.approval.id,
-                    request_id = notification.request_id.as_deref().unwrap_or("-"),
+                    subject = %subject,
+                    request_id = request_id.as_deref().unwrap_or("-"),
                     %error,
                     "fallback channel failed; handing over to the next one"
                 );
@@ -149,7 +242,15 @@ impl Handler<Notify> for FallbackNotifier {
     type Result = ();
 
     fn handle(&mut self, Notify(notification): Notify, ctx: &mut Context<Self>) {
-        let _ = guarded(NAME, ctx, || self.deliver(&notification));
+        self.dispatch(Outgoing::Approval(notification), ctx);
+    }
+}
+
+impl Handler<Announce> for FallbackNotifier {
+    type Result = ();
+
+    fn handle(&mut self, Announce(announcement): Announce, ctx: &mut Context<Self>) {
+        self.dispatch(Outgoing::Announcement(announcement), ctx);
     }
 }
 

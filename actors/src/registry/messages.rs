@@ -133,3 +133,9 @@ pub struct AttachMessage {
     pub id: ApprovalId,
     pub message: TelegramMessageRef,
 }
+
+/// Pending approvals that no Telegram message shows yet (start-up reconciliation: a crash
+/// between an approval's commit and its outbox entry must not leave it unannounced).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Approval>, RegistryError>")]
+pub struct Unannounced;

@@ -476,6 +476,22 @@ impl Handler<AttachMessage> for ApprovalRegistry {
     }
 }
 
+impl Handler<Unannounced> for ApprovalRegistry {
+    type Result = Result<Vec<Approval>, RegistryError>;
+
+    fn handle(&mut self, _: Unannounced, ctx: &mut Context<Self>) -> Self::Result {
+        let mut found = Vec::new();
+        guarded(NAME, ctx, || {
+            self.store.for_each(&mut |approval| {
+                if approval.status == Status::Pending && approval.telegram_messages.is_empty() {
+                    found.push(approval);
+                }
+            })
+        })??;
+        Ok(found)
+    }
+}
+
 impl Handler<Stats> for ApprovalRegistry {
     type Result = MessageResult<Stats>;
 

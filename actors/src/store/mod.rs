@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-pub use codec::millis;
+pub use codec::{CodecError, decode as decode_approval, encode as encode_approval, millis};
 pub use commit::CommitResult;
 use commit::GroupCommit;
 

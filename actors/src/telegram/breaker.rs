@@ -1,0 +1,239 @@
+//! The circuit breaker in front of Telegram: a pure state machine over a sliding window, so its
+//! rules can be tested without a clock or a network. The gateway owns one and feeds it the
+//! outcome of every Bot API send.
+//!
+//! Closed → Open when, within `sampling_duration`, at least `minimum_throughput` calls were made
+//! and at least `failure_threshold` of them failed. Open → HalfOpen after `break_duration`, which
+//! lets exactly one probe through; its success closes the breaker, its failure opens it again.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct BreakerSettings {
+    pub failure_threshold: u32,
+    pub sampling_duration: Duration,
+    pub minimum_throughput: u32,
+    pub break_duration: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The gauge value: 0 closed, 1 open, 2 half-open.
+    pub fn gauge(self) -> i64 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+pub struct CircuitBreaker {
+    settings: BreakerSettings,
+    state: BreakerState,
+    /// (when, succeeded) for calls inside the sampling window.
+    window: VecDeque<(Instant, bool)>,
+    opened_at: Option<Instant>,
+    probe_in_flight: bool,
+}
+
+/// A state change, for logging, metrics and operator announcements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: BreakerState,
+    pub to: BreakerState,
+}
+
+impl CircuitBreaker {
+    pub fn new(settings: BreakerSettings) -> Self {
+        Self {
+            settings,
+            state: BreakerState::Closed,
+            window: VecDeque::new(),
+            opened_at: None,
+            probe_in_flight: false,
+        }
+    }
+
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    pub fn opened_at(&self) -> Option<Instant> {
+        self.opened_at
+    }
+
+    /// When an open breaker lets its probe through.
+    pub fn next_probe_at(&self) -> Option<Instant> {
+        match self.state {
+            BreakerState::Open => self.opened_at.map(|at| at + self.settings.break_duration),
+            _ => None,
+        }
+    }
+
+    /// (calls, failures) inside the sampling window.
+    pub fn window_counts(&mut self, now: Instant) -> (usize, usize) {
+        self.trim(now);
+        let failures = self.window.iter().filter(|(_, ok)| !ok).count();
+        (self.window.len(), failures)
+    }
+
+    fn trim(&mut self, now: Instant) {
+        while let Some(&(at, _)) = self.window.front() {
+            if now.saturating_duration_since(at) > self.settings.sampling_duration {
+                self.window.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// May a call be made now? Moves Open → HalfOpen once the break is over; in HalfOpen only one
+    /// probe is allowed until its outcome is recorded.
+    pub fn try_acquire(&mut self, now: Instant) -> (bool, Option<Transition>) {
+        match self.state {
+            BreakerState::Closed => (true, None),
+            BreakerState::Open => match self.next_probe_at() {
+                Some(at) if now >= at => {
+                    let transition = self.set(BreakerState::HalfOpen);
+                    self.probe_in_flight = true;
+                    (true, transition)
+                }
+                _ => (false, None),
+            },
+            BreakerState::HalfOpen if !self.probe_in_flight => {
+                self.probe_in_flight = true;
+                (true, None)
+            }
+            BreakerState::HalfOpen => (false, None),
+        }
+    }
+
+    pub fn record(&mut self, now: Instant, succeeded: bool) -> Option<Transition> {
+        self.probe_in_flight = false;
+        match self.state {
+            BreakerState::HalfOpen if succeeded => {
+                self.window.clear();
+                self.opened_at = None;
+                self.set(BreakerState::Closed)
+            }
+            BreakerState::HalfOpen => {
+                self.opened_at = Some(now);
+                self.set(BreakerState::Open)
+            }
+            BreakerState::Open => None,
+            BreakerState::Closed => {
+                self.window.push_back((now, succeeded));
+                let (calls, failures) = self.window_counts(now);
+                let tripped = calls >= self.settings.minimum_throughput as usize
+                    && failures >= self.settings.failure_threshold as usize;
+                if tripped {
+                    self.opened_at = Some(now);
+                    self.set(BreakerState::Open)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn set(&mut self, to: BreakerState) -> Option<Transition> {
+        let from = self.state;
+        self.state = to;
+        (from != to).then_some(Transition { from, to })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> CircuitBreaker {
+        CircuitBreaker::new(BreakerSettings {
+            failure_threshold: 3,
+            sampling_duration: Duration::from_secs(60),
+            minimum_throughput: 2,
+            break_duration: Duration::from_secs(30),
+        })
+    }
+
+    #[test]
+    fn opens_after_the_threshold_within_the_window_then_probes_and_closes() {
+        let mut b = breaker();
+        let t0 = Instant::now();
+        assert_eq!(b.record(t0, false), None);
+        assert_eq!(b.record(t0, false), None);
+        let opened = b.record(t0, false).expect("third failure trips");
+        assert_eq!(opened.to, BreakerState::Open);
+        assert_eq!(b.try_acquire(t0 + Duration::from_secs(29)), (false, None));
+
+        let (allowed, t) = b.try_acquire(t0 + Duration::from_secs(30));
+        assert!(allowed);
+        assert_eq!(t.map(|t| t.to), Some(BreakerState::HalfOpen));
+        // Only one probe at a time.
+        assert_eq!(b.try_acquire(t0 + Duration::from_secs(30)), (false, None));
+        let closed = b
+            .record(t0 + Duration::from_secs(31), true)
+            .expect("probe success closes");
+        assert_eq!(closed.to, BreakerState::Closed);
+        assert_eq!(b.window_counts(t0 + Duration::from_secs(31)), (0, 0));
+    }
+
+    #[test]
+    fn a_failed_probe_reopens_for_another_break() {
+        let mut b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            b.record(t0, false);
+        }
+        let probe_at = t0 + Duration::from_secs(30);
+        assert!(b.try_acquire(probe_at).0);
+        assert_eq!(
+            b.record(probe_at, false).map(|t| t.to),
+            Some(BreakerState::Open)
+        );
+        assert_eq!(b.next_probe_at(), Some(probe_at + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn old_failures_leave_the_window_and_throughput_gates_tripping() {
+        let mut b = breaker();
+        let t0 = Instant::now();
+        b.record(t0, false);
+        b.record(t0, false);
+        // 61 s later the first two have left the window: one new failure does not trip.
+        assert_eq!(b.record(t0 + Duration::from_secs(61), false), None);
+        assert_eq!(b.state(), BreakerState::Closed);
+
+        let mut strict = CircuitBreaker::new(BreakerSettings {
+            failure_threshold: 1,
+            sampling_duration: Duration::from_secs(60),
+            minimum_throughput: 3,
+            break_duration: Duration::from_secs(30),
+        });
+        assert_eq!(strict.record(t0, false), None, "below minimum throughput");
+        assert_eq!(strict.record(t0, true), None);
+        assert!(
+            strict.record(t0, true).is_some(),
+            "3 calls, 1 failure: trips"
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The getUpdates long-poll loop and button taps.
+//!
+//! A tap decides only if its signed data verifies, its message is in the configured chat and the
+//! user is allowed; every tap is answered. The update offset is saved after the batch's taps
+//! have been decided, so a restart never misses a tap; a tap seen twice (crash before the offset
+//! was saved) meets the registry's compare-and-set and changes nothing.
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
+use teloxide::types::{CallbackQuery, Update, UpdateKind};
+
+use super::{NAME, OFFSET_KEY, TelegramGateway};
+use crate::domain::{Actor as DecidedBy, ApprovalId, Decision, Status, TelegramMessageRef};
+use crate::metrics::TelegramMetric;
+use crate::registry::{Decide, RegistryError};
+use crate::telegram::api::Attempt;
+use crate::telegram::callback::Action;
+use crate::telegram::render;
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) failures: u32,
+    offset: Option<i32>,
+}
+
+/// What a tap left to do once the registry answered.
+enum TapOutcome {
+    Refused(Attempt<()>),
+    Answered {
+        answer: Attempt<()>,
+        /// The approval had already ended and this copy of its message was new to us: edit it.
+        stale_copy: Option<(crate::domain::Approval, TelegramMessageRef)>,
+    },
+}
+
+impl TelegramGateway {
+    fn offset(&mut self) -> i32 {
+        if let Some(offset) = self.polling.offset {
+            return offset;
+        }
+        let stored = self
+            .meta
+            .get(OFFSET_KEY)
+            .ok()
+            .flatten()
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_ref()).ok())
+            .map(i32::from_be_bytes)
+            .unwrap_or(0);
+        self.polling.offset = Some(stored);
+        stored
+    }
+
+    fn save_offset(&mut self, offset: i32, ctx: &mut Context<Self>) {
+        self.polling.offset = Some(offset);
+        if let Err(error) = self.meta.insert(OFFSET_KEY, &offset.to_be_bytes()) {
+            tracing::error!(actor = NAME, %error, "cannot save the Telegram update offset");
+        }
+        self.commit_in_background(ctx);
+    }
+
+    pub(super) fn poll(&mut self, ctx: &mut Context<Self>) {
+        let api = self.api.clone();
+        let offset = self.offset();
+        let poll = self.settings.poll_timeout;
+        let need_me = self.bot_username.is_none();
+        let call = async move {
+            let me = if need_me { Some(api.me().await) } else { None };
+            (me, api.updates(offset, poll).await)
+        };
+        ctx.spawn(call.into_actor(self).map(|(me, updates), act, ctx| act.polled(me, updates, ctx)));
+    }
+
+    fn polled(&mut self, me: Option<Attempt<String>>, updates: Attempt<Vec<Update>>, ctx: &mut Context<Self>) {
+        if let Some(me) = me {
+            self.record_call(&me);
+            if let Ok(username) = me.result {
+                tracing::info!(actor = NAME, bot = %username, "connected to Telegram");
+                self.bot_username = Some(username);
+            }
+        }
+        self.record_call(&updates);
+        let updates = match updates.result {
+            Ok(updates) => updates,
+            Err(failure) => {
+                self.polling.failures += 1;
+                let retry_after = match failure.kind {
+                    crate::telegram::retry::FailureKind::Transient { retry_after } => retry_after,
+                    _ => None,
+                };
+                let delay = self.settings.retry.delay(self.polling.failures, retry_after);
+                tracing::warn!(
+                    actor = NAME,
+                    failures = self.polling.failures,
+                    error = %failure.detail,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "getUpdates failed"
+                );
+                ctx.run_later(delay, |act, ctx| act.poll(ctx));
+                return;
+            }
+        };
+        self.polling.failures = 0;
+        let next_offset = updates.iter().map(|u| (u.id.0 as i32).saturating_add(1)).max();
+        let taps: Vec<LocalBoxFuture<'static, TapOutcome>> = updates
+            .into_iter()
+            .filter_map(|update| match update.kind {
+                UpdateKind::CallbackQuery(query) => Some(self.tap(query)),
+                _ => None,
+            })
+            .collect();
+        ctx.spawn(futures_util::future::join_all(taps).into_actor(self).map(move |outcomes, act, ctx| {
+            for outcome in outcomes {
+                act.after_tap(outcome, ctx);
+            }
+            if let Some(offset) = next_offset {
+                act.save_offset(offset, ctx);
+            }
+            act.poll(ctx);
+        }));
+    }
+
+    fn record_call<T>(&self, attempt: &Attempt<T>) {
+        self.metric(TelegramMetric::Request {
+            method: attempt.method,
+            outcome: attempt.result.as_ref().map_or_else(|f| f.reason, |_| "ok"),
+            seconds: attempt.took.as_secs_f64(),
+        });
+    }
+
+    /// Why a tap may not decide, if it may not.
+    fn authorise(&self, query: &CallbackQuery) -> Result<(ApprovalId, Action, TelegramMessageRef), &'static str> {
+        let message = query.message.as_ref().ok_or("the button is not on a chat message")?;
+        let message = TelegramMessageRef {
+            chat_id: message.chat().id.0,
+            message_id: message.id().0,
+        };
+        if message.chat_id != self.settings.chat_id {
+            return Err("the message is not in the configured chat");
+        }
+        if !self.settings.allowed_user_ids.contains(&query.from.id.0) {
+            return Err("the user is not in telegram.allowed_user_ids");
+        }
+        let data = query.data.as_deref().ok_or("the button carries no data")?;
+        let (id, action) = self.codec.decode(data).map_err(|_| "the button data is forged or damaged")?;
+        Ok((id, action, message))
+    }
+
+    fn tap(&mut self, query: CallbackQuery) -> LocalBoxFuture<'static, TapOutcome> {
+        let api = self.api.clone();
+        let query_id = query.id.0.clone();
+        let request_id = format!("telegram-{query_id}");
+        let (id, action, message) = match self.authorise(&query) {
+            Ok(verdict) => verdict,
+            Err(reason) => {
+                self.metric(TelegramMetric::UnauthorisedTap);
+                tracing::warn!(
+                    actor = NAME,
+                    request_id,
+                    user_id = query.from.id.0,
+                    username = query.from.username.as_deref().unwrap_or("-"),
+                    reason,
+                    "refused a button tap"
+                );
+                return async move { TapOutcome::Refused(api.answer(query_id, "⛔ Not authorised".into(), true).await) }
+                    .boxed_local();
+            }
+        };
+        // Remember this copy before deciding, so the edit the decision triggers reaches it too.
+        let new_copy = self.messages.add(id, message).unwrap_or(false);
+        let decision = Decision {
+            outcome: action.outcome(),
+            actor: DecidedBy::Telegram {
+                user_id: query.from.id.0 as i64,
+                username: query.from.username.clone(),
+            },
+            comment: None,
+        };
+        tracing::info!(actor = NAME, request_id, approval_id = %id, user_id = query.from.id.0, ?action, "button tapped");
+        let registry = self.registry.clone();
+        async move {
+            let result = match registry {
+                Some(registry) => registry
+                    .send(Decide {
+                        id,
+                        decision,
+                        request_id: Some(request_id),
+                    })
+                    .await
+                    .unwrap_or(Err(RegistryError::Restarting)),
+                None => Err(RegistryError::Restarting),
+            };
+            let (text, stale_copy) = match result {
+                Ok(approval) => (format!("{} — recorded", status_word(approval.status)), None),
+                Err(RegistryError::Conflict(approval)) => {
+                    let by = approval.decided_by.as_ref().map(render::who).unwrap_or_default();
+                    let text = format!("Already {} by {by}", status_word(approval.status).to_lowercase());
+                    (text, new_copy.then(|| (*approval, message)))
+                }
+                Err(RegistryError::NotFound(_)) => ("This approval no longer exists".into(), None),
+                Err(_) => ("approval-gate is busy; please tap again".into(), None),
+            };
+            TapOutcome::Answered {
+                answer: api.answer(query_id, text, false).await,
+                stale_copy,
+            }
+        }
+        .boxed_local()
+    }
+
+    fn after_tap(&mut self, outcome: TapOutcome, ctx: &mut Context<Self>) {
+        match outcome {
+            TapOutcome::Refused(answer) => self.record_call(&answer),
+            TapOutcome::Answered { answer, stale_copy } => {
+                self.record_call(&answer);
+                if let Some((approval, message)) = stale_copy
+                    && self.outbox.push_edit_one(approval, message).is_ok()
+                {
+                    self.commit_in_background(ctx);
+                    self.publish_outbox();
+                    self.pump(ctx);
+                }
+            }
+        }
+    }
+}
+
+fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "Pending",
+        Status::Approved => "✅ Approved",
+        Status::Rejected => "❌ Rejected",
+        Status::TimedOut => "⌛ Timed out",
+        Status::Cancelled => "🚫 Cancelled",
+    }
+}

@@ -1,0 +1,15 @@
+//! Telegram: the gateway actor and the pieces it is made of.
+//!
+//! - [`gateway::TelegramGateway`]: all Bot API traffic (sends, edits, the getUpdates loop,
+//!   callback answers), the retry policy and the circuit breaker.
+//! - [`outbox`]: durable queue of notifications and the log of sent messages.
+//! - [`breaker`], [`retry`]: pure policies, unit-tested without a network.
+//! - [`render`]: message text and buttons; [`callback`]: signed button data.
+
+pub mod api;
+pub mod breaker;
+pub mod callback;
+pub mod gateway;
+pub mod outbox;
+pub mod render;
+pub mod retry;

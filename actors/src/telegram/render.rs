@@ -1,0 +1,244 @@
+//! Message text and buttons for Telegram (HTML parse mode).
+//!
+//! Telegram limits a message to 4,096 characters of *rendered* text, counted in UTF-16 code
+//! units (tags do not count, `&amp;` counts as one). [`Text`] tracks that count as the message is
+//! built, so the tool input can be truncated to exactly what fits: a long input never produces a
+//! 400 from Telegram.
+
+use chrono::{DateTime, Utc};
+use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
+
+use super::callback::{Action, CallbackCodec};
+use crate::domain::{Actor, Approval, Status};
+
+pub const MAX_MESSAGE: usize = 4096;
+const MAX_REASON: usize = 1000;
+const MAX_COMMENT: usize = 500;
+const ELLIPSIS: &str = "…";
+
+/// HTML being built, with the length Telegram will count.
+#[derive(Default)]
+struct Text {
+    html: String,
+    rendered: usize,
+}
+
+fn utf16_len(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Cut `s` to at most `max` UTF-16 units, marking the cut.
+fn truncate(s: &str, max: usize) -> String {
+    if utf16_len(s) <= max {
+        return s.to_string();
+    }
+    let keep = max.saturating_sub(utf16_len(ELLIPSIS));
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        used += c.len_utf16();
+        if used > keep {
+            break;
+        }
+        out.push(c);
+    }
+    out.push_str(ELLIPSIS);
+    out
+}
+
+impl Text {
+    fn plain(&mut self, s: &str) -> &mut Self {
+        self.html.push_str(&escape(s));
+        self.rendered += utf16_len(s);
+        self
+    }
+
+    fn tagged(&mut self, tag: &str, s: &str) -> &mut Self {
+        self.html.push_str(&format!("<{tag}>"));
+        self.plain(s);
+        self.html.push_str(&format!("</{tag}>"));
+        self
+    }
+
+    fn field(&mut self, label: &str, value: &str) -> &mut Self {
+        self.tagged("b", &format!("{label}: "))
+            .plain(value)
+            .plain("\n")
+    }
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+pub fn who(actor: &Actor) -> String {
+    match actor {
+        Actor::Operator(name) => format!("operator {name}"),
+        Actor::Telegram {
+            username: Some(username),
+            ..
+        } => format!("@{username}"),
+        Actor::Telegram { user_id, .. } => format!("user {user_id}"),
+        Actor::Agent(name) => format!("agent {name}"),
+        Actor::System => "the timeout".into(),
+    }
+}
+
+/// The tool input made readable: a shell command as itself, anything else as pretty JSON.
+fn readable_input(approval: &Approval) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&approval.tool_input) else {
+        return approval.tool_input.clone();
+    };
+    if let Some(command) = value.get("command").and_then(|c| c.as_str())
+        && value.as_object().is_some_and(|o| o.len() <= 2)
+    {
+        return command.to_string();
+    }
+    serde_json::to_string_pretty(&value).unwrap_or_else(|_| approval.tool_input.clone())
+}
+
+fn headline(approval: &Approval) -> String {
+    match approval.status {
+        Status::Pending => "🛂 Approval needed".into(),
+        Status::Approved => "✅ Approved".into(),
+        Status::Rejected => "❌ Rejected".into(),
+        Status::TimedOut => "⌛ Timed out".into(),
+        Status::Cancelled => "🚫 Cancelled".into(),
+    }
+}
+
+/// The whole message for an approval in its current state.
+pub fn message_text(approval: &Approval) -> String {
+    let mut text = Text::default();
+    text.tagged("b", &headline(approval));
+    if let (Some(by), Some(at)) = (&approval.decided_by, approval.decided_at) {
+        text.plain(&format!(" by {} at {}", who(by), time(at)));
+    }
+    text.plain("\n\n");
+    text.field("Tool", &approval.tool_name);
+    text.field("Session", &approval.session_id);
+    let agent = match &approval.agent {
+        Some(label) => format!("{label} ({})", approval.requested_by),
+        None => approval.requested_by.clone(),
+    };
+    text.field("Agent", &agent);
+    if let Some(reason) = &approval.reason {
+        text.field("Reason", &truncate(reason, MAX_REASON));
+    }
+    if let Some(comment) = &approval.comment {
+        text.field("Comment", &truncate(comment, MAX_COMMENT));
+    }
+    if approval.status == Status::Pending {
+        text.field("Expires", &time(approval.expires_at));
+    }
+    let footer = format!("\nid {}", approval.id);
+    // What is left for the input, with room for the footer and the newline before the block.
+    let budget = MAX_MESSAGE.saturating_sub(text.rendered + utf16_len(&footer) + 1);
+    text.plain("\n")
+        .tagged("pre", &truncate(&readable_input(approval), budget));
+    text.html
+        .push_str(&format!("\n<i>{}</i>", escape(footer.trim_start())));
+    text.rendered += utf16_len(&footer);
+    debug_assert!(text.rendered <= MAX_MESSAGE);
+    text.html
+}
+
+/// Buttons for a pending approval; `None` once it has ended (an edit without markup removes them).
+pub fn keyboard(approval: &Approval, codec: &CallbackCodec) -> Option<InlineKeyboardMarkup> {
+    (approval.status == Status::Pending).then(|| {
+        InlineKeyboardMarkup::new([[
+            InlineKeyboardButton::callback(
+                "✅ Approve",
+                codec.encode(approval.id, Action::Approve),
+            ),
+            InlineKeyboardButton::callback("❌ Reject", codec.encode(approval.id, Action::Reject)),
+        ]])
+    })
+}
+
+/// The plain length Telegram counts, for tests: strip tags, decode the three entities.
+pub fn rendered_len(html: &str) -> usize {
+    let mut plain = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if !in_tag => plain.push(c),
+            _ => {}
+        }
+    }
+    utf16_len(
+        &plain
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ApprovalId, NewApproval};
+
+    fn approval(input: &str, reason: Option<String>) -> Approval {
+        Approval::create(
+            ApprovalId::new(),
+            NewApproval {
+                session_id: "s<1>".into(),
+                tool_name: "Bash".into(),
+                tool_input: input.into(),
+                reason,
+                agent: Some("claude".into()),
+                requested_by: "ci".into(),
+                idempotency_key: None,
+                timeout: std::time::Duration::from_secs(60),
+            },
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn escapes_html_and_shows_commands_readably() {
+        let text = message_text(&approval(
+            r#"{"command":"echo '<b>' && rm -rf /tmp/x"}"#,
+            None,
+        ));
+        assert!(
+            text.contains("echo '&lt;b&gt;' &amp;&amp; rm -rf /tmp/x"),
+            "{text}"
+        );
+        assert!(text.contains("s&lt;1&gt;"), "{text}");
+        assert!(!text.contains("<b>'"), "{text}");
+    }
+
+    #[test]
+    fn huge_inputs_are_truncated_to_fit_telegrams_limit() {
+        for filler in ["x", "é", "😀", "<&>"] {
+            let input = serde_json::json!({ "content": filler.repeat(10_000) }).to_string();
+            let text = message_text(&approval(&input, Some("r".repeat(4000))));
+            let len = rendered_len(&text);
+            assert!(len <= MAX_MESSAGE, "{filler}: {len}");
+            assert!(
+                len > MAX_MESSAGE - 100,
+                "{filler}: uses the room it has ({len})"
+            );
+            assert!(text.contains(ELLIPSIS));
+        }
+    }
+
+    #[test]
+    fn buttons_only_while_pending() {
+        let codec = CallbackCodec::new(b"k");
+        let mut a = approval("{}", None);
+        assert!(keyboard(&a, &codec).is_some());
+        a.status = Status::Approved;
+        assert!(keyboard(&a, &codec).is_none());
+    }
+}
