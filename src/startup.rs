@@ -10,14 +10,16 @@ use std::time::Instant;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use approval_gate_actors::fallback::{ChannelConfig, EmailSettings, FallbackSettings as ChainSettings};
-use approval_gate_actors::telegram::breaker::BreakerSettings;
-use approval_gate_actors::telegram::gateway::TelegramSettings;
-use approval_gate_actors::telegram::retry::RetryPolicy;
+use approval_gate_actors::fallback::{
+    ChannelConfig, EmailSettings, FallbackSettings as ChainSettings,
+};
 use approval_gate_actors::notification::OperatorHints;
 use approval_gate_actors::registry::RegistrySettings;
 use approval_gate_actors::store::StoreError;
 use approval_gate_actors::system::{ActorSystem, SystemSettings};
+use approval_gate_actors::telegram::breaker::BreakerSettings;
+use approval_gate_actors::telegram::gateway::TelegramSettings;
+use approval_gate_actors::telegram::retry::RetryPolicy;
 
 use crate::http::{self, AppState, Tokens};
 use crate::settings::{self, Settings, SettingsError};
@@ -138,7 +140,8 @@ impl Application {
             check_interval: settings.approval_timeout.check_interval,
             fallback: chain_settings(&settings),
             telegram: telegram_settings(&settings),
-            callback_secret: Some(settings.telegram.callback_secret.clone()).filter(|s| !s.is_empty()),
+            callback_secret: Some(settings.telegram.callback_secret.clone())
+                .filter(|s| !s.is_empty()),
             fallback_always: settings.fallback.always,
         })?;
 

@@ -59,7 +59,6 @@ impl ActorSystem {
         let metrics_arbiter = Arbiter::new();
         let notify_arbiter = Arbiter::new();
 
-
         let metrics =
             Supervisor::start_in_arbiter(&metrics_arbiter.handle(), |_| MetricsCollector::new());
         let metrics_recipient = metrics.clone().recipient();
@@ -127,10 +126,15 @@ impl ActorSystem {
             gateway.do_send(gateway::Connect(registry.clone()));
         }
 
-        let arbiters = [Some(core), Some(metrics_arbiter), Some(notify_arbiter), telegram_arbiter]
-            .into_iter()
-            .flatten()
-            .collect();
+        let arbiters = [
+            Some(core),
+            Some(metrics_arbiter),
+            Some(notify_arbiter),
+            telegram_arbiter,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Ok(Self {
             actors: Actors {
                 registry,

@@ -1,11 +1,15 @@
 //! Command-line interface: one module per command; `main` only parses and dispatches.
 
+pub mod approvals;
 pub mod check_config;
 pub mod serve;
+mod table;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use approvals::ApprovalsCommand;
 
 #[derive(Parser)]
 #[command(
@@ -30,5 +34,24 @@ pub enum Command {
     CheckConfig {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Operator commands: list, inspect, approve and reject approvals through the REST API.
+    #[command(after_help = approvals::AUTH_HELP)]
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+        /// Base URL of the running service (a path prefix behind a reverse proxy is fine).
+        #[arg(
+            long,
+            global = true,
+            value_name = "URL",
+            env = "APPROVAL_GATE_URL",
+            default_value = "http://127.0.0.1:5284",
+            value_parser = approvals::parse_url
+        )]
+        url: reqwest::Url,
+        /// Read the operator token from FILE instead of APPROVAL_GATE_OPERATOR_TOKEN.
+        #[arg(long, global = true, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
 }

@@ -261,9 +261,16 @@ async fn list(
     let next_cursor = more
         .then(|| page.last().map(|a| a.id.to_string()))
         .flatten();
-    let approvals: Vec<ApprovalView> = page.iter().map(ApprovalView::from).collect();
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "approvals": approvals, "next_cursor": next_cursor })))
+    // A struct, not `json!`: `serde_json::Value` would re-sort each `tool_input`.
+    #[derive(serde::Serialize)]
+    struct Page {
+        approvals: Vec<ApprovalView>,
+        next_cursor: Option<String>,
+    }
+    Ok(HttpResponse::Ok().json(Page {
+        approvals: page.iter().map(ApprovalView::from).collect(),
+        next_cursor,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -14,7 +14,10 @@ use super::error::ApiError;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/diagnostics/database", web::get().to(database))
         .route("/api/diagnostics/metrics", web::get().to(metrics_summary))
-        .route("/api/diagnostics/circuit-breaker", web::get().to(circuit_breaker))
+        .route(
+            "/api/diagnostics/circuit-breaker",
+            web::get().to(circuit_breaker),
+        )
         .route("/api/debug/actors/{name}/crash", web::post().to(crash));
 }
 

@@ -56,6 +56,7 @@ pub struct TelegramSection {
     pub bot_token_file: String,
     pub api_url: String,
     pub chat_id: i64,
+    #[serde(deserialize_with = "one_or_many_ids")]
     pub allowed_user_ids: Vec<u64>,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -65,6 +66,34 @@ pub struct TelegramSection {
     pub send_interval: Duration,
     pub callback_secret: String,
     pub retry: RetrySection,
+}
+
+/// A list of user ids, also accepted as one id or a comma-separated string: the config crate
+/// turns `APPROVAL_GATE__TELEGRAM__ALLOWED_USER_IDS=9001` into a number, not a one-item list.
+fn one_or_many_ids<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ids {
+        Many(Vec<u64>),
+        One(u64),
+        Text(String),
+    }
+    match Ids::deserialize(deserializer)? {
+        Ids::Many(ids) => Ok(ids),
+        Ids::One(id) => Ok(vec![id]),
+        Ids::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    serde::de::Error::custom(format!("{s:?} is not a Telegram user id"))
+                })
+            })
+            .collect(),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -245,7 +274,10 @@ pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
 fn resolve_secrets(settings: &mut Settings, sources: &Sources) -> Result<(), SettingsError> {
     let telegram = &mut settings.telegram;
     if telegram.bot_token.trim().is_empty() {
-        if let Some(token) = sources.var("TELEGRAM_BOT_TOKEN").filter(|t| !t.trim().is_empty()) {
+        if let Some(token) = sources
+            .var("TELEGRAM_BOT_TOKEN")
+            .filter(|t| !t.trim().is_empty())
+        {
             telegram.bot_token = token;
         } else if !telegram.bot_token_file.trim().is_empty() {
             telegram.bot_token = read_secret(&telegram.bot_token_file)?;
@@ -269,7 +301,8 @@ fn resolve_secrets(settings: &mut Settings, sources: &Sources) -> Result<(), Set
 
 fn read_secret(path: &str) -> Result<String, SettingsError> {
     let path = PathBuf::from(path.trim());
-    let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::File { path, source })?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| SettingsError::File { path, source })?;
     Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 

@@ -258,7 +258,11 @@ fn validate_email(s: &Settings) -> Result<(), SettingsError> {
         return Err(invalid("fallback.email.smtp_host", "\"\"", required));
     }
     if email.smtp_port == 0 {
-        return Err(invalid("fallback.email.smtp_port", 0, "allowed range is 1 ..= 65535"));
+        return Err(invalid(
+            "fallback.email.smtp_port",
+            0,
+            "allowed range is 1 ..= 65535",
+        ));
     }
     if !email.from.contains('@') {
         return Err(invalid(
@@ -268,7 +272,11 @@ fn validate_email(s: &Settings) -> Result<(), SettingsError> {
         ));
     }
     if email.to.is_empty() || email.to.iter().any(|to| !to.contains('@')) {
-        return Err(invalid("fallback.email.to", format!("{:?}", email.to), "must list at least one address"));
+        return Err(invalid(
+            "fallback.email.to",
+            format!("{:?}", email.to),
+            "must list at least one address",
+        ));
     }
     if email.username.is_empty() != email.password.is_empty() {
         return Err(invalid(
@@ -293,29 +301,78 @@ fn validate_telegram(s: &Settings) -> Result<(), SettingsError> {
         ));
     }
     if t.chat_id == 0 {
-        return Err(invalid("telegram.chat_id", 0, "required when telegram.enabled = true (or set TELEGRAM_CHAT_ID)"));
+        return Err(invalid(
+            "telegram.chat_id",
+            0,
+            "required when telegram.enabled = true (or set TELEGRAM_CHAT_ID)",
+        ));
     }
     if t.allowed_user_ids.is_empty() {
-        return Err(invalid("telegram.allowed_user_ids", "[]", "list the Telegram user ids allowed to decide"));
+        return Err(invalid(
+            "telegram.allowed_user_ids",
+            "[]",
+            "list the Telegram user ids allowed to decide",
+        ));
     }
     match reqwest::Url::parse(&t.api_url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-        _ => return Err(invalid("telegram.api_url", format!("{:?}", t.api_url), "must be an http(s) URL")),
+        _ => {
+            return Err(invalid(
+                "telegram.api_url",
+                format!("{:?}", t.api_url),
+                "must be an http(s) URL",
+            ));
+        }
     }
-    duration_in("telegram.request_timeout", t.request_timeout, Duration::from_millis(100), secs(60))?;
+    duration_in(
+        "telegram.request_timeout",
+        t.request_timeout,
+        Duration::from_millis(100),
+        secs(60),
+    )?;
     duration_in("telegram.poll_timeout", t.poll_timeout, secs(1), secs(15))?;
     duration_in("telegram.send_interval", t.send_interval, secs(0), secs(10))?;
     let r = &t.retry;
     in_range("telegram.retry.max_attempts", r.max_attempts, 1, 10)?;
-    duration_in("telegram.retry.initial_delay", r.initial_delay, Duration::from_millis(1), secs(60))?;
-    duration_in("telegram.retry.max_delay", r.max_delay, r.initial_delay, secs(3600))?;
+    duration_in(
+        "telegram.retry.initial_delay",
+        r.initial_delay,
+        Duration::from_millis(1),
+        secs(60),
+    )?;
+    duration_in(
+        "telegram.retry.max_delay",
+        r.max_delay,
+        r.initial_delay,
+        secs(3600),
+    )?;
     Ok(())
 }
 
 fn validate_breaker(s: &Settings) -> Result<(), SettingsError> {
     let b = &s.circuit_breaker;
-    in_range("circuit_breaker.failure_threshold", b.failure_threshold, 1, 1000)?;
-    in_range("circuit_breaker.minimum_throughput", b.minimum_throughput, 1, 10_000)?;
-    duration_in("circuit_breaker.sampling_duration", b.sampling_duration, secs(1), secs(3600))?;
-    duration_in("circuit_breaker.break_duration", b.break_duration, Duration::from_millis(100), secs(3600))
+    in_range(
+        "circuit_breaker.failure_threshold",
+        b.failure_threshold,
+        1,
+        1000,
+    )?;
+    in_range(
+        "circuit_breaker.minimum_throughput",
+        b.minimum_throughput,
+        1,
+        10_000,
+    )?;
+    duration_in(
+        "circuit_breaker.sampling_duration",
+        b.sampling_duration,
+        secs(1),
+        secs(3600),
+    )?;
+    duration_in(
+        "circuit_breaker.break_duration",
+        b.break_duration,
+        Duration::from_millis(100),
+        secs(3600),
+    )
 }

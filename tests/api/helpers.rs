@@ -349,3 +349,64 @@ pub fn spawn_binary(dir: &Path, overrides: &[(&str, &str)]) -> ChildApp {
         client: client(),
     }
 }
+
+/// The chat and operator the Telegram tests use.
+pub const CHAT_ID: i64 = -100_200;
+pub const OPERATOR_USER_ID: u64 = 9001;
+
+/// Settings that point the service at the fake Bot API, with test-speed timings.
+pub fn telegram_env(api_url: &str, token: &str) -> Vec<(String, String)> {
+    [
+        ("APPROVAL_GATE__TELEGRAM__ENABLED", "true".to_string()),
+        ("APPROVAL_GATE__TELEGRAM__BOT_TOKEN", token.to_string()),
+        ("APPROVAL_GATE__TELEGRAM__API_URL", api_url.to_string()),
+        ("APPROVAL_GATE__TELEGRAM__CHAT_ID", CHAT_ID.to_string()),
+        (
+            "APPROVAL_GATE__TELEGRAM__ALLOWED_USER_IDS",
+            OPERATOR_USER_ID.to_string(),
+        ),
+        (
+            "APPROVAL_GATE__TELEGRAM__REQUEST_TIMEOUT",
+            "400ms".to_string(),
+        ),
+        ("APPROVAL_GATE__TELEGRAM__POLL_TIMEOUT", "1s".to_string()),
+        ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", "0s".to_string()),
+        (
+            "APPROVAL_GATE__TELEGRAM__RETRY__INITIAL_DELAY",
+            "20ms".to_string(),
+        ),
+        (
+            "APPROVAL_GATE__TELEGRAM__RETRY__MAX_DELAY",
+            "200ms".to_string(),
+        ),
+        (
+            "APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION",
+            "1s".to_string(),
+        ),
+        ("APPROVAL_GATE__FALLBACK__ORDER", "file".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// `spawn_app_with` plus the Telegram settings; `extra` wins over both.
+pub async fn spawn_telegram_app(api_url: &str, token: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut owned = telegram_env(api_url, token);
+    owned.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let borrowed: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    spawn_app_with(&borrowed).await
+}
+
+/// The lines of the fallback notifications file that mention `needle`.
+pub fn notification_lines(dir: &Path, needle: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("notifications.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}

@@ -1,7 +1,10 @@
 //! One test binary for the whole API (fast to link). Each module covers one behaviour.
 
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
+mod cli;
 mod concurrency;
 mod durability;
 mod errors;
@@ -9,4 +12,6 @@ mod lifecycle;
 mod long_poll;
 mod observability;
 mod supervision;
+mod telegram;
+mod telegram_outage;
 mod timeouts;

@@ -56,7 +56,7 @@ pub struct Announce(pub Announcement);
 
 /// What a channel is asked to deliver.
 enum Outgoing {
-    Approval(Notification),
+    Approval(Box<Notification>),
     Announcement(Announcement),
 }
 
@@ -242,7 +242,7 @@ impl Handler<Notify> for FallbackNotifier {
     type Result = ();
 
     fn handle(&mut self, Notify(notification): Notify, ctx: &mut Context<Self>) {
-        self.dispatch(Outgoing::Approval(notification), ctx);
+        self.dispatch(Outgoing::Approval(Box::new(notification)), ctx);
     }
 }
 

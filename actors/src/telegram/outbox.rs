@@ -194,7 +194,10 @@ impl Outbox {
     }
 
     pub fn get(&self, seq: u64) -> Result<Option<Entry>, StoreError> {
-        self.tree.get(seq.to_be_bytes())?.map(|v| decode(&v)).transpose()
+        self.tree
+            .get(seq.to_be_bytes())?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     /// Every queued entry, oldest first (for telling the fallback channels during an outage).
@@ -209,10 +212,10 @@ impl Outbox {
     pub fn remove(&mut self, seq: u64) -> Result<(), StoreError> {
         if let Some(value) = self.tree.remove(seq.to_be_bytes())? {
             self.len = self.len.saturating_sub(1);
-            if let Ok(entry) = decode(&value) {
-                if self.sends.get(&entry.approval.id) == Some(&seq) {
-                    self.sends.remove(&entry.approval.id);
-                }
+            if let Ok(entry) = decode(&value)
+                && self.sends.get(&entry.approval.id) == Some(&seq)
+            {
+                self.sends.remove(&entry.approval.id);
             }
         }
         Ok(())

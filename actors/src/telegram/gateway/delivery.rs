@@ -35,7 +35,11 @@ pub(super) enum Delivered {
 
 fn notification_of(entry: &Entry) -> Notification {
     Notification {
-        event: if entry.approval.status.is_terminal() { Event::Ended } else { Event::Created },
+        event: if entry.approval.status.is_terminal() {
+            Event::Ended
+        } else {
+            Event::Created
+        },
         approval: entry.approval.clone(),
         request_id: entry.request_id.clone(),
     }
@@ -61,7 +65,10 @@ impl TelegramGateway {
             self.delivery.retry_at = None;
         }
         let now = Instant::now();
-        let not_before = [self.delivery.retry_at, self.delivery.send_ready_at].into_iter().flatten().max();
+        let not_before = [self.delivery.retry_at, self.delivery.send_ready_at]
+            .into_iter()
+            .flatten()
+            .max();
         if let Some(at) = not_before.filter(|at| *at > now) {
             self.wake_at(ctx, at);
             return;
@@ -108,7 +115,9 @@ impl TelegramGateway {
         let chat_id = self.settings.chat_id;
         let targets = match entry.job {
             Job::Send => Vec::new(),
-            Job::Edit { only: Some(message) } => vec![message],
+            Job::Edit {
+                only: Some(message),
+            } => vec![message],
             Job::Edit { only: None } => self.messages.get(entry.approval.id),
         };
         let job = entry.job.clone();
@@ -143,7 +152,13 @@ impl TelegramGateway {
         }
     }
 
-    fn finish(&mut self, seq: u64, entry: Entry, attempt: Attempt<Delivered>, ctx: &mut Context<Self>) {
+    fn finish(
+        &mut self,
+        seq: u64,
+        entry: Entry,
+        attempt: Attempt<Delivered>,
+        ctx: &mut Context<Self>,
+    ) {
         let now = Instant::now();
         let outcome = match &attempt.result {
             Ok(_) => "ok",
@@ -158,20 +173,36 @@ impl TelegramGateway {
         self.delivery.send_ready_at = Some(now + self.settings.send_interval);
         match attempt.result {
             Ok(delivered) => self.delivered(seq, entry, Some(delivered), now, ctx),
-            Err(failure) if failure.kind == FailureKind::Moot => self.delivered(seq, entry, None, now, ctx),
-            Err(failure) if failure.is_transient() => self.failed_transient(seq, &entry, failure, attempt.method, now),
+            Err(failure) if failure.kind == FailureKind::Moot => {
+                self.delivered(seq, entry, None, now, ctx)
+            }
+            Err(failure) if failure.is_transient() => {
+                self.failed_transient(seq, &entry, failure, attempt.method, now)
+            }
             Err(failure) => self.failed_permanent(seq, &entry, failure, ctx),
         }
     }
 
-    fn delivered(&mut self, seq: u64, entry: Entry, delivered: Option<Delivered>, now: Instant, ctx: &mut Context<Self>) {
+    fn delivered(
+        &mut self,
+        seq: u64,
+        entry: Entry,
+        delivered: Option<Delivered>,
+        now: Instant,
+        ctx: &mut Context<Self>,
+    ) {
         let transition = self.breaker.record(now, true);
         self.on_transition(transition);
         self.last_success = Some(now);
         self.consecutive_failures = 0;
         // The approval may have ended while its send was in flight (the entry was rewritten):
         // the message just sent is stale, so queue an edit of it.
-        let rewritten = self.outbox.get(seq).ok().flatten().filter(|e| e.approval.status != entry.approval.status);
+        let rewritten = self
+            .outbox
+            .get(seq)
+            .ok()
+            .flatten()
+            .filter(|e| e.approval.status != entry.approval.status);
         if let Err(error) = self.outbox.remove(seq) {
             tracing::error!(actor = NAME, %error, "cannot remove a delivered outbox entry");
         }
@@ -196,17 +227,29 @@ impl TelegramGateway {
         self.publish_outbox();
     }
 
-    fn failed_transient(&mut self, seq: u64, entry: &Entry, failure: Failure, method: &'static str, now: Instant) {
+    fn failed_transient(
+        &mut self,
+        seq: u64,
+        entry: &Entry,
+        failure: Failure,
+        method: &'static str,
+        now: Instant,
+    ) {
         let transition = self.breaker.record(now, false);
         self.consecutive_failures += 1;
         self.last_error = Some(format!("{method}: {}", failure.detail));
-        self.metric(TelegramMetric::Failure { reason: failure.reason });
+        self.metric(TelegramMetric::Failure {
+            reason: failure.reason,
+        });
         self.delivery.attempts += 1;
         let retry_after = match failure.kind {
             FailureKind::Transient { retry_after } => retry_after,
             _ => None,
         };
-        let delay = self.settings.retry.delay(self.delivery.attempts, retry_after);
+        let delay = self
+            .settings
+            .retry
+            .delay(self.delivery.attempts, retry_after);
         self.delivery.retry_at = Some(now + delay);
         let exhausted = self.delivery.attempts >= self.settings.retry.max_attempts;
         tracing::warn!(
@@ -229,9 +272,17 @@ impl TelegramGateway {
         self.on_transition(transition);
     }
 
-    fn failed_permanent(&mut self, seq: u64, entry: &Entry, failure: Failure, ctx: &mut Context<Self>) {
+    fn failed_permanent(
+        &mut self,
+        seq: u64,
+        entry: &Entry,
+        failure: Failure,
+        ctx: &mut Context<Self>,
+    ) {
         self.last_error = Some(failure.detail.clone());
-        self.metric(TelegramMetric::Failure { reason: failure.reason });
+        self.metric(TelegramMetric::Failure {
+            reason: failure.reason,
+        });
         tracing::error!(
             actor = NAME,
             approval_id = %entry.approval.id,

@@ -120,7 +120,8 @@ fn when(at: Instant) -> String {
 }
 
 fn when_future(at: Instant) -> String {
-    let ahead = chrono::Duration::from_std(at.saturating_duration_since(Instant::now())).unwrap_or_default();
+    let ahead = chrono::Duration::from_std(at.saturating_duration_since(Instant::now()))
+        .unwrap_or_default();
     (chrono::Utc::now() + ahead).to_rfc3339()
 }
 
@@ -132,7 +133,11 @@ impl TelegramGateway {
         fallback: Addr<FallbackNotifier>,
         metrics: Recipient<Metric>,
     ) -> Result<Self, StoreError> {
-        let api = Api::new(&settings.bot_token, settings.api_url.clone(), settings.request_timeout);
+        let api = Api::new(
+            &settings.bot_token,
+            settings.api_url.clone(),
+            settings.request_timeout,
+        );
         Ok(Self {
             api,
             codec: Arc::new(CallbackCodec::new(&secret)),
@@ -166,7 +171,9 @@ impl TelegramGateway {
 
     /// Log, count and announce a breaker state change.
     fn on_transition(&mut self, transition: Option<Transition>) {
-        let Some(Transition { from, to }) = transition else { return };
+        let Some(Transition { from, to }) = transition else {
+            return;
+        };
         self.metric(TelegramMetric::BreakerState(to.gauge()));
         self.metric(TelegramMetric::BreakerTransition { to: to.as_str() });
         let text = match to.as_str() {
@@ -178,9 +185,17 @@ impl TelegramGateway {
                 self.outbox.len()
             ),
             "half_open" => "Probing Telegram again after the break.".to_string(),
-            _ => format!("Telegram is reachable again; delivering {} queued notifications.", self.outbox.len()),
+            _ => format!(
+                "Telegram is reachable again; delivering {} queued notifications.",
+                self.outbox.len()
+            ),
         };
-        tracing::warn!(actor = NAME, from = from.as_str(), to = to.as_str(), "circuit breaker: {text}");
+        tracing::warn!(
+            actor = NAME,
+            from = from.as_str(),
+            to = to.as_str(),
+            "circuit breaker: {text}"
+        );
         self.fallback.do_send(Announce(Announcement {
             subject: format!("Telegram circuit breaker {}", to.as_str().replace('_', "-")),
             text,
@@ -244,12 +259,18 @@ impl Handler<Connect> for TelegramGateway {
                 let Ok(Ok(approvals)) = result else { return };
                 let mut added = 0;
                 for approval in approvals {
-                    if !act.outbox.has_send_for(approval.id) && act.outbox.push_created(approval, None).is_ok() {
+                    if !act.outbox.has_send_for(approval.id)
+                        && act.outbox.push_created(approval, None).is_ok()
+                    {
                         added += 1;
                     }
                 }
                 if added > 0 {
-                    tracing::info!(actor = NAME, added, "queued pending approvals that Telegram has not shown yet");
+                    tracing::info!(
+                        actor = NAME,
+                        added,
+                        "queued pending approvals that Telegram has not shown yet"
+                    );
                     act.commit_in_background(ctx);
                     act.publish_outbox();
                     act.pump(ctx);
@@ -265,8 +286,12 @@ impl Handler<Notify> for TelegramGateway {
     fn handle(&mut self, Notify(notification): Notify, ctx: &mut Context<Self>) {
         let request_id = notification.request_id.clone();
         let pushed = guarded(NAME, ctx, || match notification.event {
-            Event::Created => self.outbox.push_created(notification.approval.clone(), request_id),
-            Event::Ended => self.outbox.push_ended(notification.approval.clone(), request_id),
+            Event::Created => self
+                .outbox
+                .push_created(notification.approval.clone(), request_id),
+            Event::Ended => self
+                .outbox
+                .push_ended(notification.approval.clone(), request_id),
         });
         match pushed {
             Ok(Ok(seq)) => {

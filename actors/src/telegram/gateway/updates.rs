@@ -30,7 +30,7 @@ enum TapOutcome {
     Answered {
         answer: Attempt<()>,
         /// The approval had already ended and this copy of its message was new to us: edit it.
-        stale_copy: Option<(crate::domain::Approval, TelegramMessageRef)>,
+        stale_copy: Option<Box<(crate::domain::Approval, TelegramMessageRef)>>,
     },
 }
 
@@ -68,10 +68,18 @@ impl TelegramGateway {
             let me = if need_me { Some(api.me().await) } else { None };
             (me, api.updates(offset, poll).await)
         };
-        ctx.spawn(call.into_actor(self).map(|(me, updates), act, ctx| act.polled(me, updates, ctx)));
+        ctx.spawn(
+            call.into_actor(self)
+                .map(|(me, updates), act, ctx| act.polled(me, updates, ctx)),
+        );
     }
 
-    fn polled(&mut self, me: Option<Attempt<String>>, updates: Attempt<Vec<Update>>, ctx: &mut Context<Self>) {
+    fn polled(
+        &mut self,
+        me: Option<Attempt<String>>,
+        updates: Attempt<Vec<Update>>,
+        ctx: &mut Context<Self>,
+    ) {
         if let Some(me) = me {
             self.record_call(&me);
             if let Ok(username) = me.result {
@@ -88,7 +96,10 @@ impl TelegramGateway {
                     crate::telegram::retry::FailureKind::Transient { retry_after } => retry_after,
                     _ => None,
                 };
-                let delay = self.settings.retry.delay(self.polling.failures, retry_after);
+                let delay = self
+                    .settings
+                    .retry
+                    .delay(self.polling.failures, retry_after);
                 tracing::warn!(
                     actor = NAME,
                     failures = self.polling.failures,
@@ -101,7 +112,10 @@ impl TelegramGateway {
             }
         };
         self.polling.failures = 0;
-        let next_offset = updates.iter().map(|u| (u.id.0 as i32).saturating_add(1)).max();
+        let next_offset = updates
+            .iter()
+            .map(|u| (u.id.0 as i32).saturating_add(1))
+            .max();
         let taps: Vec<LocalBoxFuture<'static, TapOutcome>> = updates
             .into_iter()
             .filter_map(|update| match update.kind {
@@ -109,15 +123,17 @@ impl TelegramGateway {
                 _ => None,
             })
             .collect();
-        ctx.spawn(futures_util::future::join_all(taps).into_actor(self).map(move |outcomes, act, ctx| {
-            for outcome in outcomes {
-                act.after_tap(outcome, ctx);
-            }
-            if let Some(offset) = next_offset {
-                act.save_offset(offset, ctx);
-            }
-            act.poll(ctx);
-        }));
+        ctx.spawn(futures_util::future::join_all(taps).into_actor(self).map(
+            move |outcomes, act, ctx| {
+                for outcome in outcomes {
+                    act.after_tap(outcome, ctx);
+                }
+                if let Some(offset) = next_offset {
+                    act.save_offset(offset, ctx);
+                }
+                act.poll(ctx);
+            },
+        ));
     }
 
     fn record_call<T>(&self, attempt: &Attempt<T>) {
@@ -129,8 +145,14 @@ impl TelegramGateway {
     }
 
     /// Why a tap may not decide, if it may not.
-    fn authorise(&self, query: &CallbackQuery) -> Result<(ApprovalId, Action, TelegramMessageRef), &'static str> {
-        let message = query.message.as_ref().ok_or("the button is not on a chat message")?;
+    fn authorise(
+        &self,
+        query: &CallbackQuery,
+    ) -> Result<(ApprovalId, Action, TelegramMessageRef), &'static str> {
+        let message = query
+            .message
+            .as_ref()
+            .ok_or("the button is not on a chat message")?;
         let message = TelegramMessageRef {
             chat_id: message.chat().id.0,
             message_id: message.id().0,
@@ -142,7 +164,10 @@ impl TelegramGateway {
             return Err("the user is not in telegram.allowed_user_ids");
         }
         let data = query.data.as_deref().ok_or("the button carries no data")?;
-        let (id, action) = self.codec.decode(data).map_err(|_| "the button data is forged or damaged")?;
+        let (id, action) = self
+            .codec
+            .decode(data)
+            .map_err(|_| "the button data is forged or damaged")?;
         Ok((id, action, message))
     }
 
@@ -162,8 +187,12 @@ impl TelegramGateway {
                     reason,
                     "refused a button tap"
                 );
-                return async move { TapOutcome::Refused(api.answer(query_id, "⛔ Not authorised".into(), true).await) }
-                    .boxed_local();
+                return async move {
+                    TapOutcome::Refused(
+                        api.answer(query_id, "⛔ Not authorised".into(), true).await,
+                    )
+                }
+                .boxed_local();
             }
         };
         // Remember this copy before deciding, so the edit the decision triggers reaches it too.
@@ -193,9 +222,16 @@ impl TelegramGateway {
             let (text, stale_copy) = match result {
                 Ok(approval) => (format!("{} — recorded", status_word(approval.status)), None),
                 Err(RegistryError::Conflict(approval)) => {
-                    let by = approval.decided_by.as_ref().map(render::who).unwrap_or_default();
-                    let text = format!("Already {} by {by}", status_word(approval.status).to_lowercase());
-                    (text, new_copy.then(|| (*approval, message)))
+                    let by = approval
+                        .decided_by
+                        .as_ref()
+                        .map(render::who)
+                        .unwrap_or_default();
+                    let text = format!(
+                        "Already {} by {by}",
+                        status_word(approval.status).to_lowercase()
+                    );
+                    (text, new_copy.then_some(Box::new((*approval, message))))
                 }
                 Err(RegistryError::NotFound(_)) => ("This approval no longer exists".into(), None),
                 Err(_) => ("approval-gate is busy; please tap again".into(), None),
@@ -213,7 +249,8 @@ impl TelegramGateway {
             TapOutcome::Refused(answer) => self.record_call(&answer),
             TapOutcome::Answered { answer, stale_copy } => {
                 self.record_call(&answer);
-                if let Some((approval, message)) = stale_copy
+                if let Some(stale) = stale_copy
+                    && let (approval, message) = *stale
                     && self.outbox.push_edit_one(approval, message).is_ok()
                 {
                     self.commit_in_background(ctx);

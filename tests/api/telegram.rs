@@ -1,0 +1,268 @@
+//! Operators decide from Telegram: real Bot API wire traffic against the fake server. Taps end
+//! the agent's long poll; unauthorised, wrong-chat and forged taps change nothing; every ending
+//! edits the message and removes its buttons.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::support::fake_telegram::{FakeTelegram, FakeUser, SentMessage};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn operator() -> FakeUser {
+    FakeUser::new(OPERATOR_USER_ID).with_username("alice_ops")
+}
+
+async fn setup() -> (FakeTelegram, TestApp) {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &[]).await;
+    (fake, app)
+}
+
+/// Create an approval and wait for its Telegram message.
+async fn announced(fake: &FakeTelegram, app: &TestApp, body: &Value) -> (String, SentMessage) {
+    let id = app.create_ok(body).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    fake.wait_until(WAIT, "the approval's message", |f| {
+        f.messages().iter().any(|m| m.text.contains(&id))
+    })
+    .await;
+    let message = fake
+        .messages()
+        .into_iter()
+        .find(|m| m.text.contains(&id))
+        .expect("message");
+    (id, message)
+}
+
+fn button(message: &SentMessage, prefix: &str) -> String {
+    message
+        .callback_data()
+        .into_iter()
+        .find(|d| d.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} button in {:?}", message.reply_markup))
+}
+
+async fn edited_to(fake: &FakeTelegram, message: &SentMessage, needle: &str) -> SentMessage {
+    let (chat, id) = (message.chat_id, message.message_id);
+    fake.wait_until(
+        WAIT,
+        &format!("the message edited to say {needle:?}"),
+        |f| {
+            f.message(chat, id)
+                .is_some_and(|m| m.text.contains(needle) && m.reply_markup.is_none())
+        },
+    )
+    .await;
+    fake.message(chat, id).expect("message")
+}
+
+#[actix_web::test]
+async fn a_new_approval_is_posted_with_buttons_and_its_message_id_is_stored() {
+    let (fake, app) = setup().await;
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+    assert_eq!(message.chat_id, CHAT_ID);
+    assert_eq!(message.parse_mode.as_deref(), Some("HTML"));
+    assert!(
+        message.plain_text.contains("rm -rf ./build"),
+        "{}",
+        message.plain_text
+    );
+    assert!(
+        message.plain_text.contains("clean the build folder"),
+        "{}",
+        message.plain_text
+    );
+    assert_eq!(message.callback_data().len(), 2, "Approve and Reject");
+    for data in message.callback_data() {
+        assert!(data.len() <= 64, "{data}");
+    }
+    let sends = fake.ok_calls_to("sendMessage");
+    assert_eq!(sends.len(), 1, "exactly one message per approval");
+    let _ = id;
+}
+
+#[actix_web::test]
+async fn an_approve_tap_ends_the_agents_long_poll_and_edits_the_message() {
+    let (fake, app) = setup().await;
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+
+    let poll = app.get(&id, Some("30s"));
+    let tap = async {
+        eventually(WAIT, "the long poll to register", || async {
+            (metric(&app.metrics().await, "approval_gate_waiters") == Some(1.0)).then_some(())
+        })
+        .await;
+        fake.inject_callback(
+            &operator(),
+            CHAT_ID,
+            message.message_id,
+            &button(&message, "a:"),
+        )
+    };
+    let (polled, query_id) = futures_util::join!(poll, tap);
+    let polled: Value = polled.json().await.expect("json");
+    assert_eq!(polled["status"], "approved");
+    assert_eq!(polled["decided_by"], "telegram:@alice_ops");
+    assert_eq!(
+        polled["decider"],
+        json!({"kind": "telegram", "user_id": OPERATOR_USER_ID, "username": "alice_ops"})
+    );
+
+    let answer = fake.wait_for_answer(&query_id, WAIT).await;
+    assert!(answer.text.unwrap_or_default().contains("Approved"));
+    let edited = edited_to(&fake, &message, "Approved").await;
+    assert!(
+        edited.plain_text.contains("@alice_ops"),
+        "{}",
+        edited.plain_text
+    );
+}
+
+#[actix_web::test]
+async fn a_reject_tap_rejects() {
+    let (fake, app) = setup().await;
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+    let query_id = fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message.message_id,
+        &button(&message, "r:"),
+    );
+    fake.wait_for_answer(&query_id, WAIT).await;
+    let body: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "rejected");
+    edited_to(&fake, &message, "Rejected").await;
+}
+
+#[actix_web::test]
+async fn unauthorised_wrong_chat_and_forged_taps_change_nothing() {
+    let (fake, app) = setup().await;
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+    let approve = button(&message, "a:");
+    let mac_flipped = {
+        let (head, mac) = approve.rsplit_once(':').expect("mac");
+        let flipped: String = mac.chars().rev().collect();
+        format!("{head}:{flipped}")
+    };
+    let action_swapped = format!("r{}", &approve[1..]);
+    let other_id = app.create_ok(&new_approval()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let retargeted = approve.replace(&id, &other_id);
+
+    let stranger = FakeUser::new(666).with_username("mallory");
+    let attempts = [
+        fake.inject_callback(&stranger, CHAT_ID, message.message_id, &approve),
+        fake.inject_callback(&operator(), CHAT_ID + 1, message.message_id, &approve),
+        fake.inject_callback(&operator(), CHAT_ID, message.message_id, &mac_flipped),
+        fake.inject_callback(&operator(), CHAT_ID, message.message_id, &action_swapped),
+        fake.inject_callback(&operator(), CHAT_ID, message.message_id, &retargeted),
+        fake.inject_callback(&operator(), CHAT_ID, message.message_id, "a:garbage"),
+    ];
+    for query_id in attempts {
+        let answer = fake.wait_for_answer(&query_id, WAIT).await;
+        assert!(answer.text.unwrap_or_default().contains("Not authorised"));
+    }
+    for id in [&id, &other_id] {
+        let body: Value = app.get(id, None).await.json().await.expect("json");
+        assert_eq!(body["status"], "pending");
+    }
+    let text = app.metrics().await;
+    assert_eq!(
+        metric(&text, "approval_gate_telegram_unauthorised_taps_total"),
+        Some(6.0)
+    );
+    assert!(
+        fake.message(message.chat_id, message.message_id)
+            .and_then(|m| m.reply_markup)
+            .is_some(),
+        "buttons stay"
+    );
+}
+
+#[actix_web::test]
+async fn a_tap_after_the_decision_is_answered_already_decided() {
+    let (fake, app) = setup().await;
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+    assert_eq!(app.decide(&id, "reject").await.status(), StatusCode::OK);
+    edited_to(&fake, &message, "Rejected").await;
+    let query_id = fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message.message_id,
+        &button(&message, "a:"),
+    );
+    let answer = fake.wait_for_answer(&query_id, WAIT).await;
+    let text = answer.text.unwrap_or_default();
+    assert!(
+        text.contains("Already") && text.contains("rejected") && text.contains("alice"),
+        "{text}"
+    );
+    let body: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "rejected");
+}
+
+#[actix_web::test]
+async fn timeout_and_cancel_edit_the_message_and_remove_the_buttons() {
+    let (fake, app) = setup().await;
+    let mut body = new_approval();
+    body["timeout"] = json!("1s");
+    let (_, expiring) = announced(&fake, &app, &body).await;
+    let (cancelled_id, cancelled) = announced(&fake, &app, &new_approval()).await;
+    assert_eq!(app.cancel(&cancelled_id).await.status(), StatusCode::OK);
+    edited_to(&fake, &cancelled, "Cancelled").await;
+    edited_to(&fake, &expiring, "Timed out").await;
+}
+
+#[actix_web::test]
+async fn huge_tool_input_is_truncated_not_refused() {
+    let (fake, app) = setup().await;
+    let mut body = new_approval();
+    body["tool_input"] = json!({"file_path": "/tmp/x", "content": "<&>é😀".repeat(3000)});
+    body["reason"] = json!("r".repeat(4000));
+    let (_, message) = announced(&fake, &app, &body).await;
+    assert!(message.plain_text.encode_utf16().count() <= 4096);
+    assert!(
+        fake.calls_to("sendMessage").iter().all(|c| c.is_ok()),
+        "{}",
+        fake.summary()
+    );
+}
+
+#[actix_web::test]
+async fn health_shows_the_bot_and_the_breaker() {
+    let (fake, app) = setup().await;
+    fake.wait_for_ok_calls("getMe", 1, WAIT).await;
+    let health = eventually(WAIT, "the gateway to report its bot", || async {
+        let health = app.health().await;
+        (health["actors"]["telegram_gateway"]["detail"]["bot_username"] == "approval_gate_test_bot")
+            .then_some(health)
+    })
+    .await;
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(
+        health["actors"]["telegram_gateway"]["detail"]["breaker_state"],
+        "closed"
+    );
+    let breaker: Value = app
+        .request(
+            reqwest::Method::GET,
+            "/api/diagnostics/circuit-breaker",
+            None,
+        )
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(breaker["enabled"], true);
+    assert_eq!(breaker["state"], "closed");
+}

@@ -1,0 +1,401 @@
+//! When Telegram misbehaves: 429s are honoured, failures are retried then handed to the fallback
+//! channels, the circuit breaker opens / skips / probes / closes, nothing in the outbox is lost
+//! across an outage or a restart, and a restart does not re-apply an old tap.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::support::fake_telegram::{FakeTelegram, FakeUser, Fault};
+use crate::support::smtp::SmtpServer;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn breaker(app: &impl Api) -> Value {
+    app.request(Method::GET, "/api/diagnostics/circuit-breaker", None)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn wait_breaker(app: &impl Api, state: &str) {
+    eventually(WAIT, &format!("the breaker to be {state}"), || async {
+        (breaker(app).await["state"] == state).then_some(())
+    })
+    .await;
+}
+
+async fn created(app: &impl Api) -> String {
+    app.create_ok(&new_approval()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+async fn shown(fake: &FakeTelegram, id: &str) {
+    fake.wait_until(WAIT, &format!("approval {id} on Telegram"), |f| {
+        f.messages().iter().any(|m| m.text.contains(id))
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn a_429_is_honoured_before_retrying() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &[]).await;
+    fake.push_fault(
+        Some("sendMessage"),
+        Fault::TooManyRequests { retry_after: 1 },
+    );
+    created(&app).await;
+    fake.wait_for_ok_calls("sendMessage", 1, WAIT).await;
+    let calls = fake.calls_to("sendMessage");
+    assert_eq!(calls.len(), 2, "{}", fake.summary());
+    let spacing = calls[1].at - calls[0].at;
+    assert!(
+        spacing >= Duration::from_secs(1),
+        "retried after {spacing:?}, before retry_after"
+    );
+}
+
+#[actix_web::test]
+async fn server_errors_are_retried_then_the_fallback_is_told_and_nothing_is_lost() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &[]).await;
+    fake.set_down(Some(Fault::Status(502)), false);
+    let id = created(&app).await;
+
+    let line = eventually(WAIT, "the fallback file to get the approval", || async {
+        notification_lines(app.dir.path(), &id)
+            .into_iter()
+            .find(|l| l["event"] == "created")
+    })
+    .await;
+    assert!(line["decide"]["cli"].as_str().unwrap_or("").contains(&id));
+    assert!(
+        fake.calls_to("sendMessage").len() >= 3,
+        "retried: {}",
+        fake.summary()
+    );
+    assert!(fake.messages().is_empty());
+
+    fake.clear_faults();
+    shown(&fake, &id).await;
+    let text = app.metrics().await;
+    assert!(
+        metric(
+            &text,
+            "approval_gate_telegram_retries_total{method=\"sendMessage\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn the_breaker_opens_skips_telegram_half_opens_and_closes() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "3"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "1500ms"),
+        ],
+    )
+    .await;
+    fake.set_down(Some(Fault::DropConnection), false);
+    let first = created(&app).await;
+    wait_breaker(&app, "open").await;
+
+    // While open, a new approval reaches the fallback file at once and Telegram is not called.
+    let sends_when_opened = fake.calls_to("sendMessage").len();
+    let second = created(&app).await;
+    eventually(
+        WAIT,
+        "the fallback line for the second approval",
+        || async { (!notification_lines(app.dir.path(), &second).is_empty()).then_some(()) },
+    )
+    .await;
+    let report = breaker(&app).await;
+    if report["state"] == "open" {
+        assert_eq!(
+            fake.calls_to("sendMessage").len(),
+            sends_when_opened,
+            "skipped while open"
+        );
+    }
+    assert!(
+        report["next_probe_at"].is_string() || report["state"] != "open",
+        "{report}"
+    );
+    let health = app.health().await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(
+        app.request(Method::GET, "/health/ready", None)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::OK
+    );
+    let announced = notification_lines(app.dir.path(), "circuit breaker open");
+    assert!(
+        !announced.is_empty(),
+        "the opening was announced to the fallback channels"
+    );
+
+    fake.clear_faults();
+    wait_breaker(&app, "closed").await;
+    shown(&fake, &first).await;
+    shown(&fake, &second).await;
+    let text = app.metrics().await;
+    for to in ["open", "half_open", "closed"] {
+        let sample = format!("approval_gate_telegram_circuit_transitions_total{{to=\"{to}\"}}");
+        assert!(metric(&text, &sample).unwrap_or(0.0) >= 1.0, "{sample}");
+    }
+    assert_eq!(
+        metric(&text, "approval_gate_telegram_circuit_state"),
+        Some(0.0)
+    );
+    eventually(WAIT, "an empty outbox", || async {
+        (metric(&app.metrics().await, "approval_gate_telegram_outbox_size") == Some(0.0))
+            .then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn during_an_outage_operators_get_mail_and_telegram_catches_up_afterwards() {
+    let fake = FakeTelegram::start();
+    let smtp = SmtpServer::start();
+    let port = smtp.port().to_string();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__FALLBACK__ORDER", "email,file"),
+            ("APPROVAL_GATE__FALLBACK__STRATEGY", "first"),
+            ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_HOST", smtp.host()),
+            ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_PORT", &port),
+            ("APPROVAL_GATE__FALLBACK__EMAIL__TLS", "none"),
+            (
+                "APPROVAL_GATE__FALLBACK__EMAIL__FROM",
+                "approval-gate@example.com",
+            ),
+            (
+                "APPROVAL_GATE__FALLBACK__EMAIL__TO",
+                "ops@example.com,oncall@example.com",
+            ),
+        ],
+    )
+    .await;
+    fake.set_down(Some(Fault::DropConnection), false);
+    let pending = created(&app).await;
+    let decided = created(&app).await;
+
+    let mail = eventually(WAIT, "a fallback mail about the approval", || async {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m.body().contains(&pending))
+    })
+    .await;
+    assert_eq!(mail.to, vec!["ops@example.com", "oncall@example.com"]);
+    assert!(
+        mail.header("subject")
+            .unwrap_or_default()
+            .contains("Approval needed")
+    );
+    let body = quoted_printable(mail.body());
+    assert!(
+        body.contains(&format!("approval-gate approvals approve {pending}")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("/api/approvals/{pending}/decision")),
+        "the REST call is in the mail: {body}"
+    );
+    // Strategy `first`: email succeeded, so the file was not needed.
+    assert!(notification_lines(app.dir.path(), &pending).is_empty());
+
+    // Decided over REST while Telegram is down.
+    assert_eq!(
+        app.decide(&decided, "approve").await.status(),
+        StatusCode::OK
+    );
+
+    fake.clear_faults();
+    shown(&fake, &pending).await;
+    shown(&fake, &decided).await;
+    let message = fake
+        .messages()
+        .into_iter()
+        .find(|m| m.text.contains(&decided))
+        .expect("message");
+    assert!(
+        message.plain_text.contains("Approved"),
+        "{}",
+        message.plain_text
+    );
+    assert!(
+        message.reply_markup.is_none(),
+        "an approval decided during the outage has no buttons"
+    );
+    let pending_message = fake
+        .messages()
+        .into_iter()
+        .find(|m| m.text.contains(&pending))
+        .expect("message");
+    assert_eq!(pending_message.callback_data().len(), 2);
+}
+
+/// Undo quoted-printable (lettre uses it for long lines): soft breaks and `=XX` escapes.
+fn quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn child_env(fake: &FakeTelegram) -> Vec<(String, String)> {
+    telegram_env(&fake.url(), fake.token())
+}
+
+fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[actix_web::test]
+async fn a_restart_mid_outage_keeps_every_outbox_entry() {
+    let fake = FakeTelegram::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let env = child_env(&fake);
+    fake.set_down(Some(Fault::DropConnection), false);
+
+    let mut first = spawn_binary(dir.path(), &borrowed(&env));
+    let ids = vec![
+        created(&first).await,
+        created(&first).await,
+        created(&first).await,
+    ];
+    eventually(WAIT, "three queued notifications", || async {
+        (metric(&first.metrics().await, "approval_gate_telegram_outbox_size") == Some(3.0))
+            .then_some(())
+    })
+    .await;
+    first.signal(15);
+    assert!(first.wait_exit(WAIT).success());
+    drop(first);
+
+    let second = spawn_binary(dir.path(), &borrowed(&env));
+    eventually(WAIT, "the outbox to be reloaded", || async {
+        (metric(
+            &second.metrics().await,
+            "approval_gate_telegram_outbox_size",
+        ) == Some(3.0))
+        .then_some(())
+    })
+    .await;
+    fake.clear_faults();
+    for id in &ids {
+        shown(&fake, id).await;
+    }
+    eventually(WAIT, "an empty outbox", || async {
+        (metric(
+            &second.metrics().await,
+            "approval_gate_telegram_outbox_size",
+        ) == Some(0.0))
+        .then_some(())
+    })
+    .await;
+    for id in &ids {
+        let copies = fake
+            .messages()
+            .iter()
+            .filter(|m| m.text.contains(id.as_str()))
+            .count();
+        assert_eq!(copies, 1, "one message for {id}");
+    }
+}
+
+#[actix_web::test]
+async fn a_restart_does_not_reapply_an_old_tap() {
+    let fake = FakeTelegram::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let env = child_env(&fake);
+    let mut first = spawn_binary(dir.path(), &borrowed(&env));
+    let id = created(&first).await;
+    shown(&fake, &id).await;
+    let message = fake
+        .messages()
+        .into_iter()
+        .find(|m| m.text.contains(&id))
+        .expect("message");
+    let reject = message
+        .callback_data()
+        .into_iter()
+        .find(|d| d.starts_with("r:"))
+        .expect("reject button");
+    let operator = FakeUser::new(OPERATOR_USER_ID).with_username("alice_ops");
+    let query_id = fake.inject_callback(&operator, CHAT_ID, message.message_id, &reject);
+    fake.wait_for_answer(&query_id, WAIT).await;
+    // The poll after the tap confirms it to Telegram with a higher offset.
+    let confirmed = eventually(WAIT, "a getUpdates confirming the tap", || async {
+        fake.calls_to("getUpdates")
+            .iter()
+            .filter_map(|c| c.body["offset"].as_i64())
+            .find(|o| *o > 0)
+    })
+    .await;
+    first.signal(15);
+    assert!(first.wait_exit(WAIT).success());
+    drop(first);
+    let calls_before = fake.calls_to("getUpdates").len();
+
+    let second = spawn_binary(dir.path(), &borrowed(&env));
+    fake.wait_for_calls("getUpdates", calls_before + 1, WAIT)
+        .await;
+    let after: Vec<i64> = fake.calls_to("getUpdates")[calls_before..]
+        .iter()
+        .filter_map(|c| c.body["offset"].as_i64())
+        .collect();
+    assert!(
+        after.iter().all(|o| *o >= confirmed),
+        "restart resumed from the saved offset: {after:?} vs {confirmed}"
+    );
+    let body: Value = second.get(&id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "rejected");
+    let answers = fake
+        .callback_answers()
+        .iter()
+        .filter(|a| a.callback_query_id == query_id)
+        .count();
+    assert_eq!(
+        answers, 1,
+        "the tap was answered once, not again after the restart"
+    );
+}
