@@ -9,10 +9,7 @@ use crate::helpers::*;
 #[actix_web::test]
 async fn one_hundred_concurrent_decisions_have_exactly_one_winner() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
 
     let decisions =
         (0..100).map(|i| app.decide(&id, if i % 2 == 0 { "approve" } else { "reject" }));
@@ -63,10 +60,7 @@ async fn concurrent_creates_with_one_idempotency_key_make_one_approval() {
 async fn a_decision_racing_a_cancel_has_one_outcome() {
     let app = spawn_app().await;
     for _ in 0..10 {
-        let id = app.create_ok(&new_approval()).await["id"]
-            .as_str()
-            .expect("id")
-            .to_string();
+        let id = app.create_id(&new_approval()).await;
         let (decided, cancelled) = futures_util::join!(app.decide(&id, "approve"), app.cancel(&id));
         let statuses = [decided.status(), cancelled.status()];
         assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");

@@ -16,14 +16,8 @@ const SIGKILL: i32 = 9;
 async fn sigterm_exits_cleanly_and_a_restart_keeps_pending_approvals_decidable() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut first = spawn_binary(dir.path(), &[]);
-    let pending = first.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let decided = first.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let pending = first.create_id(&new_approval()).await;
+    let decided = first.create_id(&new_approval()).await;
     assert_eq!(
         first.decide(&decided, "approve").await.status(),
         StatusCode::OK
@@ -107,15 +101,9 @@ async fn deadlines_are_rearmed_and_missed_ones_time_out_at_start() {
     let first = spawn_binary(dir.path(), &[]);
     let mut body = new_approval();
     body["timeout"] = json!("1s");
-    let missed = first.create_ok(&body).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let missed = first.create_id(&body).await;
     body["timeout"] = json!("6s");
-    let later = first.create_ok(&body).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let later = first.create_id(&body).await;
     first.signal(SIGKILL);
     drop(first);
 

@@ -52,10 +52,7 @@ async fn missing_or_wrong_token_is_401() {
 #[actix_web::test]
 async fn tokens_of_the_wrong_role_are_403() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
 
     let agent_lists = app
         .request(Method::GET, "/api/approvals", Some(AGENT_TOKEN))
@@ -122,10 +119,7 @@ async fn malformed_json_is_400_and_wrong_shape_is_422() {
         "{body}"
     );
 
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     let bad_decision = app
         .request(
             Method::POST,
@@ -219,10 +213,7 @@ async fn bad_query_parameters_are_400() {
             .expect("send");
         expect_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
     }
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     expect_error(
         app.get(&id, Some("forever")).await,
         StatusCode::BAD_REQUEST,
@@ -234,10 +225,7 @@ async fn bad_query_parameters_are_400() {
 #[actix_web::test]
 async fn too_many_waiters_is_429() {
     let app = spawn_app_with(&[("APPROVAL_GATE__SERVER__MAX_WAITERS", "2")]).await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     let holders = futures_util::future::join_all((0..2).map(|_| app.get(&id, Some("30s"))));
     let probe = async {
         eventually(

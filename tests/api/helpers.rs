@@ -152,6 +152,18 @@ pub trait Api {
         }
     }
 
+    /// Create an approval (asserting 201) and return its id.
+    fn create_id(&self, body: &Value) -> impl Future<Output = String> {
+        let fut = self.create_ok(body);
+        async move { fut.await["id"].as_str().expect("id").to_string() }
+    }
+
+    /// GET a JSON document without a token (health, diagnostics).
+    fn get_json(&self, path: &str) -> impl Future<Output = Value> {
+        let fut = self.request(Method::GET, path, None).send();
+        async move { fut.await.expect("send").json().await.expect("json") }
+    }
+
     fn get(&self, id: &str, wait: Option<&str>) -> impl Future<Output = Response> {
         let path = match wait {
             Some(wait) => format!("/api/approvals/{id}?wait={wait}"),

@@ -85,10 +85,7 @@ async fn operator_approves_and_the_decision_records_who() {
 #[actix_web::test]
 async fn operator_rejects() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     let decided: Value = app.decide(&id, "reject").await.json().await.expect("json");
     assert_eq!(decided["status"], "rejected");
 }
@@ -96,10 +93,7 @@ async fn operator_rejects() {
 #[actix_web::test]
 async fn a_decided_approval_answers_409_with_the_winner() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     assert_eq!(app.decide(&id, "reject").await.status(), StatusCode::OK);
 
     let response = app.decide(&id, "approve").await;
@@ -113,10 +107,7 @@ async fn a_decided_approval_answers_409_with_the_winner() {
 #[actix_web::test]
 async fn agent_cancels_its_own_pending_request_once() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
 
     let response = app.cancel(&id).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -136,10 +127,7 @@ async fn agent_cancels_its_own_pending_request_once() {
 #[actix_web::test]
 async fn an_agent_cannot_cancel_another_agents_request() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     let response = app
         .request(
             Method::DELETE,
@@ -202,12 +190,7 @@ async fn list_is_newest_first_paginated_and_filtered() {
     for i in 0..5 {
         let mut body = new_approval();
         body["session_id"] = json!(format!("s{i}"));
-        ids.push(
-            app.create_ok(&body).await["id"]
-                .as_str()
-                .expect("id")
-                .to_string(),
-        );
+        ids.push(app.create_id(&body).await);
     }
     app.decide(&ids[1], "approve").await;
 

@@ -11,10 +11,7 @@ use crate::helpers::*;
 #[actix_web::test]
 async fn a_long_poll_returns_when_an_operator_decides() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
 
     let poll = async {
         let response = app.get(&id, Some("30s")).await;
@@ -41,10 +38,7 @@ async fn a_long_poll_returns_when_an_operator_decides() {
 #[actix_web::test]
 async fn a_long_poll_returns_the_current_state_when_the_wait_elapses() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     let started = Instant::now();
     let response = app.get(&id, Some("1s")).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -66,10 +60,7 @@ async fn a_long_poll_returns_the_current_state_when_the_wait_elapses() {
 #[actix_web::test]
 async fn a_long_poll_on_a_decided_approval_returns_at_once() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     app.decide(&id, "reject").await;
     let body: Value = app.get(&id, Some("5m")).await.json().await.expect("json");
     assert_eq!(body["status"], "rejected");
@@ -78,10 +69,7 @@ async fn a_long_poll_on_a_decided_approval_returns_at_once() {
 #[actix_web::test]
 async fn waits_are_capped_by_max_wait() {
     let app = spawn_app_with(&[("APPROVAL_GATE__SERVER__MAX_WAIT", "1s")]).await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     // Asks for an hour; the server answers after its 1 s cap with the pending state.
     let body: Value = app.get(&id, Some("1h")).await.json().await.expect("json");
     assert_eq!(body["status"], "pending");
@@ -90,10 +78,7 @@ async fn waits_are_capped_by_max_wait() {
 #[actix_web::test]
 async fn one_thousand_abandoned_long_polls_leave_no_waiters() {
     let app = spawn_app_with(&[("APPROVAL_GATE__SERVER__MAX_WAITERS", "5000")]).await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
 
     // Each poll on its own connection, abandoned by the client after 3 s.
     let abandon = (0..1000).map(|_| {

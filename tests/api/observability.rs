@@ -38,20 +38,10 @@ async fn health_live_and_ready_answer() {
 #[actix_web::test]
 async fn database_diagnostics_count_by_status() {
     let app = spawn_app().await;
-    let a = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let a = app.create_id(&new_approval()).await;
     app.create_ok(&new_approval()).await;
     app.decide(&a, "approve").await;
-    let body: Value = app
-        .request(Method::GET, "/api/diagnostics/database", None)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let body: Value = app.get_json("/api/diagnostics/database").await;
     assert_eq!(body["counts"]["pending"], 1);
     assert_eq!(body["counts"]["approved"], 1);
     assert!(
@@ -68,10 +58,7 @@ async fn database_diagnostics_count_by_status() {
 #[actix_web::test]
 async fn metrics_use_route_templates_and_count_the_lifecycle() {
     let app = spawn_app().await;
-    let id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&new_approval()).await;
     app.get(&id, None).await;
     app.decide(&id, "approve").await;
     let text = app.metrics().await;

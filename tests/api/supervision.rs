@@ -28,10 +28,7 @@ async fn restarts(app: &TestApp, actor: &str) -> Option<u64> {
 #[actix_web::test]
 async fn every_actor_is_restarted_after_a_failure_and_health_counts_it() {
     let app = spawn_app().await;
-    let before = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let before = app.create_id(&new_approval()).await;
 
     for actor in [
         "approval_registry",
@@ -69,10 +66,7 @@ async fn every_actor_is_restarted_after_a_failure_and_health_counts_it() {
     );
     let mut body = new_approval();
     body["timeout"] = serde_json::json!("1s");
-    let id = app.create_ok(&body).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&body).await;
     let ended: Value = app.get(&id, Some("10s")).await.json().await.expect("json");
     assert_eq!(ended["status"], "timed_out");
 }

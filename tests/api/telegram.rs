@@ -151,10 +151,7 @@ async fn unauthorised_wrong_chat_and_forged_taps_change_nothing() {
         format!("{head}:{flipped}")
     };
     let action_swapped = format!("r{}", &approve[1..]);
-    let other_id = app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let other_id = app.create_id(&new_approval()).await;
     let retargeted = approve.replace(&id, &other_id);
 
     let stranger = FakeUser::new(666).with_username("mallory");
@@ -251,18 +248,7 @@ async fn health_shows_the_bot_and_the_breaker() {
         health["actors"]["telegram_gateway"]["detail"]["breaker_state"],
         "closed"
     );
-    let breaker: Value = app
-        .request(
-            reqwest::Method::GET,
-            "/api/diagnostics/circuit-breaker",
-            None,
-        )
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let breaker: Value = app.get_json("/api/diagnostics/circuit-breaker").await;
     assert_eq!(breaker["enabled"], true);
     assert_eq!(breaker["state"], "closed");
 }

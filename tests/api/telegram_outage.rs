@@ -14,13 +14,7 @@ use crate::support::smtp::SmtpServer;
 const WAIT: Duration = Duration::from_secs(15);
 
 async fn breaker(app: &impl Api) -> Value {
-    app.request(Method::GET, "/api/diagnostics/circuit-breaker", None)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json")
+    app.get_json("/api/diagnostics/circuit-breaker").await
 }
 
 async fn wait_breaker(app: &impl Api, state: &str) {
@@ -28,13 +22,6 @@ async fn wait_breaker(app: &impl Api, state: &str) {
         (breaker(app).await["state"] == state).then_some(())
     })
     .await;
-}
-
-async fn created(app: &impl Api) -> String {
-    app.create_ok(&new_approval()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string()
 }
 
 async fn shown(fake: &FakeTelegram, id: &str) {
@@ -52,7 +39,7 @@ async fn a_429_is_honoured_before_retrying() {
         Some("sendMessage"),
         Fault::TooManyRequests { retry_after: 1 },
     );
-    created(&app).await;
+    app.create_id(&new_approval()).await;
     fake.wait_for_ok_calls("sendMessage", 1, WAIT).await;
     let calls = fake.calls_to("sendMessage");
     assert_eq!(calls.len(), 2, "{}", fake.summary());
@@ -68,7 +55,7 @@ async fn server_errors_are_retried_then_the_fallback_is_told_and_nothing_is_lost
     let fake = FakeTelegram::start();
     let app = spawn_telegram_app(&fake.url(), fake.token(), &[]).await;
     fake.set_down(Some(Fault::Status(502)), false);
-    let id = created(&app).await;
+    let id = app.create_id(&new_approval()).await;
 
     let line = eventually(WAIT, "the fallback file to get the approval", || async {
         notification_lines(app.dir.path(), &id)
@@ -112,12 +99,12 @@ async fn the_breaker_opens_skips_telegram_half_opens_and_closes() {
     )
     .await;
     fake.set_down(Some(Fault::DropConnection), false);
-    let first = created(&app).await;
+    let first = app.create_id(&new_approval()).await;
     wait_breaker(&app, "open").await;
 
     // While open, a new approval reaches the fallback file at once and Telegram is not called.
     let sends_when_opened = fake.calls_to("sendMessage").len();
-    let second = created(&app).await;
+    let second = app.create_id(&new_approval()).await;
     eventually(
         WAIT,
         "the fallback line for the second approval",
@@ -198,8 +185,8 @@ async fn during_an_outage_operators_get_mail_and_telegram_catches_up_afterwards(
     )
     .await;
     fake.set_down(Some(Fault::DropConnection), false);
-    let pending = created(&app).await;
-    let decided = created(&app).await;
+    let pending = app.create_id(&new_approval()).await;
+    let decided = app.create_id(&new_approval()).await;
 
     let mail = eventually(WAIT, "a fallback mail about the approval", || async {
         smtp.messages()
@@ -298,9 +285,9 @@ async fn a_restart_mid_outage_keeps_every_outbox_entry() {
 
     let mut first = spawn_binary(dir.path(), &borrowed(&env));
     let ids = vec![
-        created(&first).await,
-        created(&first).await,
-        created(&first).await,
+        first.create_id(&new_approval()).await,
+        first.create_id(&new_approval()).await,
+        first.create_id(&new_approval()).await,
     ];
     eventually(WAIT, "three queued notifications", || async {
         (metric(&first.metrics().await, "approval_gate_telegram_outbox_size") == Some(3.0))
@@ -348,7 +335,7 @@ async fn a_restart_does_not_reapply_an_old_tap() {
     let dir = tempfile::tempdir().expect("dir");
     let env = child_env(&fake);
     let mut first = spawn_binary(dir.path(), &borrowed(&env));
-    let id = created(&first).await;
+    let id = first.create_id(&new_approval()).await;
     shown(&fake, &id).await;
     let message = fake
         .messages()

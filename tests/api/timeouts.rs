@@ -45,12 +45,7 @@ async fn deadlines_fire_in_order_and_decided_ones_do_not_fire() {
     for timeout in ["2s", "1s", "3s", "3s"] {
         let mut body = new_approval();
         body["timeout"] = json!(timeout);
-        ids.push(
-            app.create_ok(&body).await["id"]
-                .as_str()
-                .expect("id")
-                .to_string(),
-        );
+        ids.push(app.create_id(&body).await);
     }
     assert_eq!(
         app.decide(&ids[2], "approve").await.status(),
@@ -88,10 +83,7 @@ async fn a_decision_after_the_timeout_is_a_conflict() {
     let app = spawn_app().await;
     let mut body = new_approval();
     body["timeout"] = json!("1s");
-    let id = app.create_ok(&body).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_id(&body).await;
     let ended: Value = app.get(&id, Some("10s")).await.json().await.expect("json");
     assert_eq!(ended["status"], "timed_out");
     let late = app.decide(&id, "approve").await;
