@@ -159,6 +159,13 @@ impl Application {
                 .configure(http::configure(state.clone(), tokens.clone()))
                 .default_service(web::to(http::not_found))
         })
+        // Nagle's algorithm would hold the last chunk of a streamed long-poll body until the
+        // client's delayed ACK (~40 ms): every decision would reach its waiters that much later.
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs());
         if settings.server.workers > 0 {
