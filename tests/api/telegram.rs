@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::support::fake_telegram::{FakeTelegram, FakeUser, SentMessage};
+use crate::support::fake_telegram::{FakeTelegram, FakeUser, Fault, SentMessage};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -251,4 +251,35 @@ async fn health_shows_the_bot_and_the_breaker() {
     let breaker: Value = app.get_json("/api/diagnostics/circuit-breaker").await;
     assert_eq!(breaker["enabled"], true);
     assert_eq!(breaker["state"], "closed");
+}
+
+#[actix_web::test]
+async fn a_duplicate_from_an_ambiguous_failure_has_working_buttons_and_is_edited_too() {
+    let (fake, app) = setup().await;
+    // Telegram posts the message but the response is lost: the retry posts a second copy.
+    fake.push_fault(Some("sendMessage"), Fault::DropAfterProcessing);
+    let id = app.create_id(&new_approval()).await;
+    fake.wait_until(WAIT, "two copies", |f| {
+        f.messages().iter().filter(|m| m.text.contains(&id)).count() == 2
+    })
+    .await;
+    let copies: Vec<SentMessage> = fake
+        .messages()
+        .into_iter()
+        .filter(|m| m.text.contains(&id))
+        .collect();
+    // Tap the copy the service never heard back about.
+    let unknown = &copies[0];
+    let query_id = fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        unknown.message_id,
+        &button(unknown, "a:"),
+    );
+    fake.wait_for_answer(&query_id, WAIT).await;
+    let body: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "approved");
+    for copy in &copies {
+        edited_to(&fake, copy, "Approved").await;
+    }
 }
