@@ -91,22 +91,41 @@ impl Channel {
         }
     }
 
-    async fn deliver(&self, outgoing: &Outgoing, hints: &OperatorHints) -> Result<(), String> {
-        match (self, outgoing) {
-            (Channel::Console, Outgoing::Approval(n)) => console::deliver(n, hints),
-            (Channel::Console, Outgoing::Announcement(a)) => console::announce(a),
-            (Channel::File(path), Outgoing::Approval(n)) => file::deliver(path, n, hints),
-            (Channel::File(path), Outgoing::Announcement(a)) => file::announce(path, a),
-            (Channel::Email(email), Outgoing::Approval(n)) => {
-                let (subject, body) = text::email(n, hints);
-                email.send(&subject, body).await
+    /// Deliver a batch; one result per item, in order.
+    async fn deliver(&self, batch: &[&Outgoing], hints: &OperatorHints) -> Vec<Result<(), String>> {
+        match self {
+            Channel::Console => batch
+                .iter()
+                .map(|outgoing| match outgoing {
+                    Outgoing::Approval(n) => console::deliver(n, hints),
+                    Outgoing::Announcement(a) => console::announce(a),
+                })
+                .collect(),
+            Channel::File(path) => {
+                let lines: String = batch
+                    .iter()
+                    .map(|outgoing| match outgoing {
+                        Outgoing::Approval(n) => file::approval_line(n, hints),
+                        Outgoing::Announcement(a) => file::announcement_line(a),
+                    })
+                    .collect();
+                let result = file::append(path, &lines);
+                vec![result; batch.len()]
             }
-            (Channel::Email(email), Outgoing::Announcement(a)) => {
-                email
-                    .send(&format!("[approval-gate] {}", a.subject), a.text.clone())
-                    .await
+            Channel::Email(email) => {
+                let mut results = Vec::with_capacity(batch.len());
+                for outgoing in batch {
+                    let (subject, body) = match outgoing {
+                        Outgoing::Approval(n) => text::email(n, hints),
+                        Outgoing::Announcement(a) => {
+                            (format!("[approval-gate] {}", a.subject), a.text.clone())
+                        }
+                    };
+                    results.push(email.send(&subject, body).await);
+                }
+                results
             }
-            (Channel::Broken(error), _) => Err(error.clone()),
+            Channel::Broken(error) => vec![Err(error.clone()); batch.len()],
         }
     }
 }
@@ -137,6 +156,9 @@ struct ChannelStats {
 pub struct FallbackNotifier {
     settings: Arc<FallbackSettings>,
     channels: Arc<Vec<Channel>>,
+    /// What arrived while a batch was being delivered; it goes out as the next batch.
+    queue: Vec<Outgoing>,
+    draining: bool,
     stats: Vec<ChannelStats>,
     metrics: Recipient<Metric>,
     restarts: Restarts,
@@ -157,33 +179,60 @@ impl FallbackNotifier {
         Self {
             settings: Arc::new(settings),
             channels: Arc::new(channels),
+            queue: Vec::new(),
+            draining: false,
             stats,
             metrics,
             restarts: Restarts::default(),
         }
     }
 
-    /// Walk the chain in order; one outgoing message at a time (`ctx.wait`), so operators see
-    /// notifications in the order they happened.
+    /// Queue, and start a batch unless one is under way. Batches go out one after the other,
+    /// so operators see notifications in the order they happened.
     fn dispatch(&mut self, outgoing: Outgoing, ctx: &mut Context<Self>) {
+        self.queue.push(outgoing);
+        self.drain(ctx);
+    }
+
+    /// Walk the chain with everything queued: each channel gets the whole batch (the file
+    /// channel writes it with one fsync). With strategy `first`, a channel only gets the items
+    /// every earlier channel failed to deliver.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        if self.draining || self.queue.is_empty() {
+            return;
+        }
+        self.draining = true;
+        let batch = std::mem::take(&mut self.queue);
         let channels = Arc::clone(&self.channels);
         let settings = Arc::clone(&self.settings);
         let walk = async move {
             let mut results = Vec::new();
+            let mut remaining: Vec<usize> = (0..batch.len()).collect();
             for (index, channel) in channels.iter().enumerate() {
-                let result = channel.deliver(&outgoing, &settings.hints).await;
-                let ok = result.is_ok();
-                results.push((index, result));
-                if ok && settings.strategy == Strategy::First {
+                if remaining.is_empty() {
                     break;
                 }
+                let items: Vec<&Outgoing> = remaining.iter().map(|&i| &batch[i]).collect();
+                let outcomes = channel.deliver(&items, &settings.hints).await;
+                let mut failed = Vec::new();
+                for (&item, outcome) in remaining.iter().zip(outcomes) {
+                    if outcome.is_err() {
+                        failed.push(item);
+                    }
+                    results.push((index, outcome, batch[item].label()));
+                }
+                if settings.strategy == Strategy::First {
+                    remaining = failed;
+                }
             }
-            (outgoing.label(), results)
+            results
         };
-        ctx.wait(walk.into_actor(self).map(|(label, results), act, _| {
-            for (index, result) in results {
+        ctx.spawn(walk.into_actor(self).map(|results, act, ctx| {
+            for (index, result, label) in results {
                 act.record(index, result, &label);
             }
+            act.draining = false;
+            act.drain(ctx);
         }));
     }
 
@@ -233,6 +282,8 @@ impl Actor for FallbackNotifier {
 
 impl Supervised for FallbackNotifier {
     fn restarting(&mut self, _: &mut Context<Self>) {
+        // The batch in flight was dropped with the old context; what is queued still goes out.
+        self.draining = false;
         self.restarts.record(NAME);
         self.metrics.do_send(Metric::ActorRestarted { actor: NAME });
     }
