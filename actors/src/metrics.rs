@@ -11,7 +11,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::supervision::{ActorHealth, Crash, HealthStatus, Ping, Restarts, guarded};
+use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts, guarded};
 
 pub const NAME: &str = "metrics_collector";
 
@@ -430,10 +430,4 @@ impl Handler<Ping> for MetricsCollector {
     }
 }
 
-impl Handler<Crash> for MetricsCollector {
-    type Result = ();
-
-    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        let _ = guarded(NAME, ctx, || panic!("fault injection: crash requested"));
-    }
-}
+crate::supervision::crash_handler!(MetricsCollector, NAME);

@@ -41,6 +41,23 @@ pub enum HealthStatus {
 #[rtype(result = "()")]
 pub struct Crash;
 
+/// Implements [`Crash`] for an actor: the handler panics inside [`guarded`], which is exactly
+/// the failure supervision must survive.
+macro_rules! crash_handler {
+    ($actor:ty, $name:expr) => {
+        impl actix::Handler<$crate::supervision::Crash> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, _: $crate::supervision::Crash, ctx: &mut actix::Context<Self>) {
+                let _ = $crate::supervision::guarded($name, ctx, || {
+                    panic!("fault injection: crash requested")
+                });
+            }
+        }
+    };
+}
+pub(crate) use crash_handler;
+
 /// A handler body failed; the actor has been told to stop and will be restarted.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("actor {actor} failed while handling a message and is restarting")]
@@ -69,6 +86,25 @@ where
             ctx.stop();
             Err(HandlerFailed { actor })
         }
+    }
+}
+
+/// [`guarded`] for code that runs when an actor's own future completes (`.map(|r, act, ctx|
+/// ...)`): such code runs outside any handler, so a panic there needs the same treatment.
+pub fn guarded_with<A>(
+    actor: &'static str,
+    act: &mut A,
+    ctx: &mut Context<A>,
+    body: impl FnOnce(&mut A, &mut Context<A>),
+) where
+    A: Actor<Context = Context<A>>,
+{
+    if catch_unwind(AssertUnwindSafe(|| body(act, ctx))).is_err() {
+        tracing::error!(
+            actor,
+            "actor panicked while finishing an operation; restarting it"
+        );
+        ctx.stop();
     }
 }
 

@@ -13,7 +13,7 @@ use actix::prelude::*;
 
 use crate::domain::ApprovalId;
 use crate::metrics::Metric;
-use crate::supervision::{ActorHealth, Crash, HealthStatus, Ping, Restarts, guarded};
+use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts, guarded};
 
 pub const NAME: &str = "timeout_sweeper";
 
@@ -289,10 +289,4 @@ impl Handler<Ping> for TimeoutSweeper {
     }
 }
 
-impl Handler<Crash> for TimeoutSweeper {
-    type Result = ();
-
-    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        let _ = guarded(NAME, ctx, || panic!("fault injection: crash requested"));
-    }
-}
+crate::supervision::crash_handler!(TimeoutSweeper, NAME);

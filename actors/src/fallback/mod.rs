@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use serde::Serialize;
 
 use email::EmailChannel;
@@ -22,7 +23,7 @@ pub use email::{EmailSettings, EmailTls};
 
 use crate::metrics::Metric;
 use crate::notification::{Notification, Notify, OperatorHints};
-use crate::supervision::{ActorHealth, Crash, HealthStatus, Ping, Restarts, guarded};
+use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts};
 
 pub const NAME: &str = "fallback_notifier";
 
@@ -227,12 +228,26 @@ impl FallbackNotifier {
             }
             results
         };
-        ctx.spawn(walk.into_actor(self).map(|results, act, ctx| {
-            for (index, result, label) in results {
-                act.record(index, result, &label);
-            }
+        // The walk runs outside any handler, so guard it here: a panic becomes a stop and the
+        // supervisor restarts the notifier (an unguarded panic would take the actor down).
+        let walk = std::panic::AssertUnwindSafe(walk).catch_unwind();
+        ctx.spawn(walk.into_actor(self).map(|outcome, act, ctx| {
             act.draining = false;
-            act.drain(ctx);
+            match outcome {
+                Ok(results) => {
+                    for (index, result, label) in results {
+                        act.record(index, result, &label);
+                    }
+                    act.drain(ctx);
+                }
+                Err(_) => {
+                    tracing::error!(
+                        actor = NAME,
+                        "a fallback channel panicked; restarting the notifier"
+                    );
+                    ctx.stop();
+                }
+            }
         }));
     }
 
@@ -331,10 +346,4 @@ impl Handler<Ping> for FallbackNotifier {
     }
 }
 
-impl Handler<Crash> for FallbackNotifier {
-    type Result = ();
-
-    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        let _ = guarded(NAME, ctx, || panic!("fault injection: crash requested"));
-    }
-}
+crate::supervision::crash_handler!(FallbackNotifier, NAME);

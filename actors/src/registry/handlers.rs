@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::*;
 use crate::domain::{Actor as DecidedBy, Decision, Outcome, Status};
-use crate::supervision::{ActorHealth, Crash, HealthStatus, Ping, guarded};
+use crate::supervision::{ActorHealth, HealthStatus, Ping, guarded};
 use crate::sweeper::Expire;
 
 impl Actor for ApprovalRegistry {
@@ -242,10 +242,4 @@ impl Handler<Ping> for ApprovalRegistry {
     }
 }
 
-impl Handler<Crash> for ApprovalRegistry {
-    type Result = ();
-
-    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        let _ = guarded(NAME, ctx, || panic!("fault injection: crash requested"));
-    }
-}
+crate::supervision::crash_handler!(ApprovalRegistry, NAME);

@@ -23,7 +23,7 @@ use crate::domain::{Approval, ApprovalId, Decision, Status};
 use crate::metrics::Metric;
 use crate::notification::{Event, Notification, Notify};
 use crate::store::{ApprovalStore, Commit, SledStore};
-use crate::supervision::{Restarts, guarded};
+use crate::supervision::{Restarts, guarded, guarded_with};
 use crate::sweeper::{Arm, Disarm, Rearm, TimeoutSweeper};
 
 pub const NAME: &str = "approval_registry";
@@ -240,18 +240,21 @@ impl ApprovalRegistry {
         event: Option<Event>,
         request_id: Option<String>,
     ) -> Reply<Approval> {
-        Box::pin(
-            async move { commit.wait().await }
-                .into_actor(self)
-                .map(move |result, act, _| {
-                    act.flushed(approval.id);
-                    result?;
-                    if let Some(event) = event {
-                        act.announce(event, &approval, request_id);
-                    }
-                    Ok(approval)
-                }),
-        )
+        Box::pin(async move { commit.wait().await }.into_actor(self).map(
+            move |result, act, ctx| {
+                act.flushed(approval.id);
+                result?;
+                if let Some(event) = event {
+                    // The change is durable whatever happens here: a panic while telling
+                    // others restarts the registry but still answers the caller.
+                    let approval = &approval;
+                    guarded_with(NAME, act, ctx, |act, _| {
+                        act.announce(event, approval, request_id)
+                    });
+                }
+                Ok(approval)
+            },
+        ))
     }
 
     fn decide(&mut self, msg: Decide, ctx: &mut Context<Self>) -> Reply<Approval> {

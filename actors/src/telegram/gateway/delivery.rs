@@ -11,6 +11,7 @@ use crate::domain::TelegramMessageRef;
 use crate::metrics::TelegramMetric;
 use crate::notification::{Event, Notification, Notify};
 use crate::registry::AttachMessage;
+use crate::supervision::guarded_with;
 use crate::telegram::api::Attempt;
 use crate::telegram::outbox::{Entry, Job};
 use crate::telegram::render;
@@ -87,8 +88,10 @@ impl TelegramGateway {
         let call = self.deliver(&entry);
         ctx.spawn(call.into_actor(self).map(move |attempt, act, ctx| {
             act.delivery.delivering = false;
-            act.finish(seq, entry, attempt, ctx);
-            act.pump(ctx);
+            guarded_with(NAME, act, ctx, |act, ctx| {
+                act.finish(seq, entry, attempt, ctx);
+                act.pump(ctx);
+            });
         }));
     }
 

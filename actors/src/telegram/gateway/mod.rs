@@ -25,7 +25,7 @@ use crate::metrics::{Metric, TelegramMetric};
 use crate::notification::{Event, Notify};
 use crate::registry::ApprovalRegistry;
 use crate::store::{Committer, StoreError};
-use crate::supervision::{ActorHealth, Crash, HealthStatus, Ping, Restarts, guarded};
+use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts, guarded};
 
 pub const NAME: &str = "telegram_gateway";
 const OFFSET_KEY: &[u8] = b"telegram_update_offset";
@@ -350,10 +350,4 @@ impl Handler<Ping> for TelegramGateway {
     }
 }
 
-impl Handler<Crash> for TelegramGateway {
-    type Result = ();
-
-    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        let _ = guarded(NAME, ctx, || panic!("fault injection: crash requested"));
-    }
-}
+crate::supervision::crash_handler!(TelegramGateway, NAME);

@@ -14,6 +14,7 @@ use super::{NAME, OFFSET_KEY, TelegramGateway};
 use crate::domain::{Actor as DecidedBy, ApprovalId, Decision, Status, TelegramMessageRef};
 use crate::metrics::TelegramMetric;
 use crate::registry::{Decide, RegistryError};
+use crate::supervision::guarded_with;
 use crate::telegram::api::Attempt;
 use crate::telegram::callback::Action;
 use crate::telegram::render;
@@ -68,10 +69,9 @@ impl TelegramGateway {
             let me = if need_me { Some(api.me().await) } else { None };
             (me, api.updates(offset, poll).await)
         };
-        ctx.spawn(
-            call.into_actor(self)
-                .map(|(me, updates), act, ctx| act.polled(me, updates, ctx)),
-        );
+        ctx.spawn(call.into_actor(self).map(|(me, updates), act, ctx| {
+            guarded_with(NAME, act, ctx, |act, ctx| act.polled(me, updates, ctx));
+        }));
     }
 
     fn polled(
@@ -125,13 +125,15 @@ impl TelegramGateway {
             .collect();
         ctx.spawn(futures_util::future::join_all(taps).into_actor(self).map(
             move |outcomes, act, ctx| {
-                for outcome in outcomes {
-                    act.after_tap(outcome, ctx);
-                }
-                if let Some(offset) = next_offset {
-                    act.save_offset(offset, ctx);
-                }
-                act.poll(ctx);
+                guarded_with(NAME, act, ctx, |act, ctx| {
+                    for outcome in outcomes {
+                        act.after_tap(outcome, ctx);
+                    }
+                    if let Some(offset) = next_offset {
+                        act.save_offset(offset, ctx);
+                    }
+                    act.poll(ctx);
+                });
             },
         ));
     }
