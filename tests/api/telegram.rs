@@ -283,3 +283,43 @@ async fn a_duplicate_from_an_ambiguous_failure_has_working_buttons_and_is_edited
         edited_to(&fake, copy, "Approved").await;
     }
 }
+
+#[actix_web::test]
+async fn a_crashed_gateway_is_restarted_and_keeps_delivering_and_listening() {
+    let (fake, app) = setup().await;
+    let response = app
+        .request(
+            reqwest::Method::POST,
+            "/api/debug/actors/telegram_gateway/crash",
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    eventually(WAIT, "the gateway's restart in /health", || async {
+        (app.health().await["actors"]["telegram_gateway"]["restarts"] == 1).then_some(())
+    })
+    .await;
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+    let query_id = fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message.message_id,
+        &button(&message, "a:"),
+    );
+    fake.wait_for_answer(&query_id, WAIT).await;
+    let body: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "approved");
+    // One poll loop after the restart, not two: Telegram answers overlapping getUpdates with
+    // 409. The poll in flight at the crash is superseded once; two live loops would keep
+    // superseding each other on every cycle.
+    let seen = fake.calls_to("getUpdates").len();
+    fake.wait_for_calls("getUpdates", seen + 2, WAIT).await;
+    let conflicts = fake
+        .calls_to("getUpdates")
+        .iter()
+        .filter(|c| !c.is_ok())
+        .count();
+    assert!(conflicts <= 1, "{}", fake.summary());
+}
