@@ -101,14 +101,17 @@ async fn deadlines_are_rearmed_and_missed_ones_time_out_at_start() {
     let first = spawn_binary(dir.path(), &[]);
     let mut body = new_approval();
     body["timeout"] = json!("1s");
-    let missed = first.create_id(&body).await;
+    let missed_approval = first.create_ok(&body).await;
+    let missed = missed_approval["id"].as_str().expect("id").to_string();
     body["timeout"] = json!("6s");
     let later = first.create_id(&body).await;
     first.signal(SIGKILL);
     drop(first);
 
-    // Wait until the first deadline has certainly passed while the service was down.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Stay down until the first deadline (grace is 0 in tests) has passed.
+    let deadline = ts(&missed_approval["expires_at"]).with_timezone(&chrono::Utc);
+    let remaining = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(remaining + Duration::from_millis(50)).await;
     let second = spawn_binary(dir.path(), &[]);
     let ended: Value = second
         .get(&missed, Some("5s"))
