@@ -200,10 +200,11 @@ impl Outbox {
             .transpose()
     }
 
-    /// Every queued entry, oldest first (for telling the fallback channels during an outage).
-    pub fn entries(&self) -> impl Iterator<Item = (u64, Entry)> + '_ {
+    /// Queued entries after `seq`, oldest first (for telling the fallback channels during an
+    /// outage without re-reading what they were already told).
+    pub fn entries_after(&self, seq: u64) -> impl Iterator<Item = (u64, Entry)> + '_ {
         self.tree
-            .iter()
+            .range(seq.saturating_add(1).to_be_bytes()..)
             .filter_map(Result::ok)
             .filter_map(|(k, v)| Some((seq_of(&k)?, decode(&v).ok()?)))
     }

@@ -306,20 +306,25 @@ impl TelegramGateway {
 
     /// Tell the fallback channels about one outbox entry, once.
     pub(super) fn tell_fallback(&mut self, seq: u64, notification: Notification) {
-        if self.told_fallback.insert(seq) {
+        if seq > self.told_through && self.told_fallback.insert(seq) {
             self.fallback.do_send(Notify(notification));
         }
     }
 
+    /// Tell them about every entry queued since the last time: sequence numbers only grow, so
+    /// a watermark makes this O(new entries), not O(outbox), on each pump while the breaker
+    /// is open.
     fn tell_fallback_all(&mut self) {
         let untold: Vec<(u64, Notification)> = self
             .outbox
-            .entries()
-            .filter(|(seq, _)| !self.told_fallback.contains(seq))
+            .entries_after(self.told_through)
             .map(|(seq, entry)| (seq, notification_of(&entry)))
             .collect();
         for (seq, notification) in untold {
             self.tell_fallback(seq, notification);
+            self.told_through = seq;
         }
+        let through = self.told_through;
+        self.told_fallback.retain(|seq| *seq > through);
     }
 }

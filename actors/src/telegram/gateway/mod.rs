@@ -110,8 +110,10 @@ pub struct TelegramGateway {
     last_success: Option<Instant>,
     last_error: Option<String>,
     consecutive_failures: u32,
-    /// Outbox entries the fallback channels have already been told about.
+    /// Entries past `told_through` already told individually (retries exhausted).
     told_fallback: HashSet<u64>,
+    /// Every entry up to this sequence number has been told to the fallback channels.
+    told_through: u64,
 }
 
 fn when(at: Instant) -> String {
@@ -158,6 +160,7 @@ impl TelegramGateway {
             last_error: None,
             consecutive_failures: 0,
             told_fallback: HashSet::new(),
+            told_through: 0,
         })
     }
 
