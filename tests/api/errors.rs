@@ -202,16 +202,12 @@ async fn bad_query_parameters_are_400() {
         "?cursor=zzz",
         "?limit=abc",
     ] {
-        let response = app
-            .request(
-                Method::GET,
-                &format!("/api/approvals{query}"),
-                Some(OPERATOR_TOKEN),
-            )
-            .send()
-            .await
-            .expect("send");
-        expect_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+        expect_error(
+            app.list(query).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        )
+        .await;
     }
     let id = app.create_id(&new_approval()).await;
     expect_error(

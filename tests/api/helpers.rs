@@ -158,6 +158,17 @@ pub trait Api {
         async move { fut.await["id"].as_str().expect("id").to_string() }
     }
 
+    /// `GET /api/approvals{query}` as the operator.
+    fn list(&self, query: &str) -> impl Future<Output = Response> {
+        self.request(
+            Method::GET,
+            &format!("/api/approvals{query}"),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .map_ok()
+    }
+
     /// GET a JSON document without a token (health, diagnostics).
     fn get_json(&self, path: &str) -> impl Future<Output = Value> {
         let fut = self.request(Method::GET, path, None).send();

@@ -170,15 +170,7 @@ async fn a_repeated_idempotency_key_returns_the_original() {
 }
 
 async fn list(app: &TestApp, query: &str) -> Value {
-    let response = app
-        .request(
-            Method::GET,
-            &format!("/api/approvals{query}"),
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .expect("send");
+    let response = app.list(query).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.expect("json")
 }
