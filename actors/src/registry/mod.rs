@@ -62,8 +62,10 @@ fn now() -> chrono::DateTime<Utc> {
     crate::store::millis(Utc::now().timestamp_millis())
 }
 
-fn outcome_label(status: Status) -> &'static str {
-    status.as_str()
+/// When the sweeper expires an approval: `expires_at` plus the grace period.
+fn deadline_ms(approval: &Approval, grace: Duration) -> i64 {
+    let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    approval.expires_at.timestamp_millis().saturating_add(grace)
 }
 
 impl ApprovalRegistry {
@@ -91,8 +93,7 @@ impl ApprovalRegistry {
     }
 
     fn deadline_ms(&self, approval: &Approval) -> i64 {
-        let grace = i64::try_from(self.settings.grace_period.as_millis()).unwrap_or(i64::MAX);
-        approval.expires_at.timestamp_millis().saturating_add(grace)
+        deadline_ms(approval, self.settings.grace_period)
     }
 
     /// Rebuild the in-memory view from sled and make sure every pending deadline is armed.
@@ -105,10 +106,9 @@ impl ApprovalRegistry {
         let result = self.store.for_each(&mut |approval| {
             *counts.entry(approval.status).or_insert(0u64) += 1;
             if approval.status == Status::Pending {
-                let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
                 arms.push(Arm {
                     id: approval.id,
-                    deadline_ms: approval.expires_at.timestamp_millis().saturating_add(grace),
+                    deadline_ms: deadline_ms(&approval, grace),
                 });
             }
         });
@@ -217,7 +217,7 @@ impl ApprovalRegistry {
                     self.publish_waiters();
                 }
                 self.metrics.do_send(Metric::ApprovalEnded {
-                    outcome: outcome_label(approval.status),
+                    outcome: approval.status.as_str(),
                     seconds: approval.time_to_decision().map_or(0.0, |d| d.as_secs_f64()),
                 });
             }
