@@ -112,13 +112,13 @@ async fn the_breaker_opens_skips_telegram_half_opens_and_closes() {
     )
     .await;
     let report = breaker(&app).await;
-    if report["state"] == "open" {
-        assert_eq!(
-            fake.calls_to("sendMessage").len(),
-            sends_when_opened,
-            "skipped while open"
-        );
-    }
+    // Skipped while open: at most the one half-open probe may have gone out since.
+    let sends_now = fake.calls_to("sendMessage").len();
+    assert!(
+        sends_now <= sends_when_opened + 1,
+        "{sends_now} sends after opening at {sends_when_opened}: {}",
+        fake.summary()
+    );
     assert!(
         report["next_probe_at"].is_string() || report["state"] != "open",
         "{report}"
