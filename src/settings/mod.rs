@@ -68,31 +68,67 @@ pub struct TelegramSection {
     pub retry: RetrySection,
 }
 
-/// A list of user ids, also accepted as one id or a comma-separated string: the config crate
-/// turns `APPROVAL_GATE__TELEGRAM__ALLOWED_USER_IDS=9001` into a number, not a one-item list.
+/// A list of user ids in every form the loader produces: a TOML array, one number
+/// (`ALLOWED_USER_IDS=9001` parses as a number), a comma-separated string, or a list of strings
+/// (`ALLOWED_USER_IDS=1,2` with list parsing on). A visitor rather than a `#[serde(untagged)]`
+/// enum, because an untagged enum cannot take a list whose items are strings.
 fn one_or_many_ids<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Ids {
-        Many(Vec<u64>),
-        One(u64),
-        Text(String),
+    deserializer.deserialize_any(IdsVisitor)
+}
+
+#[derive(Clone, Copy)]
+struct IdsVisitor;
+
+fn parse_id<E: serde::de::Error>(text: &str) -> Result<Option<u64>, E> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
     }
-    match Ids::deserialize(deserializer)? {
-        Ids::Many(ids) => Ok(ids),
-        Ids::One(id) => Ok(vec![id]),
-        Ids::Text(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse().map_err(|_| {
-                    serde::de::Error::custom(format!("{s:?} is not a Telegram user id"))
-                })
-            })
-            .collect(),
+    text.parse()
+        .map(Some)
+        .map_err(|_| E::custom(format!("{text:?} is not a Telegram user id")))
+}
+
+impl<'de> serde::de::Visitor<'de> for IdsVisitor {
+    type Value = Vec<u64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of Telegram user ids, one id, or ids separated by commas")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, id: u64) -> Result<Vec<u64>, E> {
+        Ok(vec![id])
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, id: i64) -> Result<Vec<u64>, E> {
+        u64::try_from(id)
+            .map(|id| vec![id])
+            .map_err(|_| E::custom(format!("{id} is not a Telegram user id")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u64>, E> {
+        text.split(',')
+            .filter_map(|part| parse_id(part).transpose())
+            .collect()
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Item {
+            Number(u64),
+            Text(String),
+        }
+        let mut ids = Vec::new();
+        while let Some(item) = seq.next_element::<Item>()? {
+            match item {
+                Item::Number(id) => ids.push(id),
+                Item::Text(text) => ids.extend(self.visit_str::<A::Error>(&text)?),
+            }
+        }
+        Ok(ids)
     }
 }
 
