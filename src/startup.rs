@@ -42,6 +42,7 @@ pub struct Application {
     server: Server,
     actors: ActorSystem,
     accepting: Arc<AtomicBool>,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 fn chain_settings(s: &Settings) -> ChainSettings {
@@ -53,6 +54,7 @@ fn chain_settings(s: &Settings) -> ChainSettings {
             "console" => Some(ChannelConfig::Console),
             "file" => Some(ChannelConfig::File {
                 path: s.fallback.file_path.clone(),
+                max_bytes: s.fallback.file_max_bytes,
             }),
             "email" => Some(ChannelConfig::Email(email_settings(s))),
             // Unknown names are rejected by settings validation before we get here.
@@ -65,6 +67,8 @@ fn chain_settings(s: &Settings) -> ChainSettings {
         hints: OperatorHints {
             public_url: s.public_url(),
         },
+        max_attempts: s.fallback.max_attempts,
+        retry_delay: s.fallback.retry_delay,
     }
 }
 
@@ -136,6 +140,7 @@ impl Application {
             registry: RegistrySettings {
                 max_waiters: settings.server.max_waiters,
                 grace_period: settings.approval_timeout.grace_period,
+                retention: Some(settings.store.retention).filter(|r| !r.is_zero()),
             },
             check_interval: settings.approval_timeout.check_interval,
             fallback: chain_settings(&settings),
@@ -146,10 +151,12 @@ impl Application {
         })?;
 
         let accepting = Arc::new(AtomicBool::new(true));
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             actors: system.actors.clone(),
             settings: Arc::new(settings.clone()),
             accepting: Arc::clone(&accepting),
+            stopping: stopping_rx,
             started: Instant::now(),
         });
         let tokens = web::Data::new(Tokens::new(&settings.auth));
@@ -184,6 +191,7 @@ impl Application {
             server,
             actors: system,
             accepting,
+            stopping,
         })
     }
 
@@ -202,6 +210,7 @@ impl Application {
             server,
             actors,
             accepting,
+            stopping,
             ..
         } = self;
         let handle = server.handle();
@@ -209,6 +218,9 @@ impl Application {
             shutdown_signal().await;
             tracing::info!("shutdown requested: no longer accepting, draining in-flight requests");
             accepting.store(false, Ordering::Relaxed);
+            // Open long polls finish now with the approval's current state, so graceful stop
+            // does not cut their bodies off.
+            let _ = stopping.send(true);
             handle.stop(true).await;
         });
         let result = server.await;

@@ -4,7 +4,7 @@
 //!
 //! - [`registry::ApprovalRegistry`] owns the approval store (sled) and the state machine
 //!   `pending → approved | rejected | timed_out | cancelled`; it wakes long-poll waiters and, once
-//!   a change is on disk, sends [`notification::Notify`] to every notifier and [`metrics::Metric`]
+//!   a change is on disk, sends [`notification::Wake`] to the notifiers of its queues and [`metrics::Metric`]
 //!   events to the collector.
 //! - [`sweeper::TimeoutSweeper`] owns the deadline index; the registry sends it `Arm`/`Disarm`,
 //!   it sends `Expire` back when a deadline passes.

@@ -27,6 +27,8 @@ pub enum Metric {
     },
     PendingApprovals(i64),
     Waiters(i64),
+    /// Notifications waiting in the fallback channels' queues.
+    FallbackQueued(i64),
     Http {
         method: String,
         route: String,
@@ -86,6 +88,7 @@ struct Families {
     time_to_decision: HistogramVec,
     pending: IntGauge,
     waiters: IntGauge,
+    fallback_queued: IntGauge,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     restarts: IntCounterVec,
@@ -168,6 +171,14 @@ impl Families {
                 IntGauge::new(
                     "approval_gate_waiters",
                     "Long polls currently waiting for a decision",
+                )
+                .expect("valid metric"),
+            ),
+            fallback_queued: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_fallback_queued",
+                    "Notifications waiting in the fallback channels' durable queues",
                 )
                 .expect("valid metric"),
             ),
@@ -282,6 +293,7 @@ impl MetricsCollector {
             }
             Metric::PendingApprovals(n) => m.pending.set(n),
             Metric::Waiters(n) => m.waiters.set(n),
+            Metric::FallbackQueued(n) => m.fallback_queued.set(n),
             Metric::Http {
                 method,
                 route,

@@ -1,7 +1,8 @@
 //! What operators are told about: one approval at one moment of its life.
 //!
-//! Built by the registry after a change is durable and handed to every notifier (Telegram and
-//! the fallback chain). A snapshot, so notifiers never read registry state themselves.
+//! The registry writes a notification into each channel's durable queue in the same transaction
+//! as the change, then [`Wake`]s the channel's notifier once the commit is on disk. A snapshot,
+//! so notifiers never read registry state themselves.
 
 use actix::Message;
 use serde::Serialize;
@@ -63,7 +64,16 @@ impl OperatorHints {
     }
 }
 
-/// Tell a notifier (Telegram, the fallback chain) about an approval.
+/// Tell a notifier that entries of its queue changed: `confirmed` are now durable and may be
+/// delivered; `withdrawn` were removed because their commit failed. Sent only after the commit
+/// (or the revert), so a notifier never announces what is not on disk.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
-pub struct Notify(pub Notification);
+pub struct Wake {
+    pub channel: crate::store::Channel,
+    pub confirmed: Vec<u64>,
+    pub withdrawn: Vec<u64>,
+    /// The confirmed entries announce that this approval ended (lets Telegram post an approval
+    /// that ended before its first message already decided, instead of posting then editing).
+    pub ended: Option<crate::domain::ApprovalId>,
+}

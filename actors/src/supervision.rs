@@ -35,20 +35,37 @@ pub enum HealthStatus {
     Unhealthy,
 }
 
-/// Make the receiving actor's handler panic. Only sent when fault injection is enabled in the
+/// Make the receiving actor panic. Only sent when fault injection is enabled in the
 /// configuration; it exists so tests and operators can prove supervision restarts actors.
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Crash;
+pub struct Crash {
+    /// Panic inside a timer callback (scheduled with [`run_later`], like every actor timer)
+    /// instead of inside the handler.
+    pub in_timer: bool,
+}
 
-/// Implements [`Crash`] for an actor: the handler panics inside [`guarded`], which is exactly
-/// the failure supervision must survive.
+/// Implements [`Crash`] for an actor: the handler (or a timer it schedules) panics inside the
+/// guard, which is exactly the failure supervision must survive.
 macro_rules! crash_handler {
     ($actor:ty, $name:expr) => {
         impl actix::Handler<$crate::supervision::Crash> for $actor {
             type Result = ();
 
-            fn handle(&mut self, _: $crate::supervision::Crash, ctx: &mut actix::Context<Self>) {
+            fn handle(
+                &mut self,
+                crash: $crate::supervision::Crash,
+                ctx: &mut actix::Context<Self>,
+            ) {
+                if crash.in_timer {
+                    $crate::supervision::run_later(
+                        ctx,
+                        $name,
+                        std::time::Duration::ZERO,
+                        |_, _| panic!("fault injection: crash requested in a timer"),
+                    );
+                    return;
+                }
                 let _ = $crate::supervision::guarded($name, ctx, || {
                     panic!("fault injection: crash requested")
                 });
@@ -106,6 +123,35 @@ pub fn guarded_with<A>(
         );
         ctx.stop();
     }
+}
+
+/// `ctx.run_later` with the callback under the panic guard: every actor timer goes through here,
+/// so a panic in one restarts the actor instead of silently killing it.
+pub fn run_later<A>(
+    ctx: &mut Context<A>,
+    actor: &'static str,
+    delay: std::time::Duration,
+    body: impl FnOnce(&mut A, &mut Context<A>) + 'static,
+) -> SpawnHandle
+where
+    A: Actor<Context = Context<A>>,
+{
+    ctx.run_later(delay, move |act, ctx| guarded_with(actor, act, ctx, body))
+}
+
+/// `ctx.run_interval` with every tick under the panic guard.
+pub fn run_interval<A>(
+    ctx: &mut Context<A>,
+    actor: &'static str,
+    every: std::time::Duration,
+    mut body: impl FnMut(&mut A, &mut Context<A>) + 'static,
+) -> SpawnHandle
+where
+    A: Actor<Context = Context<A>>,
+{
+    ctx.run_interval(every, move |act, ctx| {
+        guarded_with(actor, act, ctx, |act, ctx| body(act, ctx))
+    })
 }
 
 /// Counts restarts of one actor; lives in the actor, which the supervisor keeps across restarts.

@@ -13,7 +13,10 @@ use actix::prelude::*;
 
 use crate::domain::ApprovalId;
 use crate::metrics::Metric;
-use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts, guarded};
+use crate::supervision::{self, ActorHealth, HealthStatus, Ping, Restarts, guarded};
+
+/// How soon a failed expiry is tried again.
+const RETRY_EXPIRE: Duration = Duration::from_secs(1);
 
 pub const NAME: &str = "timeout_sweeper";
 
@@ -38,9 +41,10 @@ pub struct Disarm {
 #[rtype(result = "()")]
 pub struct Rearm(pub Vec<Arm>);
 
-/// Sent to the registry: this approval's deadline has passed.
+/// Sent to the registry: this approval's deadline has passed. An error answer (the store could
+/// not commit the timeout) keeps the deadline armed and the expiry is retried.
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), crate::registry::RegistryError>")]
 pub struct Expire {
     pub id: ApprovalId,
     pub deadline_ms: i64,
@@ -141,21 +145,38 @@ impl TimeoutSweeper {
                 .send(Expire { id, deadline_ms })
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    act.in_flight.remove(&id);
-                    match result {
-                        // Answered: the approval is no longer pending whichever way it ended.
-                        Ok(()) => {
-                            if let Err(error) = act.disarm(id, deadline_ms) {
-                                act.note_error(format!("cannot remove a deadline: {error}"));
-                            }
-                        }
-                        // The registry is restarting; try again shortly.
-                        Err(_) => act.schedule(ctx, now_ms() + 100),
-                    }
+                    supervision::guarded_with(NAME, act, ctx, |act, ctx| {
+                        act.expired(id, deadline_ms, result, ctx)
+                    })
                 })
                 .spawn(ctx);
         }
         self.schedule_next(ctx);
+    }
+
+    fn expired(
+        &mut self,
+        id: ApprovalId,
+        deadline_ms: i64,
+        result: Result<Result<(), crate::registry::RegistryError>, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.in_flight.remove(&id);
+        match result {
+            // The approval is no longer pending whichever way it ended.
+            Ok(Ok(())) => {
+                if let Err(error) = self.disarm(id, deadline_ms) {
+                    self.note_error(format!("cannot remove a deadline: {error}"));
+                }
+            }
+            // The timeout could not be recorded (store failing): keep the deadline, retry.
+            Ok(Err(error)) => {
+                tracing::warn!(actor = NAME, approval_id = %id, %error, "timeout not recorded; retrying");
+                self.schedule(ctx, now_ms() + RETRY_EXPIRE.as_millis() as i64);
+            }
+            // The registry is restarting; try again shortly.
+            Err(_) => self.schedule(ctx, now_ms() + 100),
+        }
     }
 
     fn schedule_next(&mut self, ctx: &mut Context<Self>) {
@@ -179,7 +200,7 @@ impl TimeoutSweeper {
             ctx.cancel_future(handle);
         }
         let delay = Duration::from_millis((at_ms - now_ms()).max(0) as u64);
-        let handle = ctx.run_later(delay, |act, ctx| act.sweep(ctx));
+        let handle = supervision::run_later(ctx, NAME, delay, |act, ctx| act.sweep(ctx));
         self.next_wake = Some((at_ms, handle));
     }
 
@@ -193,8 +214,8 @@ impl TimeoutSweeper {
         self.in_flight.clear();
         // The precise timer does the work; the interval is a safety net in case a wake-up is
         // lost (clock jumps, a failed registry call).
-        ctx.run_interval(self.check_interval, |act, ctx| act.sweep(ctx));
-        ctx.run_later(Duration::ZERO, |act, ctx| act.sweep(ctx));
+        supervision::run_interval(ctx, NAME, self.check_interval, |act, ctx| act.sweep(ctx));
+        supervision::run_later(ctx, NAME, Duration::ZERO, |act, ctx| act.sweep(ctx));
     }
 }
 
@@ -203,7 +224,7 @@ impl Actor for TimeoutSweeper {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
-        self.start_timers(ctx);
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| act.start_timers(ctx));
     }
 }
 
@@ -220,7 +241,7 @@ impl Handler<Connect> for TimeoutSweeper {
 
     fn handle(&mut self, Connect(registry): Connect, ctx: &mut Context<Self>) {
         self.registry = Some(registry);
-        self.sweep(ctx);
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| act.sweep(ctx));
     }
 }
 
@@ -240,6 +261,12 @@ impl Handler<Rearm> for TimeoutSweeper {
     type Result = ();
 
     fn handle(&mut self, Rearm(arms): Rearm, ctx: &mut Context<Self>) {
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| act.rearm(arms, ctx));
+    }
+}
+
+impl TimeoutSweeper {
+    fn rearm(&mut self, arms: Vec<Arm>, ctx: &mut Context<Self>) {
         let mut earliest = None;
         for arm in arms {
             let present = self.deadlines.contains_key(key(arm.deadline_ms, arm.id));

@@ -12,9 +12,8 @@ use actix::prelude::*;
 
 use crate::fallback::{FallbackNotifier, FallbackSettings};
 use crate::metrics::MetricsCollector;
-use crate::notification::Notify;
-use crate::registry::{ApprovalRegistry, RegistrySettings};
-use crate::store::{SledStore, StoreError};
+use crate::registry::{ApprovalRegistry, Notifiers, RegistrySettings};
+use crate::store::{Channel, SledStore, StoreError};
 use crate::supervision::{ActorHealth, Crash, Ping};
 use crate::sweeper::{Connect, TimeoutSweeper};
 use crate::telegram::gateway::{self, GatewayStore, TelegramGateway, TelegramSettings};
@@ -63,10 +62,12 @@ impl ActorSystem {
             Supervisor::start_in_arbiter(&metrics_arbiter.handle(), |_| MetricsCollector::new());
         let metrics_recipient = metrics.clone().recipient();
 
+        let fallback_queues = settings.fallback.queues();
         let fallback_settings = settings.fallback;
         let recipient = metrics_recipient.clone();
+        let queues = store.queues();
         let fallback = Supervisor::start_in_arbiter(&notify_arbiter.handle(), move |_| {
-            FallbackNotifier::new(fallback_settings, recipient)
+            FallbackNotifier::new(fallback_settings, queues, recipient)
         });
 
         let check_interval = settings.check_interval;
@@ -81,11 +82,9 @@ impl ActorSystem {
                 let meta = store.tree("meta")?;
                 let secret = gateway::callback_secret(&meta, settings.callback_secret.as_deref())?;
                 let gateway_store = GatewayStore {
-                    outbox: store.tree("outbox")?,
-                    dead: store.tree("outbox_dead")?,
-                    messages: store.tree("telegram_messages")?,
+                    queues: store.queues(),
                     meta,
-                    committer: store.committer(),
+                    fallback_channels: fallback_queues.clone(),
                 };
                 // Open the outbox here, so a damaged store stops start-up instead of looping
                 // in the supervisor.
@@ -103,12 +102,21 @@ impl ActorSystem {
             }
             None => None,
         };
-        let mut notifiers: Vec<Recipient<Notify>> = Vec::new();
+        // Which queues hear of every change: Telegram's when it is on; the fallback channels'
+        // when Telegram is off or `fallback.always` is set (otherwise the gateway hands them
+        // what Telegram cannot deliver).
+        let mut notifiers = Notifiers::default();
         if let Some(gateway) = &telegram {
-            notifiers.push(gateway.clone().recipient());
+            notifiers.channels.push(Channel::Telegram);
+            notifiers
+                .wake
+                .insert(Channel::Telegram, gateway.clone().recipient());
         }
-        if telegram.is_none() || settings.fallback_always {
-            notifiers.push(fallback.clone().recipient());
+        for &queue in &fallback_queues {
+            if telegram.is_none() || settings.fallback_always {
+                notifiers.channels.push(queue);
+            }
+            notifiers.wake.insert(queue, fallback.clone().recipient());
         }
         let registry_settings = settings.registry;
         let sweeper_addr = sweeper.clone();
@@ -189,15 +197,17 @@ impl Actors {
         [a, b, c, d].into_iter().chain(e).collect()
     }
 
-    /// Make the named actor's handler panic (fault injection). False for an unknown name.
-    pub fn crash(&self, actor: &str) -> bool {
+    /// Make the named actor panic in a handler or a timer (fault injection). False for an
+    /// unknown name.
+    pub fn crash(&self, actor: &str, in_timer: bool) -> bool {
+        let crash = Crash { in_timer };
         match actor {
-            crate::registry::NAME => self.registry.do_send(Crash),
-            crate::sweeper::NAME => self.sweeper.do_send(Crash),
-            crate::metrics::NAME => self.metrics.do_send(Crash),
-            crate::fallback::NAME => self.fallback.do_send(Crash),
+            crate::registry::NAME => self.registry.do_send(crash),
+            crate::sweeper::NAME => self.sweeper.do_send(crash),
+            crate::metrics::NAME => self.metrics.do_send(crash),
+            crate::fallback::NAME => self.fallback.do_send(crash),
             gateway::NAME => match &self.telegram {
-                Some(gateway) => gateway.do_send(Crash),
+                Some(gateway) => gateway.do_send(crash),
                 None => return false,
             },
             _ => return false,

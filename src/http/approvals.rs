@@ -161,20 +161,25 @@ async fn get(
         unwait: Some(ticket.cancel_message()),
     };
     let registry = registry.clone();
+    let mut stopping = state.stopping.clone();
     let outcome = async move {
         // Move the whole guard in (not just the field the body touches): it must live exactly
         // as long as this future.
         let mut guard = guard;
-        match tokio::time::timeout(wait, ticket.receiver).await {
-            Ok(Ok(approval)) => {
-                // Woken: the registry already forgot this waiter.
-                guard.unwait = None;
-                Ok(approval)
-            }
-            // Wait elapsed, or the registry restarted and dropped its waiters: answer with the
-            // current state (the guard frees the waiter).
-            Ok(Err(_)) | Err(_) => registry.send(Get(id)).await?.map_err(ApiError::from),
+        let last_known = *ticket.current;
+        let woken = tokio::select! {
+            woken = tokio::time::timeout(wait, ticket.receiver) => woken.ok().and_then(Result::ok),
+            // Shutting down: answer with the current state now instead of being cut off.
+            _ = stopping.wait_for(|stopping| *stopping) => None,
+        };
+        if let Some(approval) = woken {
+            // Woken: the registry already forgot this waiter.
+            guard.unwait = None;
+            return approval;
         }
+        // Wait elapsed, shutdown, or the registry restarted and dropped its waiters: answer
+        // with the current state (the guard frees the waiter).
+        current_state(&registry, id, last_known).await
     };
     let heartbeat = state.settings.server.long_poll_heartbeat;
     Ok(HttpResponse::Ok()
@@ -182,8 +187,27 @@ async fn get(
         .streaming(long_poll_body(Box::pin(outcome), heartbeat)))
 }
 
-type PendingOutcome =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Approval, ApiError>>>>;
+/// The approval's current state for a long poll that has already started streaming: its body
+/// must end with the approval's JSON, so a failing read is retried briefly and, failing that,
+/// answered with the state the poll last knew.
+async fn current_state(
+    registry: &actix::Addr<ApprovalRegistry>,
+    id: ApprovalId,
+    last_known: Approval,
+) -> Approval {
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..5 {
+        if let Ok(Ok(approval)) = registry.send(Get(id)).timeout(Duration::from_secs(2)).await {
+            return approval;
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    tracing::warn!(approval_id = %id, "long poll answered with the last known state: the registry did not answer");
+    last_known
+}
+
+type PendingOutcome = std::pin::Pin<Box<dyn std::future::Future<Output = Approval>>>;
 
 /// The body of a pending long poll: a space every `heartbeat` (leading whitespace is valid
 /// JSON), then the approval. actix-web does not notice a client that hung up until it writes to
@@ -198,12 +222,9 @@ fn long_poll_body(
     futures_util::stream::unfold(Some((outcome, ticker)), |state| async move {
         let (mut outcome, mut ticker) = state?;
         tokio::select! {
-            result = &mut outcome => {
-                let json = match result {
-                    Ok(approval) => serde_json::to_vec(&ApprovalView::from(&approval)),
-                    Err(error) => serde_json::to_vec(&serde_json::json!({ "error": error.code(), "message": error.to_string() })),
-                };
-                Some((Ok(Bytes::from(json.unwrap_or_default())), None))
+            approval = &mut outcome => {
+                let json = serde_json::to_vec(&ApprovalView::from(&approval)).unwrap_or_default();
+                Some((Ok(Bytes::from(json)), None))
             }
             _ = ticker.tick() => Some((Ok(Bytes::from_static(b" ")), Some((outcome, ticker)))),
         }

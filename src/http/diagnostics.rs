@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use approval_gate_actors::metrics::Summary;
-use approval_gate_actors::registry::Stats;
+use approval_gate_actors::registry::{FailCommits, Stats};
 use approval_gate_actors::telegram::gateway::BreakerStatus;
 use serde_json::json;
 
@@ -18,7 +18,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/diagnostics/circuit-breaker",
             web::get().to(circuit_breaker),
         )
-        .route("/api/debug/actors/{name}/crash", web::post().to(crash));
+        .route("/api/debug/actors/{name}/crash", web::post().to(crash))
+        .route(
+            "/api/debug/store/fail-commits",
+            web::post().to(fail_commits),
+        );
 }
 
 async fn database(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -31,6 +35,10 @@ async fn database(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
         "counts": stats.counts,
         "waiters": stats.waiters,
         "last_flush": last_flush,
+        "committing": stats.store.committing,
+        "commit_failures": stats.store.commit_failures,
+        "last_sync_us": stats.store.last_sync_us,
+        "dead_letters": stats.dead_letters,
     })))
 }
 
@@ -48,21 +56,60 @@ async fn metrics_summary(state: web::Data<AppState>) -> Result<HttpResponse, Api
     Ok(HttpResponse::Ok().json(state.actors.metrics.send(Summary).await?))
 }
 
+#[derive(serde::Deserialize)]
+struct CrashQuery {
+    /// `timer`: panic inside a timer callback instead of the handler.
+    #[serde(rename = "in")]
+    place: Option<String>,
+}
+
+fn fault_injection(state: &AppState) -> Result<(), ApiError> {
+    if state.settings.debug.fault_injection {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(
+            "fault injection is disabled (debug.fault_injection)".into(),
+        ))
+    }
+}
+
 async fn crash(
     state: web::Data<AppState>,
     _caller: OperatorCaller,
     name: web::Path<String>,
+    query: web::Query<CrashQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.settings.debug.fault_injection {
-        return Err(ApiError::NotFound(
-            "fault injection is disabled (debug.fault_injection)".into(),
-        ));
-    }
-    if !state.actors.crash(&name) {
+    fault_injection(&state)?;
+    let in_timer = match query.place.as_deref() {
+        None | Some("handler") => false,
+        Some("timer") => true,
+        Some(other) => {
+            return Err(ApiError::InvalidQuery(format!(
+                "`in` {other:?}: expected handler or timer"
+            )));
+        }
+    };
+    if !state.actors.crash(&name, in_timer) {
         return Err(ApiError::NotFound(format!(
             "no actor named {name:?}; known: {}",
             approval_gate_actors::system::ACTOR_NAMES.join(", ")
         )));
     }
     Ok(HttpResponse::Accepted().json(json!({ "crashed": name.as_str() })))
+}
+
+#[derive(serde::Deserialize)]
+struct FailCommitsBody {
+    count: u32,
+}
+
+/// Fault injection: the next `count` store commits fail (as a failing disk would).
+async fn fail_commits(
+    state: web::Data<AppState>,
+    _caller: OperatorCaller,
+    body: web::Json<FailCommitsBody>,
+) -> Result<HttpResponse, ApiError> {
+    fault_injection(&state)?;
+    state.actors.registry.send(FailCommits(body.count)).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "failing_commits": body.count })))
 }

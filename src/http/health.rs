@@ -1,5 +1,10 @@
 //! `/health` (per-actor detail), `/health/live` (the process and its actors answer) and
-//! `/health/ready` (store open and registry answering; not while shutting down).
+//! `/health/ready` (registry and sweeper answering and healthy, the store committing; not while
+//! shutting down).
+//!
+//! The rules: an actor that does not answer its ping is `unhealthy`. The registry (and with it
+//! the store) and the sweeper are critical: either unhealthy makes the service unhealthy (503)
+//! and not ready. Any other actor unhealthy or degraded makes the service degraded (200).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -35,7 +40,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
             }
             None => {
                 overall = worst(overall, HealthStatus::Unhealthy, name);
-                json!({ "status": "not_answering", "restarts": null, "ping_ms": null })
+                json!({ "status": "unhealthy", "detail": "not answering its ping", "restarts": null, "ping_ms": null })
             }
         };
         actors.insert(name.to_string(), entry);
@@ -55,12 +60,16 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     response.json(body)
 }
 
-/// Only the registry failing makes the service unhealthy; anything else degrades it.
+/// The actors without which approvals cannot be recorded or time out.
+const CRITICAL: [&str; 2] = [
+    approval_gate_actors::registry::NAME,
+    approval_gate_actors::sweeper::NAME,
+];
+
+/// A critical actor failing makes the service unhealthy; anything else degrades it.
 fn worst(current: HealthStatus, actor: HealthStatus, name: &str) -> HealthStatus {
     let actor = match actor {
-        HealthStatus::Unhealthy if name != approval_gate_actors::registry::NAME => {
-            HealthStatus::Degraded
-        }
+        HealthStatus::Unhealthy if !CRITICAL.contains(&name) => HealthStatus::Degraded,
         other => other,
     };
     let rank = |s: HealthStatus| match s {
@@ -94,19 +103,22 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if !state.accepting.load(Ordering::Relaxed) {
         return HttpResponse::ServiceUnavailable().json(json!({ "status": "shutting_down" }));
     }
-    let registry = state
-        .actors
-        .registry
-        .send(approval_gate_actors::supervision::Ping)
-        .timeout(PING_TIMEOUT)
-        .await;
-    match registry {
-        Ok(health) if health.status != HealthStatus::Unhealthy => {
-            HttpResponse::Ok().json(json!({ "status": "ready" }))
+    let pings = state.actors.ping_all(PING_TIMEOUT).await;
+    let mut failing = serde_json::Map::new();
+    for (name, answer) in pings.into_iter().filter(|(n, _)| CRITICAL.contains(n)) {
+        match answer {
+            Some((health, _)) if health.status != HealthStatus::Unhealthy => {}
+            Some((health, _)) => {
+                failing.insert(name.to_string(), health.detail);
+            }
+            None => {
+                failing.insert(name.to_string(), json!("not answering"));
+            }
         }
-        Ok(health) => HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "not_ready", "registry": health.detail })),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "not_ready", "registry": "not answering" })),
+    }
+    if failing.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready", "actors": failing }))
     }
 }

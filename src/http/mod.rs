@@ -1,6 +1,7 @@
 //! The HTTP front door: shared state, extractor configuration and the route table. Handlers live
 //! in one module per resource; errors map to HTTP in `error`.
 
+mod admin;
 mod approvals;
 mod auth;
 mod context;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub actors: Actors,
     pub settings: Arc<Settings>,
     pub accepting: Arc<AtomicBool>,
+    /// Turns true on shutdown: open long polls answer with the current state at once.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     pub started: Instant,
 }
 
@@ -58,6 +61,7 @@ pub fn configure(
                     .error_handler(|e, _| ApiError::NotFound(e.to_string()).into()),
             )
             .configure(approvals::routes)
+            .configure(admin::routes)
             .configure(health::routes)
             .configure(diagnostics::routes);
         if metrics_enabled {

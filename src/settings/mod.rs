@@ -185,6 +185,9 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StoreSettings {
     pub path: PathBuf,
+    /// Ended approvals older than this are removed; zero keeps them forever.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -236,7 +239,11 @@ pub struct FallbackSettings {
     pub order: Vec<String>,
     pub strategy: approval_gate_actors::fallback::Strategy,
     pub file_path: PathBuf,
+    pub file_max_bytes: u64,
     pub always: bool,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
     pub email: EmailSection,
 }
 

@@ -248,6 +248,29 @@ fn validate_fallback(s: &Settings) -> Result<(), SettingsError> {
     if s.fallback.order.iter().any(|c| c == "email") {
         validate_email(s)?;
     }
+    in_range("fallback.max_attempts", s.fallback.max_attempts, 1, 100)?;
+    duration_in(
+        "fallback.retry_delay",
+        s.fallback.retry_delay,
+        Duration::from_millis(10),
+        secs(60),
+    )?;
+    if s.fallback.file_max_bytes != 0 {
+        in_range(
+            "fallback.file_max_bytes",
+            s.fallback.file_max_bytes,
+            1024,
+            1 << 40,
+        )?;
+    }
+    if !s.store.retention.is_zero() {
+        duration_in(
+            "store.retention",
+            s.store.retention,
+            secs(3600),
+            secs(10 * 365 * 24 * 3600),
+        )?;
+    }
     Ok(())
 }
 

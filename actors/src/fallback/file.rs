@@ -1,5 +1,7 @@
 //! File channel: appends one JSON object per line to a local file and fsyncs it, so an operator
-//! can `tail -f` it and a crash right after a notification still leaves the line on disk.
+//! can `tail -f` it and a crash right after a notification still leaves the line on disk. Past
+//! `fallback.file_max_bytes` the file is renamed to `<file>.1` and a new one started, so it never
+//! grows without bound (`tail -F` follows the rotation).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -27,11 +29,12 @@ pub fn announcement_line(announcement: &Announcement) -> String {
 
 /// Append `lines` with one write and one fsync: a burst of notifications costs one disk flush,
 /// not one each (at thousands of approvals a second, per-line fsyncs fall behind).
-pub fn append(path: &Path, line: &str) -> Result<(), String> {
+pub fn append(path: &Path, line: &str, max_bytes: u64) -> Result<(), String> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    rotate_if_full(path, max_bytes)?;
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -42,6 +45,22 @@ pub fn append(path: &Path, line: &str) -> Result<(), String> {
     file.write_all(line.as_bytes())
         .and_then(|()| file.sync_data())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Rename a file that has reached `max_bytes` to `<file>.1` (replacing the previous one).
+fn rotate_if_full(path: &Path, max_bytes: u64) -> Result<(), String> {
+    if max_bytes == 0 {
+        return Ok(());
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() >= max_bytes => {
+            let mut rotated = path.as_os_str().to_owned();
+            rotated.push(".1");
+            std::fs::rename(path, &rotated)
+                .map_err(|e| format!("cannot rotate {}: {e}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One line of the file. A struct (not `serde_json::Value`) so `tool_input` keeps its bytes.

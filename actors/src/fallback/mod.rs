@@ -2,17 +2,23 @@
 //! (console, local file, SMTP email), in the configured priority order.
 //!
 //! Two strategies: `all` tells every channel (the default: the console line and the file both
-//! exist to be read), `first` walks the chain and stops at the first channel that succeeds, so a
-//! failing channel hands over to the next. Notifications are handled one at a time, in order.
-//! This actor owns only its channels and their counters; it never reads approval state itself.
+//! exist to be read), each from its own durable queue (`console`, `file`, `email`); `first` has
+//! one queue (`fallback_chain`) whose entries walk the chain and are done at the first channel
+//! that succeeds. Each queue is a [`Lane`]: delivered in order and in batches, an entry removed
+//! only once delivered; a failing channel is retried with backoff and after
+//! `max_attempts` its entries become dead letters. Entries are delivered only once their commit
+//! is durable ([`Wake`]); on start every queue is replayed. This actor owns its channels, their
+//! counters and the consumption of their queues; it never reads approval state itself.
 
 mod console;
 mod email;
 mod file;
 mod text;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
@@ -22,24 +28,34 @@ use email::EmailChannel;
 pub use email::{EmailSettings, EmailTls};
 
 use crate::metrics::Metric;
-use crate::notification::{Notification, Notify, OperatorHints};
-use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts};
+use crate::notification::{Notification, OperatorHints, Wake};
+use crate::store::{Channel as Queue, QueueEntry, Queues};
+use crate::supervision::{self, ActorHealth, HealthStatus, Ping, Restarts};
 
 pub const NAME: &str = "fallback_notifier";
 
 #[derive(Debug, Clone)]
 pub enum ChannelConfig {
     Console,
-    File { path: PathBuf },
+    /// `max_bytes`: rotate to `<path>.1` past this size (0 = never).
+    File {
+        path: PathBuf,
+        max_bytes: u64,
+    },
     Email(EmailSettings),
 }
 
 impl ChannelConfig {
     pub fn name(&self) -> &'static str {
+        self.queue().as_str()
+    }
+
+    /// The durable queue this channel consumes under strategy `all`.
+    pub fn queue(&self) -> Queue {
         match self {
-            ChannelConfig::Console => "console",
-            ChannelConfig::File { .. } => "file",
-            ChannelConfig::Email(_) => "email",
+            ChannelConfig::Console => Queue::Console,
+            ChannelConfig::File { .. } => Queue::File,
+            ChannelConfig::Email(_) => Queue::Email,
         }
     }
 }
@@ -73,7 +89,7 @@ impl Outgoing {
 /// A ready-to-use channel (the email transport is built once, at start).
 enum Channel {
     Console,
-    File(PathBuf),
+    File(PathBuf, u64),
     Email(Box<EmailChannel>),
     /// A channel whose configuration could not be turned into a transport; every delivery
     /// fails with this reason and hands over to the next channel.
@@ -84,7 +100,7 @@ impl Channel {
     fn build(config: &ChannelConfig) -> Self {
         match config {
             ChannelConfig::Console => Channel::Console,
-            ChannelConfig::File { path } => Channel::File(path.clone()),
+            ChannelConfig::File { path, max_bytes } => Channel::File(path.clone(), *max_bytes),
             ChannelConfig::Email(settings) => match EmailChannel::new(settings) {
                 Ok(channel) => Channel::Email(Box::new(channel)),
                 Err(error) => Channel::Broken(error),
@@ -102,7 +118,7 @@ impl Channel {
                     Outgoing::Announcement(a) => console::announce(a),
                 })
                 .collect(),
-            Channel::File(path) => {
+            Channel::File(path, max_bytes) => {
                 let lines: String = batch
                     .iter()
                     .map(|outgoing| match outgoing {
@@ -110,7 +126,7 @@ impl Channel {
                         Outgoing::Announcement(a) => file::announcement_line(a),
                     })
                     .collect();
-                let result = file::append(path, &lines);
+                let result = file::append(path, &lines, *max_bytes);
                 vec![result; batch.len()]
             }
             Channel::Email(email) => {
@@ -143,6 +159,21 @@ pub struct FallbackSettings {
     pub channels: Vec<ChannelConfig>,
     pub strategy: Strategy,
     pub hints: OperatorHints,
+    /// Attempts of a failing channel before its entries become dead letters.
+    pub max_attempts: u32,
+    /// First retry delay; it doubles per attempt, up to a minute.
+    pub retry_delay: Duration,
+}
+
+impl FallbackSettings {
+    /// The queues the registry writes for these settings: one per channel, or the chain's.
+    pub fn queues(&self) -> Vec<Queue> {
+        match self.strategy {
+            Strategy::All => self.channels.iter().map(ChannelConfig::queue).collect(),
+            Strategy::First if self.channels.is_empty() => Vec::new(),
+            Strategy::First => vec![Queue::FallbackChain],
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -154,20 +185,52 @@ struct ChannelStats {
     consecutive_failures: u64,
 }
 
+/// Most entries delivered in one batch (the file channel writes a batch with one fsync).
+const BATCH: usize = 256;
+
+/// One durable queue and its delivery state.
+struct Lane {
+    queue: Queue,
+    /// Indexes into the channels, in chain order (one channel under strategy `all`).
+    targets: Vec<usize>,
+    delivering: bool,
+    attempts: u32,
+    retry_at: Option<Instant>,
+    /// Durable entries: everything up to `ready_through` (on disk at start) and each confirmed.
+    ready: BTreeSet<u64>,
+    ready_through: u64,
+    queued: usize,
+}
+
+impl Lane {
+    fn is_ready(&self, seq: u64) -> bool {
+        seq <= self.ready_through || self.ready.contains(&seq)
+    }
+}
+
 pub struct FallbackNotifier {
     settings: Arc<FallbackSettings>,
     channels: Arc<Vec<Channel>>,
-    /// What arrived while a batch was being delivered; it goes out as the next batch.
-    queue: Vec<Outgoing>,
-    draining: bool,
+    queues: Queues,
+    lanes: Vec<Lane>,
     stats: Vec<ChannelStats>,
     metrics: Recipient<Metric>,
     restarts: Restarts,
 }
 
+/// What one batch's walk produced: per item (queue seq), whether some channel delivered it, and
+/// the last error otherwise; plus per-channel outcomes for the counters.
+struct Walked {
+    delivered: Vec<(u64, Result<(), String>)>,
+    outcomes: Vec<ChannelOutcome>,
+}
+
+/// (channel index, its result, (subject, request id)) for the counters and logs.
+type ChannelOutcome = (usize, Result<(), String>, (String, Option<String>));
+
 impl FallbackNotifier {
     /// Must be called on the arbiter the actor runs on (the email transport binds to its runtime).
-    pub fn new(settings: FallbackSettings, metrics: Recipient<Metric>) -> Self {
+    pub fn new(settings: FallbackSettings, queues: Queues, metrics: Recipient<Metric>) -> Self {
         let stats = settings
             .channels
             .iter()
@@ -177,78 +240,237 @@ impl FallbackNotifier {
             })
             .collect();
         let channels = settings.channels.iter().map(Channel::build).collect();
+        let lanes = match settings.strategy {
+            Strategy::All => (0..settings.channels.len())
+                .map(|i| (settings.channels[i].queue(), vec![i]))
+                .collect::<Vec<_>>(),
+            Strategy::First if settings.channels.is_empty() => Vec::new(),
+            Strategy::First => vec![(Queue::FallbackChain, (0..settings.channels.len()).collect())],
+        }
+        .into_iter()
+        .map(|(queue, targets)| Lane {
+            queue,
+            targets,
+            delivering: false,
+            attempts: 0,
+            retry_at: None,
+            ready: BTreeSet::new(),
+            ready_through: 0,
+            queued: 0,
+        })
+        .collect();
         Self {
             settings: Arc::new(settings),
             channels: Arc::new(channels),
-            queue: Vec::new(),
-            draining: false,
+            queues,
+            lanes,
             stats,
             metrics,
             restarts: Restarts::default(),
         }
     }
 
-    /// Queue, and start a batch unless one is under way. Batches go out one after the other,
-    /// so operators see notifications in the order they happened.
-    fn dispatch(&mut self, outgoing: Outgoing, ctx: &mut Context<Self>) {
-        self.queue.push(outgoing);
-        self.drain(ctx);
-    }
-
-    /// Walk the chain with everything queued: each channel gets the whole batch (the file
-    /// channel writes it with one fsync). With strategy `first`, a channel only gets the items
-    /// every earlier channel failed to deliver.
-    fn drain(&mut self, ctx: &mut Context<Self>) {
-        if self.draining || self.queue.is_empty() {
-            return;
-        }
-        self.draining = true;
-        let batch = std::mem::take(&mut self.queue);
-        let channels = Arc::clone(&self.channels);
-        let settings = Arc::clone(&self.settings);
-        let walk = async move {
-            let mut results = Vec::new();
-            let mut remaining: Vec<usize> = (0..batch.len()).collect();
-            for (index, channel) in channels.iter().enumerate() {
-                if remaining.is_empty() {
-                    break;
-                }
-                let items: Vec<&Outgoing> = remaining.iter().map(|&i| &batch[i]).collect();
-                let outcomes = channel.deliver(&items, &settings.hints).await;
-                let mut failed = Vec::new();
-                for (&item, outcome) in remaining.iter().zip(outcomes) {
-                    if outcome.is_err() {
-                        failed.push(item);
+    /// Read every lane's queue once (start and restart): what is there is durable, replay it.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        for index in 0..self.lanes.len() {
+            let lane = &mut self.lanes[index];
+            lane.delivering = false;
+            lane.attempts = 0;
+            lane.retry_at = None;
+            lane.ready.clear();
+            match self.queues.scan(lane.queue) {
+                Ok((count, last)) => {
+                    lane.queued = count;
+                    lane.ready_through = last;
+                    if count > 0 {
+                        tracing::info!(
+                            actor = NAME,
+                            queue = lane.queue.as_str(),
+                            queued = count,
+                            "replaying undelivered notifications"
+                        );
                     }
-                    results.push((index, outcome, batch[item].label()));
                 }
-                if settings.strategy == Strategy::First {
-                    remaining = failed;
+                Err(error) => {
+                    tracing::error!(actor = NAME, queue = lane.queue.as_str(), %error, "cannot read a notification queue");
                 }
             }
-            results
+            self.pump(index, ctx);
+        }
+    }
+
+    fn woken(&mut self, wake: Wake, ctx: &mut Context<Self>) {
+        let Some(index) = self.lanes.iter().position(|l| l.queue == wake.channel) else {
+            return;
         };
+        let lane = &mut self.lanes[index];
+        for seq in &wake.withdrawn {
+            lane.ready.remove(seq);
+        }
+        for seq in wake.confirmed {
+            if !lane.is_ready(seq) {
+                lane.ready.insert(seq);
+                lane.queued += 1;
+            }
+        }
+        self.pump(index, ctx);
+    }
+
+    /// Deliver the durable front of one lane as a batch, unless a batch is under way or the
+    /// lane waits to retry.
+    fn pump(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let Some(lane) = self.lanes.get(index) else {
+            return;
+        };
+        if lane.delivering {
+            return;
+        }
+        if let Some(at) = lane.retry_at {
+            let now = Instant::now();
+            if at > now {
+                supervision::run_later(ctx, NAME, at - now, move |act, ctx| {
+                    if let Some(lane) = act.lanes.get_mut(index) {
+                        lane.retry_at = None;
+                    }
+                    act.pump(index, ctx);
+                });
+                return;
+            }
+        }
+        let front = match self.queues.front(lane.queue, BATCH) {
+            Ok(front) => front,
+            Err(error) => {
+                tracing::error!(actor = NAME, queue = lane.queue.as_str(), %error, "cannot read a notification queue");
+                return;
+            }
+        };
+        let batch: Vec<(u64, QueueEntry)> = front
+            .into_iter()
+            .take_while(|(seq, _)| lane.is_ready(*seq))
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        let targets = lane.targets.clone();
+        self.lanes[index].delivering = true;
+        let walk = walk(
+            Arc::clone(&self.channels),
+            Arc::clone(&self.settings),
+            targets,
+            batch,
+        );
         // The walk runs outside any handler, so guard it here: a panic becomes a stop and the
         // supervisor restarts the notifier (an unguarded panic would take the actor down).
         let walk = std::panic::AssertUnwindSafe(walk).catch_unwind();
-        ctx.spawn(walk.into_actor(self).map(|outcome, act, ctx| {
-            act.draining = false;
-            match outcome {
-                Ok(results) => {
-                    for (index, result, label) in results {
-                        act.record(index, result, &label);
+        ctx.spawn(
+            walk.into_actor(self)
+                .map(move |outcome, act, ctx| match outcome {
+                    Ok(walked) => supervision::guarded_with(NAME, act, ctx, |act, ctx| {
+                        act.walked(index, walked, ctx)
+                    }),
+                    Err(_) => {
+                        tracing::error!(
+                            actor = NAME,
+                            "a fallback channel panicked; restarting the notifier"
+                        );
+                        ctx.stop();
                     }
-                    act.drain(ctx);
+                }),
+        );
+    }
+
+    fn walked(&mut self, index: usize, walked: Walked, ctx: &mut Context<Self>) {
+        for (channel, result, label) in walked.outcomes {
+            self.record(channel, result, &label);
+        }
+        let queue = self.lanes[index].queue;
+        let done: Vec<u64> = walked
+            .delivered
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(seq, _)| *seq)
+            .collect();
+        let failed: Vec<(u64, String)> = walked
+            .delivered
+            .into_iter()
+            .filter_map(|(seq, r)| r.err().map(|e| (seq, e)))
+            .collect();
+        if let Err(error) = self.queues.ack(queue, &done) {
+            tracing::error!(actor = NAME, %error, "cannot remove delivered notifications");
+        }
+        let lane = &mut self.lanes[index];
+        lane.delivering = false;
+        for seq in &done {
+            lane.ready.remove(seq);
+        }
+        lane.queued = lane.queued.saturating_sub(done.len());
+        if failed.is_empty() {
+            lane.attempts = 0;
+        } else {
+            lane.attempts += 1;
+            if lane.attempts >= self.settings.max_attempts {
+                lane.attempts = 0;
+                for (seq, reason) in &failed {
+                    tracing::error!(actor = NAME, queue = queue.as_str(), seq, %reason, "notification undeliverable after every attempt; moved to the dead letters");
+                    if let Err(error) = self.queues.bury(queue, *seq, reason) {
+                        tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
+                    }
+                    lane.ready.remove(seq);
                 }
-                Err(_) => {
-                    tracing::error!(
-                        actor = NAME,
-                        "a fallback channel panicked; restarting the notifier"
-                    );
-                    ctx.stop();
+                lane.queued = lane.queued.saturating_sub(failed.len());
+            } else {
+                let exponent = (lane.attempts - 1).min(6);
+                let delay = self
+                    .settings
+                    .retry_delay
+                    .saturating_mul(1 << exponent)
+                    .min(Duration::from_secs(60));
+                lane.retry_at = Some(Instant::now() + delay);
+            }
+        }
+        self.publish_queued();
+        self.pump(index, ctx);
+    }
+
+    fn publish_queued(&self) {
+        let queued: usize = self.lanes.iter().map(|l| l.queued).sum();
+        self.metrics.do_send(Metric::FallbackQueued(queued as i64));
+    }
+
+    /// Announcements (breaker transitions) are not about one approval and are not queued:
+    /// every channel is told once, best effort.
+    fn announce(&mut self, announcement: Announcement, ctx: &mut Context<Self>) {
+        let channels = Arc::clone(&self.channels);
+        let settings = Arc::clone(&self.settings);
+        let walk = async move {
+            let outgoing = Outgoing::Announcement(announcement);
+            let mut outcomes = Vec::new();
+            for (index, channel) in channels.iter().enumerate() {
+                let result = channel
+                    .deliver(&[&outgoing], &settings.hints)
+                    .await
+                    .pop()
+                    .unwrap_or(Ok(()));
+                let ok = result.is_ok();
+                outcomes.push((index, result, outgoing.label()));
+                if ok && settings.strategy == Strategy::First {
+                    break;
                 }
             }
-        }));
+            outcomes
+        };
+        let walk = std::panic::AssertUnwindSafe(walk).catch_unwind();
+        ctx.spawn(
+            walk.into_actor(self)
+                .map(|outcome, act, ctx| match outcome {
+                    Ok(outcomes) => {
+                        for (index, result, label) in outcomes {
+                            act.record(index, result, &label);
+                        }
+                    }
+                    Err(_) => ctx.stop(),
+                }),
+        );
     }
 
     fn record(
@@ -272,7 +494,7 @@ impl FallbackNotifier {
                     subject = %subject,
                     request_id = request_id.as_deref().unwrap_or("-"),
                     %error,
-                    "fallback channel failed; handing over to the next one"
+                    "fallback channel failed"
                 );
                 stats.failed += 1;
                 stats.consecutive_failures += 1;
@@ -287,28 +509,94 @@ impl FallbackNotifier {
     }
 }
 
+/// Walk a batch through the lane's channels: each channel gets what every earlier one failed
+/// to deliver (one channel under strategy `all`, the chain under `first`).
+async fn walk(
+    channels: Arc<Vec<Channel>>,
+    settings: Arc<FallbackSettings>,
+    targets: Vec<usize>,
+    batch: Vec<(u64, QueueEntry)>,
+) -> Walked {
+    let items: Vec<(u64, Outgoing)> = batch
+        .into_iter()
+        .map(|(seq, entry)| {
+            let notification = Notification {
+                event: entry.event,
+                approval: entry.approval,
+                request_id: entry.request_id,
+            };
+            (seq, Outgoing::Approval(Box::new(notification)))
+        })
+        .collect();
+    let mut last_error: Vec<Option<String>> = vec![None; items.len()];
+    let mut remaining: Vec<usize> = (0..items.len()).collect();
+    let mut outcomes = Vec::new();
+    for index in targets {
+        if remaining.is_empty() {
+            break;
+        }
+        let Some(channel) = channels.get(index) else {
+            continue;
+        };
+        let outgoing: Vec<&Outgoing> = remaining.iter().map(|&i| &items[i].1).collect();
+        let results = channel.deliver(&outgoing, &settings.hints).await;
+        let mut failed = Vec::new();
+        for (&item, result) in remaining.iter().zip(results) {
+            if let Err(error) = &result {
+                last_error[item] = Some(error.clone());
+                failed.push(item);
+            } else {
+                last_error[item] = None;
+            }
+            outcomes.push((index, result, items[item].1.label()));
+        }
+        remaining = failed;
+    }
+    let delivered = items
+        .iter()
+        .enumerate()
+        .map(|(i, (seq, _))| {
+            let result = if remaining.contains(&i) {
+                Err(last_error[i]
+                    .clone()
+                    .unwrap_or_else(|| "no channel delivered it".into()))
+            } else {
+                Ok(())
+            };
+            (*seq, result)
+        })
+        .collect();
+    Walked {
+        delivered,
+        outcomes,
+    }
+}
+
 impl Actor for FallbackNotifier {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| {
+            act.reload(ctx);
+            act.publish_queued();
+        });
     }
 }
 
 impl Supervised for FallbackNotifier {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        // The batch in flight was dropped with the old context; what is queued still goes out.
-        self.draining = false;
+        // The batch in flight was dropped with the old context; `started` replays the queues.
         self.restarts.record(NAME);
         self.metrics.do_send(Metric::ActorRestarted { actor: NAME });
     }
 }
 
-impl Handler<Notify> for FallbackNotifier {
+impl Handler<Wake> for FallbackNotifier {
     type Result = ();
 
-    fn handle(&mut self, Notify(notification): Notify, ctx: &mut Context<Self>) {
-        self.dispatch(Outgoing::Approval(Box::new(notification)), ctx);
+    fn handle(&mut self, wake: Wake, ctx: &mut Context<Self>) {
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| act.woken(wake, ctx));
     }
 }
 
@@ -316,7 +604,7 @@ impl Handler<Announce> for FallbackNotifier {
     type Result = ();
 
     fn handle(&mut self, Announce(announcement): Announce, ctx: &mut Context<Self>) {
-        self.dispatch(Outgoing::Announcement(announcement), ctx);
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| act.announce(announcement, ctx));
     }
 }
 
@@ -334,6 +622,11 @@ impl Handler<Ping> for FallbackNotifier {
         } else {
             HealthStatus::Degraded
         };
+        let queued: serde_json::Map<String, serde_json::Value> = self
+            .lanes
+            .iter()
+            .map(|l| (l.queue.as_str().to_string(), serde_json::json!(l.queued)))
+            .collect();
         MessageResult(ActorHealth {
             actor: NAME,
             status,
@@ -341,6 +634,7 @@ impl Handler<Ping> for FallbackNotifier {
             detail: serde_json::json!({
                 "strategy": self.settings.strategy,
                 "channels": self.stats,
+                "queued": queued,
             }),
         })
     }

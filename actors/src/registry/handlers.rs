@@ -1,21 +1,36 @@
 //! The ApprovalRegistry's message handlers: thin shells that run the registry's own methods
-//! inside the panic guard and turn their results into replies.
+//! inside the panic guard and turn their results into replies. Replies that wait for a commit
+//! are plain futures (`ResponseFuture`), so they outlive a restart of this actor.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 
+use super::commit::{answer, still_pending};
 use super::*;
-use crate::domain::{Actor as DecidedBy, Decision, Outcome, Status};
-use crate::supervision::{ActorHealth, HealthStatus, Ping, guarded};
+use crate::store::ApprovalStore;
+use crate::supervision::{self, ActorHealth, HealthStatus, Ping, guarded};
 use crate::sweeper::Expire;
+
+/// How often the retention pass takes its next slice (more often while it has work).
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 impl Actor for ApprovalRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
-        self.load();
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| {
+            act.load();
+            if act.settings.retention.is_some() {
+                supervision::run_later(ctx, NAME, Duration::ZERO, |act, _| act.retention_pass());
+                supervision::run_interval(ctx, NAME, RETENTION_EVERY, |act, _| {
+                    act.retention_pass()
+                });
+            }
+        });
     }
 }
 
@@ -30,116 +45,97 @@ impl Supervised for ApprovalRegistry {
 }
 
 impl Handler<Create> for ApprovalRegistry {
-    type Result = Reply<Created>;
+    type Result = ResponseFuture<Result<Created, RegistryError>>;
 
     fn handle(&mut self, msg: Create, ctx: &mut Context<Self>) -> Self::Result {
-        let request_id = msg.request_id.clone();
-        let (created, commit) = match guarded(NAME, ctx, || self.prepare_create(msg)) {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(error)) => return ready(Err(error)),
-            Err(failed) => return ready(Err(failed.into())),
-        };
-        let fresh = created.created;
-        if fresh {
-            tracing::info!(
-                approval_id = %created.approval.id,
-                request_id = request_id.as_deref().unwrap_or("-"),
-                tool = %created.approval.tool_name,
-                session = %created.approval.session_id,
-                "approval created"
-            );
-        }
-        let event = fresh.then_some(Event::Created);
-        let approval = created.approval;
-        let finish = self.after_commit(approval, commit, event, request_id);
-        Box::pin(finish.map(move |result, _, _| {
-            result.map(|approval| Created {
-                approval,
-                created: fresh,
-            })
-        }))
+        self.create(msg.new, msg.request_id, ctx)
     }
 }
 
 impl Handler<Get> for ApprovalRegistry {
-    type Result = Reply<Approval>;
+    type Result = ResponseFuture<Result<Approval, RegistryError>>;
 
     fn handle(&mut self, Get(id): Get, ctx: &mut Context<Self>) -> Self::Result {
         match guarded(NAME, ctx, || self.store.get(id)) {
-            Ok(Ok(Some(approval))) => self.read(approval),
-            Ok(Ok(None)) => ready(Err(RegistryError::NotFound(id))),
-            Ok(Err(error)) => ready(Err(error.into())),
-            Err(failed) => ready(Err(failed.into())),
+            Ok(Ok(Some(approval))) => self.when_committed([id], Ok(approval)),
+            Ok(Ok(None)) => answer(Err(RegistryError::NotFound(id))),
+            Ok(Err(error)) => answer(Err(error.into())),
+            Err(failed) => answer(Err(failed.into())),
         }
     }
 }
 
 impl Handler<List> for ApprovalRegistry {
-    type Result = Result<Vec<Approval>, RegistryError>;
+    type Result = ResponseFuture<Result<Vec<Approval>, RegistryError>>;
 
     fn handle(&mut self, msg: List, ctx: &mut Context<Self>) -> Self::Result {
-        Ok(guarded(NAME, ctx, || {
+        match guarded(NAME, ctx, || {
             self.store.list(msg.status, msg.before, msg.limit)
-        })??)
+        }) {
+            Ok(Ok(page)) => {
+                let ids: Vec<ApprovalId> = page.iter().map(|a| a.id).collect();
+                self.when_committed(ids, Ok(page))
+            }
+            Ok(Err(error)) => answer(Err(error.into())),
+            Err(failed) => answer(Err(failed.into())),
+        }
     }
 }
 
 impl Handler<Decide> for ApprovalRegistry {
-    type Result = Reply<Approval>;
+    type Result = ResponseFuture<Result<Approval, RegistryError>>;
 
     fn handle(&mut self, msg: Decide, ctx: &mut Context<Self>) -> Self::Result {
-        self.decide(msg, ctx)
+        self.decide(msg.id, msg.decision, msg.request_id, ctx)
     }
 }
 
 impl Handler<Expire> for ApprovalRegistry {
-    type Result = ResponseActFuture<Self, ()>;
+    /// `Err` tells the sweeper to keep the deadline and try again.
+    type Result = ResponseFuture<Result<(), RegistryError>>;
 
     fn handle(&mut self, msg: Expire, ctx: &mut Context<Self>) -> Self::Result {
-        let comment = match self.store.get(msg.id) {
-            Ok(Some(approval)) if approval.status == Status::Pending => {
-                self.timeout_comment(&approval, msg.deadline_ms)
+        let decision = match guarded(NAME, ctx, || self.store.get(msg.id)) {
+            Ok(Ok(Some(approval))) if still_pending(&approval) => {
+                self.decision_for_timeout(&approval, msg.deadline_ms)
             }
             // Already ended or gone: nothing to do, and the sweeper may drop the deadline.
-            _ => return Box::pin(fut::ready(())),
+            Ok(Ok(_)) => return answer(Ok(())),
+            Ok(Err(error)) => return answer(Err(error.into())),
+            Err(failed) => return answer(Err(failed.into())),
         };
-        let decide = Decide {
-            id: msg.id,
-            decision: Decision {
-                outcome: Outcome::Timeout,
-                actor: DecidedBy::System,
-                comment: Some(comment),
-            },
-            request_id: None,
-        };
-        Box::pin(self.decide(decide, ctx).map(|_, _, _| ()))
+        let decided = self.decide(msg.id, decision, None, ctx);
+        async move {
+            match decided.await {
+                Ok(_) | Err(RegistryError::Conflict(_)) | Err(RegistryError::NotFound(_)) => Ok(()),
+                Err(error) => Err(error),
+            }
+        }
+        .boxed_local()
     }
 }
 
 impl Handler<Wait> for ApprovalRegistry {
-    type Result = Reply<WaitReply>;
+    type Result = ResponseFuture<Result<WaitReply, RegistryError>>;
 
     fn handle(&mut self, Wait(id): Wait, ctx: &mut Context<Self>) -> Self::Result {
         let approval = match guarded(NAME, ctx, || self.store.get(id)) {
             Ok(Ok(Some(approval))) => approval,
-            Ok(Ok(None)) => return ready(Err(RegistryError::NotFound(id))),
-            Ok(Err(error)) => return ready(Err(error.into())),
-            Err(failed) => return ready(Err(failed.into())),
+            Ok(Ok(None)) => return answer(Err(RegistryError::NotFound(id))),
+            Ok(Err(error)) => return answer(Err(error.into())),
+            Err(failed) => return answer(Err(failed.into())),
         };
         if approval.status.is_terminal() {
-            return Box::pin(
-                self.read(approval).map(|result, _, _| {
-                    result.map(|approval| WaitReply::Ready(Box::new(approval)))
-                }),
-            );
+            return self.when_committed([id], Ok(WaitReply::Ready(Box::new(approval))));
         }
         let limit = self.settings.max_waiters;
         let Some((waiter, receiver)) = self.waiters.add(id, limit) else {
-            return ready(Err(RegistryError::TooManyWaiters { limit }));
+            return answer(Err(RegistryError::TooManyWaiters { limit }));
         };
         self.publish_waiters();
-        ready(Ok(WaitReply::Pending(WaitTicket {
+        answer(Ok(WaitReply::Pending(WaitTicket {
             id,
+            current: Box::new(approval),
             waiter,
             receiver,
         })))
@@ -149,53 +145,76 @@ impl Handler<Wait> for ApprovalRegistry {
 impl Handler<Unwait> for ApprovalRegistry {
     type Result = ();
 
-    fn handle(&mut self, msg: Unwait, _: &mut Context<Self>) {
-        if self.waiters.remove(msg.id, msg.waiter) {
-            self.publish_waiters();
-        }
+    fn handle(&mut self, msg: Unwait, ctx: &mut Context<Self>) {
+        let _ = guarded(NAME, ctx, || {
+            if self.waiters.remove(msg.id, msg.waiter) {
+                self.publish_waiters();
+            }
+        });
     }
 }
 
 impl Handler<AttachMessage> for ApprovalRegistry {
-    type Result = Reply<Approval>;
+    type Result = ResponseFuture<Result<Approval, RegistryError>>;
 
     fn handle(&mut self, msg: AttachMessage, ctx: &mut Context<Self>) -> Self::Result {
-        let prepared = guarded(
-            NAME,
-            ctx,
-            || -> Result<(Approval, Commit), RegistryError> {
-                let mut approval = self
-                    .store
-                    .get(msg.id)?
-                    .ok_or(RegistryError::NotFound(msg.id))?;
-                if !approval.telegram_messages.contains(&msg.message) {
-                    approval.telegram_messages.push(msg.message);
-                }
-                let commit = self.write(&approval)?;
-                Ok((approval, commit))
-            },
-        );
-        match prepared {
-            Ok(Ok((approval, commit))) => self.after_commit(approval, commit, None, None),
-            Ok(Err(error)) => ready(Err(error)),
-            Err(failed) => ready(Err(failed.into())),
+        match guarded(NAME, ctx, || self.attach(msg.id, msg.message)) {
+            Ok(Ok(pending)) => self.finish(pending, ctx),
+            Ok(Err(error)) => answer(Err(error)),
+            Err(failed) => answer(Err(failed.into())),
         }
     }
 }
 
-impl Handler<Unannounced> for ApprovalRegistry {
-    type Result = Result<Vec<Approval>, RegistryError>;
+impl Handler<DeadLetters> for ApprovalRegistry {
+    type Result = Result<Vec<crate::store::DeadLetter>, RegistryError>;
 
-    fn handle(&mut self, _: Unannounced, ctx: &mut Context<Self>) -> Self::Result {
-        let mut found = Vec::new();
-        guarded(NAME, ctx, || {
-            self.store.for_each(&mut |approval| {
-                if approval.status == Status::Pending && approval.telegram_messages.is_empty() {
-                    found.push(approval);
-                }
-            })
-        })??;
-        Ok(found)
+    fn handle(&mut self, msg: DeadLetters, ctx: &mut Context<Self>) -> Self::Result {
+        let queues = self.store.queues();
+        Ok(guarded(NAME, ctx, || {
+            queues.dead_letters(msg.after, msg.limit)
+        })??)
+    }
+}
+
+impl Handler<Requeue> for ApprovalRegistry {
+    type Result = ResponseFuture<Result<Option<(crate::store::Channel, u64)>, RegistryError>>;
+
+    fn handle(&mut self, Requeue(id): Requeue, ctx: &mut Context<Self>) -> Self::Result {
+        let queues = self.store.queues();
+        let requeued = match guarded(NAME, ctx, || queues.requeue(id)) {
+            Ok(Ok(Some(requeued))) => requeued,
+            Ok(Ok(None)) => return answer(Ok(None)),
+            Ok(Err(error)) => return answer(Err(error.into())),
+            Err(failed) => return answer(Err(failed.into())),
+        };
+        tracing::info!(
+            actor = NAME,
+            dead_letter = id,
+            channel = requeued.0.as_str(),
+            "dead letter requeued"
+        );
+        let commit = self.store.commit();
+        let notifiers = self.notifiers.clone();
+        async move {
+            commit.wait().await?;
+            notifiers.wake(&[requeued], true, None);
+            Ok(Some(requeued))
+        }
+        .boxed_local()
+    }
+}
+
+impl Handler<FailCommits> for ApprovalRegistry {
+    type Result = ();
+
+    fn handle(&mut self, FailCommits(count): FailCommits, _: &mut Context<Self>) {
+        tracing::warn!(
+            actor = NAME,
+            count,
+            "fault injection: the next store commits will fail"
+        );
+        self.store.faults().fail_next(count);
     }
 }
 
@@ -215,6 +234,7 @@ impl Handler<Stats> for ApprovalRegistry {
         MessageResult(RegistryStats {
             counts,
             waiters: self.waiters.len(),
+            dead_letters: self.store.queues().dead_letter_count(),
             store: self.store.diagnostics(),
         })
     }
@@ -224,7 +244,8 @@ impl Handler<Ping> for ApprovalRegistry {
     type Result = MessageResult<Ping>;
 
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
-        let status = if self.load_error.is_some() {
+        let committing = self.store.committing();
+        let status = if self.load_error.is_some() || !committing {
             HealthStatus::Unhealthy
         } else {
             HealthStatus::Healthy
@@ -237,6 +258,8 @@ impl Handler<Ping> for ApprovalRegistry {
                 "pending": self.counts.get(&Status::Pending).copied().unwrap_or(0),
                 "waiters": self.waiters.len(),
                 "load_error": self.load_error,
+                "store_committing": committing,
+                "dead_letters": self.store.queues().dead_letter_count(),
             }),
         })
     }

@@ -86,6 +86,8 @@ pub struct Wait(pub ApprovalId);
 pub enum WaitReply {
     /// Already ended (or the registry answers with the current state at once).
     Ready(Box<Approval>),
+    /// Still pending; the ticket carries the state at registration, the last word if nothing
+    /// else can be learnt later.
     /// Still pending: the receiver gets the approval when it ends. Drop the ticket's guard
     /// (see [`WaitTicket::cancel_message`]) when giving up so the waiter is freed.
     Pending(WaitTicket),
@@ -93,6 +95,7 @@ pub enum WaitReply {
 
 pub struct WaitTicket {
     pub id: ApprovalId,
+    pub current: Box<Approval>,
     pub waiter: u64,
     pub receiver: oneshot::Receiver<Approval>,
 }
@@ -123,6 +126,7 @@ pub struct Stats;
 pub struct RegistryStats {
     pub counts: BTreeMap<&'static str, u64>,
     pub waiters: usize,
+    pub dead_letters: i64,
     pub store: StoreDiagnostics,
 }
 
@@ -134,8 +138,21 @@ pub struct AttachMessage {
     pub message: TelegramMessageRef,
 }
 
-/// Pending approvals that no Telegram message shows yet (start-up reconciliation: a crash
-/// between an approval's commit and its outbox entry must not leave it unannounced).
+/// Dead letters, oldest first, strictly after the id `after` (the cursor).
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Approval>, RegistryError>")]
-pub struct Unannounced;
+#[rtype(result = "Result<Vec<crate::store::DeadLetter>, RegistryError>")]
+pub struct DeadLetters {
+    pub after: u64,
+    pub limit: usize,
+}
+
+/// Put a dead letter back on its channel's queue; answers the channel and the new sequence
+/// number once that is durable (`NotFound`-like `None` if there is no such letter).
+#[derive(Message)]
+#[rtype(result = "Result<Option<(crate::store::Channel, u64)>, RegistryError>")]
+pub struct Requeue(pub u64);
+
+/// Fault injection: make the next `count` store commits fail.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FailCommits(pub u32);

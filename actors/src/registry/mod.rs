@@ -2,15 +2,24 @@
 //!
 //! Every change goes through this one actor, so "compare-and-set" is simply read, check,
 //! write inside one handler: a tap racing a deadline racing a cancel has exactly one winner.
-//! A change is acknowledged (reply, waiters woken, notifiers told) only after the group commit
-//! has put it on disk. The registry never touches the deadline index or the outbox; it asks the
-//! sweeper and the notifiers by message.
+//!
+//! The write path (`commit.rs`): the change and one queue entry per channel that must hear of it
+//! are one sled transaction; the reply waits for the group commit (flush + fdatasync); only then
+//! are notifiers woken, waiters woken, counts and deadlines updated. If the commit fails the
+//! change is reverted and the caller gets 503, so nothing anyone sees claims it happened. Replies
+//! are futures that do not depend on this actor surviving: a registry restart mid-commit still
+//! answers the caller with the truth. Answers that reveal a change still on its way to disk (a
+//! read, a 409 naming the winner) wait for that commit too.
+//!
+//! It never touches the deadline index or a notifier's state; it asks by message.
 
+mod commit;
 mod handlers;
 mod messages;
 mod waiters;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -21,10 +30,10 @@ use waiters::Waiters;
 
 use crate::domain::{Approval, ApprovalId, Decision, Status};
 use crate::metrics::Metric;
-use crate::notification::{Event, Notification, Notify};
-use crate::store::{ApprovalStore, Commit, SledStore};
-use crate::supervision::{Restarts, guarded, guarded_with};
-use crate::sweeper::{Arm, Disarm, Rearm, TimeoutSweeper};
+use crate::notification::Wake;
+use crate::store::{ApprovalStore, Channel, SledStore};
+use crate::supervision::Restarts;
+use crate::sweeper::{Arm, Rearm, TimeoutSweeper};
 
 pub const NAME: &str = "approval_registry";
 
@@ -32,6 +41,41 @@ pub const NAME: &str = "approval_registry";
 pub struct RegistrySettings {
     pub max_waiters: usize,
     pub grace_period: Duration,
+    /// Ended approvals older than this are removed in the background; `None` keeps them.
+    pub retention: Option<Duration>,
+}
+
+/// Which channels hear of each change, and how to wake their notifiers.
+#[derive(Clone, Default)]
+pub struct Notifiers {
+    pub channels: Vec<Channel>,
+    pub wake: HashMap<Channel, Recipient<Wake>>,
+}
+
+impl Notifiers {
+    /// Tell each channel's notifier which of its entries are durable or withdrawn.
+    pub fn wake(
+        &self,
+        queued: &[(Channel, u64)],
+        confirmed: bool,
+        ended: Option<crate::domain::ApprovalId>,
+    ) {
+        for &(channel, seq) in queued {
+            if let Some(notifier) = self.wake.get(&channel) {
+                let (confirmed, withdrawn) = if confirmed {
+                    (vec![seq], Vec::new())
+                } else {
+                    (Vec::new(), vec![seq])
+                };
+                notifier.do_send(Wake {
+                    channel,
+                    confirmed,
+                    withdrawn,
+                    ended,
+                });
+            }
+        }
+    }
 }
 
 pub struct ApprovalRegistry {
@@ -39,21 +83,18 @@ pub struct ApprovalRegistry {
     settings: RegistrySettings,
     waiters: Waiters,
     counts: HashMap<Status, u64>,
-    /// Approvals changed but not yet confirmed on disk, so reads of them wait for the flush.
+    /// Approvals changed but not yet confirmed on disk, so answers revealing them wait.
     unflushed: HashMap<ApprovalId, u32>,
+    /// Bumped on every (re)start: a commit that finishes after a restart was already counted by
+    /// the reload.
+    generation: u64,
     started_at_ms: i64,
     sweeper: Addr<TimeoutSweeper>,
-    notifiers: Vec<Recipient<Notify>>,
+    notifiers: Arc<Notifiers>,
     metrics: Recipient<Metric>,
     restarts: Restarts,
     load_error: Option<String>,
     ids: ulid::Generator,
-}
-
-type Reply<T> = ResponseActFuture<ApprovalRegistry, Result<T, RegistryError>>;
-
-fn ready<T: 'static>(value: Result<T, RegistryError>) -> Reply<T> {
-    Box::pin(fut::ready(value))
 }
 
 /// Millisecond precision, the precision records are stored with, so a record read back equals
@@ -73,7 +114,7 @@ impl ApprovalRegistry {
         store: SledStore,
         settings: RegistrySettings,
         sweeper: Addr<TimeoutSweeper>,
-        notifiers: Vec<Recipient<Notify>>,
+        notifiers: Notifiers,
         metrics: Recipient<Metric>,
     ) -> Self {
         Self {
@@ -82,9 +123,10 @@ impl ApprovalRegistry {
             waiters: Waiters::default(),
             counts: HashMap::new(),
             unflushed: HashMap::new(),
+            generation: 0,
             started_at_ms: Utc::now().timestamp_millis(),
             sweeper,
-            notifiers,
+            notifiers: Arc::new(notifiers),
             metrics,
             restarts: Restarts::default(),
             load_error: None,
@@ -96,24 +138,23 @@ impl ApprovalRegistry {
         deadline_ms(approval, self.settings.grace_period)
     }
 
-    /// Rebuild the in-memory view from sled and make sure every pending deadline is armed.
+    /// Rebuild the in-memory view from sled (index keys for counts, pending records only) and
+    /// make sure every pending deadline is armed.
     fn load(&mut self) {
-        self.counts.clear();
+        self.generation += 1;
         self.unflushed.clear();
         let mut arms = Vec::new();
-        let mut counts = HashMap::new();
         let grace = self.settings.grace_period;
-        let result = self.store.for_each(&mut |approval| {
-            *counts.entry(approval.status).or_insert(0u64) += 1;
-            if approval.status == Status::Pending {
+        let loaded = self.store.count_by_status().and_then(|counts| {
+            self.counts = counts;
+            self.store.for_each_pending(&mut |approval| {
                 arms.push(Arm {
                     id: approval.id,
                     deadline_ms: deadline_ms(&approval, grace),
                 });
-            }
+            })
         });
-        self.counts = counts;
-        self.load_error = result.err().map(|e| e.to_string());
+        self.load_error = loaded.err().map(|e| e.to_string());
         if let Some(error) = &self.load_error {
             tracing::error!(actor = NAME, %error, "cannot load approvals from the store");
         }
@@ -123,6 +164,15 @@ impl ApprovalRegistry {
             "approval registry loaded"
         );
         self.sweeper.do_send(Rearm(arms));
+        self.publish_pending();
+    }
+
+    /// Re-read the counts after a change whose fate was settled across a restart.
+    fn recount(&mut self) {
+        match self.store.count_by_status() {
+            Ok(counts) => self.counts = counts,
+            Err(error) => tracing::error!(actor = NAME, %error, "cannot recount approvals"),
+        }
         self.publish_pending();
     }
 
@@ -145,10 +195,8 @@ impl ApprovalRegistry {
         self.publish_pending();
     }
 
-    fn write(&mut self, approval: &Approval) -> Result<Commit, RegistryError> {
-        self.store.put(approval)?;
-        *self.unflushed.entry(approval.id).or_insert(0) += 1;
-        Ok(self.store.commit())
+    fn mark_unflushed(&mut self, id: ApprovalId) {
+        *self.unflushed.entry(id).or_insert(0) += 1;
     }
 
     fn flushed(&mut self, id: ApprovalId) {
@@ -160,133 +208,11 @@ impl ApprovalRegistry {
         }
     }
 
-    fn prepare_create(&mut self, msg: Create) -> Result<(Created, Commit), RegistryError> {
-        msg.new.validate()?;
-        if let Some(key) = &msg.new.idempotency_key
-            && let Some(id) = self.store.find_idempotent(&msg.new.requested_by, key)?
-            && let Some(approval) = self.store.get(id)?
-        {
-            // The original may still be on its way to disk; answer after it is.
-            let created = Created {
-                approval,
-                created: false,
-            };
-            return Ok((created, self.store.commit()));
-        }
-        let approval = Approval::create(ApprovalId::next(&mut self.ids), msg.new, now());
-        let commit = self.write(&approval)?;
-        self.count(None, Status::Pending);
+    fn arm(&self, approval: &Approval) {
         self.sweeper.do_send(Arm {
             id: approval.id,
-            deadline_ms: self.deadline_ms(&approval),
+            deadline_ms: self.deadline_ms(approval),
         });
-        Ok((
-            Created {
-                approval,
-                created: true,
-            },
-            commit,
-        ))
-    }
-
-    fn prepare_decide(
-        &mut self,
-        id: ApprovalId,
-        decision: Decision,
-    ) -> Result<(Approval, Commit), RegistryError> {
-        let mut approval = self.store.get(id)?.ok_or(RegistryError::NotFound(id))?;
-        if approval.apply(decision, now()).is_err() {
-            return Err(RegistryError::Conflict(Box::new(approval)));
-        }
-        let commit = self.write(&approval)?;
-        self.count(Some(Status::Pending), approval.status);
-        self.sweeper.do_send(Disarm {
-            id,
-            deadline_ms: self.deadline_ms(&approval),
-        });
-        Ok((approval, commit))
-    }
-
-    /// After a change is durable: tell everyone who needs to know.
-    fn announce(&mut self, event: Event, approval: &Approval, request_id: Option<String>) {
-        match event {
-            Event::Created => self.metrics.do_send(Metric::ApprovalCreated),
-            Event::Ended => {
-                let woken = self.waiters.wake(approval);
-                if woken > 0 {
-                    self.publish_waiters();
-                }
-                self.metrics.do_send(Metric::ApprovalEnded {
-                    outcome: approval.status.as_str(),
-                    seconds: approval.time_to_decision().map_or(0.0, |d| d.as_secs_f64()),
-                });
-            }
-        }
-        let notification = Notification {
-            event,
-            approval: approval.clone(),
-            request_id,
-        };
-        for notifier in &self.notifiers {
-            notifier.do_send(Notify(notification.clone()));
-        }
-    }
-
-    /// Run `commit`, then finish on the actor: mark flushed and announce on success.
-    fn after_commit(
-        &mut self,
-        approval: Approval,
-        commit: Commit,
-        event: Option<Event>,
-        request_id: Option<String>,
-    ) -> Reply<Approval> {
-        Box::pin(async move { commit.wait().await }.into_actor(self).map(
-            move |result, act, ctx| {
-                act.flushed(approval.id);
-                result?;
-                if let Some(event) = event {
-                    // The change is durable whatever happens here: a panic while telling
-                    // others restarts the registry but still answers the caller.
-                    let approval = &approval;
-                    guarded_with(NAME, act, ctx, |act, _| {
-                        act.announce(event, approval, request_id)
-                    });
-                }
-                Ok(approval)
-            },
-        ))
-    }
-
-    fn decide(&mut self, msg: Decide, ctx: &mut Context<Self>) -> Reply<Approval> {
-        let id = msg.id;
-        match guarded(NAME, ctx, || self.prepare_decide(id, msg.decision)) {
-            Ok(Ok((approval, commit))) => {
-                tracing::info!(
-                    approval_id = %id,
-                    request_id = msg.request_id.as_deref().unwrap_or("-"),
-                    status = %approval.status,
-                    decided_by = %approval.decided_by.as_ref().map(ToString::to_string).unwrap_or_default(),
-                    "approval ended"
-                );
-                self.after_commit(approval, commit, Some(Event::Ended), msg.request_id)
-            }
-            Ok(Err(error)) => ready(Err(error)),
-            Err(failed) => ready(Err(failed.into())),
-        }
-    }
-
-    /// Answer a read, waiting for the flush first if the approval changed moments ago.
-    fn read(&mut self, approval: Approval) -> Reply<Approval> {
-        if self.unflushed.contains_key(&approval.id) {
-            let commit = self.store.commit();
-            Box::pin(
-                async move { commit.wait().await.map(|()| approval) }
-                    .into_actor(self)
-                    .map(|result, _, _| result.map_err(RegistryError::from)),
-            )
-        } else {
-            ready(Ok(approval))
-        }
     }
 
     fn timeout_comment(&self, approval: &Approval, deadline_ms: i64) -> String {
@@ -303,6 +229,40 @@ impl ApprovalRegistry {
                 "no decision within {}",
                 humantime::format_duration(Duration::from_secs(waited.as_secs()))
             )
+        }
+    }
+
+    /// Remove a slice of ended approvals past retention; runs on a timer in small steps so it
+    /// never holds the registry for long.
+    fn retention_pass(&mut self) {
+        let Some(retention) = self.settings.retention else {
+            return;
+        };
+        let cutoff = Utc::now().timestamp_millis()
+            - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match self.store.remove_ended_before(cutoff, 1000) {
+            Ok(removed) if !removed.is_empty() => {
+                for status in &removed {
+                    if let Some(n) = self.counts.get_mut(status) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                tracing::info!(
+                    actor = NAME,
+                    removed = removed.len(),
+                    "retention removed ended approvals"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(actor = NAME, %error, "retention pass failed"),
+        }
+    }
+
+    fn decision_for_timeout(&self, approval: &Approval, deadline_ms: i64) -> Decision {
+        Decision {
+            outcome: crate::domain::Outcome::Timeout,
+            actor: crate::domain::Actor::System,
+            comment: Some(self.timeout_comment(approval, deadline_ms)),
         }
     }
 }

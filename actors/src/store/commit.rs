@@ -1,40 +1,82 @@
-//! Group commit: many writers, one blocking `flush()` on a dedicated thread.
+//! Group commit: many writers, one blocking `flush()` + `fdatasync` on a dedicated thread.
 //!
 //! Why not `flush_async()` per request: in sled 0.34 it runs on sled's own small IO pool and waits
 //! for work queued on that same pool, so seven concurrent flushes deadlock the process for good.
 //! Here every caller that needs durability asks for a commit ticket; the flusher thread takes all
-//! tickets queued so far, flushes once, and answers them together. A lone request is flushed at
-//! once (no timer), a burst shares one fsync. This thread never touches anything but the sled
-//! handle it was given.
+//! tickets queued so far, makes them durable once, and answers them together. A lone request is
+//! flushed at once (no timer), a burst shares one sync.
+//!
+//! Why the extra `fdatasync`: sled's `flush()` ends in `sync_file_range` on Linux, which neither
+//! writes metadata nor empties the device's write cache, so it does not survive power loss. After
+//! the flush we `sync_data()` sled's data file (`<store>/db`); fsync works per file whichever
+//! descriptor calls it, so our own handle syncs sled's writes. A ticket is answered only after a
+//! sync that *started after* the ticket was taken, so every write made before the ticket is on
+//! stable storage when it resolves.
+//!
+//! Fault injection (`debug.fault_injection`): [`FaultSwitch::fail_next`] makes the next N syncs
+//! report an error, to prove that callers never acknowledge what did not reach the disk.
+//! This thread never touches anything but the sled handle and the data file it was given.
 
+use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-/// Answer to one ticket: `Ok` once everything written before the ticket is on disk.
-pub type CommitResult = Result<(), Arc<sled::Error>>;
+/// Answer to one ticket: `Ok` once everything written before the ticket is on stable storage.
+pub type CommitResult = Result<(), Arc<std::io::Error>>;
+
+/// What the flusher reports about itself (read by health and diagnostics; lock-free).
+#[derive(Default)]
+pub struct CommitStats {
+    /// Milliseconds since the epoch of the last successful sync (0 = none yet).
+    pub last_flush_ms: AtomicI64,
+    /// False from a failed sync until the next successful one.
+    pub healthy: AtomicBool,
+    pub syncs: AtomicU64,
+    pub failures: AtomicU64,
+    /// Duration of the last sync (flush + fdatasync), microseconds.
+    pub last_sync_us: AtomicU64,
+    /// Injected failures still to come.
+    pub fail_next: AtomicU32,
+}
+
+/// Lets fault injection make the next commits fail.
+#[derive(Clone)]
+pub struct FaultSwitch(Arc<CommitStats>);
+
+impl FaultSwitch {
+    pub fn fail_next(&self, count: u32) {
+        self.0.fail_next.store(count, Ordering::SeqCst);
+    }
+}
 
 pub struct GroupCommit {
     tickets: Option<mpsc::Sender<oneshot::Sender<CommitResult>>>,
     thread: Option<thread::JoinHandle<()>>,
-    last_flush_ms: Arc<AtomicI64>,
+    stats: Arc<CommitStats>,
 }
 
 impl GroupCommit {
-    pub fn start(db: sled::Db) -> std::io::Result<Self> {
+    pub fn start(db: sled::Db, data_file: &Path) -> std::io::Result<Self> {
+        let file = File::open(data_file)?;
         let (tx, rx) = mpsc::channel::<oneshot::Sender<CommitResult>>();
-        let last_flush_ms = Arc::new(AtomicI64::new(0));
-        let last = Arc::clone(&last_flush_ms);
+        let stats = Arc::new(CommitStats {
+            healthy: AtomicBool::new(true),
+            ..Default::default()
+        });
+        let shared = Arc::clone(&stats);
         let thread = thread::Builder::new()
             .name("sled-group-commit".into())
-            .spawn(move || run(db, rx, last))?;
+            .spawn(move || run(db, file, rx, shared))?;
         Ok(Self {
             tickets: Some(tx),
             thread: Some(thread),
-            last_flush_ms,
+            stats,
         })
     }
 
@@ -49,9 +91,12 @@ impl GroupCommit {
         rx
     }
 
-    /// Milliseconds since the epoch of the last successful flush (0 = none yet).
-    pub fn last_flush_ms(&self) -> i64 {
-        self.last_flush_ms.load(Ordering::Relaxed)
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    pub fn faults(&self) -> FaultSwitch {
+        FaultSwitch(Arc::clone(&self.stats))
     }
 }
 
@@ -66,25 +111,56 @@ impl Drop for GroupCommit {
     }
 }
 
+/// One durable point: sled's flush (its log reaches the file), then fdatasync of that file.
+fn sync(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
+    let injected = stats
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if injected {
+        return Err(Arc::new(std::io::Error::other(
+            "fault injection: commit failed",
+        )));
+    }
+    db.flush()
+        .map_err(|e| Arc::new(std::io::Error::other(e.to_string())))?;
+    file.sync_data().map_err(Arc::new)
+}
+
 fn run(
     db: sled::Db,
+    file: File,
     rx: mpsc::Receiver<oneshot::Sender<CommitResult>>,
-    last_flush: Arc<AtomicI64>,
+    stats: Arc<CommitStats>,
 ) {
     while let Ok(first) = rx.recv() {
+        // Every ticket taken so far is answered by the sync that starts now.
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let result = db.flush().map(|_| ()).map_err(Arc::new);
-        if result.is_ok() {
-            last_flush.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-        } else {
-            tracing::error!(error = ?result, "sled flush failed");
+        let started = Instant::now();
+        let result = sync(&db, &file, &stats);
+        stats
+            .last_sync_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match &result {
+            Ok(()) => {
+                stats.syncs.fetch_add(1, Ordering::Relaxed);
+                stats.healthy.store(true, Ordering::SeqCst);
+                stats
+                    .last_flush_ms
+                    .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+            }
+            Err(error) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                stats.healthy.store(false, Ordering::SeqCst);
+                tracing::error!(%error, tickets = batch.len(), "store commit failed");
+            }
         }
         for waiter in batch {
             let _ = waiter.send(result.clone());
         }
     }
-    if let Err(error) = db.flush() {
-        tracing::error!(%error, "final sled flush failed");
+    if let Err(error) = sync(&db, &file, &stats) {
+        tracing::error!(%error, "final store flush failed");
     }
 }

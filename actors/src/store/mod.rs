@@ -1,32 +1,44 @@
-//! Durable storage: the sled database, its trees, and the group-commit flusher.
+//! Durable storage: the sled database, its schema, and the group commit that makes writes
+//! durable (flush + fdatasync, see `commit`).
 //!
-//! The [`ApprovalStore`] trait is what the registry sees, so a different backend (PostgreSQL for
-//! several instances) can slot in later without touching the state machine. The sled
-//! implementation keeps one tree per concern:
+//! The store owns every tree; actors get narrow handles:
 //!
-//! | tree          | key                               | value              | owner            |
-//! |---------------|-----------------------------------|--------------------|------------------|
-//! | `approvals`   | approval id (16-byte ULID)        | versioned record   | ApprovalRegistry |
-//! | `idempotency` | requested_by `\0` key            | approval id        | ApprovalRegistry |
-//! | `deadlines`   | deadline ms (big-endian) ++ id    | empty              | TimeoutSweeper   |
-//! | `outbox`      | approval id ++ sequence (BE)      | notification       | TelegramGateway  |
-//! | `meta`        | name                              | bytes              | whoever named it |
+//! | tree                | key                              | value                | written by         |
+//! |---------------------|----------------------------------|----------------------|--------------------|
+//! | `approvals`         | approval id (16-byte ULID)       | versioned record     | ApprovalRegistry   |
+//! | `idempotency`       | requested_by `\0` key            | approval id          | ApprovalRegistry   |
+//! | `by_status`         | status byte ++ id                | empty                | ApprovalRegistry   |
+//! | `queues`            | channel byte ++ seq (BE)         | queued notification  | registry appends; each notifier consumes its channel |
+//! | `dead_letters`      | seq (BE)                         | channel, reason, entry | notifiers; requeued by operators |
+//! | `deadlines`         | deadline ms (BE) ++ id           | empty                | TimeoutSweeper     |
+//! | `telegram_messages` | approval id                      | message refs         | TelegramGateway    |
+//! | `meta`              | name                             | bytes                | whoever named it   |
 //!
-//! Each actor is handed only the trees it owns; nothing here reaches into actor state.
+//! A state change and the notifications announcing it are one sled transaction
+//! ([`ApprovalStore::apply`]): either the approval changed and every channel that must hear of it
+//! has its queue entry, or neither. The [`ApprovalStore`] trait is what the registry sees, so a
+//! PostgreSQL backend can slot in later without touching the state machine.
 
 mod codec;
 mod commit;
+pub mod queue;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::oneshot;
 
 pub use codec::{CodecError, decode as decode_approval, encode as encode_approval, millis};
-pub use commit::CommitResult;
 use commit::GroupCommit;
+pub use commit::{CommitResult, FaultSwitch};
+pub use queue::{Channel, DeadLetter, QueueEntry};
 
 use crate::domain::{Approval, ApprovalId, Status};
+use crate::notification::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,8 +46,8 @@ pub enum StoreError {
     Open { path: PathBuf, source: sled::Error },
     #[error("store I/O failed: {0}")]
     Io(#[from] sled::Error),
-    #[error("store flush failed: {0}")]
-    Flush(Arc<sled::Error>),
+    #[error("store commit failed: {0}")]
+    Flush(Arc<std::io::Error>),
     #[error("the store's flusher has stopped")]
     FlusherGone,
     #[error("record {key} is unreadable: {source}")]
@@ -43,26 +55,51 @@ pub enum StoreError {
         key: String,
         source: codec::CodecError,
     },
-    #[error("cannot start the flusher thread: {0}")]
+    #[error("{0}")]
+    Queue(String),
+    #[error("cannot start the flusher: {0}")]
     Thread(#[from] std::io::Error),
+}
+
+/// One state change to write: the approval as it is now, as it was (`None` for a new one), and
+/// the channels whose queues must hear of it.
+pub struct Change<'a> {
+    pub approval: &'a Approval,
+    pub previous: Option<&'a Approval>,
+    pub event: Option<Event>,
+    pub channels: &'a [Channel],
+    pub request_id: Option<&'a str>,
+}
+
+/// What [`ApprovalStore::apply`] wrote, so the change can be announced or reverted.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    pub queued: Vec<(Channel, u64)>,
+    record: Vec<u8>,
 }
 
 /// What the registry needs from storage.
 pub trait ApprovalStore: Send + 'static {
-    /// Write (insert or replace) one approval and, for a new one, its idempotency entry.
-    fn put(&self, approval: &Approval) -> Result<(), StoreError>;
+    /// Write the approval, its indexes and its queue entries in one transaction.
+    fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError>;
+    /// Undo an [`apply`](Self::apply) whose commit failed, if nothing changed the approval since.
+    fn revert(&self, change: &Change<'_>, written: &Written) -> Result<(), StoreError>;
     fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError>;
     fn find_idempotent(&self, agent: &str, key: &str) -> Result<Option<ApprovalId>, StoreError>;
-    /// Newest first, strictly older than `before` when given.
+    /// Newest first, strictly older than `before` when given. O(page) through the status index.
     fn list(
         &self,
         status: Option<Status>,
         before: Option<ApprovalId>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError>;
-    /// Visit every approval (start-up reload).
-    fn for_each(&self, visit: &mut dyn FnMut(Approval)) -> Result<(), StoreError>;
-    /// Resolves once everything written so far is on disk.
+    /// How many approvals have each status (keys of the index only; no record is decoded).
+    fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError>;
+    /// Visit every pending approval (start-up: re-arm deadlines).
+    fn for_each_pending(&self, visit: &mut dyn FnMut(Approval)) -> Result<(), StoreError>;
+    /// Remove up to `limit` ended approvals created before `cutoff_ms`; returns their statuses.
+    fn remove_ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<Status>, StoreError>;
+    /// Resolves once everything written so far is on stable storage.
     fn commit(&self) -> Commit;
     fn diagnostics(&self) -> StoreDiagnostics;
 }
@@ -85,6 +122,11 @@ pub struct StoreDiagnostics {
     pub path: PathBuf,
     pub size_on_disk: u64,
     pub last_flush_ms: i64,
+    /// False from a failed commit until the next one succeeds.
+    pub committing: bool,
+    pub commit_failures: u64,
+    pub last_sync_us: u64,
+    pub dead_letters: i64,
 }
 
 /// The sled database and its group-commit flusher. Cheap to clone.
@@ -98,8 +140,74 @@ struct Inner {
     commit: GroupCommit,
     approvals: sled::Tree,
     idempotency: sled::Tree,
+    by_status: sled::Tree,
+    queues: sled::Tree,
+    dead: sled::Tree,
+    messages: sled::Tree,
+    dead_count: AtomicI64,
     db: sled::Db,
     path: PathBuf,
+}
+
+const SCHEMA_KEY: &[u8] = b"store_schema";
+const SCHEMA_VERSION: u8 = 2;
+
+fn status_byte(status: Status) -> u8 {
+    match status {
+        Status::Pending => 0,
+        Status::Approved => 1,
+        Status::Rejected => 2,
+        Status::TimedOut => 3,
+        Status::Cancelled => 4,
+    }
+}
+
+fn index_key(status: Status, id: ApprovalId) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = status_byte(status);
+    key[1..].copy_from_slice(&id.to_bytes());
+    key
+}
+
+fn id_of_index(key: &[u8]) -> Option<ApprovalId> {
+    Some(ApprovalId::from_bytes(key.get(1..17)?.try_into().ok()?))
+}
+
+/// Milliseconds of the ULID's timestamp: when the approval was created.
+fn created_ms(id: ApprovalId) -> i64 {
+    let bytes = id.to_bytes();
+    let mut ms = [0u8; 8];
+    ms[2..].copy_from_slice(&bytes[..6]);
+    i64::from_be_bytes(ms)
+}
+
+fn idempotency_key(agent: &str, key: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(agent.len() + key.len() + 1);
+    bytes.extend_from_slice(agent.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+fn decode_entry(key: &[u8], value: &[u8]) -> Result<Approval, StoreError> {
+    codec::decode(value).map_err(|source| StoreError::Corrupt {
+        key: queue::hex(key),
+        source,
+    })
+}
+
+fn encode_record(approval: &Approval) -> Result<Vec<u8>, StoreError> {
+    codec::encode(approval).map_err(|source| StoreError::Corrupt {
+        key: approval.id.to_string(),
+        source,
+    })
+}
+
+fn tx_error(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => StoreError::Io(error),
+    }
 }
 
 impl SledStore {
@@ -113,70 +221,143 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(open_error)?;
-        let approvals = db.open_tree("approvals").map_err(open_error)?;
-        let idempotency = db.open_tree("idempotency").map_err(open_error)?;
-        let commit = GroupCommit::start(db.clone())?;
-        Ok(Self {
+        let tree = |name: &str| db.open_tree(name).map_err(open_error);
+        let (approvals, idempotency, by_status) =
+            (tree("approvals")?, tree("idempotency")?, tree("by_status")?);
+        let (queues, dead, messages) = (
+            tree("queues")?,
+            tree("dead_letters")?,
+            tree("telegram_messages")?,
+        );
+        let commit = GroupCommit::start(db.clone(), &path.join("db"))?;
+        let store = Self {
             inner: Arc::new(Inner {
                 commit,
+                dead_count: AtomicI64::new(dead.len() as i64),
                 approvals,
                 idempotency,
+                by_status,
+                queues,
+                dead,
+                messages,
                 db,
                 path: path.to_path_buf(),
             }),
-        })
+        };
+        store.migrate()?;
+        Ok(store)
     }
 
-    /// A tree for another actor (deadlines, outbox, meta). Only call this while wiring up.
+    /// Build the status index for a store written before it existed (once).
+    fn migrate(&self) -> Result<(), StoreError> {
+        let meta = self.inner.db.open_tree("meta")?;
+        if meta.get(SCHEMA_KEY)?.as_deref() == Some(&[SCHEMA_VERSION]) {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for entry in self.inner.approvals.iter() {
+            let (key, value) = entry?;
+            let approval = decode_entry(&key, &value)?;
+            batch.insert(&index_key(approval.status, approval.id)[..], &[][..]);
+        }
+        self.inner.by_status.apply_batch(batch)?;
+        meta.insert(SCHEMA_KEY, &[SCHEMA_VERSION])?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// The next queue sequence number: unique and increasing across restarts, never 0 (0 is
+    /// "nothing yet" to every consumer's watermark).
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.generate_id()? + 1)
+    }
+
+    /// A tree for an actor that owns it (deadlines, meta). Only call this while wiring up.
     pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         Ok(self.inner.db.open_tree(name)?)
     }
 
-    /// Commit tickets for actors that own trees of their own (the outbox must be durable too).
-    pub fn committer(&self) -> Committer {
-        Committer(self.clone())
+    /// The queue handle notifiers use: their own channel's entries, dead letters, commits.
+    pub fn queues(&self) -> Queues {
+        Queues(self.clone())
     }
-}
 
-/// Lets an actor wait for durability without holding the approval store's API.
-#[derive(Clone)]
-pub struct Committer(SledStore);
-
-impl Committer {
-    pub fn commit(&self) -> Commit {
-        Commit(self.0.inner.commit.ticket())
+    /// Fault injection: make the next commits fail.
+    pub fn faults(&self) -> FaultSwitch {
+        self.inner.commit.faults()
     }
-}
 
-fn idempotency_key(agent: &str, key: &str) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(agent.len() + key.len() + 1);
-    bytes.extend_from_slice(agent.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(key.as_bytes());
-    bytes
-}
-
-fn decode_entry(key: &[u8], value: &[u8]) -> Result<Approval, StoreError> {
-    codec::decode(value).map_err(|source| StoreError::Corrupt {
-        key: key.iter().map(|b| format!("{b:02x}")).collect(),
-        source,
-    })
+    /// True unless the last commit failed.
+    pub fn committing(&self) -> bool {
+        self.inner.commit.stats().healthy.load(Ordering::SeqCst)
+    }
 }
 
 impl ApprovalStore for SledStore {
-    fn put(&self, approval: &Approval) -> Result<(), StoreError> {
-        let bytes = codec::encode(approval).map_err(|source| StoreError::Corrupt {
-            key: approval.id.to_string(),
-            source,
-        })?;
-        self.inner.approvals.insert(approval.id.to_bytes(), bytes)?;
-        if let Some(key) = &approval.idempotency_key {
-            let agent = approval.requested_by.as_str();
-            self.inner
-                .idempotency
-                .insert(idempotency_key(agent, key), &approval.id.to_bytes())?;
+    fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError> {
+        let approval = change.approval;
+        let record = encode_record(approval)?;
+        let mut queued = Vec::with_capacity(change.channels.len());
+        let mut entries = Vec::with_capacity(change.channels.len());
+        if let Some(event) = change.event {
+            let entry = queue::encode_with(event, &record, change.request_id, None)?;
+            for &channel in change.channels {
+                let seq = self.next_seq()?;
+                queued.push((channel, seq));
+                entries.push(queue::key(channel, seq));
+            }
+            let entries = &entries;
+            let entry = &entry;
+            self.transact(change, &record, |q| {
+                for key in entries {
+                    q.insert(&key[..], entry.as_slice())?;
+                }
+                Ok(())
+            })?;
+        } else {
+            self.transact(change, &record, |_| Ok(()))?;
         }
-        Ok(())
+        Ok(Written { queued, record })
+    }
+
+    fn revert(&self, change: &Change<'_>, written: &Written) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let id = change.approval.id.to_bytes();
+        let previous = change.previous.map(encode_record).transpose()?;
+        let idempotency = match (change.previous, &change.approval.idempotency_key) {
+            (None, Some(key)) => Some(idempotency_key(&change.approval.requested_by, key)),
+            _ => None,
+        };
+        (
+            &inner.approvals,
+            &inner.idempotency,
+            &inner.by_status,
+            &inner.queues,
+        )
+            .transaction(|(a, i, s, q)| {
+                for (channel, seq) in &written.queued {
+                    q.remove(&queue::key(*channel, *seq)[..])?;
+                }
+                // Something newer already replaced this version: leave it alone.
+                if a.get(id)?.as_deref() != Some(written.record.as_slice()) {
+                    return Ok(());
+                }
+                s.remove(&index_key(change.approval.status, change.approval.id)[..])?;
+                match (&previous, change.previous) {
+                    (Some(bytes), Some(old)) => {
+                        a.insert(&id[..], bytes.as_slice())?;
+                        s.insert(&index_key(old.status, old.id)[..], &[][..])?;
+                    }
+                    _ => {
+                        a.remove(&id[..])?;
+                        if let Some(key) = &idempotency {
+                            i.remove(key.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)
     }
 
     fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError> {
@@ -201,15 +382,32 @@ impl ApprovalStore for SledStore {
         before: Option<ApprovalId>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
-        let range = match before {
-            Some(id) => self.inner.approvals.range(..id.to_bytes()),
-            None => self.inner.approvals.range::<&[u8], _>(..),
-        };
         let mut page = Vec::with_capacity(limit.min(1024));
-        for entry in range.rev() {
-            let (key, value) = entry?;
-            let approval = decode_entry(&key, &value)?;
-            if status.is_none_or(|wanted| approval.status == wanted) {
+        let Some(status) = status else {
+            let range = match before {
+                Some(id) => self.inner.approvals.range(..id.to_bytes()),
+                None => self.inner.approvals.range::<&[u8], _>(..),
+            };
+            for entry in range.rev().take(limit) {
+                let (key, value) = entry?;
+                page.push(decode_entry(&key, &value)?);
+            }
+            return Ok(page);
+        };
+        let start = [status_byte(status)];
+        let end = match before {
+            Some(id) => index_key(status, id).to_vec(),
+            None => vec![status_byte(status) + 1],
+        };
+        for item in self.inner.by_status.range(start.to_vec()..end).rev() {
+            let (key, _) = item?;
+            let Some(id) = id_of_index(&key) else {
+                continue;
+            };
+            // An index key whose record is gone (retention mid-pass) is skipped.
+            if let Some(approval) = self.get(id)?
+                && approval.status == status
+            {
                 page.push(approval);
                 if page.len() >= limit {
                     break;
@@ -219,12 +417,67 @@ impl ApprovalStore for SledStore {
         Ok(page)
     }
 
-    fn for_each(&self, visit: &mut dyn FnMut(Approval)) -> Result<(), StoreError> {
-        for entry in self.inner.approvals.iter() {
-            let (key, value) = entry?;
-            visit(decode_entry(&key, &value)?);
+    fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        let mut counts = HashMap::new();
+        for status in Status::ALL {
+            let n = self
+                .inner
+                .by_status
+                .scan_prefix([status_byte(status)])
+                .keys()
+                .try_fold(0u64, |n, key| key.map(|_| n + 1))?;
+            counts.insert(status, n);
+        }
+        Ok(counts)
+    }
+
+    fn for_each_pending(&self, visit: &mut dyn FnMut(Approval)) -> Result<(), StoreError> {
+        for key in self
+            .inner
+            .by_status
+            .scan_prefix([status_byte(Status::Pending)])
+            .keys()
+        {
+            if let Some(id) = id_of_index(&key?)
+                && let Some(approval) = self.get(id)?
+            {
+                visit(approval);
+            }
         }
         Ok(())
+    }
+
+    fn remove_ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<Status>, StoreError> {
+        let mut removed = Vec::new();
+        for status in Status::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for key in self
+                .inner
+                .by_status
+                .scan_prefix([status_byte(status)])
+                .keys()
+            {
+                let key = key?;
+                let Some(id) = id_of_index(&key) else {
+                    continue;
+                };
+                // Ids sort by creation time: the first young one ends this status's pass.
+                if created_ms(id) >= cutoff_ms || removed.len() >= limit {
+                    break;
+                }
+                if let Some(approval) = self.get(id)? {
+                    if let Some(idem) = &approval.idempotency_key {
+                        self.inner
+                            .idempotency
+                            .remove(idempotency_key(&approval.requested_by, idem))?;
+                    }
+                    self.inner.approvals.remove(id.to_bytes())?;
+                    self.inner.messages.remove(id.to_bytes())?;
+                }
+                self.inner.by_status.remove(key)?;
+                removed.push(status);
+            }
+        }
+        Ok(removed)
     }
 
     fn commit(&self) -> Commit {
@@ -232,10 +485,210 @@ impl ApprovalStore for SledStore {
     }
 
     fn diagnostics(&self) -> StoreDiagnostics {
+        let stats = self.inner.commit.stats();
         StoreDiagnostics {
             path: self.inner.path.clone(),
             size_on_disk: self.inner.db.size_on_disk().unwrap_or(0),
-            last_flush_ms: self.inner.commit.last_flush_ms(),
+            last_flush_ms: stats.last_flush_ms.load(Ordering::Relaxed),
+            committing: stats.healthy.load(Ordering::SeqCst),
+            commit_failures: stats.failures.load(Ordering::Relaxed),
+            last_sync_us: stats.last_sync_us.load(Ordering::Relaxed),
+            dead_letters: self.inner.dead_count.load(Ordering::Relaxed),
         }
+    }
+}
+
+type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
+
+impl SledStore {
+    /// The record, its index keys and whatever `queue` adds, in one transaction.
+    fn transact(
+        &self,
+        change: &Change<'_>,
+        record: &[u8],
+        queue: impl Fn(&sled::transaction::TransactionalTree) -> TxResult,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let approval = change.approval;
+        let id = approval.id.to_bytes();
+        let idempotency = match (change.previous, &approval.idempotency_key) {
+            (None, Some(key)) => Some(idempotency_key(&approval.requested_by, key)),
+            _ => None,
+        };
+        (
+            &inner.approvals,
+            &inner.idempotency,
+            &inner.by_status,
+            &inner.queues,
+        )
+            .transaction(|(a, i, s, q)| {
+                a.insert(&id[..], record)?;
+                if let Some(key) = &idempotency {
+                    i.insert(key.as_slice(), &id[..])?;
+                }
+                if let Some(old) = change.previous
+                    && old.status != approval.status
+                {
+                    s.remove(&index_key(old.status, old.id)[..])?;
+                }
+                s.insert(&index_key(approval.status, approval.id)[..], &[][..])?;
+                queue(q)?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+}
+
+/// What a notifier may do: read and consume its own channel's queue, append (the Telegram
+/// gateway hands failed deliveries to the fallback channels), dead-letter, and wait for commits.
+#[derive(Clone)]
+pub struct Queues(SledStore);
+
+impl Queues {
+    fn tree(&self) -> &sled::Tree {
+        &self.0.inner.queues
+    }
+
+    /// Up to `limit` entries at the front of `channel`'s queue, oldest first.
+    pub fn front(
+        &self,
+        channel: Channel,
+        limit: usize,
+    ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree().scan_prefix([channel.byte()]).take(limit) {
+            let (key, value) = item?;
+            if let Some((_, seq)) = queue::parse_key(&key) {
+                out.push((seq, queue::decode(&key, &value)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries of `channel` after `seq`, oldest first (at most `limit`).
+    pub fn after(
+        &self,
+        channel: Channel,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
+        let start = queue::key(channel, seq.saturating_add(1));
+        let end = [channel.byte() + 1];
+        let mut out = Vec::new();
+        for item in self.tree().range(start.to_vec()..end.to_vec()).take(limit) {
+            let (key, value) = item?;
+            if let Some((_, seq)) = queue::parse_key(&key) {
+                out.push((seq, queue::decode(&key, &value)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// (entries, highest seq) of a channel's queue: read once when its notifier starts.
+    pub fn scan(&self, channel: Channel) -> Result<(usize, u64), StoreError> {
+        let mut count = 0;
+        let mut last = 0;
+        for key in self.tree().scan_prefix([channel.byte()]).keys() {
+            if let Some((_, seq)) = queue::parse_key(&key?) {
+                count += 1;
+                last = seq;
+            }
+        }
+        Ok((count, last))
+    }
+
+    pub fn get(&self, channel: Channel, seq: u64) -> Result<Option<QueueEntry>, StoreError> {
+        let key = queue::key(channel, seq);
+        self.tree()
+            .get(key)?
+            .map(|v| queue::decode(&key, &v))
+            .transpose()
+    }
+
+    /// Append; durable after the next [`commit`](Self::commit).
+    pub fn enqueue(&self, channel: Channel, entry: &QueueEntry) -> Result<u64, StoreError> {
+        let seq = self.0.next_seq()?;
+        self.tree()
+            .insert(queue::key(channel, seq), queue::encode(entry)?)?;
+        Ok(seq)
+    }
+
+    /// Delivered: remove (one batch). Losing this on a crash only repeats a notification.
+    pub fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for &seq in seqs {
+            batch.remove(&queue::key(channel, seq)[..]);
+        }
+        self.tree().apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Never deliverable: move to the dead letters with the reason.
+    pub fn bury(&self, channel: Channel, seq: u64, reason: &str) -> Result<(), StoreError> {
+        let key = queue::key(channel, seq);
+        let Some(value) = self.tree().get(key)? else {
+            return Ok(());
+        };
+        let dead = queue::encode_dead(channel, reason, &value)?;
+        let inner = &self.0.inner;
+        (&inner.queues, &inner.dead)
+            .transaction(|(q, d)| {
+                q.remove(&key[..])?;
+                d.insert(&seq.to_be_bytes()[..], dead.as_slice())?;
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        inner.dead_count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Dead letters oldest first, strictly after `after`.
+    pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .0
+            .inner
+            .dead
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .take(limit)
+        {
+            let (key, value) = item?;
+            out.push(queue::decode_dead(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Put a dead letter back at the end of its channel's queue; `None` if there is no such id.
+    pub fn requeue(&self, id: u64) -> Result<Option<(Channel, u64)>, StoreError> {
+        let inner = &self.0.inner;
+        let Some(value) = inner.dead.get(id.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let (channel, entry) = queue::dead_parts(&id.to_be_bytes(), &value)?;
+        let seq = self.0.next_seq()?;
+        (&inner.queues, &inner.dead)
+            .transaction(|(q, d)| {
+                d.remove(&id.to_be_bytes()[..])?;
+                q.insert(&queue::key(channel, seq)[..], entry.as_slice())?;
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        inner.dead_count.fetch_sub(1, Ordering::Relaxed);
+        Ok(Some((channel, seq)))
+    }
+
+    /// O(1): kept by the store as letters come and go.
+    pub fn dead_letter_count(&self) -> i64 {
+        self.0.inner.dead_count.load(Ordering::Relaxed)
+    }
+
+    pub fn commit(&self) -> Commit {
+        self.0.commit()
+    }
+
+    /// Which Telegram messages show which approval (the gateway's log, kept with the approval
+    /// so retention removes both).
+    pub fn messages(&self) -> sled::Tree {
+        self.0.inner.messages.clone()
     }
 }

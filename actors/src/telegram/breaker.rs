@@ -127,6 +127,13 @@ impl CircuitBreaker {
         }
     }
 
+    /// A restarted gateway forgets a probe in flight: its answer will never be recorded, and
+    /// keeping the flag would refuse every later call.
+    pub fn forget_probe(&mut self) {
+        self.probe_in_flight = false;
+    }
+
+    /// Record the outcome of a call `try_acquire` allowed. Every outcome resolves a probe.
     pub fn record(&mut self, now: Instant, succeeded: bool) -> Option<Transition> {
         self.probe_in_flight = false;
         match self.state {
@@ -211,6 +218,23 @@ mod tests {
             Some(BreakerState::Open)
         );
         assert_eq!(b.next_probe_at(), Some(probe_at + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_forgotten_probe_lets_the_next_one_through() {
+        let mut b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            b.record(t0, false);
+        }
+        let probe_at = t0 + Duration::from_secs(30);
+        assert!(b.try_acquire(probe_at).0);
+        assert!(!b.try_acquire(probe_at).0, "one probe at a time");
+        b.forget_probe();
+        assert!(
+            b.try_acquire(probe_at).0,
+            "a restart must not wedge the breaker"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! - [`gateway::TelegramGateway`]: all Bot API traffic (sends, edits, the getUpdates loop,
 //!   callback answers), the retry policy and the circuit breaker.
-//! - [`outbox`]: durable queue of notifications and the log of sent messages.
+//! - [`message_log`]: which messages show which approval (the queue itself is in the store).
 //! - [`breaker`], [`retry`]: pure policies, unit-tested without a network.
 //! - [`render`]: message text and buttons; [`callback`]: signed button data.
 
@@ -10,6 +10,6 @@ pub mod api;
 pub mod breaker;
 pub mod callback;
 pub mod gateway;
-pub mod outbox;
+pub mod message_log;
 pub mod render;
 pub mod retry;

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use teloxide::ApiError;
-use teloxide::RequestError;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -58,6 +57,14 @@ pub enum FailureKind {
 }
 
 impl Failure {
+    pub fn network(detail: String) -> Self {
+        transient("network", detail)
+    }
+
+    pub fn invalid_response(detail: String) -> Self {
+        transient("invalid_response", detail)
+    }
+
     pub fn timeout(after: Duration) -> Self {
         Failure {
             kind: FailureKind::Transient { retry_after: None },
@@ -79,25 +86,38 @@ fn transient(reason: &'static str, detail: String) -> Failure {
     }
 }
 
-pub fn classify(error: &RequestError) -> Failure {
-    let detail = error.to_string();
-    match error {
-        RequestError::RetryAfter(seconds) => Failure {
+/// Classify a Bot API error answer: 429 and `retry_after` are rate limits, 5xx are transient
+/// server errors, a migrated chat and other 4xx are permanent (by the description teloxide
+/// knows), "message is not modified" and friends are moot.
+pub fn classify_answer(answer: crate::telegram::api::ErrorAnswer) -> Failure {
+    let detail = if answer.description.is_empty() {
+        format!("HTTP {}", answer.status)
+    } else {
+        format!("HTTP {}: {}", answer.status, answer.description)
+    };
+    if answer.status == 429 || answer.retry_after.is_some() {
+        return Failure {
             kind: FailureKind::Transient {
-                retry_after: Some(seconds.duration()),
+                retry_after: answer.retry_after,
             },
             reason: "rate_limited",
             detail,
-        },
-        RequestError::Network(_) | RequestError::Io(_) => transient("network", detail),
-        RequestError::InvalidJson { .. } => transient("invalid_response", detail),
-        RequestError::MigrateToChatId(_) => Failure {
+        };
+    }
+    if answer.status >= 500 {
+        return transient("server_error", detail);
+    }
+    if answer.migrated {
+        return Failure {
             kind: FailureKind::Permanent,
             reason: "chat_migrated",
             detail,
-        },
-        RequestError::Api(api) => classify_api(api, detail),
+        };
     }
+    // teloxide's ApiError deserializes from the description string.
+    let api: ApiError = serde_json::from_value(serde_json::Value::String(answer.description))
+        .unwrap_or(ApiError::Unknown(String::new()));
+    classify_api(&api, detail)
 }
 
 fn classify_api(api: &ApiError, detail: String) -> Failure {
@@ -183,22 +203,37 @@ mod tests {
         }
     }
 
+    fn answer(status: u16, description: &str, retry_after: Option<u64>) -> Failure {
+        classify_answer(crate::telegram::api::ErrorAnswer {
+            status,
+            description: description.into(),
+            retry_after: retry_after.map(Duration::from_secs),
+            migrated: false,
+        })
+    }
+
     #[test]
     fn errors_are_classified() {
-        let rate = classify(&RequestError::RetryAfter(
-            teloxide::types::Seconds::from_seconds(3),
-        ));
+        let rate = answer(429, "Too Many Requests: retry after 3", Some(3));
         assert_eq!(
             rate.kind,
             FailureKind::Transient {
                 retry_after: Some(Duration::from_secs(3))
             }
         );
-        let gateway = classify(&RequestError::Api(ApiError::Unknown("Bad Gateway".into())));
-        assert!(gateway.is_transient());
-        let bad = classify(&RequestError::Api(ApiError::MessageIsTooLong));
+        assert!(answer(502, "Bad Gateway", None).is_transient());
+        assert_eq!(answer(502, "Bad Gateway", None).reason, "server_error");
+        let bad = answer(400, "Bad Request: message is too long", None);
         assert_eq!(bad.kind, FailureKind::Permanent);
-        let moot = classify(&RequestError::Api(ApiError::MessageNotModified));
+        let moot = answer(
+            400,
+            "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+            None,
+        );
         assert_eq!(moot.kind, FailureKind::Moot);
+        assert_eq!(
+            answer(403, "Forbidden: bot was blocked by the user", None).reason,
+            "forbidden"
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! Draining the outbox: one Bot API call at a time, oldest entry first, paced for the chat,
-//! retried with backoff, gated by the circuit breaker. An entry leaves the outbox only when
-//! Telegram confirms it (or moves to the dead-letter tree when it never can).
+//! Draining the Telegram queue: one Bot API call at a time, oldest entry first, paced for the
+//! chat, retried with backoff, gated by the circuit breaker. Only entries whose commit is durable
+//! are delivered (the head waits for its [`Wake`](crate::notification::Wake)). An entry leaves
+//! the queue only when Telegram confirms it, or becomes a dead letter when it never can.
 
 use std::time::Instant;
 
@@ -9,11 +10,11 @@ use actix::prelude::*;
 use super::{NAME, TelegramGateway};
 use crate::domain::TelegramMessageRef;
 use crate::metrics::TelegramMetric;
-use crate::notification::{Event, Notification, Notify};
+use crate::notification::{Event, Wake};
 use crate::registry::AttachMessage;
-use crate::supervision::guarded_with;
+use crate::store::{Channel, QueueEntry};
+use crate::supervision::{self, guarded_with};
 use crate::telegram::api::Attempt;
-use crate::telegram::outbox::{Entry, Job};
 use crate::telegram::render;
 use crate::telegram::retry::{Failure, FailureKind};
 
@@ -32,18 +33,8 @@ pub(super) struct State {
 pub(super) enum Delivered {
     Sent(TelegramMessageRef),
     Edited,
-}
-
-fn notification_of(entry: &Entry) -> Notification {
-    Notification {
-        event: if entry.approval.status.is_terminal() {
-            Event::Ended
-        } else {
-            Event::Created
-        },
-        approval: entry.approval.clone(),
-        request_id: entry.request_id.clone(),
-    }
+    /// An edit with no known message to edit: nothing was asked of Telegram.
+    Nothing,
 }
 
 impl TelegramGateway {
@@ -52,14 +43,18 @@ impl TelegramGateway {
         if self.delivery.delivering {
             return;
         }
-        let (seq, entry) = match self.outbox.first() {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
+        let (seq, mut entry) = match self.queues.front(Channel::Telegram, 1) {
+            Ok(mut head) if !head.is_empty() => head.remove(0),
+            Ok(_) => return,
             Err(error) => {
-                tracing::error!(actor = NAME, %error, "cannot read the outbox");
+                tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
                 return;
             }
         };
+        // Its commit is not confirmed yet: the Wake that confirms (or withdraws) it pumps again.
+        if !self.is_ready(seq) {
+            return;
+        }
         if self.delivery.head != Some(seq) {
             self.delivery.head = Some(seq);
             self.delivery.attempts = 0;
@@ -78,18 +73,33 @@ impl TelegramGateway {
         self.on_transition(transition);
         if !allowed {
             // Skipping costs nothing but this check; operators hear about what waits.
-            self.tell_fallback_all();
+            self.tell_fallback_all(ctx);
             if let Some(at) = self.breaker.next_probe_at() {
                 self.wake_at(ctx, at);
             }
             return;
         }
+        // Not posted yet but already ended: post the ended state; its edit is then moot.
+        let mut also = None;
+        if entry.event == Event::Created
+            && let Some(&ended_seq) = self.superseded.get(&entry.approval.id)
+            && ended_seq > seq
+            && self.is_ready(ended_seq)
+            && let Ok(Some(ended)) = self.queues.get(Channel::Telegram, ended_seq)
+        {
+            entry.approval = ended.approval;
+            also = Some(ended_seq);
+        }
         self.delivery.delivering = true;
         let call = self.deliver(&entry);
         ctx.spawn(call.into_actor(self).map(move |attempt, act, ctx| {
-            act.delivery.delivering = false;
             guarded_with(NAME, act, ctx, |act, ctx| {
+                act.delivery.delivering = false;
+                let delivered = attempt.result.is_ok();
                 act.finish(seq, entry, attempt, ctx);
+                if delivered && let Some(also) = also {
+                    act.done(also);
+                }
                 act.pump(ctx);
             });
         }));
@@ -103,7 +113,7 @@ impl TelegramGateway {
             ctx.cancel_future(handle);
         }
         let delay = at.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(delay, |act, ctx| {
+        let handle = supervision::run_later(ctx, NAME, delay, |act, ctx| {
             act.delivery.wake = None;
             act.pump(ctx);
         });
@@ -111,21 +121,19 @@ impl TelegramGateway {
     }
 
     /// The Bot API call(s) for one entry, as an owned future.
-    fn deliver(&self, entry: &Entry) -> impl Future<Output = Attempt<Delivered>> + 'static {
+    fn deliver(&self, entry: &QueueEntry) -> impl Future<Output = Attempt<Delivered>> + 'static {
         let api = self.api.clone();
         let text = render::message_text(&entry.approval);
         let keyboard = render::keyboard(&entry.approval, &self.codec);
         let chat_id = self.settings.chat_id;
-        let targets = match entry.job {
-            Job::Send => Vec::new(),
-            Job::Edit {
-                only: Some(message),
-            } => vec![message],
-            Job::Edit { only: None } => self.messages.get(entry.approval.id),
+        let send = entry.event == Event::Created;
+        let targets = match entry.only {
+            _ if send => Vec::new(),
+            Some(message) => vec![message],
+            None => self.messages.get(entry.approval.id),
         };
-        let job = entry.job.clone();
         async move {
-            if job == Job::Send {
+            if send {
                 let attempt = api.send(chat_id, text, keyboard).await;
                 return Attempt {
                     method: attempt.method,
@@ -135,7 +143,11 @@ impl TelegramGateway {
             }
             let mut last = Attempt {
                 method: "editMessageText",
-                result: Ok(Delivered::Edited),
+                result: Ok(if targets.is_empty() {
+                    Delivered::Nothing
+                } else {
+                    Delivered::Edited
+                }),
                 took: std::time::Duration::ZERO,
             };
             // Every copy gets the final text; one that is gone or already right is done.
@@ -158,11 +170,17 @@ impl TelegramGateway {
     fn finish(
         &mut self,
         seq: u64,
-        entry: Entry,
+        entry: QueueEntry,
         attempt: Attempt<Delivered>,
         ctx: &mut Context<Self>,
     ) {
         let now = Instant::now();
+        if matches!(attempt.result, Ok(Delivered::Nothing)) {
+            // No Bot API call was made: not a breaker outcome, only a probe to give back.
+            self.breaker.forget_probe();
+            self.done(seq);
+            return;
+        }
         let outcome = match &attempt.result {
             Ok(_) => "ok",
             Err(failure) if failure.kind == FailureKind::Moot => "ok",
@@ -180,16 +198,28 @@ impl TelegramGateway {
                 self.delivered(seq, entry, None, now, ctx)
             }
             Err(failure) if failure.is_transient() => {
-                self.failed_transient(seq, &entry, failure, attempt.method, now)
+                self.failed_transient(seq, &entry, failure, attempt.method, now, ctx)
             }
-            Err(failure) => self.failed_permanent(seq, &entry, failure, ctx),
+            Err(failure) => self.failed_permanent(seq, entry, failure, ctx),
         }
+    }
+
+    /// The entry left the queue (delivered or dead): forget it.
+    fn done(&mut self, seq: u64) {
+        if let Err(error) = self.queues.ack(Channel::Telegram, &[seq]) {
+            tracing::error!(actor = NAME, %error, "cannot remove a delivered queue entry");
+        }
+        self.ready.remove(&seq);
+        self.queued = self.queued.saturating_sub(1);
+        self.told_fallback.remove(&seq);
+        self.superseded.retain(|_, s| *s != seq);
+        self.publish_outbox();
     }
 
     fn delivered(
         &mut self,
         seq: u64,
-        entry: Entry,
+        entry: QueueEntry,
         delivered: Option<Delivered>,
         now: Instant,
         ctx: &mut Context<Self>,
@@ -198,21 +228,12 @@ impl TelegramGateway {
         self.on_transition(transition);
         self.last_success = Some(now);
         self.consecutive_failures = 0;
-        // The approval may have ended while its send was in flight (the entry was rewritten):
-        // the message just sent is stale, so queue an edit of it.
-        let rewritten = self
-            .outbox
-            .get(seq)
-            .ok()
-            .flatten()
-            .filter(|e| e.approval.status != entry.approval.status);
-        if let Err(error) = self.outbox.remove(seq) {
-            tracing::error!(actor = NAME, %error, "cannot remove a delivered outbox entry");
-        }
+        self.done(seq);
         if let Some(Delivered::Sent(message)) = delivered {
             if let Err(error) = self.messages.add(entry.approval.id, message) {
                 tracing::error!(actor = NAME, %error, "cannot record a sent message");
             }
+            self.commit_in_background(ctx);
             if let Some(registry) = &self.registry {
                 registry.do_send(AttachMessage {
                     id: entry.approval.id,
@@ -220,23 +241,16 @@ impl TelegramGateway {
                 });
             }
         }
-        if let Some(newer) = rewritten
-            && let Err(error) = self.outbox.push_ended(newer.approval, newer.request_id)
-        {
-            tracing::error!(actor = NAME, %error, "cannot queue an edit");
-        }
-        self.told_fallback.remove(&seq);
-        self.commit_in_background(ctx);
-        self.publish_outbox();
     }
 
     fn failed_transient(
         &mut self,
         seq: u64,
-        entry: &Entry,
+        entry: &QueueEntry,
         failure: Failure,
         method: &'static str,
         now: Instant,
+        ctx: &mut Context<Self>,
     ) {
         let transition = self.breaker.record(now, false);
         self.consecutive_failures += 1;
@@ -268,7 +282,7 @@ impl TelegramGateway {
             if exhausted { "retries exhausted, telling the fallback channels and keeping it in the outbox" } else { "retrying" }
         );
         if exhausted {
-            self.tell_fallback(seq, notification_of(entry));
+            self.tell_fallback(seq, entry.clone(), ctx);
         } else {
             self.metric(TelegramMetric::Retry { method });
         }
@@ -278,10 +292,14 @@ impl TelegramGateway {
     fn failed_permanent(
         &mut self,
         seq: u64,
-        entry: &Entry,
+        entry: QueueEntry,
         failure: Failure,
         ctx: &mut Context<Self>,
     ) {
+        // Telegram answered: it is up, whatever it thought of this request. The answer also
+        // resolves a half-open probe.
+        let transition = self.breaker.record(Instant::now(), true);
+        self.on_transition(transition);
         self.last_error = Some(failure.detail.clone());
         self.metric(TelegramMetric::Failure {
             reason: failure.reason,
@@ -293,35 +311,79 @@ impl TelegramGateway {
             reason = failure.reason,
             error = %failure.detail,
             "Telegram refused the notification permanently (check telegram.chat_id and the bot's rights); \
-             moved to the dead-letter tree and told the fallback channels"
+             moved to the dead letters and told the fallback channels"
         );
-        self.tell_fallback(seq, notification_of(entry));
-        if let Err(error) = self.outbox.bury(seq, &failure.detail) {
-            tracing::error!(actor = NAME, %error, "cannot move an entry to the dead-letter tree");
+        self.tell_fallback(seq, entry, ctx);
+        if let Err(error) = self.queues.bury(Channel::Telegram, seq, &failure.detail) {
+            tracing::error!(actor = NAME, %error, "cannot move an entry to the dead letters");
         }
+        self.ready.remove(&seq);
+        self.queued = self.queued.saturating_sub(1);
         self.told_fallback.remove(&seq);
-        self.commit_in_background(ctx);
         self.publish_outbox();
     }
 
-    /// Tell the fallback channels about one outbox entry, once.
-    pub(super) fn tell_fallback(&mut self, seq: u64, notification: Notification) {
-        if seq > self.told_through && self.told_fallback.insert(seq) {
-            self.fallback.do_send(Notify(notification));
+    /// Hand one queue entry to the fallback channels, once: appended to their durable queues,
+    /// and their notifier woken when that is on disk.
+    pub(super) fn tell_fallback(&mut self, seq: u64, entry: QueueEntry, ctx: &mut Context<Self>) {
+        if seq <= self.told_through || !self.told_fallback.insert(seq) {
+            return;
         }
+        let mut confirmed = Vec::new();
+        for &channel in &self.fallback_channels {
+            match self.queues.enqueue(channel, &entry) {
+                Ok(seq) => confirmed.push((channel, seq)),
+                Err(error) => {
+                    tracing::error!(actor = NAME, %error, channel = channel.as_str(), "cannot queue a fallback notification");
+                }
+            }
+        }
+        if confirmed.is_empty() {
+            return;
+        }
+        let commit = self.queues.commit();
+        let fallback = self.fallback.clone();
+        ctx.spawn(
+            async move {
+                match commit.wait().await {
+                    Ok(()) => {
+                        for (channel, seq) in confirmed {
+                            fallback.do_send(Wake {
+                                channel,
+                                confirmed: vec![seq],
+                                withdrawn: Vec::new(),
+                                ended: None,
+                            });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(actor = NAME, %error, "cannot commit fallback notifications")
+                    }
+                }
+            }
+            .into_actor(self),
+        );
     }
 
-    /// Tell them about every entry queued since the last time: sequence numbers only grow, so
-    /// a watermark makes this O(new entries), not O(outbox), on each pump while the breaker
-    /// is open.
-    fn tell_fallback_all(&mut self) {
-        let untold: Vec<(u64, Notification)> = self
-            .outbox
-            .entries_after(self.told_through)
-            .map(|(seq, entry)| (seq, notification_of(&entry)))
-            .collect();
-        for (seq, notification) in untold {
-            self.tell_fallback(seq, notification);
+    /// Tell them about every durable entry queued since the last time: sequence numbers only
+    /// grow, so a watermark makes this O(new entries), not O(queue), on each pump while the
+    /// breaker is open.
+    fn tell_fallback_all(&mut self, ctx: &mut Context<Self>) {
+        let untold = match self
+            .queues
+            .after(Channel::Telegram, self.told_through, 1000)
+        {
+            Ok(untold) => untold,
+            Err(error) => {
+                tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
+                return;
+            }
+        };
+        for (seq, entry) in untold {
+            if !self.is_ready(seq) {
+                break;
+            }
+            self.tell_fallback(seq, entry, ctx);
             self.told_through = seq;
         }
         let through = self.told_through;

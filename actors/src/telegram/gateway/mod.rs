@@ -1,14 +1,16 @@
-//! TelegramGateway: all Bot API traffic. It turns notifications into outbox entries and drains
-//! the outbox (`delivery`), runs the getUpdates loop and turns taps into decisions (`updates`),
-//! and owns the retry policy and the circuit breaker.
+//! TelegramGateway: all Bot API traffic. It drains the Telegram queue (`delivery`), runs the
+//! getUpdates loop and turns taps into decisions (`updates`), and owns the retry policy and the
+//! circuit breaker.
 //!
-//! It owns the `outbox`, `outbox_dead`, `telegram_messages` trees and its keys in `meta`. It
-//! never touches approval state: decisions go to the registry as `Decide`, like a REST decision.
+//! It alone consumes the store's Telegram queue (the registry appends to it inside each commit
+//! and sends [`Wake`] once the commit is durable), and owns `telegram_messages` and its keys in
+//! `meta`. When Telegram cannot deliver, it appends to the fallback channels' queues. It never
+//! touches approval state: decisions go to the registry as `Decide`, like a REST decision.
 
 mod delivery;
 mod updates;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,14 +20,14 @@ use serde::Serialize;
 use super::api::Api;
 use super::breaker::{BreakerSettings, CircuitBreaker, Transition};
 use super::callback::CallbackCodec;
-use super::outbox::{MessageLog, Outbox};
+use super::message_log::MessageLog;
 use super::retry::RetryPolicy;
 use crate::fallback::{Announce, Announcement, FallbackNotifier};
 use crate::metrics::{Metric, TelegramMetric};
-use crate::notification::{Event, Notify};
+use crate::notification::Wake;
 use crate::registry::ApprovalRegistry;
-use crate::store::{Committer, StoreError};
-use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts, guarded};
+use crate::store::{Channel, Queues, StoreError};
+use crate::supervision::{self, ActorHealth, HealthStatus, Ping, Restarts};
 
 pub const NAME: &str = "telegram_gateway";
 const OFFSET_KEY: &[u8] = b"telegram_update_offset";
@@ -45,13 +47,12 @@ pub struct TelegramSettings {
     pub breaker: BreakerSettings,
 }
 
-/// The trees the gateway owns, opened while wiring up.
+/// What the gateway is given of the store, while wiring up.
 pub struct GatewayStore {
-    pub outbox: sled::Tree,
-    pub dead: sled::Tree,
-    pub messages: sled::Tree,
+    pub queues: Queues,
     pub meta: sled::Tree,
-    pub committer: Committer,
+    /// The fallback channels' queues, for entries Telegram cannot deliver.
+    pub fallback_channels: Vec<Channel>,
 }
 
 /// The configured secret, or the one stored in sled, or a new random one (stored and flushed),
@@ -95,10 +96,19 @@ pub struct TelegramGateway {
     settings: Arc<TelegramSettings>,
     api: Api,
     codec: Arc<CallbackCodec>,
-    outbox: Outbox,
+    queues: Queues,
+    /// Entries of the Telegram queue known to be durable: every seq up to `ready_through`
+    /// (what was on disk at start) and each one a [`Wake`] confirmed since.
+    ready: BTreeSet<u64>,
+    ready_through: u64,
+    /// Entries in the Telegram queue (counted once at start, then kept up to date).
+    queued: usize,
+    /// Approvals with a durable "ended" entry queued: (its seq). A first message still queued
+    /// for such an approval is posted already decided, and the ended entry is then moot.
+    superseded: HashMap<crate::domain::ApprovalId, u64>,
     messages: MessageLog,
     meta: sled::Tree,
-    committer: Committer,
+    fallback_channels: Vec<Channel>,
     breaker: CircuitBreaker,
     registry: Option<Addr<ApprovalRegistry>>,
     fallback: Addr<FallbackNotifier>,
@@ -109,6 +119,7 @@ pub struct TelegramGateway {
     bot_username: Option<String>,
     last_success: Option<Instant>,
     last_error: Option<String>,
+    last_poll_error: Option<String>,
     consecutive_failures: u32,
     /// Entries past `told_through` already told individually (retries exhausted).
     told_fallback: HashSet<u64>,
@@ -140,13 +151,20 @@ impl TelegramGateway {
             settings.api_url.clone(),
             settings.request_timeout,
         );
+        // Read the queue once here, so a damaged store stops start-up instead of looping in the
+        // supervisor.
+        store.queues.scan(Channel::Telegram)?;
         Ok(Self {
             api,
             codec: Arc::new(CallbackCodec::new(&secret)),
-            outbox: Outbox::open(store.outbox, store.dead)?,
-            messages: MessageLog::new(store.messages),
+            messages: MessageLog::new(store.queues.messages()),
+            queues: store.queues,
+            ready: BTreeSet::new(),
+            ready_through: 0,
+            queued: 0,
+            superseded: HashMap::new(),
             meta: store.meta,
-            committer: store.committer,
+            fallback_channels: store.fallback_channels,
             breaker: CircuitBreaker::new(settings.breaker.clone()),
             settings: Arc::new(settings),
             registry: None,
@@ -158,6 +176,7 @@ impl TelegramGateway {
             bot_username: None,
             last_success: None,
             last_error: None,
+            last_poll_error: None,
             consecutive_failures: 0,
             told_fallback: HashSet::new(),
             told_through: 0,
@@ -169,7 +188,42 @@ impl TelegramGateway {
     }
 
     fn publish_outbox(&self) {
-        self.metric(TelegramMetric::OutboxSize(self.outbox.len() as i64));
+        self.metric(TelegramMetric::OutboxSize(self.queued as i64));
+    }
+
+    fn is_ready(&self, seq: u64) -> bool {
+        seq <= self.ready_through || self.ready.contains(&seq)
+    }
+
+    /// (Re)read the queue: everything in it now is durable (it survived to be read).
+    fn reload_queue(&mut self) {
+        match self.queues.scan(Channel::Telegram) {
+            Ok((count, last)) => {
+                self.queued = count;
+                self.ready_through = last;
+                self.ready.clear();
+                self.superseded.clear();
+                if let Ok(entries) = self.queues.front(Channel::Telegram, count) {
+                    for (seq, entry) in entries {
+                        if entry.event == crate::notification::Event::Ended && entry.only.is_none()
+                        {
+                            self.superseded.insert(entry.approval.id, seq);
+                        }
+                    }
+                }
+                if count > 0 {
+                    tracing::info!(
+                        actor = NAME,
+                        queued = count,
+                        "replaying undelivered Telegram notifications"
+                    );
+                }
+            }
+            Err(error) => {
+                self.last_error = Some(format!("cannot read the Telegram queue: {error}"));
+                tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
+            }
+        }
     }
 
     /// Log, count and announce a breaker state change.
@@ -185,12 +239,12 @@ impl TelegramGateway {
                  Notifications wait in the outbox ({} queued) and go out when Telegram is back; \
                  decide meanwhile with `approval-gate approvals list` / `approve ID` or the REST API.",
                 self.last_error.as_deref().unwrap_or("unknown"),
-                self.outbox.len()
+                self.queued
             ),
             "half_open" => "Probing Telegram again after the break.".to_string(),
             _ => format!(
                 "Telegram is reachable again; delivering {} queued notifications.",
-                self.outbox.len()
+                self.queued
             ),
         };
         tracing::warn!(
@@ -205,12 +259,13 @@ impl TelegramGateway {
         }));
     }
 
+    /// Make the gateway's own writes (offset, message log) durable without waiting on them.
     fn commit_in_background(&self, ctx: &mut Context<Self>) {
-        let commit = self.committer.commit();
+        let commit = self.queues.commit();
         ctx.spawn(
             async move {
                 if let Err(error) = commit.wait().await {
-                    tracing::error!(actor = NAME, %error, "cannot flush the outbox");
+                    tracing::error!(actor = NAME, %error, "cannot commit the gateway's state");
                 }
             }
             .into_actor(self),
@@ -232,12 +287,19 @@ impl Actor for TelegramGateway {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
-        self.delivery = delivery::State::default();
-        self.polling = updates::State::default();
-        self.publish_outbox();
-        self.metric(TelegramMetric::BreakerState(self.breaker.state().gauge()));
-        self.poll(ctx);
-        self.pump(ctx);
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| {
+            // A restart drops every future of the old incarnation: nothing is in flight now.
+            act.delivery = delivery::State::default();
+            act.polling = updates::State::default();
+            act.breaker.forget_probe();
+            act.told_fallback.clear();
+            act.told_through = 0;
+            act.reload_queue();
+            act.publish_outbox();
+            act.metric(TelegramMetric::BreakerState(act.breaker.state().gauge()));
+            act.poll(ctx);
+            act.pump(ctx);
+        });
     }
 }
 
@@ -251,67 +313,47 @@ impl Supervised for TelegramGateway {
 impl Handler<Connect> for TelegramGateway {
     type Result = ();
 
-    fn handle(&mut self, Connect(registry): Connect, ctx: &mut Context<Self>) {
-        self.registry = Some(registry.clone());
-        // Announce pending approvals no message shows yet (e.g. created while Telegram was
-        // disabled, or lost between the approval's commit and its outbox entry).
-        registry
-            .send(crate::registry::Unannounced)
-            .into_actor(self)
-            .map(|result, act, ctx| {
-                let Ok(Ok(approvals)) = result else { return };
-                let mut added = 0;
-                for approval in approvals {
-                    if !act.outbox.has_send_for(approval.id)
-                        && act.outbox.push_created(approval, None).is_ok()
-                    {
-                        added += 1;
-                    }
-                }
-                if added > 0 {
-                    tracing::info!(
-                        actor = NAME,
-                        added,
-                        "queued pending approvals that Telegram has not shown yet"
-                    );
-                    act.commit_in_background(ctx);
-                    act.publish_outbox();
-                    act.pump(ctx);
-                }
-            })
-            .spawn(ctx);
+    fn handle(&mut self, Connect(registry): Connect, _: &mut Context<Self>) {
+        self.registry = Some(registry);
     }
 }
 
-impl Handler<Notify> for TelegramGateway {
+impl Handler<Wake> for TelegramGateway {
     type Result = ();
 
-    fn handle(&mut self, Notify(notification): Notify, ctx: &mut Context<Self>) {
-        let request_id = notification.request_id.clone();
-        let pushed = guarded(NAME, ctx, || match notification.event {
-            Event::Created => self
-                .outbox
-                .push_created(notification.approval.clone(), request_id),
-            Event::Ended => self
-                .outbox
-                .push_ended(notification.approval.clone(), request_id),
-        });
-        match pushed {
-            Ok(Ok(seq)) => {
-                self.commit_in_background(ctx);
-                self.publish_outbox();
-                // While Telegram is known to be down, operators hear about it at once.
-                if self.breaker.state() != super::breaker::BreakerState::Closed {
-                    self.tell_fallback(seq, notification);
-                }
-                self.pump(ctx);
-            }
-            Ok(Err(error)) => {
-                tracing::error!(actor = NAME, %error, "cannot queue a Telegram notification; telling the fallback channels");
-                self.fallback.do_send(Notify(notification));
-            }
-            Err(_) => self.fallback.do_send(Notify(notification)),
+    fn handle(&mut self, wake: Wake, ctx: &mut Context<Self>) {
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| act.woken(wake, ctx));
+    }
+}
+
+impl TelegramGateway {
+    fn woken(&mut self, wake: Wake, ctx: &mut Context<Self>) {
+        for seq in &wake.withdrawn {
+            self.ready.remove(seq);
         }
+        let mut fresh = Vec::new();
+        if let Some(id) = wake.ended
+            && let Some(&seq) = wake.confirmed.last()
+        {
+            self.superseded.insert(id, seq);
+        }
+        for seq in wake.confirmed {
+            if !self.is_ready(seq) {
+                self.ready.insert(seq);
+                self.queued += 1;
+                fresh.push(seq);
+            }
+        }
+        self.publish_outbox();
+        // While Telegram is known to be down, operators hear about it at once.
+        if self.breaker.state() != super::breaker::BreakerState::Closed {
+            for seq in fresh {
+                if let Ok(Some(entry)) = self.queues.get(Channel::Telegram, seq) {
+                    self.tell_fallback(seq, entry, ctx);
+                }
+            }
+        }
+        self.pump(ctx);
     }
 }
 
@@ -326,7 +368,7 @@ impl Handler<BreakerStatus> for TelegramGateway {
             failures_in_window: failures,
             opened_at: self.breaker.opened_at().map(when),
             next_probe_at: self.breaker.next_probe_at().map(when_future),
-            outbox_size: self.outbox.len(),
+            outbox_size: self.queued,
         })
     }
 }
@@ -346,8 +388,9 @@ impl Handler<Ping> for TelegramGateway {
                 "last_error": self.last_error,
                 "consecutive_failures": self.consecutive_failures,
                 "poll_failures": self.polling.failures,
-                "outbox_size": self.outbox.len(),
-                "dead_letters": self.outbox.dead_letters(),
+                "last_poll_error": self.last_poll_error,
+                "outbox_size": self.queued,
+                "dead_letters": self.queues.dead_letter_count(),
             }),
         })
     }

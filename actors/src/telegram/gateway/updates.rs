@@ -13,8 +13,10 @@ use teloxide::types::{CallbackQuery, Update, UpdateKind};
 use super::{NAME, OFFSET_KEY, TelegramGateway};
 use crate::domain::{Actor as DecidedBy, ApprovalId, Decision, Status, TelegramMessageRef};
 use crate::metrics::TelegramMetric;
+use crate::notification::Event;
 use crate::registry::{Decide, RegistryError};
-use crate::supervision::guarded_with;
+use crate::store::{Channel, QueueEntry};
+use crate::supervision::{self, guarded_with};
 use crate::telegram::api::Attempt;
 use crate::telegram::callback::Action;
 use crate::telegram::render;
@@ -92,6 +94,7 @@ impl TelegramGateway {
             Ok(updates) => updates,
             Err(failure) => {
                 self.polling.failures += 1;
+                self.last_poll_error = Some(format!("getUpdates: {}", failure.detail));
                 let retry_after = match failure.kind {
                     crate::telegram::retry::FailureKind::Transient { retry_after } => retry_after,
                     _ => None,
@@ -107,11 +110,12 @@ impl TelegramGateway {
                     retry_in_ms = delay.as_millis() as u64,
                     "getUpdates failed"
                 );
-                ctx.run_later(delay, |act, ctx| act.poll(ctx));
+                supervision::run_later(ctx, NAME, delay, |act, ctx| act.poll(ctx));
                 return;
             }
         };
         self.polling.failures = 0;
+        self.last_poll_error = None;
         let next_offset = updates
             .iter()
             .map(|u| (u.id.0 as i32).saturating_add(1))
@@ -191,7 +195,7 @@ impl TelegramGateway {
                 );
                 return async move {
                     TapOutcome::Refused(
-                        api.answer(query_id, "⛔ Not authorised".into(), true).await,
+                        answer_retrying(&api, query_id, "⛔ Not authorised".into(), true).await,
                     )
                 }
                 .boxed_local();
@@ -239,7 +243,7 @@ impl TelegramGateway {
                 Err(_) => ("approval-gate is busy; please tap again".into(), None),
             };
             TapOutcome::Answered {
-                answer: api.answer(query_id, text, false).await,
+                answer: answer_retrying(&api, query_id, text, false).await,
                 stale_copy,
             }
         }
@@ -251,17 +255,87 @@ impl TelegramGateway {
             TapOutcome::Refused(answer) => self.record_call(&answer),
             TapOutcome::Answered { answer, stale_copy } => {
                 self.record_call(&answer);
-                if let Some(stale) = stale_copy
-                    && let (approval, message) = *stale
-                    && self.outbox.push_edit_one(approval, message).is_ok()
-                {
-                    self.commit_in_background(ctx);
-                    self.publish_outbox();
-                    self.pump(ctx);
+                if let Some(stale) = stale_copy {
+                    let (approval, message) = *stale;
+                    self.queue_edit_one(approval, message, ctx);
                 }
             }
         }
     }
+}
+
+impl TelegramGateway {
+    /// A copy we did not know (a duplicate from an ambiguous send) shows an ended approval:
+    /// queue an edit of just that copy, deliverable once it is durable.
+    fn queue_edit_one(
+        &mut self,
+        approval: crate::domain::Approval,
+        message: TelegramMessageRef,
+        ctx: &mut Context<Self>,
+    ) {
+        let entry = QueueEntry {
+            event: Event::Ended,
+            approval,
+            request_id: None,
+            only: Some(message),
+        };
+        let seq = match self.queues.enqueue(Channel::Telegram, &entry) {
+            Ok(seq) => seq,
+            Err(error) => {
+                tracing::error!(actor = NAME, %error, "cannot queue an edit");
+                return;
+            }
+        };
+        let commit = self.queues.commit();
+        ctx.spawn(async move { commit.wait().await }.into_actor(self).map(
+            move |result, act, ctx| {
+                guarded_with(NAME, act, ctx, |act, ctx| match result {
+                    Ok(()) => act.woken(
+                        crate::notification::Wake {
+                            channel: Channel::Telegram,
+                            confirmed: vec![seq],
+                            withdrawn: Vec::new(),
+                            ended: None,
+                        },
+                        ctx,
+                    ),
+                    Err(error) => tracing::error!(actor = NAME, %error, "cannot commit an edit"),
+                })
+            },
+        ));
+    }
+}
+
+/// Answer a tap, retrying transient failures while Telegram still accepts the answer (a
+/// callback query can be answered for a short while only; three tries within a few seconds).
+async fn answer_retrying(
+    api: &crate::telegram::api::Api,
+    query_id: String,
+    text: String,
+    alert: bool,
+) -> Attempt<()> {
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut attempt = api.answer(query_id.clone(), text.clone(), alert).await;
+    for _ in 0..2 {
+        match &attempt.result {
+            Err(failure) if failure.is_transient() => {
+                let wait = match failure.kind {
+                    crate::telegram::retry::FailureKind::Transient {
+                        retry_after: Some(after),
+                    } => after,
+                    _ => delay,
+                };
+                if wait > std::time::Duration::from_secs(5) {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                delay *= 3;
+                attempt = api.answer(query_id.clone(), text.clone(), alert).await;
+            }
+            _ => break,
+        }
+    }
+    attempt
 }
 
 fn status_word(status: Status) -> &'static str {

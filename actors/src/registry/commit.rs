@@ -1,0 +1,317 @@
+//! The registry's write path: write a change and its queue entries in one transaction, wait for
+//! the group commit, then settle it on the actor ([`Settle`]): announce it if it is durable,
+//! revert it if it is not.
+
+use actix::prelude::*;
+use futures_util::future::{FutureExt, LocalBoxFuture};
+
+use super::{ApprovalRegistry, Created, NAME, RegistryError};
+use crate::domain::{Approval, ApprovalId, Decision, NewApproval, Status};
+use crate::metrics::Metric;
+use crate::notification::Event;
+use crate::store::{ApprovalStore, Change, Commit, Written};
+use crate::supervision::guarded;
+
+/// A change written to sled and waiting for its commit.
+pub(super) struct Pending {
+    approval: Approval,
+    previous: Option<Approval>,
+    event: Option<Event>,
+    written: Written,
+    commit: Commit,
+}
+
+/// Sent by a commit future to the registry once the commit's fate is known.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Settle {
+    generation: u64,
+    durable: bool,
+    approval: Approval,
+    previous: Option<Approval>,
+    event: Option<Event>,
+    written: Written,
+}
+
+pub(super) type Answer<T> = LocalBoxFuture<'static, Result<T, RegistryError>>;
+
+pub(super) fn answer<T: 'static>(value: Result<T, RegistryError>) -> Answer<T> {
+    FutureExt::boxed_local(futures_util::future::ready(value))
+}
+
+impl ApprovalRegistry {
+    fn write(
+        &mut self,
+        approval: Approval,
+        previous: Option<Approval>,
+        event: Option<Event>,
+        request_id: Option<&str>,
+    ) -> Result<Pending, RegistryError> {
+        let notifiers = self.notifiers.clone();
+        let channels = if event.is_some() {
+            notifiers.channels.as_slice()
+        } else {
+            &[]
+        };
+        let written = self.store.apply(&Change {
+            approval: &approval,
+            previous: previous.as_ref(),
+            event,
+            channels,
+            request_id,
+        })?;
+        self.mark_unflushed(approval.id);
+        Ok(Pending {
+            approval,
+            previous,
+            event,
+            written,
+            commit: self.store.commit(),
+        })
+    }
+
+    /// The reply to a write: resolves after the commit, whatever happens to this actor meanwhile.
+    pub(super) fn finish(&self, pending: Pending, ctx: &mut Context<Self>) -> Answer<Approval> {
+        let me = ctx.address();
+        let notifiers = self.notifiers.clone();
+        let generation = self.generation;
+        async move {
+            let Pending {
+                approval,
+                previous,
+                event,
+                written,
+                commit,
+            } = pending;
+            let result = commit.wait().await;
+            let durable = result.is_ok();
+            if durable {
+                // Notifiers may now deliver these entries: they are on disk.
+                let ended = (event == Some(Event::Ended)).then_some(approval.id);
+                notifiers.wake(&written.queued, true, ended);
+            }
+            let reply = approval.clone();
+            // `do_send` queues before we answer, so anything the caller does next is handled
+            // after the settlement (a retry after a 503 sees the reverted state).
+            me.do_send(Settle {
+                generation,
+                durable,
+                approval,
+                previous,
+                event,
+                written,
+            });
+            result.map(|()| reply).map_err(RegistryError::from)
+        }
+        .boxed_local()
+    }
+
+    /// An answer that reveals `value` about an approval with a change still on its way to disk
+    /// waits for a commit, so it never reports what might be reverted.
+    pub(super) fn when_committed<T: 'static>(
+        &self,
+        ids: impl IntoIterator<Item = ApprovalId>,
+        value: Result<T, RegistryError>,
+    ) -> Answer<T> {
+        let waiting = ids.into_iter().any(|id| self.unflushed.contains_key(&id));
+        if !waiting {
+            return answer(value);
+        }
+        let commit = self.store.commit();
+        async move {
+            commit.wait().await?;
+            value
+        }
+        .boxed_local()
+    }
+
+    pub(super) fn prepare_create(
+        &mut self,
+        new: NewApproval,
+        request_id: Option<&str>,
+    ) -> Result<Result<Pending, Approval>, RegistryError> {
+        new.validate()?;
+        if let Some(key) = &new.idempotency_key
+            && let Some(id) = self.store.find_idempotent(&new.requested_by, key)?
+            && let Some(approval) = self.store.get(id)?
+        {
+            return Ok(Err(approval));
+        }
+        let approval = Approval::create(ApprovalId::next(&mut self.ids), new, super::now());
+        let pending = self.write(approval, None, Some(Event::Created), request_id)?;
+        // Arm now: an expiry of an approval whose commit then fails finds nothing to do.
+        self.arm(&pending.approval);
+        Ok(Ok(pending))
+    }
+
+    pub(super) fn create(
+        &mut self,
+        new: NewApproval,
+        request_id: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> Answer<Created> {
+        let prepared = match guarded(NAME, ctx, || {
+            self.prepare_create(new, request_id.as_deref())
+        }) {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(error)) => return answer(Err(error)),
+            Err(failed) => return answer(Err(failed.into())),
+        };
+        match prepared {
+            // A repeat of an idempotent create: the original may still be on its way to disk.
+            Err(approval) => {
+                let created = Created {
+                    approval,
+                    created: false,
+                };
+                let id = created.approval.id;
+                self.when_committed([id], Ok(created))
+            }
+            Ok(pending) => {
+                tracing::info!(
+                    approval_id = %pending.approval.id,
+                    request_id = request_id.as_deref().unwrap_or("-"),
+                    tool = %pending.approval.tool_name,
+                    session = %pending.approval.session_id,
+                    "approval created"
+                );
+                let finish = self.finish(pending, ctx);
+                async move {
+                    finish.await.map(|approval| Created {
+                        approval,
+                        created: true,
+                    })
+                }
+                .boxed_local()
+            }
+        }
+    }
+
+    fn prepare_decide(
+        &mut self,
+        id: ApprovalId,
+        decision: Decision,
+        request_id: Option<&str>,
+    ) -> Result<Pending, RegistryError> {
+        let previous = self.store.get(id)?.ok_or(RegistryError::NotFound(id))?;
+        let mut approval = previous.clone();
+        if approval.apply(decision, super::now()).is_err() {
+            return Err(RegistryError::Conflict(Box::new(approval)));
+        }
+        self.write(approval, Some(previous), Some(Event::Ended), request_id)
+    }
+
+    pub(super) fn decide(
+        &mut self,
+        id: ApprovalId,
+        decision: Decision,
+        request_id: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> Answer<Approval> {
+        let prepared = guarded(NAME, ctx, || {
+            self.prepare_decide(id, decision, request_id.as_deref())
+        });
+        match prepared {
+            Ok(Ok(pending)) => {
+                tracing::info!(
+                    approval_id = %id,
+                    request_id = request_id.as_deref().unwrap_or("-"),
+                    status = %pending.approval.status,
+                    decided_by = %pending.approval.decided_by.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    "approval ended"
+                );
+                self.finish(pending, ctx)
+            }
+            // "Already decided by X" only once X's decision is on disk.
+            Ok(Err(conflict @ RegistryError::Conflict(_))) => {
+                self.when_committed([id], Err(conflict))
+            }
+            Ok(Err(error)) => answer(Err(error)),
+            Err(failed) => answer(Err(failed.into())),
+        }
+    }
+
+    pub(super) fn attach(
+        &mut self,
+        id: ApprovalId,
+        message: crate::domain::TelegramMessageRef,
+    ) -> Result<Pending, RegistryError> {
+        let previous = self.store.get(id)?.ok_or(RegistryError::NotFound(id))?;
+        let mut approval = previous.clone();
+        if !approval.telegram_messages.contains(&message) {
+            approval.telegram_messages.push(message);
+        }
+        self.write(approval, Some(previous), None, None)
+    }
+
+    /// The commit's fate is known: announce a durable change, revert one that is not.
+    fn settle(&mut self, settle: Settle) {
+        let Settle {
+            generation,
+            durable,
+            approval,
+            previous,
+            event,
+            written,
+        } = settle;
+        self.flushed(approval.id);
+        let current = generation == self.generation;
+        if !durable {
+            let change = Change {
+                approval: &approval,
+                previous: previous.as_ref(),
+                event,
+                channels: &[],
+                request_id: None,
+            };
+            if let Err(error) = self.store.revert(&change, &written) {
+                tracing::error!(actor = NAME, approval_id = %approval.id, %error, "cannot revert a change whose commit failed");
+            }
+            self.notifiers.wake(&written.queued, false, None);
+            tracing::warn!(actor = NAME, approval_id = %approval.id, "commit failed; the change was reverted and the caller told 503");
+            if !current {
+                // The reload after a restart counted the change we just reverted.
+                self.recount();
+            }
+            return;
+        }
+        match event {
+            Some(Event::Created) => {
+                if current {
+                    self.count(None, Status::Pending);
+                }
+                self.metrics.do_send(Metric::ApprovalCreated);
+            }
+            Some(Event::Ended) => {
+                if current {
+                    self.count(Some(Status::Pending), approval.status);
+                }
+                self.sweeper.do_send(crate::sweeper::Disarm {
+                    id: approval.id,
+                    deadline_ms: self.deadline_ms(&approval),
+                });
+                if self.waiters.wake(&approval) > 0 {
+                    self.publish_waiters();
+                }
+                self.metrics.do_send(Metric::ApprovalEnded {
+                    outcome: approval.status.as_str(),
+                    seconds: approval.time_to_decision().map_or(0.0, |d| d.as_secs_f64()),
+                });
+            }
+            None => {}
+        }
+    }
+}
+
+impl Handler<Settle> for ApprovalRegistry {
+    type Result = ();
+
+    fn handle(&mut self, settle: Settle, ctx: &mut Context<Self>) {
+        let _ = guarded(NAME, ctx, || self.settle(settle));
+    }
+}
+
+/// For the sweeper: is this approval still pending (a timeout would apply)?
+pub(super) fn still_pending(approval: &Approval) -> bool {
+    approval.status == Status::Pending
+}
