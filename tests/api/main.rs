@@ -11,6 +11,7 @@ mod errors;
 mod lifecycle;
 mod long_poll;
 mod observability;
+mod reliability;
 mod supervision;
 mod telegram;
 mod telegram_outage;

@@ -1,0 +1,305 @@
+//! Guarantees under faults: a failing store is reported and nothing half-applied is shown, a
+//! failed timeout is retried, timers are supervised, undeliverable notifications become dead
+//! letters an operator can requeue, the fallback queue replays after a crash, and long polls end
+//! with the approval's JSON even when the service stops.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::support::smtp::SmtpServer;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn fail_commits(app: &impl Api, count: u32) {
+    let response = app
+        .request(
+            Method::POST,
+            "/api/debug/store/fail-commits",
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({ "count": count }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+async fn status_of(app: &impl Api, path: &str) -> StatusCode {
+    app.request(Method::GET, path, None)
+        .send()
+        .await
+        .expect("send")
+        .status()
+}
+
+#[actix_web::test]
+async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_succeeds() {
+    let app = spawn_app().await;
+    let id = app.create_id(&new_approval()).await;
+
+    // The decision's commit fails: 503, and nobody may later be told it was approved.
+    fail_commits(&app, 1).await;
+    let failed = app.decide(&id, "approve").await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = failed.json().await.expect("json");
+    assert_eq!(body["error"], "unavailable");
+    assert_eq!(app.health().await["status"], "unhealthy");
+    assert_eq!(
+        status_of(&app, "/health/ready").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let current: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(current["status"], "pending", "the failed decision was reverted");
+
+    // A create whose commit fails is not there afterwards, and its idempotency key is free.
+    fail_commits(&app, 1).await;
+    let mut body = new_approval();
+    body["idempotency_key"] = json!("retry-me");
+    assert_eq!(
+        app.create(&body).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let listed: Value = app
+        .list("?status=pending")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["approvals"].as_array().map(Vec::len), Some(1));
+
+    // The next commit succeeds: the retried decision wins with 200, not 409.
+    let decided = app.decide(&id, "reject").await;
+    assert_eq!(decided.status(), StatusCode::OK);
+    assert_eq!(app.create(&body).await.status(), StatusCode::CREATED);
+    assert_eq!(status_of(&app, "/health/ready").await, StatusCode::OK);
+    let stats = app.get_json("/api/diagnostics/database").await;
+    assert_eq!(stats["counts"]["pending"], 1, "{stats}");
+    assert_eq!(stats["counts"]["rejected"], 1, "{stats}");
+    assert_eq!(stats["committing"], true);
+}
+
+#[actix_web::test]
+async fn a_timeout_whose_commit_fails_is_retried_not_disarmed() {
+    let app = spawn_app().await;
+    let mut body = new_approval();
+    body["timeout"] = json!("1s");
+    fail_commits(&app, 0).await;
+    let id = app.create_id(&body).await;
+    // Every commit for the next few attempts fails: the expiry must be retried after them.
+    fail_commits(&app, 3).await;
+    let ended: Value = eventually(WAIT, "the timeout to be recorded", || async {
+        let body: Value = app.get(&id, None).await.json().await.ok()?;
+        (body["status"] == "timed_out").then_some(body)
+    })
+    .await;
+    assert_eq!(ended["decided_by"], "system");
+}
+
+#[actix_web::test]
+async fn a_panic_in_a_timer_restarts_the_actor_and_it_keeps_working() {
+    let app = spawn_app().await;
+    for actor in ["timeout_sweeper", "approval_registry", "fallback_notifier"] {
+        let response = app
+            .request(
+                Method::POST,
+                &format!("/api/debug/actors/{actor}/crash?in=timer"),
+                Some(OPERATOR_TOKEN),
+            )
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        eventually(WAIT, &format!("{actor} to be restarted"), || async {
+            (app.health().await["actors"][actor]["restarts"] == 1).then_some(())
+        })
+        .await;
+    }
+    // The restarted sweeper still fires deadlines; the registry still answers.
+    let mut body = new_approval();
+    body["timeout"] = json!("1s");
+    let id = app.create_id(&body).await;
+    let ended: Value = app.get(&id, Some("10s")).await.json().await.expect("json");
+    assert_eq!(ended["status"], "timed_out");
+    assert_eq!(app.health().await["status"], "healthy");
+}
+
+#[actix_web::test]
+async fn a_create_in_flight_while_the_registry_restarts_is_answered_and_announced() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__ORDER", "file")]).await;
+    let body = new_approval();
+    let creates = (0..20).map(|_| app.create(&body));
+    let crash = app
+        .request(
+            Method::POST,
+            "/api/debug/actors/approval_registry/crash",
+            Some(OPERATOR_TOKEN),
+        )
+        .send();
+    let (responses, _) = futures_util::join!(futures_util::future::join_all(creates), crash);
+    let mut created = Vec::new();
+    for response in responses {
+        // Each is either acknowledged (then it must be there and announced) or refused.
+        if response.status() == StatusCode::CREATED {
+            let body: Value = response.json().await.expect("json");
+            created.push(body["id"].as_str().expect("id").to_string());
+        } else {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
+    assert!(!created.is_empty());
+    for id in &created {
+        assert_eq!(app.get(id, None).await.status(), StatusCode::OK);
+        eventually(WAIT, "the file channel to announce it", || async {
+            (!notification_lines(app.dir.path(), id).is_empty()).then_some(())
+        })
+        .await;
+    }
+}
+
+#[actix_web::test]
+async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it() {
+    let smtp = SmtpServer::start();
+    smtp.set_refuse(true);
+    let port = smtp.port().to_string();
+    let app = spawn_app_with(&[
+        ("APPROVAL_GATE__FALLBACK__ORDER", "email"),
+        ("APPROVAL_GATE__FALLBACK__MAX_ATTEMPTS", "2"),
+        ("APPROVAL_GATE__FALLBACK__RETRY_DELAY", "50ms"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_HOST", smtp.host()),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_PORT", &port),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TLS", "none"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__FROM", "gate@example.com"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TO", "ops@example.com"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TIMEOUT", "2s"),
+    ])
+    .await;
+    let id = app.create_id(&new_approval()).await;
+
+    // Agents may not see dead letters.
+    let as_agent = app
+        .request(Method::GET, "/api/admin/dead-letters", Some(AGENT_TOKEN))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(as_agent.status(), StatusCode::FORBIDDEN);
+
+    let letter: Value = eventually(WAIT, "a dead letter", || async {
+        let body: Value = app
+            .request(Method::GET, "/api/admin/dead-letters", Some(OPERATOR_TOKEN))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["dead_letters"]
+            .as_array()?
+            .iter()
+            .find(|l| l["approval_id"] == id.as_str())
+            .cloned()
+    })
+    .await;
+    assert_eq!(letter["channel"], "email");
+    assert_eq!(
+        app.health().await["actors"]["approval_registry"]["detail"]["dead_letters"],
+        1
+    );
+
+    smtp.set_refuse(false);
+    let requeue = app
+        .request(
+            Method::POST,
+            &format!(
+                "/api/admin/dead-letters/{}/requeue",
+                letter["id"].as_str().expect("id")
+            ),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(requeue.status(), StatusCode::OK);
+    eventually(WAIT, "the requeued mail", || async {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m.body().contains(&id))
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        app.health().await["actors"]["approval_registry"]["detail"]["dead_letters"],
+        0
+    );
+    let missing = app
+        .request(
+            Method::POST,
+            "/api/admin/dead-letters/12345/requeue",
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn fallback_notifications_queued_at_a_crash_are_replayed_on_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let smtp = SmtpServer::start();
+    smtp.set_refuse(true);
+    let port = smtp.port().to_string();
+    let env = [
+        ("APPROVAL_GATE__FALLBACK__ORDER", "email"),
+        ("APPROVAL_GATE__FALLBACK__MAX_ATTEMPTS", "100"),
+        ("APPROVAL_GATE__FALLBACK__RETRY_DELAY", "50ms"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_HOST", smtp.host()),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_PORT", &port),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TLS", "none"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__FROM", "gate@example.com"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TO", "ops@example.com"),
+    ];
+    let mut first = spawn_binary(dir.path(), &env);
+    let id = first.create_id(&new_approval()).await;
+    first.signal(9);
+    first.wait_exit(WAIT);
+    drop(first);
+    assert!(smtp.messages().is_empty());
+
+    smtp.set_refuse(false);
+    let _second = spawn_binary(dir.path(), &env);
+    eventually(WAIT, "the mail queued before the crash", || async {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m.body().contains(&id))
+            .map(|_| ())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn sigterm_completes_open_long_polls_with_the_approval_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn_binary(
+        dir.path(),
+        &[("APPROVAL_GATE__SERVER__SHUTDOWN_TIMEOUT", "10s")],
+    );
+    let id = child.create_id(&new_approval()).await;
+    let poll = child.get(&id, Some("60s"));
+    let stop = async {
+        eventually(WAIT, "the long poll to register", || async {
+            (metric(&child.metrics().await, "approval_gate_waiters") == Some(1.0)).then_some(())
+        })
+        .await;
+        child.signal(15);
+    };
+    let (polled, ()) = futures_util::join!(poll, stop);
+    assert_eq!(polled.status(), StatusCode::OK);
+    let text = polled.text().await.expect("complete body");
+    let body: Value = serde_json::from_str(text.trim()).expect("the body is the approval's JSON");
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["status"], "pending");
+    assert!(child.wait_exit(WAIT).success());
+}
