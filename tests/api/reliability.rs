@@ -52,7 +52,10 @@ async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_su
         StatusCode::SERVICE_UNAVAILABLE
     );
     let current: Value = app.get(&id, None).await.json().await.expect("json");
-    assert_eq!(current["status"], "pending", "the failed decision was reverted");
+    assert_eq!(
+        current["status"], "pending",
+        "the failed decision was reverted"
+    );
 
     // A create whose commit fails is not there afterwards, and its idempotency key is free.
     fail_commits(&app, 1).await;

@@ -386,3 +386,76 @@ async fn a_restart_does_not_reapply_an_old_tap() {
         "the tap was answered once, not again after the restart"
     );
 }
+
+/// A half-open probe answered with a permanent 4xx must resolve the probe: Telegram answered, so
+/// the breaker closes and delivery goes on (it used to stay half-open with no next probe).
+#[actix_web::test]
+async fn a_probe_answered_with_a_4xx_resolves_the_breaker() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "500ms"),
+        ],
+    )
+    .await;
+    fake.set_down(Some(Fault::Status(502)), false);
+    let refused = app.create_id(&new_approval()).await;
+    wait_breaker(&app, "open").await;
+    // The probe gets a permanent refusal.
+    fake.set_down(Some(Fault::Status(400)), false);
+    wait_breaker(&app, "closed").await;
+    fake.clear_faults();
+    let later = app.create_id(&new_approval()).await;
+    shown(&fake, &later).await;
+    // The refused notification is a dead letter, visible to operators.
+    let letters: Value = app
+        .request(Method::GET, "/api/admin/dead-letters", Some(OPERATOR_TOKEN))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        letters["dead_letters"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["approval_id"] == refused.as_str())),
+        "{letters}"
+    );
+}
+
+/// A 5xx costs milliseconds, not the request timeout: with a long request timeout, three failed
+/// attempts still reach the fallback channels quickly.
+#[actix_web::test]
+async fn a_5xx_is_seen_as_a_5xx_at_once() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[("APPROVAL_GATE__TELEGRAM__REQUEST_TIMEOUT", "30s")],
+    )
+    .await;
+    fake.set_down(Some(Fault::Status(500)), false);
+    let started = std::time::Instant::now();
+    let id = app.create_id(&new_approval()).await;
+    eventually(WAIT, "the fallback file after three 5xx", || async {
+        (!notification_lines(app.dir.path(), &id).is_empty()).then_some(())
+    })
+    .await;
+    // Three attempts under a 30 s timeout each: only fast 5xx fit in the 15 s wait above.
+    assert!(started.elapsed() < WAIT);
+    let text = app.metrics().await;
+    assert!(
+        metric(
+            &text,
+            "approval_gate_telegram_failures_total{reason=\"server_error\"}"
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{text}"
+    );
+}
