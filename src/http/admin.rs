@@ -30,13 +30,7 @@ async fn list(
     _caller: OperatorCaller,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let max = state.settings.server.max_page_size;
-    let limit = query.limit.unwrap_or(50.min(max));
-    if limit == 0 || limit > max {
-        return Err(ApiError::InvalidQuery(format!(
-            "`limit` must be between 1 and {max}"
-        )));
-    }
+    let limit = state.page_limit(query.limit)?;
     let mut letters = state
         .actors
         .registry

@@ -250,13 +250,7 @@ async fn list(
         .map(str::parse::<Status>)
         .transpose()
         .map_err(ApiError::InvalidQuery)?;
-    let max = state.settings.server.max_page_size;
-    let limit = query.limit.unwrap_or(50.min(max));
-    if limit == 0 || limit > max {
-        return Err(ApiError::InvalidQuery(format!(
-            "`limit` must be between 1 and {max}"
-        )));
-    }
+    let limit = state.page_limit(query.limit)?;
     let before = query
         .cursor
         .as_deref()

@@ -34,6 +34,20 @@ pub struct AppState {
     pub started: Instant,
 }
 
+impl AppState {
+    /// A list endpoint's `limit`: 50 by default, 1 ..= `server.max_page_size`.
+    pub fn page_limit(&self, requested: Option<usize>) -> Result<usize, ApiError> {
+        let max = self.settings.server.max_page_size;
+        let limit = requested.unwrap_or(50.min(max));
+        if limit == 0 || limit > max {
+            return Err(ApiError::InvalidQuery(format!(
+                "`limit` must be between 1 and {max}"
+            )));
+        }
+        Ok(limit)
+    }
+}
+
 /// Everything an `App` needs, in one place so the server and tests build the same app.
 pub fn configure(
     state: web::Data<AppState>,

@@ -27,6 +27,36 @@ async fn fail_commits(app: &impl Api, count: u32) {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
 
+/// Settings for an email-only fallback through `smtp`, retried fast.
+fn email_env<'a>(
+    smtp: &'a SmtpServer,
+    port: &'a str,
+    max_attempts: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("APPROVAL_GATE__FALLBACK__ORDER", "email"),
+        ("APPROVAL_GATE__FALLBACK__MAX_ATTEMPTS", max_attempts),
+        ("APPROVAL_GATE__FALLBACK__RETRY_DELAY", "50ms"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_HOST", smtp.host()),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_PORT", port),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TLS", "none"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__FROM", "gate@example.com"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TO", "ops@example.com"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TIMEOUT", "2s"),
+    ]
+}
+
+/// Wait until `smtp` received a mail mentioning `id`.
+async fn mailed(smtp: &SmtpServer, id: &str) {
+    eventually(WAIT, &format!("a mail about {id}"), || async {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m.body().contains(id))
+            .map(|_| ())
+    })
+    .await;
+}
+
 async fn status_of(app: &impl Api, path: &str) -> StatusCode {
     app.request(Method::GET, path, None)
         .send()
@@ -89,7 +119,6 @@ async fn a_timeout_whose_commit_fails_is_retried_not_disarmed() {
     let app = spawn_app().await;
     let mut body = new_approval();
     body["timeout"] = json!("1s");
-    fail_commits(&app, 0).await;
     let id = app.create_id(&body).await;
     // Every commit for the next few attempts fails: the expiry must be retried after them.
     fail_commits(&app, 3).await;
@@ -167,18 +196,7 @@ async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it()
     let smtp = SmtpServer::start();
     smtp.set_refuse(true);
     let port = smtp.port().to_string();
-    let app = spawn_app_with(&[
-        ("APPROVAL_GATE__FALLBACK__ORDER", "email"),
-        ("APPROVAL_GATE__FALLBACK__MAX_ATTEMPTS", "2"),
-        ("APPROVAL_GATE__FALLBACK__RETRY_DELAY", "50ms"),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_HOST", smtp.host()),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_PORT", &port),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__TLS", "none"),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__FROM", "gate@example.com"),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__TO", "ops@example.com"),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__TIMEOUT", "2s"),
-    ])
-    .await;
+    let app = spawn_app_with(&email_env(&smtp, &port, "2")).await;
     let id = app.create_id(&new_approval()).await;
 
     // Agents may not see dead letters.
@@ -225,13 +243,7 @@ async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it()
         .await
         .expect("send");
     assert_eq!(requeue.status(), StatusCode::OK);
-    eventually(WAIT, "the requeued mail", || async {
-        smtp.messages()
-            .into_iter()
-            .find(|m| m.body().contains(&id))
-            .map(|_| ())
-    })
-    .await;
+    mailed(&smtp, &id).await;
     assert_eq!(
         app.health().await["actors"]["approval_registry"]["detail"]["dead_letters"],
         0
@@ -254,16 +266,7 @@ async fn fallback_notifications_queued_at_a_crash_are_replayed_on_restart() {
     let smtp = SmtpServer::start();
     smtp.set_refuse(true);
     let port = smtp.port().to_string();
-    let env = [
-        ("APPROVAL_GATE__FALLBACK__ORDER", "email"),
-        ("APPROVAL_GATE__FALLBACK__MAX_ATTEMPTS", "100"),
-        ("APPROVAL_GATE__FALLBACK__RETRY_DELAY", "50ms"),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_HOST", smtp.host()),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_PORT", &port),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__TLS", "none"),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__FROM", "gate@example.com"),
-        ("APPROVAL_GATE__FALLBACK__EMAIL__TO", "ops@example.com"),
-    ];
+    let env = email_env(&smtp, &port, "100");
     let mut first = spawn_binary(dir.path(), &env);
     let id = first.create_id(&new_approval()).await;
     first.signal(9);
@@ -273,13 +276,7 @@ async fn fallback_notifications_queued_at_a_crash_are_replayed_on_restart() {
 
     smtp.set_refuse(false);
     let _second = spawn_binary(dir.path(), &env);
-    eventually(WAIT, "the mail queued before the crash", || async {
-        smtp.messages()
-            .into_iter()
-            .find(|m| m.body().contains(&id))
-            .map(|_| ())
-    })
-    .await;
+    mailed(&smtp, &id).await;
 }
 
 #[actix_web::test]

@@ -12,12 +12,17 @@ use crate::notification::Event;
 use crate::store::{ApprovalStore, Change, Commit, Written};
 use crate::supervision::guarded;
 
-/// A change written to sled and waiting for its commit.
-pub(super) struct Pending {
+/// A change as written to sled: enough to announce it or to revert it.
+pub(super) struct Applied {
     approval: Approval,
     previous: Option<Approval>,
     event: Option<Event>,
     written: Written,
+}
+
+/// A change written to sled and waiting for its commit.
+pub(super) struct Pending {
+    applied: Applied,
     commit: Commit,
 }
 
@@ -27,10 +32,7 @@ pub(super) struct Pending {
 pub(super) struct Settle {
     generation: u64,
     durable: bool,
-    approval: Approval,
-    previous: Option<Approval>,
-    event: Option<Event>,
-    written: Written,
+    applied: Applied,
 }
 
 pub(super) type Answer<T> = LocalBoxFuture<'static, Result<T, RegistryError>>;
@@ -62,10 +64,12 @@ impl ApprovalRegistry {
         })?;
         self.mark_unflushed(approval.id);
         Ok(Pending {
-            approval,
-            previous,
-            event,
-            written,
+            applied: Applied {
+                approval,
+                previous,
+                event,
+                written,
+            },
             commit: self.store.commit(),
         })
     }
@@ -76,30 +80,21 @@ impl ApprovalRegistry {
         let notifiers = self.notifiers.clone();
         let generation = self.generation;
         async move {
-            let Pending {
-                approval,
-                previous,
-                event,
-                written,
-                commit,
-            } = pending;
+            let Pending { applied, commit } = pending;
             let result = commit.wait().await;
             let durable = result.is_ok();
             if durable {
                 // Notifiers may now deliver these entries: they are on disk.
-                let ended = (event == Some(Event::Ended)).then_some(approval.id);
-                notifiers.wake(&written.queued, true, ended);
+                let ended = (applied.event == Some(Event::Ended)).then_some(applied.approval.id);
+                notifiers.wake(&applied.written.queued, true, ended);
             }
-            let reply = approval.clone();
+            let reply = applied.approval.clone();
             // `do_send` queues before we answer, so anything the caller does next is handled
             // after the settlement (a retry after a 503 sees the reverted state).
             me.do_send(Settle {
                 generation,
                 durable,
-                approval,
-                previous,
-                event,
-                written,
+                applied,
             });
             result.map(|()| reply).map_err(RegistryError::from)
         }
@@ -140,7 +135,7 @@ impl ApprovalRegistry {
         let approval = Approval::create(ApprovalId::next(&mut self.ids), new, super::now());
         let pending = self.write(approval, None, Some(Event::Created), request_id)?;
         // Arm now: an expiry of an approval whose commit then fails finds nothing to do.
-        self.arm(&pending.approval);
+        self.arm(&pending.applied.approval);
         Ok(Ok(pending))
     }
 
@@ -168,11 +163,12 @@ impl ApprovalRegistry {
                 self.when_committed([id], Ok(created))
             }
             Ok(pending) => {
+                let approval = &pending.applied.approval;
                 tracing::info!(
-                    approval_id = %pending.approval.id,
+                    approval_id = %approval.id,
                     request_id = request_id.as_deref().unwrap_or("-"),
-                    tool = %pending.approval.tool_name,
-                    session = %pending.approval.session_id,
+                    tool = %approval.tool_name,
+                    session = %approval.session_id,
                     "approval created"
                 );
                 let finish = self.finish(pending, ctx);
@@ -213,11 +209,12 @@ impl ApprovalRegistry {
         });
         match prepared {
             Ok(Ok(pending)) => {
+                let approval = &pending.applied.approval;
                 tracing::info!(
                     approval_id = %id,
                     request_id = request_id.as_deref().unwrap_or("-"),
-                    status = %pending.approval.status,
-                    decided_by = %pending.approval.decided_by.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    status = %approval.status,
+                    decided_by = %approval.decided_by.as_ref().map(ToString::to_string).unwrap_or_default(),
                     "approval ended"
                 );
                 self.finish(pending, ctx)
@@ -249,10 +246,13 @@ impl ApprovalRegistry {
         let Settle {
             generation,
             durable,
-            approval,
-            previous,
-            event,
-            written,
+            applied:
+                Applied {
+                    approval,
+                    previous,
+                    event,
+                    written,
+                },
         } = settle;
         self.flushed(approval.id);
         let current = generation == self.generation;
@@ -309,9 +309,4 @@ impl Handler<Settle> for ApprovalRegistry {
     fn handle(&mut self, settle: Settle, ctx: &mut Context<Self>) {
         let _ = guarded(NAME, ctx, || self.settle(settle));
     }
-}
-
-/// For the sweeper: is this approval still pending (a timeout would apply)?
-pub(super) fn still_pending(approval: &Approval) -> bool {
-    approval.status == Status::Pending
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::FutureExt;
 
-use super::commit::{answer, still_pending};
+use super::commit::answer;
 use super::*;
 use crate::store::ApprovalStore;
 use crate::supervision::{self, ActorHealth, HealthStatus, Ping, guarded};
@@ -96,7 +96,7 @@ impl Handler<Expire> for ApprovalRegistry {
 
     fn handle(&mut self, msg: Expire, ctx: &mut Context<Self>) -> Self::Result {
         let decision = match guarded(NAME, ctx, || self.store.get(msg.id)) {
-            Ok(Ok(Some(approval))) if still_pending(&approval) => {
+            Ok(Ok(Some(approval))) if approval.status == Status::Pending => {
                 self.decision_for_timeout(&approval, msg.deadline_ms)
             }
             // Already ended or gone: nothing to do, and the sweeper may drop the deadline.

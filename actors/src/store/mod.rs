@@ -71,6 +71,16 @@ pub struct Change<'a> {
     pub request_id: Option<&'a str>,
 }
 
+impl Change<'_> {
+    /// The idempotency key a new approval claims (a change of an existing one claims none).
+    fn claimed_idempotency_key(&self) -> Option<Vec<u8>> {
+        match (self.previous, &self.approval.idempotency_key) {
+            (None, Some(key)) => Some(idempotency_key(&self.approval.requested_by, key)),
+            _ => None,
+        }
+    }
+}
+
 /// What [`ApprovalStore::apply`] wrote, so the change can be announced or reverted.
 #[derive(Debug, Clone, Default)]
 pub struct Written {
@@ -324,10 +334,7 @@ impl ApprovalStore for SledStore {
         let inner = &self.inner;
         let id = change.approval.id.to_bytes();
         let previous = change.previous.map(encode_record).transpose()?;
-        let idempotency = match (change.previous, &change.approval.idempotency_key) {
-            (None, Some(key)) => Some(idempotency_key(&change.approval.requested_by, key)),
-            _ => None,
-        };
+        let idempotency = change.claimed_idempotency_key();
         (
             &inner.approvals,
             &inner.idempotency,
@@ -511,10 +518,7 @@ impl SledStore {
         let inner = &self.inner;
         let approval = change.approval;
         let id = approval.id.to_bytes();
-        let idempotency = match (change.previous, &approval.idempotency_key) {
-            (None, Some(key)) => Some(idempotency_key(&approval.requested_by, key)),
-            _ => None,
-        };
+        let idempotency = change.claimed_idempotency_key();
         (
             &inner.approvals,
             &inner.idempotency,
