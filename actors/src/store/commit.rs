@@ -13,6 +13,9 @@
 //! sync that *started after* the ticket was taken, so every write made before the ticket is on
 //! stable storage when it resolves.
 //!
+//! Staged writes (`staging.rs`) are applied by this thread, as one sled transaction per batch,
+//! right before the batch's sync: the `apply` closure it is started with does that.
+//!
 //! Fault injection (`debug.fault_injection`): [`FaultSwitch::fail_next`] makes the next N syncs
 //! report an error, to prove that callers never acknowledge what did not reach the disk.
 //! This thread never touches anything but the sled handle and the data file it was given.
@@ -55,6 +58,9 @@ impl FaultSwitch {
     }
 }
 
+/// Applies the staged writes; runs on the flusher thread before every sync.
+pub type ApplyStaged = Box<dyn Fn() -> std::io::Result<()> + Send>;
+
 pub struct GroupCommit {
     tickets: Option<mpsc::Sender<oneshot::Sender<CommitResult>>>,
     thread: Option<thread::JoinHandle<()>>,
@@ -62,7 +68,7 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn start(db: sled::Db, data_file: &Path) -> std::io::Result<Self> {
+    pub fn start(db: sled::Db, data_file: &Path, apply: ApplyStaged) -> std::io::Result<Self> {
         let file = File::open(data_file)?;
         let (tx, rx) = mpsc::channel::<oneshot::Sender<CommitResult>>();
         let stats = Arc::new(CommitStats {
@@ -72,7 +78,7 @@ impl GroupCommit {
         let shared = Arc::clone(&stats);
         let thread = thread::Builder::new()
             .name("sled-group-commit".into())
-            .spawn(move || run(db, file, rx, shared))?;
+            .spawn(move || run(db, file, apply, rx, shared))?;
         Ok(Self {
             tickets: Some(tx),
             thread: Some(thread),
@@ -130,6 +136,7 @@ fn sync(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
 fn run(
     db: sled::Db,
     file: File,
+    apply: ApplyStaged,
     rx: mpsc::Receiver<oneshot::Sender<CommitResult>>,
     stats: Arc<CommitStats>,
 ) {
@@ -138,7 +145,9 @@ fn run(
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
         let started = Instant::now();
-        let result = sync(&db, &file, &stats);
+        let result = apply()
+            .map_err(Arc::new)
+            .and_then(|()| sync(&db, &file, &stats));
         stats
             .last_sync_us
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -160,7 +169,10 @@ fn run(
             let _ = waiter.send(result.clone());
         }
     }
-    if let Err(error) = sync(&db, &file, &stats) {
+    if let Err(error) = apply()
+        .map_err(Arc::new)
+        .and_then(|()| sync(&db, &file, &stats))
+    {
         tracing::error!(%error, "final store flush failed");
     }
 }

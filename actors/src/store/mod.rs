@@ -22,6 +22,7 @@
 mod codec;
 mod commit;
 pub mod queue;
+mod staging;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub use codec::{CodecError, decode as decode_approval, encode as encode_approval
 use commit::GroupCommit;
 pub use commit::{CommitResult, FaultSwitch};
 pub use queue::{Channel, DeadLetter, QueueEntry};
+use staging::{Op, Staging, Target};
 
 use crate::domain::{Approval, ApprovalId, Status};
 use crate::notification::Event;
@@ -154,6 +156,7 @@ struct Inner {
     queues: sled::Tree,
     dead: sled::Tree,
     messages: sled::Tree,
+    staging: Arc<Staging>,
     dead_count: AtomicI64,
     db: sled::Db,
     path: PathBuf,
@@ -239,10 +242,15 @@ impl SledStore {
             tree("dead_letters")?,
             tree("telegram_messages")?,
         );
-        let commit = GroupCommit::start(db.clone(), &path.join("db"))?;
+        let staging = Arc::new(Staging::default());
+        let trees = [&approvals, &idempotency, &by_status, &queues].map(|t| t.clone());
+        let staged = Arc::clone(&staging);
+        let apply = Box::new(move || apply_staged(&trees, &staged));
+        let commit = GroupCommit::start(db.clone(), &path.join("db"), apply)?;
         let store = Self {
             inner: Arc::new(Inner {
                 commit,
+                staging,
                 dead_count: AtomicI64::new(dead.len() as i64),
                 approvals,
                 idempotency,
@@ -307,26 +315,41 @@ impl ApprovalStore for SledStore {
     fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError> {
         let approval = change.approval;
         let record = encode_record(approval)?;
+        let id = approval.id.to_bytes();
+        let op = |target, key: &[u8], value: Option<Vec<u8>>| Op {
+            target,
+            key: key.to_vec(),
+            value,
+        };
+        let mut ops = vec![op(Target::Approvals, &id, Some(record.clone()))];
+        if let Some(key) = change.claimed_idempotency_key() {
+            ops.push(op(Target::Idempotency, &key, Some(id.to_vec())));
+        }
+        if let Some(old) = change.previous
+            && old.status != approval.status
+        {
+            ops.push(op(Target::ByStatus, &index_key(old.status, old.id), None));
+        }
+        ops.push(op(
+            Target::ByStatus,
+            &index_key(approval.status, approval.id),
+            Some(Vec::new()),
+        ));
         let mut queued = Vec::with_capacity(change.channels.len());
-        let mut entries = Vec::with_capacity(change.channels.len());
         if let Some(event) = change.event {
             let entry = queue::encode_with(event, &record, change.request_id, None)?;
             for &channel in change.channels {
                 let seq = self.next_seq()?;
                 queued.push((channel, seq));
-                entries.push(queue::key(channel, seq));
+                ops.push(op(
+                    Target::Queues,
+                    &queue::key(channel, seq),
+                    Some(entry.clone()),
+                ));
             }
-            let entries = &entries;
-            let entry = &entry;
-            self.transact(change, &record, |q| {
-                for key in entries {
-                    q.insert(&key[..], entry.as_slice())?;
-                }
-                Ok(())
-            })?;
-        } else {
-            self.transact(change, &record, |_| Ok(()))?;
         }
+        // Applied with everything else staged before the next commit, in one transaction.
+        self.inner.staging.stage(ops);
         Ok(Written { queued, record })
     }
 
@@ -369,17 +392,21 @@ impl ApprovalStore for SledStore {
 
     fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError> {
         let key = id.to_bytes();
-        self.inner
-            .approvals
-            .get(key)?
-            .map(|value| decode_entry(&key, &value))
-            .transpose()
+        let value = match self.inner.staging.lookup(Target::Approvals, &key) {
+            Some(staged) => staged,
+            None => self.inner.approvals.get(key)?.map(|v| v.to_vec()),
+        };
+        value.map(|value| decode_entry(&key, &value)).transpose()
     }
 
     fn find_idempotent(&self, agent: &str, key: &str) -> Result<Option<ApprovalId>, StoreError> {
-        let found = self.inner.idempotency.get(idempotency_key(agent, key))?;
+        let key = idempotency_key(agent, key);
+        let found = match self.inner.staging.lookup(Target::Idempotency, &key) {
+            Some(staged) => staged,
+            None => self.inner.idempotency.get(&key)?.map(|v| v.to_vec()),
+        };
         Ok(found
-            .and_then(|bytes| <[u8; 16]>::try_from(bytes.as_ref()).ok())
+            .and_then(|bytes| <[u8; 16]>::try_from(bytes.as_slice()).ok())
             .map(ApprovalId::from_bytes))
     }
 
@@ -505,42 +532,30 @@ impl ApprovalStore for SledStore {
     }
 }
 
-type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
-
-impl SledStore {
-    /// The record, its index keys and whatever `queue` adds, in one transaction.
-    fn transact(
-        &self,
-        change: &Change<'_>,
-        record: &[u8],
-        queue: impl Fn(&sled::transaction::TransactionalTree) -> TxResult,
-    ) -> Result<(), StoreError> {
-        let inner = &self.inner;
-        let approval = change.approval;
-        let id = approval.id.to_bytes();
-        let idempotency = change.claimed_idempotency_key();
-        (
-            &inner.approvals,
-            &inner.idempotency,
-            &inner.by_status,
-            &inner.queues,
-        )
-            .transaction(|(a, i, s, q)| {
-                a.insert(&id[..], record)?;
-                if let Some(key) = &idempotency {
-                    i.insert(key.as_slice(), &id[..])?;
-                }
-                if let Some(old) = change.previous
-                    && old.status != approval.status
-                {
-                    s.remove(&index_key(old.status, old.id)[..])?;
-                }
-                s.insert(&index_key(approval.status, approval.id)[..], &[][..])?;
-                queue(q)?;
-                Ok(())
-            })
-            .map_err(tx_error)
+/// Apply every staged operation as one transaction (on the group-commit thread).
+fn apply_staged(trees: &[sled::Tree; 4], staging: &Staging) -> std::io::Result<()> {
+    let ops = staging.take();
+    if ops.is_empty() {
+        return Ok(());
     }
+    let [approvals, idempotency, by_status, queues] = trees;
+    let result = (approvals, idempotency, by_status, queues).transaction(|(a, i, s, q)| {
+        for op in &ops {
+            let tree = match op.target {
+                Target::Approvals => a,
+                Target::Idempotency => i,
+                Target::ByStatus => s,
+                Target::Queues => q,
+            };
+            match &op.value {
+                Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
+                None => tree.remove(op.key.as_slice())?,
+            };
+        }
+        Ok::<(), ConflictableTransactionError<()>>(())
+    });
+    staging.settled(&ops);
+    result.map_err(|error| std::io::Error::other(format!("cannot apply staged writes: {error:?}")))
 }
 
 /// What a notifier may do: read and consume its own channel's queue, append (the Telegram
@@ -617,13 +632,12 @@ impl Queues {
         Ok(seq)
     }
 
-    /// Delivered: remove (one batch). Losing this on a crash only repeats a notification.
+    /// Delivered: remove. Plain removes, not a sled batch (a batch rolls sled's IO buffer
+    /// twice); losing one on a crash only repeats a notification.
     pub fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
         for &seq in seqs {
-            batch.remove(&queue::key(channel, seq)[..]);
+            self.tree().remove(queue::key(channel, seq))?;
         }
-        self.tree().apply_batch(batch)?;
         Ok(())
     }
 
@@ -694,5 +708,107 @@ impl Queues {
     /// so retention removes both).
     pub fn messages(&self) -> sled::Tree {
         self.0.inner.messages.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NewApproval;
+
+    fn approval(key: Option<&str>) -> Approval {
+        Approval::create(
+            ApprovalId::new(),
+            NewApproval {
+                session_id: "s".into(),
+                tool_name: "Bash".into(),
+                tool_input: "{}".into(),
+                reason: None,
+                agent: None,
+                requested_by: "ci".into(),
+                idempotency_key: key.map(str::to_string),
+                timeout: std::time::Duration::from_secs(60),
+            },
+            millis(chrono::Utc::now().timestamp_millis()),
+        )
+    }
+
+    /// A staged change is read back before its commit, and after the commit it is in sled with
+    /// its index and queue entries: the same after a reopen.
+    #[actix_rt::test]
+    async fn staged_changes_read_back_and_land_together_on_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let a = approval(Some("k1"));
+        let written = {
+            let store = SledStore::open(dir.path()).expect("open");
+            let written = store
+                .apply(&Change {
+                    approval: &a,
+                    previous: None,
+                    event: Some(Event::Created),
+                    channels: &[Channel::Console, Channel::File],
+                    request_id: Some("r1"),
+                })
+                .expect("apply");
+            assert_eq!(
+                store.get(a.id).expect("get"),
+                Some(a.clone()),
+                "read your writes"
+            );
+            assert_eq!(store.find_idempotent("ci", "k1").expect("idem"), Some(a.id));
+            assert_eq!(
+                store.queues().scan(Channel::Console).expect("scan").0,
+                0,
+                "not applied yet"
+            );
+            store.commit().wait().await.expect("commit");
+            assert_eq!(store.queues().scan(Channel::Console).expect("scan").0, 1);
+            written
+        };
+        let store = SledStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.get(a.id).expect("get"), Some(a.clone()));
+        assert_eq!(store.find_idempotent("ci", "k1").expect("idem"), Some(a.id));
+        assert_eq!(
+            store.count_by_status().expect("counts")[&Status::Pending],
+            1
+        );
+        for (channel, seq) in written.queued {
+            let entry = store
+                .queues()
+                .get(channel, seq)
+                .expect("get")
+                .expect("queued");
+            assert_eq!(entry.approval, a);
+            assert_eq!(entry.request_id.as_deref(), Some("r1"));
+        }
+    }
+
+    /// A commit that fails is answered with an error, and `revert` undoes what it applied.
+    #[actix_rt::test]
+    async fn a_failed_commit_is_reported_and_reverted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SledStore::open(dir.path()).expect("open");
+        let a = approval(Some("k2"));
+        let change = Change {
+            approval: &a,
+            previous: None,
+            event: Some(Event::Created),
+            channels: &[Channel::Telegram],
+            request_id: None,
+        };
+        let written = store.apply(&change).expect("apply");
+        store.faults().fail_next(1);
+        assert!(store.commit().wait().await.is_err());
+        assert!(!store.committing());
+        store.revert(&change, &written).expect("revert");
+        assert_eq!(store.get(a.id).expect("get"), None);
+        assert_eq!(store.find_idempotent("ci", "k2").expect("idem"), None);
+        assert_eq!(store.queues().scan(Channel::Telegram).expect("scan").0, 0);
+        store
+            .commit()
+            .wait()
+            .await
+            .expect("a later commit succeeds");
+        assert!(store.committing());
     }
 }
