@@ -81,6 +81,10 @@ struct Args {
     /// Fan-out rounds (each on a fresh approval); the median round is reported.
     #[arg(long, default_value_t = 3)]
     fanout_rounds: usize,
+    /// The baseline server (`scripts/baseline_server.rs`): a bare sled insert + flush +
+    /// fdatasync group commit behind the same actix-web setup, measured in the same run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// `fallback.order` of the service (the default config's channels).
     #[arg(long, default_value = "console,file")]
     fallback_order: String,
@@ -164,9 +168,14 @@ impl Bench<'_> {
         // it, and a store of however many approvals it managed. The second service holds
         // exactly `--pending` approvals; the fan-out runs on it once its notifications are
         // written, so the waiters are woken in a registry of realistic size on a quiet machine.
+        let baseline = match &self.args.baseline {
+            Some(path) => Some(self.baseline(path).await?),
+            None => None,
+        };
         let service = self.spawn(THROUGHPUT)?;
         service.wait_ready(Duration::from_secs(30)).await?;
         let mut creates = self.creates(&service).await?;
+        creates.baseline = baseline;
         step("stopping the throughput service (SIGTERM)");
         // Generous: the file channel writes its whole backlog before the process exits.
         match service.stop(Duration::from_secs(300)).await {
@@ -243,6 +252,69 @@ impl Bench<'_> {
         Service::spawn(&self.binary, &env, &log, port)
     }
 
+    /// The same create load against the baseline server: the honest durable limit.
+    async fn baseline(&self, path: &Path) -> Result<Baseline> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let store = self.dir.join("store-baseline");
+        let child = Command::new(path)
+            .args([port.to_string(), store.display().to_string()])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", path.display()))?;
+        let service = Service {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            spawned_at: Instant::now(),
+        };
+        let accepting = poll_until(Duration::from_secs(30), || async {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        if accepting.is_none() {
+            return Err("the baseline server did not start listening".into());
+        }
+        let args = self.args;
+        let api = service.api(args.concurrency);
+        step(&format!(
+            "baseline (bare sled insert + flush + fdatasync): {:.0} s warm-up, {:.0} s measured",
+            args.warmup_seconds, args.creates_seconds
+        ));
+        create_load(
+            &api,
+            args.concurrency,
+            Stop::After(Duration::from_secs_f64(args.warmup_seconds)),
+        )
+        .await
+        .check("baseline warm-up")?;
+        let cpu = service.cpu_time()?;
+        let load = create_load(
+            &api,
+            args.concurrency,
+            Stop::After(Duration::from_secs_f64(args.creates_seconds)),
+        )
+        .await;
+        let cpu = service.cpu_time()?.saturating_sub(cpu);
+        load.check("baseline creates")?;
+        let baseline = Baseline {
+            per_second: load.ok as f64 / load.elapsed.as_secs_f64(),
+            cpu_us_per_create: cpu.as_secs_f64() * 1e6 / load.ok.max(1) as f64,
+            p99: Percentiles::of(load.latencies).p99,
+        };
+        println!(
+            "  {:.0}/s, p99 {}, {:.0} CPU µs per create",
+            baseline.per_second,
+            ms(baseline.p99),
+            baseline.cpu_us_per_create
+        );
+        Ok(baseline)
+    }
+
     async fn creates(&self, service: &Service) -> Result<CreatesReport> {
         let args = self.args;
         let api = service.api(args.concurrency);
@@ -293,6 +365,7 @@ impl Bench<'_> {
             created_total: warmup.ok + load.ok,
             notified,
             shutdown: None,
+            baseline: None,
         };
         println!(
             "  {} created in {:.2} s = {:.0}/s, {} failed; latency p50 {} p99 {} max {}",
@@ -1042,6 +1115,14 @@ struct CreatesReport {
     notified: Option<usize>,
     /// SIGTERM → exit of the throughput service, if it exited in time.
     shutdown: Option<Duration>,
+    /// The baseline server measured in the same run, if one was given.
+    baseline: Option<Baseline>,
+}
+
+struct Baseline {
+    per_second: f64,
+    cpu_us_per_create: f64,
+    p99: Duration,
 }
 
 struct FanoutReport {
@@ -1088,7 +1169,7 @@ impl Report {
         } = self;
         let c = args.concurrency;
         let n = args.pending;
-        let rows: Vec<(String, String, String, Option<bool>)> = vec![
+        let mut rows: Vec<(String, String, String, Option<bool>)> = vec![
             (
                 format!("durable creates/s (concurrency {c})"),
                 format!("{:.0}/s", creates.per_second),
@@ -1150,6 +1231,38 @@ impl Report {
                 None,
             ),
         ];
+        // Against the baseline measured in the same run (rows 3.. follow the create latency).
+        if let Some(b) = &creates.baseline {
+            let ratio = creates.per_second / b.per_second;
+            let service_us = creates.service_cpu.as_secs_f64() * 1e6 / creates.ok.max(1) as f64;
+            let baseline_rows = [
+                (
+                    "baseline: bare sled + fdatasync creates/s".to_string(),
+                    format!("{:.0}/s", b.per_second),
+                    String::new(),
+                    None,
+                ),
+                (
+                    "  service ÷ baseline".into(),
+                    format!("{ratio:.2}×"),
+                    "≥ 0.7×".into(),
+                    Some(ratio >= 0.7),
+                ),
+                (
+                    "  CPU µs per create: service / baseline".into(),
+                    format!("{service_us:.0} / {:.0}", b.cpu_us_per_create),
+                    String::new(),
+                    None,
+                ),
+                (
+                    "  baseline create p99".into(),
+                    ms(b.p99),
+                    String::new(),
+                    None,
+                ),
+            ];
+            rows.splice(3..3, baseline_rows);
+        }
 
         println!();
         println!("details");

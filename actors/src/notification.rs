@@ -73,7 +73,8 @@ pub struct Wake {
     pub channel: crate::store::Channel,
     pub confirmed: Vec<u64>,
     pub withdrawn: Vec<u64>,
-    /// The confirmed entries announce that this approval ended (lets Telegram post an approval
-    /// that ended before its first message already decided, instead of posting then editing).
-    pub ended: Option<crate::domain::ApprovalId>,
+    /// The confirmed entries' content, as written: notifiers deliver it without reading it
+    /// back from sled (sled stays the copy replayed after a restart). It also tells Telegram
+    /// that an approval ended, so a first message still queued is posted already decided.
+    pub entry: Option<std::sync::Arc<crate::store::QueueEntry>>,
 }

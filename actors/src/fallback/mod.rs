@@ -15,7 +15,7 @@ mod email;
 mod file;
 mod text;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ pub use email::{EmailSettings, EmailTls};
 
 use crate::metrics::Metric;
 use crate::notification::{Notification, OperatorHints, Wake};
-use crate::store::{Channel as Queue, QueueEntry, Queues};
+use crate::store::{Channel as Queue, QueueEntry, Queues, StoreError};
 use crate::supervision::{self, ActorHealth, HealthStatus, Ping, Restarts};
 
 pub const NAME: &str = "fallback_notifier";
@@ -198,6 +198,9 @@ struct Lane {
     retry_at: Option<Instant>,
     /// Durable entries: everything up to `ready_through` (on disk at start) and each confirmed.
     ready: BTreeSet<u64>,
+    /// The content of confirmed entries as their Wake carried it, so delivery reads sled only
+    /// for entries replayed after a restart.
+    cache: HashMap<u64, Arc<QueueEntry>>,
     ready_through: u64,
     queued: usize,
 }
@@ -255,6 +258,7 @@ impl FallbackNotifier {
             attempts: 0,
             retry_at: None,
             ready: BTreeSet::new(),
+            cache: HashMap::new(),
             ready_through: 0,
             queued: 0,
         })
@@ -278,6 +282,7 @@ impl FallbackNotifier {
             lane.attempts = 0;
             lane.retry_at = None;
             lane.ready.clear();
+            lane.cache.clear();
             match self.queues.scan(lane.queue) {
                 Ok((count, last)) => {
                     lane.queued = count;
@@ -306,11 +311,15 @@ impl FallbackNotifier {
         let lane = &mut self.lanes[index];
         for seq in &wake.withdrawn {
             lane.ready.remove(seq);
+            lane.cache.remove(seq);
         }
         for seq in wake.confirmed {
             if !lane.is_ready(seq) {
                 lane.ready.insert(seq);
                 lane.queued += 1;
+                if let Some(entry) = &wake.entry {
+                    lane.cache.insert(seq, Arc::clone(entry));
+                }
             }
         }
         self.pump(index, ctx);
@@ -337,17 +346,13 @@ impl FallbackNotifier {
                 return;
             }
         }
-        let front = match self.queues.front(lane.queue, BATCH) {
-            Ok(front) => front,
+        let batch = match self.ready_batch(lane) {
+            Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(actor = NAME, queue = lane.queue.as_str(), %error, "cannot read a notification queue");
                 return;
             }
         };
-        let batch: Vec<(u64, QueueEntry)> = front
-            .into_iter()
-            .take_while(|(seq, _)| lane.is_ready(*seq))
-            .collect();
         if batch.is_empty() {
             return;
         }
@@ -379,6 +384,26 @@ impl FallbackNotifier {
         );
     }
 
+    /// The durable entries at the front of a lane, in order: from the Wake cache, or from sled
+    /// for entries replayed after a restart.
+    fn ready_batch(&self, lane: &Lane) -> Result<Vec<(u64, Arc<QueueEntry>)>, StoreError> {
+        let seqs = self
+            .queues
+            .front_seqs(lane.queue, BATCH, |seq| lane.is_ready(seq))?;
+        let mut batch = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let entry = match lane.cache.get(&seq) {
+                Some(entry) => Arc::clone(entry),
+                None => match self.queues.get(lane.queue, seq)? {
+                    Some(entry) => Arc::new(entry),
+                    None => continue,
+                },
+            };
+            batch.push((seq, entry));
+        }
+        Ok(batch)
+    }
+
     fn walked(&mut self, index: usize, walked: Walked, ctx: &mut Context<Self>) {
         for (channel, result, label) in walked.outcomes {
             self.record(channel, result, &label);
@@ -402,6 +427,7 @@ impl FallbackNotifier {
         lane.delivering = false;
         for seq in &done {
             lane.ready.remove(seq);
+            lane.cache.remove(seq);
         }
         lane.queued = lane.queued.saturating_sub(done.len());
         if failed.is_empty() {
@@ -416,6 +442,7 @@ impl FallbackNotifier {
                         tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
                     }
                     lane.ready.remove(seq);
+                    lane.cache.remove(seq);
                 }
                 lane.queued = lane.queued.saturating_sub(failed.len());
             } else {
@@ -515,15 +542,15 @@ async fn walk(
     channels: Arc<Vec<Channel>>,
     settings: Arc<FallbackSettings>,
     targets: Vec<usize>,
-    batch: Vec<(u64, QueueEntry)>,
+    batch: Vec<(u64, Arc<QueueEntry>)>,
 ) -> Walked {
     let items: Vec<(u64, Outgoing)> = batch
         .into_iter()
         .map(|(seq, entry)| {
             let notification = Notification {
                 event: entry.event,
-                approval: entry.approval,
-                request_id: entry.request_id,
+                approval: entry.approval.clone(),
+                request_id: entry.request_id.clone(),
             };
             (seq, Outgoing::Approval(Box::new(notification)))
         })

@@ -85,8 +85,11 @@ impl ApprovalRegistry {
             let durable = result.is_ok();
             if durable {
                 // Notifiers may now deliver these entries: they are on disk.
-                let ended = (applied.event == Some(Event::Ended)).then_some(applied.approval.id);
-                notifiers.wake(&applied.written.queued, true, ended);
+                notifiers.wake(
+                    &applied.written.queued,
+                    true,
+                    applied.written.entry.as_ref(),
+                );
             }
             let reply = applied.approval.clone();
             // `do_send` queues before we answer, so anything the caller does next is handled

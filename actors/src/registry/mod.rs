@@ -58,7 +58,7 @@ impl Notifiers {
         &self,
         queued: &[(Channel, u64)],
         confirmed: bool,
-        ended: Option<crate::domain::ApprovalId>,
+        entry: Option<&Arc<crate::store::QueueEntry>>,
     ) {
         for &(channel, seq) in queued {
             if let Some(notifier) = self.wake.get(&channel) {
@@ -71,7 +71,7 @@ impl Notifiers {
                     channel,
                     confirmed,
                     withdrawn,
-                    ended,
+                    entry: entry.cloned(),
                 });
             }
         }

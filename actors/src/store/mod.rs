@@ -87,6 +87,8 @@ impl Change<'_> {
 #[derive(Debug, Clone, Default)]
 pub struct Written {
     pub queued: Vec<(Channel, u64)>,
+    /// What the queue entries hold, for notifiers to deliver without reading sled.
+    pub entry: Option<Arc<QueueEntry>>,
     record: Vec<u8>,
 }
 
@@ -336,6 +338,14 @@ impl ApprovalStore for SledStore {
             Some(Vec::new()),
         ));
         let mut queued = Vec::with_capacity(change.channels.len());
+        let entry = change.event.map(|event| {
+            Arc::new(QueueEntry {
+                event,
+                approval: approval.clone(),
+                request_id: change.request_id.map(str::to_string),
+                only: None,
+            })
+        });
         if let Some(event) = change.event {
             let entry = queue::encode_with(event, &record, change.request_id, None)?;
             for &channel in change.channels {
@@ -350,7 +360,11 @@ impl ApprovalStore for SledStore {
         }
         // Applied with everything else staged before the next commit, in one transaction.
         self.inner.staging.stage(ops);
-        Ok(Written { queued, record })
+        Ok(Written {
+            queued,
+            entry,
+            record,
+        })
     }
 
     fn revert(&self, change: &Change<'_>, written: &Written) -> Result<(), StoreError> {
@@ -579,6 +593,24 @@ impl Queues {
             let (key, value) = item?;
             if let Some((_, seq)) = queue::parse_key(&key) {
                 out.push((seq, queue::decode(&key, &value)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sequence numbers at the front of `channel`'s queue, oldest first, while `take` accepts
+    /// them (at most `limit`). Keys only: nothing is decoded.
+    pub fn front_seqs(
+        &self,
+        channel: Channel,
+        limit: usize,
+        take: impl Fn(u64) -> bool,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.tree().scan_prefix([channel.byte()]).keys() {
+            match queue::parse_key(&key?) {
+                Some((_, seq)) if out.len() < limit && take(seq) => out.push(seq),
+                _ => break,
             }
         }
         Ok(out)

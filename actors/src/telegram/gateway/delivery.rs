@@ -343,6 +343,7 @@ impl TelegramGateway {
         }
         let commit = self.queues.commit();
         let fallback = self.fallback.clone();
+        let entry = std::sync::Arc::new(entry);
         ctx.spawn(
             async move {
                 match commit.wait().await {
@@ -352,7 +353,7 @@ impl TelegramGateway {
                                 channel,
                                 confirmed: vec![seq],
                                 withdrawn: Vec::new(),
-                                ended: None,
+                                entry: Some(std::sync::Arc::clone(&entry)),
                             });
                         }
                     }

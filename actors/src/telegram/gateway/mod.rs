@@ -332,10 +332,12 @@ impl TelegramGateway {
             self.ready.remove(seq);
         }
         let mut fresh = Vec::new();
-        if let Some(id) = wake.ended
+        if let Some(entry) = &wake.entry
+            && entry.event == crate::notification::Event::Ended
+            && entry.only.is_none()
             && let Some(&seq) = wake.confirmed.last()
         {
-            self.superseded.insert(id, seq);
+            self.superseded.insert(entry.approval.id, seq);
         }
         for seq in wake.confirmed {
             if !self.is_ready(seq) {

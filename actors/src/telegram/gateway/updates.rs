@@ -295,7 +295,7 @@ impl TelegramGateway {
                             channel: Channel::Telegram,
                             confirmed: vec![seq],
                             withdrawn: Vec::new(),
-                            ended: None,
+                            entry: None,
                         },
                         ctx,
                     ),
