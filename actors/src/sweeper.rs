@@ -1,12 +1,15 @@
 //! TimeoutSweeper: owns the deadline index and tells the registry when an approval's time is up.
 //!
-//! The index is a sled tree keyed by big-endian deadline milliseconds followed by the approval
-//! id, so the earliest deadline is the first key. The sweeper sleeps until that key's instant (not
-//! merely until the next `check_interval` tick) and each wake-up reads only the expired prefix of
-//! the tree: O(expired), not O(pending). It never changes an approval itself; it sends
-//! [`Expire`] and the registry's compare-and-set decides whether the timeout wins.
+//! The index is an ordered set of (deadline ms, approval id) in memory, so the earliest deadline
+//! is the first entry. It is derived state: every pending record carries its deadline, and the
+//! registry re-arms all of them (`Rearm`) whenever it loads, so keeping a copy on disk would cost
+//! two sled writes per approval for nothing. The set lives in the actor value, which the
+//! supervisor keeps across restarts. The sweeper sleeps until the first entry's instant (not
+//! merely until the next `check_interval` tick) and each wake-up walks only the expired prefix:
+//! O(expired), not O(pending). It never changes an approval itself; it sends [`Expire`] and the
+//! registry's compare-and-set decides whether the timeout wins.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -56,7 +59,7 @@ pub struct Expire {
 pub struct Connect(pub Recipient<Expire>);
 
 pub struct TimeoutSweeper {
-    deadlines: sled::Tree,
+    deadlines: BTreeSet<(i64, ApprovalId)>,
     check_interval: Duration,
     registry: Option<Recipient<Expire>>,
     /// The instant the current wake-up timer is set for, if any.
@@ -65,21 +68,6 @@ pub struct TimeoutSweeper {
     in_flight: HashSet<ApprovalId>,
     metrics: Recipient<Metric>,
     restarts: Restarts,
-    last_error: Option<String>,
-}
-
-fn key(deadline_ms: i64, id: ApprovalId) -> [u8; 24] {
-    let mut key = [0u8; 24];
-    // Deadlines are after 1970, so the sign bit is clear and big-endian bytes sort by time.
-    key[..8].copy_from_slice(&(deadline_ms.max(0) as u64).to_be_bytes());
-    key[8..].copy_from_slice(&id.to_bytes());
-    key
-}
-
-fn parse_key(key: &[u8]) -> Option<(i64, ApprovalId)> {
-    let deadline = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
-    let id: [u8; 16] = key.get(8..24)?.try_into().ok()?;
-    Some((deadline as i64, ApprovalId::from_bytes(id)))
 }
 
 fn now_ms() -> i64 {
@@ -87,31 +75,24 @@ fn now_ms() -> i64 {
 }
 
 impl TimeoutSweeper {
-    pub fn new(
-        deadlines: sled::Tree,
-        check_interval: Duration,
-        metrics: Recipient<Metric>,
-    ) -> Self {
+    pub fn new(check_interval: Duration, metrics: Recipient<Metric>) -> Self {
         Self {
-            deadlines,
+            deadlines: BTreeSet::new(),
             check_interval,
             registry: None,
             next_wake: None,
             in_flight: HashSet::new(),
             metrics,
             restarts: Restarts::default(),
-            last_error: None,
         }
     }
 
-    fn arm(&mut self, arm: Arm) -> Result<(), sled::Error> {
-        self.deadlines.insert(key(arm.deadline_ms, arm.id), &[])?;
-        Ok(())
+    fn arm(&mut self, arm: Arm) {
+        self.deadlines.insert((arm.deadline_ms, arm.id));
     }
 
-    fn disarm(&mut self, id: ApprovalId, deadline_ms: i64) -> Result<(), sled::Error> {
-        self.deadlines.remove(key(deadline_ms, id))?;
-        Ok(())
+    fn disarm(&mut self, id: ApprovalId, deadline_ms: i64) {
+        self.deadlines.remove(&(deadline_ms, id));
     }
 
     /// Send an expiry for every deadline at or before now; then sleep until the next one.
@@ -123,22 +104,13 @@ impl TimeoutSweeper {
             return;
         };
         let now = now_ms();
-        let mut due = Vec::new();
-        for entry in self
+        let due: Vec<(i64, ApprovalId)> = self
             .deadlines
-            .range(..key(now + 1, ApprovalId::from_bytes([0; 16])))
-        {
-            match entry.map(|(k, _)| parse_key(&k)) {
-                Ok(Some((deadline_ms, id))) if !self.in_flight.contains(&id) => {
-                    due.push((deadline_ms, id))
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    self.note_error(format!("cannot read the deadline index: {error}"));
-                    break;
-                }
-            }
-        }
+            .iter()
+            .take_while(|(deadline_ms, _)| *deadline_ms <= now)
+            .filter(|(_, id)| !self.in_flight.contains(id))
+            .copied()
+            .collect();
         for (deadline_ms, id) in due {
             self.in_flight.insert(id);
             registry
@@ -164,11 +136,7 @@ impl TimeoutSweeper {
         self.in_flight.remove(&id);
         match result {
             // The approval is no longer pending whichever way it ended.
-            Ok(Ok(())) => {
-                if let Err(error) = self.disarm(id, deadline_ms) {
-                    self.note_error(format!("cannot remove a deadline: {error}"));
-                }
-            }
+            Ok(Ok(())) => self.disarm(id, deadline_ms),
             // The timeout could not be recorded (store failing): keep the deadline, retry.
             Ok(Err(error)) => {
                 tracing::warn!(actor = NAME, approval_id = %id, %error, "timeout not recorded; retrying");
@@ -183,9 +151,8 @@ impl TimeoutSweeper {
         let next = self
             .deadlines
             .iter()
-            .keys()
-            .filter_map(|k| k.ok().and_then(|k| parse_key(&k)))
-            .find(|(_, id)| !self.in_flight.contains(id));
+            .find(|(_, id)| !self.in_flight.contains(id))
+            .copied();
         if let Some((deadline_ms, _)) = next {
             self.schedule(ctx, deadline_ms);
         }
@@ -202,11 +169,6 @@ impl TimeoutSweeper {
         let delay = Duration::from_millis((at_ms - now_ms()).max(0) as u64);
         let handle = supervision::run_later(ctx, NAME, delay, |act, ctx| act.sweep(ctx));
         self.next_wake = Some((at_ms, handle));
-    }
-
-    fn note_error(&mut self, error: String) {
-        tracing::error!(actor = NAME, %error);
-        self.last_error = Some(error);
     }
 
     fn start_timers(&mut self, ctx: &mut Context<Self>) {
@@ -230,7 +192,7 @@ impl Actor for TimeoutSweeper {
 
 impl Supervised for TimeoutSweeper {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        // `started` runs again after this and re-reads the index from sled.
+        // The deadline set lives in this value and survives; `started` re-arms the timers.
         self.restarts.record(NAME);
         self.metrics.do_send(Metric::ActorRestarted { actor: NAME });
     }
@@ -249,10 +211,8 @@ impl Handler<Arm> for TimeoutSweeper {
     type Result = ();
 
     fn handle(&mut self, arm: Arm, ctx: &mut Context<Self>) {
-        match guarded(NAME, ctx, || self.arm(arm)) {
-            Ok(Ok(())) => self.schedule(ctx, arm.deadline_ms),
-            Ok(Err(error)) => self.note_error(format!("cannot arm a deadline: {error}")),
-            Err(_) => {}
+        if guarded(NAME, ctx, || self.arm(arm)).is_ok() {
+            self.schedule(ctx, arm.deadline_ms);
         }
     }
 }
@@ -269,13 +229,7 @@ impl TimeoutSweeper {
     fn rearm(&mut self, arms: Vec<Arm>, ctx: &mut Context<Self>) {
         let mut earliest = None;
         for arm in arms {
-            let present = self.deadlines.contains_key(key(arm.deadline_ms, arm.id));
-            if !matches!(present, Ok(true))
-                && let Err(error) = self.arm(arm)
-            {
-                self.note_error(format!("cannot re-arm a deadline: {error}"));
-                continue;
-            }
+            self.arm(arm);
             earliest = Some(earliest.map_or(arm.deadline_ms, |e: i64| e.min(arm.deadline_ms)));
         }
         if let Some(at) = earliest {
@@ -288,9 +242,7 @@ impl Handler<Disarm> for TimeoutSweeper {
     type Result = ();
 
     fn handle(&mut self, disarm: Disarm, ctx: &mut Context<Self>) {
-        if let Ok(Err(error)) = guarded(NAME, ctx, || self.disarm(disarm.id, disarm.deadline_ms)) {
-            self.note_error(format!("cannot disarm a deadline: {error}"));
-        }
+        let _ = guarded(NAME, ctx, || self.disarm(disarm.id, disarm.deadline_ms));
     }
 }
 
@@ -298,19 +250,14 @@ impl Handler<Ping> for TimeoutSweeper {
     type Result = MessageResult<Ping>;
 
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
-        let status = if self.last_error.is_some() {
-            HealthStatus::Degraded
-        } else {
-            HealthStatus::Healthy
-        };
         MessageResult(ActorHealth {
             actor: NAME,
-            status,
+            status: HealthStatus::Healthy,
             restarts: self.restarts.count(),
             detail: serde_json::json!({
                 "next_wake_at": self.next_wake.map(|(at, _)| crate::store::millis(at).to_rfc3339()),
                 "in_flight": self.in_flight.len(),
-                "last_error": self.last_error,
+                "armed": self.deadlines.len(),
             }),
         })
     }

@@ -52,7 +52,6 @@ impl ActorSystem {
     /// Must be called from inside a running actix `System`.
     pub fn start(settings: SystemSettings) -> Result<Self, StoreError> {
         let store = SledStore::open(&settings.store_path)?;
-        let deadlines = store.tree("deadlines")?;
 
         let core = Arbiter::new();
         let metrics_arbiter = Arbiter::new();
@@ -73,7 +72,7 @@ impl ActorSystem {
         let check_interval = settings.check_interval;
         let recipient = metrics_recipient.clone();
         let sweeper = Supervisor::start_in_arbiter(&core.handle(), move |_| {
-            TimeoutSweeper::new(deadlines, check_interval, recipient)
+            TimeoutSweeper::new(check_interval, recipient)
         });
 
         let mut telegram_arbiter = None;

@@ -10,7 +10,6 @@
 //! | `by_status`         | status byte ++ id                | empty                | ApprovalRegistry   |
 //! | `queues`            | channel byte ++ seq (BE)         | queued notification  | registry appends; each notifier consumes its channel |
 //! | `dead_letters`      | seq (BE)                         | channel, reason, entry | notifiers; requeued by operators |
-//! | `deadlines`         | deadline ms (BE) ++ id           | empty                | TimeoutSweeper     |
 //! | `telegram_messages` | approval id                      | message refs         | TelegramGateway    |
 //! | `meta`              | name                             | bytes                | whoever named it   |
 //!
@@ -292,7 +291,7 @@ impl SledStore {
         Ok(self.inner.db.generate_id()? + 1)
     }
 
-    /// A tree for an actor that owns it (deadlines, meta). Only call this while wiring up.
+    /// A tree for an actor that owns it (`meta`). Only call this while wiring up.
     pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         Ok(self.inner.db.open_tree(name)?)
     }
