@@ -283,7 +283,10 @@ async fn list(
         next_cursor: Option<String>,
     }
     Ok(HttpResponse::Ok().json(Page {
-        approvals: page.iter().map(ApprovalView::from).collect(),
+        approvals: page
+            .iter()
+            .map(|a| ApprovalView::row(a, state.settings.server.list_preview_bytes))
+            .collect(),
         next_cursor,
     }))
 }

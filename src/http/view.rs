@@ -23,6 +23,32 @@ pub struct ApprovalView {
     /// The same, structured: `{"kind": "operator"|"telegram"|"agent"|"system", ...}`.
     pub decider: Option<serde_json::Value>,
     pub comment: Option<String>,
+    /// List rows only, when `tool_input` is longer than `server.list_preview_bytes`: then
+    /// `tool_input` is `null`, this holds its first bytes (cut at a character boundary) and
+    /// `tool_input_bytes` its full length; `GET /api/approvals/{id}` has the whole input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_input_preview: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_input_bytes: Option<usize>,
+}
+
+impl ApprovalView {
+    /// A list row: the whole view, but a `tool_input` over `limit` bytes becomes a preview, so
+    /// a page of large inputs stays small.
+    pub fn row(approval: &Approval, limit: usize) -> Self {
+        let mut view = Self::from(approval);
+        let input = &approval.tool_input;
+        if input.len() > limit {
+            let mut end = limit;
+            while !input.is_char_boundary(end) {
+                end -= 1;
+            }
+            view.tool_input = RawValue::from_string("null".into()).unwrap_or_default();
+            view.tool_input_preview = Some(format!("{}…", &input[..end]));
+            view.tool_input_bytes = Some(input.len());
+        }
+        view
+    }
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -65,6 +91,8 @@ impl From<&Approval> for ApprovalView {
             decided_by,
             decider,
             comment: a.comment.clone(),
+            tool_input_preview: None,
+            tool_input_bytes: None,
         }
     }
 }

@@ -177,6 +177,7 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub long_poll_heartbeat: Duration,
     pub max_page_size: usize,
+    pub list_preview_bytes: usize,
     pub workers: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,

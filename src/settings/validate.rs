@@ -94,6 +94,12 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
         secs(60),
     )?;
     in_range("server.max_page_size", server.max_page_size, 1, 10_000)?;
+    in_range(
+        "server.list_preview_bytes",
+        server.list_preview_bytes,
+        64,
+        1 << 20,
+    )?;
     in_range("server.workers", server.workers, 0, 256)?;
     duration_in(
         "server.shutdown_timeout",

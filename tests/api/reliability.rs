@@ -303,3 +303,33 @@ async fn sigterm_completes_open_long_polls_with_the_approval_json() {
     assert_eq!(body["status"], "pending");
     assert!(child.wait_exit(WAIT).success());
 }
+
+#[actix_web::test]
+async fn list_rows_carry_a_bounded_preview_of_large_inputs() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__SERVER__LIST_PREVIEW_BYTES", "64")]).await;
+    let mut body = new_approval();
+    body["tool_input"] = json!({ "content": "é".repeat(5000) });
+    let id = app.create_id(&body).await;
+    let small = app.create_id(&new_approval()).await;
+
+    let page: Value = app.list("").await.json().await.expect("json");
+    let rows = page["approvals"].as_array().expect("rows");
+    let large = rows.iter().find(|r| r["id"] == id.as_str()).expect("row");
+    assert_eq!(large["tool_input"], Value::Null);
+    let preview = large["tool_input_preview"].as_str().expect("preview");
+    assert!(preview.len() <= 64 + '…'.len_utf8(), "{preview}");
+    assert!(preview.starts_with("{\"content\":\"é"), "{preview}");
+    let full_len = serde_json::to_string(&body["tool_input"])
+        .expect("json")
+        .len();
+    assert_eq!(large["tool_input_bytes"], full_len);
+    // Small inputs are shown whole; the full record still has everything.
+    let small_row = rows
+        .iter()
+        .find(|r| r["id"] == small.as_str())
+        .expect("row");
+    assert_eq!(small_row["tool_input"]["command"], "rm -rf ./build");
+    assert!(small_row.get("tool_input_preview").is_none());
+    let whole: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(whole["tool_input"], body["tool_input"]);
+}
