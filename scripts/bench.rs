@@ -81,6 +81,11 @@ struct Args {
     /// Fan-out rounds (each on a fresh approval); the median round is reported.
     #[arg(long, default_value_t = 3)]
     fanout_rounds: usize,
+    /// Also measure a store of this many ended approvals (plus 100 pending), written directly
+    /// with the store API before the service starts: start-up to ready, and listing pending
+    /// (`GET /api/approvals?status=pending`) latency. 0 = skip (it takes a while).
+    #[arg(long, default_value_t = 0)]
+    large: usize,
     /// The baseline server (`scripts/baseline_server.rs`): a bare sled insert + flush +
     /// fdatasync group commit behind the same actix-web setup, measured in the same run.
     #[arg(long)]
@@ -191,6 +196,9 @@ impl Bench<'_> {
         let memory = self.fill(&service).await?;
         let fanout = self.fanout(&service).await?;
         let startup = self.restart(service, &memory.sample_id).await?;
+        if self.args.large > 0 {
+            self.large(self.args.large).await?;
+        }
         Ok(Report {
             creates,
             fanout,
@@ -250,6 +258,90 @@ impl Bench<'_> {
             .dir
             .join(format!("service-{}-{name}.log", self.spawned));
         Service::spawn(&self.binary, &env, &log, port)
+    }
+
+    /// A store of `n` ended approvals: how long the service takes to be ready on it, and how
+    /// fast it lists the pending ones (the status index makes that O(page), not O(history)).
+    async fn large(&mut self, n: usize) -> Result<()> {
+        use approval_gate_actors::domain::{
+            Actor, Approval, ApprovalId, Decision, NewApproval, Outcome,
+        };
+        use approval_gate_actors::store::{ApprovalStore, Change, SledStore, millis};
+        const NAME: &str = "large";
+        step(&format!(
+            "writing {n} ended approvals and 100 pending ones into a store"
+        ));
+        let started = Instant::now();
+        {
+            let store = SledStore::open(&self.dir.join(format!("store-{NAME}")))?;
+            let mut ids = ulid::Generator::new();
+            let now = millis(chrono::Utc::now().timestamp_millis());
+            for i in 0..n + 100 {
+                let new = NewApproval {
+                    session_id: "bench-large".into(),
+                    tool_name: "Bash".into(),
+                    tool_input: r#"{"command":"ls -la ./build"}"#.into(),
+                    reason: Some("benchmark".into()),
+                    agent: None,
+                    requested_by: "bench".into(),
+                    idempotency_key: None,
+                    timeout: Duration::from_secs(7200),
+                };
+                let mut approval = Approval::create(ApprovalId::next(&mut ids), new, now);
+                if i < n {
+                    let decision = Decision {
+                        outcome: Outcome::Approve,
+                        actor: Actor::Operator("bench".into()),
+                        comment: None,
+                    };
+                    approval.apply(decision, now).map_err(|_| "cannot decide")?;
+                }
+                store.apply(&Change {
+                    approval: &approval,
+                    previous: None,
+                    event: None,
+                    channels: &[],
+                    request_id: None,
+                })?;
+                if i % 20_000 == 19_999 {
+                    store.commit().wait().await?;
+                }
+            }
+            store.commit().wait().await?;
+        }
+        println!("  written in {:.1} s", started.elapsed().as_secs_f64());
+        let service = self.spawn(NAME)?;
+        let ready = service.wait_ready(Duration::from_secs(120)).await?;
+        let rss = service.memory()?.rss_kib;
+        let api = service.api(1);
+        let mut samples = Vec::with_capacity(200);
+        for _ in 0..200 {
+            let sent = Instant::now();
+            let response = api
+                .http
+                .get(format!(
+                    "{}/api/approvals?status=pending&limit=50",
+                    api.base
+                ))
+                .bearer_auth(OPERATOR_TOKEN)
+                .send()
+                .await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            if status != StatusCode::OK || !body.starts_with(b"{\"approvals\":[{") {
+                return Err(unexpected("list pending", status, &body));
+            }
+            samples.push(sent.elapsed());
+        }
+        let list = Percentiles::of(samples);
+        println!(
+            "  {n} ended + 100 pending: ready after {}, RSS {}; listing pending (50 per page): p50 {} p99 {}",
+            ms(ready),
+            mib(rss),
+            ms(list.p50),
+            ms(list.p99)
+        );
+        Ok(())
     }
 
     /// The same create load against the baseline server: the honest durable limit.
