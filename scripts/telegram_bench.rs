@@ -235,6 +235,51 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Create `n` approvals and time it until Telegram shows all of them (first create → last
+/// message), counting messages rather than matching ids so the check costs nothing.
+async fn deliver_timed(
+    fake: &FakeTelegram,
+    service: &Service,
+    from: usize,
+    n: usize,
+) -> Result<(Duration, Vec<String>), BoxError> {
+    let before = fake.messages().len();
+    let started = Instant::now();
+    let ids = create_many(service, from, n).await?;
+    until(Duration::from_secs(900), || {
+        fake.messages().len() >= before + n
+    })
+    .await
+    .ok_or("not delivered within 15 minutes")?;
+    Ok((started.elapsed(), ids))
+}
+
+/// The figure of the reliability issue: delivery of N approvals under 30% injected 5xx against
+/// the fault-free time of the same N, measured in the same run (target ≤ 1.5×).
+async fn fivexx_phase(args: &Args, fake: &FakeTelegram, service: &Service) -> Result<(), BoxError> {
+    let n = args.approvals;
+    println!(
+        "\n== 0. {n} approvals fault-free, then {n} with {:.0}% 5xx",
+        args.fault_rate * 100.0
+    );
+    let (clean, _) = deliver_timed(fake, service, 1_000_000, n).await?;
+    fake.set_random_faults(
+        args.fault_rate,
+        7,
+        vec![Fault::Status(500), Fault::Status(502), Fault::Status(503)],
+    );
+    let (faulty, ids) = deliver_timed(fake, service, 2_000_000, n).await?;
+    fake.clear_faults();
+    let counts = copies(fake, &ids);
+    let duplicates: usize = counts.values().map(|c| c.saturating_sub(1)).sum();
+    let missing = counts.values().filter(|c| **c == 0).count();
+    println!(
+        "fault-free: {clean:.2?}; under 5xx: {faulty:.2?} = {:.2}× (target ≤ 1.5×); missing {missing}, duplicates {duplicates}",
+        faulty.as_secs_f64() / clean.as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn faults_phase(args: &Args, fake: &FakeTelegram, service: &Service) -> Result<(), BoxError> {
     println!(
         "\n== 1. {} approvals with {:.0}% of Bot API calls failing",
@@ -387,6 +432,7 @@ async fn main() -> Result<(), BoxError> {
         "approval-gate telegram benchmark on {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    fivexx_phase(&args, &fake, &service).await?;
     faults_phase(&args, &fake, &service).await?;
     outage_phase(&args, &fake, &service).await?;
     tap_phase(&args, &fake, &service).await?;

@@ -107,6 +107,7 @@ fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
         },
         breaker: BreakerSettings {
             failure_threshold: b.failure_threshold,
+            failure_ratio: b.failure_ratio,
             sampling_duration: b.sampling_duration,
             minimum_throughput: b.minimum_throughput,
             break_duration: b.break_duration,

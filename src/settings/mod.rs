@@ -145,6 +145,7 @@ pub struct RetrySection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BreakerSection {
     pub failure_threshold: u32,
+    pub failure_ratio: f64,
     #[serde(with = "humantime_serde")]
     pub sampling_duration: Duration,
     pub minimum_throughput: u32,

@@ -386,6 +386,7 @@ fn validate_breaker(s: &Settings) -> Result<(), SettingsError> {
         1,
         1000,
     )?;
+    in_range("circuit_breaker.failure_ratio", b.failure_ratio, 0.0, 1.0)?;
     in_range(
         "circuit_breaker.minimum_throughput",
         b.minimum_throughput,

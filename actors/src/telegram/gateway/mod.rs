@@ -106,6 +106,8 @@ pub struct TelegramGateway {
     /// Approvals with a durable "ended" entry queued: (its seq). A first message still queued
     /// for such an approval is posted already decided, and the ended entry is then moot.
     superseded: HashMap<crate::domain::ApprovalId, u64>,
+    /// The content of durable entries, as their Wake carried it (or as read back once).
+    cache: HashMap<u64, Arc<crate::store::QueueEntry>>,
     messages: MessageLog,
     meta: sled::Tree,
     fallback_channels: Vec<Channel>,
@@ -163,6 +165,7 @@ impl TelegramGateway {
             ready_through: 0,
             queued: 0,
             superseded: HashMap::new(),
+            cache: HashMap::new(),
             meta: store.meta,
             fallback_channels: store.fallback_channels,
             breaker: CircuitBreaker::new(settings.breaker.clone()),
@@ -202,6 +205,7 @@ impl TelegramGateway {
                 self.queued = count;
                 self.ready_through = last;
                 self.ready.clear();
+                self.cache.clear();
                 self.superseded.clear();
                 if let Ok(entries) = self.queues.front(Channel::Telegram, count) {
                     for (seq, entry) in entries {
@@ -330,6 +334,7 @@ impl TelegramGateway {
     fn woken(&mut self, wake: Wake, ctx: &mut Context<Self>) {
         for seq in &wake.withdrawn {
             self.ready.remove(seq);
+            self.cache.remove(seq);
         }
         let mut fresh = Vec::new();
         if let Some(entry) = &wake.entry
@@ -344,6 +349,9 @@ impl TelegramGateway {
                 self.ready.insert(seq);
                 self.queued += 1;
                 fresh.push(seq);
+                if let Some(entry) = &wake.entry {
+                    self.cache.insert(seq, Arc::clone(entry));
+                }
             }
         }
         self.publish_outbox();
