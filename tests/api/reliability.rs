@@ -70,8 +70,9 @@ async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_su
     let app = spawn_app().await;
     let id = app.create_id(&new_approval()).await;
 
-    // The decision's commit fails: 503, and nobody may later be told it was approved.
-    fail_commits(&app, 1).await;
+    // The decision's commit fails: 503, and nobody may later be told it was approved. The
+    // store keeps failing for two more commits (the health checks below probe it).
+    fail_commits(&app, 3).await;
     let failed = app.decide(&id, "approve").await;
     assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = failed.json().await.expect("json");
@@ -86,6 +87,11 @@ async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_su
         current["status"], "pending",
         "the failed decision was reverted"
     );
+    // Without any write, health recovers once the store commits again (health probes it).
+    eventually(WAIT, "readiness to recover", || async {
+        (status_of(&app, "/health/ready").await == StatusCode::OK).then_some(())
+    })
+    .await;
 
     // A create whose commit fails is not there afterwards, and its idempotency key is free.
     fail_commits(&app, 1).await;

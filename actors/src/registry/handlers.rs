@@ -245,6 +245,14 @@ impl Handler<Ping> for ApprovalRegistry {
 
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
         let committing = self.store.committing();
+        if !committing {
+            // Probe the store, so health recovers once the disk does even if nothing is
+            // written meanwhile; the probe's outcome shows on the next ping.
+            let probe = self.store.commit();
+            actix::spawn(async move {
+                let _ = probe.wait().await;
+            });
+        }
         let status = if self.load_error.is_some() || !committing {
             HealthStatus::Unhealthy
         } else {
