@@ -249,6 +249,8 @@ impl Bench<'_> {
                 self.args.fallback_order.clone(),
             ),
             ("APPROVAL_GATE__LOGGING__FORMAT", "json".into()),
+            // The bench counts the file's lines: no rotation to a second file.
+            ("APPROVAL_GATE__FALLBACK__FILE_MAX_BYTES", "0".into()),
             (
                 "APPROVAL_GATE__MONITORING__REQUEST_LOGGING",
                 request_logging,
