@@ -459,3 +459,46 @@ async fn a_5xx_is_seen_as_a_5xx_at_once() {
         "{text}"
     );
 }
+
+/// A gateway restarted while its half-open probe is in flight forgets that probe: the next
+/// probe goes out and delivery resumes (the in-flight flag used to survive and wedge it).
+#[actix_web::test]
+async fn a_restart_during_a_probe_does_not_wedge_the_breaker() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "300ms"),
+            ("APPROVAL_GATE__TELEGRAM__REQUEST_TIMEOUT", "30s"),
+        ],
+    )
+    .await;
+    fake.set_down(Some(Fault::Status(502)), false);
+    let id = app.create_id(&new_approval()).await;
+    wait_breaker(&app, "open").await;
+    // The probe hangs far longer than this test waits for delivery afterwards.
+    fake.set_down(Some(Fault::Delay(Duration::from_secs(30))), false);
+    wait_breaker(&app, "half_open").await;
+    let crashed = app
+        .request(
+            Method::POST,
+            "/api/debug/actors/telegram_gateway/crash",
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(crashed.status(), StatusCode::ACCEPTED);
+    eventually(WAIT, "the gateway's restart", || async {
+        (app.health().await["actors"]["telegram_gateway"]["restarts"] == 1).then_some(())
+    })
+    .await;
+    fake.clear_faults();
+    fake.wait_until(Duration::from_secs(10), "delivery after the restart", |f| {
+        f.messages().iter().any(|m| m.text.contains(&id))
+    })
+    .await;
+    wait_breaker(&app, "closed").await;
+}
