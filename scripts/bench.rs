@@ -34,6 +34,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
 use clap::Parser;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
@@ -86,6 +90,10 @@ struct Args {
     /// (`GET /api/approvals?status=pending`) latency. 0 = skip (it takes a while).
     #[arg(long, default_value_t = 0)]
     large: usize,
+    /// Telegram for the throughput service: `off`, `up` (the tests' fake Bot API over real
+    /// HTTP, answering every call) or `down` (the fake drops every sendMessage connection).
+    #[arg(long, default_value = "off", value_parser = ["off", "up", "down"])]
+    telegram: String,
     /// The baseline server (`scripts/baseline_server.rs`): a bare sled insert + flush +
     /// fdatasync group commit behind the same actix-web setup, measured in the same run.
     #[arg(long)]
@@ -142,7 +150,15 @@ async fn run(args: Args) -> Result<()> {
     println!("binary: {}", binary.display());
     println!("work dir: {}", dir.path().display());
 
+    let telegram = (args.telegram != "off").then(|| {
+        let fake = support::fake_telegram::FakeTelegram::start();
+        if args.telegram == "down" {
+            fake.set_down(Some(support::fake_telegram::Fault::DropConnection), false);
+        }
+        fake
+    });
     let mut bench = Bench {
+        telegram,
         args: &args,
         binary,
         dir: dir.path().to_path_buf(),
@@ -160,6 +176,8 @@ async fn run(args: Args) -> Result<()> {
 
 struct Bench<'a> {
     args: &'a Args,
+    /// The fake Bot API, when `--telegram` is up or down.
+    telegram: Option<support::fake_telegram::FakeTelegram>,
     binary: PathBuf,
     dir: PathBuf,
     /// Services started so far; names their log files.
@@ -256,6 +274,27 @@ impl Bench<'_> {
                 request_logging,
             ),
         ]);
+        let mut env = env;
+        if name == THROUGHPUT
+            && let Some(fake) = &self.telegram
+        {
+            env.extend([
+                ("APPROVAL_GATE__TELEGRAM__ENABLED", "true".to_string()),
+                (
+                    "APPROVAL_GATE__TELEGRAM__BOT_TOKEN",
+                    fake.token().to_string(),
+                ),
+                ("APPROVAL_GATE__TELEGRAM__API_URL", fake.url()),
+                ("APPROVAL_GATE__TELEGRAM__CHAT_ID", "-100500".to_string()),
+                (
+                    "APPROVAL_GATE__TELEGRAM__ALLOWED_USER_IDS",
+                    "4711".to_string(),
+                ),
+                // The fake has no per-chat limit; pacing would only measure itself.
+                ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", "0s".to_string()),
+                ("APPROVAL_GATE__TELEGRAM__REQUEST_TIMEOUT", "1s".to_string()),
+            ]);
+        }
         let log = self
             .dir
             .join(format!("service-{}-{name}.log", self.spawned));
