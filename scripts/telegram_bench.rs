@@ -50,6 +50,13 @@ struct Args {
     /// Taps measured for the latency figure.
     #[arg(long, default_value_t = 200)]
     taps: usize,
+    /// The gateway's `telegram.send_interval` (humantime). Telegram itself allows about one
+    /// message per second per chat; the fake has no limit, so 0s measures the fake's speed.
+    #[arg(long, default_value = "0s")]
+    send_interval: String,
+    /// Run only phase 0 (fault-free against 30% 5xx).
+    #[arg(long)]
+    only_5xx: bool,
 }
 
 struct Service {
@@ -73,7 +80,7 @@ fn free_port() -> Result<u16, BoxError> {
 }
 
 impl Service {
-    async fn start(binary: &PathBuf, fake: &FakeTelegram) -> Result<Self, BoxError> {
+    async fn start(binary: &PathBuf, fake: &FakeTelegram, send_interval: &str) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let env: Vec<(&str, String)> = vec![
@@ -109,8 +116,7 @@ impl Service {
                 "APPROVAL_GATE__TELEGRAM__ALLOWED_USER_IDS",
                 OPERATOR.to_string(),
             ),
-            // The fake has no per-chat limit; pacing would only measure itself.
-            ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", "0s".into()),
+            ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", send_interval.into()),
             ("APPROVAL_GATE__TELEGRAM__REQUEST_TIMEOUT", "1s".into()),
             ("APPROVAL_GATE__TELEGRAM__POLL_TIMEOUT", "10s".into()),
             (
@@ -427,12 +433,15 @@ async fn tap_phase(args: &Args, fake: &FakeTelegram, service: &Service) -> Resul
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let fake = FakeTelegram::start();
-    let service = Service::start(&args.binary, &fake).await?;
+    let service = Service::start(&args.binary, &fake, &args.send_interval).await?;
     println!(
         "approval-gate telegram benchmark on {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     fivexx_phase(&args, &fake, &service).await?;
+    if args.only_5xx {
+        return Ok(());
+    }
     faults_phase(&args, &fake, &service).await?;
     outage_phase(&args, &fake, &service).await?;
     tap_phase(&args, &fake, &service).await?;
