@@ -326,6 +326,8 @@ impl Bench<'_> {
                     requested_by: "bench".into(),
                     idempotency_key: None,
                     timeout: Duration::from_secs(7200),
+                    max_timeout: None,
+                    idempotent_while_pending: false,
                 };
                 let mut approval = Approval::create(ApprovalId::next(&mut ids), new, now);
                 if i < n {

@@ -1,6 +1,7 @@
 //! approval-gate's front door: settings, telemetry, the actix-web HTTP layer and start-up.
 //! The actors themselves live in the `approval-gate-actors` crate.
 
+pub mod agents;
 pub mod cli;
 pub mod http;
 pub mod settings;

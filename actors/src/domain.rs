@@ -126,6 +126,14 @@ pub enum Actor {
     Agent(String),
     /// The timeout sweeper.
     System,
+    /// A `[[policy.rules]]` entry, by its name: decided without a human.
+    Policy(String),
+    /// A session grant an operator gave earlier ("allow this tool for this session").
+    Grant {
+        /// Who granted it (an operator token name or a Telegram user, as displayed).
+        granted_by: String,
+        grant_id: String,
+    },
 }
 
 impl fmt::Display for Actor {
@@ -142,6 +150,8 @@ impl fmt::Display for Actor {
             } => write!(f, "telegram:{user_id}"),
             Actor::Agent(name) => write!(f, "agent:{name}"),
             Actor::System => f.write_str("system"),
+            Actor::Policy(name) => write!(f, "policy:{name}"),
+            Actor::Grant { granted_by, .. } => write!(f, "grant:{granted_by}"),
         }
     }
 }
@@ -190,6 +200,13 @@ pub struct NewApproval {
     pub requested_by: String,
     pub idempotency_key: Option<String>,
     pub timeout: std::time::Duration,
+    /// An upper bound on the deadline whatever a policy rule says: a hook that holds the
+    /// request for `agents.hook_wait` sets it, so the approval never outlives its waiter.
+    pub max_timeout: Option<std::time::Duration>,
+    /// The idempotency key names a request only while its approval is pending: once that one
+    /// ended, the same key asks again (a hook without a tool call id asking about the same
+    /// input later).
+    pub idempotent_while_pending: bool,
 }
 
 /// Limits on the text fields; they keep records and notifications bounded.
@@ -319,6 +336,33 @@ impl Approval {
     }
 }
 
+/// "Allow this tool for this session": later requests of `tool_name` in `session_id` by the
+/// same agent token are approved at once until `expires_at`, unless revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// A ULID, as text.
+    pub id: String,
+    pub session_id: String,
+    pub tool_name: String,
+    /// The agent token whose requests it covers.
+    pub requested_by: String,
+    /// Who granted it, as [`Actor`]'s display form (`operator:alice`, `telegram:@bob (42)`).
+    pub granted_by: String,
+    /// The approval whose decision created it.
+    pub approval_id: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+impl Grant {
+    pub fn covers(&self, requested_by: &str, session_id: &str, tool_name: &str, now_ms: i64) -> bool {
+        self.requested_by == requested_by
+            && self.session_id == session_id
+            && self.tool_name == tool_name
+            && now_ms < self.expires_at_ms
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +377,8 @@ mod tests {
             requested_by: "agent".into(),
             idempotency_key: None,
             timeout: std::time::Duration::from_secs(60),
+            max_timeout: None,
+            idempotent_while_pending: false,
         };
         Approval::create(ApprovalId::new(), new, Utc::now())
     }
@@ -380,6 +426,8 @@ mod tests {
             requested_by: "agent".into(),
             idempotency_key: None,
             timeout: std::time::Duration::from_secs(1),
+            max_timeout: None,
+            idempotent_while_pending: false,
         };
         assert_eq!(new.validate().map_err(|e| e.field), Err("session_id"));
         new.session_id = "s".into();

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod fallback;
 pub mod metrics;
 pub mod notification;
+pub mod policy;
 pub mod registry;
 pub mod store;
 pub mod supervision;

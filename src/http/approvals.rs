@@ -88,6 +88,8 @@ async fn create(
         requested_by: caller.name,
         idempotency_key: body.idempotency_key,
         timeout,
+        max_timeout: None,
+        idempotent_while_pending: false,
     };
     let created = state
         .actors
@@ -296,12 +298,35 @@ async fn list(
 enum DecisionKind {
     Approve,
     Reject,
+    /// Approve, and allow this tool in this session for `grant_for` (default
+    /// `agents.session_grant`, at most `agents.max_grant`).
+    ApproveSession,
 }
 
 #[derive(Deserialize)]
 struct DecisionBody {
     decision: DecisionKind,
     comment: Option<String>,
+    grant_for: Option<String>,
+}
+
+fn grant_duration(state: &AppState, raw: Option<&str>) -> Result<Duration, ApiError> {
+    let agents = &state.settings.agents;
+    let Some(raw) = raw else {
+        return Ok(agents.session_grant);
+    };
+    let requested = humantime::parse_duration(raw.trim()).map_err(|e| {
+        ApiError::Unprocessable(format!(
+            "`grant_for` {raw:?} is not a duration like \"1h\": {e}"
+        ))
+    })?;
+    if requested < Duration::from_secs(60) || requested > agents.max_grant {
+        return Err(ApiError::Unprocessable(format!(
+            "`grant_for` {raw:?} must be between 1m and {} (agents.max_grant)",
+            humantime::format_duration(agents.max_grant)
+        )));
+    }
+    Ok(requested)
 }
 
 fn checked_comment(comment: Option<String>) -> Result<Option<String>, ApiError> {
@@ -326,9 +351,13 @@ async fn decide(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let body = body.into_inner();
-    let outcome = match body.decision {
-        DecisionKind::Approve => Outcome::Approve,
-        DecisionKind::Reject => Outcome::Reject,
+    let (outcome, grant_for) = match body.decision {
+        DecisionKind::Approve => (Outcome::Approve, None),
+        DecisionKind::Reject => (Outcome::Reject, None),
+        DecisionKind::ApproveSession => (
+            Outcome::Approve,
+            Some(grant_duration(&state, body.grant_for.as_deref())?),
+        ),
     };
     let decision = Decision {
         outcome,
@@ -342,6 +371,7 @@ async fn decide(
             id,
             decision,
             request_id: Some(request_id.0),
+            grant_for,
         })
         .await??;
     Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)))
@@ -371,6 +401,7 @@ async fn cancel(
             id,
             decision,
             request_id: Some(request_id.0),
+            grant_for: None,
         })
         .await??;
     Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)))

@@ -7,7 +7,9 @@ mod auth;
 mod context;
 mod diagnostics;
 mod error;
+mod grants;
 mod health;
+mod hooks;
 mod metrics;
 mod view;
 
@@ -76,6 +78,8 @@ pub fn configure(
             )
             .configure(approvals::routes)
             .configure(admin::routes)
+            .configure(grants::routes)
+            .configure(hooks::routes)
             .configure(health::routes)
             .configure(diagnostics::routes);
         if metrics_enabled {

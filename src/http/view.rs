@@ -20,7 +20,7 @@ pub struct ApprovalView {
     pub decided_at: Option<String>,
     /// The operator token's name, the Telegram user, the agent, or `system` for timeouts.
     pub decided_by: Option<String>,
-    /// The same, structured: `{"kind": "operator"|"telegram"|"agent"|"system", ...}`.
+    /// The same, structured: `{"kind": "operator"|"telegram"|"agent"|"system"|"policy"|"grant", ...}`.
     pub decider: Option<serde_json::Value>,
     pub comment: Option<String>,
     /// List rows only, when `tool_input` is longer than `server.list_preview_bytes`: then
@@ -68,6 +68,17 @@ fn decided_by(actor: &Actor) -> (String, serde_json::Value) {
         ),
         Actor::Agent(name) => (name.clone(), json!({ "kind": "agent", "name": name })),
         Actor::System => ("system".into(), json!({ "kind": "system" })),
+        Actor::Policy(name) => (
+            format!("policy:{name}"),
+            json!({ "kind": "policy", "rule": name }),
+        ),
+        Actor::Grant {
+            granted_by,
+            grant_id,
+        } => (
+            format!("grant:{granted_by}"),
+            json!({ "kind": "grant", "granted_by": granted_by, "grant_id": grant_id }),
+        ),
     }
 }
 

@@ -46,7 +46,50 @@ pub struct Settings {
     pub telegram: TelegramSection,
     pub circuit_breaker: BreakerSection,
     pub fallback: FallbackSettings,
+    pub agents: AgentsSettings,
+    #[serde(default)]
+    pub policy: PolicySettings,
     pub debug: DebugSettings,
+}
+
+/// How agent hooks wait, and what operators may grant.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AgentsSettings {
+    /// How long a hook request is held for a decision; the approval's deadline matches it.
+    /// Keep it below the agent's own hook timeout (Claude Code: 600 s by default).
+    #[serde(with = "humantime_serde")]
+    pub hook_wait: Duration,
+    /// What a hook answers when nobody decided in time.
+    pub on_timeout: OnTimeout,
+    /// How often a held hook request checks that the agent is still there (a whitespace
+    /// byte); an agent that hung up has its approval cancelled within about twice this.
+    #[serde(with = "humantime_serde")]
+    pub hangup_check: Duration,
+    /// How long "approve for this session" allows the tool (the Telegram button, and REST
+    /// when no `grant_for` is given).
+    #[serde(with = "humantime_serde")]
+    pub session_grant: Duration,
+    /// The longest session grant anyone may give.
+    #[serde(with = "humantime_serde")]
+    pub max_grant: Duration,
+    /// Show the "✅ Allow for this session" button in Telegram.
+    pub session_button: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// Deny the tool call, saying nobody decided in time.
+    Deny,
+    /// Hand the question back to the agent's own prompt (Claude Code's `ask`).
+    Ask,
+}
+
+/// `[[policy.rules]]`: first match wins; unmatched requests go to the operators.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct PolicySettings {
+    #[serde(default)]
+    pub rules: Vec<approval_gate_actors::policy::RuleConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -66,12 +66,51 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
     validate_fallback(s)?;
     validate_telegram(s)?;
     validate_breaker(s)?;
+    validate_agents(s)?;
     if !s.monitoring.metrics_path.starts_with('/') {
         return Err(invalid(
             "monitoring.metrics_path",
             &s.monitoring.metrics_path,
             "must start with /",
         ));
+    }
+    Ok(())
+}
+
+fn validate_agents(s: &Settings) -> Result<(), SettingsError> {
+    let agents = &s.agents;
+    duration_in("agents.hook_wait", agents.hook_wait, secs(5), secs(24 * 3600))?;
+    duration_in(
+        "agents.hangup_check",
+        agents.hangup_check,
+        Duration::from_millis(100),
+        secs(10),
+    )?;
+    duration_in("agents.max_grant", agents.max_grant, secs(60), secs(30 * 24 * 3600))?;
+    duration_in(
+        "agents.session_grant",
+        agents.session_grant,
+        secs(60),
+        agents.max_grant,
+    )?;
+    let policy = approval_gate_actors::policy::Policy::compile(&s.policy.rules)
+        .map_err(|e| invalid("policy.rules", format!("`{}`", e.rule), e.problem))?;
+    drop(policy);
+    let limits = &s.approval_timeout;
+    for rule in &s.policy.rules {
+        if let Some(timeout) = rule.timeout
+            && (timeout < limits.min || timeout > limits.max)
+        {
+            return Err(invalid(
+                "policy.rules.timeout",
+                format!("{} (rule `{}`)", show(timeout), rule.name),
+                format!(
+                    "must be within approval_timeout.min ..= max ({} ..= {})",
+                    show(limits.min),
+                    show(limits.max)
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -6,17 +6,42 @@ use actix::prelude::*;
 use futures_util::future::{FutureExt, LocalBoxFuture};
 
 use super::{ApprovalRegistry, Created, NAME, RegistryError};
-use crate::domain::{Approval, ApprovalId, Decision, NewApproval, Status};
+use crate::domain::{Actor, Approval, ApprovalId, Decision, Grant, NewApproval, Outcome, Status};
 use crate::metrics::Metric;
 use crate::notification::Event;
+use crate::policy::Action as PolicyAction;
 use crate::store::{ApprovalStore, Change, Commit, Written};
 use crate::supervision::guarded;
+
+/// What kind of change a write is; decides who hears of it once it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A new pending approval: operators are told.
+    Created,
+    /// A pending approval ended: operators are told, waiters woken.
+    Ended,
+    /// A new approval decided at once by policy or a grant: nobody needs telling.
+    Resolved,
+    /// Bookkeeping (a Telegram message attached): nobody needs telling.
+    Attached,
+}
+
+impl Kind {
+    fn event(self) -> Option<Event> {
+        match self {
+            Kind::Created => Some(Event::Created),
+            Kind::Ended => Some(Event::Ended),
+            Kind::Resolved | Kind::Attached => None,
+        }
+    }
+}
 
 /// A change as written to sled: enough to announce it or to revert it.
 pub(super) struct Applied {
     approval: Approval,
     previous: Option<Approval>,
-    event: Option<Event>,
+    kind: Kind,
+    grant: Option<Grant>,
     written: Written,
 }
 
@@ -46,9 +71,11 @@ impl ApprovalRegistry {
         &mut self,
         approval: Approval,
         previous: Option<Approval>,
-        event: Option<Event>,
+        kind: Kind,
         request_id: Option<&str>,
+        grant: Option<Grant>,
     ) -> Result<Pending, RegistryError> {
+        let event = kind.event();
         let notifiers = self.notifiers.clone();
         let channels = if event.is_some() {
             notifiers.channels.as_slice()
@@ -61,13 +88,15 @@ impl ApprovalRegistry {
             event,
             channels,
             request_id,
+            grant: grant.as_ref(),
         })?;
         self.mark_unflushed(approval.id);
         Ok(Pending {
             applied: Applied {
                 approval,
                 previous,
-                event,
+                kind,
+                grant,
                 written,
             },
             commit: self.store.commit(),
@@ -132,14 +161,69 @@ impl ApprovalRegistry {
         if let Some(key) = &new.idempotency_key
             && let Some(id) = self.store.find_idempotent(&new.requested_by, key)?
             && let Some(approval) = self.store.get(id)?
+            && !(new.idempotent_while_pending && approval.status.is_terminal())
         {
             return Ok(Err(approval));
         }
-        let approval = Approval::create(ApprovalId::next(&mut self.ids), new, super::now());
-        let pending = self.write(approval, None, Some(Event::Created), request_id)?;
+        let verdict = self.settings.policy.evaluate(&new);
+        let mut new = new;
+        if let Some(timeout) = verdict.timeout {
+            new.timeout = timeout;
+        }
+        if let Some(cap) = new.max_timeout {
+            new.timeout = new.timeout.min(cap);
+        }
+        let now = super::now();
+        let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
+        let decision = match (verdict.action, verdict.rule) {
+            (PolicyAction::Allow, Some(rule)) => Some(Decision {
+                outcome: Outcome::Approve,
+                comment: Some(format!("allowed by policy rule `{rule}`")),
+                actor: Actor::Policy(rule),
+            }),
+            (PolicyAction::Deny, Some(rule)) => Some(Decision {
+                outcome: Outcome::Reject,
+                comment: Some(format!("denied by policy rule `{rule}`")),
+                actor: Actor::Policy(rule),
+            }),
+            _ => self.granted(&approval),
+        };
+        if let Some(decision) = decision {
+            // Decided before anyone saw it: one write, no notifications, no deadline.
+            let _ = approval.apply(decision, now);
+            let pending = self.write(approval, None, Kind::Resolved, request_id, None)?;
+            return Ok(Ok(pending));
+        }
+        let pending = self.write(approval, None, Kind::Created, request_id, None)?;
         // Arm now: an expiry of an approval whose commit then fails finds nothing to do.
         self.arm(&pending.applied.approval);
         Ok(Ok(pending))
+    }
+
+    /// An approval by a live session grant covering this request, if there is one.
+    fn granted(&self, approval: &Approval) -> Option<Decision> {
+        let now_ms = approval.created_at.timestamp_millis();
+        let grant = self.grants.values().find(|g| {
+            g.covers(
+                &approval.requested_by,
+                &approval.session_id,
+                &approval.tool_name,
+                now_ms,
+            )
+        })?;
+        Some(Decision {
+            outcome: Outcome::Approve,
+            actor: Actor::Grant {
+                granted_by: grant.granted_by.clone(),
+                grant_id: grant.id.clone(),
+            },
+            comment: Some(format!(
+                "allowed by session grant {} from {} until {}",
+                grant.id,
+                grant.granted_by,
+                crate::store::millis(grant.expires_at_ms).to_rfc3339()
+            )),
+        })
     }
 
     pub(super) fn create(
@@ -191,13 +275,32 @@ impl ApprovalRegistry {
         id: ApprovalId,
         decision: Decision,
         request_id: Option<&str>,
+        grant_for: Option<std::time::Duration>,
     ) -> Result<Pending, RegistryError> {
         let previous = self.store.get(id)?.ok_or(RegistryError::NotFound(id))?;
         let mut approval = previous.clone();
-        if approval.apply(decision, super::now()).is_err() {
+        let now = super::now();
+        let granted_by = decision.actor.to_string();
+        let approves = decision.outcome == Outcome::Approve;
+        if approval.apply(decision, now).is_err() {
             return Err(RegistryError::Conflict(Box::new(approval)));
         }
-        self.write(approval, Some(previous), Some(Event::Ended), request_id)
+        let grant = grant_for.filter(|_| approves).map(|duration| {
+            let duration = duration.min(self.settings.max_grant);
+            let created_at_ms = now.timestamp_millis();
+            Grant {
+                id: ulid::Ulid::new().to_string(),
+                session_id: approval.session_id.clone(),
+                tool_name: approval.tool_name.clone(),
+                requested_by: approval.requested_by.clone(),
+                granted_by: granted_by.clone(),
+                approval_id: approval.id.to_string(),
+                created_at_ms,
+                expires_at_ms: created_at_ms
+                    .saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
+            }
+        });
+        self.write(approval, Some(previous), Kind::Ended, request_id, grant)
     }
 
     pub(super) fn decide(
@@ -205,10 +308,11 @@ impl ApprovalRegistry {
         id: ApprovalId,
         decision: Decision,
         request_id: Option<String>,
+        grant_for: Option<std::time::Duration>,
         ctx: &mut Context<Self>,
     ) -> Answer<Approval> {
         let prepared = guarded(NAME, ctx, || {
-            self.prepare_decide(id, decision, request_id.as_deref())
+            self.prepare_decide(id, decision, request_id.as_deref(), grant_for)
         });
         match prepared {
             Ok(Ok(pending)) => {
@@ -241,7 +345,7 @@ impl ApprovalRegistry {
         if !approval.telegram_messages.contains(&message) {
             approval.telegram_messages.push(message);
         }
-        self.write(approval, Some(previous), None, None)
+        self.write(approval, Some(previous), Kind::Attached, None, None)
     }
 
     /// The commit's fate is known: announce a durable change, revert one that is not.
@@ -253,10 +357,12 @@ impl ApprovalRegistry {
                 Applied {
                     approval,
                     previous,
-                    event,
+                    kind,
+                    grant,
                     written,
                 },
         } = settle;
+        let event = kind.event();
         self.flushed(approval.id);
         let current = generation == self.generation;
         if !durable {
@@ -266,6 +372,7 @@ impl ApprovalRegistry {
                 event,
                 channels: &[],
                 request_id: None,
+                grant: grant.as_ref(),
             };
             if let Err(error) = self.store.revert(&change, &written) {
                 tracing::error!(actor = NAME, approval_id = %approval.id, %error, "cannot revert a change whose commit failed");
@@ -278,14 +385,28 @@ impl ApprovalRegistry {
             }
             return;
         }
-        match event {
-            Some(Event::Created) => {
+        if let Some(grant) = grant {
+            tracing::info!(actor = NAME, grant_id = %grant.id, session = %grant.session_id, tool = %grant.tool_name, granted_by = %grant.granted_by, "session grant created");
+            self.grants.insert(grant.id.clone(), grant);
+        }
+        match kind {
+            Kind::Created => {
                 if current {
                     self.count(None, Status::Pending);
                 }
                 self.metrics.do_send(Metric::ApprovalCreated);
             }
-            Some(Event::Ended) => {
+            Kind::Resolved => {
+                if current {
+                    self.count(None, approval.status);
+                }
+                self.metrics.do_send(Metric::ApprovalCreated);
+                self.metrics.do_send(Metric::ApprovalEnded {
+                    outcome: approval.status.as_str(),
+                    seconds: 0.0,
+                });
+            }
+            Kind::Ended => {
                 if current {
                     self.count(Some(Status::Pending), approval.status);
                 }
@@ -301,7 +422,7 @@ impl ApprovalRegistry {
                     seconds: approval.time_to_decision().map_or(0.0, |d| d.as_secs_f64()),
                 });
             }
-            None => {}
+            Kind::Attached => {}
         }
     }
 }

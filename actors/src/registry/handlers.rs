@@ -86,7 +86,45 @@ impl Handler<Decide> for ApprovalRegistry {
     type Result = ResponseFuture<Result<Approval, RegistryError>>;
 
     fn handle(&mut self, msg: Decide, ctx: &mut Context<Self>) -> Self::Result {
-        self.decide(msg.id, msg.decision, msg.request_id, ctx)
+        self.decide(msg.id, msg.decision, msg.request_id, msg.grant_for, ctx)
+    }
+}
+
+impl Handler<ListGrants> for ApprovalRegistry {
+    type Result = MessageResult<ListGrants>;
+
+    fn handle(&mut self, _: ListGrants, _: &mut Context<Self>) -> Self::Result {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut live: Vec<crate::domain::Grant> = self
+            .grants
+            .values()
+            .filter(|g| g.expires_at_ms > now_ms)
+            .cloned()
+            .collect();
+        live.sort_by_key(|g| g.expires_at_ms);
+        MessageResult(live)
+    }
+}
+
+impl Handler<RevokeGrant> for ApprovalRegistry {
+    type Result = ResponseFuture<Result<Option<crate::domain::Grant>, RegistryError>>;
+
+    fn handle(&mut self, RevokeGrant(id): RevokeGrant, ctx: &mut Context<Self>) -> Self::Result {
+        let removed = guarded(NAME, ctx, || {
+            let grant = self.grants.remove(&id)?;
+            self.store.remove_grant(&id);
+            Some((grant, self.store.commit()))
+        });
+        match removed {
+            Ok(Some((grant, commit))) => async move {
+                commit.wait().await?;
+                tracing::info!(actor = NAME, grant_id = %grant.id, "session grant revoked");
+                Ok(Some(grant))
+            }
+            .boxed_local(),
+            Ok(None) => answer(Ok(None)),
+            Err(failed) => answer(Err(failed.into())),
+        }
     }
 }
 
@@ -104,7 +142,7 @@ impl Handler<Expire> for ApprovalRegistry {
             Ok(Err(error)) => return answer(Err(error.into())),
             Err(failed) => return answer(Err(failed.into())),
         };
-        let decided = self.decide(msg.id, decision, None, ctx);
+        let decided = self.decide(msg.id, decision, None, None, ctx);
         async move {
             match decided.await {
                 Ok(_) | Err(RegistryError::Conflict(_)) | Err(RegistryError::NotFound(_)) => Ok(()),

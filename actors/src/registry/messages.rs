@@ -76,7 +76,20 @@ pub struct Decide {
     pub id: ApprovalId,
     pub decision: Decision,
     pub request_id: Option<String>,
+    /// With an approval: also allow this tool in this session for this long (capped by
+    /// `agents.max_grant`), as one durable change with the decision.
+    pub grant_for: Option<std::time::Duration>,
 }
+
+/// Live session grants, soonest to expire first.
+#[derive(Message)]
+#[rtype(result = "Vec<crate::domain::Grant>")]
+pub struct ListGrants;
+
+/// Revoke a grant; answers the grant once its removal is durable, `None` if there is none.
+#[derive(Message)]
+#[rtype(result = "Result<Option<crate::domain::Grant>, RegistryError>")]
+pub struct RevokeGrant(pub String);
 
 /// Register interest in an approval's end.
 #[derive(Message)]

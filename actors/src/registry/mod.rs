@@ -28,7 +28,7 @@ use chrono::Utc;
 pub use messages::*;
 use waiters::Waiters;
 
-use crate::domain::{Approval, ApprovalId, Decision, Status};
+use crate::domain::{Approval, ApprovalId, Decision, Grant, Status};
 use crate::metrics::Metric;
 use crate::notification::Wake;
 use crate::store::{ApprovalStore, Channel, SledStore};
@@ -43,6 +43,10 @@ pub struct RegistrySettings {
     pub grace_period: Duration,
     /// Ended approvals older than this are removed in the background; `None` keeps them.
     pub retention: Option<Duration>,
+    /// Which requests need a human at all (`[[policy.rules]]`).
+    pub policy: Arc<crate::policy::Policy>,
+    /// The longest session grant an operator may give.
+    pub max_grant: Duration,
 }
 
 /// Which channels hear of each change, and how to wake their notifiers.
@@ -95,6 +99,8 @@ pub struct ApprovalRegistry {
     restarts: Restarts,
     load_error: Option<String>,
     ids: ulid::Generator,
+    /// Session grants by id, loaded at start; expired ones are dropped by the retention pass.
+    grants: HashMap<String, Grant>,
 }
 
 /// Millisecond precision, the precision records are stored with, so a record read back equals
@@ -131,6 +137,7 @@ impl ApprovalRegistry {
             restarts: Restarts::default(),
             load_error: None,
             ids: ulid::Generator::new(),
+            grants: HashMap::new(),
         }
     }
 
@@ -153,6 +160,15 @@ impl ApprovalRegistry {
                     deadline_ms: deadline_ms(&approval, grace),
                 });
             })
+        });
+        let loaded = loaded.and_then(|()| {
+            self.grants = self
+                .store
+                .grants()?
+                .into_iter()
+                .map(|g| (g.id.clone(), g))
+                .collect();
+            Ok(())
         });
         self.load_error = loaded.err().map(|e| e.to_string());
         if let Some(error) = &self.load_error {
@@ -232,9 +248,25 @@ impl ApprovalRegistry {
         }
     }
 
+    /// Forget grants that expired (they already stopped applying at their expiry).
+    fn drop_expired_grants(&mut self) {
+        let now_ms = Utc::now().timestamp_millis();
+        let expired: Vec<String> = self
+            .grants
+            .values()
+            .filter(|g| g.expires_at_ms <= now_ms)
+            .map(|g| g.id.clone())
+            .collect();
+        for id in expired {
+            self.grants.remove(&id);
+            self.store.remove_grant(&id);
+        }
+    }
+
     /// Remove a slice of ended approvals past retention; runs on a timer in small steps so it
     /// never holds the registry for long.
     fn retention_pass(&mut self) {
+        self.drop_expired_grants();
         let Some(retention) = self.settings.retention else {
             return;
         };

@@ -116,6 +116,8 @@ mod tests {
             requested_by: "ci".into(),
             idempotency_key: Some("k1".into()),
             timeout: std::time::Duration::from_secs(600),
+            max_timeout: None,
+            idempotent_while_pending: false,
         };
         let now = millis(Utc::now().timestamp_millis());
         let mut approval = Approval::create(ApprovalId::new(), new, now);

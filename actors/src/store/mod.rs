@@ -11,6 +11,7 @@
 //! | `queues`            | channel byte ++ seq (BE)         | queued notification  | registry appends; each notifier consumes its channel |
 //! | `dead_letters`      | seq (BE)                         | channel, reason, entry | notifiers; requeued by operators |
 //! | `telegram_messages` | approval id                      | message refs         | TelegramGateway    |
+//! | `grants`            | grant id (ULID text)             | grant as JSON        | ApprovalRegistry   |
 //! | `meta`              | name                             | bytes                | whoever named it   |
 //!
 //! A state change and the notifications announcing it are one sled transaction
@@ -38,7 +39,7 @@ pub use commit::{CommitResult, FaultSwitch};
 pub use queue::{Channel, DeadLetter, QueueEntry};
 use staging::{Op, Staging, Target};
 
-use crate::domain::{Approval, ApprovalId, Status};
+use crate::domain::{Approval, ApprovalId, Grant, Status};
 use crate::notification::Event;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,8 @@ pub struct Change<'a> {
     pub event: Option<Event>,
     pub channels: &'a [Channel],
     pub request_id: Option<&'a str>,
+    /// A session grant created by this change (an "approve for this session" decision).
+    pub grant: Option<&'a Grant>,
 }
 
 impl Change<'_> {
@@ -115,6 +118,10 @@ pub trait ApprovalStore: Send + 'static {
     /// Resolves once everything written so far is on stable storage.
     fn commit(&self) -> Commit;
     fn diagnostics(&self) -> StoreDiagnostics;
+    /// Every stored grant, expired ones included (start-up).
+    fn grants(&self) -> Result<Vec<Grant>, StoreError>;
+    /// Stage the removal of a grant (revoked or expired); durable with the next commit.
+    fn remove_grant(&self, id: &str);
 }
 
 /// A pending durability promise; await it with [`Commit::wait`].
@@ -157,6 +164,7 @@ struct Inner {
     queues: sled::Tree,
     dead: sled::Tree,
     messages: sled::Tree,
+    grants: sled::Tree,
     staging: Arc<Staging>,
     dead_count: AtomicI64,
     db: sled::Db,
@@ -217,6 +225,12 @@ fn encode_record(approval: &Approval) -> Result<Vec<u8>, StoreError> {
     })
 }
 
+/// Grants are few and small: JSON keeps them readable in a backup and free of bincode's
+/// serde caveats.
+fn encode_grant(grant: &Grant) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(grant).map_err(|e| StoreError::Queue(format!("cannot encode grant: {e}")))
+}
+
 fn tx_error(error: TransactionError<StoreError>) -> StoreError {
     match error {
         TransactionError::Abort(error) => error,
@@ -243,8 +257,9 @@ impl SledStore {
             tree("dead_letters")?,
             tree("telegram_messages")?,
         );
+        let grants = tree("grants")?;
         let staging = Arc::new(Staging::default());
-        let trees = [&approvals, &idempotency, &by_status, &queues].map(|t| t.clone());
+        let trees = [&approvals, &idempotency, &by_status, &queues, &grants].map(|t| t.clone());
         let staged = Arc::clone(&staging);
         let apply = Box::new(move || apply_staged(&trees, &staged));
         let commit = GroupCommit::start(db.clone(), &path.join("db"), apply)?;
@@ -259,6 +274,7 @@ impl SledStore {
                 queues,
                 dead,
                 messages,
+                grants,
                 db,
                 path: path.to_path_buf(),
             }),
@@ -357,6 +373,9 @@ impl ApprovalStore for SledStore {
                 ));
             }
         }
+        if let Some(grant) = change.grant {
+            ops.push(op(Target::Grants, grant.id.as_bytes(), Some(encode_grant(grant)?)));
+        }
         // Applied with everything else staged before the next commit, in one transaction.
         self.inner.staging.stage(ops);
         Ok(Written {
@@ -376,10 +395,14 @@ impl ApprovalStore for SledStore {
             &inner.idempotency,
             &inner.by_status,
             &inner.queues,
+            &inner.grants,
         )
-            .transaction(|(a, i, s, q)| {
+            .transaction(|(a, i, s, q, g)| {
                 for (channel, seq) in &written.queued {
                     q.remove(&queue::key(*channel, *seq)[..])?;
+                }
+                if let Some(grant) = change.grant {
+                    g.remove(grant.id.as_bytes())?;
                 }
                 // Something newer already replaced this version: leave it alone.
                 if a.get(id)?.as_deref() != Some(written.record.as_slice()) {
@@ -543,22 +566,44 @@ impl ApprovalStore for SledStore {
             dead_letters: self.inner.dead_count.load(Ordering::Relaxed),
         }
     }
+
+    fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let mut grants = Vec::new();
+        for entry in self.inner.grants.iter() {
+            let (key, value) = entry?;
+            match serde_json::from_slice::<Grant>(&value) {
+                Ok(grant) => grants.push(grant),
+                // One unreadable grant must not stop start-up; without it the request escalates.
+                Err(error) => tracing::error!(key = %queue::hex(&key), %error, "skipping an unreadable grant"),
+            }
+        }
+        Ok(grants)
+    }
+
+    fn remove_grant(&self, id: &str) {
+        self.inner.staging.stage(vec![Op {
+            target: Target::Grants,
+            key: id.as_bytes().to_vec(),
+            value: None,
+        }]);
+    }
 }
 
 /// Apply every staged operation as one transaction (on the group-commit thread).
-fn apply_staged(trees: &[sled::Tree; 4], staging: &Staging) -> std::io::Result<()> {
+fn apply_staged(trees: &[sled::Tree; 5], staging: &Staging) -> std::io::Result<()> {
     let ops = staging.take();
     if ops.is_empty() {
         return Ok(());
     }
-    let [approvals, idempotency, by_status, queues] = trees;
-    let result = (approvals, idempotency, by_status, queues).transaction(|(a, i, s, q)| {
+    let [approvals, idempotency, by_status, queues, grants] = trees;
+    let result = (approvals, idempotency, by_status, queues, grants).transaction(|(a, i, s, q, g)| {
         for op in &ops {
             let tree = match op.target {
                 Target::Approvals => a,
                 Target::Idempotency => i,
                 Target::ByStatus => s,
                 Target::Queues => q,
+                Target::Grants => g,
             };
             match &op.value {
                 Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
@@ -759,6 +804,8 @@ mod tests {
                 requested_by: "ci".into(),
                 idempotency_key: key.map(str::to_string),
                 timeout: std::time::Duration::from_secs(60),
+                max_timeout: None,
+                idempotent_while_pending: false,
             },
             millis(chrono::Utc::now().timestamp_millis()),
         )
@@ -779,6 +826,7 @@ mod tests {
                     event: Some(Event::Created),
                     channels: &[Channel::Console, Channel::File],
                     request_id: Some("r1"),
+                    grant: None,
                 })
                 .expect("apply");
             assert_eq!(
@@ -826,6 +874,7 @@ mod tests {
             event: Some(Event::Created),
             channels: &[Channel::Telegram],
             request_id: None,
+            grant: None,
         };
         let written = store.apply(&change).expect("apply");
         store.faults().fail_next(1);

@@ -22,6 +22,7 @@ pub(super) enum Target {
     Idempotency,
     ByStatus,
     Queues,
+    Grants,
 }
 
 /// One insert (`Some`) or removal (`None`).
@@ -48,6 +49,7 @@ fn tag(target: Target) -> u8 {
         Target::Idempotency => 1,
         Target::ByStatus => 2,
         Target::Queues => 3,
+        Target::Grants => 4,
     }
 }
 

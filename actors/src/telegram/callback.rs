@@ -1,6 +1,6 @@
 //! Signed `callback_data` for the Approve / Reject buttons.
 //!
-//! Format: `<action>:<approval id>:<mac>` where action is `a` or `r`, the id is the 26-character
+//! Format: `<action>:<approval id>:<mac>` where action is `a`, `r` or `s` (approve for the session), the id is the 26-character
 //! ULID and the mac is the first 16 bytes of HMAC-SHA256(callback_secret, "<action>:<id>") in hex:
 //! 61 bytes, inside Telegram's 64-byte limit. A tap decides only if the mac verifies, so nobody
 //! can forge a button for an approval they were not shown.
@@ -15,6 +15,8 @@ const MAC_BYTES: usize = 16;
 pub enum Action {
     Approve,
     Reject,
+    /// Approve, and allow this tool in this session for `agents.session_grant`.
+    ApproveSession,
 }
 
 impl Action {
@@ -22,12 +24,13 @@ impl Action {
         match self {
             Action::Approve => 'a',
             Action::Reject => 'r',
+            Action::ApproveSession => 's',
         }
     }
 
     pub fn outcome(self) -> Outcome {
         match self {
-            Action::Approve => Outcome::Approve,
+            Action::Approve | Action::ApproveSession => Outcome::Approve,
             Action::Reject => Outcome::Reject,
         }
     }
@@ -66,6 +69,7 @@ impl CallbackCodec {
         let action = match code {
             "a" => Action::Approve,
             "r" => Action::Reject,
+            "s" => Action::ApproveSession,
             _ => return Err(CallbackError::Malformed),
         };
         let id: ApprovalId = id.parse().map_err(|_| CallbackError::Malformed)?;
@@ -93,7 +97,7 @@ mod tests {
     fn round_trips_within_telegrams_64_bytes() {
         let codec = CallbackCodec::new(b"secret");
         let id = ApprovalId::new();
-        for action in [Action::Approve, Action::Reject] {
+        for action in [Action::Approve, Action::Reject, Action::ApproveSession] {
             let data = codec.encode(id, action);
             assert!(data.len() <= 64, "{} bytes", data.len());
             assert_eq!(codec.decode(&data), Ok((id, action)));

@@ -87,6 +87,8 @@ pub fn who(actor: &Actor) -> String {
         Actor::Telegram { user_id, .. } => format!("user {user_id}"),
         Actor::Agent(name) => format!("agent {name}"),
         Actor::System => "the timeout".into(),
+        Actor::Policy(name) => format!("policy rule {name}"),
+        Actor::Grant { granted_by, .. } => format!("a session grant by {granted_by}"),
     }
 }
 
@@ -150,15 +152,27 @@ pub fn message_text(approval: &Approval) -> String {
 }
 
 /// Buttons for a pending approval; `None` once it has ended (an edit without markup removes them).
-pub fn keyboard(approval: &Approval, codec: &CallbackCodec) -> Option<InlineKeyboardMarkup> {
+/// With `session_grants`, a second row offers "allow this tool for this session".
+pub fn keyboard(
+    approval: &Approval,
+    codec: &CallbackCodec,
+    session_grants: bool,
+) -> Option<InlineKeyboardMarkup> {
     (approval.status == Status::Pending).then(|| {
-        InlineKeyboardMarkup::new([[
+        let mut rows = vec![vec![
             InlineKeyboardButton::callback(
                 "✅ Approve",
                 codec.encode(approval.id, Action::Approve),
             ),
             InlineKeyboardButton::callback("❌ Reject", codec.encode(approval.id, Action::Reject)),
-        ]])
+        ]];
+        if session_grants {
+            rows.push(vec![InlineKeyboardButton::callback(
+                "✅ Allow for this session",
+                codec.encode(approval.id, Action::ApproveSession),
+            )]);
+        }
+        InlineKeyboardMarkup::new(rows)
     })
 }
 
@@ -199,6 +213,8 @@ mod tests {
                 requested_by: "ci".into(),
                 idempotency_key: None,
                 timeout: std::time::Duration::from_secs(60),
+                max_timeout: None,
+                idempotent_while_pending: false,
             },
             Utc::now(),
         )
@@ -237,8 +253,8 @@ mod tests {
     fn buttons_only_while_pending() {
         let codec = CallbackCodec::new(b"k");
         let mut a = approval("{}", None);
-        assert!(keyboard(&a, &codec).is_some());
+        assert!(keyboard(&a, &codec, true).is_some());
         a.status = Status::Approved;
-        assert!(keyboard(&a, &codec).is_none());
+        assert!(keyboard(&a, &codec, true).is_none());
     }
 }

@@ -45,6 +45,8 @@ pub struct TelegramSettings {
     pub send_interval: Duration,
     pub retry: RetryPolicy,
     pub breaker: BreakerSettings,
+    /// How long the "✅ Allow for this session" button allows the tool; `None` hides it.
+    pub session_grant: Option<Duration>,
 }
 
 /// What the gateway is given of the store, while wiring up.

@@ -211,6 +211,10 @@ impl TelegramGateway {
             },
             comment: None,
         };
+        let grant_for = match action {
+            Action::ApproveSession => self.settings.session_grant,
+            Action::Approve | Action::Reject => None,
+        };
         tracing::info!(actor = NAME, request_id, approval_id = %id, user_id = query.from.id.0, ?action, "button tapped");
         let registry = self.registry.clone();
         async move {
@@ -220,6 +224,7 @@ impl TelegramGateway {
                         id,
                         decision,
                         request_id: Some(request_id),
+                        grant_for,
                     })
                     .await
                     .unwrap_or(Err(RegistryError::Restarting)),
