@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use approval_gate::cli::{Cli, Command, approvals, check_config, serve};
+use approval_gate::cli::{Cli, Command, approvals, check_config, hook, mcp, request, serve};
 use clap::Parser;
 
 /// mimalloc instead of glibc malloc: the service allocates many small, short-lived buffers
@@ -18,5 +18,8 @@ fn main() -> ExitCode {
             url,
             token_file,
         } => approvals::run(command, url, token_file),
+        Command::Hook(args) => hook::run(args),
+        Command::Request(args) => request::run(args),
+        Command::Mcp(args) => mcp::run(args),
     }
 }

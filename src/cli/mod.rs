@@ -1,7 +1,11 @@
 //! Command-line interface: one module per command; `main` only parses and dispatches.
 
+pub mod agent_client;
 pub mod approvals;
 pub mod check_config;
+pub mod hook;
+pub mod mcp;
+pub mod request;
 pub mod serve;
 mod table;
 
@@ -54,4 +58,13 @@ pub enum Command {
         #[arg(long, global = true, value_name = "FILE")]
         token_file: Option<PathBuf>,
     },
+    /// A command hook for an agent CLI: hook input on stdin, the agent's output JSON on stdout.
+    /// Fails closed when the service cannot be asked. Token: APPROVAL_GATE_TOKEN.
+    Hook(hook::HookArgs),
+    /// Ask for an approval and wait: exit 0 approved, 1 rejected, 2 timed out or cancelled,
+    /// 3 error. Token: APPROVAL_GATE_TOKEN.
+    Request(request::RequestArgs),
+    /// A stdio MCP server with the `approval_prompt` tool for Claude Code's
+    /// --permission-prompt-tool. Token: APPROVAL_GATE_TOKEN.
+    Mcp(mcp::McpArgs),
 }

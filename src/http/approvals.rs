@@ -320,9 +320,9 @@ fn grant_duration(state: &AppState, raw: Option<&str>) -> Result<Duration, ApiEr
             "`grant_for` {raw:?} is not a duration like \"1h\": {e}"
         ))
     })?;
-    if requested < Duration::from_secs(60) || requested > agents.max_grant {
+    if requested < Duration::from_secs(1) || requested > agents.max_grant {
         return Err(ApiError::Unprocessable(format!(
-            "`grant_for` {raw:?} must be between 1m and {} (agents.max_grant)",
+            "`grant_for` {raw:?} must be between 1s and {} (agents.max_grant)",
             humantime::format_duration(agents.max_grant)
         )));
     }

@@ -86,9 +86,21 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_configured(None, overrides).await
+}
+
+/// An app with `serve --config FILE` layered over the defaults.
+pub async fn spawn_app_with_config(file: &str, overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_configured(Some(file.into()), overrides).await
+}
+
+async fn spawn_app_configured(
+    config_file: Option<std::path::PathBuf>,
+    overrides: &[(&str, &str)],
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = settings::load(&Sources {
-        config_file: None,
+        config_file,
         env: Some(test_env(dir.path(), overrides)),
     })
     .expect("test settings are valid");
