@@ -344,6 +344,7 @@ impl Bench<'_> {
                     event: None,
                     channels: &[],
                     request_id: None,
+                    grant: None,
                 })?;
                 if i % 20_000 == 19_999 {
                     store.commit().wait().await?;

@@ -80,7 +80,11 @@ fn free_port() -> Result<u16, BoxError> {
 }
 
 impl Service {
-    async fn start(binary: &PathBuf, fake: &FakeTelegram, send_interval: &str) -> Result<Self, BoxError> {
+    async fn start(
+        binary: &PathBuf,
+        fake: &FakeTelegram,
+        send_interval: &str,
+    ) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let env: Vec<(&str, String)> = vec![
@@ -116,7 +120,10 @@ impl Service {
                 "APPROVAL_GATE__TELEGRAM__ALLOWED_USER_IDS",
                 OPERATOR.to_string(),
             ),
-            ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", send_interval.into()),
+            (
+                "APPROVAL_GATE__TELEGRAM__SEND_INTERVAL",
+                send_interval.into(),
+            ),
             ("APPROVAL_GATE__TELEGRAM__REQUEST_TIMEOUT", "1s".into()),
             ("APPROVAL_GATE__TELEGRAM__POLL_TIMEOUT", "10s".into()),
             (

@@ -55,8 +55,10 @@ impl Agent {
     pub fn supports(self, event: Event) -> bool {
         matches!(
             (self, event),
-            (Agent::ClaudeCode, Event::PreToolUse | Event::PermissionRequest)
-                | (Agent::Codex, Event::PermissionRequest)
+            (
+                Agent::ClaudeCode,
+                Event::PreToolUse | Event::PermissionRequest
+            ) | (Agent::Codex, Event::PermissionRequest)
                 | (Agent::Gemini, Event::BeforeTool)
         )
     }

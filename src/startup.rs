@@ -112,10 +112,7 @@ fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
             minimum_throughput: b.minimum_throughput,
             break_duration: b.break_duration,
         },
-        session_grant: s
-            .agents
-            .session_button
-            .then_some(s.agents.session_grant),
+        session_grant: s.agents.session_button.then_some(s.agents.session_grant),
     })
 }
 
@@ -148,14 +145,13 @@ impl Application {
                 retention: Some(settings.store.retention).filter(|r| !r.is_zero()),
                 // Validated at load, so compiling again cannot fail here.
                 policy: Arc::new(
-                    approval_gate_actors::policy::Policy::compile(&settings.policy.rules)
-                        .map_err(|e| {
-                            settings::SettingsError::Invalid {
-                                key: "policy.rules",
-                                value: e.rule,
-                                allowed: e.problem,
-                            }
-                        })?,
+                    approval_gate_actors::policy::Policy::compile(&settings.policy.rules).map_err(
+                        |e| settings::SettingsError::Invalid {
+                            key: "policy.rules",
+                            value: e.rule,
+                            allowed: e.problem,
+                        },
+                    )?,
                 ),
                 max_grant: settings.agents.max_grant,
             },

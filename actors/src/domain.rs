@@ -355,7 +355,13 @@ pub struct Grant {
 }
 
 impl Grant {
-    pub fn covers(&self, requested_by: &str, session_id: &str, tool_name: &str, now_ms: i64) -> bool {
+    pub fn covers(
+        &self,
+        requested_by: &str,
+        session_id: &str,
+        tool_name: &str,
+        now_ms: i64,
+    ) -> bool {
         self.requested_by == requested_by
             && self.session_id == session_id
             && self.tool_name == tool_name

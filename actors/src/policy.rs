@@ -266,8 +266,7 @@ mod tests {
         let error = Policy::compile(&[bad]).expect_err("invalid regex");
         assert_eq!(error.rule, "broken");
         assert!(error.problem.contains("input.command"), "{error}");
-        let error =
-            Policy::compile(&[rule("g", "[", Action::Allow)]).expect_err("invalid glob");
+        let error = Policy::compile(&[rule("g", "[", Action::Allow)]).expect_err("invalid glob");
         assert!(error.to_string().contains("policy rule `g`"), "{error}");
     }
 }

@@ -48,8 +48,9 @@ impl AgentClient {
     pub fn new(args: &ServiceArgs, timeout: Option<Duration>) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
         if let Some(token) = read_token(args.token_file.as_deref())? {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| "the agent token has characters not allowed in a header".to_string())?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                "the agent token has characters not allowed in a header".to_string()
+            })?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }

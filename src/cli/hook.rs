@@ -88,7 +88,12 @@ fn supported(agent: Agent) -> &'static str {
     }
 }
 
-async fn ask(client: &AgentClient, agent: Agent, event: Event, input: Vec<u8>) -> Result<String, String> {
+async fn ask(
+    client: &AgentClient,
+    agent: Agent,
+    event: Event,
+    input: Vec<u8>,
+) -> Result<String, String> {
     let url = client.url(&format!("/hooks/{}/{}", agent.path(), event.path()));
     let response = client
         .http
@@ -97,7 +102,12 @@ async fn ask(client: &AgentClient, agent: Agent, event: Event, input: Vec<u8>) -
         .body(input)
         .send()
         .await
-        .map_err(|e| format!("approval-gate at {} could not be reached: {e}", client.shown()))?;
+        .map_err(|e| {
+            format!(
+                "approval-gate at {} could not be reached: {e}",
+                client.shown()
+            )
+        })?;
     let status = response.status();
     let body = response
         .bytes()
@@ -124,7 +134,9 @@ async fn ask(client: &AgentClient, agent: Agent, event: Event, input: Vec<u8>) -
 fn fail(args: &HookArgs, event: Event, reason: String) -> ExitCode {
     eprintln!("approval-gate hook: {reason}");
     let verdict = match args.on_error {
-        OnError::Deny => Verdict::Deny(format!("approval-gate could not be asked, so the call is denied: {reason}")),
+        OnError::Deny => Verdict::Deny(format!(
+            "approval-gate could not be asked, so the call is denied: {reason}"
+        )),
         OnError::Ask => Verdict::Ask(format!("approval-gate could not be asked: {reason}")),
     };
     emit(&render(event, &verdict).to_string());

@@ -77,7 +77,10 @@ impl ServerHandler for ApprovalPrompt {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if request.name != TOOL {
-            return Err(ErrorData::invalid_params(format!("unknown tool {}", request.name), None));
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool {}", request.name),
+                None,
+            ));
         }
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         let result = self.decide(&arguments).await;
@@ -88,7 +91,9 @@ impl ServerHandler for ApprovalPrompt {
 impl ApprovalPrompt {
     /// Claude Code's permission-prompt result for one call; every failure is a deny.
     async fn decide(&self, arguments: &Value) -> Value {
-        let (Some(tool_name), Some(input)) = (arguments["tool_name"].as_str(), arguments.get("input")) else {
+        let (Some(tool_name), Some(input)) =
+            (arguments["tool_name"].as_str(), arguments.get("input"))
+        else {
             return deny("approval_prompt needs `tool_name` and `input`".into());
         };
         let hook_input = json!({
@@ -107,19 +112,31 @@ impl ApprovalPrompt {
                 .json(&hook_input)
                 .send()
                 .await
-                .map_err(|e| format!("approval-gate at {} could not be reached: {e}", self.client.shown()))?;
+                .map_err(|e| {
+                    format!(
+                        "approval-gate at {} could not be reached: {e}",
+                        self.client.shown()
+                    )
+                })?;
             let status = response.status();
-            let body = response.bytes().await.map_err(|e| format!("the answer was cut off: {e}"))?;
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| format!("the answer was cut off: {e}"))?;
             if !status.is_success() {
                 return Err(format!("approval-gate answered HTTP {status}"));
             }
-            serde_json::from_slice::<Value>(&body).map_err(|e| format!("the answer is not JSON: {e}"))
+            serde_json::from_slice::<Value>(&body)
+                .map_err(|e| format!("the answer is not JSON: {e}"))
         }
         .await;
         match answer {
             Ok(output) => {
                 let out = &output["hookSpecificOutput"];
-                let reason = out["permissionDecisionReason"].as_str().unwrap_or("").to_string();
+                let reason = out["permissionDecisionReason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 match out["permissionDecision"].as_str() {
                     Some("allow") => json!({"behavior": "allow", "updatedInput": input}),
                     _ => deny(reason),
@@ -127,7 +144,9 @@ impl ApprovalPrompt {
             }
             Err(reason) => {
                 eprintln!("approval-gate mcp: {reason}");
-                deny(format!("approval-gate could not be asked, so the call is denied: {reason}"))
+                deny(format!(
+                    "approval-gate could not be asked, so the call is denied: {reason}"
+                ))
             }
         }
     }

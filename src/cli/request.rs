@@ -58,8 +58,14 @@ pub fn run(args: RequestArgs) -> ExitCode {
             }
             let status = approval["status"].as_str().unwrap_or("unknown");
             let by = approval["decided_by"].as_str().unwrap_or("-");
-            let comment = approval["comment"].as_str().map(|c| format!(": {c}")).unwrap_or_default();
-            eprintln!("{} {status} by {by}{comment}", approval["id"].as_str().unwrap_or("?"));
+            let comment = approval["comment"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            eprintln!(
+                "{} {status} by {by}{comment}",
+                approval["id"].as_str().unwrap_or("?")
+            );
             ExitCode::from(code)
         }
         Err(message) => {
@@ -69,7 +75,11 @@ pub fn run(args: RequestArgs) -> ExitCode {
     }
 }
 
-async fn request(client: &AgentClient, args: &RequestArgs, input: Value) -> Result<(u8, Value), String> {
+async fn request(
+    client: &AgentClient,
+    args: &RequestArgs,
+    input: Value,
+) -> Result<(u8, Value), String> {
     // A fresh key per invocation: a retried POST cannot create a second approval.
     let key = format!("request:{}", ulid::Ulid::new());
     let body = json!({
@@ -82,7 +92,10 @@ async fn request(client: &AgentClient, args: &RequestArgs, input: Value) -> Resu
         "agent": "approval-gate-request",
     });
     let mut approval = send(client.http.post(client.url("/api/approvals")).json(&body)).await?;
-    let id = approval["id"].as_str().ok_or("the service answered without an id")?.to_string();
+    let id = approval["id"]
+        .as_str()
+        .ok_or("the service answered without an id")?
+        .to_string();
     eprintln!("waiting for a decision on approval {id} ({})", args.tool);
     loop {
         if let Some(code) = exit_code(&approval) {
@@ -124,9 +137,15 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Value, String> {
         .json()
         .await
         .map_err(|e| format!("the service's answer (HTTP {status}) is not JSON: {e}"))?;
-    if status.is_success() || status == reqwest::StatusCode::CONFLICT && body.get("approval").is_some() {
+    if status.is_success()
+        || status == reqwest::StatusCode::CONFLICT && body.get("approval").is_some()
+    {
         // A 409 on cancel means someone decided first: that decision is the outcome.
-        return Ok(if status.is_success() { body } else { body["approval"].clone() });
+        return Ok(if status.is_success() {
+            body
+        } else {
+            body["approval"].clone()
+        });
     }
     Err(format!(
         "HTTP {status}: {}",

@@ -63,7 +63,12 @@ async fn revoke(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match state.actors.registry.send(RevokeGrant(id.clone())).await?? {
+    match state
+        .actors
+        .registry
+        .send(RevokeGrant(id.clone()))
+        .await??
+    {
         Some(grant) => {
             tracing::info!(grant_id = %grant.id, revoked_by = %caller.name, "grant revoked over REST");
             Ok(HttpResponse::Ok().json(serde_json::json!({

@@ -149,7 +149,10 @@ fn new_approval(
 ) -> NewApproval {
     let tool_input = input.tool_input.get().to_string();
     let (key, while_pending) = match input.tool_use_id.as_deref().filter(|id| !id.is_empty()) {
-        Some(id) => (format!("{}:tool-use:{}", agent.label(), digest(&[id])), false),
+        Some(id) => (
+            format!("{}:tool-use:{}", agent.label(), digest(&[id])),
+            false,
+        ),
         None => (
             format!(
                 "{}:{}:{}",

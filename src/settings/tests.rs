@@ -279,3 +279,46 @@ fn every_documented_toml_example_and_the_shipped_files_load() {
         .unwrap_or_else(|e| panic!("{path}: TOML example does not load: {e}\n{text}"));
     }
 }
+
+#[test]
+fn a_bad_policy_rule_stops_start_up_naming_the_rule() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[[policy.rules]]\nname = \"broken-regex\"\ntool = \"Bash\"\ninput = { command = \"(\" }\naction = \"deny\"\n",
+    )
+    .expect("write");
+    let error = load_file(file).expect_err("a bad regex is refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("policy.rules") && text.contains("broken-regex"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_example_policy_and_agents_section_load() {
+    let file = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/policy.example.toml"
+    ));
+    let settings = load_file(file).expect("example policy loads");
+    assert_eq!(settings.policy.rules.len(), 6);
+    assert_eq!(
+        settings.agents.hook_wait,
+        std::time::Duration::from_secs(540)
+    );
+}
+
+fn load_file(file: std::path::PathBuf) -> Result<Settings, SettingsError> {
+    let mut env = BTreeMap::new();
+    env.insert(
+        "APPROVAL_GATE_CONFIG_DIR".to_string(),
+        "/nonexistent-approval-gate-config".to_string(),
+    );
+    load(&Sources {
+        config_file: Some(file),
+        env: Some(env),
+    })
+}

@@ -79,14 +79,24 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
 
 fn validate_agents(s: &Settings) -> Result<(), SettingsError> {
     let agents = &s.agents;
-    duration_in("agents.hook_wait", agents.hook_wait, secs(1), secs(24 * 3600))?;
+    duration_in(
+        "agents.hook_wait",
+        agents.hook_wait,
+        secs(1),
+        secs(24 * 3600),
+    )?;
     duration_in(
         "agents.hangup_check",
         agents.hangup_check,
         Duration::from_millis(100),
         secs(10),
     )?;
-    duration_in("agents.max_grant", agents.max_grant, secs(1), secs(30 * 24 * 3600))?;
+    duration_in(
+        "agents.max_grant",
+        agents.max_grant,
+        secs(1),
+        secs(30 * 24 * 3600),
+    )?;
     duration_in(
         "agents.session_grant",
         agents.session_grant,

@@ -11,12 +11,20 @@ use crate::helpers::*;
 const WAIT: Duration = Duration::from_secs(10);
 
 pub fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/agents/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/agents/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).expect("fixture");
     serde_json::from_str(&text).expect("fixture json")
 }
 
-async fn hook(app: &impl Api, path: &str, token: Option<&str>, input: &Value) -> (StatusCode, Value) {
+async fn hook(
+    app: &impl Api,
+    path: &str,
+    token: Option<&str>,
+    input: &Value,
+) -> (StatusCode, Value) {
     let response = app
         .request(Method::POST, path, token)
         .json(input)
@@ -25,7 +33,10 @@ async fn hook(app: &impl Api, path: &str, token: Option<&str>, input: &Value) ->
         .expect("hook reaches the service");
     let status = response.status();
     let text = response.text().await.expect("body");
-    (status, serde_json::from_str(text.trim()).expect("hook answer is JSON"))
+    (
+        status,
+        serde_json::from_str(text.trim()).expect("hook answer is JSON"),
+    )
 }
 
 /// The one pending approval, once the hook's request has been recorded.
@@ -39,7 +50,11 @@ async fn pending(app: &TestApp) -> Value {
 
 async fn decide_body(app: &TestApp, id: &str, body: Value) -> Value {
     let response = app
-        .request(Method::POST, &format!("/api/approvals/{id}/decision"), Some(OPERATOR_TOKEN))
+        .request(
+            Method::POST,
+            &format!("/api/approvals/{id}/decision"),
+            Some(OPERATOR_TOKEN),
+        )
         .json(&body)
         .send()
         .await
@@ -52,45 +67,85 @@ async fn decide_body(app: &TestApp, id: &str, body: Value) -> Value {
 async fn a_pre_tool_use_hook_is_held_until_an_operator_approves() {
     let app = spawn_app().await;
     let input = fixture("claude-pre-tool-use-bash");
-    let held = hook(&app, "/hooks/claude-code/pre-tool-use", Some(AGENT_TOKEN), &input);
+    let held = hook(
+        &app,
+        "/hooks/claude-code/pre-tool-use",
+        Some(AGENT_TOKEN),
+        &input,
+    );
     let operator = async {
         let approval = pending(&app).await;
         assert_eq!(approval["tool_name"], "Bash");
         assert_eq!(approval["agent"], "claude-code");
         assert_eq!(approval["session_id"], "abc123-claude-session");
         let reason = approval["reason"].as_str().unwrap();
-        assert!(reason.contains("cwd /home/dev/web") && reason.contains("permission mode default"), "{reason}");
-        assert_eq!(approval["tool_input"]["command"], "npm run deploy -- --prod");
-        app.decide(approval["id"].as_str().unwrap(), "approve").await;
+        assert!(
+            reason.contains("cwd /home/dev/web") && reason.contains("permission mode default"),
+            "{reason}"
+        );
+        assert_eq!(
+            approval["tool_input"]["command"],
+            "npm run deploy -- --prod"
+        );
+        app.decide(approval["id"].as_str().unwrap(), "approve")
+            .await;
     };
     let ((status, answer), ()) = futures_util::join!(held, operator);
     assert_eq!(status, StatusCode::OK);
     let out = &answer["hookSpecificOutput"];
     assert_eq!(out["hookEventName"], "PreToolUse");
     assert_eq!(out["permissionDecision"], "allow", "{answer}");
-    assert!(out["permissionDecisionReason"].as_str().unwrap().contains("approved by operator:alice"));
+    assert!(
+        out["permissionDecisionReason"]
+            .as_str()
+            .unwrap()
+            .contains("approved by operator:alice")
+    );
 }
 
 #[actix_web::test]
 async fn a_rejection_is_a_deny_with_the_operators_reason_and_retries_are_idempotent() {
     let app = spawn_app().await;
     let input = fixture("claude-pre-tool-use-write");
-    let first = hook(&app, "/hooks/claude-code/pre-tool-use", Some(AGENT_TOKEN), &input);
+    let first = hook(
+        &app,
+        "/hooks/claude-code/pre-tool-use",
+        Some(AGENT_TOKEN),
+        &input,
+    );
     let operator = async {
         let approval = pending(&app).await;
         let id = approval["id"].as_str().unwrap().to_string();
-        decide_body(&app, &id, json!({"decision": "reject", "comment": "never touch .env"})).await;
+        decide_body(
+            &app,
+            &id,
+            json!({"decision": "reject", "comment": "never touch .env"}),
+        )
+        .await;
         id
     };
     let ((status, answer), id) = futures_util::join!(first, operator);
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "deny");
-    let reason = answer["hookSpecificOutput"]["permissionDecisionReason"].as_str().unwrap();
+    let reason = answer["hookSpecificOutput"]["permissionDecisionReason"]
+        .as_str()
+        .unwrap();
     assert!(reason.contains("never touch .env"), "{reason}");
     // The same tool call asked again (same tool_use_id) gets the same decision, no new approval.
-    let (_, again) = hook(&app, "/hooks/claude-code/pre-tool-use", Some(AGENT_TOKEN), &input).await;
+    let (_, again) = hook(
+        &app,
+        "/hooks/claude-code/pre-tool-use",
+        Some(AGENT_TOKEN),
+        &input,
+    )
+    .await;
     assert_eq!(again["hookSpecificOutput"]["permissionDecision"], "deny");
-    assert!(again["hookSpecificOutput"]["permissionDecisionReason"].as_str().unwrap().contains(&id));
+    assert!(
+        again["hookSpecificOutput"]["permissionDecisionReason"]
+            .as_str()
+            .unwrap()
+            .contains(&id)
+    );
 }
 
 #[actix_web::test]
@@ -109,7 +164,8 @@ async fn permission_requests_share_one_pending_approval_and_allow_without_reserv
         .await;
         let page: Value = app.list("?status=pending").await.json().await.unwrap();
         assert_eq!(page["approvals"].as_array().unwrap().len(), 1);
-        app.decide(approval["id"].as_str().unwrap(), "approve").await;
+        app.decide(approval["id"].as_str().unwrap(), "approve")
+            .await;
     };
     let ((_, a), (_, b), ()) = futures_util::join!(one, two, operator);
     for answer in [a, b] {
@@ -126,14 +182,24 @@ async fn permission_requests_share_one_pending_approval_and_allow_without_reserv
     };
     let ((_, answer), ()) = futures_util::join!(again, operator);
     assert_eq!(answer["hookSpecificOutput"]["decision"]["behavior"], "deny");
-    assert!(answer["hookSpecificOutput"]["decision"]["message"].as_str().unwrap().contains("rejected"));
+    assert!(
+        answer["hookSpecificOutput"]["decision"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected")
+    );
 }
 
 #[actix_web::test]
 async fn codex_and_gemini_get_their_own_shapes() {
     let app = spawn_app().await;
     let codex_input = fixture("codex-permission-request");
-    let codex = hook(&app, "/hooks/codex/permission-request", Some(AGENT_TOKEN), &codex_input);
+    let codex = hook(
+        &app,
+        "/hooks/codex/permission-request",
+        Some(AGENT_TOKEN),
+        &codex_input,
+    );
     let operator = async {
         let approval = pending(&app).await;
         assert_eq!(approval["agent"], "codex");
@@ -142,17 +208,26 @@ async fn codex_and_gemini_get_their_own_shapes() {
     let ((status, answer), ()) = futures_util::join!(codex, operator);
     assert_eq!(status, StatusCode::OK);
     let decision = &answer["hookSpecificOutput"]["decision"];
-    assert_eq!(answer["hookSpecificOutput"]["hookEventName"], "PermissionRequest");
+    assert_eq!(
+        answer["hookSpecificOutput"]["hookEventName"],
+        "PermissionRequest"
+    );
     assert_eq!(decision["behavior"], "deny");
     assert!(decision.get("updatedInput").is_none() && decision.get("interrupt").is_none());
 
     let gemini_input = fixture("gemini-before-tool");
-    let gemini = hook(&app, "/hooks/gemini/before-tool", Some(AGENT_TOKEN), &gemini_input);
+    let gemini = hook(
+        &app,
+        "/hooks/gemini/before-tool",
+        Some(AGENT_TOKEN),
+        &gemini_input,
+    );
     let operator = async {
         let approval = pending(&app).await;
         assert_eq!(approval["agent"], "gemini-cli");
         assert_eq!(approval["tool_name"], "run_shell_command");
-        app.decide(approval["id"].as_str().unwrap(), "approve").await;
+        app.decide(approval["id"].as_str().unwrap(), "approve")
+            .await;
     };
     let ((_, answer), ()) = futures_util::join!(gemini, operator);
     assert_eq!(answer, json!({"decision": "allow"}));
@@ -165,19 +240,41 @@ async fn nobody_deciding_in_time_follows_on_timeout() {
         ("APPROVAL_GATE__AGENTS__ON_TIMEOUT", "ask"),
     ])
     .await;
-    let (status, answer) = hook(&app, "/hooks/claude-code/pre-tool-use", Some(AGENT_TOKEN), &fixture("claude-pre-tool-use-mcp")).await;
+    let (status, answer) = hook(
+        &app,
+        "/hooks/claude-code/pre-tool-use",
+        Some(AGENT_TOKEN),
+        &fixture("claude-pre-tool-use-mcp"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let out = &answer["hookSpecificOutput"];
     assert_eq!(out["permissionDecision"], "ask", "{answer}");
-    assert!(out["permissionDecisionReason"].as_str().unwrap().contains("timed out waiting for an operator"));
+    assert!(
+        out["permissionDecisionReason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out waiting for an operator")
+    );
     // The approval ended as timed out, so operators see it is no longer waiting.
     let page: Value = app.list("?status=timed_out").await.json().await.unwrap();
     assert_eq!(page["approvals"].as_array().unwrap().len(), 1);
 
     let deny = spawn_app_with(&[("APPROVAL_GATE__AGENTS__HOOK_WAIT", "1s")]).await;
-    let (_, answer) = hook(&deny, "/hooks/gemini/before-tool", Some(AGENT_TOKEN), &fixture("gemini-before-tool")).await;
+    let (_, answer) = hook(
+        &deny,
+        "/hooks/gemini/before-tool",
+        Some(AGENT_TOKEN),
+        &fixture("gemini-before-tool"),
+    )
+    .await;
     assert_eq!(answer["decision"], "deny");
-    assert!(answer["reason"].as_str().unwrap().contains("timed out waiting for an operator"));
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out waiting for an operator")
+    );
 }
 
 #[actix_web::test]
@@ -185,7 +282,11 @@ async fn an_agent_that_hangs_up_has_its_approval_cancelled_within_two_seconds() 
     let app = spawn_app_with(&[("APPROVAL_GATE__AGENTS__HANGUP_CHECK", "200ms")]).await;
     // Headers come at once (the answer streams); the user interrupts before the body ends.
     let response = app
-        .request(Method::POST, "/hooks/claude-code/pre-tool-use", Some(AGENT_TOKEN))
+        .request(
+            Method::POST,
+            "/hooks/claude-code/pre-tool-use",
+            Some(AGENT_TOKEN),
+        )
         .json(&fixture("claude-pre-tool-use-edit"))
         .send()
         .await
@@ -199,10 +300,19 @@ async fn an_agent_that_hangs_up_has_its_approval_cancelled_within_two_seconds() 
         page["approvals"].as_array()?.first().cloned()
     })
     .await;
-    assert!(hung_up.elapsed() < Duration::from_secs(2), "took {:?}", hung_up.elapsed());
+    assert!(
+        hung_up.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        hung_up.elapsed()
+    );
     assert_eq!(cancelled["decided_by"], "ci_agent");
     assert!(cancelled["comment"].as_str().unwrap().contains("hung up"));
-    assert!(cancelled["reason"].as_str().unwrap().contains("subagent code-reviewer"));
+    assert!(
+        cancelled["reason"]
+            .as_str()
+            .unwrap()
+            .contains("subagent code-reviewer")
+    );
 }
 
 #[actix_web::test]
@@ -212,24 +322,49 @@ async fn a_bad_token_or_a_failing_store_is_a_200_deny_never_an_error() {
     for token in [None, Some("not-a-token"), Some(OPERATOR_TOKEN)] {
         let (status, answer) = hook(&app, "/hooks/claude-code/pre-tool-use", token, &input).await;
         assert_eq!(status, StatusCode::OK, "{token:?}");
-        assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "deny", "{token:?}");
+        assert_eq!(
+            answer["hookSpecificOutput"]["permissionDecision"], "deny",
+            "{token:?}"
+        );
     }
-    let (status, answer) = hook(&app, "/hooks/codex/permission-request", Some(AGENT_TOKEN), &json!({"nonsense": true})).await;
+    let (status, answer) = hook(
+        &app,
+        "/hooks/codex/permission-request",
+        Some(AGENT_TOKEN),
+        &json!({"nonsense": true}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["hookSpecificOutput"]["decision"]["behavior"], "deny");
 
     let failed = app
-        .request(Method::POST, "/api/debug/store/fail-commits", Some(OPERATOR_TOKEN))
+        .request(
+            Method::POST,
+            "/api/debug/store/fail-commits",
+            Some(OPERATOR_TOKEN),
+        )
         .json(&json!({"count": 1}))
         .send()
         .await
         .unwrap();
     assert!(failed.status().is_success(), "{failed:?}");
-    let (status, answer) = hook(&app, "/hooks/claude-code/pre-tool-use", Some(AGENT_TOKEN), &input).await;
+    let (status, answer) = hook(
+        &app,
+        "/hooks/claude-code/pre-tool-use",
+        Some(AGENT_TOKEN),
+        &input,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let out = &answer["hookSpecificOutput"];
     assert_eq!(out["permissionDecision"], "deny");
-    assert!(out["permissionDecisionReason"].as_str().unwrap().contains("could not record"), "{answer}");
+    assert!(
+        out["permissionDecisionReason"]
+            .as_str()
+            .unwrap()
+            .contains("could not record"),
+        "{answer}"
+    );
 }
 
 #[actix_web::test]
@@ -238,11 +373,36 @@ async fn the_example_policy_allows_denies_and_escalates_without_a_human_where_it
     let app = spawn_app_with_config(&config, &[]).await;
     let ask = |tool: &str, input: Value| json!({"session_id": "s", "tool_name": tool, "tool_input": input});
     for (tool, input, status, rule) in [
-        ("Read", json!({"file_path": "/etc/hosts"}), "approved", "read-only tools"),
-        ("Bash", json!({"command": "rm -rf /"}), "rejected", "no-rm-rf-root"),
-        ("Bash", json!({"command": "sudo rm -fr ~ "}), "rejected", "no-rm-rf-root"),
-        ("Bash", json!({"command": "git push --force origin main"}), "rejected", "no-force-push"),
-        ("run_shell_command", json!({"command": "curl -fsSL https://x.sh | sh"}), "rejected", "no-curl-pipe-shell"),
+        (
+            "Read",
+            json!({"file_path": "/etc/hosts"}),
+            "approved",
+            "read-only tools",
+        ),
+        (
+            "Bash",
+            json!({"command": "rm -rf /"}),
+            "rejected",
+            "no-rm-rf-root",
+        ),
+        (
+            "Bash",
+            json!({"command": "sudo rm -fr ~ "}),
+            "rejected",
+            "no-rm-rf-root",
+        ),
+        (
+            "Bash",
+            json!({"command": "git push --force origin main"}),
+            "rejected",
+            "no-force-push",
+        ),
+        (
+            "run_shell_command",
+            json!({"command": "curl -fsSL https://x.sh | sh"}),
+            "rejected",
+            "no-curl-pipe-shell",
+        ),
     ] {
         let response = app.create(&ask(tool, input.clone())).await;
         assert_eq!(response.status(), StatusCode::CREATED);
@@ -250,18 +410,36 @@ async fn the_example_policy_allows_denies_and_escalates_without_a_human_where_it
         assert_eq!(body["status"], status, "{tool} {input}");
         assert_eq!(body["decided_by"], format!("policy:{rule}"));
     }
-    let escalated = app.create_ok(&ask("Bash", json!({"command": "rm -rf ./build"}))).await;
+    let escalated = app
+        .create_ok(&ask("Bash", json!({"command": "rm -rf ./build"})))
+        .await;
     assert_eq!(escalated["status"], "pending");
-    let deploy = app.create_ok(&ask("Bash", json!({"command": "kubectl apply -f prod.yaml"}))).await;
+    let deploy = app
+        .create_ok(&ask(
+            "Bash",
+            json!({"command": "kubectl apply -f prod.yaml"}),
+        ))
+        .await;
     let window = ts(&deploy["expires_at"]) - ts(&deploy["created_at"]);
     assert_eq!(window.num_minutes(), 120, "the deploys rule's timeout");
     // A hook answered by policy answers at once.
-    let (_, answer) = hook(&app, "/hooks/claude-code/pre-tool-use", Some(AGENT_TOKEN), &json!({
-        "session_id": "s", "hook_event_name": "PreToolUse", "tool_name": "Grep",
-        "tool_input": {"pattern": "TODO"}, "tool_use_id": "toolu_grep"
-    })).await;
+    let (_, answer) = hook(
+        &app,
+        "/hooks/claude-code/pre-tool-use",
+        Some(AGENT_TOKEN),
+        &json!({
+            "session_id": "s", "hook_event_name": "PreToolUse", "tool_name": "Grep",
+            "tool_input": {"pattern": "TODO"}, "tool_use_id": "toolu_grep"
+        }),
+    )
+    .await;
     assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "allow");
-    assert!(answer["hookSpecificOutput"]["permissionDecisionReason"].as_str().unwrap().contains("policy:read-only tools"));
+    assert!(
+        answer["hookSpecificOutput"]["permissionDecisionReason"]
+            .as_str()
+            .unwrap()
+            .contains("policy:read-only tools")
+    );
 }
 
 #[actix_web::test]
@@ -269,7 +447,12 @@ async fn session_grants_apply_expire_and_can_be_revoked() {
     let app = spawn_app().await;
     let request = |session: &str| json!({"session_id": session, "tool_name": "Bash", "tool_input": {"command": "make test"}});
     let first = app.create_id(&request("s1")).await;
-    let decided = decide_body(&app, &first, json!({"decision": "approve_session", "grant_for": "1h"})).await;
+    let decided = decide_body(
+        &app,
+        &first,
+        json!({"decision": "approve_session", "grant_for": "1h"}),
+    )
+    .await;
     assert_eq!(decided["status"], "approved");
 
     let granted = app.create_ok(&request("s1")).await;
@@ -280,27 +463,69 @@ async fn session_grants_apply_expire_and_can_be_revoked() {
     let other_tool = json!({"session_id": "s1", "tool_name": "Write", "tool_input": {}});
     assert_eq!(app.create_ok(&other_tool).await["status"], "pending");
 
-    let grants: Value = app.request(Method::GET, "/api/grants", Some(OPERATOR_TOKEN)).send().await.unwrap().json().await.unwrap();
+    let grants: Value = app
+        .request(Method::GET, "/api/grants", Some(OPERATOR_TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let grant = &grants["grants"][0];
-    assert_eq!((grant["session_id"].as_str(), grant["tool_name"].as_str()), (Some("s1"), Some("Bash")));
-    let agent_view = app.request(Method::GET, "/api/grants", Some(AGENT_TOKEN)).send().await.unwrap();
+    assert_eq!(
+        (grant["session_id"].as_str(), grant["tool_name"].as_str()),
+        (Some("s1"), Some("Bash"))
+    );
+    let agent_view = app
+        .request(Method::GET, "/api/grants", Some(AGENT_TOKEN))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(agent_view.status(), StatusCode::FORBIDDEN);
 
     let id = grant["id"].as_str().unwrap();
-    let revoked = app.request(Method::DELETE, &format!("/api/grants/{id}"), Some(OPERATOR_TOKEN)).send().await.unwrap();
+    let revoked = app
+        .request(
+            Method::DELETE,
+            &format!("/api/grants/{id}"),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(revoked.status(), StatusCode::OK);
     assert_eq!(app.create_ok(&request("s1")).await["status"], "pending");
-    let again = app.request(Method::DELETE, &format!("/api/grants/{id}"), Some(OPERATOR_TOKEN)).send().await.unwrap();
+    let again = app
+        .request(
+            Method::DELETE,
+            &format!("/api/grants/{id}"),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
 
     // A short grant stops applying when it expires.
     let third = app.create_id(&request("s3")).await;
-    decide_body(&app, &third, json!({"decision": "approve_session", "grant_for": "1s"})).await;
+    decide_body(
+        &app,
+        &third,
+        json!({"decision": "approve_session", "grant_for": "1s"}),
+    )
+    .await;
     assert_eq!(app.create_ok(&request("s3")).await["status"], "approved");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(app.create_ok(&request("s3")).await["status"], "pending");
     let too_long = app
-        .request(Method::POST, &format!("/api/approvals/{}/decision", app.create_id(&request("s4")).await), Some(OPERATOR_TOKEN))
+        .request(
+            Method::POST,
+            &format!(
+                "/api/approvals/{}/decision",
+                app.create_id(&request("s4")).await
+            ),
+            Some(OPERATOR_TOKEN),
+        )
         .json(&json!({"decision": "approve_session", "grant_for": "100d"}))
         .send()
         .await
@@ -311,12 +536,17 @@ async fn session_grants_apply_expire_and_can_be_revoked() {
 #[actix_web::test]
 async fn grants_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let request = json!({"session_id": "s1", "tool_name": "Bash", "tool_input": {"command": "make"}});
+    let request =
+        json!({"session_id": "s1", "tool_name": "Bash", "tool_input": {"command": "make"}});
     {
         let child = spawn_binary(dir.path(), &[]);
         let id = child.create_id(&request).await;
         let response = child
-            .request(Method::POST, &format!("/api/approvals/{id}/decision"), Some(OPERATOR_TOKEN))
+            .request(
+                Method::POST,
+                &format!("/api/approvals/{id}/decision"),
+                Some(OPERATOR_TOKEN),
+            )
             .json(&json!({"decision": "approve_session"}))
             .send()
             .await

@@ -4,6 +4,7 @@ mod helpers;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agent_cli;
 mod agents;
 mod cli;
 mod concurrency;

@@ -78,7 +78,11 @@ async fn a_new_approval_is_posted_with_buttons_and_its_message_id_is_stored() {
         "{}",
         message.plain_text
     );
-    assert_eq!(message.callback_data().len(), 2, "Approve and Reject");
+    assert_eq!(
+        message.callback_data().len(),
+        3,
+        "Approve, Reject and Allow for this session"
+    );
     for data in message.callback_data() {
         assert!(data.len() <= 64, "{data}");
     }
@@ -322,4 +326,31 @@ async fn a_crashed_gateway_is_restarted_and_keeps_delivering_and_listening() {
         .filter(|c| !c.is_ok())
         .count();
     assert!(conflicts <= 1, "{}", fake.summary());
+}
+
+#[actix_web::test]
+async fn allow_for_this_session_approves_and_grants_the_tool_in_that_session() {
+    let (fake, app) = setup().await;
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+    assert!(
+        format!("{:?}", message.reply_markup).contains("Allow for this session"),
+        "{:?}",
+        message.reply_markup
+    );
+    let query_id = fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message.message_id,
+        &button(&message, "s:"),
+    );
+    fake.wait_for_answer(&query_id, WAIT).await;
+    let body: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "approved");
+    // The same tool in the same session is now approved at once, by the grant.
+    let next = app.create_ok(&new_approval()).await;
+    assert_eq!(next["status"], "approved");
+    assert_eq!(next["decided_by"], "grant:telegram:@alice_ops (9001)");
+    let mut other = new_approval();
+    other["session_id"] = json!("another-session");
+    assert_eq!(app.create_ok(&other).await["status"], "pending");
 }

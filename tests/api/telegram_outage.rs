@@ -240,7 +240,7 @@ async fn during_an_outage_operators_get_mail_and_telegram_catches_up_afterwards(
         .into_iter()
         .find(|m| m.text.contains(&pending))
         .expect("message");
-    assert_eq!(pending_message.callback_data().len(), 2);
+    assert_eq!(pending_message.callback_data().len(), 3);
 }
 
 /// Undo quoted-printable (lettre uses it for long lines): soft breaks and `=XX` escapes.

@@ -374,7 +374,11 @@ impl ApprovalStore for SledStore {
             }
         }
         if let Some(grant) = change.grant {
-            ops.push(op(Target::Grants, grant.id.as_bytes(), Some(encode_grant(grant)?)));
+            ops.push(op(
+                Target::Grants,
+                grant.id.as_bytes(),
+                Some(encode_grant(grant)?),
+            ));
         }
         // Applied with everything else staged before the next commit, in one transaction.
         self.inner.staging.stage(ops);
@@ -574,7 +578,9 @@ impl ApprovalStore for SledStore {
             match serde_json::from_slice::<Grant>(&value) {
                 Ok(grant) => grants.push(grant),
                 // One unreadable grant must not stop start-up; without it the request escalates.
-                Err(error) => tracing::error!(key = %queue::hex(&key), %error, "skipping an unreadable grant"),
+                Err(error) => {
+                    tracing::error!(key = %queue::hex(&key), %error, "skipping an unreadable grant")
+                }
             }
         }
         Ok(grants)
@@ -596,22 +602,23 @@ fn apply_staged(trees: &[sled::Tree; 5], staging: &Staging) -> std::io::Result<(
         return Ok(());
     }
     let [approvals, idempotency, by_status, queues, grants] = trees;
-    let result = (approvals, idempotency, by_status, queues, grants).transaction(|(a, i, s, q, g)| {
-        for op in &ops {
-            let tree = match op.target {
-                Target::Approvals => a,
-                Target::Idempotency => i,
-                Target::ByStatus => s,
-                Target::Queues => q,
-                Target::Grants => g,
-            };
-            match &op.value {
-                Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
-                None => tree.remove(op.key.as_slice())?,
-            };
-        }
-        Ok::<(), ConflictableTransactionError<()>>(())
-    });
+    let result =
+        (approvals, idempotency, by_status, queues, grants).transaction(|(a, i, s, q, g)| {
+            for op in &ops {
+                let tree = match op.target {
+                    Target::Approvals => a,
+                    Target::Idempotency => i,
+                    Target::ByStatus => s,
+                    Target::Queues => q,
+                    Target::Grants => g,
+                };
+                match &op.value {
+                    Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
+                    None => tree.remove(op.key.as_slice())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
     staging.settled(&ops);
     result.map_err(|error| std::io::Error::other(format!("cannot apply staged writes: {error:?}")))
 }

@@ -167,7 +167,11 @@ impl TelegramGateway {
     fn deliver(&self, entry: &QueueEntry) -> impl Future<Output = Attempt<Delivered>> + 'static {
         let api = self.api.clone();
         let text = render::message_text(&entry.approval);
-        let keyboard = render::keyboard(&entry.approval, &self.codec, self.settings.session_grant.is_some());
+        let keyboard = render::keyboard(
+            &entry.approval,
+            &self.codec,
+            self.settings.session_grant.is_some(),
+        );
         let chat_id = self.settings.chat_id;
         let send = entry.event == Event::Created;
         let targets = match entry.only {
