@@ -57,6 +57,10 @@ struct Args {
     /// Run only phase 0 (fault-free against 30% 5xx).
     #[arg(long)]
     only_5xx: bool,
+    /// Run only the agent-hook figures: command-hook start to exit on a policy allow, and
+    /// tap → Claude Code HTTP hook reply.
+    #[arg(long)]
+    only_hooks: bool,
 }
 
 struct Service {
@@ -87,6 +91,12 @@ impl Service {
     ) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        // One policy rule, so a command hook can be timed on an immediate policy allow.
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            "[[policy.rules]]\nname = \"bench reads\"\ntool = \"Read\"\naction = \"allow\"\n",
+        )?;
         let env: Vec<(&str, String)> = vec![
             (
                 "APPROVAL_GATE_CONFIG_DIR",
@@ -138,6 +148,8 @@ impl Service {
         ];
         let child = Command::new(binary)
             .arg("serve")
+            .arg("--config")
+            .arg(&policy)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -436,6 +448,103 @@ async fn tap_phase(args: &Args, fake: &FakeTelegram, service: &Service) -> Resul
     Ok(())
 }
 
+/// The agents issue's figures: `approval-gate hook claude-code` start to exit when a policy rule
+/// allows at once, and tap → HTTP hook reply (the hook is held, the operator taps).
+async fn hooks_phase(args: &Args, fake: &FakeTelegram, service: &Service) -> Result<(), BoxError> {
+    println!(
+        "\n== hooks: command-hook start → exit on a policy allow, {} runs",
+        args.taps
+    );
+    let mut runs = Vec::with_capacity(args.taps);
+    for i in 0..args.taps {
+        let input = json!({"session_id": "bench", "hook_event_name": "PreToolUse", "tool_name": "Read",
+            "tool_input": {"file_path": "/etc/hosts"}, "tool_use_id": format!("toolu_read_{i}")});
+        let started = Instant::now();
+        let mut child = Command::new(&args.binary)
+            .args(["hook", "claude-code", "--url", &service.base])
+            .env("APPROVAL_GATE_TOKEN", AGENT_TOKEN)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(input.to_string().as_bytes())?;
+        }
+        let output = child.wait_with_output()?;
+        runs.push(started.elapsed());
+        let answer: Value = serde_json::from_slice(&output.stdout)?;
+        if answer["hookSpecificOutput"]["permissionDecision"] != "allow" {
+            return Err(format!("the policy did not allow: {answer}").into());
+        }
+    }
+    runs.sort();
+    println!(
+        "command hook start → exit: p50 {:.1?}, p99 {:.1?}, max {:.1?} (target < 50 ms)",
+        percentile(&runs, 0.5),
+        percentile(&runs, 0.99),
+        runs.last().copied().unwrap_or_default()
+    );
+
+    println!(
+        "\n== hooks: tap → Claude Code HTTP hook reply, {} taps",
+        args.taps
+    );
+    let operator = FakeUser::new(OPERATOR).with_username("bench_ops");
+    let mut latencies = Vec::with_capacity(args.taps);
+    for i in 0..args.taps {
+        let input = json!({"session_id": format!("hook-{i}"), "hook_event_name": "PreToolUse",
+            "tool_name": "Bash", "tool_input": {"command": format!("make deploy-{i}")},
+            "tool_use_id": format!("toolu_bash_{i}")});
+        let held = service
+            .http
+            .post(format!("{}/hooks/claude-code/pre-tool-use", service.base))
+            .bearer_auth(AGENT_TOKEN)
+            .json(&input)
+            .send();
+        let tap = async {
+            let command = format!("make deploy-{i}");
+            let message = loop {
+                if let Some(m) = fake
+                    .messages()
+                    .into_iter()
+                    .find(|m| m.plain_text.contains(&command))
+                {
+                    break m;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            while service.metric("approval_gate_waiters").await.unwrap_or(0.0) < 1.0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let data = message
+                .callback_data()
+                .into_iter()
+                .find(|d| d.starts_with("a:"));
+            let at = Instant::now();
+            if let Some(data) = data {
+                fake.inject_callback(&operator, CHAT_ID, message.message_id, &data);
+            }
+            at
+        };
+        let (response, tapped_at) = tokio::join!(held, tap);
+        let body = response?.text().await?;
+        latencies.push(tapped_at.elapsed());
+        let answer: Value = serde_json::from_str(body.trim())?;
+        if answer["hookSpecificOutput"]["permissionDecision"] != "allow" {
+            return Err(format!("the tap did not allow: {answer}").into());
+        }
+    }
+    latencies.sort();
+    println!(
+        "tap → hook reply: p50 {:.1?}, p99 {:.1?}, max {:.1?} (target p99 < 50 ms)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default()
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
@@ -445,6 +554,9 @@ async fn main() -> Result<(), BoxError> {
         "approval-gate telegram benchmark on {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if args.only_hooks {
+        return hooks_phase(&args, &fake, &service).await;
+    }
     fivexx_phase(&args, &fake, &service).await?;
     if args.only_5xx {
         return Ok(());
