@@ -96,7 +96,9 @@ async fn request(
         .as_str()
         .ok_or("the service answered without an id")?
         .to_string();
-    eprintln!("waiting for a decision on approval {id} ({})", args.tool);
+    if exit_code(&approval).is_none() {
+        eprintln!("waiting for a decision on approval {id} ({})", args.tool);
+    }
     loop {
         if let Some(code) = exit_code(&approval) {
             return Ok((code, approval));
