@@ -40,6 +40,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The separate monitoring listener (`monitoring.bind`) and its port.
+    monitoring: Option<(Server, u16)>,
     actors: ActorSystem,
     accepting: Arc<AtomicBool>,
     stopping: tokio::sync::watch::Sender<bool>,
@@ -173,6 +175,7 @@ impl Application {
             started: Instant::now(),
         });
         let tokens = web::Data::new(Tokens::new(&settings.auth));
+        let monitoring = monitoring_server(&settings, &state)?;
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(http::request_context))
@@ -202,6 +205,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            monitoring,
             actors: system,
             accepting,
             stopping,
@@ -210,6 +214,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the separate monitoring listener, when `monitoring.bind` is set.
+    pub fn monitoring_port(&self) -> Option<u16> {
+        self.monitoring.as_ref().map(|(_, port)| *port)
     }
 
     pub fn handle(&self) -> ServerHandle {
@@ -221,12 +230,17 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
             server,
+            monitoring,
             actors,
             accepting,
             stopping,
             ..
         } = self;
         let handle = server.handle();
+        let monitoring_handle = monitoring.as_ref().map(|(server, _)| server.handle());
+        if let Some((monitoring, _)) = monitoring {
+            actix_rt::spawn(monitoring);
+        }
         actix_rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutdown requested: no longer accepting, draining in-flight requests");
@@ -234,6 +248,9 @@ impl Application {
             // Open long polls finish now with the approval's current state, so graceful stop
             // does not cut their bodies off.
             let _ = stopping.send(true);
+            if let Some(monitoring) = monitoring_handle {
+                monitoring.stop(true).await;
+            }
             handle.stop(true).await;
         });
         let result = server.await;
@@ -242,6 +259,42 @@ impl Application {
         tracing::info!("approval-gate stopped; store flushed");
         result
     }
+}
+
+/// The separate monitoring listener, if `monitoring.bind` asks for one.
+fn monitoring_server(
+    settings: &Settings,
+    state: &web::Data<AppState>,
+) -> Result<Option<(Server, u16)>, StartupError> {
+    let bind = settings.monitoring.bind.trim();
+    if bind.is_empty() {
+        return Ok(None);
+    }
+    let addr = settings::validate::bind_address(bind)?;
+    let error = |source| StartupError::Bind {
+        bind: bind.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(error)?;
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(addr.port());
+    let state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(http::request_context))
+            .configure(http::configure_monitoring(state.clone()))
+            .default_service(web::to(http::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)
+    .map_err(error)?
+    .run();
+    tracing::info!(%addr, port, "monitoring listening (health, metrics, diagnostics; no token)");
+    Ok(Some((server, port)))
 }
 
 async fn shutdown_signal() {

@@ -131,9 +131,21 @@ impl Drop for WaiterGuard {
     }
 }
 
+/// Another agent's approval answers exactly like a missing one, so ids do not leak existence.
+fn visible(caller: &Caller, approval: &Approval) -> Result<(), ApiError> {
+    if caller.sees(&approval.requested_by) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no approval with id {}",
+            approval.id
+        )))
+    }
+}
+
 async fn get(
     state: web::Data<AppState>,
-    _caller: Caller,
+    caller: Caller,
     id: web::Path<String>,
     query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -150,10 +162,12 @@ async fn get(
     let registry = &state.actors.registry;
     if wait.is_zero() {
         let approval = registry.send(Get(id)).await??;
+        visible(&caller, &approval)?;
         return Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)));
     }
     let ticket = match registry.send(Wait(id)).await?? {
         WaitReply::Ready(approval) => {
+            visible(&caller, &approval)?;
             return Ok(HttpResponse::Ok().json(ApprovalView::from(approval.as_ref())));
         }
         WaitReply::Pending(ticket) => ticket,
@@ -162,6 +176,8 @@ async fn get(
         registry: registry.clone(),
         unwait: Some(ticket.cancel_message()),
     };
+    // Checked after the guard exists, so a refused wait still frees its waiter.
+    visible(&caller, &ticket.current)?;
     let registry = registry.clone();
     let mut stopping = state.stopping.clone();
     let outcome = async move {
@@ -386,11 +402,7 @@ async fn cancel(
     let id = parse_id(&id)?;
     let registry = &state.actors.registry;
     let current = registry.send(Get(id)).await??;
-    if current.requested_by != caller.name {
-        return Err(ApiError::Forbidden(
-            "an agent may cancel only its own approval requests",
-        ));
-    }
+    visible(&caller, &current)?;
     let decision = Decision {
         outcome: Outcome::Cancel,
         actor: Actor::Agent(caller.name),

@@ -65,6 +65,15 @@ impl Caller {
     fn may(&self, role: Role) -> bool {
         self.role.is_none_or(|r| r == role)
     }
+
+    /// Whether this caller may see an approval requested by `requested_by`: operators (and
+    /// everyone in open mode) see all; an agent token sees only what it created.
+    pub fn sees(&self, requested_by: &str) -> bool {
+        match self.role {
+            None | Some(Role::Operator) => true,
+            Some(Role::Agent) => self.name == requested_by,
+        }
+    }
 }
 
 fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
@@ -142,3 +151,32 @@ impl FromRequest for OperatorCaller {
         }))
     }
 }
+
+/// Access to metrics and diagnostics: anyone, unless `monitoring.require_auth` asks for an
+/// operator token. (On the separate `monitoring.bind` listener no token is asked.)
+pub struct MonitoringAccess;
+
+impl FromRequest for MonitoringAccess {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let open = req
+            .app_data::<web::Data<MonitoringOpen>>()
+            .is_some_and(|open| open.0);
+        if open {
+            return ready(Ok(MonitoringAccess));
+        }
+        let required = req
+            .app_data::<web::Data<super::AppState>>()
+            .is_some_and(|state| state.settings.monitoring.require_auth);
+        if !required {
+            return ready(Ok(MonitoringAccess));
+        }
+        let caller = OperatorCaller::from_request(req, payload).into_inner();
+        ready(caller.map(|_| MonitoringAccess))
+    }
+}
+
+/// Marks the separate monitoring listener, where no token is asked.
+pub struct MonitoringOpen(pub bool);

@@ -8,24 +8,32 @@ use approval_gate_actors::telegram::gateway::BreakerStatus;
 use serde_json::json;
 
 use super::AppState;
-use super::auth::OperatorCaller;
+use super::auth::{MonitoringAccess, OperatorCaller};
 use super::error::ApiError;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// The read-only views (main listener, or the separate monitoring listener).
+pub fn views(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/diagnostics/database", web::get().to(database))
         .route("/api/diagnostics/metrics", web::get().to(metrics_summary))
         .route(
             "/api/diagnostics/circuit-breaker",
             web::get().to(circuit_breaker),
-        )
-        .route("/api/debug/actors/{name}/crash", web::post().to(crash))
+        );
+}
+
+/// Fault injection (main listener only, operator token, `debug.fault_injection`).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/debug/actors/{name}/crash", web::post().to(crash))
         .route(
             "/api/debug/store/fail-commits",
             web::post().to(fail_commits),
         );
 }
 
-async fn database(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn database(
+    state: web::Data<AppState>,
+    _access: MonitoringAccess,
+) -> Result<HttpResponse, ApiError> {
     let stats = state.actors.registry.send(Stats).await?;
     let last_flush = (stats.store.last_flush_ms > 0)
         .then(|| approval_gate_actors::store::millis(stats.store.last_flush_ms).to_rfc3339());
@@ -42,7 +50,10 @@ async fn database(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
     })))
 }
 
-async fn circuit_breaker(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn circuit_breaker(
+    state: web::Data<AppState>,
+    _access: MonitoringAccess,
+) -> Result<HttpResponse, ApiError> {
     let Some(gateway) = &state.actors.telegram else {
         return Ok(HttpResponse::Ok().json(json!({ "enabled": false })));
     };
@@ -52,7 +63,10 @@ async fn circuit_breaker(state: web::Data<AppState>) -> Result<HttpResponse, Api
     Ok(HttpResponse::Ok().json(body))
 }
 
-async fn metrics_summary(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn metrics_summary(
+    state: web::Data<AppState>,
+    _access: MonitoringAccess,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.actors.metrics.send(Summary).await?))
 }
 

@@ -6,7 +6,10 @@ use approval_gate_actors::metrics::Gather;
 use super::AppState;
 use super::error::ApiError;
 
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(
+    state: web::Data<AppState>,
+    _access: super::auth::MonitoringAccess,
+) -> Result<HttpResponse, ApiError> {
     let text = state.actors.metrics.send(Gather).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -59,6 +59,7 @@ pub fn configure(
         let limit = state.settings.server.max_body_bytes;
         let metrics_enabled = state.settings.monitoring.metrics_enabled;
         let metrics_path = state.settings.monitoring.metrics_path.clone();
+        let separate_monitoring = !state.settings.monitoring.bind.trim().is_empty();
         cfg.app_data(state)
             .app_data(tokens)
             .app_data(
@@ -82,6 +83,25 @@ pub fn configure(
             .configure(hooks::routes)
             .configure(health::routes)
             .configure(diagnostics::routes);
+        if !separate_monitoring {
+            cfg.configure(diagnostics::views);
+            if metrics_enabled {
+                cfg.route(&metrics_path, web::get().to(metrics::metrics));
+            }
+        }
+    }
+}
+
+/// The separate monitoring listener (`monitoring.bind`): health, metrics and diagnostics, no
+/// token asked. Nothing here changes state.
+pub fn configure_monitoring(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let metrics_enabled = state.settings.monitoring.metrics_enabled;
+        let metrics_path = state.settings.monitoring.metrics_path.clone();
+        cfg.app_data(state)
+            .app_data(web::Data::new(auth::MonitoringOpen(true)))
+            .configure(health::routes)
+            .configure(diagnostics::views);
         if metrics_enabled {
             cfg.route(&metrics_path, web::get().to(metrics::metrics));
         }

@@ -277,6 +277,13 @@ pub struct MonitoringSettings {
     pub metrics_enabled: bool,
     pub metrics_path: String,
     pub request_logging: bool,
+    /// Metrics and `/api/diagnostics/*` need the operator token on the main listener.
+    #[serde(default)]
+    pub require_auth: bool,
+    /// Serve metrics, diagnostics and health on this separate address (no token), and not on
+    /// the main listener. Empty: everything on `server.bind`.
+    #[serde(default)]
+    pub bind: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

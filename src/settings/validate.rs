@@ -67,6 +67,24 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
     validate_telegram(s)?;
     validate_breaker(s)?;
     validate_agents(s)?;
+    if !s.monitoring.bind.trim().is_empty() {
+        let monitoring = bind_address(&s.monitoring.bind).map_err(|_| {
+            invalid(
+                "monitoring.bind",
+                &s.monitoring.bind,
+                "must be empty or HOST:PORT like 127.0.0.1:9284",
+            )
+        })?;
+        if monitoring.port() != 0
+            && bind_address(&s.server.bind).is_ok_and(|main| main == monitoring)
+        {
+            return Err(invalid(
+                "monitoring.bind",
+                &s.monitoring.bind,
+                "must differ from server.bind",
+            ));
+        }
+    }
     if !s.monitoring.metrics_path.starts_with('/') {
         return Err(invalid(
             "monitoring.metrics_path",

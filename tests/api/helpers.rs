@@ -69,6 +69,8 @@ pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> BTreeMap<String, Stri
 
 pub struct TestApp {
     pub address: String,
+    /// The separate monitoring listener, when `monitoring.bind` is set.
+    pub monitoring: Option<String>,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
     handle: ServerHandle,
@@ -106,10 +108,14 @@ async fn spawn_app_configured(
     .expect("test settings are valid");
     let app = Application::build(settings).expect("application starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let monitoring = app
+        .monitoring_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let handle = app.handle();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        monitoring,
         dir,
         client: client(),
         handle,

@@ -14,6 +14,7 @@ mod lifecycle;
 mod long_poll;
 mod observability;
 mod reliability;
+mod security;
 mod supervision;
 mod telegram;
 mod telegram_outage;

@@ -1,0 +1,132 @@
+//! Security boundaries through the public API: who sees what, monitoring behind auth, limits
+//! on hostile input and on floods, secrets given as hashes.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn as_other_agent(app: &TestApp, method: Method, path: &str) -> (StatusCode, Value) {
+    let response = app
+        .request(method, path, Some(OTHER_AGENT_TOKEN))
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn an_agent_sees_waits_on_and_cancels_only_its_own_approvals() {
+    let app = spawn_app().await;
+    let id = app.create_id(&new_approval()).await;
+    let missing = ulid::Ulid::new().to_string();
+    let (_, not_there) =
+        as_other_agent(&app, Method::GET, &format!("/api/approvals/{missing}")).await;
+    for path in [
+        format!("/api/approvals/{id}"),
+        format!("/api/approvals/{id}?wait=5s"),
+    ] {
+        let (status, body) = as_other_agent(&app, Method::GET, &path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            body["error"], not_there["error"],
+            "same answer as a missing id"
+        );
+        assert!(
+            !body.to_string().contains("rm -rf"),
+            "no tool_input leaks: {body}"
+        );
+    }
+    let (status, _) = as_other_agent(&app, Method::DELETE, &format!("/api/approvals/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The refused wait left no waiter behind.
+    eventually(Duration::from_secs(5), "no waiters", || async {
+        (metric(&app.metrics().await, "approval_gate_waiters") == Some(0.0)).then_some(())
+    })
+    .await;
+    // Its owner and the operators still see it, pending.
+    assert_eq!(app.get(&id, None).await.status(), StatusCode::OK);
+    let operator = app
+        .request(
+            Method::GET,
+            &format!("/api/approvals/{id}"),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body: Value = operator.json().await.unwrap();
+    assert_eq!(body["status"], "pending");
+    let _ = json!({});
+}
+
+#[actix_web::test]
+async fn monitoring_can_require_the_operator_token() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__MONITORING__REQUIRE_AUTH", "true")]).await;
+    for path in [
+        "/metrics",
+        "/api/diagnostics/database",
+        "/api/diagnostics/metrics",
+        "/api/diagnostics/circuit-breaker",
+    ] {
+        let anonymous = app.request(Method::GET, path, None).send().await.unwrap();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let agent = app
+            .request(Method::GET, path, Some(AGENT_TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(agent.status(), StatusCode::FORBIDDEN, "{path}");
+        let operator = app
+            .request(Method::GET, path, Some(OPERATOR_TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(operator.status(), StatusCode::OK, "{path}");
+    }
+    // Probes stay open.
+    let ready = app
+        .request(Method::GET, "/health/ready", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn monitoring_can_live_on_its_own_loopback_listener() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__MONITORING__BIND", "127.0.0.1:0")]).await;
+    let monitoring = app.monitoring.clone().expect("a monitoring listener");
+    let http = client();
+    let metrics = http
+        .get(format!("{monitoring}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(metrics.text().await.unwrap().contains("approval_gate_"));
+    for path in ["/api/diagnostics/database", "/health/ready"] {
+        let response = http
+            .get(format!("{monitoring}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    // The monitoring listener serves nothing else, and the main one no longer serves metrics.
+    let api = http
+        .get(format!("{monitoring}/api/approvals"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    let main = app
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(main.status(), StatusCode::NOT_FOUND);
+}
