@@ -156,6 +156,10 @@ impl Application {
                     )?,
                 ),
                 max_grant: settings.agents.max_grant,
+                input_limits: approval_gate_actors::domain::InputLimits {
+                    max_depth: settings.server.max_input_depth,
+                    max_bytes: settings.server.max_tool_input_bytes,
+                },
             },
             check_interval: settings.approval_timeout.check_interval,
             fallback: chain_settings(&settings),

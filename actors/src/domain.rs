@@ -218,10 +218,78 @@ pub const MAX_REASON: usize = 4096;
 pub struct ValidationError {
     pub field: &'static str,
     pub problem: String,
+    /// The stable error code clients see (`invalid_request`, `tool_input_too_deep`, ...).
+    pub code: &'static str,
+}
+
+/// Bounds on what an agent may make the gate store and show: nesting depth and size of
+/// `tool_input` (configurable: `server.max_input_depth`, `server.max_tool_input_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    pub max_depth: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 64,
+            max_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// How deeply arrays and objects nest in JSON text (0 for a scalar). A linear scan that skips
+/// strings, so a hostile 100,000-deep input costs no recursion.
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 impl NewApproval {
-    pub fn validate(&self) -> Result<(), ValidationError> {
+    pub fn validate(&self, limits: &InputLimits) -> Result<(), ValidationError> {
+        if self.tool_input.len() > limits.max_bytes {
+            return Err(ValidationError {
+                field: "tool_input",
+                problem: format!(
+                    "is {} bytes long; at most {} are allowed (server.max_tool_input_bytes)",
+                    self.tool_input.len(),
+                    limits.max_bytes
+                ),
+                code: "tool_input_too_large",
+            });
+        }
+        let depth = json_depth(&self.tool_input);
+        if depth > limits.max_depth {
+            return Err(ValidationError {
+                field: "tool_input",
+                problem: format!(
+                    "nests {depth} levels deep; at most {} are allowed (server.max_input_depth)",
+                    limits.max_depth
+                ),
+                code: "tool_input_too_deep",
+            });
+        }
         required("session_id", &self.session_id)?;
         required("tool_name", &self.tool_name)?;
         bounded("session_id", &self.session_id, MAX_SHORT_FIELD)?;
@@ -245,6 +313,7 @@ fn required(field: &'static str, value: &str) -> Result<(), ValidationError> {
         return Err(ValidationError {
             field,
             problem: "must not be empty".into(),
+            code: "invalid_request",
         });
     }
     Ok(())
@@ -255,6 +324,7 @@ fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), Validatio
         return Err(ValidationError {
             field,
             problem: format!("is {} bytes long; at most {max} are allowed", value.len()),
+            code: "invalid_request",
         });
     }
     Ok(())
@@ -414,6 +484,14 @@ mod tests {
     }
 
     #[test]
+    fn json_depth_skips_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"{"a":[1,{"b":"[[[["}]}"#), 3);
+        assert_eq!(json_depth(r#"["\\\"[["]"#), 1);
+        assert_eq!(json_depth(&"[".repeat(5000)), 5000);
+    }
+
+    #[test]
     fn status_round_trips_through_its_name() {
         for status in Status::ALL {
             assert_eq!(status.as_str().parse::<Status>(), Ok(status));
@@ -435,9 +513,15 @@ mod tests {
             max_timeout: None,
             idempotent_while_pending: false,
         };
-        assert_eq!(new.validate().map_err(|e| e.field), Err("session_id"));
+        assert_eq!(
+            new.validate(&InputLimits::default()).map_err(|e| e.field),
+            Err("session_id")
+        );
         new.session_id = "s".into();
         new.reason = Some("x".repeat(MAX_REASON + 1));
-        assert_eq!(new.validate().map_err(|e| e.field), Err("reason"));
+        assert_eq!(
+            new.validate(&InputLimits::default()).map_err(|e| e.field),
+            Err("reason")
+        );
     }
 }

@@ -25,3 +25,4 @@ pub mod supervision;
 pub mod sweeper;
 pub mod system;
 pub mod telegram;
+pub mod text;

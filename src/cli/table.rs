@@ -177,26 +177,12 @@ pub fn truncate(s: &str, max: usize) -> String {
     out
 }
 
-/// Characters that could move the cursor, recolour or reorder what the operator reads.
-fn hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
-}
-
-fn escape(c: char) -> String {
-    format!("\\u{{{:x}}}", c as u32)
-}
-
 /// One line: whitespace controls become spaces, other hidden characters `\u{…}` escapes.
 pub fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '\n' | '\r' | '\t' => " ".to_string(),
-            c if hidden(c) => escape(c),
-            c => c.to_string(),
-        })
-        .collect()
+    approval_gate_actors::text::line(s)
 }
+
+use approval_gate_actors::text::hidden;
 
 /// Like [`clean`] but keeps line breaks (reasons and comments may be paragraphs).
 fn multiline(s: &str) -> String {

@@ -28,6 +28,9 @@ pub enum ApiError {
     InvalidQuery(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// A field the agent sent breaks a limit; `code` names which (stable).
+    #[error("{message}")]
+    InvalidInput { code: &'static str, message: String },
     #[error("timeout {requested} is outside the allowed range {min} ..= {max}")]
     TimeoutOutOfRange {
         requested: String,
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::Unprocessable(_) => "invalid_request",
+            ApiError::InvalidInput { code, .. } => code,
             ApiError::TimeoutOutOfRange { .. } => "timeout_out_of_range",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized => "unauthorized",
@@ -72,9 +76,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::InvalidJson(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unprocessable(_) | ApiError::TimeoutOutOfRange { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Unprocessable(_)
+            | ApiError::InvalidInput { .. }
+            | ApiError::TimeoutOutOfRange { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -114,7 +118,10 @@ impl From<RegistryError> for ApiError {
         match error {
             RegistryError::NotFound(id) => ApiError::NotFound(format!("no approval with id {id}")),
             RegistryError::Conflict(approval) => ApiError::Conflict(approval),
-            RegistryError::Invalid(error) => ApiError::Unprocessable(error.to_string()),
+            RegistryError::Invalid(error) => ApiError::InvalidInput {
+                code: error.code,
+                message: error.to_string(),
+            },
             RegistryError::TooManyWaiters { limit } => ApiError::TooManyWaiters { limit },
             RegistryError::Store(message) => {
                 tracing::error!(%message, "store failure");

@@ -225,6 +225,10 @@ pub struct ServerSettings {
     pub workers: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Deepest nesting of arrays and objects accepted in `tool_input`.
+    pub max_input_depth: usize,
+    /// Largest `tool_input` accepted (bytes of JSON text).
+    pub max_tool_input_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

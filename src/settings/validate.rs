@@ -153,6 +153,13 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
         16 * MIB,
     )?;
     duration_in("server.max_wait", server.max_wait, secs(1), secs(3600))?;
+    in_range("server.max_input_depth", server.max_input_depth, 1, 1024)?;
+    in_range(
+        "server.max_tool_input_bytes",
+        server.max_tool_input_bytes,
+        16,
+        server.max_body_bytes,
+    )?;
     in_range("server.max_waiters", server.max_waiters, 1, 1_000_000)?;
     duration_in(
         "server.long_poll_heartbeat",

@@ -130,3 +130,53 @@ async fn monitoring_can_live_on_its_own_loopback_listener() {
         .unwrap();
     assert_eq!(main.status(), StatusCode::NOT_FOUND);
 }
+
+#[actix_web::test]
+async fn hostile_tool_input_is_refused_with_a_stable_code() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__SERVER__MAX_TOOL_INPUT_BYTES", "16384")]).await;
+    let body =
+        |input: &str| format!(r#"{{"session_id":"s","tool_name":"Bash","tool_input":{input}}}"#);
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let at_limit = format!("{}{}", "[".repeat(64), "]".repeat(64));
+    let too_deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+    let large = format!(r#"{{"command":"{}"}}"#, "x".repeat(20_000));
+    for (input, status, code) in [
+        (
+            deep.as_str(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("tool_input_too_deep"),
+        ),
+        (
+            too_deep.as_str(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("tool_input_too_deep"),
+        ),
+        (
+            large.as_str(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("tool_input_too_large"),
+        ),
+        (at_limit.as_str(), StatusCode::CREATED, None),
+    ] {
+        let response = app
+            .request(Method::POST, "/api/approvals", Some(AGENT_TOKEN))
+            .header("content-type", "application/json")
+            .body(body(input))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            status,
+            "{}",
+            &input[..20.min(input.len())]
+        );
+        if let Some(code) = code {
+            let error: Value = response.json().await.unwrap();
+            assert_eq!(error["error"], code);
+        }
+    }
+    // Nothing refused was stored.
+    let page: Value = app.list("?status=pending").await.json().await.unwrap();
+    assert_eq!(page["approvals"].as_array().unwrap().len(), 1);
+}

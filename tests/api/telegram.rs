@@ -354,3 +354,23 @@ async fn allow_for_this_session_approves_and_grants_the_tool_in_that_session() {
     other["session_id"] = json!("another-session");
     assert_eq!(app.create_ok(&other).await["status"], "pending");
 }
+
+#[actix_web::test]
+async fn hidden_characters_an_agent_sends_are_made_visible_to_operators() {
+    let (fake, app) = setup().await;
+    let body = json!({
+        "session_id": "s\u{202E}1",
+        "tool_name": "Bash\u{200B}",
+        "tool_input": {"command": "echo ok\u{1b}[2J\u{202E}fr- mr"},
+        "reason": "tidy\r\nup",
+    });
+    let (_, message) = announced(&fake, &app, &body).await;
+    let text = &message.plain_text;
+    for raw in ['\u{202E}', '\u{200B}', '\u{1b}', '\r'] {
+        assert!(!text.contains(raw), "{raw:?} reached the operator: {text}");
+    }
+    assert!(
+        text.contains("\\u{202e}") && text.contains("\\u{1b}"),
+        "{text}"
+    );
+}

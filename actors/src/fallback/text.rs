@@ -2,21 +2,21 @@
 //! Telegram (the CLI and the REST call).
 
 use crate::notification::{Event, Notification, OperatorHints};
+use crate::text;
 
 pub fn email(notification: &Notification, hints: &OperatorHints) -> (String, String) {
     let a = &notification.approval;
+    // An agent wrote the tool name and session: one line each, hidden characters visible, so
+    // nothing can add a header or reorder what the operator reads.
+    let (tool, session) = (text::line(&a.tool_name), text::line(&a.session_id));
     let subject = match notification.event {
-        Event::Created => format!(
-            "[approval-gate] Approval needed: {} in session {}",
-            a.tool_name, a.session_id
-        ),
-        Event::Ended => format!(
-            "[approval-gate] {}: {} in session {}",
-            a.status, a.tool_name, a.session_id
-        ),
+        Event::Created => {
+            format!("[approval-gate] Approval needed: {tool} in session {session}")
+        }
+        Event::Ended => format!("[approval-gate] {}: {tool} in session {session}", a.status),
     };
     let mut body = String::new();
-    let mut line = |k: &str, v: &str| body.push_str(&format!("{k:<10} {v}\n"));
+    let mut line = |k: &str, v: &str| body.push_str(&format!("{k:<10} {}\n", text::block(v)));
     line("Approval:", &a.id.to_string());
     line("Status:", a.status.as_str());
     line("Tool:", &a.tool_name);
@@ -37,7 +37,7 @@ pub fn email(notification: &Notification, hints: &OperatorHints) -> (String, Str
     let pretty = serde_json::from_str::<serde_json::Value>(&a.tool_input)
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or_else(|_| a.tool_input.clone());
-    body.push_str(&pretty);
+    body.push_str(&text::block(&pretty));
     body.push('\n');
     if notification.is_pending() {
         body.push_str("\nTelegram may be unavailable. Decide from a terminal:\n  ");
@@ -47,4 +47,46 @@ pub fn email(notification: &Notification, hints: &OperatorHints) -> (String, Str
         body.push('\n');
     }
     (subject, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Approval, ApprovalId, NewApproval};
+
+    #[test]
+    fn an_agent_cannot_add_mail_headers_or_hide_text() {
+        let new = NewApproval {
+            session_id: "s\r\nBcc: attacker@example.com".into(),
+            tool_name: "Bash\u{202E}".into(),
+            tool_input: r#"{"command":"ls\u001b[2J"}"#.into(),
+            reason: Some("line one\nline two\u{200B}".into()),
+            agent: None,
+            requested_by: "ci".into(),
+            idempotency_key: None,
+            timeout: std::time::Duration::from_secs(60),
+            max_timeout: None,
+            idempotent_while_pending: false,
+        };
+        let approval = Approval::create(ApprovalId::new(), new, chrono::Utc::now());
+        let notification = Notification {
+            event: Event::Created,
+            approval,
+            request_id: None,
+        };
+        let hints = OperatorHints {
+            public_url: "http://127.0.0.1:5284".into(),
+        };
+        let (subject, body) = email(&notification, &hints);
+        assert!(
+            !subject.contains('\r') && !subject.contains('\n'),
+            "{subject:?}"
+        );
+        assert!(subject.contains("\\u{202e}"), "{subject:?}");
+        assert!(
+            !body.contains('\u{200B}') && !body.contains('\u{1b}'),
+            "{body:?}"
+        );
+        assert!(body.contains("line one\nline two"), "{body:?}");
+    }
 }

@@ -157,7 +157,7 @@ impl ApprovalRegistry {
         new: NewApproval,
         request_id: Option<&str>,
     ) -> Result<Result<Pending, Approval>, RegistryError> {
-        new.validate()?;
+        new.validate(&self.settings.input_limits)?;
         if let Some(key) = &new.idempotency_key
             && let Some(id) = self.store.find_idempotent(&new.requested_by, key)?
             && let Some(approval) = self.store.get(id)?

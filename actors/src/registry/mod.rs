@@ -47,6 +47,8 @@ pub struct RegistrySettings {
     pub policy: Arc<crate::policy::Policy>,
     /// The longest session grant an operator may give.
     pub max_grant: Duration,
+    /// Bounds on `tool_input` for every create (REST, hooks, MCP).
+    pub input_limits: crate::domain::InputLimits,
 }
 
 /// Which channels hear of each change, and how to wake their notifiers.

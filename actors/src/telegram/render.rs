@@ -14,6 +14,8 @@ use crate::domain::{Actor, Approval, Status};
 pub const MAX_MESSAGE: usize = 4096;
 const MAX_REASON: usize = 1000;
 const MAX_COMMENT: usize = 500;
+/// Tool, session and agent: short by validation, but hidden characters grow when made visible.
+const MAX_FIELD: usize = 300;
 const ELLIPSIS: &str = "…";
 
 /// HTML being built, with the length Telegram will count.
@@ -120,21 +122,28 @@ pub fn message_text(approval: &Approval) -> String {
     let mut text = Text::default();
     text.tagged("b", &headline(approval));
     if let (Some(by), Some(at)) = (&approval.decided_by, approval.decided_at) {
-        text.plain(&format!(" by {} at {}", who(by), time(at)));
+        let by = truncate(&crate::text::line(&who(by)), MAX_FIELD);
+        text.plain(&format!(" by {by} at {}", time(at)));
     }
     text.plain("\n\n");
-    text.field("Tool", &approval.tool_name);
-    text.field("Session", &approval.session_id);
+    // Everything below the headline but the times was written by an agent (or an operator):
+    // hidden characters are made visible before anything is measured or cut.
+    let one_line = |s: &str| truncate(&crate::text::line(s), MAX_FIELD);
+    text.field("Tool", &one_line(&approval.tool_name));
+    text.field("Session", &one_line(&approval.session_id));
     let agent = match &approval.agent {
         Some(label) => format!("{label} ({})", approval.requested_by),
         None => approval.requested_by.clone(),
     };
-    text.field("Agent", &agent);
+    text.field("Agent", &one_line(&agent));
     if let Some(reason) = &approval.reason {
-        text.field("Reason", &truncate(reason, MAX_REASON));
+        text.field("Reason", &truncate(&crate::text::block(reason), MAX_REASON));
     }
     if let Some(comment) = &approval.comment {
-        text.field("Comment", &truncate(comment, MAX_COMMENT));
+        text.field(
+            "Comment",
+            &truncate(&crate::text::block(comment), MAX_COMMENT),
+        );
     }
     if approval.status == Status::Pending {
         text.field("Expires", &time(approval.expires_at));
@@ -142,8 +151,10 @@ pub fn message_text(approval: &Approval) -> String {
     let footer = format!("\nid {}", approval.id);
     // What is left for the input, with room for the footer and the newline before the block.
     let budget = MAX_MESSAGE.saturating_sub(text.rendered + utf16_len(&footer) + 1);
-    text.plain("\n")
-        .tagged("pre", &truncate(&readable_input(approval), budget));
+    text.plain("\n").tagged(
+        "pre",
+        &truncate(&crate::text::block(&readable_input(approval)), budget),
+    );
     text.html
         .push_str(&format!("\n<i>{}</i>", escape(footer.trim_start())));
     text.rendered += utf16_len(&footer);
