@@ -21,5 +21,31 @@ fn main() -> ExitCode {
         Command::Hook(args) => hook::run(args),
         Command::Request(args) => request::run(args),
         Command::Mcp(args) => mcp::run(args),
+        Command::HashToken => hash_token(),
     }
+}
+
+/// `approval-gate hash-token`: the token on stdin (first line) as `sha256:<hex>`.
+fn hash_token() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("error: cannot read the token on stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let token = line.trim_end_matches(['\r', '\n']);
+    if token.len() < 16 {
+        eprintln!("error: a token must be at least 16 characters long");
+        return ExitCode::from(2);
+    }
+    let digest = approval_gate::settings::sha256(token.as_bytes());
+    println!(
+        "{}{}",
+        approval_gate::settings::TOKEN_HASH_PREFIX,
+        hex_lower(&digest)
+    );
+    ExitCode::SUCCESS
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -64,6 +64,9 @@ pub enum Command {
     /// Ask for an approval and wait: exit 0 approved, 1 rejected, 2 timed out or cancelled,
     /// 3 error. Token: APPROVAL_GATE_TOKEN.
     Request(request::RequestArgs),
+    /// Print `sha256:<hex>` for the token on stdin, to configure a token by its hash
+    /// (a leaked config file then leaks no token).
+    HashToken,
     /// A stdio MCP server with the `approval_prompt` tool for Claude Code's
     /// --permission-prompt-tool. Token: APPROVAL_GATE_TOKEN.
     Mcp(mcp::McpArgs),

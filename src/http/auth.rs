@@ -18,9 +18,11 @@ pub enum Role {
     Operator,
 }
 
-/// Configured tokens, held by the HTTP layer only.
+/// Configured tokens, held by the HTTP layer only, as SHA-256 digests: a token may be given in
+/// the configuration as `sha256:<hex>` (so a leaked config file leaks no token) or in plain,
+/// which is hashed at start. A presented token is hashed once and compared with every digest.
 pub struct Tokens {
-    entries: Vec<(Role, String, Vec<u8>)>,
+    entries: Vec<(Role, String, [u8; 32])>,
 }
 
 impl Tokens {
@@ -28,11 +30,11 @@ impl Tokens {
         let agents = auth
             .agent_tokens
             .iter()
-            .map(|(n, t)| (Role::Agent, n.clone(), t.as_bytes().to_vec()));
+            .map(|(n, t)| (Role::Agent, n.clone(), crate::settings::token_digest(t)));
         let operators = auth
             .operator_tokens
             .iter()
-            .map(|(n, t)| (Role::Operator, n.clone(), t.as_bytes().to_vec()));
+            .map(|(n, t)| (Role::Operator, n.clone(), crate::settings::token_digest(t)));
         Self {
             entries: agents.chain(operators).collect(),
         }
@@ -42,11 +44,12 @@ impl Tokens {
         self.entries.is_empty()
     }
 
-    /// Every configured token is compared, so timing does not reveal which one matched.
+    /// Every configured digest is compared, so timing does not reveal which one matched.
     fn identify(&self, presented: &[u8]) -> Option<(Role, String)> {
+        let presented = crate::settings::sha256(presented);
         let mut found = None;
-        for (role, name, token) in &self.entries {
-            if bool::from(token.as_slice().ct_eq(presented)) {
+        for (role, name, digest) in &self.entries {
+            if bool::from(digest.as_slice().ct_eq(presented.as_slice())) {
                 found = Some((*role, name.clone()));
             }
         }

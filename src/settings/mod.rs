@@ -12,6 +12,27 @@ use serde::{Deserialize, Serialize};
 
 pub use validate::validate;
 
+/// A token given as its hash: `sha256:` and 64 hex digits (`approval-gate hash-token`).
+pub const TOKEN_HASH_PREFIX: &str = "sha256:";
+
+/// The digest a configured token stands for: `sha256:<64 hex>` as given, anything else hashed.
+pub fn token_digest(configured: &str) -> [u8; 32] {
+    if let Some(hex) = configured.strip_prefix(TOKEN_HASH_PREFIX)
+        && let Ok(bytes) = hex::decode(hex.trim())
+        && let Ok(digest) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return digest;
+    }
+    sha256(configured.as_bytes())
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
 const EMBEDDED_DEVELOPMENT: &str = include_str!("../../config/development.toml");
 const EMBEDDED_PRODUCTION: &str = include_str!("../../config/production.toml");

@@ -253,14 +253,23 @@ fn validate_auth(s: &Settings) -> Result<(), SettingsError> {
         );
     let mut seen = std::collections::HashSet::new();
     for (key, name, token) in tokens {
-        if token.len() < 16 {
+        if let Some(hex) = token.strip_prefix(super::TOKEN_HASH_PREFIX) {
+            let hex = hex.trim();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    key,
+                    format!("{name} = sha256:***"),
+                    "a hashed token is sha256: followed by 64 hex digits (approval-gate hash-token)",
+                ));
+            }
+        } else if token.len() < 16 {
             return Err(invalid(
                 key,
                 format!("{name} = ***"),
                 "each token must be at least 16 characters long",
             ));
         }
-        if !seen.insert(token.as_str()) {
+        if !seen.insert(super::token_digest(token)) {
             return Err(invalid(
                 key,
                 format!("{name} = ***"),

@@ -310,6 +310,8 @@ pub struct ChildApp {
     pub child: Child,
     pub address: String,
     pub client: reqwest::Client,
+    /// Every line the child logged on stdout so far.
+    pub logs: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Api for ChildApp {
@@ -355,7 +357,12 @@ impl ChildApp {
 pub fn spawn_binary(dir: &Path, overrides: &[(&str, &str)]) -> ChildApp {
     let mut env = test_env(dir, overrides);
     env.insert("APPROVAL_GATE__LOGGING__FORMAT".into(), "json".into());
-    env.insert("APPROVAL_GATE__LOGGING__LEVEL".into(), "info".into());
+    if !overrides
+        .iter()
+        .any(|(k, _)| *k == "APPROVAL_GATE__LOGGING__LEVEL")
+    {
+        env.insert("APPROVAL_GATE__LOGGING__LEVEL".into(), "info".into());
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_approval-gate"))
         .arg("serve")
         .env_clear()
@@ -366,10 +373,16 @@ pub fn spawn_binary(dir: &Path, overrides: &[(&str, &str)]) -> ChildApp {
         .expect("spawn approval-gate");
     let stdout = child.stdout.take().expect("child stdout");
     let (tx, rx) = std::sync::mpsc::channel();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = std::sync::Arc::clone(&logs);
     std::thread::spawn(move || {
         let mut sent = false;
         // Keep draining so the child never blocks on a full pipe.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(mut logs) = kept.lock() {
+                logs.push_str(&line);
+                logs.push('\n');
+            }
             if !sent
                 && let Ok(value) = serde_json::from_str::<Value>(&line)
                 && value["fields"]["message"] == "approval-gate listening"
@@ -388,6 +401,7 @@ pub fn spawn_binary(dir: &Path, overrides: &[(&str, &str)]) -> ChildApp {
         child,
         address: format!("http://127.0.0.1:{port}"),
         client: client(),
+        logs,
     }
 }
 

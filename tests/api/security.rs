@@ -180,3 +180,121 @@ async fn hostile_tool_input_is_refused_with_a_stable_code() {
     let page: Value = app.list("?status=pending").await.json().await.unwrap();
     assert_eq!(page["approvals"].as_array().unwrap().len(), 1);
 }
+
+#[actix_web::test]
+async fn a_token_configured_by_its_hash_works_and_nothing_logs_a_secret() {
+    use crate::support::fake_telegram::{FakeTelegram, Fault};
+    let fake = FakeTelegram::start();
+    let dir = tempfile::tempdir().unwrap();
+    let operator_hash = "sha256:e4ba15bc7411be319ad18f683da1ff6968143f09f0fac67e517a5d6f526598c1";
+    let callback_secret = "callback-secret-0123456789-abcdefghijkl";
+    let smtp_password = "smtp-password-0123456789";
+    let telegram = telegram_env(&fake.url(), fake.token());
+    let mut overrides: Vec<(&str, &str)> = telegram
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    overrides.extend([
+        ("APPROVAL_GATE__AUTH__OPERATOR_TOKENS__ALICE", operator_hash),
+        ("APPROVAL_GATE__TELEGRAM__CALLBACK_SECRET", callback_secret),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__PASSWORD", smtp_password),
+        ("APPROVAL_GATE__LOGGING__LEVEL", "debug"),
+    ]);
+    let child = spawn_binary(dir.path(), &overrides);
+    // The hash is the configured value; the plain token (its preimage) is what operators send.
+    let id = child.create_id(&new_approval()).await;
+    fake.wait_until(Duration::from_secs(10), "the message", |f| {
+        !f.messages().is_empty()
+    })
+    .await;
+    let decided = child
+        .request(
+            Method::POST,
+            &format!("/api/approvals/{id}/decision"),
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), StatusCode::OK);
+    let refused = child
+        .request(
+            Method::POST,
+            &format!("/api/approvals/{id}/decision"),
+            Some(operator_hash),
+        )
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::UNAUTHORIZED,
+        "the hash itself is not a token"
+    );
+    // Make the Bot API fail in every way it can, so error paths log too.
+    fake.set_down(Some(Fault::Status(502)), true);
+    child.create_id(&new_approval()).await;
+    let bad = child
+        .request(
+            Method::GET,
+            "/api/approvals",
+            Some("wrong-token-0123456789"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    eventually(
+        Duration::from_secs(10),
+        "a logged Telegram failure",
+        || async {
+            child
+                .logs
+                .lock()
+                .unwrap()
+                .contains("telegram")
+                .then_some(())
+        },
+    )
+    .await;
+    fake.set_down(Some(Fault::DropConnection), true);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let logs = child.logs.lock().unwrap().clone();
+    assert!(logs.lines().count() > 10, "the child logged: {logs}");
+    for secret in [
+        AGENT_TOKEN,
+        OPERATOR_TOKEN,
+        OTHER_AGENT_TOKEN,
+        fake.token(),
+        callback_secret,
+        smtp_password,
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "a secret reached the logs: {secret}"
+        );
+    }
+    // check-config names tokens but never shows them.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_approval-gate"))
+        .arg("check-config")
+        .env_clear()
+        .envs(test_env(dir.path(), &overrides))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(shown.contains("alice"), "{shown}");
+    for secret in [
+        AGENT_TOKEN,
+        operator_hash,
+        fake.token(),
+        callback_secret,
+        smtp_password,
+    ] {
+        assert!(
+            !shown.contains(secret),
+            "check-config showed a secret: {shown}"
+        );
+    }
+}
