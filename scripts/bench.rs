@@ -54,6 +54,9 @@ const CREATE_BODY: &str = r#"{"session_id":"bench-session","tool_name":"Bash","t
 const MAX_CONSECUTIVE_FAILURES: usize = 10;
 /// Names of the two services (their stores, logs and notification files).
 const THROUGHPUT: &str = "throughput";
+/// The throughput service again with every rate limit on (quotas far above the load, so the
+/// limiters run on every request but never refuse): the cost of rate limiting.
+const LIMITED: &str = "limited";
 const PENDING: &str = "pending";
 /// The "300 MB", read as decimal megabytes (the stricter reading).
 const RSS_TARGET_BYTES: u64 = 300_000_000;
@@ -97,6 +100,9 @@ struct Args {
     /// fdatasync group commit behind the same actix-web setup, measured in the same run.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Also measure creates with rate limits on (same run), to report their added latency.
+    #[arg(long)]
+    rate_limits: bool,
     /// `fallback.order` of the service (the default config's channels).
     #[arg(long, default_value = "console,file")]
     fallback_order: String,
@@ -207,6 +213,26 @@ impl Bench<'_> {
             }
             Err(error) => println!("  {error}; killed it"),
         }
+        if self.args.rate_limits {
+            let service = self.spawn(LIMITED)?;
+            service.wait_ready(Duration::from_secs(30)).await?;
+            step("the same creates with rate limits on (never refusing)");
+            let limited = self.creates(&service).await?;
+            if let Err(error) = service.stop(Duration::from_secs(300)).await {
+                println!("  {error}; killed it");
+            }
+            println!(
+                "  rate limits off → on: {:.0}/s → {:.0}/s; p50 {} → {}; p99 {} → {}; CPU {:.0} → {:.0} µs/create",
+                creates.per_second,
+                limited.per_second,
+                ms(creates.latency.p50),
+                ms(limited.latency.p50),
+                ms(creates.latency.p99),
+                ms(limited.latency.p99),
+                creates.service_cpu.as_secs_f64() * 1e6 / creates.ok.max(1) as f64,
+                limited.service_cpu.as_secs_f64() * 1e6 / limited.ok.max(1) as f64,
+            );
+        }
 
         let service = self.spawn(PENDING)?;
         service.wait_ready(Duration::from_secs(30)).await?;
@@ -274,6 +300,23 @@ impl Bench<'_> {
             ),
         ]);
         let mut env = env;
+        // Limits off, except on the service that measures them (quotas no load here reaches).
+        let (rate, cap) = if name == LIMITED {
+            ("1000000", "1000000")
+        } else {
+            ("0", "0")
+        };
+        env.extend([
+            (
+                "APPROVAL_GATE__LIMITS__CREATES_PER_SECOND",
+                rate.to_string(),
+            ),
+            ("APPROVAL_GATE__LIMITS__CREATE_BURST", rate.to_string()),
+            (
+                "APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT",
+                cap.to_string(),
+            ),
+        ]);
         if name == THROUGHPUT
             && let Some(fake) = &self.telegram
         {

@@ -121,6 +121,8 @@ impl Service {
                 OPERATOR_TOKEN.into(),
             ),
             ("APPROVAL_GATE__LOGGING__LEVEL", "error".into()),
+            ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0".into()),
+            ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0".into()),
             ("APPROVAL_GATE__SERVER__MAX_WAITERS", "5000".into()),
             ("APPROVAL_GATE__TELEGRAM__ENABLED", "true".into()),
             ("APPROVAL_GATE__TELEGRAM__BOT_TOKEN", fake.token().into()),

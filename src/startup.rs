@@ -156,6 +156,7 @@ impl Application {
                     )?,
                 ),
                 max_grant: settings.agents.max_grant,
+                max_pending_per_agent: settings.limits.max_pending_per_agent,
                 input_limits: approval_gate_actors::domain::InputLimits {
                     max_depth: settings.server.max_input_depth,
                     max_bytes: settings.server.max_tool_input_bytes,
@@ -177,6 +178,7 @@ impl Application {
             accepting: Arc::clone(&accepting),
             stopping: stopping_rx,
             started: Instant::now(),
+            limits: Arc::new(http::Limits::new(&settings.limits)),
         });
         let tokens = web::Data::new(Tokens::new(&settings.auth));
         let monitoring = monitoring_server(&settings, &state)?;

@@ -43,7 +43,23 @@ pub enum Metric {
         outcome: &'static str,
     },
     Telegram(TelegramMetric),
+    /// A refused attempt; `reason` is one of [`REFUSAL_REASONS`].
+    Refused {
+        reason: &'static str,
+    },
 }
+
+/// The closed set of `approval_gate_refused_total{reason}` labels, all present from the start.
+pub const REFUSAL_REASONS: [&str; 8] = [
+    "bad_token",
+    "wrong_role",
+    "auth_blocked",
+    "rate_limited_create",
+    "rate_limited_decision",
+    "too_many_pending",
+    "unauthorised_tap",
+    "webhook_secret",
+];
 
 #[derive(Debug, Clone)]
 pub enum TelegramMetric {
@@ -101,6 +117,7 @@ struct Families {
     tg_breaker_transitions: IntCounterVec,
     tg_outbox: IntGauge,
     tg_unauthorised: IntCounter,
+    refused: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -266,6 +283,18 @@ impl Families {
                 )
                 .expect("valid metric"),
             ),
+            refused: {
+                let refused = counter_vec(
+                    r,
+                    "approval_gate_refused_total",
+                    "Refused attempts by reason (bad or wrong token, rate limits, taps, webhook secret)",
+                    &["reason"],
+                );
+                for reason in REFUSAL_REASONS {
+                    refused.with_label_values(&[reason]);
+                }
+                refused
+            },
         }
     }
 }
@@ -313,6 +342,7 @@ impl MetricsCollector {
                 m.fallback.with_label_values(&[channel, outcome]).inc()
             }
             Metric::Telegram(t) => self.observe_telegram(t),
+            Metric::Refused { reason } => m.refused.with_label_values(&[reason]).inc(),
         }
     }
 
@@ -334,7 +364,10 @@ impl MetricsCollector {
                 m.tg_breaker_transitions.with_label_values(&[to]).inc()
             }
             TelegramMetric::OutboxSize(n) => m.tg_outbox.set(n),
-            TelegramMetric::UnauthorisedTap => m.tg_unauthorised.inc(),
+            TelegramMetric::UnauthorisedTap => {
+                m.tg_unauthorised.inc();
+                m.refused.with_label_values(&["unauthorised_tap"]).inc();
+            }
         }
     }
 

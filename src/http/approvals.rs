@@ -77,6 +77,7 @@ async fn create(
     request_id: RequestId,
     body: web::Json<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
+    state.limits.create(&caller.name)?;
     let body = body.into_inner();
     let timeout = request_timeout(&state, body.timeout.as_deref())?;
     let new = NewApproval {
@@ -365,6 +366,7 @@ async fn decide(
     id: web::Path<String>,
     body: web::Json<DecisionBody>,
 ) -> Result<HttpResponse, ApiError> {
+    state.limits.decision(&caller.name)?;
     let id = parse_id(&id)?;
     let body = body.into_inner();
     let (outcome, grant_for) = match body.decision {

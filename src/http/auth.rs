@@ -89,6 +89,24 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
             role: None,
         });
     }
+    let limits = req
+        .app_data::<web::Data<super::AppState>>()
+        .map(|state| std::sync::Arc::clone(&state.limits));
+    let source = req.peer_addr().map(|a| a.ip());
+    if let Some(limits) = &limits {
+        limits.blocked(source)?;
+    }
+    let identified = identify(req, tokens);
+    if identified.is_err()
+        && let Some(limits) = &limits
+        && let Some(blocked) = limits.failed_auth(source)
+    {
+        return Err(blocked);
+    }
+    identified
+}
+
+fn identify(req: &HttpRequest, tokens: &Tokens) -> Result<Caller, ApiError> {
     let presented = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)

@@ -67,7 +67,21 @@ pub async fn request_context(
         .unwrap_or_else(|| "unmatched".to_string());
     let status = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
+    let refusal = response
+        .response()
+        .extensions()
+        .get::<super::error::Refusal>()
+        .copied();
     if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+        if let Some(super::error::Refusal(reason)) = refusal {
+            let source = response
+                .request()
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|| "-".into());
+            span.in_scope(|| tracing::warn!(%route, status, reason, %source, "request refused"));
+            state.actors.metrics.do_send(Metric::Refused { reason });
+        }
         if state.settings.monitoring.request_logging {
             span.in_scope(
                 || tracing::info!(%route, status, latency_ms = seconds * 1000.0, "http request"),

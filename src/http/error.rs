@@ -51,6 +51,14 @@ pub enum ApiError {
     TooManyWaiters { limit: usize },
     #[error("{0}")]
     Unavailable(String),
+    #[error("too many requests ({limit}); retry after {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// The refusal reason (`rate_limited_create`, `auth_blocked`, ...), a metric label.
+        limit: &'static str,
+        retry_after: std::time::Duration,
+    },
+    #[error("this agent already has {limit} pending approvals (limits.max_pending_per_agent)")]
+    TooManyPending { limit: u64 },
 }
 
 impl ApiError {
@@ -67,6 +75,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "already_decided",
             ApiError::TooManyWaiters { .. } => "too_many_waiters",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyPending { .. } => "too_many_pending",
             ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -84,7 +94,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooManyWaiters { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyWaiters { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -99,6 +111,10 @@ impl ResponseError for ApiError {
             },
         };
         let mut response = HttpResponse::build(self.status_code());
+        if let Some(reason) = self.refusal() {
+            // Read by the request middleware, which logs the refusal with its source and counts it.
+            response.extensions_mut().insert(Refusal(reason));
+        }
         match self {
             ApiError::Unauthorized => {
                 response
@@ -107,9 +123,33 @@ impl ResponseError for ApiError {
             ApiError::TooManyWaiters { .. } | ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
+            ApiError::RateLimited { retry_after, .. } => {
+                // Whole seconds, rounded up: retrying at the advertised time must succeed.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));
+            }
+            ApiError::TooManyPending { .. } => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("5")));
+            }
             _ => {}
         }
         response.json(body)
+    }
+}
+
+/// A refused attempt, as a `approval_gate_refused_total{reason}` label.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal(pub &'static str);
+
+impl ApiError {
+    fn refusal(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Unauthorized => Some("bad_token"),
+            ApiError::Forbidden(_) => Some("wrong_role"),
+            ApiError::RateLimited { limit, .. } => Some(limit),
+            ApiError::TooManyPending { .. } => Some("too_many_pending"),
+            _ => None,
+        }
     }
 }
 
@@ -123,6 +163,7 @@ impl From<RegistryError> for ApiError {
                 message: error.to_string(),
             },
             RegistryError::TooManyWaiters { limit } => ApiError::TooManyWaiters { limit },
+            RegistryError::TooManyPending { limit } => ApiError::TooManyPending { limit },
             RegistryError::Store(message) => {
                 tracing::error!(%message, "store failure");
                 ApiError::Unavailable("the approval store is unavailable; retry shortly".into())

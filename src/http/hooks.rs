@@ -68,6 +68,7 @@ async fn hook(
     let caller = match caller {
         Ok(AgentCaller(caller)) => caller,
         Err(error) => {
+            refused(&state, &error);
             return deny(
                 event,
                 format!(
@@ -84,6 +85,13 @@ async fn hook(
         Ok(input) => input,
         Err(reason) => return deny(event, reason),
     };
+    if let Err(limited) = state.limits.create(&caller.name) {
+        refused(&state, &limited);
+        return deny(
+            event,
+            format!("approval-gate refused the request: {limited}"),
+        );
+    }
     let hold = &state.settings.agents;
     let new = new_approval(agent, event, &input, &caller.name, hold.hook_wait);
     let registry = state.actors.registry.clone();
@@ -95,7 +103,17 @@ async fn hook(
         .await
     {
         Ok(Ok(created)) => created.approval,
-        Ok(Err(error)) => return deny(event, could_not("record the request", &error)),
+        Ok(Err(error)) => {
+            if matches!(error, RegistryError::TooManyPending { .. }) {
+                state
+                    .actors
+                    .metrics
+                    .do_send(approval_gate_actors::metrics::Metric::Refused {
+                        reason: "too_many_pending",
+                    });
+            }
+            return deny(event, could_not("record the request", &error));
+        }
         Err(_) => return deny(event, "approval-gate's registry is not answering".into()),
     };
     if created.status.is_terminal() {
@@ -129,6 +147,21 @@ async fn hook(
     HttpResponse::Ok()
         .content_type("application/json")
         .streaming(heartbeat_body(Box::pin(body), hold.hangup_check))
+}
+
+/// Hooks answer 200 even when they refuse: count and log the refusal here instead.
+fn refused(state: &AppState, error: &ApiError) {
+    let reason = match error {
+        ApiError::Unauthorized => "bad_token",
+        ApiError::Forbidden(_) => "wrong_role",
+        ApiError::RateLimited { limit, .. } => limit,
+        _ => return,
+    };
+    tracing::warn!(reason, "hook refused");
+    state
+        .actors
+        .metrics
+        .do_send(approval_gate_actors::metrics::Metric::Refused { reason });
 }
 
 fn could_not(what: &str, error: &RegistryError) -> String {

@@ -10,6 +10,7 @@ mod error;
 mod grants;
 mod health;
 mod hooks;
+mod limits;
 mod metrics;
 mod view;
 
@@ -34,7 +35,11 @@ pub struct AppState {
     /// Turns true on shutdown: open long polls answer with the current state at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     pub started: Instant,
+    /// Rate limits per token and per source address.
+    pub limits: Arc<limits::Limits>,
 }
+
+pub use limits::Limits;
 
 impl AppState {
     /// A list endpoint's `limit`: 50 by default, 1 ..= `server.max_page_size`.

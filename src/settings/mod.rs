@@ -68,9 +68,25 @@ pub struct Settings {
     pub circuit_breaker: BreakerSection,
     pub fallback: FallbackSettings,
     pub agents: AgentsSettings,
+    pub limits: LimitSettings,
     #[serde(default)]
     pub policy: PolicySettings,
     pub debug: DebugSettings,
+}
+
+/// Rate limits and caps (0 turns one off).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LimitSettings {
+    /// Creates per second per agent token (sustained), and the burst above it.
+    pub creates_per_second: u32,
+    pub create_burst: u32,
+    /// Most pending approvals one agent token may have at once.
+    pub max_pending_per_agent: u64,
+    /// Decisions per second per operator token, and the burst.
+    pub decisions_per_second: u32,
+    pub decision_burst: u32,
+    /// Failed authentications per minute from one source address before it is refused.
+    pub failed_auth_per_minute: u32,
 }
 
 /// How agent hooks wait, and what operators may grant.

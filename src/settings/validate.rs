@@ -67,6 +67,33 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
     validate_telegram(s)?;
     validate_breaker(s)?;
     validate_agents(s)?;
+    let limits = &s.limits;
+    in_range(
+        "limits.creates_per_second",
+        limits.creates_per_second,
+        0,
+        1_000_000,
+    )?;
+    in_range("limits.create_burst", limits.create_burst, 0, 1_000_000)?;
+    in_range(
+        "limits.max_pending_per_agent",
+        limits.max_pending_per_agent,
+        0,
+        1_000_000,
+    )?;
+    in_range(
+        "limits.decisions_per_second",
+        limits.decisions_per_second,
+        0,
+        1_000_000,
+    )?;
+    in_range("limits.decision_burst", limits.decision_burst, 0, 1_000_000)?;
+    in_range(
+        "limits.failed_auth_per_minute",
+        limits.failed_auth_per_minute,
+        0,
+        1_000_000,
+    )?;
     if !s.monitoring.bind.trim().is_empty() {
         let monitoring = bind_address(&s.monitoring.bind).map_err(|_| {
             invalid(
@@ -158,7 +185,7 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
         "server.max_tool_input_bytes",
         server.max_tool_input_bytes,
         16,
-        server.max_body_bytes,
+        16 * MIB,
     )?;
     in_range("server.max_waiters", server.max_waiters, 1, 1_000_000)?;
     duration_in(

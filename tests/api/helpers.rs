@@ -61,6 +61,9 @@ pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> BTreeMap<String, Stri
     );
     set("APPROVAL_GATE__LOGGING__LEVEL", "warn".into());
     set("APPROVAL_GATE__DEBUG__FAULT_INJECTION", "true".into());
+    // Tests create in bursts; the rate-limit tests set their own, lower limits.
+    set("APPROVAL_GATE__LIMITS__CREATE_BURST", "1000".into());
+    set("APPROVAL_GATE__LIMITS__DECISION_BURST", "1000".into());
     for (k, v) in overrides {
         set(k, v.to_string());
     }

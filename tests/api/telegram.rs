@@ -86,6 +86,11 @@ async fn a_new_approval_is_posted_with_buttons_and_its_message_id_is_stored() {
     for data in message.callback_data() {
         assert!(data.len() <= 64, "{data}");
     }
+    // The fake stores the message before it records the call's answer: wait for the record.
+    fake.wait_until(WAIT, "the sendMessage call recorded", |f| {
+        !f.ok_calls_to("sendMessage").is_empty()
+    })
+    .await;
     let sends = fake.ok_calls_to("sendMessage");
     assert_eq!(sends.len(), 1, "exactly one message per approval");
     let _ = id;

@@ -194,7 +194,9 @@ impl ApprovalRegistry {
             let pending = self.write(approval, None, Kind::Resolved, request_id, None)?;
             return Ok(Ok(pending));
         }
+        self.check_pending_cap(&approval.requested_by)?;
         let pending = self.write(approval, None, Kind::Created, request_id, None)?;
+        self.pending_changed(&pending.applied.approval.requested_by, true);
         // Arm now: an expiry of an approval whose commit then fails finds nothing to do.
         self.arm(&pending.applied.approval);
         Ok(Ok(pending))
@@ -378,6 +380,9 @@ impl ApprovalRegistry {
                 tracing::error!(actor = NAME, approval_id = %approval.id, %error, "cannot revert a change whose commit failed");
             }
             self.notifiers.wake(&written.queued, false, None);
+            if kind == Kind::Created && current {
+                self.pending_changed(&approval.requested_by, false);
+            }
             tracing::warn!(actor = NAME, approval_id = %approval.id, "commit failed; the change was reverted and the caller told 503");
             if !current {
                 // The reload after a restart counted the change we just reverted.
@@ -409,6 +414,7 @@ impl ApprovalRegistry {
             Kind::Ended => {
                 if current {
                     self.count(Some(Status::Pending), approval.status);
+                    self.pending_changed(&approval.requested_by, false);
                 }
                 self.sweeper.do_send(crate::sweeper::Disarm {
                     id: approval.id,

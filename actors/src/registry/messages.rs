@@ -21,6 +21,8 @@ pub enum RegistryError {
     Invalid(#[from] ValidationError),
     #[error("too many long polls are waiting (limit {limit})")]
     TooManyWaiters { limit: usize },
+    #[error("this agent already has {limit} pending approvals")]
+    TooManyPending { limit: u64 },
     #[error("the store failed: {0}")]
     Store(String),
     #[error("the registry failed while handling the request and is restarting")]

@@ -49,6 +49,8 @@ pub struct RegistrySettings {
     pub max_grant: Duration,
     /// Bounds on `tool_input` for every create (REST, hooks, MCP).
     pub input_limits: crate::domain::InputLimits,
+    /// Most pending approvals per agent token; 0 = no cap.
+    pub max_pending_per_agent: u64,
 }
 
 /// Which channels hear of each change, and how to wake their notifiers.
@@ -103,6 +105,9 @@ pub struct ApprovalRegistry {
     ids: ulid::Generator,
     /// Session grants by id, loaded at start; expired ones are dropped by the retention pass.
     grants: HashMap<String, Grant>,
+    /// Pending approvals per agent token (creates count as soon as they are written), for
+    /// `max_pending_per_agent`.
+    pending_by_agent: HashMap<String, u64>,
 }
 
 /// Millisecond precision, the precision records are stored with, so a record read back equals
@@ -140,6 +145,7 @@ impl ApprovalRegistry {
             load_error: None,
             ids: ulid::Generator::new(),
             grants: HashMap::new(),
+            pending_by_agent: HashMap::new(),
         }
     }
 
@@ -154,9 +160,11 @@ impl ApprovalRegistry {
         self.unflushed.clear();
         let mut arms = Vec::new();
         let grace = self.settings.grace_period;
+        let mut by_agent: HashMap<String, u64> = HashMap::new();
         let loaded = self.store.count_by_status().and_then(|counts| {
             self.counts = counts;
             self.store.for_each_pending(&mut |approval| {
+                *by_agent.entry(approval.requested_by.clone()).or_insert(0) += 1;
                 arms.push(Arm {
                     id: approval.id,
                     deadline_ms: deadline_ms(&approval, grace),
@@ -172,6 +180,7 @@ impl ApprovalRegistry {
                 .collect();
             Ok(())
         });
+        self.pending_by_agent = by_agent;
         self.load_error = loaded.err().map(|e| e.to_string());
         if let Some(error) = &self.load_error {
             tracing::error!(actor = NAME, %error, "cannot load approvals from the store");
@@ -211,6 +220,27 @@ impl ApprovalRegistry {
         }
         *self.counts.entry(to).or_insert(0) += 1;
         self.publish_pending();
+    }
+
+    /// Refuse a create past the agent's cap on pending approvals.
+    fn check_pending_cap(&self, agent: &str) -> Result<(), RegistryError> {
+        let limit = self.settings.max_pending_per_agent;
+        let pending = self.pending_by_agent.get(agent).copied().unwrap_or(0);
+        if limit > 0 && pending >= limit {
+            return Err(RegistryError::TooManyPending { limit });
+        }
+        Ok(())
+    }
+
+    fn pending_changed(&mut self, agent: &str, up: bool) {
+        if up {
+            *self.pending_by_agent.entry(agent.to_string()).or_insert(0) += 1;
+        } else if let Some(n) = self.pending_by_agent.get_mut(agent) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.pending_by_agent.remove(agent);
+            }
+        }
     }
 
     fn mark_unflushed(&mut self, id: ApprovalId) {
