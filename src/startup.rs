@@ -115,6 +115,12 @@ fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
             break_duration: b.break_duration,
         },
         session_grant: s.agents.session_button.then_some(s.agents.session_grant),
+        previous_secret: (!t.previous_callback_secret.is_empty()).then(|| {
+            (
+                t.previous_callback_secret.as_bytes().to_vec(),
+                std::time::Instant::now() + t.callback_secret_grace,
+            )
+        }),
     })
 }
 

@@ -145,7 +145,16 @@ pub struct TelegramSection {
     #[serde(with = "humantime_serde")]
     pub send_interval: Duration,
     pub callback_secret: String,
+    /// The callback secret before a rotation: its buttons keep working for `callback_secret_grace`.
+    #[serde(default)]
+    pub previous_callback_secret: String,
+    #[serde(default = "default_secret_grace", with = "humantime_serde")]
+    pub callback_secret_grace: Duration,
     pub retry: RetrySection,
+}
+
+fn default_secret_grace() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 /// A list of user ids in every form the loader produces: a TOML array, one number
@@ -488,6 +497,7 @@ impl Settings {
         for secret in [
             &mut masked.telegram.bot_token,
             &mut masked.telegram.callback_secret,
+            &mut masked.telegram.previous_callback_secret,
             &mut masked.fallback.email.password,
         ] {
             if !secret.is_empty() {

@@ -322,3 +322,25 @@ fn load_file(file: std::path::PathBuf) -> Result<Settings, SettingsError> {
         env: Some(env),
     })
 }
+
+#[test]
+fn a_short_callback_secret_or_a_malformed_token_hash_is_refused() {
+    let error = load_with(&[("APPROVAL_GATE__TELEGRAM__CALLBACK_SECRET", "too-short")])
+        .expect_err("a short secret is refused");
+    assert!(
+        error.to_string().contains("telegram.callback_secret"),
+        "{error}"
+    );
+    assert!(
+        !error.to_string().contains("too-short"),
+        "the secret is not echoed: {error}"
+    );
+    let error = load_with(&[("APPROVAL_GATE__AUTH__OPERATOR_TOKENS__ALICE", "sha256:abc")])
+        .expect_err("a malformed hash is refused");
+    assert!(
+        error.to_string().contains("auth.operator_tokens"),
+        "{error}"
+    );
+    let hash = "sha256:e4ba15bc7411be319ad18f683da1ff6968143f09f0fac67e517a5d6f526598c1";
+    load_with(&[("APPROVAL_GATE__AUTH__OPERATOR_TOKENS__ALICE", hash)]).expect("a hash loads");
+}

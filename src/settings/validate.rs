@@ -67,6 +67,7 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
     validate_telegram(s)?;
     validate_breaker(s)?;
     validate_agents(s)?;
+    validate_callback_secrets(s)?;
     let limits = &s.limits;
     in_range(
         "limits.creates_per_second",
@@ -120,6 +121,31 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
         ));
     }
     Ok(())
+}
+
+fn validate_callback_secrets(s: &Settings) -> Result<(), SettingsError> {
+    let t = &s.telegram;
+    for (key, secret) in [
+        ("telegram.callback_secret", &t.callback_secret),
+        (
+            "telegram.previous_callback_secret",
+            &t.previous_callback_secret,
+        ),
+    ] {
+        if !secret.is_empty() && secret.len() < 32 {
+            return Err(invalid(
+                key,
+                format!("*** ({} bytes)", secret.len()),
+                "must be empty (generated and stored) or at least 32 bytes",
+            ));
+        }
+    }
+    duration_in(
+        "telegram.callback_secret_grace",
+        t.callback_secret_grace,
+        secs(60),
+        secs(30 * 24 * 3600),
+    )
 }
 
 fn validate_agents(s: &Settings) -> Result<(), SettingsError> {

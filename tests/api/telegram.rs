@@ -379,3 +379,47 @@ async fn hidden_characters_an_agent_sends_are_made_visible_to_operators() {
         "{text}"
     );
 }
+
+#[actix_web::test]
+async fn a_button_moved_to_another_message_decides_nothing() {
+    let (fake, app) = setup().await;
+    let (a, message_a) = announced(&fake, &app, &new_approval()).await;
+    let (b, message_b) = announced(&fake, &app, &new_approval()).await;
+    // A valid, signed button of A, tapped on B's message.
+    let query_id = fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message_b.message_id,
+        &button(&message_a, "a:"),
+    );
+    let answer = fake.wait_for_answer(&query_id, WAIT).await;
+    assert!(answer.text.unwrap_or_default().contains("Not authorised"));
+    for id in [&a, &b] {
+        let body: Value = app.get(id, None).await.json().await.expect("json");
+        assert_eq!(body["status"], "pending", "{id}");
+    }
+    let b_now = fake
+        .message(CHAT_ID, message_b.message_id)
+        .expect("message");
+    assert_eq!(b_now.edits, 0, "B's message was not overwritten");
+}
+
+#[actix_web::test]
+async fn polling_clears_a_webhook_left_from_elsewhere() {
+    let fake = FakeTelegram::start();
+    fake.set_webhook("https://old.example.com/hook");
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &[]).await;
+    fake.wait_until(WAIT, "the webhook to be deleted", |f| f.webhook().is_none())
+        .await;
+    // Taps arrive by polling again.
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+    let query_id = fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message.message_id,
+        &button(&message, "a:"),
+    );
+    fake.wait_for_answer(&query_id, WAIT).await;
+    let body: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "approved");
+}

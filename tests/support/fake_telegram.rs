@@ -362,6 +362,15 @@ impl FakeTelegram {
         self.shared.faults().latency = latency;
     }
 
+    /// A webhook set on the bot (by another deployment, or by webhook mode).
+    pub fn webhook(&self) -> Option<(String, Option<String>)> {
+        self.shared.state().webhook.clone()
+    }
+
+    pub fn set_webhook(&self, url: &str) {
+        self.shared.state().webhook = Some((url.to_owned(), None));
+    }
+
     pub fn clear_faults(&self) {
         *self.shared.faults() = Faults::default();
     }

@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use teloxide::payloads::{AnswerCallbackQuery, EditMessageText, GetMe, GetUpdates, SendMessage};
+use teloxide::payloads::{
+    AnswerCallbackQuery, DeleteWebhook, EditMessageText, GetMe, GetUpdates, GetWebhookInfo,
+    SendMessage,
+};
 use teloxide::requests::Payload;
 use teloxide::types::{
     AllowedUpdate, CallbackQueryId, ChatId, InlineKeyboardMarkup, Me, Message, MessageId,
-    ParseMode, Update,
+    ParseMode, True, Update, WebhookInfo,
 };
 
 use super::retry::{Failure, classify_answer};
@@ -173,6 +176,30 @@ impl Api {
         payload.timeout = Some(poll.as_secs() as u32);
         payload.allowed_updates = Some(vec![AllowedUpdate::CallbackQuery]);
         self.call("getUpdates", &payload, poll + self.timeout).await
+    }
+
+    /// The URL of a webhook set on the bot, if any (`getWebhookInfo`).
+    pub async fn webhook_url(&self) -> Attempt<Option<String>> {
+        let attempt: Attempt<WebhookInfo> = self
+            .call("getWebhookInfo", &GetWebhookInfo::new(), self.timeout)
+            .await;
+        Attempt {
+            method: attempt.method,
+            took: attempt.took,
+            result: attempt.result.map(|info| info.url.map(|u| u.to_string())),
+        }
+    }
+
+    /// Remove the bot's webhook, keeping its pending updates for getUpdates.
+    pub async fn delete_webhook(&self) -> Attempt<()> {
+        let attempt: Attempt<True> = self
+            .call("deleteWebhook", &DeleteWebhook::new(), self.timeout)
+            .await;
+        Attempt {
+            method: attempt.method,
+            took: attempt.took,
+            result: attempt.result.map(|_| ()),
+        }
     }
 
     /// The bot's own username (`getMe`).

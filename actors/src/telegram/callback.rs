@@ -46,13 +46,32 @@ pub enum CallbackError {
 
 pub struct CallbackCodec {
     key: hmac::Key,
+    /// The secret before a rotation, still accepted (never used to sign) until the instant.
+    previous: Option<(hmac::Key, std::time::Instant)>,
 }
 
 impl CallbackCodec {
     pub fn new(secret: &[u8]) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            previous: None,
         }
+    }
+
+    /// Also accept buttons signed with `previous` until `until` (a rotation's grace period:
+    /// messages already in the chat keep working for a while).
+    pub fn with_previous(mut self, previous: &[u8], until: std::time::Instant) -> Self {
+        self.previous = Some((hmac::Key::new(hmac::HMAC_SHA256, previous), until));
+        self
+    }
+
+    fn verifies(key: &hmac::Key, payload: &str, mac: &[u8]) -> bool {
+        // Recompute and compare in constant time (ring's verify needs the full tag).
+        let expected = hmac::sign(key, payload.as_bytes());
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            &expected.as_ref()[..MAC_BYTES],
+            mac,
+        ))
     }
 
     pub fn encode(&self, id: ApprovalId, action: Action) -> String {
@@ -77,12 +96,12 @@ impl CallbackCodec {
         if mac.len() != MAC_BYTES {
             return Err(CallbackError::Malformed);
         }
-        // Recompute and compare in constant time (ring's verify needs the full tag).
-        let expected = hmac::sign(&self.key, format!("{code}:{id}").as_bytes());
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            &expected.as_ref()[..MAC_BYTES],
-            mac.as_slice(),
-        )) {
+        let payload = format!("{code}:{id}");
+        let current = Self::verifies(&self.key, &payload, &mac);
+        let previous = self.previous.as_ref().is_some_and(|(key, until)| {
+            std::time::Instant::now() < *until && Self::verifies(key, &payload, &mac)
+        });
+        if !(current || previous) {
             return Err(CallbackError::BadSignature);
         }
         Ok((id, action))
@@ -102,6 +121,18 @@ mod tests {
             assert!(data.len() <= 64, "{} bytes", data.len());
             assert_eq!(codec.decode(&data), Ok((id, action)));
         }
+    }
+
+    #[test]
+    fn a_rotated_secret_is_accepted_only_during_its_grace() {
+        let id = ApprovalId::new();
+        let old = CallbackCodec::new(b"old-secret").encode(id, Action::Approve);
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let rotated = CallbackCodec::new(b"new-secret").with_previous(b"old-secret", later);
+        assert_eq!(rotated.decode(&old), Ok((id, Action::Approve)));
+        let expired = CallbackCodec::new(b"new-secret")
+            .with_previous(b"old-secret", std::time::Instant::now());
+        assert_eq!(expired.decode(&old), Err(CallbackError::BadSignature));
     }
 
     #[test]

@@ -29,6 +29,7 @@ const METHODS: &[&str] = &[
     "getUpdates",
     "getWebhookInfo",
     "deleteWebhook",
+    "setWebhook",
     "setMyCommands",
     "deleteMyCommands",
     "getMyCommands",
@@ -130,6 +131,8 @@ pub struct State {
     open_callbacks: HashSet<String>,
     callback_counter: u64,
     allowed_updates: Option<Vec<String>>,
+    /// The webhook URL and secret token, while one is set (getUpdates then answers 409).
+    pub webhook: Option<(String, Option<String>)>,
 }
 
 impl State {
@@ -142,15 +145,28 @@ impl State {
                 "can_connect_to_business": false, "has_main_web_app": false,
             })),
             "getWebhookInfo" => Ok(json!({
-                "url": "", "has_custom_certificate": false,
+                "url": self.webhook.as_ref().map_or("", |(url, _)| url.as_str()),
+                "has_custom_certificate": false,
                 "pending_update_count": self.updates.len(),
             })),
             "deleteWebhook" => {
                 if p["drop_pending_updates"].as_bool() == Some(true) {
                     self.updates.clear();
                 }
+                self.webhook = None;
                 Ok(json!(true))
             }
+            "setWebhook" => match p["url"].as_str() {
+                Some("") | None => {
+                    self.webhook = None;
+                    Ok(json!(true))
+                }
+                Some(url) => {
+                    let secret = p["secret_token"].as_str().map(str::to_owned);
+                    self.webhook = Some((url.to_owned(), secret));
+                    Ok(json!(true))
+                }
+            },
             "setMyCommands" | "deleteMyCommands" => Ok(json!(true)),
             "getMyCommands" => Ok(json!([])),
             "sendMessage" => self.send_message(p),

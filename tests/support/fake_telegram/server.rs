@@ -252,6 +252,8 @@ fn record(
     notify(&shared.changed);
 }
 
+const WEBHOOK_ACTIVE: &str = "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first";
+
 fn fault_description(code: u16) -> String {
     match code {
         403 => "Forbidden: bot was blocked by the user".to_owned(),
@@ -292,6 +294,9 @@ async fn long_poll(shared: &Shared, p: &Value) -> Reply {
         changes.borrow_and_update();
         {
             let mut state = shared.state();
+            if state.webhook.is_some() {
+                return Reply::error(409, WEBHOOK_ACTIVE);
+            }
             if state.poll_generation != generation {
                 return Reply::error(409, CONFLICT);
             }

@@ -47,6 +47,8 @@ pub struct TelegramSettings {
     pub breaker: BreakerSettings,
     /// How long the "✅ Allow for this session" button allows the tool; `None` hides it.
     pub session_grant: Option<Duration>,
+    /// The callback secret before a rotation, accepted until the instant.
+    pub previous_secret: Option<(Vec<u8>, std::time::Instant)>,
 }
 
 /// What the gateway is given of the store, while wiring up.
@@ -160,7 +162,12 @@ impl TelegramGateway {
         store.queues.scan(Channel::Telegram)?;
         Ok(Self {
             api,
-            codec: Arc::new(CallbackCodec::new(&secret)),
+            codec: Arc::new(match &settings.previous_secret {
+                Some((previous, until)) => {
+                    CallbackCodec::new(&secret).with_previous(previous, *until)
+                }
+                None => CallbackCodec::new(&secret),
+            }),
             messages: MessageLog::new(store.queues.messages()),
             queues: store.queues,
             ready: BTreeSet::new(),

@@ -37,6 +37,28 @@ enum TapOutcome {
     },
 }
 
+async fn clear_webhook(api: &crate::telegram::api::Api) {
+    match api.webhook_url().await.result {
+        Ok(Some(url)) if !url.is_empty() => match api.delete_webhook().await.result {
+            Ok(()) => tracing::warn!(
+                actor = NAME,
+                webhook = %url,
+                "the bot had a webhook set (used elsewhere before?); deleted it so polling receives taps"
+            ),
+            Err(failure) => tracing::error!(
+                actor = NAME,
+                webhook = %url,
+                error = %failure.detail,
+                "the bot has a webhook set and it could not be deleted: taps will not arrive by polling"
+            ),
+        },
+        Ok(_) => {}
+        Err(failure) => {
+            tracing::warn!(actor = NAME, error = %failure.detail, "getWebhookInfo failed")
+        }
+    }
+}
+
 impl TelegramGateway {
     fn offset(&mut self) -> i32 {
         if let Some(offset) = self.polling.offset {
@@ -68,7 +90,14 @@ impl TelegramGateway {
         let poll = self.settings.poll_timeout;
         let need_me = self.bot_username.is_none();
         let call = async move {
-            let me = if need_me { Some(api.me().await) } else { None };
+            let me = if need_me {
+                // First poll: a webhook left by an earlier deployment makes every getUpdates
+                // answer 409, and taps would go there. Clear it, and say so.
+                clear_webhook(&api).await;
+                Some(api.me().await)
+            } else {
+                None
+            };
             (me, api.updates(offset, poll).await)
         };
         ctx.spawn(call.into_actor(self).map(|(me, updates), act, ctx| {
@@ -174,7 +203,29 @@ impl TelegramGateway {
             .codec
             .decode(data)
             .map_err(|_| "the button data is forged or damaged")?;
+        if !self.shows(query, id, message) {
+            return Err("the button is on a message that does not show its approval");
+        }
         Ok((id, action, message))
+    }
+
+    /// A tap decides only the approval its message shows: a message this gateway sent for it,
+    /// or a copy whose last line is the approval's id footer (a duplicate of an ambiguous send,
+    /// which the log never heard of). A valid button moved onto another approval's message
+    /// fails both, so it can neither decide nor get that message overwritten.
+    fn shows(&self, query: &CallbackQuery, id: ApprovalId, message: TelegramMessageRef) -> bool {
+        if self.messages.get(id).contains(&message) {
+            return true;
+        }
+        let footer = format!("id {id}");
+        query
+            .message
+            .as_ref()
+            .and_then(|m| m.regular_message())
+            .filter(|m| m.from.as_ref().is_some_and(|from| from.is_bot))
+            .and_then(|m| m.text())
+            .and_then(|text| text.trim_end().lines().last())
+            .is_some_and(|last| last.trim() == footer)
     }
 
     fn tap(&mut self, query: CallbackQuery) -> LocalBoxFuture<'static, TapOutcome> {
