@@ -420,3 +420,35 @@ async fn cancel(
         .await??;
     Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)))
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::{CreateBody, DecisionBody};
+
+    /// JSON-ish bytes: valid documents, near-misses and noise.
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<Vec<u8>>(),
+            "[\\[\\]{}\",:a-z0-9 \\\\]{0,200}".prop_map(String::into_bytes),
+            (any::<String>(), any::<String>(), any::<String>()).prop_map(|(s, t, d)| {
+                serde_json::json!({"session_id": s, "tool_name": t, "tool_input": {"x": d},
+                    "decision": d, "timeout": t})
+                .to_string()
+                .into_bytes()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn the_create_decision_and_hook_parsers_never_panic(body in bodies()) {
+            let _ = serde_json::from_slice::<CreateBody>(&body);
+            let _ = serde_json::from_slice::<DecisionBody>(&body);
+            let _ = crate::agents::HookInput::parse(&body);
+        }
+    }
+}
