@@ -121,6 +121,14 @@ fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
                 std::time::Instant::now() + t.callback_secret_grace,
             )
         }),
+        // Validated at load: webhook mode has a parseable URL.
+        webhook: (t.mode == settings::TelegramMode::Webhook)
+            .then(|| reqwest::Url::parse(t.webhook_url.trim()).ok())
+            .flatten()
+            .map(|url| approval_gate_actors::telegram::gateway::Webhook {
+                url,
+                secret: t.webhook_secret.clone(),
+            }),
     })
 }
 

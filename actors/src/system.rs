@@ -40,6 +40,8 @@ pub struct Actors {
     pub metrics: Addr<MetricsCollector>,
     pub fallback: Addr<FallbackNotifier>,
     pub telegram: Option<Addr<TelegramGateway>>,
+    /// Webhook mode: the secret Telegram sends in `X-Telegram-Bot-Api-Secret-Token`.
+    pub telegram_webhook_secret: Option<std::sync::Arc<str>>,
 }
 
 /// The running actor system; stop it with [`ActorSystem::stop`] to release the store.
@@ -76,10 +78,15 @@ impl ActorSystem {
         });
 
         let mut telegram_arbiter = None;
+        let mut telegram_webhook_secret = None;
         let telegram = match settings.telegram {
-            Some(telegram_settings) => {
+            Some(mut telegram_settings) => {
                 let meta = store.tree("meta")?;
                 let secret = gateway::callback_secret(&meta, settings.callback_secret.as_deref())?;
+                if let Some(webhook) = &mut telegram_settings.webhook {
+                    webhook.secret = gateway::webhook_secret(&meta, Some(&webhook.secret))?;
+                    telegram_webhook_secret = Some(std::sync::Arc::from(webhook.secret.as_str()));
+                }
                 let gateway_store = GatewayStore {
                     queues: store.queues(),
                     meta,
@@ -149,6 +156,7 @@ impl ActorSystem {
                 metrics,
                 fallback,
                 telegram,
+                telegram_webhook_secret,
             },
             arbiters,
         })

@@ -12,6 +12,7 @@ mod health;
 mod hooks;
 mod limits;
 mod metrics;
+mod telegram;
 mod view;
 
 use std::sync::Arc;
@@ -86,6 +87,7 @@ pub fn configure(
             .configure(admin::routes)
             .configure(grants::routes)
             .configure(hooks::routes)
+            .configure(telegram::routes)
             .configure(health::routes)
             .configure(diagnostics::routes);
         if !separate_monitoring {

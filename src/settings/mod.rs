@@ -150,7 +150,24 @@ pub struct TelegramSection {
     pub previous_callback_secret: String,
     #[serde(default = "default_secret_grace", with = "humantime_serde")]
     pub callback_secret_grace: Duration,
+    /// `polling` (getUpdates) or `webhook` (Telegram POSTs to `webhook_url`).
+    #[serde(default)]
+    pub mode: TelegramMode,
+    /// Webhook mode: the public HTTPS URL of `POST /telegram/webhook` on this service.
+    #[serde(default)]
+    pub webhook_url: String,
+    /// Webhook mode: the secret Telegram sends back; empty = generated and kept in the store.
+    #[serde(default)]
+    pub webhook_secret: String,
     pub retry: RetrySection,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TelegramMode {
+    #[default]
+    Polling,
+    Webhook,
 }
 
 fn default_secret_grace() -> Duration {
@@ -498,6 +515,7 @@ impl Settings {
             &mut masked.telegram.bot_token,
             &mut masked.telegram.callback_secret,
             &mut masked.telegram.previous_callback_secret,
+            &mut masked.telegram.webhook_secret,
             &mut masked.fallback.email.password,
         ] {
             if !secret.is_empty() {

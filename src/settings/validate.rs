@@ -140,6 +140,31 @@ fn validate_callback_secrets(s: &Settings) -> Result<(), SettingsError> {
             ));
         }
     }
+    if t.mode == super::TelegramMode::Webhook && t.enabled {
+        let url = t.webhook_url.trim();
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || reqwest::Url::parse(url).is_err()
+        {
+            return Err(invalid(
+                "telegram.webhook_url",
+                url,
+                "webhook mode needs the public https:// URL of POST /telegram/webhook",
+            ));
+        }
+    }
+    let secret = &t.webhook_secret;
+    if !secret.is_empty()
+        && (secret.len() > 256
+            || !secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    {
+        return Err(invalid(
+            "telegram.webhook_secret",
+            "***",
+            "1 ..= 256 characters of A-Z a-z 0-9 _ - (or empty: generated)",
+        ));
+    }
     duration_in(
         "telegram.callback_secret_grace",
         t.callback_secret_grace,

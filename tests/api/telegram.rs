@@ -423,3 +423,80 @@ async fn polling_clears_a_webhook_left_from_elsewhere() {
     let body: Value = app.get(&id, None).await.json().await.expect("json");
     assert_eq!(body["status"], "approved");
 }
+
+#[actix_web::test]
+async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_it() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__TELEGRAM__MODE", "webhook"),
+            (
+                "APPROVAL_GATE__TELEGRAM__WEBHOOK_URL",
+                "https://gate.example.com/telegram/webhook",
+            ),
+        ],
+    )
+    .await;
+    fake.wait_until(WAIT, "setWebhook", |f| f.webhook().is_some())
+        .await;
+    let (url, secret) = fake.webhook().expect("webhook");
+    assert_eq!(url, "https://gate.example.com/telegram/webhook");
+    let secret = secret.expect("a generated secret token");
+    assert!(
+        (1..=256).contains(&secret.len())
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "{secret}"
+    );
+    assert!(
+        fake.calls_to("getUpdates").is_empty(),
+        "no polling in webhook mode"
+    );
+
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+    fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message.message_id,
+        &button(&message, "a:"),
+    );
+    let update = fake
+        .take_update()
+        .expect("the tap as Telegram would POST it");
+    let deliver = |token: Option<&str>| {
+        let mut request = app
+            .client
+            .post(format!("{}/telegram/webhook", app.address))
+            .json(&update);
+        if let Some(token) = token {
+            request = request.header("X-Telegram-Bot-Api-Secret-Token", token);
+        }
+        request.send()
+    };
+    for wrong in [None, Some("wrong-secret")] {
+        let response = deliver(wrong).await.expect("send");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let body: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(
+        body["status"], "pending",
+        "a forged delivery decides nothing"
+    );
+
+    let response = deliver(Some(&secret)).await.expect("send");
+    assert_eq!(response.status(), StatusCode::OK);
+    edited_to(&fake, &message, "Approved").await;
+    let body: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "approved");
+    let text = app.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "approval_gate_refused_total{reason=\"webhook_secret\"}"
+        ),
+        Some(2.0)
+    );
+}

@@ -367,6 +367,11 @@ impl FakeTelegram {
         self.shared.state().webhook.clone()
     }
 
+    /// Take the oldest queued update as the JSON Telegram would POST to a webhook.
+    pub fn take_update(&self) -> Option<serde_json::Value> {
+        self.shared.state().take_update()
+    }
+
     pub fn set_webhook(&self, url: &str) {
         self.shared.state().webhook = Some((url.to_owned(), None));
     }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use teloxide::payloads::{
     AnswerCallbackQuery, DeleteWebhook, EditMessageText, GetMe, GetUpdates, GetWebhookInfo,
-    SendMessage,
+    SendMessage, SetWebhook,
 };
 use teloxide::requests::Payload;
 use teloxide::types::{
@@ -187,6 +187,19 @@ impl Api {
             method: attempt.method,
             took: attempt.took,
             result: attempt.result.map(|info| info.url.map(|u| u.to_string())),
+        }
+    }
+
+    /// Point the bot's updates (button taps only) at `url`, signed with `secret`.
+    pub async fn set_webhook(&self, url: reqwest::Url, secret: &str) -> Attempt<()> {
+        let mut payload = SetWebhook::new(url);
+        payload.secret_token = Some(secret.to_string());
+        payload.allowed_updates = Some(vec![AllowedUpdate::CallbackQuery]);
+        let attempt: Attempt<True> = self.call("setWebhook", &payload, self.timeout).await;
+        Attempt {
+            method: attempt.method,
+            took: attempt.took,
+            result: attempt.result.map(|_| ()),
         }
     }
 

@@ -367,6 +367,10 @@ impl State {
         message_id
     }
 
+    pub fn take_update(&mut self) -> Option<Value> {
+        self.updates.pop_front().map(|(_, update)| update)
+    }
+
     pub fn pending_updates(&self) -> usize {
         self.updates.len()
     }

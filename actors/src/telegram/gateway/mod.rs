@@ -10,6 +10,8 @@
 mod delivery;
 mod updates;
 
+pub use updates::WebhookUpdate;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +51,35 @@ pub struct TelegramSettings {
     pub session_grant: Option<Duration>,
     /// The callback secret before a rotation, accepted until the instant.
     pub previous_secret: Option<(Vec<u8>, std::time::Instant)>,
+    /// Webhook mode: Telegram POSTs taps to this URL with this secret; `None` polls.
+    pub webhook: Option<Webhook>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: reqwest::Url,
+    /// `X-Telegram-Bot-Api-Secret-Token`: 1–256 of `A-Za-z0-9_-`.
+    pub secret: String,
+}
+
+const WEBHOOK_SECRET_KEY: &[u8] = b"telegram_webhook_secret";
+
+/// The configured webhook secret, or the one stored in sled, or a new random one (stored and
+/// flushed), so Telegram's deliveries keep verifying across restarts.
+pub fn webhook_secret(meta: &sled::Tree, configured: Option<&str>) -> Result<String, StoreError> {
+    if let Some(secret) = configured.filter(|s| !s.is_empty()) {
+        return Ok(secret.to_string());
+    }
+    if let Some(stored) = meta.get(WEBHOOK_SECRET_KEY)? {
+        return Ok(String::from_utf8_lossy(&stored).into_owned());
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| StoreError::Io(sled::Error::Unsupported("no system randomness".into())))?;
+    let secret = hex::encode(bytes);
+    meta.insert(WEBHOOK_SECRET_KEY, secret.as_bytes())?;
+    meta.flush()?;
+    Ok(secret)
 }
 
 /// What the gateway is given of the store, while wiring up.
@@ -310,7 +341,10 @@ impl Actor for TelegramGateway {
             act.reload_queue();
             act.publish_outbox();
             act.metric(TelegramMetric::BreakerState(act.breaker.state().gauge()));
-            act.poll(ctx);
+            match act.settings.webhook.clone() {
+                Some(webhook) => act.register_webhook(webhook, 1, ctx),
+                None => act.poll(ctx),
+            }
             act.pump(ctx);
         });
     }

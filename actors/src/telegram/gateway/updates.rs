@@ -59,7 +59,70 @@ async fn clear_webhook(api: &crate::telegram::api::Api) {
     }
 }
 
+/// An update Telegram POSTed to the webhook route (already checked against the secret), as
+/// the JSON body it sent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WebhookUpdate(pub Vec<u8>);
+
+impl Handler<WebhookUpdate> for TelegramGateway {
+    type Result = ();
+
+    fn handle(&mut self, WebhookUpdate(body): WebhookUpdate, ctx: &mut Context<Self>) {
+        let update = match serde_json::from_slice::<Update>(&body) {
+            Ok(update) => update,
+            // Telegram would retry a non-2xx forever; what cannot be read is logged and dropped.
+            Err(error) => {
+                tracing::warn!(actor = NAME, %error, "ignored an unreadable webhook update");
+                return;
+            }
+        };
+        guarded_with(NAME, self, ctx, |act, ctx| {
+            if let UpdateKind::CallbackQuery(query) = update.kind {
+                let tap = act.tap(query);
+                ctx.spawn(tap.into_actor(act).map(|outcome, act, ctx| {
+                    guarded_with(NAME, act, ctx, |act, ctx| act.after_tap(outcome, ctx));
+                }));
+            }
+        });
+    }
+}
+
 impl TelegramGateway {
+    /// Webhook mode: tell Telegram where to POST taps (retried until it works; until then
+    /// `/health` shows the failure).
+    pub(super) fn register_webhook(
+        &mut self,
+        webhook: super::Webhook,
+        attempt: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let api = self.api.clone();
+        let call = async move {
+            let result = api.set_webhook(webhook.url.clone(), &webhook.secret).await;
+            (webhook, result)
+        };
+        ctx.spawn(call.into_actor(self).map(move |(webhook, result), act, ctx| {
+            guarded_with(NAME, act, ctx, |act, ctx| {
+                act.record_call(&result);
+                match result.result {
+                    Ok(()) => {
+                        act.last_poll_error = None;
+                        tracing::info!(actor = NAME, url = %webhook.url, "webhook registered; Telegram will POST taps");
+                    }
+                    Err(failure) => {
+                        act.last_poll_error = Some(format!("setWebhook: {}", failure.detail));
+                        let delay = act.settings.retry.delay(attempt, None);
+                        tracing::warn!(actor = NAME, error = %failure.detail, retry_in_ms = delay.as_millis() as u64, "setWebhook failed");
+                        supervision::run_later(ctx, NAME, delay, move |act, ctx| {
+                            act.register_webhook(webhook, attempt.saturating_add(1), ctx)
+                        });
+                    }
+                }
+            });
+        }));
+    }
+
     fn offset(&mut self) -> i32 {
         if let Some(offset) = self.polling.offset {
             return offset;
