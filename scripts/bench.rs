@@ -334,6 +334,10 @@ impl Bench<'_> {
                 ),
                 // The fake has no per-chat limit; pacing would only measure itself.
                 ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", "0s".to_string()),
+                (
+                    "APPROVAL_GATE__TELEGRAM__GROUP_MESSAGES_PER_MINUTE",
+                    "0".to_string(),
+                ),
                 ("APPROVAL_GATE__TELEGRAM__REQUEST_TIMEOUT", "1s".to_string()),
             ]);
         }

@@ -136,6 +136,10 @@ impl Service {
                 "APPROVAL_GATE__TELEGRAM__SEND_INTERVAL",
                 send_interval.into(),
             ),
+            (
+                "APPROVAL_GATE__TELEGRAM__GROUP_MESSAGES_PER_MINUTE",
+                "0".into(),
+            ),
             ("APPROVAL_GATE__TELEGRAM__REQUEST_TIMEOUT", "1s".into()),
             ("APPROVAL_GATE__TELEGRAM__POLL_TIMEOUT", "10s".into()),
             (

@@ -121,6 +121,7 @@ fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
                 std::time::Instant::now() + t.callback_secret_grace,
             )
         }),
+        group_messages_per_minute: t.group_messages_per_minute,
         // Validated at load: webhook mode has a parseable URL.
         webhook: (t.mode == settings::TelegramMode::Webhook)
             .then(|| reqwest::Url::parse(t.webhook_url.trim()).ok())

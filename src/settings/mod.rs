@@ -144,6 +144,9 @@ pub struct TelegramSection {
     pub poll_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub send_interval: Duration,
+    /// New messages per minute to a group chat; 0 = no limit.
+    #[serde(default = "default_group_rate")]
+    pub group_messages_per_minute: u32,
     pub callback_secret: String,
     /// The callback secret before a rotation: its buttons keep working for `callback_secret_grace`.
     #[serde(default)]
@@ -168,6 +171,10 @@ pub enum TelegramMode {
     #[default]
     Polling,
     Webhook,
+}
+
+fn default_group_rate() -> u32 {
+    20
 }
 
 fn default_secret_grace() -> Duration {

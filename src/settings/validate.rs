@@ -125,6 +125,12 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
 
 fn validate_callback_secrets(s: &Settings) -> Result<(), SettingsError> {
     let t = &s.telegram;
+    in_range(
+        "telegram.group_messages_per_minute",
+        t.group_messages_per_minute,
+        0,
+        1000,
+    )?;
     for (key, secret) in [
         ("telegram.callback_secret", &t.callback_secret),
         (

@@ -430,6 +430,10 @@ pub fn telegram_env(api_url: &str, token: &str) -> Vec<(String, String)> {
         ("APPROVAL_GATE__TELEGRAM__POLL_TIMEOUT", "1s".to_string()),
         ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", "0s".to_string()),
         (
+            "APPROVAL_GATE__TELEGRAM__GROUP_MESSAGES_PER_MINUTE",
+            "0".to_string(),
+        ),
+        (
             "APPROVAL_GATE__TELEGRAM__RETRY__INITIAL_DELAY",
             "20ms".to_string(),
         ),

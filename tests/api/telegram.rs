@@ -500,3 +500,31 @@ async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_
         Some(2.0)
     );
 }
+
+#[actix_web::test]
+async fn a_group_over_its_message_budget_waits_and_nothing_is_dropped() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[("APPROVAL_GATE__TELEGRAM__GROUP_MESSAGES_PER_MINUTE", "3")],
+    )
+    .await;
+    for _ in 0..4 {
+        app.create_ok(&new_approval()).await;
+    }
+    fake.wait_until(WAIT, "three messages", |f| f.messages().len() == 3)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        fake.messages().len(),
+        3,
+        "the fourth waits for the group's budget"
+    );
+    // It is still queued, not dropped.
+    let text = app.metrics().await;
+    assert_eq!(
+        metric(&text, "approval_gate_telegram_outbox_size"),
+        Some(1.0)
+    );
+}

@@ -73,6 +73,16 @@ impl TelegramGateway {
                 return;
             }
         };
+        // A new message to a group waits for the group's budget (the entry stays queued).
+        if entry.event == Event::Created
+            && let Some(limiter) = &self.group_sends
+            && let Err(not_until) = limiter.check()
+        {
+            use governor::clock::{Clock, DefaultClock};
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            self.wake_at(ctx, now + wait);
+            return;
+        }
         let mut entry = (*entry).clone();
         let (allowed, transition) = self.breaker.try_acquire(now);
         self.on_transition(transition);

@@ -53,6 +53,9 @@ pub struct TelegramSettings {
     pub previous_secret: Option<(Vec<u8>, std::time::Instant)>,
     /// Webhook mode: Telegram POSTs taps to this URL with this secret; `None` polls.
     pub webhook: Option<Webhook>,
+    /// New messages per minute to a group chat (Telegram allows about 20); 0 = no limit.
+    /// Entries over it wait in the durable queue; nothing is dropped.
+    pub group_messages_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +134,9 @@ pub struct TelegramGateway {
     settings: Arc<TelegramSettings>,
     api: Api,
     codec: Arc<CallbackCodec>,
+    /// Telegram's per-group limit on new messages (governor's GCRA; `None` for a private chat
+    /// or when off).
+    group_sends: Option<governor::DefaultDirectRateLimiter>,
     queues: Queues,
     /// Entries of the Telegram queue known to be durable: every seq up to `ready_through`
     /// (what was on disk at start) and each one a [`Wake`] confirmed since.
@@ -191,8 +197,12 @@ impl TelegramGateway {
         // Read the queue once here, so a damaged store stops start-up instead of looping in the
         // supervisor.
         store.queues.scan(Channel::Telegram)?;
+        let group_sends = std::num::NonZeroU32::new(settings.group_messages_per_minute)
+            .filter(|_| settings.chat_id < 0)
+            .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n)));
         Ok(Self {
             api,
+            group_sends,
             codec: Arc::new(match &settings.previous_secret {
                 Some((previous, until)) => {
                     CallbackCodec::new(&secret).with_previous(previous, *until)
