@@ -392,6 +392,7 @@ impl Bench<'_> {
                     channels: &[],
                     request_id: None,
                     grant: None,
+                    events: &[],
                 })?;
                 if i % 20_000 == 19_999 {
                     store.commit().wait().await?;

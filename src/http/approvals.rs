@@ -32,7 +32,37 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::delete().to(cancel)),
     )
-    .service(web::resource("/api/approvals/{id}/decision").route(web::post().to(decide)));
+    .service(web::resource("/api/approvals/{id}/decision").route(web::post().to(decide)))
+    .service(web::resource("/api/approvals/{id}/events").route(web::get().to(events)));
+}
+
+/// The approval's append-only history, oldest first (operators only).
+async fn events(
+    state: web::Data<AppState>,
+    _caller: OperatorCaller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let events = state
+        .actors
+        .registry
+        .send(approval_gate_actors::registry::History(id))
+        .await??;
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "at": approval_gate_actors::store::millis(e.at_ms)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "kind": e.kind,
+                "actor": e.actor,
+                "channel": e.channel,
+                "detail": e.detail,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "approval_id": id.to_string(), "events": rows })))
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod durability;
 mod errors;
+mod history;
 mod lifecycle;
 mod long_poll;
 mod observability;

@@ -27,6 +27,7 @@ use serde::Serialize;
 use email::EmailChannel;
 pub use email::{EmailSettings, EmailTls};
 
+use crate::domain::AuditEvent;
 use crate::metrics::Metric;
 use crate::notification::{Notification, OperatorHints, Wake};
 use crate::store::{Channel as Queue, QueueEntry, Queues, StoreError};
@@ -82,6 +83,14 @@ impl Outgoing {
         match self {
             Outgoing::Approval(n) => (n.approval.id.to_string(), n.request_id.clone()),
             Outgoing::Announcement(a) => (a.subject.clone(), None),
+        }
+    }
+
+    /// The approval and what happened to it, for its history.
+    fn about(&self) -> Option<(crate::domain::ApprovalId, &'static str)> {
+        match self {
+            Outgoing::Approval(n) => Some((n.approval.id, n.kind())),
+            Outgoing::Announcement(_) => None,
         }
     }
 }
@@ -225,6 +234,8 @@ pub struct FallbackNotifier {
 /// the last error otherwise; plus per-channel outcomes for the counters.
 struct Walked {
     delivered: Vec<(u64, Result<(), String>)>,
+    /// Per seq: the approval it notifies about and the notification's kind (history).
+    about: HashMap<u64, (crate::domain::ApprovalId, &'static str)>,
     outcomes: Vec<ChannelOutcome>,
 }
 
@@ -423,6 +434,14 @@ impl FallbackNotifier {
         if let Err(error) = self.queues.ack(queue, &done) {
             tracing::error!(actor = NAME, %error, "cannot remove delivered notifications");
         }
+        for seq in &done {
+            if let Some((id, kind)) = walked.about.get(seq) {
+                let event = AuditEvent::now("delivered")
+                    .on(queue.as_str())
+                    .saying(format!("{kind} notification"));
+                self.queues.record(*id, &event);
+            }
+        }
         let lane = &mut self.lanes[index];
         lane.delivering = false;
         for seq in &done {
@@ -440,6 +459,12 @@ impl FallbackNotifier {
                     tracing::error!(actor = NAME, queue = queue.as_str(), seq, %reason, "notification undeliverable after every attempt; moved to the dead letters");
                     if let Err(error) = self.queues.bury(queue, *seq, reason) {
                         tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
+                    }
+                    if let Some((id, _)) = walked.about.get(seq) {
+                        let event = AuditEvent::now("dead_lettered")
+                            .on(queue.as_str())
+                            .saying(reason.clone());
+                        self.queues.record(*id, &event);
                     }
                     lane.ready.remove(seq);
                     lane.cache.remove(seq);
@@ -593,8 +618,13 @@ async fn walk(
             (*seq, result)
         })
         .collect();
+    let about = items
+        .iter()
+        .filter_map(|(seq, outgoing)| outgoing.about().map(|a| (*seq, a)))
+        .collect();
     Walked {
         delivered,
+        about,
         outcomes,
     }
 }

@@ -6,7 +6,9 @@ use actix::prelude::*;
 use futures_util::future::{FutureExt, LocalBoxFuture};
 
 use super::{ApprovalRegistry, Created, NAME, RegistryError};
-use crate::domain::{Actor, Approval, ApprovalId, Decision, Grant, NewApproval, Outcome, Status};
+use crate::domain::{
+    Actor, Approval, ApprovalId, AuditEvent, Decision, Grant, NewApproval, Outcome, Status,
+};
 use crate::metrics::Metric;
 use crate::notification::Event;
 use crate::policy::Action as PolicyAction;
@@ -33,6 +35,26 @@ impl Kind {
             Kind::Ended => Some(Event::Ended),
             Kind::Resolved | Kind::Attached => None,
         }
+    }
+}
+
+fn created_event(approval: &Approval) -> AuditEvent {
+    let event = AuditEvent::now("created").by(Actor::Agent(approval.requested_by.clone()));
+    match &approval.agent {
+        Some(label) => event.saying(format!("agent {label}")),
+        None => event,
+    }
+}
+
+/// The history entry of an ending: its status as the kind, who decided, their comment.
+fn ended_event(approval: &Approval) -> AuditEvent {
+    let mut event = AuditEvent::now(approval.status.as_str());
+    if let Some(by) = &approval.decided_by {
+        event = event.by(by);
+    }
+    match &approval.comment {
+        Some(comment) => event.saying(comment.clone()),
+        None => event,
     }
 }
 
@@ -74,6 +96,7 @@ impl ApprovalRegistry {
         kind: Kind,
         request_id: Option<&str>,
         grant: Option<Grant>,
+        events: &[AuditEvent],
     ) -> Result<Pending, RegistryError> {
         let event = kind.event();
         let notifiers = self.notifiers.clone();
@@ -89,6 +112,7 @@ impl ApprovalRegistry {
             channels,
             request_id,
             grant: grant.as_ref(),
+            events,
         })?;
         self.mark_unflushed(approval.id);
         Ok(Pending {
@@ -175,6 +199,19 @@ impl ApprovalRegistry {
         }
         let now = super::now();
         let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
+        let mut events = vec![created_event(&approval)];
+        if let Some(rule) = &verdict.rule {
+            let action = match verdict.action {
+                PolicyAction::Allow => "allow",
+                PolicyAction::Deny => "deny",
+                PolicyAction::Escalate => "escalate",
+            };
+            events.push(
+                AuditEvent::now("policy_applied")
+                    .by(Actor::Policy(rule.clone()))
+                    .saying(format!("rule `{rule}`: {action}")),
+            );
+        }
         let decision = match (verdict.action, verdict.rule) {
             (PolicyAction::Allow, Some(rule)) => Some(Decision {
                 outcome: Outcome::Approve,
@@ -190,12 +227,20 @@ impl ApprovalRegistry {
         };
         if let Some(decision) = decision {
             // Decided before anyone saw it: one write, no notifications, no deadline.
+            if let Actor::Grant { grant_id, .. } = &decision.actor {
+                events.push(
+                    AuditEvent::now("grant_applied")
+                        .by(&decision.actor)
+                        .saying(format!("session grant {grant_id}")),
+                );
+            }
             let _ = approval.apply(decision, now);
-            let pending = self.write(approval, None, Kind::Resolved, request_id, None)?;
+            events.push(ended_event(&approval));
+            let pending = self.write(approval, None, Kind::Resolved, request_id, None, &events)?;
             return Ok(Ok(pending));
         }
         self.check_pending_cap(&approval.requested_by)?;
-        let pending = self.write(approval, None, Kind::Created, request_id, None)?;
+        let pending = self.write(approval, None, Kind::Created, request_id, None, &events)?;
         self.pending_changed(&pending.applied.approval.requested_by, true);
         // Arm now: an expiry of an approval whose commit then fails finds nothing to do.
         self.arm(&pending.applied.approval);
@@ -302,7 +347,28 @@ impl ApprovalRegistry {
                     .saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
             }
         });
-        self.write(approval, Some(previous), Kind::Ended, request_id, grant)
+        let mut events = vec![ended_event(&approval)];
+        if let Some(grant) = &grant {
+            events.push(
+                AuditEvent::now("grant_created")
+                    .by(&grant.granted_by)
+                    .saying(format!(
+                        "grant {} for {} in session {} until {}",
+                        grant.id,
+                        grant.tool_name,
+                        grant.session_id,
+                        crate::store::millis(grant.expires_at_ms).to_rfc3339()
+                    )),
+            );
+        }
+        self.write(
+            approval,
+            Some(previous),
+            Kind::Ended,
+            request_id,
+            grant,
+            &events,
+        )
     }
 
     pub(super) fn decide(
@@ -347,7 +413,20 @@ impl ApprovalRegistry {
         if !approval.telegram_messages.contains(&message) {
             approval.telegram_messages.push(message);
         }
-        self.write(approval, Some(previous), Kind::Attached, None, None)
+        let event = AuditEvent::now("telegram_message")
+            .on("telegram")
+            .saying(format!(
+                "message {} in chat {}",
+                message.message_id, message.chat_id
+            ));
+        self.write(
+            approval,
+            Some(previous),
+            Kind::Attached,
+            None,
+            None,
+            &[event],
+        )
     }
 
     /// The commit's fate is known: announce a durable change, revert one that is not.
@@ -375,6 +454,7 @@ impl ApprovalRegistry {
                 channels: &[],
                 request_id: None,
                 grant: grant.as_ref(),
+                events: &[],
             };
             if let Err(error) = self.store.revert(&change, &written) {
                 tracing::error!(actor = NAME, approval_id = %approval.id, %error, "cannot revert a change whose commit failed");

@@ -90,6 +90,25 @@ impl Handler<Decide> for ApprovalRegistry {
     }
 }
 
+impl Handler<History> for ApprovalRegistry {
+    type Result = ResponseFuture<Result<Vec<crate::domain::AuditEvent>, RegistryError>>;
+
+    fn handle(&mut self, History(id): History, ctx: &mut Context<Self>) -> Self::Result {
+        let read = guarded(NAME, ctx, || {
+            if self.store.get(id)?.is_none() {
+                return Ok(None);
+            }
+            self.store.events(id).map(Some)
+        });
+        match read {
+            Ok(Ok(Some(events))) => self.when_committed([id], Ok(events)),
+            Ok(Ok(None)) => answer(Err(RegistryError::NotFound(id))),
+            Ok(Err(error)) => answer(Err(RegistryError::from(error))),
+            Err(failed) => answer(Err(failed.into())),
+        }
+    }
+}
+
 impl Handler<ListGrants> for ApprovalRegistry {
     type Result = MessageResult<ListGrants>;
 

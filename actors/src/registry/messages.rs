@@ -171,3 +171,8 @@ pub struct Requeue(pub u64);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FailCommits(pub u32);
+
+/// An approval's history, oldest first (`NotFound` if there is no such approval).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<crate::domain::AuditEvent>, RegistryError>")]
+pub struct History(pub ApprovalId);

@@ -12,6 +12,7 @@
 //! | `dead_letters`      | seq (BE)                         | channel, reason, entry | notifiers; requeued by operators |
 //! | `telegram_messages` | approval id                      | message refs         | TelegramGateway    |
 //! | `grants`            | grant id (ULID text)             | grant as JSON        | ApprovalRegistry   |
+//! | `events`            | approval id ++ seq (BE)          | audit event as JSON  | registry with each change; notifiers and Telegram append |
 //! | `meta`              | name                             | bytes                | whoever named it   |
 //!
 //! A state change and the notifications announcing it are one sled transaction
@@ -39,7 +40,7 @@ pub use commit::{CommitResult, FaultSwitch};
 pub use queue::{Channel, DeadLetter, QueueEntry};
 use staging::{Op, Staging, Target};
 
-use crate::domain::{Approval, ApprovalId, Grant, Status};
+use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 use crate::notification::Event;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,8 @@ pub struct Change<'a> {
     pub request_id: Option<&'a str>,
     /// A session grant created by this change (an "approve for this session" decision).
     pub grant: Option<&'a Grant>,
+    /// History entries this change adds to the approval (same transaction).
+    pub events: &'a [AuditEvent],
 }
 
 impl Change<'_> {
@@ -89,6 +92,8 @@ impl Change<'_> {
 #[derive(Debug, Clone, Default)]
 pub struct Written {
     pub queued: Vec<(Channel, u64)>,
+    /// Keys of the history entries written, so a revert removes them.
+    event_keys: Vec<Vec<u8>>,
     /// What the queue entries hold, for notifiers to deliver without reading sled.
     pub entry: Option<Arc<QueueEntry>>,
     record: Vec<u8>,
@@ -122,6 +127,8 @@ pub trait ApprovalStore: Send + 'static {
     fn grants(&self) -> Result<Vec<Grant>, StoreError>;
     /// Stage the removal of a grant (revoked or expired); durable with the next commit.
     fn remove_grant(&self, id: &str);
+    /// An approval's history, oldest first.
+    fn events(&self, id: ApprovalId) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
 /// A pending durability promise; await it with [`Commit::wait`].
@@ -165,6 +172,7 @@ struct Inner {
     dead: sled::Tree,
     messages: sled::Tree,
     grants: sled::Tree,
+    events: sled::Tree,
     staging: Arc<Staging>,
     dead_count: AtomicI64,
     db: sled::Db,
@@ -258,8 +266,17 @@ impl SledStore {
             tree("telegram_messages")?,
         );
         let grants = tree("grants")?;
+        let events = tree("events")?;
         let staging = Arc::new(Staging::default());
-        let trees = [&approvals, &idempotency, &by_status, &queues, &grants].map(|t| t.clone());
+        let trees = [
+            &approvals,
+            &idempotency,
+            &by_status,
+            &queues,
+            &grants,
+            &events,
+        ]
+        .map(|t| t.clone());
         let staged = Arc::clone(&staging);
         let apply = Box::new(move || apply_staged(&trees, &staged));
         let commit = GroupCommit::start(db.clone(), &path.join("db"), apply)?;
@@ -275,6 +292,7 @@ impl SledStore {
                 dead,
                 messages,
                 grants,
+                events,
                 db,
                 path: path.to_path_buf(),
             }),
@@ -299,6 +317,30 @@ impl SledStore {
         meta.insert(SCHEMA_KEY, &[SCHEMA_VERSION])?;
         self.inner.db.flush()?;
         Ok(())
+    }
+
+    /// A staged history entry for `id` (key: id ++ a unique increasing number).
+    fn event_op(&self, id: ApprovalId, event: &AuditEvent) -> Result<Op, StoreError> {
+        let mut key = id.to_bytes().to_vec();
+        key.extend_from_slice(&self.next_seq()?.to_be_bytes());
+        let value = serde_json::to_vec(event)
+            .map_err(|e| StoreError::Queue(format!("cannot encode a history entry: {e}")))?;
+        Ok(Op {
+            target: Target::Events,
+            key,
+            value: Some(value),
+        })
+    }
+
+    /// Append to an approval's history; durable with the next commit. For actors that observe
+    /// rather than change an approval (notifiers, Telegram taps).
+    pub fn record(&self, id: ApprovalId, event: &AuditEvent) {
+        match self.event_op(id, event) {
+            Ok(op) => self.inner.staging.stage(vec![op]),
+            Err(error) => {
+                tracing::error!(approval_id = %id, %error, "cannot record a history entry")
+            }
+        }
     }
 
     /// The next queue sequence number: unique and increasing across restarts, never 0 (0 is
@@ -380,10 +422,17 @@ impl ApprovalStore for SledStore {
                 Some(encode_grant(grant)?),
             ));
         }
+        let mut event_keys = Vec::with_capacity(change.events.len());
+        for event in change.events {
+            let op = self.event_op(approval.id, event)?;
+            event_keys.push(op.key.clone());
+            ops.push(op);
+        }
         // Applied with everything else staged before the next commit, in one transaction.
         self.inner.staging.stage(ops);
         Ok(Written {
             queued,
+            event_keys,
             entry,
             record,
         })
@@ -400,13 +449,17 @@ impl ApprovalStore for SledStore {
             &inner.by_status,
             &inner.queues,
             &inner.grants,
+            &inner.events,
         )
-            .transaction(|(a, i, s, q, g)| {
+            .transaction(|(a, i, s, q, g, e)| {
                 for (channel, seq) in &written.queued {
                     q.remove(&queue::key(*channel, *seq)[..])?;
                 }
                 if let Some(grant) = change.grant {
                     g.remove(grant.id.as_bytes())?;
+                }
+                for key in &written.event_keys {
+                    e.remove(key.as_slice())?;
                 }
                 // Something newer already replaced this version: leave it alone.
                 if a.get(id)?.as_deref() != Some(written.record.as_slice()) {
@@ -546,6 +599,9 @@ impl ApprovalStore for SledStore {
                     }
                     self.inner.approvals.remove(id.to_bytes())?;
                     self.inner.messages.remove(id.to_bytes())?;
+                    for event in self.inner.events.scan_prefix(id.to_bytes()).keys() {
+                        self.inner.events.remove(event?)?;
+                    }
                 }
                 self.inner.by_status.remove(key)?;
                 removed.push(status);
@@ -586,6 +642,20 @@ impl ApprovalStore for SledStore {
         Ok(grants)
     }
 
+    fn events(&self, id: ApprovalId) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut events = Vec::new();
+        for entry in self.inner.events.scan_prefix(id.to_bytes()) {
+            let (key, value) = entry?;
+            match serde_json::from_slice(&value) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    tracing::error!(key = %queue::hex(&key), %error, "skipping an unreadable history entry")
+                }
+            }
+        }
+        Ok(events)
+    }
+
     fn remove_grant(&self, id: &str) {
         self.inner.staging.stage(vec![Op {
             target: Target::Grants,
@@ -596,14 +666,14 @@ impl ApprovalStore for SledStore {
 }
 
 /// Apply every staged operation as one transaction (on the group-commit thread).
-fn apply_staged(trees: &[sled::Tree; 5], staging: &Staging) -> std::io::Result<()> {
+fn apply_staged(trees: &[sled::Tree; 6], staging: &Staging) -> std::io::Result<()> {
     let ops = staging.take();
     if ops.is_empty() {
         return Ok(());
     }
-    let [approvals, idempotency, by_status, queues, grants] = trees;
-    let result =
-        (approvals, idempotency, by_status, queues, grants).transaction(|(a, i, s, q, g)| {
+    let [approvals, idempotency, by_status, queues, grants, events] = trees;
+    let result = (approvals, idempotency, by_status, queues, grants, events).transaction(
+        |(a, i, s, q, g, e)| {
             for op in &ops {
                 let tree = match op.target {
                     Target::Approvals => a,
@@ -611,6 +681,7 @@ fn apply_staged(trees: &[sled::Tree; 5], staging: &Staging) -> std::io::Result<(
                     Target::ByStatus => s,
                     Target::Queues => q,
                     Target::Grants => g,
+                    Target::Events => e,
                 };
                 match &op.value {
                     Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
@@ -618,7 +689,8 @@ fn apply_staged(trees: &[sled::Tree; 5], staging: &Staging) -> std::io::Result<(
                 };
             }
             Ok::<(), ConflictableTransactionError<()>>(())
-        });
+        },
+    );
     staging.settled(&ops);
     result.map_err(|error| std::io::Error::other(format!("cannot apply staged writes: {error:?}")))
 }
@@ -778,6 +850,13 @@ impl Queues {
         Ok(Some((channel, seq)))
     }
 
+    /// Append to an approval's history (a delivery, a tap, a dead letter). Made durable by the
+    /// next group commit, which this asks for (nobody waits on it: history is not an answer).
+    pub fn record(&self, id: ApprovalId, event: &AuditEvent) {
+        self.0.record(id, event);
+        drop(self.0.commit());
+    }
+
     /// O(1): kept by the store as letters come and go.
     pub fn dead_letter_count(&self) -> i64 {
         self.0.inner.dead_count.load(Ordering::Relaxed)
@@ -834,6 +913,7 @@ mod tests {
                     channels: &[Channel::Console, Channel::File],
                     request_id: Some("r1"),
                     grant: None,
+                    events: &[],
                 })
                 .expect("apply");
             assert_eq!(
@@ -882,6 +962,7 @@ mod tests {
             channels: &[Channel::Telegram],
             request_id: None,
             grant: None,
+            events: &[],
         };
         let written = store.apply(&change).expect("apply");
         store.faults().fail_next(1);

@@ -23,6 +23,7 @@ pub(super) enum Target {
     ByStatus,
     Queues,
     Grants,
+    Events,
 }
 
 /// One insert (`Some`) or removal (`None`).
@@ -50,6 +51,7 @@ fn tag(target: Target) -> u8 {
         Target::ByStatus => 2,
         Target::Queues => 3,
         Target::Grants => 4,
+        Target::Events => 5,
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::{NAME, TelegramGateway};
+use crate::domain::AuditEvent;
 use crate::domain::TelegramMessageRef;
 use crate::metrics::TelegramMetric;
 use crate::notification::{Event, Wake};
@@ -293,6 +294,22 @@ impl TelegramGateway {
         self.last_success = Some(now);
         self.consecutive_failures = 0;
         self.done(seq);
+        let event = match &delivered {
+            Some(Delivered::Sent(message)) => Some(
+                AuditEvent::now("delivered")
+                    .on("telegram")
+                    .saying(format!("message {} sent", message.message_id)),
+            ),
+            Some(Delivered::Edited) => Some(
+                AuditEvent::now("message_edited")
+                    .on("telegram")
+                    .saying(format!("shows {}", entry.approval.status)),
+            ),
+            _ => None,
+        };
+        if let Some(event) = event {
+            self.queues.record(entry.approval.id, &event);
+        }
         if let Some(Delivered::Sent(message)) = delivered {
             if let Err(error) = self.messages.add(entry.approval.id, message) {
                 tracing::error!(actor = NAME, %error, "cannot record a sent message");
@@ -374,10 +391,15 @@ impl TelegramGateway {
             "Telegram refused the notification permanently (check telegram.chat_id and the bot's rights); \
              moved to the dead letters and told the fallback channels"
         );
+        let approval_id = entry.approval.id;
         self.tell_fallback(seq, entry, ctx);
         if let Err(error) = self.queues.bury(Channel::Telegram, seq, &failure.detail) {
             tracing::error!(actor = NAME, %error, "cannot move an entry to the dead letters");
         }
+        let event = AuditEvent::now("dead_lettered")
+            .on("telegram")
+            .saying(failure.detail.clone());
+        self.queues.record(approval_id, &event);
         self.forget(seq);
     }
 

@@ -37,6 +37,14 @@ enum TapOutcome {
     },
 }
 
+/// Who tapped, as the history shows it.
+fn tapper(query: &CallbackQuery) -> DecidedBy {
+    DecidedBy::Telegram {
+        user_id: query.from.id.0 as i64,
+        username: query.from.username.clone(),
+    }
+}
+
 async fn clear_webhook(api: &crate::telegram::api::Api) {
     match api.webhook_url().await.result {
         Ok(Some(url)) if !url.is_empty() => match api.delete_webhook().await.result {
@@ -299,6 +307,19 @@ impl TelegramGateway {
             Ok(verdict) => verdict,
             Err(reason) => {
                 self.metric(TelegramMetric::UnauthorisedTap);
+                // On the approval's history when the button itself is genuine (a forged one
+                // names nothing we can trust).
+                if let Some((id, _)) = query
+                    .data
+                    .as_deref()
+                    .and_then(|d| self.codec.decode(d).ok())
+                {
+                    let event = crate::domain::AuditEvent::now("tap_refused")
+                        .by(tapper(&query))
+                        .on("telegram")
+                        .saying(reason);
+                    self.queues.record(id, &event);
+                }
                 tracing::warn!(
                     actor = NAME,
                     request_id,
@@ -330,6 +351,11 @@ impl TelegramGateway {
             Action::Approve | Action::Reject => None,
         };
         tracing::info!(actor = NAME, request_id, approval_id = %id, user_id = query.from.id.0, ?action, "button tapped");
+        let event = crate::domain::AuditEvent::now("tapped")
+            .by(tapper(&query))
+            .on("telegram")
+            .saying(format!("{action:?}"));
+        self.queues.record(id, &event);
         let registry = self.registry.clone();
         async move {
             let result = match registry {
