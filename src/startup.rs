@@ -40,6 +40,10 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
+    tokens: web::Data<Tokens>,
+    /// Where settings came from and the log level handle, when reloads are on (`serve`).
+    reload: Option<(settings::Sources, crate::telemetry::LogLevel)>,
     /// The separate monitoring listener (`monitoring.bind`) and its port.
     monitoring: Option<(Server, u16)>,
     actors: ActorSystem,
@@ -89,7 +93,32 @@ fn email_settings(s: &Settings) -> EmailSettings {
     }
 }
 
-fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
+/// The registry's share of the settings (at start and on every reload).
+pub(crate) fn registry_settings(settings: &Settings) -> Result<RegistrySettings, StartupError> {
+    Ok(RegistrySettings {
+        max_waiters: settings.server.max_waiters,
+        grace_period: settings.approval_timeout.grace_period,
+        retention: Some(settings.store.retention).filter(|r| !r.is_zero()),
+        // Validated at load, so compiling again cannot fail here.
+        policy: Arc::new(
+            approval_gate_actors::policy::Policy::compile(&settings.policy.rules).map_err(|e| {
+                settings::SettingsError::Invalid {
+                    key: "policy.rules",
+                    value: e.rule,
+                    allowed: e.problem,
+                }
+            })?,
+        ),
+        max_grant: settings.agents.max_grant,
+        max_pending_per_agent: settings.limits.max_pending_per_agent,
+        input_limits: approval_gate_actors::domain::InputLimits {
+            max_depth: settings.server.max_input_depth,
+            max_bytes: settings.server.max_tool_input_bytes,
+        },
+    })
+}
+
+pub(crate) fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
     let t = &s.telegram;
     let b = &s.circuit_breaker;
     t.enabled.then(|| TelegramSettings {
@@ -156,27 +185,7 @@ impl Application {
 
         let system = ActorSystem::start(SystemSettings {
             store_path: settings.store.path.clone(),
-            registry: RegistrySettings {
-                max_waiters: settings.server.max_waiters,
-                grace_period: settings.approval_timeout.grace_period,
-                retention: Some(settings.store.retention).filter(|r| !r.is_zero()),
-                // Validated at load, so compiling again cannot fail here.
-                policy: Arc::new(
-                    approval_gate_actors::policy::Policy::compile(&settings.policy.rules).map_err(
-                        |e| settings::SettingsError::Invalid {
-                            key: "policy.rules",
-                            value: e.rule,
-                            allowed: e.problem,
-                        },
-                    )?,
-                ),
-                max_grant: settings.agents.max_grant,
-                max_pending_per_agent: settings.limits.max_pending_per_agent,
-                input_limits: approval_gate_actors::domain::InputLimits {
-                    max_depth: settings.server.max_input_depth,
-                    max_bytes: settings.server.max_tool_input_bytes,
-                },
-            },
+            registry: registry_settings(&settings)?,
             check_interval: settings.approval_timeout.check_interval,
             fallback: chain_settings(&settings),
             telegram: telegram_settings(&settings),
@@ -189,18 +198,19 @@ impl Application {
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             actors: system.actors.clone(),
-            settings: Arc::new(settings.clone()),
+            live: arc_swap::ArcSwap::from_pointee(settings.clone()),
             accepting: Arc::clone(&accepting),
             stopping: stopping_rx,
             started: Instant::now(),
-            limits: Arc::new(http::Limits::new(&settings.limits)),
+            live_limits: arc_swap::ArcSwap::from_pointee(http::Limits::new(&settings.limits)),
         });
         let tokens = web::Data::new(Tokens::new(&settings.auth));
         let monitoring = monitoring_server(&settings, &state)?;
+        let (app_state, app_tokens) = (state.clone(), tokens.clone());
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(http::request_context))
-                .configure(http::configure(state.clone(), tokens.clone()))
+                .configure(http::configure(app_state.clone(), app_tokens.clone()))
                 .default_service(web::to(http::not_found))
         })
         // Nagle's algorithm would hold the last chunk of a streamed long-poll body until the
@@ -226,6 +236,9 @@ impl Application {
         Ok(Self {
             port,
             server,
+            state,
+            tokens,
+            reload: None,
             monitoring,
             actors: system,
             accepting,
@@ -235,6 +248,16 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Reload the configuration from `sources` on SIGHUP and when the `--config` file changes.
+    pub fn reloading(
+        mut self,
+        sources: settings::Sources,
+        log_level: crate::telemetry::LogLevel,
+    ) -> Self {
+        self.reload = Some((sources, log_level));
+        self
     }
 
     /// The port of the separate monitoring listener, when `monitoring.bind` is set.
@@ -255,8 +278,15 @@ impl Application {
             actors,
             accepting,
             stopping,
+            state,
+            tokens,
+            reload,
             ..
         } = self;
+        if let Some((sources, log_level)) = reload {
+            let reloader = crate::reload::Reloader::new(sources, state, tokens, log_level);
+            actix_rt::spawn(reloader.watch());
+        }
         let handle = server.handle();
         let monitoring_handle = monitoring.as_ref().map(|(server, _)| server.handle());
         if let Some((monitoring, _)) = monitoring {

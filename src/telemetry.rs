@@ -12,12 +12,31 @@ use crate::settings::{LogFormat, LoggingSettings};
 #[must_use]
 pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
 
-pub fn init(settings: &LoggingSettings) -> LogGuards {
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(&settings.level))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    };
+/// Changes the log level of the running process (a configuration reload).
+#[derive(Clone)]
+pub struct LogLevel {
+    handle: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+    /// RUST_LOG was set at start: it wins over `logging.level`, reloads included.
+    pinned: bool,
+}
+
+impl LogLevel {
+    pub fn set(&self, level: &str) -> Result<(), String> {
+        if self.pinned {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        self.handle.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+pub fn init(settings: &LoggingSettings) -> (LogGuards, LogLevel) {
+    let pinned = std::env::var_os("RUST_LOG").is_some();
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // One filter for every output, behind a reload handle so a reload can change the level.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let mut guards = Vec::new();
     let (stdout, guard) = tracing_appender::non_blocking(std::io::stdout());
     guards.push(guard);
@@ -39,12 +58,13 @@ pub fn init(settings: &LoggingSettings) -> LogGuards {
             .json()
             .with_current_span(true)
             .with_writer(writer)
-            .with_filter(filter())
+            .boxed()
     });
     let registry = tracing_subscriber::registry()
-        .with(console.with_filter(filter()))
+        .with(filter)
+        .with(console)
         .with(file);
     // A second init (tests starting several apps) keeps the first subscriber.
     let _ = registry.try_init();
-    LogGuards(guards)
+    (LogGuards(guards), LogLevel { handle, pinned })
 }

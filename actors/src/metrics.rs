@@ -47,6 +47,10 @@ pub enum Metric {
     Refused {
         reason: &'static str,
     },
+    /// A configuration reload: `applied` or `rejected`.
+    ConfigReload {
+        outcome: &'static str,
+    },
 }
 
 /// The closed set of `approval_gate_refused_total{reason}` labels, all present from the start.
@@ -118,6 +122,7 @@ struct Families {
     tg_outbox: IntGauge,
     tg_unauthorised: IntCounter,
     refused: IntCounterVec,
+    reloads: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -295,6 +300,18 @@ impl Families {
                 }
                 refused
             },
+            reloads: {
+                let reloads = counter_vec(
+                    r,
+                    "approval_gate_config_reloads_total",
+                    "Configuration reloads (SIGHUP or a changed --config file) by outcome",
+                    &["outcome"],
+                );
+                for outcome in ["applied", "rejected"] {
+                    reloads.with_label_values(&[outcome]);
+                }
+                reloads
+            },
         }
     }
 }
@@ -343,6 +360,7 @@ impl MetricsCollector {
             }
             Metric::Telegram(t) => self.observe_telegram(t),
             Metric::Refused { reason } => m.refused.with_label_values(&[reason]).inc(),
+            Metric::ConfigReload { outcome } => m.reloads.with_label_values(&[outcome]).inc(),
         }
     }
 

@@ -8,20 +8,21 @@ use crate::startup::Application;
 use crate::telemetry;
 
 pub fn run(config: Option<PathBuf>) -> ExitCode {
-    let settings = match settings::load(&Sources {
+    let sources = Sources {
         config_file: config,
         env: None,
-    }) {
+    };
+    let settings = match settings::load(&sources) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("approval-gate: {error}");
             return ExitCode::from(2);
         }
     };
-    let _logs = telemetry::init(&settings.logging);
+    let (_logs, log_level) = telemetry::init(&settings.logging);
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
-        let app = Application::build(settings)?;
+        let app = Application::build(settings)?.reloading(sources, log_level);
         app.run_until_stopped().await.map_err(|e| e.to_string())?;
         Ok::<(), Box<dyn std::error::Error>>(())
     });

@@ -82,7 +82,8 @@ fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
 }
 
 fn request_timeout(state: &AppState, raw: Option<&str>) -> Result<Duration, ApiError> {
-    let limits = &state.settings.approval_timeout;
+    let settings = state.settings();
+    let limits = &settings.approval_timeout;
     let Some(raw) = raw else {
         return Ok(limits.default);
     };
@@ -107,7 +108,7 @@ async fn create(
     request_id: RequestId,
     body: web::Json<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    state.limits.create(&caller.name)?;
+    state.limits().create(&caller.name)?;
     let body = body.into_inner();
     let timeout = request_timeout(&state, body.timeout.as_deref())?;
     let new = NewApproval {
@@ -189,7 +190,7 @@ async fn get(
             ))
         })?,
     }
-    .min(state.settings.server.max_wait);
+    .min(state.settings().server.max_wait);
     let registry = &state.actors.registry;
     if wait.is_zero() {
         let approval = registry.send(Get(id)).await??;
@@ -230,7 +231,7 @@ async fn get(
         // with the current state (the guard frees the waiter).
         current_state(&registry, id, last_known).await
     };
-    let heartbeat = state.settings.server.long_poll_heartbeat;
+    let heartbeat = state.settings().server.long_poll_heartbeat;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .streaming(long_poll_body(Box::pin(outcome), heartbeat)))
@@ -334,7 +335,7 @@ async fn list(
     Ok(HttpResponse::Ok().json(Page {
         approvals: page
             .iter()
-            .map(|a| ApprovalView::row(a, state.settings.server.list_preview_bytes))
+            .map(|a| ApprovalView::row(a, state.settings().server.list_preview_bytes))
             .collect(),
         next_cursor,
     }))
@@ -358,7 +359,8 @@ struct DecisionBody {
 }
 
 fn grant_duration(state: &AppState, raw: Option<&str>) -> Result<Duration, ApiError> {
-    let agents = &state.settings.agents;
+    let settings = state.settings();
+    let agents = &settings.agents;
     let Some(raw) = raw else {
         return Ok(agents.session_grant);
     };
@@ -396,7 +398,7 @@ async fn decide(
     id: web::Path<String>,
     body: web::Json<DecisionBody>,
 ) -> Result<HttpResponse, ApiError> {
-    state.limits.decision(&caller.name)?;
+    state.limits().decision(&caller.name)?;
     let id = parse_id(&id)?;
     let body = body.into_inner();
     let (outcome, grant_for) = match body.decision {

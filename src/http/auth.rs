@@ -22,11 +22,23 @@ pub enum Role {
 /// the configuration as `sha256:<hex>` (so a leaked config file leaks no token) or in plain,
 /// which is hashed at start. A presented token is hashed once and compared with every digest.
 pub struct Tokens {
-    entries: Vec<(Role, String, [u8; 32])>,
+    /// Replaced whole by a reload.
+    entries: arc_swap::ArcSwap<Vec<(Role, String, [u8; 32])>>,
 }
 
 impl Tokens {
     pub fn new(auth: &AuthSettings) -> Self {
+        Self {
+            entries: arc_swap::ArcSwap::from_pointee(Self::entries(auth)),
+        }
+    }
+
+    /// Take the tokens of a reloaded configuration.
+    pub fn replace(&self, auth: &AuthSettings) {
+        self.entries.store(std::sync::Arc::new(Self::entries(auth)));
+    }
+
+    fn entries(auth: &AuthSettings) -> Vec<(Role, String, [u8; 32])> {
         let agents = auth
             .agent_tokens
             .iter()
@@ -35,20 +47,18 @@ impl Tokens {
             .operator_tokens
             .iter()
             .map(|(n, t)| (Role::Operator, n.clone(), crate::settings::token_digest(t)));
-        Self {
-            entries: agents.chain(operators).collect(),
-        }
+        agents.chain(operators).collect()
     }
 
     fn is_open(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.load().is_empty()
     }
 
     /// Every configured digest is compared, so timing does not reveal which one matched.
     fn identify(&self, presented: &[u8]) -> Option<(Role, String)> {
         let presented = crate::settings::sha256(presented);
         let mut found = None;
-        for (role, name, digest) in &self.entries {
+        for (role, name, digest) in self.entries.load().iter() {
             if bool::from(digest.as_slice().ct_eq(presented.as_slice())) {
                 found = Some((*role, name.clone()));
             }
@@ -91,7 +101,7 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     }
     let limits = req
         .app_data::<web::Data<super::AppState>>()
-        .map(|state| std::sync::Arc::clone(&state.limits));
+        .map(|state| state.limits());
     let source = req.peer_addr().map(|a| a.ip());
     if let Some(limits) = &limits {
         limits.blocked(source)?;
@@ -190,7 +200,7 @@ impl FromRequest for MonitoringAccess {
         }
         let required = req
             .app_data::<web::Data<super::AppState>>()
-            .is_some_and(|state| state.settings.monitoring.require_auth);
+            .is_some_and(|state| state.settings().monitoring.require_auth);
         if !required {
             return ready(Ok(MonitoringAccess));
         }

@@ -82,7 +82,7 @@ pub async fn request_context(
             span.in_scope(|| tracing::warn!(%route, status, reason, %source, "request refused"));
             state.actors.metrics.do_send(Metric::Refused { reason });
         }
-        if state.settings.monitoring.request_logging {
+        if state.settings().monitoring.request_logging {
             span.in_scope(
                 || tracing::info!(%route, status, latency_ms = seconds * 1000.0, "http request"),
             );

@@ -78,7 +78,7 @@ struct CrashQuery {
 }
 
 fn fault_injection(state: &AppState) -> Result<(), ApiError> {
-    if state.settings.debug.fault_injection {
+    if state.settings().debug.fault_injection {
         Ok(())
     } else {
         Err(ApiError::NotFound(

@@ -85,14 +85,15 @@ async fn hook(
         Ok(input) => input,
         Err(reason) => return deny(event, reason),
     };
-    if let Err(limited) = state.limits.create(&caller.name) {
+    if let Err(limited) = state.limits().create(&caller.name) {
         refused(&state, &limited);
         return deny(
             event,
             format!("approval-gate refused the request: {limited}"),
         );
     }
-    let hold = &state.settings.agents;
+    let settings = state.settings();
+    let hold = &settings.agents;
     let new = new_approval(agent, event, &input, &caller.name, hold.hook_wait);
     let registry = state.actors.registry.clone();
     let created = match registry
@@ -265,7 +266,7 @@ fn verdict(state: &AppState, approval: &Approval) -> Verdict {
             let reason = format!(
                 "timed out waiting for an operator: nobody decided in time (approval {id})"
             );
-            match state.settings.agents.on_timeout {
+            match state.settings().agents.on_timeout {
                 OnTimeout::Deny => Verdict::Deny(reason),
                 OnTimeout::Ask => Verdict::Ask(reason),
             }

@@ -31,21 +31,31 @@ use crate::settings::Settings;
 /// shutdown flag.
 pub struct AppState {
     pub actors: Actors,
-    pub settings: Arc<Settings>,
+    /// The running settings; replaced whole by a reload (`reload.rs`).
+    pub live: arc_swap::ArcSwap<Settings>,
     pub accepting: Arc<AtomicBool>,
     /// Turns true on shutdown: open long polls answer with the current state at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     pub started: Instant,
-    /// Rate limits per token and per source address.
-    pub limits: Arc<limits::Limits>,
+    /// Rate limits per token and per source address (rebuilt by a reload).
+    pub live_limits: arc_swap::ArcSwap<limits::Limits>,
 }
 
 pub use limits::Limits;
 
 impl AppState {
+    /// The settings in force now (a reload may replace them between two requests).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.live.load_full()
+    }
+
+    pub fn limits(&self) -> Arc<limits::Limits> {
+        self.live_limits.load_full()
+    }
+
     /// A list endpoint's `limit`: 50 by default, 1 ..= `server.max_page_size`.
     pub fn page_limit(&self, requested: Option<usize>) -> Result<usize, ApiError> {
-        let max = self.settings.server.max_page_size;
+        let max = self.settings().server.max_page_size;
         let limit = requested.unwrap_or(50.min(max));
         if limit == 0 || limit > max {
             return Err(ApiError::InvalidQuery(format!(
@@ -62,10 +72,10 @@ pub fn configure(
     tokens: web::Data<Tokens>,
 ) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        let limit = state.settings.server.max_body_bytes;
-        let metrics_enabled = state.settings.monitoring.metrics_enabled;
-        let metrics_path = state.settings.monitoring.metrics_path.clone();
-        let separate_monitoring = !state.settings.monitoring.bind.trim().is_empty();
+        let limit = state.settings().server.max_body_bytes;
+        let metrics_enabled = state.settings().monitoring.metrics_enabled;
+        let metrics_path = state.settings().monitoring.metrics_path.clone();
+        let separate_monitoring = !state.settings().monitoring.bind.trim().is_empty();
         cfg.app_data(state)
             .app_data(tokens)
             .app_data(
@@ -103,8 +113,8 @@ pub fn configure(
 /// token asked. Nothing here changes state.
 pub fn configure_monitoring(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        let metrics_enabled = state.settings.monitoring.metrics_enabled;
-        let metrics_path = state.settings.monitoring.metrics_path.clone();
+        let metrics_enabled = state.settings().monitoring.metrics_enabled;
+        let metrics_path = state.settings().monitoring.metrics_path.clone();
         cfg.app_data(state)
             .app_data(web::Data::new(auth::MonitoringOpen(true)))
             .configure(health::routes)

@@ -358,6 +358,11 @@ impl ChildApp {
 
 /// Start `approval-gate serve` on the store under `dir`; returns once it listens.
 pub fn spawn_binary(dir: &Path, overrides: &[(&str, &str)]) -> ChildApp {
+    spawn_binary_args(dir, &[], overrides)
+}
+
+/// `approval-gate serve <args…>` (e.g. `--config FILE`).
+pub fn spawn_binary_args(dir: &Path, args: &[&str], overrides: &[(&str, &str)]) -> ChildApp {
     let mut env = test_env(dir, overrides);
     env.insert("APPROVAL_GATE__LOGGING__FORMAT".into(), "json".into());
     if !overrides
@@ -368,6 +373,7 @@ pub fn spawn_binary(dir: &Path, overrides: &[(&str, &str)]) -> ChildApp {
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_approval-gate"))
         .arg("serve")
+        .args(args)
         .env_clear()
         .envs(&env)
         .stdout(Stdio::piped())

@@ -15,6 +15,7 @@ mod lifecycle;
 mod long_poll;
 mod observability;
 mod reliability;
+mod reload;
 mod security;
 mod supervision;
 mod telegram;

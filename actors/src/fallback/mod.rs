@@ -174,6 +174,14 @@ pub struct FallbackSettings {
     pub retry_delay: Duration,
 }
 
+/// New retry settings from a configuration reload (the channels themselves need a restart).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure {
+    pub max_attempts: u32,
+    pub retry_delay: Duration,
+}
+
 impl FallbackSettings {
     /// The queues the registry writes for these settings: one per channel, or the chain's.
     pub fn queues(&self) -> Vec<Queue> {
@@ -646,6 +654,17 @@ impl Supervised for FallbackNotifier {
         // The batch in flight was dropped with the old context; `started` replays the queues.
         self.restarts.record(NAME);
         self.metrics.do_send(Metric::ActorRestarted { actor: NAME });
+    }
+}
+
+impl Handler<Reconfigure> for FallbackNotifier {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) {
+        let mut settings = (*self.settings).clone();
+        settings.max_attempts = msg.max_attempts;
+        settings.retry_delay = msg.retry_delay;
+        self.settings = Arc::new(settings);
     }
 }
 

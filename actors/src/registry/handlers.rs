@@ -90,6 +90,19 @@ impl Handler<Decide> for ApprovalRegistry {
     }
 }
 
+impl Handler<Reconfigure> for ApprovalRegistry {
+    type Result = ();
+
+    fn handle(&mut self, Reconfigure(settings): Reconfigure, _: &mut Context<Self>) {
+        tracing::info!(
+            actor = NAME,
+            rules = settings.policy.len(),
+            "registry reconfigured"
+        );
+        self.settings = settings;
+    }
+}
+
 impl Handler<History> for ApprovalRegistry {
     type Result = ResponseFuture<Result<Vec<crate::domain::AuditEvent>, RegistryError>>;
 

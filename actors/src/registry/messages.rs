@@ -176,3 +176,8 @@ pub struct FailCommits(pub u32);
 #[derive(Message)]
 #[rtype(result = "Result<Vec<crate::domain::AuditEvent>, RegistryError>")]
 pub struct History(pub ApprovalId);
+
+/// New settings from a configuration reload (policy, limits, grants, waiters, retention).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub super::RegistrySettings);

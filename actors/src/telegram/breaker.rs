@@ -77,6 +77,11 @@ impl CircuitBreaker {
         }
     }
 
+    /// New thresholds from a reload; the state and the window of recent calls are kept.
+    pub fn reconfigure(&mut self, settings: BreakerSettings) {
+        self.settings = settings;
+    }
+
     pub fn state(&self) -> BreakerState {
         self.state
     }

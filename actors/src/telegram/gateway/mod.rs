@@ -360,6 +360,35 @@ impl Actor for TelegramGateway {
     }
 }
 
+/// New settings from a configuration reload. Who may decide, pacing, the group budget, the
+/// retry policy, the breaker's thresholds and the session button change at once; the bot, the
+/// chat and the way taps arrive need a restart and are kept.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub TelegramSettings);
+
+impl Handler<Reconfigure> for TelegramGateway {
+    type Result = ();
+
+    fn handle(&mut self, Reconfigure(mut settings): Reconfigure, _: &mut Context<Self>) {
+        let old = &self.settings;
+        settings.bot_token = old.bot_token.clone();
+        settings.api_url = old.api_url.clone();
+        settings.chat_id = old.chat_id;
+        settings.webhook = old.webhook.clone();
+        settings.request_timeout = old.request_timeout;
+        settings.previous_secret = old.previous_secret.clone();
+        if settings.group_messages_per_minute != old.group_messages_per_minute {
+            self.group_sends = std::num::NonZeroU32::new(settings.group_messages_per_minute)
+                .filter(|_| settings.chat_id < 0)
+                .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n)));
+        }
+        self.breaker.reconfigure(settings.breaker.clone());
+        self.settings = Arc::new(settings);
+        tracing::info!(actor = NAME, "Telegram gateway reconfigured");
+    }
+}
+
 impl Supervised for TelegramGateway {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts.record(NAME);
