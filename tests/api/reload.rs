@@ -135,3 +135,40 @@ async fn a_changed_config_file_is_picked_up_and_restart_only_keys_are_reported()
             .contains("approval_gate_config_reloads_total")
     );
 }
+
+#[actix_web::test]
+async fn rate_limits_change_with_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("extra.toml");
+    // The burst follows the rate (0): the environment would otherwise pin it for the tests.
+    std::fs::write(&config, "[limits]\ncreates_per_second = 1000\n").unwrap();
+    let path = config.display().to_string();
+    let child = spawn_binary_args(
+        dir.path(),
+        &["--config", &path],
+        &[("APPROVAL_GATE__LIMITS__CREATE_BURST", "0")],
+    );
+    let create = || {
+        child
+            .request(Method::POST, "/api/approvals", Some(AGENT_TOKEN))
+            .json(&bash("ls"))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(create().await.unwrap().status(), StatusCode::CREATED);
+    }
+    std::fs::write(&config, "[limits]\ncreates_per_second = 1\n").unwrap();
+    child.signal(libc::SIGHUP);
+    eventually(WAIT, "the reload applied", || async {
+        (reloads(&child, "applied").await >= 1.0).then_some(())
+    })
+    .await;
+    let statuses = [
+        create().await.unwrap().status(),
+        create().await.unwrap().status(),
+    ];
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+}
