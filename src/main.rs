@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
-use approval_gate::cli::{Cli, Command, approvals, check_config, hook, mcp, request, serve};
+use approval_gate::cli::{
+    Cli, Command, approvals, backup, check_config, hook, mcp, request, serve,
+};
 use clap::Parser;
 
 /// mimalloc instead of glibc malloc: the service allocates many small, short-lived buffers
@@ -22,6 +24,8 @@ fn main() -> ExitCode {
         Command::Request(args) => request::run(args),
         Command::Mcp(args) => mcp::run(args),
         Command::HashToken => hash_token(),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 

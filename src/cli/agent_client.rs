@@ -33,11 +33,11 @@ pub struct AgentClient {
     base: Url,
 }
 
-fn read_token(token_file: Option<&Path>) -> Result<Option<String>, String> {
+fn read_token(token_file: Option<&Path>, env: &str) -> Result<Option<String>, String> {
     let token = match token_file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read --token-file {}: {e}", path.display()))?,
-        None => std::env::var(TOKEN_ENV).unwrap_or_default(),
+        None => std::env::var(env).unwrap_or_default(),
     };
     let token = token.trim();
     Ok((!token.is_empty()).then(|| token.to_string()))
@@ -46,8 +46,18 @@ fn read_token(token_file: Option<&Path>) -> Result<Option<String>, String> {
 impl AgentClient {
     /// `timeout`: per request; `None` for requests the service holds (a hook waits for a human).
     pub fn new(args: &ServiceArgs, timeout: Option<Duration>) -> Result<Self, String> {
+        Self::with_token_from(args, timeout, TOKEN_ENV)
+    }
+
+    /// The same, with the token from `env` (the operator commands read
+    /// `APPROVAL_GATE_OPERATOR_TOKEN`).
+    pub fn with_token_from(
+        args: &ServiceArgs,
+        timeout: Option<Duration>,
+        env: &str,
+    ) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
-        if let Some(token) = read_token(args.token_file.as_deref())? {
+        if let Some(token) = read_token(args.token_file.as_deref(), env)? {
             let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 "the agent token has characters not allowed in a header".to_string()
             })?;

@@ -2,6 +2,7 @@
 
 pub mod agent_client;
 pub mod approvals;
+pub mod backup;
 pub mod check_config;
 pub mod hook;
 pub mod mcp;
@@ -64,6 +65,11 @@ pub enum Command {
     /// Ask for an approval and wait: exit 0 approved, 1 rejected, 2 timed out or cancelled,
     /// 3 error. Token: APPROVAL_GATE_TOKEN.
     Request(request::RequestArgs),
+    /// Take an online backup of a running service into FILE (operator token from
+    /// APPROVAL_GATE_OPERATOR_TOKEN or --token-file).
+    Backup(backup::BackupArgs),
+    /// Rebuild a store from a backup file, offline, into a new or empty folder.
+    Restore(backup::RestoreArgs),
     /// Print `sha256:<hex>` for the token on stdin, to configure a token by its hash
     /// (a leaked config file then leaks no token).
     HashToken,

@@ -6,6 +6,7 @@ mod support;
 
 mod agent_cli;
 mod agents;
+mod backup;
 mod cli;
 mod concurrency;
 mod durability;

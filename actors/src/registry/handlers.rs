@@ -103,6 +103,22 @@ impl Handler<Reconfigure> for ApprovalRegistry {
     }
 }
 
+impl Handler<Backup> for ApprovalRegistry {
+    type Result = ResponseFuture<Result<crate::store::backup::BackupStats, RegistryError>>;
+
+    fn handle(&mut self, Backup(path): Backup, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        async move {
+            // A large store takes a while to write: never on the registry's thread.
+            match tokio::task::spawn_blocking(move || store.backup(&path)).await {
+                Ok(result) => result.map_err(RegistryError::from),
+                Err(_) => Err(RegistryError::Store("the backup task failed".into())),
+            }
+        }
+        .boxed_local()
+    }
+}
+
 impl Handler<History> for ApprovalRegistry {
     type Result = ResponseFuture<Result<Vec<crate::domain::AuditEvent>, RegistryError>>;
 

@@ -181,3 +181,8 @@ pub struct History(pub ApprovalId);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Reconfigure(pub super::RegistrySettings);
+
+/// Write a consistent backup of the store to a file (off the actor's thread).
+#[derive(Message)]
+#[rtype(result = "Result<crate::store::backup::BackupStats, RegistryError>")]
+pub struct Backup(pub std::path::PathBuf);

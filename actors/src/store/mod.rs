@@ -20,6 +20,7 @@
 //! has its queue entry, or neither. The [`ApprovalStore`] trait is what the registry sees, so a
 //! PostgreSQL backend can slot in later without touching the state machine.
 
+pub mod backup;
 mod codec;
 mod commit;
 pub mod queue;
@@ -174,6 +175,8 @@ struct Inner {
     grants: sled::Tree,
     events: sled::Tree,
     staging: Arc<Staging>,
+    /// The staged trees, behind the lock every applier of staged writes holds.
+    apply_lock: Arc<std::sync::Mutex<[sled::Tree; 6]>>,
     dead_count: AtomicI64,
     db: sled::Db,
     path: PathBuf,
@@ -278,7 +281,13 @@ impl SledStore {
         ]
         .map(|t| t.clone());
         let staged = Arc::clone(&staging);
-        let apply = Box::new(move || apply_staged(&trees, &staged));
+        // One applier at a time: the group-commit thread, or a backup taking its snapshot.
+        let apply_lock = Arc::new(std::sync::Mutex::new(trees.clone()));
+        let lock = Arc::clone(&apply_lock);
+        let apply = Box::new(move || {
+            let trees = lock.lock().unwrap_or_else(|p| p.into_inner());
+            apply_staged(&trees, &staged)
+        });
         let commit = GroupCommit::start(db.clone(), &path.join("db"), apply)?;
         let store = Self {
             inner: Arc::new(Inner {
@@ -293,6 +302,7 @@ impl SledStore {
                 messages,
                 grants,
                 events,
+                apply_lock,
                 db,
                 path: path.to_path_buf(),
             }),
@@ -347,6 +357,22 @@ impl SledStore {
     /// "nothing yet" to every consumer's watermark).
     fn next_seq(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.generate_id()? + 1)
+    }
+
+    /// Write a backup of every tree to `path`: a consistent snapshot of everything the registry
+    /// wrote (one transaction per batch, and no batch half in it). Notifier bookkeeping written
+    /// outside batches (acks, the message log) may be a moment older or newer: a restored store
+    /// may repeat a notification, never lose one.
+    pub fn backup(&self, path: &Path) -> Result<backup::BackupStats, StoreError> {
+        // Hold the applier lock: apply what is staged, then export, with no batch landing in
+        // between. Commits wait meanwhile; what this applies is synced by the next one.
+        let trees = self
+            .inner
+            .apply_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        apply_staged(&trees, &self.inner.staging).map_err(|e| StoreError::Queue(e.to_string()))?;
+        backup::write(&self.inner.db, path)
     }
 
     /// A tree for an actor that owns it (`meta`). Only call this while wiring up.

@@ -1,0 +1,148 @@
+//! Backups: every tree of the store written to one file, and a store rebuilt from one.
+//!
+//! Format (v1): the line `approval-gate backup v1\n`, then records `1, name_len u16, name,
+//! key_len u32, key, value_len u32, value` (big-endian), then `0, record count u64`. The end
+//! marker and its count let a restore refuse a truncated file. The store writes a snapshot while
+//! the registry holds still (see `Backup` in the registry), so the approval trees are consistent.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use super::StoreError;
+
+const MAGIC: &[u8] = b"approval-gate backup v1\n";
+/// Every tree a store has; a backup holds all of them (unknown ones in a file are restored too).
+pub const TREES: &[&str] = &[
+    "approvals",
+    "idempotency",
+    "by_status",
+    "queues",
+    "dead_letters",
+    "telegram_messages",
+    "grants",
+    "events",
+    "meta",
+];
+
+fn io(error: std::io::Error) -> StoreError {
+    StoreError::Queue(format!("backup I/O failed: {error}"))
+}
+
+/// What a backup or a restore handled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackupStats {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// Write every tree of `db` to `path` (created; synced before returning).
+pub fn write(db: &sled::Db, path: &Path) -> Result<BackupStats, StoreError> {
+    let file = File::create(path).map_err(io)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(MAGIC).map_err(io)?;
+    let mut records = 0u64;
+    for name in TREES {
+        let tree = db.open_tree(name)?;
+        for entry in tree.iter() {
+            let (key, value) = entry?;
+            out.write_all(&[1]).map_err(io)?;
+            out.write_all(&(name.len() as u16).to_be_bytes())
+                .map_err(io)?;
+            out.write_all(name.as_bytes()).map_err(io)?;
+            out.write_all(&(key.len() as u32).to_be_bytes())
+                .map_err(io)?;
+            out.write_all(&key).map_err(io)?;
+            out.write_all(&(value.len() as u32).to_be_bytes())
+                .map_err(io)?;
+            out.write_all(&value).map_err(io)?;
+            records += 1;
+        }
+    }
+    out.write_all(&[0]).map_err(io)?;
+    out.write_all(&records.to_be_bytes()).map_err(io)?;
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    let bytes = file.metadata().map_err(io)?.len();
+    Ok(BackupStats { records, bytes })
+}
+
+fn read_exact<const N: usize>(input: &mut impl Read) -> Result<[u8; N], StoreError> {
+    let mut buf = [0u8; N];
+    input
+        .read_exact(&mut buf)
+        .map_err(|_| StoreError::Queue("the backup is truncated".into()))?;
+    Ok(buf)
+}
+
+fn read_vec(input: &mut impl Read, len: usize) -> Result<Vec<u8>, StoreError> {
+    let mut buf = vec![0u8; len];
+    input
+        .read_exact(&mut buf)
+        .map_err(|_| StoreError::Queue("the backup is truncated".into()))?;
+    Ok(buf)
+}
+
+/// Rebuild a store at `store` from the backup at `path`. Refuses a store path that exists and is
+/// not empty, and a file that is not a complete backup (nothing is left behind then).
+pub fn restore(path: &Path, store: &Path) -> Result<BackupStats, StoreError> {
+    if store.exists() && std::fs::read_dir(store).map_err(io)?.next().is_some() {
+        return Err(StoreError::Queue(format!(
+            "{} is not empty: restore only into a new or empty folder",
+            store.display()
+        )));
+    }
+    let file = File::open(path).map_err(io)?;
+    let bytes = file.metadata().map_err(io)?.len();
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let magic = read_vec(&mut input, MAGIC.len())?;
+    if magic != MAGIC {
+        return Err(StoreError::Queue("not an approval-gate backup (v1)".into()));
+    }
+    let db = sled::Config::new()
+        .path(store)
+        .open()
+        .map_err(|source| StoreError::Open {
+            path: store.to_path_buf(),
+            source,
+        })?;
+    let result = (|| {
+        let mut records = 0u64;
+        loop {
+            let [tag] = read_exact::<1>(&mut input)?;
+            if tag == 0 {
+                let expected = u64::from_be_bytes(read_exact::<8>(&mut input)?);
+                if expected != records {
+                    return Err(StoreError::Queue(format!(
+                        "the backup says {expected} records but holds {records}"
+                    )));
+                }
+                break;
+            }
+            let name_len = u16::from_be_bytes(read_exact::<2>(&mut input)?) as usize;
+            let name = String::from_utf8(read_vec(&mut input, name_len)?)
+                .map_err(|_| StoreError::Queue("a tree name is not UTF-8".into()))?;
+            let key_len = u32::from_be_bytes(read_exact::<4>(&mut input)?) as usize;
+            let key = read_vec(&mut input, key_len)?;
+            let value_len = u32::from_be_bytes(read_exact::<4>(&mut input)?) as usize;
+            let value = read_vec(&mut input, value_len)?;
+            db.open_tree(&name)?.insert(key, value)?;
+            records += 1;
+        }
+        db.flush()?;
+        // flush() is not an fsync on Linux; the data file is.
+        File::open(store.join("db"))
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        Ok(records)
+    })();
+    drop(db);
+    match result {
+        Ok(records) => Ok(BackupStats { records, bytes }),
+        Err(error) => {
+            // Leave no half-restored store behind.
+            let _ = std::fs::remove_dir_all(store);
+            Err(error)
+        }
+    }
+}

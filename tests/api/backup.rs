@@ -1,0 +1,130 @@
+//! Online backup and offline restore, through the compiled binary: a backup taken while the
+//! service runs, restored into a new store, is a service that takes decisions.
+
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_approval-gate"))
+        .args(args)
+        .env("APPROVAL_GATE_OPERATOR_TOKEN", OPERATOR_TOKEN)
+        .env_remove("APPROVAL_GATE_URL")
+        .output()
+        .expect("run the CLI")
+}
+
+#[actix_web::test]
+async fn a_backup_restored_into_a_new_store_takes_decisions() {
+    let source = tempfile::tempdir().unwrap();
+    let child = spawn_binary(source.path(), &[]);
+    let pending = child.create_id(&new_approval()).await;
+    let mut granted = new_approval();
+    granted["session_id"] = json!("granted-session");
+    let decided = child.create_id(&granted).await;
+    let response = child
+        .request(
+            Method::POST,
+            &format!("/api/approvals/{decided}/decision"),
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({"decision": "approve_session"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    for (token, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some(AGENT_TOKEN), StatusCode::FORBIDDEN),
+    ] {
+        let refused = child
+            .request(Method::GET, "/api/admin/backup", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), status);
+    }
+
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("gate.backup");
+    let file_arg = file.display().to_string();
+    let url = child.address.clone();
+    let taken = tokio::task::spawn_blocking(move || cli(&["backup", "--url", &url, &file_arg]))
+        .await
+        .unwrap();
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    drop(child);
+
+    // Refused: a non-empty folder, and a truncated file (which leaves nothing behind).
+    let occupied = work.path().join("occupied");
+    std::fs::create_dir_all(occupied.join("x")).unwrap();
+    let refused = cli(&[
+        "restore",
+        &file.display().to_string(),
+        "--store",
+        &occupied.display().to_string(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
+    let bytes = std::fs::read(&file).unwrap();
+    let truncated = work.path().join("truncated.backup");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 20]).unwrap();
+    let half = work.path().join("half");
+    let refused = cli(&[
+        "restore",
+        &truncated.display().to_string(),
+        "--store",
+        &half.display().to_string(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(!half.exists(), "no half-restored store is left");
+
+    let target = tempfile::tempdir().unwrap();
+    let store = target.path().join("store");
+    let restored = cli(&[
+        "restore",
+        &file.display().to_string(),
+        "--store",
+        &store.display().to_string(),
+    ]);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+
+    // The restored service: spawn_binary puts its store at <dir>/store.
+    let child = spawn_binary(target.path(), &[]);
+    let page: Value = child.list("?status=pending").await.json().await.unwrap();
+    assert_eq!(page["approvals"][0]["id"], pending.as_str());
+    let decision = child.decide(&pending, "approve").await;
+    assert_eq!(decision.status(), StatusCode::OK);
+    // The grant came along: the same tool in that session is approved at once.
+    let again = child.create_ok(&granted).await;
+    assert_eq!(again["status"], "approved");
+    let history: Value = child
+        .request(
+            Method::GET,
+            &format!("/api/approvals/{decided}/events"),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        history["events"].as_array().is_some_and(|e| e.len() >= 2),
+        "{history}"
+    );
+    let _ = Duration::ZERO;
+}
