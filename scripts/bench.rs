@@ -432,6 +432,25 @@ impl Bench<'_> {
             ms(list.p50),
             ms(list.p99)
         );
+        // An online backup of the same store, read to the end as a client would.
+        let started = Instant::now();
+        let response = api
+            .http
+            .get(format!("{}/api/admin/backup", api.base))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if status != StatusCode::OK {
+            return Err(unexpected("backup", status, &body));
+        }
+        println!(
+            "  online backup of {} approvals: {} in {}",
+            n + 100,
+            mib(body.len() as u64 / 1024),
+            ms(started.elapsed())
+        );
         Ok(())
     }
 
