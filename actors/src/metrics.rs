@@ -316,10 +316,87 @@ impl Families {
     }
 }
 
+/// Closed label sets, so every series an alert or a panel names exists from the first scrape
+/// (at zero) rather than appearing with its first event.
+pub const OUTCOMES: [&str; 4] = ["approved", "rejected", "timed_out", "cancelled"];
+pub const ACTORS: [&str; 5] = [
+    "approval_registry",
+    "timeout_sweeper",
+    "metrics_collector",
+    "fallback_notifier",
+    "telegram_gateway",
+];
+pub const FALLBACK_CHANNELS: [&str; 3] = ["console", "file", "email"];
+pub const TELEGRAM_METHODS: [&str; 5] = [
+    "sendMessage",
+    "editMessageText",
+    "answerCallbackQuery",
+    "getUpdates",
+    "getMe",
+];
+pub const TELEGRAM_FAILURES: [&str; 10] = [
+    "timeout",
+    "network",
+    "invalid_response",
+    "server_error",
+    "rate_limited",
+    "chat_migrated",
+    "forbidden",
+    "invalid_token",
+    "chat_not_found",
+    "bad_request",
+];
+
+impl Families {
+    fn zeros(&self) {
+        for outcome in OUTCOMES {
+            self.decisions.with_label_values(&[outcome]);
+            self.time_to_decision.with_label_values(&[outcome]);
+        }
+        for actor in ACTORS {
+            self.restarts.with_label_values(&[actor]);
+        }
+        for channel in FALLBACK_CHANNELS {
+            for outcome in ["delivered", "failed"] {
+                self.fallback.with_label_values(&[channel, outcome]);
+            }
+        }
+        for method in TELEGRAM_METHODS {
+            self.tg_requests.with_label_values(&[method, "ok"]);
+            self.tg_retries.with_label_values(&[method]);
+        }
+        for reason in TELEGRAM_FAILURES {
+            self.tg_failures.with_label_values(&[reason]);
+        }
+        for to in ["closed", "open", "half_open"] {
+            self.tg_breaker_transitions.with_label_values(&[to]);
+        }
+    }
+}
+
+/// `approval_gate_build_info{version}` = 1, and (Linux) the process's RSS, CPU and open fds.
+fn register_process(registry: &Registry) {
+    let info = prometheus::IntGaugeVec::new(
+        Opts::new("approval_gate_build_info", "The running build (always 1)"),
+        &["version"],
+    )
+    .expect("valid metric");
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let _ = register(registry, info);
+    #[cfg(target_os = "linux")]
+    if let Err(error) = registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    )) {
+        tracing::error!(%error, "process metrics are unavailable");
+    }
+}
+
 impl MetricsCollector {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Families::new(&registry);
+        m.zeros();
+        register_process(&registry);
         Self {
             registry,
             m,

@@ -53,7 +53,12 @@ pub async fn request_context(
     let started = Instant::now();
     let id = client_request_id(&req).unwrap_or_else(|| ulid::Ulid::new().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let method = req.method().to_string();
+    // A closed set: the method is client input, and a label value per invented method would
+    // grow the metrics without bound.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m.to_string(),
+        _ => "other".to_string(),
+    };
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
     let mut response = next.call(req).instrument(span.clone()).await?;

@@ -14,6 +14,7 @@ mod errors;
 mod history;
 mod lifecycle;
 mod long_poll;
+mod metrics_catalogue;
 mod observability;
 mod reliability;
 mod reload;

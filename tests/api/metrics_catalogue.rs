@@ -1,0 +1,132 @@
+//! `/metrics` as Prometheus reads it: parsed with a real exposition-format parser, every family
+//! of the catalogue (docs/metrics.md) present from the first scrape with its closed label sets
+//! at zero, and no label value taken from client input.
+
+use reqwest::Method;
+
+use crate::helpers::*;
+
+fn scrape(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text exposition")
+}
+
+fn value(
+    scrape: &prometheus_parse::Scrape,
+    metric: &str,
+    label: Option<(&str, &str)>,
+) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .find_map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => Some(0.0),
+        })
+}
+
+/// Every family docs/metrics.md lists, and one label set each that alerts or panels use.
+const CATALOGUE: &[(&str, Option<(&str, &str)>)] = &[
+    ("approval_gate_pending_approvals", None),
+    ("approval_gate_approvals_created_total", None),
+    (
+        "approval_gate_decisions_total",
+        Some(("outcome", "timed_out")),
+    ),
+    (
+        "approval_gate_time_to_decision_seconds",
+        Some(("outcome", "approved")),
+    ),
+    ("approval_gate_waiters", None),
+    ("approval_gate_fallback_queued", None),
+    (
+        "approval_gate_actor_restarts_total",
+        Some(("actor", "approval_registry")),
+    ),
+    (
+        "approval_gate_fallback_notifications_total",
+        Some(("outcome", "failed")),
+    ),
+    (
+        "approval_gate_telegram_requests_total",
+        Some(("method", "sendMessage")),
+    ),
+    (
+        "approval_gate_telegram_retries_total",
+        Some(("method", "sendMessage")),
+    ),
+    (
+        "approval_gate_telegram_failures_total",
+        Some(("reason", "server_error")),
+    ),
+    ("approval_gate_telegram_circuit_state", None),
+    (
+        "approval_gate_telegram_circuit_transitions_total",
+        Some(("to", "open")),
+    ),
+    ("approval_gate_telegram_outbox_size", None),
+    ("approval_gate_telegram_unauthorised_taps_total", None),
+    (
+        "approval_gate_refused_total",
+        Some(("reason", "rate_limited_create")),
+    ),
+    (
+        "approval_gate_config_reloads_total",
+        Some(("outcome", "rejected")),
+    ),
+    ("approval_gate_build_info", None),
+    ("process_resident_memory_bytes", None),
+    ("process_cpu_seconds_total", None),
+    ("process_open_fds", None),
+];
+
+#[actix_web::test]
+async fn a_fresh_scrape_parses_and_holds_every_catalogued_family() {
+    let app = spawn_app().await;
+    let parsed = scrape(&app.metrics().await);
+    for (family, label) in CATALOGUE {
+        assert!(
+            value(&parsed, family, *label).is_some(),
+            "{family} {label:?} is missing from a fresh scrape"
+        );
+    }
+    assert_eq!(
+        value(
+            &parsed,
+            "approval_gate_decisions_total",
+            Some(("outcome", "approved"))
+        ),
+        Some(0.0)
+    );
+}
+
+#[actix_web::test]
+async fn the_http_method_label_is_a_closed_set() {
+    let app = spawn_app().await;
+    for method in ["FROBNICATE", "X-INVENTED", "BREW"] {
+        let _ = app
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                "/health",
+                None,
+            )
+            .send()
+            .await;
+    }
+    let text = eventually(
+        std::time::Duration::from_secs(5),
+        "the requests counted",
+        || async {
+            let text = app.metrics().await;
+            text.contains("method=\"other\"").then_some(text)
+        },
+    )
+    .await;
+    for invented in ["FROBNICATE", "X-INVENTED", "BREW"] {
+        assert!(!text.contains(invented), "{invented} became a label value");
+    }
+}
