@@ -21,12 +21,13 @@ fn value(
         .iter()
         .filter(|s| s.metric == metric)
         .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-        .find_map(|s| match s.value {
+        .map(|s| match s.value {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => Some(v),
-            _ => Some(0.0),
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
         })
+        .next()
 }
 
 /// Every family docs/metrics.md lists, and one label set each that alerts or panels use.
