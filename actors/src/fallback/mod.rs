@@ -442,14 +442,13 @@ impl FallbackNotifier {
         if let Err(error) = self.queues.ack(queue, &done) {
             tracing::error!(actor = NAME, %error, "cannot remove delivered notifications");
         }
-        for seq in &done {
-            if let Some((id, kind)) = walked.about.get(seq) {
-                let event = AuditEvent::now("delivered")
-                    .on(queue.as_str())
-                    .saying(format!("{kind} notification"));
-                self.queues.record(*id, &event);
-            }
-        }
+        self.queues.record_all(done.iter().filter_map(|seq| {
+            let (id, kind) = walked.about.get(seq)?;
+            let event = AuditEvent::now("delivered")
+                .on(queue.as_str())
+                .saying(format!("{kind} notification"));
+            Some((*id, event))
+        }));
         let lane = &mut self.lanes[index];
         lane.delivering = false;
         for seq in &done {

@@ -883,6 +883,18 @@ impl Queues {
         drop(self.0.commit());
     }
 
+    /// Several history entries, one commit asked for (a delivered batch).
+    pub fn record_all(&self, events: impl IntoIterator<Item = (ApprovalId, AuditEvent)>) {
+        let mut any = false;
+        for (id, event) in events {
+            self.0.record(id, &event);
+            any = true;
+        }
+        if any {
+            drop(self.0.commit());
+        }
+    }
+
     /// O(1): kept by the store as letters come and go.
     pub fn dead_letter_count(&self) -> i64 {
         self.0.inner.dead_count.load(Ordering::Relaxed)
