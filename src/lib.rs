@@ -7,4 +7,5 @@ pub mod http;
 pub mod reload;
 pub mod settings;
 pub mod startup;
+pub mod systemd;
 pub mod telemetry;

@@ -287,6 +287,8 @@ impl Application {
             let reloader = crate::reload::Reloader::new(sources, state, tokens, log_level);
             actix_rt::spawn(reloader.watch());
         }
+        // Listening and loaded: tell systemd (Type=notify), and keep its watchdog fed.
+        actix_rt::spawn(crate::systemd::ready_then_watchdog(actors.actors.clone()));
         let handle = server.handle();
         let monitoring_handle = monitoring.as_ref().map(|(server, _)| server.handle());
         if let Some((monitoring, _)) = monitoring {
@@ -295,6 +297,7 @@ impl Application {
         actix_rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutdown requested: no longer accepting, draining in-flight requests");
+            crate::systemd::stopping();
             accepting.store(false, Ordering::Relaxed);
             // Open long polls finish now with the approval's current state, so graceful stop
             // does not cut their bodies off.

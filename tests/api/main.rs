@@ -20,6 +20,7 @@ mod reliability;
 mod reload;
 mod security;
 mod supervision;
+mod systemd;
 mod telegram;
 mod telegram_outage;
 mod timeouts;
