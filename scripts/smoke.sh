@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# The README's curl tour, run against a fresh store: start, create, long-poll, decide, restart.
-# Usage: scripts/smoke.sh   (builds the release binary first)
+# Smoke test of a deployed instance: health, readiness, metrics, and a create-and-cancel round
+# trip. Usage: scripts/smoke.sh URL   (tokens from APPROVAL_GATE_TOKEN and
+# APPROVAL_GATE_OPERATOR_TOKEN when the instance has auth; metrics may need the operator token).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release --bin approval-gate
-dir=$(mktemp -d)
-port=5399
-export APPROVAL_GATE__SERVER__BIND=127.0.0.1:$port APPROVAL_GATE__STORE__PATH=$dir/store \
-       APPROVAL_GATE__FALLBACK__FILE_PATH=$dir/notifications.jsonl APPROVAL_GATE__LOGGING__LEVEL=warn
-start() { target/release/approval-gate serve >"$dir/log" 2>&1 & pid=$!;
-          for _ in $(seq 100); do curl -fs "localhost:$port/health/ready" >/dev/null && return; sleep 0.1; done; echo "did not start"; exit 1; }
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
-start
-id=$(curl -fs -X POST "localhost:$port/api/approvals" -H 'Content-Type: application/json' \
-     -d '{"session_id":"smoke","tool_name":"Bash","tool_input":{"command":"ls"},"timeout":"10m"}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
-echo "created $id"
-curl -fs "localhost:$port/api/approvals/$id?wait=1s" | grep -q '"status":"pending"' && echo "long poll: still pending"
-kill -TERM $pid; wait $pid; echo "SIGTERM: exit $?"
-start
-curl -fs -X POST "localhost:$port/api/approvals/$id/decision" -H 'Content-Type: application/json' \
-     -d '{"decision":"approve"}' | grep -q '"status":"approved"' && echo "approved after restart"
-grep -c '"event"' "$dir/notifications.jsonl" | xargs echo "notification lines:"
-echo "smoke OK"
+url="${1:?usage: scripts/smoke.sh URL}"
+url="${url%/}"
+agent=(); operator=()
+[ -n "${APPROVAL_GATE_TOKEN:-}" ] && agent=(-H "Authorization: Bearer $APPROVAL_GATE_TOKEN")
+[ -n "${APPROVAL_GATE_OPERATOR_TOKEN:-}" ] && operator=(-H "Authorization: Bearer $APPROVAL_GATE_OPERATOR_TOKEN")
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+curl -sf "$url/health/live" >/dev/null || fail "/health/live"
+curl -sf "$url/health/ready" >/dev/null || fail "/health/ready (not ready)"
+health=$(curl -sf "$url/health") || fail "/health"
+echo "health: $(echo "$health" | sed -E 's/.*"status":"([a-z]+)".*/\1/' | head -c 20)"
+curl -sf "${operator[@]}" "$url/metrics" | grep -q '^approval_gate_pending_approvals' || fail "/metrics"
+created=$(curl -sf "${agent[@]}" -X POST "$url/api/approvals" -H 'Content-Type: application/json' \
+  -d '{"session_id":"smoke","tool_name":"smoke-test","tool_input":{},"reason":"scripts/smoke.sh","timeout":"1m"}') \
+  || fail "create"
+id=$(echo "$created" | sed -E 's/.*"id":"([0-9A-Z]+)".*/\1/')
+[ -n "$id" ] || fail "no id in $created"
+cancelled=$(curl -sf "${agent[@]}" -X DELETE "$url/api/approvals/$id") || fail "cancel"
+echo "$cancelled" | grep -q '"status":"cancelled"' || fail "not cancelled: $cancelled"
+echo "OK: $url is healthy, ready, scraped, and round-tripped approval $id"

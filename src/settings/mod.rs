@@ -465,8 +465,30 @@ fn resolve_secrets(settings: &mut Settings, sources: &Sources) -> Result<(), Set
     if email.password.is_empty() && !email.password_file.trim().is_empty() {
         email.password = read_secret(&email.password_file)?;
     }
+    // Any secret may be given as `file:<path>` (Docker and Kubernetes secrets under
+    // /run/secrets/): the file's first line is the value.
+    for token in settings
+        .auth
+        .agent_tokens
+        .values_mut()
+        .chain(settings.auth.operator_tokens.values_mut())
+        .chain([
+            &mut settings.telegram.bot_token,
+            &mut settings.telegram.callback_secret,
+            &mut settings.telegram.previous_callback_secret,
+            &mut settings.telegram.webhook_secret,
+            &mut settings.fallback.email.password,
+        ])
+    {
+        if let Some(path) = token.strip_prefix(SECRET_FILE_PREFIX) {
+            *token = read_secret(path)?;
+        }
+    }
     Ok(())
 }
+
+/// A secret given by the file that holds it: `file:/run/secrets/approval_gate_operator`.
+pub const SECRET_FILE_PREFIX: &str = "file:";
 
 fn read_secret(path: &str) -> Result<String, SettingsError> {
     let path = PathBuf::from(path.trim());

@@ -185,12 +185,26 @@ fn assignments(text: &str) -> Vec<(String, String)> {
         let value = value.trim_matches(|c| c == '\'' || c == '"');
         let value = if value.contains('…') || value.is_empty() {
             "0123456789abcdef-placeholder".to_string()
+        } else if let Some(path) = value.strip_prefix(SECRET_FILE_PREFIX) {
+            // The documented form, with the secret in a file the test creates.
+            secret_file(path)
         } else {
             value.to_string()
         };
         found.push((name.to_string(), value));
     }
     found
+}
+
+/// `file:<a temp file>` standing in for a documented secret path, holding a distinct token.
+fn secret_file(documented: &str) -> String {
+    let name: String = documented
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let path = std::env::temp_dir().join(format!("approval-gate-doc-secret-{name}"));
+    std::fs::write(&path, format!("secret-for-{name}-0123456789\n")).expect("write a secret file");
+    format!("{SECRET_FILE_PREFIX}{}", path.display())
 }
 
 /// The text with every fenced block removed.
@@ -343,4 +357,28 @@ fn a_short_callback_secret_or_a_malformed_token_hash_is_refused() {
     );
     let hash = "sha256:e4ba15bc7411be319ad18f683da1ff6968143f09f0fac67e517a5d6f526598c1";
     load_with(&[("APPROVAL_GATE__AUTH__OPERATOR_TOKENS__ALICE", hash)]).expect("a hash loads");
+}
+
+#[test]
+fn secrets_may_come_from_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let secret = dir.path().join("operator");
+    std::fs::write(&secret, "operator-secret-from-a-file-0123\n").expect("write");
+    let value = format!("file:{}", secret.display());
+    let settings = load_with(&[(
+        "APPROVAL_GATE__AUTH__OPERATOR_TOKENS__ALICE",
+        value.as_str(),
+    )])
+    .expect("loads");
+    assert_eq!(
+        settings.auth.operator_tokens["alice"],
+        "operator-secret-from-a-file-0123"
+    );
+    let missing = format!("file:{}", dir.path().join("absent").display());
+    let error = load_with(&[(
+        "APPROVAL_GATE__AUTH__OPERATOR_TOKENS__ALICE",
+        missing.as_str(),
+    )])
+    .expect_err("a missing file is an error");
+    assert!(error.to_string().contains("absent"), "{error}");
 }
