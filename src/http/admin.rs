@@ -26,6 +26,10 @@ struct ListQuery {
     cursor: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/admin/dead-letters", tag = "admin",
+    params(("limit" = Option<usize>, Query, description = "page size"), ("cursor" = Option<u64>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, description = "`{\"dead_letters\": [...], \"next_cursor\"}`", body = Object), (status = 403, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn list(
     state: web::Data<AppState>,
     _caller: OperatorCaller,
@@ -63,6 +67,10 @@ async fn list(
     Ok(HttpResponse::Ok().json(json!({ "dead_letters": rows, "next_cursor": next_cursor })))
 }
 
+#[utoipa::path(post, path = "/api/admin/dead-letters/{id}/requeue", tag = "admin",
+    params(("id" = String, Path, description = "dead letter id")),
+    responses((status = 200, body = Object), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn requeue(
     state: web::Data<AppState>,
     _caller: OperatorCaller,
@@ -82,6 +90,10 @@ async fn requeue(
 
 /// `GET /api/admin/backup`: a consistent snapshot of the store, streamed. Written to a file next
 /// to the store first (writes wait while the snapshot is taken: 0.26 s for 100,000 approvals), then sent and removed. Restore it with `approval-gate restore`.
+#[utoipa::path(get, path = "/api/admin/backup", tag = "admin",
+    responses((status = 200, description = "the backup file (application/octet-stream)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn backup(
     state: web::Data<AppState>,
     OperatorCaller(caller): OperatorCaller,

@@ -37,6 +37,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// The approval's append-only history, oldest first (operators only).
+#[utoipa::path(get, path = "/api/approvals/{id}/events", tag = "approvals",
+    params(("id" = String, Path, description = "approval id")),
+    responses((status = 200, description = "`{\"approval_id\", \"events\": [{\"at\", \"kind\", \"actor\", \"channel\", \"detail\"}]}`", body = Object),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn events(
     state: web::Data<AppState>,
     _caller: OperatorCaller,
@@ -65,10 +70,12 @@ async fn events(
         .json(serde_json::json!({ "approval_id": id.to_string(), "events": rows })))
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct CreateBody {
     session_id: String,
     tool_name: String,
+    /// Any JSON; stored and returned byte for byte.
+    #[schema(value_type = Object)]
     tool_input: Box<RawValue>,
     reason: Option<String>,
     timeout: Option<String>,
@@ -102,6 +109,15 @@ fn request_timeout(state: &AppState, raw: Option<&str>) -> Result<Duration, ApiE
     Ok(requested)
 }
 
+/// Ask for an approval (agent token). `201` once it is on disk; `200` with the original for a
+/// repeated `idempotency_key`; policy rules and session grants may decide it at once.
+#[utoipa::path(post, path = "/api/approvals", tag = "approvals", request_body = CreateBody,
+    responses((status = 201, body = super::view::ApprovalView), (status = 200, body = super::view::ApprovalView),
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody),
+        (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn create(
     state: web::Data<AppState>,
     AgentCaller(caller): AgentCaller,
@@ -175,6 +191,13 @@ fn visible(caller: &Caller, approval: &Approval) -> Result<(), ApiError> {
     }
 }
 
+/// One approval; with `wait`, held (long poll) until it ends or the wait elapses.
+#[utoipa::path(get, path = "/api/approvals/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "approval id"),
+        ("wait" = Option<String>, Query, description = "hold up to this long, e.g. `30s` (≤ server.max_wait)")),
+    responses((status = 200, body = super::view::ApprovalView), (status = 404, body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -288,6 +311,14 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// Approvals newest first, paginated (operator token).
+#[utoipa::path(get, path = "/api/approvals", tag = "approvals",
+    params(("status" = Option<String>, Query, description = "pending, approved, rejected, timed_out or cancelled"),
+        ("limit" = Option<usize>, Query, description = "1 ..= server.max_page_size, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, description = "`{\"approvals\": [...], \"next_cursor\"}`", body = Object),
+        (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn list(
     state: web::Data<AppState>,
     _caller: OperatorCaller,
@@ -341,9 +372,9 @@ async fn list(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum DecisionKind {
+pub(super) enum DecisionKind {
     Approve,
     Reject,
     /// Approve, and allow this tool in this session for `grant_for` (default
@@ -351,8 +382,8 @@ enum DecisionKind {
     ApproveSession,
 }
 
-#[derive(Deserialize)]
-struct DecisionBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct DecisionBody {
     decision: DecisionKind,
     comment: Option<String>,
     grant_for: Option<String>,
@@ -391,6 +422,13 @@ fn checked_comment(comment: Option<String>) -> Result<Option<String>, ApiError> 
     }
 }
 
+/// Decide a pending approval (operator token); the first decision wins.
+#[utoipa::path(post, path = "/api/approvals/{id}/decision", tag = "approvals", request_body = DecisionBody,
+    params(("id" = String, Path, description = "approval id")),
+    responses((status = 200, body = super::view::ApprovalView), (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "already decided; `approval` holds the winner", body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn decide(
     state: web::Data<AppState>,
     OperatorCaller(caller): OperatorCaller,
@@ -427,6 +465,12 @@ async fn decide(
     Ok(HttpResponse::Ok().json(ApprovalView::from(&approval)))
 }
 
+/// Cancel one's own pending approval (agent token).
+#[utoipa::path(delete, path = "/api/approvals/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "approval id")),
+    responses((status = 200, body = super::view::ApprovalView), (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn cancel(
     state: web::Data<AppState>,
     AgentCaller(caller): AgentCaller,

@@ -30,6 +30,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+#[utoipa::path(get, path = "/api/diagnostics/database", tag = "monitoring",
+    responses((status = 200, description = "store facts", body = Object), (status = 401, body = super::error::ErrorBody)))]
 async fn database(
     state: web::Data<AppState>,
     _access: MonitoringAccess,
@@ -50,6 +52,8 @@ async fn database(
     })))
 }
 
+#[utoipa::path(get, path = "/api/diagnostics/circuit-breaker", tag = "monitoring",
+    responses((status = 200, description = "the Telegram breaker", body = Object), (status = 401, body = super::error::ErrorBody)))]
 async fn circuit_breaker(
     state: web::Data<AppState>,
     _access: MonitoringAccess,
@@ -63,6 +67,8 @@ async fn circuit_breaker(
     Ok(HttpResponse::Ok().json(body))
 }
 
+#[utoipa::path(get, path = "/api/diagnostics/metrics", tag = "monitoring",
+    responses((status = 200, description = "a JSON summary of the counters", body = Object), (status = 401, body = super::error::ErrorBody)))]
 async fn metrics_summary(
     state: web::Data<AppState>,
     _access: MonitoringAccess,
@@ -87,6 +93,9 @@ fn fault_injection(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/api/debug/actors/{name}/crash", tag = "debug",
+    params(("name" = String, Path, description = "actor name"), ("in" = Option<String>, Query, description = "`timer` to panic in a timer")),
+    responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 async fn crash(
     state: web::Data<AppState>,
     _caller: OperatorCaller,
@@ -118,6 +127,8 @@ struct FailCommitsBody {
 }
 
 /// Fault injection: the next `count` store commits fail (as a failing disk would).
+#[utoipa::path(post, path = "/api/debug/store/fail-commits", tag = "debug", request_body = Object,
+    responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 async fn fail_commits(
     state: web::Data<AppState>,
     _caller: OperatorCaller,

@@ -12,10 +12,12 @@ use super::view::ApprovalView;
 
 /// Serialized directly (not through `serde_json::Value`) so the approval's `tool_input` keeps
 /// the agent's exact bytes.
-#[derive(Serialize)]
-struct ErrorBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: invalid_json, unauthorized, not_found, already_decided, rate_limited, ...
     error: &'static str,
     message: String,
+    /// On `409 already_decided`: the approval as the winning decision left it.
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<ApprovalView>,
 }

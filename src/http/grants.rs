@@ -16,7 +16,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/grants/{id}", web::delete().to(revoke));
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct GrantView {
     pub id: String,
     pub session_id: String,
@@ -48,6 +48,11 @@ impl From<&Grant> for GrantView {
     }
 }
 
+/// Live session grants (operator token).
+#[utoipa::path(get, path = "/api/grants", tag = "grants",
+    responses((status = 200, description = "`{\"grants\": [GrantView]}`", body = Object),
+        (status = 403, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn list(
     state: web::Data<AppState>,
     _caller: OperatorCaller,
@@ -57,6 +62,12 @@ async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "grants": rows })))
 }
 
+/// Revoke a grant (operator token).
+#[utoipa::path(delete, path = "/api/grants/{id}", tag = "grants",
+    params(("id" = String, Path, description = "grant id")),
+    responses((status = 200, description = "`{\"revoked\": GrantView}`", body = Object),
+        (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 async fn revoke(
     state: web::Data<AppState>,
     OperatorCaller(caller): OperatorCaller,

@@ -23,6 +23,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/health/ready", web::get().to(ready));
 }
 
+#[utoipa::path(get, path = "/health", tag = "monitoring",
+    responses((status = 200, description = "healthy or degraded, per actor", body = Object), (status = 503, description = "unhealthy", body = Object)))]
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     let pings = state.actors.ping_all(PING_TIMEOUT).await;
     let mut overall = HealthStatus::Healthy;
@@ -84,6 +86,7 @@ fn worst(current: HealthStatus, actor: HealthStatus, name: &str) -> HealthStatus
     }
 }
 
+#[utoipa::path(get, path = "/health/live", tag = "monitoring", responses((status = 200, body = Object)))]
 async fn live(state: web::Data<AppState>) -> HttpResponse {
     let pings = state.actors.ping_all(PING_TIMEOUT).await;
     let silent: Vec<&str> = pings
@@ -99,6 +102,8 @@ async fn live(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(get, path = "/health/ready", tag = "monitoring",
+    responses((status = 200, body = Object), (status = 503, description = "loading, shutting down or the store cannot commit", body = Object)))]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if !state.accepting.load(Ordering::Relaxed) {
         return HttpResponse::ServiceUnavailable().json(json!({ "status": "shutting_down" }));

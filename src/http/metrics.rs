@@ -6,6 +6,8 @@ use approval_gate_actors::metrics::Gather;
 use super::AppState;
 use super::error::ApiError;
 
+#[utoipa::path(get, path = "/metrics", tag = "monitoring",
+    responses((status = 200, description = "Prometheus text format (path: monitoring.metrics_path)", content_type = "text/plain", body = String)))]
 pub async fn metrics(
     state: web::Data<AppState>,
     _access: super::auth::MonitoringAccess,

@@ -12,6 +12,7 @@ mod health;
 mod hooks;
 mod limits;
 mod metrics;
+mod openapi;
 mod telegram;
 mod view;
 
@@ -98,6 +99,7 @@ pub fn configure(
             .configure(grants::routes)
             .configure(hooks::routes)
             .configure(telegram::routes)
+            .configure(openapi::routes)
             .configure(health::routes)
             .configure(diagnostics::routes);
         if !separate_monitoring {

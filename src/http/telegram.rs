@@ -19,6 +19,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/telegram/webhook", web::post().to(webhook));
 }
 
+#[utoipa::path(post, path = "/telegram/webhook", tag = "telegram", request_body = Object,
+    params(("X-Telegram-Bot-Api-Secret-Token" = String, Header, description = "the registered secret token")),
+    responses((status = 200, description = "accepted"), (status = 401, body = Object), (status = 404, body = super::error::ErrorBody)))]
 async fn webhook(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -5,12 +5,13 @@ use approval_gate_actors::domain::{Actor, Approval};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ApprovalView {
     pub id: String,
     pub status: &'static str,
     pub session_id: String,
     pub tool_name: String,
+    #[schema(value_type = Object)]
     pub tool_input: Box<RawValue>,
     pub reason: Option<String>,
     pub agent: Option<String>,
@@ -21,6 +22,7 @@ pub struct ApprovalView {
     /// The operator token's name, the Telegram user, the agent, or `system` for timeouts.
     pub decided_by: Option<String>,
     /// The same, structured: `{"kind": "operator"|"telegram"|"agent"|"system"|"policy"|"grant", ...}`.
+    #[schema(value_type = Option<Object>)]
     pub decider: Option<serde_json::Value>,
     pub comment: Option<String>,
     /// List rows only, when `tool_input` is longer than `server.list_preview_bytes`: then

@@ -131,3 +131,41 @@ async fn the_http_method_label_is_a_closed_set() {
         assert!(!text.contains(invented), "{invented} became a label value");
     }
 }
+
+#[actix_web::test]
+async fn the_served_openapi_document_is_the_committed_one_and_swagger_ui_answers() {
+    let app = spawn_app().await;
+    let served = app
+        .request(Method::GET, "/api/openapi.json", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap();
+    assert_eq!(served, committed, "docs/openapi.json drifted from the code");
+    let document: serde_json::Value = serde_json::from_str(&served).unwrap();
+    for path in [
+        "/api/approvals",
+        "/api/approvals/{id}/decision",
+        "/hooks/claude-code/pre-tool-use",
+        "/api/admin/backup",
+    ] {
+        assert!(
+            document["paths"][path].is_object(),
+            "{path} is not described"
+        );
+    }
+    let ui = app
+        .request(Method::GET, "/swagger-ui/", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), reqwest::StatusCode::OK);
+    assert!(
+        ui.text().await.unwrap().contains("swagger"),
+        "the Swagger UI page"
+    );
+}
