@@ -51,6 +51,15 @@ pub enum Metric {
     ConfigReload {
         outcome: &'static str,
     },
+    /// Per-actor liveness, set just before a scrape: (actor, answered its ping, ping seconds).
+    Actors(Vec<(&'static str, bool, f64)>),
+    /// Store facts, set just before a scrape.
+    Store {
+        size_bytes: u64,
+        last_commit_seconds: f64,
+        commit_failures: u64,
+        dead_letters: i64,
+    },
 }
 
 /// The closed set of `approval_gate_refused_total{reason}` labels, all present from the start.
@@ -123,6 +132,12 @@ struct Families {
     tg_unauthorised: IntCounter,
     refused: IntCounterVec,
     reloads: IntCounterVec,
+    actor_up: prometheus::IntGaugeVec,
+    actor_ping: prometheus::GaugeVec,
+    store_size: IntGauge,
+    store_commit: prometheus::Gauge,
+    store_commit_failures: IntGauge,
+    dead_letters: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -312,6 +327,57 @@ impl Families {
                 }
                 reloads
             },
+            actor_up: register(
+                r,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "approval_gate_actor_up",
+                        "1 if the actor answered its health ping at the last scrape",
+                    ),
+                    &["actor"],
+                )
+                .expect("valid metric"),
+            ),
+            actor_ping: register(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "approval_gate_actor_ping_seconds",
+                        "How long the actor took to answer its health ping at the last scrape",
+                    ),
+                    &["actor"],
+                )
+                .expect("valid metric"),
+            ),
+            store_size: register(
+                r,
+                IntGauge::new("approval_gate_store_size_bytes", "The store's size on disk")
+                    .expect("valid metric"),
+            ),
+            store_commit: register(
+                r,
+                prometheus::Gauge::new(
+                    "approval_gate_store_commit_seconds",
+                    "Duration of the last group commit (apply, flush and fdatasync)",
+                )
+                .expect("valid metric"),
+            ),
+            store_commit_failures: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_store_commit_failures",
+                    "Group commits that failed since start",
+                )
+                .expect("valid metric"),
+            ),
+            dead_letters: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_dead_letters",
+                    "Notifications no channel could deliver (GET /api/admin/dead-letters)",
+                )
+                .expect("valid metric"),
+            ),
         }
     }
 }
@@ -370,6 +436,11 @@ impl Families {
         }
         for to in ["closed", "open", "half_open"] {
             self.tg_breaker_transitions.with_label_values(&[to]);
+        }
+        // The four that always run (the gateway only with Telegram on: no false "down").
+        for actor in &ACTORS[..4] {
+            self.actor_up.with_label_values(&[actor]).set(1);
+            self.actor_ping.with_label_values(&[actor]);
         }
     }
 }
@@ -438,6 +509,25 @@ impl MetricsCollector {
             Metric::Telegram(t) => self.observe_telegram(t),
             Metric::Refused { reason } => m.refused.with_label_values(&[reason]).inc(),
             Metric::ConfigReload { outcome } => m.reloads.with_label_values(&[outcome]).inc(),
+            Metric::Actors(actors) => {
+                for (actor, up, seconds) in actors {
+                    m.actor_up.with_label_values(&[actor]).set(i64::from(up));
+                    m.actor_ping.with_label_values(&[actor]).set(seconds);
+                }
+            }
+            Metric::Store {
+                size_bytes,
+                last_commit_seconds,
+                commit_failures,
+                dead_letters,
+            } => {
+                m.store_size
+                    .set(i64::try_from(size_bytes).unwrap_or(i64::MAX));
+                m.store_commit.set(last_commit_seconds);
+                m.store_commit_failures
+                    .set(i64::try_from(commit_failures).unwrap_or(i64::MAX));
+                m.dead_letters.set(dead_letters);
+            }
         }
     }
 

@@ -12,8 +12,39 @@ pub async fn metrics(
     state: web::Data<AppState>,
     _access: super::auth::MonitoringAccess,
 ) -> Result<HttpResponse, ApiError> {
+    refresh(&state).await;
     let text = state.actors.metrics.send(Gather).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text))
+}
+
+/// Facts that are cheaper to read at scrape time than to track: each actor's ping, and the
+/// store's size, last commit and dead letters. Sent before `Gather`, so the scrape includes them.
+async fn refresh(state: &AppState) {
+    use approval_gate_actors::metrics::Metric;
+    let timeout = std::time::Duration::from_secs(1);
+    let pings = state.actors.ping_all(timeout).await;
+    let actors = pings
+        .into_iter()
+        .map(|(actor, answer)| match answer {
+            Some((_, took)) => (actor, true, took.as_secs_f64()),
+            None => (actor, false, timeout.as_secs_f64()),
+        })
+        .collect();
+    state.actors.metrics.do_send(Metric::Actors(actors));
+    if let Ok(stats) = state
+        .actors
+        .registry
+        .send(approval_gate_actors::registry::Stats)
+        .timeout(timeout)
+        .await
+    {
+        state.actors.metrics.do_send(Metric::Store {
+            size_bytes: stats.store.size_on_disk,
+            last_commit_seconds: stats.store.last_sync_us as f64 / 1e6,
+            commit_failures: stats.store.commit_failures,
+            dead_letters: stats.dead_letters,
+        });
+    }
 }
