@@ -103,6 +103,9 @@ struct Args {
     /// Also measure creates with rate limits on (same run), to report their added latency.
     #[arg(long)]
     rate_limits: bool,
+    /// Also measure `/health` latency while creates arrive at 1,000/s (10 s).
+    #[arg(long)]
+    health_under_load: bool,
     /// `fallback.order` of the service (the default config's channels).
     #[arg(long, default_value = "console,file")]
     fallback_order: String,
@@ -212,6 +215,23 @@ impl Bench<'_> {
                 creates.shutdown = Some(took);
             }
             Err(error) => println!("  {error}; killed it"),
+        }
+        if self.args.health_under_load {
+            let service = self.spawn("health")?;
+            service.wait_ready(Duration::from_secs(30)).await?;
+            step("/health every 10 ms while creates arrive at 1,000/s for 10 s");
+            let api = service.api(64);
+            let (health, creates) = health_under_load(&api, 1000, Duration::from_secs(10)).await?;
+            let health = Percentiles::of(health);
+            println!(
+                "  /health under {creates} creates in 10 s: p50 {} p99 {} max {} (target p99 < 5 ms)",
+                ms(health.p50),
+                ms(health.p99),
+                ms(health.max)
+            );
+            if let Err(error) = service.stop(Duration::from_secs(300)).await {
+                println!("  {error}; killed it");
+            }
         }
         if self.args.rate_limits {
             let service = self.spawn(LIMITED)?;
@@ -1152,6 +1172,44 @@ impl Load {
 
 /// `concurrency` workers each send one create at a time, back to back, on their own keep-alive
 /// connection, until `stop`.
+/// Creates paced at `per_second` (each on its own task, so a slow one does not hold the pace)
+/// while `/health` is sampled every 10 ms; returns the health latencies and the creates done.
+async fn health_under_load(
+    api: &Api,
+    per_second: u64,
+    duration: Duration,
+) -> Result<(Vec<Duration>, usize)> {
+    let started = Instant::now();
+    let creator = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut tasks = Vec::new();
+            while started.elapsed() < duration {
+                ticker.tick().await;
+                let api = api.clone();
+                tasks.push(tokio::spawn(async move { api.create().await.is_ok() }));
+            }
+            let mut ok = 0;
+            for task in tasks {
+                ok += usize::from(task.await.unwrap_or(false));
+            }
+            ok
+        })
+    };
+    let mut samples = Vec::new();
+    while started.elapsed() < duration {
+        let sent = Instant::now();
+        let response = api.http.get(format!("{}/health", api.base)).send().await?;
+        let _ = response.bytes().await?;
+        samples.push(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let creates = creator.await.unwrap_or(0);
+    Ok((samples, creates))
+}
+
 async fn create_load(api: &Api, concurrency: usize, stop: Stop) -> Load {
     let started = Instant::now();
     let claimed = Arc::new(AtomicUsize::new(0));
