@@ -9,3 +9,4 @@ pub mod settings;
 pub mod startup;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;

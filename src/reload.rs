@@ -30,6 +30,7 @@ const RESTART_ONLY: &[&str] = &[
     "server.workers",
     "server.max_body_bytes",
     "server.shutdown_timeout",
+    "server.tls",
     "store",
     "monitoring.bind",
     "monitoring.metrics_enabled",
@@ -64,6 +65,7 @@ pub struct Reloader {
     state: web::Data<AppState>,
     tokens: web::Data<Tokens>,
     log_level: LogLevel,
+    certificates: Option<Arc<crate::tls::Certificates>>,
 }
 
 /// What a reload did.
@@ -80,12 +82,14 @@ impl Reloader {
         state: web::Data<AppState>,
         tokens: web::Data<Tokens>,
         log_level: LogLevel,
+        certificates: Option<Arc<crate::tls::Certificates>>,
     ) -> Self {
         Self {
             sources,
             state,
             tokens,
             log_level,
+            certificates,
         }
     }
 
@@ -169,6 +173,17 @@ impl Reloader {
                 value: settings.logging.level.clone(),
                 allowed: problem,
             })?;
+        if let Some(certificates) = &self.certificates {
+            // Renewed files (same paths; the paths themselves need a restart).
+            let tls = &running.server.tls;
+            certificates
+                .reload(tls.cert.trim().as_ref(), tls.key.trim().as_ref())
+                .map_err(|e| settings::SettingsError::Invalid {
+                    key: "server.tls",
+                    value: tls.cert.clone(),
+                    allowed: e.to_string(),
+                })?;
+        }
         // Everything below only sends or swaps; nothing can fail half-way.
         self.tokens.replace(&settings.auth);
         self.state

@@ -35,11 +35,15 @@ pub enum StartupError {
         bind: String,
         source: std::io::Error,
     },
+    #[error("server.tls: {0}")]
+    Tls(String),
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    /// The TLS certificate served, when `[server.tls]` is set (a reload reads the files again).
+    certificates: Option<Arc<crate::tls::Certificates>>,
     state: web::Data<AppState>,
     tokens: web::Data<Tokens>,
     /// Where settings came from and the log level handle, when reloads are on (`serve`).
@@ -225,17 +229,36 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server
-            .listen(listener)
-            .map_err(|source| StartupError::Bind {
-                bind: settings.server.bind.clone(),
-                source,
-            })?
-            .run();
+        let bind_error = |source| StartupError::Bind {
+            bind: settings.server.bind.clone(),
+            source,
+        };
+        let certificates = if settings.server.tls.enabled() {
+            let tls = &settings.server.tls;
+            Some(
+                crate::tls::Certificates::load(tls.cert.trim().as_ref(), tls.key.trim().as_ref())
+                    .map_err(|e| StartupError::Tls(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let server = match &certificates {
+            Some(certificates) => {
+                let config = certificates
+                    .server_config()
+                    .map_err(|e| StartupError::Tls(e.to_string()))?;
+                server
+                    .listen_rustls_0_23(listener, config)
+                    .map_err(bind_error)?
+            }
+            None => server.listen(listener).map_err(bind_error)?,
+        }
+        .run();
         tracing::info!(%addr, port, store = %settings.store.path.display(), "approval-gate listening");
         Ok(Self {
             port,
             server,
+            certificates,
             state,
             tokens,
             reload: None,
@@ -281,10 +304,12 @@ impl Application {
             state,
             tokens,
             reload,
+            certificates,
             ..
         } = self;
         if let Some((sources, log_level)) = reload {
-            let reloader = crate::reload::Reloader::new(sources, state, tokens, log_level);
+            let reloader =
+                crate::reload::Reloader::new(sources, state, tokens, log_level, certificates);
             actix_rt::spawn(reloader.watch());
         }
         // Listening and loaded: tell systemd (Type=notify), and keep its watchdog fed.

@@ -299,6 +299,24 @@ pub struct ServerSettings {
     pub max_input_depth: usize,
     /// Largest `tool_input` accepted (bytes of JSON text).
     pub max_tool_input_bytes: usize,
+    /// Optional TLS on the front door.
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// PEM files; both empty = plain HTTP. The files are read again on every reload.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct TlsSettings {
+    #[serde(default)]
+    pub cert: String,
+    #[serde(default)]
+    pub key: String,
+}
+
+impl TlsSettings {
+    pub fn enabled(&self) -> bool {
+        !self.cert.trim().is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

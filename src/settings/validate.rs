@@ -238,6 +238,13 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
     )?;
     duration_in("server.max_wait", server.max_wait, secs(1), secs(3600))?;
     in_range("server.max_input_depth", server.max_input_depth, 1, 1024)?;
+    if server.tls.cert.trim().is_empty() != server.tls.key.trim().is_empty() {
+        return Err(invalid(
+            "server.tls",
+            "cert or key missing",
+            "give both cert and key (PEM files), or neither for plain HTTP",
+        ));
+    }
     in_range(
         "server.max_tool_input_bytes",
         server.max_tool_input_bytes,

@@ -24,3 +24,4 @@ mod systemd;
 mod telegram;
 mod telegram_outage;
 mod timeouts;
+mod tls;

@@ -57,6 +57,32 @@ async fn mailed(smtp: &SmtpServer, id: &str) {
     .await;
 }
 
+/// Wait until both fallback channels delivered the creation and recorded it on the history, so
+/// no background commit is left to run.
+async fn quiet_after_create(app: &impl Api, id: &str) {
+    eventually(WAIT, "the creation delivered and recorded", || async {
+        let history: Value = app
+            .request(
+                Method::GET,
+                &format!("/api/approvals/{id}/events"),
+                Some(OPERATOR_TOKEN),
+            )
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let delivered = history["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["kind"] == "delivered")
+            .count();
+        (delivered >= 2).then_some(())
+    })
+    .await;
+}
+
 async fn status_of(app: &impl Api, path: &str) -> StatusCode {
     app.request(Method::GET, path, None)
         .send()
@@ -69,6 +95,9 @@ async fn status_of(app: &impl Api, path: &str) -> StatusCode {
 async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_succeeds() {
     let app = spawn_app().await;
     let id = app.create_id(&new_approval()).await;
+    // Let the creation's deliveries land first: recording them on the history commits too, and
+    // those commits would take the failures injected below.
+    quiet_after_create(&app, &id).await;
 
     // The decision's commit fails: 503, and nobody may later be told it was approved. The
     // store keeps failing for two more commits (the health checks below probe it).
