@@ -5,29 +5,9 @@
 //! are escaped before they reach the operator's terminal: what is shown is what gets approved.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
-/// An approval as the API returns it (see `http::view::ApprovalView`). Unknown fields are
-/// ignored so a newer service still works with this client.
-#[derive(Deserialize)]
-pub struct Approval {
-    pub id: String,
-    pub status: String,
-    pub session_id: String,
-    pub tool_name: String,
-    pub tool_input: Box<RawValue>,
-    pub reason: Option<String>,
-    pub agent: Option<String>,
-    #[serde(default)]
-    pub requested_by: String,
-    pub created_at: String,
-    pub expires_at: String,
-    pub decided_at: Option<String>,
-    pub decided_by: Option<String>,
-    pub decider: Option<serde_json::Value>,
-    pub comment: Option<String>,
-}
+/// An approval as the API returns it: the server's own type, so the two cannot drift.
+pub type Approval = crate::http::ApprovalView;
 
 const MAX_TOOL: usize = 24;
 const MAX_SESSION: usize = 24;

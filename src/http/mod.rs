@@ -16,6 +16,9 @@ mod openapi;
 mod telegram;
 mod view;
 
+/// The API's approval type, shared with the CLI.
+pub use view::ApprovalView;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;

@@ -2,19 +2,22 @@
 //! returned byte for byte as the agent sent it.
 
 use approval_gate_actors::domain::{Actor, Approval};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-#[derive(Serialize, utoipa::ToSchema)]
+/// Shared by the server (which writes it) and the CLI (which reads it); unknown fields are
+/// ignored when reading, so an older CLI works with a newer service.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApprovalView {
     pub id: String,
-    pub status: &'static str,
+    pub status: String,
     pub session_id: String,
     pub tool_name: String,
     #[schema(value_type = Object)]
     pub tool_input: Box<RawValue>,
     pub reason: Option<String>,
     pub agent: Option<String>,
+    #[serde(default)]
     pub requested_by: String,
     pub created_at: String,
     pub expires_at: String,
@@ -23,14 +26,15 @@ pub struct ApprovalView {
     pub decided_by: Option<String>,
     /// The same, structured: `{"kind": "operator"|"telegram"|"agent"|"system"|"policy"|"grant", ...}`.
     #[schema(value_type = Option<Object>)]
+    #[serde(default)]
     pub decider: Option<serde_json::Value>,
     pub comment: Option<String>,
     /// List rows only, when `tool_input` is longer than `server.list_preview_bytes`: then
     /// `tool_input` is `null`, this holds its first bytes (cut at a character boundary) and
     /// `tool_input_bytes` its full length; `GET /api/approvals/{id}` has the whole input.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_input_preview: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_input_bytes: Option<usize>,
 }
 
@@ -91,7 +95,7 @@ impl From<&Approval> for ApprovalView {
         let (decided_by, decider) = a.decided_by.as_ref().map(decided_by).unzip();
         ApprovalView {
             id: a.id.to_string(),
-            status: a.status.as_str(),
+            status: a.status.as_str().to_string(),
             session_id: a.session_id.clone(),
             tool_name: a.tool_name.clone(),
             tool_input,
