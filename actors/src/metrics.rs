@@ -59,6 +59,8 @@ pub enum Metric {
         last_commit_seconds: f64,
         commit_failures: u64,
         dead_letters: i64,
+        /// Age of the oldest pending approval (0 when none is pending).
+        oldest_pending_seconds: f64,
     },
 }
 
@@ -138,6 +140,7 @@ struct Families {
     store_commit: prometheus::Gauge,
     store_commit_failures: IntGauge,
     dead_letters: IntGauge,
+    oldest_pending: prometheus::Gauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -370,6 +373,14 @@ impl Families {
                 )
                 .expect("valid metric"),
             ),
+            oldest_pending: register(
+                r,
+                prometheus::Gauge::new(
+                    "approval_gate_oldest_pending_seconds",
+                    "Age of the oldest approval still waiting for a decision (0 when none waits)",
+                )
+                .expect("valid metric"),
+            ),
             dead_letters: register(
                 r,
                 IntGauge::new(
@@ -520,7 +531,9 @@ impl MetricsCollector {
                 last_commit_seconds,
                 commit_failures,
                 dead_letters,
+                oldest_pending_seconds,
             } => {
+                m.oldest_pending.set(oldest_pending_seconds);
                 m.store_size
                     .set(i64::try_from(size_bytes).unwrap_or(i64::MAX));
                 m.store_commit.set(last_commit_seconds);

@@ -45,6 +45,10 @@ async fn refresh(state: &AppState) {
             last_commit_seconds: stats.store.last_sync_us as f64 / 1e6,
             commit_failures: stats.store.commit_failures,
             dead_letters: stats.dead_letters,
+            oldest_pending_seconds: stats
+                .oldest_pending_ms
+                .map(|ms| (chrono::Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0),
         });
     }
 }

@@ -89,6 +89,7 @@ const CATALOGUE: &[(&str, Option<(&str, &str)>)] = &[
     ("approval_gate_store_commit_seconds", None),
     ("approval_gate_store_commit_failures", None),
     ("approval_gate_dead_letters", None),
+    ("approval_gate_oldest_pending_seconds", None),
     ("process_resident_memory_bytes", None),
     ("process_cpu_seconds_total", None),
     ("process_open_fds", None),

@@ -319,6 +319,7 @@ impl Handler<Stats> for ApprovalRegistry {
             .collect();
         MessageResult(RegistryStats {
             counts,
+            oldest_pending_ms: self.store.oldest_pending_ms().ok().flatten(),
             waiters: self.waiters.len(),
             dead_letters: self.store.queues().dead_letter_count(),
             store: self.store.diagnostics(),

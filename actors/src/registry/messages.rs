@@ -140,6 +140,8 @@ pub struct Stats;
 #[derive(Debug, Clone)]
 pub struct RegistryStats {
     pub counts: BTreeMap<&'static str, u64>,
+    /// Creation time (ms) of the oldest pending approval.
+    pub oldest_pending_ms: Option<i64>,
     pub waiters: usize,
     pub dead_letters: i64,
     pub store: StoreDiagnostics,

@@ -117,6 +117,8 @@ pub trait ApprovalStore: Send + 'static {
     ) -> Result<Vec<Approval>, StoreError>;
     /// How many approvals have each status (keys of the index only; no record is decoded).
     fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError>;
+    /// When the oldest pending approval was created (ms), if any: one index key, no decoding.
+    fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError>;
     /// Visit every pending approval (start-up: re-arm deadlines).
     fn for_each_pending(&self, visit: &mut dyn FnMut(Approval)) -> Result<(), StoreError>;
     /// Remove up to `limit` ended approvals created before `cutoff_ms`; returns their statuses.
@@ -568,6 +570,18 @@ impl ApprovalStore for SledStore {
             }
         }
         Ok(page)
+    }
+
+    fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+        // Ids are ULIDs: the first pending index key is the oldest pending approval.
+        let first = self
+            .inner
+            .by_status
+            .scan_prefix([status_byte(Status::Pending)])
+            .keys()
+            .next()
+            .transpose()?;
+        Ok(first.and_then(|key| id_of_index(&key)).map(created_ms))
     }
 
     fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
