@@ -1,0 +1,203 @@
+//! The notifiers' handle on the store ([`Queues`]): their own channel's queue entries, dead
+//! letters, history entries and commits. Nothing here touches the approval trees.
+
+use std::sync::atomic::Ordering;
+
+use sled::Transactional;
+
+use sled::transaction::ConflictableTransactionError;
+
+use super::{
+    ApprovalStore, Channel, Commit, DeadLetter, QueueEntry, SledStore, StoreError, queue, tx_error,
+};
+use crate::domain::{ApprovalId, AuditEvent};
+
+/// What a notifier may do: read and consume its own channel's queue, append (the Telegram
+/// gateway hands failed deliveries to the fallback channels), dead-letter, and wait for commits.
+#[derive(Clone)]
+pub struct Queues(pub(super) SledStore);
+
+impl Queues {
+    fn tree(&self) -> &sled::Tree {
+        &self.0.inner.queues
+    }
+
+    /// Up to `limit` entries at the front of `channel`'s queue, oldest first.
+    pub fn front(
+        &self,
+        channel: Channel,
+        limit: usize,
+    ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree().scan_prefix([channel.byte()]).take(limit) {
+            let (key, value) = item?;
+            if let Some((_, seq)) = queue::parse_key(&key) {
+                out.push((seq, queue::decode(&key, &value)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sequence numbers at the front of `channel`'s queue, oldest first, while `take` accepts
+    /// them (at most `limit`). Keys only: nothing is decoded.
+    pub fn front_seqs(
+        &self,
+        channel: Channel,
+        limit: usize,
+        take: impl Fn(u64) -> bool,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.tree().scan_prefix([channel.byte()]).keys() {
+            match queue::parse_key(&key?) {
+                Some((_, seq)) if out.len() < limit && take(seq) => out.push(seq),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries of `channel` after `seq`, oldest first (at most `limit`).
+    pub fn after(
+        &self,
+        channel: Channel,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
+        let start = queue::key(channel, seq.saturating_add(1));
+        let end = [channel.byte() + 1];
+        let mut out = Vec::new();
+        for item in self.tree().range(start.to_vec()..end.to_vec()).take(limit) {
+            let (key, value) = item?;
+            if let Some((_, seq)) = queue::parse_key(&key) {
+                out.push((seq, queue::decode(&key, &value)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// (entries, highest seq) of a channel's queue: read once when its notifier starts.
+    pub fn scan(&self, channel: Channel) -> Result<(usize, u64), StoreError> {
+        let mut count = 0;
+        let mut last = 0;
+        for key in self.tree().scan_prefix([channel.byte()]).keys() {
+            if let Some((_, seq)) = queue::parse_key(&key?) {
+                count += 1;
+                last = seq;
+            }
+        }
+        Ok((count, last))
+    }
+
+    pub fn get(&self, channel: Channel, seq: u64) -> Result<Option<QueueEntry>, StoreError> {
+        let key = queue::key(channel, seq);
+        self.tree()
+            .get(key)?
+            .map(|v| queue::decode(&key, &v))
+            .transpose()
+    }
+
+    /// Append; durable after the next [`commit`](Self::commit).
+    pub fn enqueue(&self, channel: Channel, entry: &QueueEntry) -> Result<u64, StoreError> {
+        let seq = self.0.next_seq()?;
+        self.tree()
+            .insert(queue::key(channel, seq), queue::encode(entry)?)?;
+        Ok(seq)
+    }
+
+    /// Delivered: remove. Plain removes, not a sled batch (a batch rolls sled's IO buffer
+    /// twice); losing one on a crash only repeats a notification.
+    pub fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
+        for &seq in seqs {
+            self.tree().remove(queue::key(channel, seq))?;
+        }
+        Ok(())
+    }
+
+    /// Never deliverable: move to the dead letters with the reason.
+    pub fn bury(&self, channel: Channel, seq: u64, reason: &str) -> Result<(), StoreError> {
+        let key = queue::key(channel, seq);
+        let Some(value) = self.tree().get(key)? else {
+            return Ok(());
+        };
+        let dead = queue::encode_dead(channel, reason, &value)?;
+        let inner = &self.0.inner;
+        (&inner.queues, &inner.dead)
+            .transaction(|(q, d)| {
+                q.remove(&key[..])?;
+                d.insert(&seq.to_be_bytes()[..], dead.as_slice())?;
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        inner.dead_count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Dead letters oldest first, strictly after `after`.
+    pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .0
+            .inner
+            .dead
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .take(limit)
+        {
+            let (key, value) = item?;
+            out.push(queue::decode_dead(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Put a dead letter back at the end of its channel's queue; `None` if there is no such id.
+    pub fn requeue(&self, id: u64) -> Result<Option<(Channel, u64)>, StoreError> {
+        let inner = &self.0.inner;
+        let Some(value) = inner.dead.get(id.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let (channel, entry) = queue::dead_parts(&id.to_be_bytes(), &value)?;
+        let seq = self.0.next_seq()?;
+        (&inner.queues, &inner.dead)
+            .transaction(|(q, d)| {
+                d.remove(&id.to_be_bytes()[..])?;
+                q.insert(&queue::key(channel, seq)[..], entry.as_slice())?;
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        inner.dead_count.fetch_sub(1, Ordering::Relaxed);
+        Ok(Some((channel, seq)))
+    }
+
+    /// Append to an approval's history (a delivery, a tap, a dead letter). Made durable by the
+    /// next group commit, which this asks for (nobody waits on it: history is not an answer).
+    pub fn record(&self, id: ApprovalId, event: &AuditEvent) {
+        self.0.record(id, event);
+        drop(self.0.commit());
+    }
+
+    /// Several history entries, one commit asked for (a delivered batch).
+    pub fn record_all(&self, events: impl IntoIterator<Item = (ApprovalId, AuditEvent)>) {
+        let mut any = false;
+        for (id, event) in events {
+            self.0.record(id, &event);
+            any = true;
+        }
+        if any {
+            drop(self.0.commit());
+        }
+    }
+
+    /// O(1): kept by the store as letters come and go.
+    pub fn dead_letter_count(&self) -> i64 {
+        self.0.inner.dead_count.load(Ordering::Relaxed)
+    }
+
+    pub fn commit(&self) -> Commit {
+        self.0.commit()
+    }
+
+    /// Which Telegram messages show which approval (the gateway's log, kept with the approval
+    /// so retention removes both).
+    pub fn messages(&self) -> sled::Tree {
+        self.0.inner.messages.clone()
+    }
+}

@@ -1,0 +1,105 @@
+//! The store through its public surface: atomic changes, read-your-writes, restarts.
+use super::*;
+use crate::domain::NewApproval;
+
+fn approval(key: Option<&str>) -> Approval {
+    Approval::create(
+        ApprovalId::new(),
+        NewApproval {
+            session_id: "s".into(),
+            tool_name: "Bash".into(),
+            tool_input: "{}".into(),
+            reason: None,
+            agent: None,
+            requested_by: "ci".into(),
+            idempotency_key: key.map(str::to_string),
+            timeout: std::time::Duration::from_secs(60),
+            max_timeout: None,
+            idempotent_while_pending: false,
+        },
+        millis(chrono::Utc::now().timestamp_millis()),
+    )
+}
+
+/// A staged change is read back before its commit, and after the commit it is in sled with
+/// its index and queue entries: the same after a reopen.
+#[actix_rt::test]
+async fn staged_changes_read_back_and_land_together_on_commit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = approval(Some("k1"));
+    let written = {
+        let store = SledStore::open(dir.path()).expect("open");
+        let written = store
+            .apply(&Change {
+                approval: &a,
+                previous: None,
+                event: Some(Event::Created),
+                channels: &[Channel::Console, Channel::File],
+                request_id: Some("r1"),
+                grant: None,
+                events: &[],
+            })
+            .expect("apply");
+        assert_eq!(
+            store.get(a.id).expect("get"),
+            Some(a.clone()),
+            "read your writes"
+        );
+        assert_eq!(store.find_idempotent("ci", "k1").expect("idem"), Some(a.id));
+        assert_eq!(
+            store.queues().scan(Channel::Console).expect("scan").0,
+            0,
+            "not applied yet"
+        );
+        store.commit().wait().await.expect("commit");
+        assert_eq!(store.queues().scan(Channel::Console).expect("scan").0, 1);
+        written
+    };
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.get(a.id).expect("get"), Some(a.clone()));
+    assert_eq!(store.find_idempotent("ci", "k1").expect("idem"), Some(a.id));
+    assert_eq!(
+        store.count_by_status().expect("counts")[&Status::Pending],
+        1
+    );
+    for (channel, seq) in written.queued {
+        let entry = store
+            .queues()
+            .get(channel, seq)
+            .expect("get")
+            .expect("queued");
+        assert_eq!(entry.approval, a);
+        assert_eq!(entry.request_id.as_deref(), Some("r1"));
+    }
+}
+
+/// A commit that fails is answered with an error, and `revert` undoes what it applied.
+#[actix_rt::test]
+async fn a_failed_commit_is_reported_and_reverted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SledStore::open(dir.path()).expect("open");
+    let a = approval(Some("k2"));
+    let change = Change {
+        approval: &a,
+        previous: None,
+        event: Some(Event::Created),
+        channels: &[Channel::Telegram],
+        request_id: None,
+        grant: None,
+        events: &[],
+    };
+    let written = store.apply(&change).expect("apply");
+    store.faults().fail_next(1);
+    assert!(store.commit().wait().await.is_err());
+    assert!(!store.committing());
+    store.revert(&change, &written).expect("revert");
+    assert_eq!(store.get(a.id).expect("get"), None);
+    assert_eq!(store.find_idempotent("ci", "k2").expect("idem"), None);
+    assert_eq!(store.queues().scan(Channel::Telegram).expect("scan").0, 0);
+    store
+        .commit()
+        .wait()
+        .await
+        .expect("a later commit succeeds");
+    assert!(store.committing());
+}
