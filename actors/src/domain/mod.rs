@@ -10,6 +10,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+mod grant;
+mod history;
+mod limits;
+
+pub use grant::Grant;
+pub use history::AuditEvent;
+pub use limits::{InputLimits, json_depth};
+
 /// Identifier of one approval: a ULID, so ids sort by creation time (the list endpoint relies
 /// on that for "newest first" pagination without a secondary index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -222,50 +230,6 @@ pub struct ValidationError {
     pub code: &'static str,
 }
 
-/// Bounds on what an agent may make the gate store and show: nesting depth and size of
-/// `tool_input` (configurable: `server.max_input_depth`, `server.max_tool_input_bytes`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InputLimits {
-    pub max_depth: usize,
-    pub max_bytes: usize,
-}
-
-impl Default for InputLimits {
-    fn default() -> Self {
-        Self {
-            max_depth: 64,
-            max_bytes: 256 * 1024,
-        }
-    }
-}
-
-/// How deeply arrays and objects nest in JSON text (0 for a scalar). A linear scan that skips
-/// strings, so a hostile 100,000-deep input costs no recursion.
-pub fn json_depth(text: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for byte in text.bytes() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 impl NewApproval {
     pub fn validate(&self, limits: &InputLimits) -> Result<(), ValidationError> {
         if self.tool_input.len() > limits.max_bytes {
@@ -403,79 +367,6 @@ impl Approval {
     pub fn time_to_decision(&self) -> Option<std::time::Duration> {
         self.decided_at
             .and_then(|at| (at - self.created_at).to_std().ok())
-    }
-}
-
-/// One entry of an approval's append-only history (`GET /api/approvals/{id}/events`): what
-/// happened, when, and who or what did it. `kind` is one of a closed set (see `EventKind`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEvent {
-    pub at_ms: i64,
-    pub kind: String,
-    /// Who did it, in [`Actor`]'s display form, when someone did.
-    pub actor: Option<String>,
-    /// The channel a notification event concerns (`telegram`, `email`, ...).
-    pub channel: Option<String>,
-    pub detail: Option<String>,
-}
-
-impl AuditEvent {
-    pub fn now(kind: &str) -> Self {
-        Self {
-            at_ms: Utc::now().timestamp_millis(),
-            kind: kind.into(),
-            actor: None,
-            channel: None,
-            detail: None,
-        }
-    }
-
-    pub fn by(mut self, actor: impl fmt::Display) -> Self {
-        self.actor = Some(actor.to_string());
-        self
-    }
-
-    pub fn on(mut self, channel: &str) -> Self {
-        self.channel = Some(channel.into());
-        self
-    }
-
-    pub fn saying(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
-    }
-}
-
-/// "Allow this tool for this session": later requests of `tool_name` in `session_id` by the
-/// same agent token are approved at once until `expires_at`, unless revoked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grant {
-    /// A ULID, as text.
-    pub id: String,
-    pub session_id: String,
-    pub tool_name: String,
-    /// The agent token whose requests it covers.
-    pub requested_by: String,
-    /// Who granted it, as [`Actor`]'s display form (`operator:alice`, `telegram:@bob (42)`).
-    pub granted_by: String,
-    /// The approval whose decision created it.
-    pub approval_id: String,
-    pub created_at_ms: i64,
-    pub expires_at_ms: i64,
-}
-
-impl Grant {
-    pub fn covers(
-        &self,
-        requested_by: &str,
-        session_id: &str,
-        tool_name: &str,
-        now_ms: i64,
-    ) -> bool {
-        self.requested_by == requested_by
-            && self.session_id == session_id
-            && self.tool_name == tool_name
-            && now_ms < self.expires_at_ms
     }
 }
 
