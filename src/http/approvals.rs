@@ -33,41 +33,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(cancel)),
     )
     .service(web::resource("/api/approvals/{id}/decision").route(web::post().to(decide)))
-    .service(web::resource("/api/approvals/{id}/events").route(web::get().to(events)));
-}
-
-/// The approval's append-only history, oldest first (operators only).
-#[utoipa::path(get, path = "/api/approvals/{id}/events", tag = "approvals",
-    params(("id" = String, Path, description = "approval id")),
-    responses((status = 200, description = "`{\"approval_id\", \"events\": [{\"at\", \"kind\", \"actor\", \"channel\", \"detail\"}]}`", body = Object),
-        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
-    security(("bearer" = [])))]
-async fn events(
-    state: web::Data<AppState>,
-    _caller: OperatorCaller,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let events = state
-        .actors
-        .registry
-        .send(approval_gate_actors::registry::History(id))
-        .await??;
-    let rows: Vec<serde_json::Value> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "at": approval_gate_actors::store::millis(e.at_ms)
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                "kind": e.kind,
-                "actor": e.actor,
-                "channel": e.channel,
-                "detail": e.detail,
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "approval_id": id.to_string(), "events": rows })))
+    .service(
+        web::resource("/api/approvals/{id}/events").route(web::get().to(super::history::events)),
+    );
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -83,7 +51,7 @@ pub(super) struct CreateBody {
     agent: Option<String>,
 }
 
-fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::NotFound(format!("no approval with id {raw}")))
 }

@@ -9,6 +9,7 @@ mod diagnostics;
 mod error;
 mod grants;
 mod health;
+mod history;
 mod hooks;
 mod limits;
 mod metrics;

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, approvals, diagnostics, grants, health, metrics, telegram};
+use super::{admin, approvals, diagnostics, grants, health, history, metrics, telegram};
 
 /// The hook routes are registered per agent by a loop; these stand-ins document them.
 mod hooks_doc {
@@ -56,7 +56,7 @@ impl Modify for BearerAuth {
     ),
     paths(
         approvals::create, approvals::list, approvals::get, approvals::cancel, approvals::decide,
-        approvals::events, grants::list, grants::revoke, admin::list, admin::requeue, admin::backup,
+        history::events, grants::list, grants::revoke, admin::list, admin::requeue, admin::backup,
         diagnostics::database, diagnostics::circuit_breaker, diagnostics::metrics_summary,
         diagnostics::crash, diagnostics::fail_commits, health::health, health::live, health::ready,
         metrics::metrics, telegram::webhook,
