@@ -5,13 +5,13 @@
 use actix::prelude::*;
 use futures_util::future::{FutureExt, LocalBoxFuture};
 
+use super::verdict::{created_event, ended_event, policy_decision, policy_event};
 use super::{ApprovalRegistry, Created, NAME, RegistryError};
 use crate::domain::{
     Actor, Approval, ApprovalId, AuditEvent, Decision, Grant, NewApproval, Outcome, Status,
 };
 use crate::metrics::Metric;
 use crate::notification::Event;
-use crate::policy::Action as PolicyAction;
 use crate::store::{ApprovalStore, Change, Commit, Written};
 use crate::supervision::guarded;
 
@@ -35,26 +35,6 @@ impl Kind {
             Kind::Ended => Some(Event::Ended),
             Kind::Resolved | Kind::Attached => None,
         }
-    }
-}
-
-fn created_event(approval: &Approval) -> AuditEvent {
-    let event = AuditEvent::now("created").by(Actor::Agent(approval.requested_by.clone()));
-    match &approval.agent {
-        Some(label) => event.saying(format!("agent {label}")),
-        None => event,
-    }
-}
-
-/// The history entry of an ending: its status as the kind, who decided, their comment.
-fn ended_event(approval: &Approval) -> AuditEvent {
-    let mut event = AuditEvent::now(approval.status.as_str());
-    if let Some(by) = &approval.decided_by {
-        event = event.by(by);
-    }
-    match &approval.comment {
-        Some(comment) => event.saying(comment.clone()),
-        None => event,
     }
 }
 
@@ -200,31 +180,8 @@ impl ApprovalRegistry {
         let now = super::now();
         let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
         let mut events = vec![created_event(&approval)];
-        if let Some(rule) = &verdict.rule {
-            let action = match verdict.action {
-                PolicyAction::Allow => "allow",
-                PolicyAction::Deny => "deny",
-                PolicyAction::Escalate => "escalate",
-            };
-            events.push(
-                AuditEvent::now("policy_applied")
-                    .by(Actor::Policy(rule.clone()))
-                    .saying(format!("rule `{rule}`: {action}")),
-            );
-        }
-        let decision = match (verdict.action, verdict.rule) {
-            (PolicyAction::Allow, Some(rule)) => Some(Decision {
-                outcome: Outcome::Approve,
-                comment: Some(format!("allowed by policy rule `{rule}`")),
-                actor: Actor::Policy(rule),
-            }),
-            (PolicyAction::Deny, Some(rule)) => Some(Decision {
-                outcome: Outcome::Reject,
-                comment: Some(format!("denied by policy rule `{rule}`")),
-                actor: Actor::Policy(rule),
-            }),
-            _ => self.granted(&approval),
-        };
+        events.extend(policy_event(&verdict));
+        let decision = policy_decision(verdict).or_else(|| self.granted(&approval));
         if let Some(decision) = decision {
             // Decided before anyone saw it: one write, no notifications, no deadline.
             if let Actor::Grant { grant_id, .. } = &decision.actor {
@@ -245,32 +202,6 @@ impl ApprovalRegistry {
         // Arm now: an expiry of an approval whose commit then fails finds nothing to do.
         self.arm(&pending.applied.approval);
         Ok(Ok(pending))
-    }
-
-    /// An approval by a live session grant covering this request, if there is one.
-    fn granted(&self, approval: &Approval) -> Option<Decision> {
-        let now_ms = approval.created_at.timestamp_millis();
-        let grant = self.grants.values().find(|g| {
-            g.covers(
-                &approval.requested_by,
-                &approval.session_id,
-                &approval.tool_name,
-                now_ms,
-            )
-        })?;
-        Some(Decision {
-            outcome: Outcome::Approve,
-            actor: Actor::Grant {
-                granted_by: grant.granted_by.clone(),
-                grant_id: grant.id.clone(),
-            },
-            comment: Some(format!(
-                "allowed by session grant {} from {} until {}",
-                grant.id,
-                grant.granted_by,
-                crate::store::millis(grant.expires_at_ms).to_rfc3339()
-            )),
-        })
     }
 
     pub(super) fn create(

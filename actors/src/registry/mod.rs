@@ -16,6 +16,7 @@
 mod commit;
 mod handlers;
 mod messages;
+mod verdict;
 mod waiters;
 
 use std::collections::HashMap;

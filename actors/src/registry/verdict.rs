@@ -1,0 +1,88 @@
+//! What a new request gets before any human sees it: the policy's verdict, a live session
+//! grant, and the history entries that record them. Decisions only; writing is `commit.rs`.
+
+use crate::domain::{Actor, Approval, AuditEvent, Decision, Outcome};
+use crate::policy::{Action as PolicyAction, Verdict};
+
+use super::ApprovalRegistry;
+
+/// The history entry of a new approval: who asked, with which agent label.
+pub(super) fn created_event(approval: &Approval) -> AuditEvent {
+    let event = AuditEvent::now("created").by(Actor::Agent(approval.requested_by.clone()));
+    match &approval.agent {
+        Some(label) => event.saying(format!("agent {label}")),
+        None => event,
+    }
+}
+
+/// The history entry of an ending: its status as the kind, who decided, their comment.
+pub(super) fn ended_event(approval: &Approval) -> AuditEvent {
+    let mut event = AuditEvent::now(approval.status.as_str());
+    if let Some(by) = &approval.decided_by {
+        event = event.by(by);
+    }
+    match &approval.comment {
+        Some(comment) => event.saying(comment.clone()),
+        None => event,
+    }
+}
+
+/// The history entry of a rule that matched, whatever it decided.
+pub(super) fn policy_event(verdict: &Verdict) -> Option<AuditEvent> {
+    let rule = verdict.rule.as_ref()?;
+    let action = match verdict.action {
+        PolicyAction::Allow => "allow",
+        PolicyAction::Deny => "deny",
+        PolicyAction::Escalate => "escalate",
+    };
+    Some(
+        AuditEvent::now("policy_applied")
+            .by(Actor::Policy(rule.clone()))
+            .saying(format!("rule `{rule}`: {action}")),
+    )
+}
+
+/// An allow or deny rule decides at once; escalation (or no rule) leaves it to grants and humans.
+pub(super) fn policy_decision(verdict: Verdict) -> Option<Decision> {
+    match (verdict.action, verdict.rule) {
+        (PolicyAction::Allow, Some(rule)) => Some(Decision {
+            outcome: Outcome::Approve,
+            comment: Some(format!("allowed by policy rule `{rule}`")),
+            actor: Actor::Policy(rule),
+        }),
+        (PolicyAction::Deny, Some(rule)) => Some(Decision {
+            outcome: Outcome::Reject,
+            comment: Some(format!("denied by policy rule `{rule}`")),
+            actor: Actor::Policy(rule),
+        }),
+        _ => None,
+    }
+}
+
+impl ApprovalRegistry {
+    /// An approval by a live session grant covering this request, if there is one.
+    pub(super) fn granted(&self, approval: &Approval) -> Option<Decision> {
+        let now_ms = approval.created_at.timestamp_millis();
+        let grant = self.grants.values().find(|g| {
+            g.covers(
+                &approval.requested_by,
+                &approval.session_id,
+                &approval.tool_name,
+                now_ms,
+            )
+        })?;
+        Some(Decision {
+            outcome: Outcome::Approve,
+            actor: Actor::Grant {
+                granted_by: grant.granted_by.clone(),
+                grant_id: grant.id.clone(),
+            },
+            comment: Some(format!(
+                "allowed by session grant {} from {} until {}",
+                grant.id,
+                grant.granted_by,
+                crate::store::millis(grant.expires_at_ms).to_rfc3339()
+            )),
+        })
+    }
+}
