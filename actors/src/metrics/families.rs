@@ -1,0 +1,371 @@
+//! The metric families: their names, help, label sets (closed, at zero from the start) and
+//! registration. What each one means for operators is in docs/metrics.md.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+use super::REFUSAL_REASONS;
+
+pub(super) struct Families {
+    pub(super) created: IntCounter,
+    pub(super) decisions: IntCounterVec,
+    pub(super) time_to_decision: HistogramVec,
+    pub(super) pending: IntGauge,
+    pub(super) waiters: IntGauge,
+    pub(super) fallback_queued: IntGauge,
+    pub(super) http_requests: IntCounterVec,
+    pub(super) http_duration: HistogramVec,
+    pub(super) restarts: IntCounterVec,
+    pub(super) fallback: IntCounterVec,
+    pub(super) tg_requests: IntCounterVec,
+    pub(super) tg_duration: Histogram,
+    pub(super) tg_retries: IntCounterVec,
+    pub(super) tg_failures: IntCounterVec,
+    pub(super) tg_breaker_state: IntGauge,
+    pub(super) tg_breaker_transitions: IntCounterVec,
+    pub(super) tg_outbox: IntGauge,
+    pub(super) tg_unauthorised: IntCounter,
+    pub(super) refused: IntCounterVec,
+    pub(super) reloads: IntCounterVec,
+    pub(super) actor_up: prometheus::IntGaugeVec,
+    pub(super) actor_ping: prometheus::GaugeVec,
+    pub(super) store_size: IntGauge,
+    pub(super) store_commit: prometheus::Gauge,
+    pub(super) store_commit_failures: IntGauge,
+    pub(super) dead_letters: IntGauge,
+    pub(super) oldest_pending: prometheus::Gauge,
+}
+
+pub(super) fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    c: C,
+) -> C {
+    // Names are static and unique, so registration cannot collide; a failure would be a
+    // programming error caught by the metrics tests, not a runtime condition.
+    if let Err(error) = registry.register(Box::new(c.clone())) {
+        tracing::error!(%error, "metric registration failed");
+    }
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(r, HistogramVec::new(opts, labels).expect("valid metric"))
+}
+
+impl Families {
+    pub(super) fn new(r: &Registry) -> Self {
+        let latency = prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
+        let decision = vec![
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+        ];
+        Families {
+            created: register(
+                r,
+                IntCounter::new(
+                    "approval_gate_approvals_created_total",
+                    "Approval requests created",
+                )
+                .expect("valid metric"),
+            ),
+            decisions: counter_vec(
+                r,
+                "approval_gate_decisions_total",
+                "Approvals that ended, by outcome",
+                &["outcome"],
+            ),
+            time_to_decision: histogram_vec(
+                r,
+                "approval_gate_time_to_decision_seconds",
+                "Time from creation to the end of an approval",
+                &["outcome"],
+                decision,
+            ),
+            pending: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_pending_approvals",
+                    "Approvals waiting for a decision",
+                )
+                .expect("valid metric"),
+            ),
+            waiters: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_waiters",
+                    "Long polls currently waiting for a decision",
+                )
+                .expect("valid metric"),
+            ),
+            fallback_queued: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_fallback_queued",
+                    "Notifications waiting in the fallback channels' durable queues",
+                )
+                .expect("valid metric"),
+            ),
+            http_requests: counter_vec(
+                r,
+                "approval_gate_http_requests_total",
+                "HTTP requests by route template and status",
+                &["method", "route", "status"],
+            ),
+            http_duration: histogram_vec(
+                r,
+                "approval_gate_http_request_duration_seconds",
+                "HTTP request latency by route template",
+                &["method", "route"],
+                latency.clone(),
+            ),
+            restarts: counter_vec(
+                r,
+                "approval_gate_actor_restarts_total",
+                "Actor restarts by the supervisor",
+                &["actor"],
+            ),
+            fallback: counter_vec(
+                r,
+                "approval_gate_fallback_notifications_total",
+                "Fallback notifications by channel and outcome",
+                &["channel", "outcome"],
+            ),
+            tg_requests: counter_vec(
+                r,
+                "approval_gate_telegram_requests_total",
+                "Telegram Bot API calls by method and outcome",
+                &["method", "outcome"],
+            ),
+            tg_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "approval_gate_telegram_request_duration_seconds",
+                        "Telegram Bot API call latency",
+                    )
+                    .buckets(latency),
+                )
+                .expect("valid metric"),
+            ),
+            tg_retries: counter_vec(
+                r,
+                "approval_gate_telegram_retries_total",
+                "Telegram calls retried",
+                &["method"],
+            ),
+            tg_failures: counter_vec(
+                r,
+                "approval_gate_telegram_failures_total",
+                "Telegram call failures by reason",
+                &["reason"],
+            ),
+            tg_breaker_state: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_telegram_circuit_state",
+                    "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+                )
+                .expect("valid metric"),
+            ),
+            tg_breaker_transitions: counter_vec(
+                r,
+                "approval_gate_telegram_circuit_transitions_total",
+                "Circuit breaker transitions by new state",
+                &["to"],
+            ),
+            tg_outbox: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_telegram_outbox_size",
+                    "Telegram notifications waiting for delivery",
+                )
+                .expect("valid metric"),
+            ),
+            tg_unauthorised: register(
+                r,
+                IntCounter::new(
+                    "approval_gate_telegram_unauthorised_taps_total",
+                    "Button taps refused (unknown user, wrong chat or bad signature)",
+                )
+                .expect("valid metric"),
+            ),
+            refused: {
+                let refused = counter_vec(
+                    r,
+                    "approval_gate_refused_total",
+                    "Refused attempts by reason (bad or wrong token, rate limits, taps, webhook secret)",
+                    &["reason"],
+                );
+                for reason in REFUSAL_REASONS {
+                    refused.with_label_values(&[reason]);
+                }
+                refused
+            },
+            reloads: {
+                let reloads = counter_vec(
+                    r,
+                    "approval_gate_config_reloads_total",
+                    "Configuration reloads (SIGHUP or a changed --config file) by outcome",
+                    &["outcome"],
+                );
+                for outcome in ["applied", "rejected"] {
+                    reloads.with_label_values(&[outcome]);
+                }
+                reloads
+            },
+            actor_up: register(
+                r,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "approval_gate_actor_up",
+                        "1 if the actor answered its health ping at the last scrape",
+                    ),
+                    &["actor"],
+                )
+                .expect("valid metric"),
+            ),
+            actor_ping: register(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "approval_gate_actor_ping_seconds",
+                        "How long the actor took to answer its health ping at the last scrape",
+                    ),
+                    &["actor"],
+                )
+                .expect("valid metric"),
+            ),
+            store_size: register(
+                r,
+                IntGauge::new("approval_gate_store_size_bytes", "The store's size on disk")
+                    .expect("valid metric"),
+            ),
+            store_commit: register(
+                r,
+                prometheus::Gauge::new(
+                    "approval_gate_store_commit_seconds",
+                    "Duration of the last group commit (apply, flush and fdatasync)",
+                )
+                .expect("valid metric"),
+            ),
+            store_commit_failures: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_store_commit_failures",
+                    "Group commits that failed since start",
+                )
+                .expect("valid metric"),
+            ),
+            oldest_pending: register(
+                r,
+                prometheus::Gauge::new(
+                    "approval_gate_oldest_pending_seconds",
+                    "Age of the oldest approval still waiting for a decision (0 when none waits)",
+                )
+                .expect("valid metric"),
+            ),
+            dead_letters: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_dead_letters",
+                    "Notifications no channel could deliver (GET /api/admin/dead-letters)",
+                )
+                .expect("valid metric"),
+            ),
+        }
+    }
+}
+
+/// Closed label sets, so every series an alert or a panel names exists from the first scrape
+/// (at zero) rather than appearing with its first event.
+pub const OUTCOMES: [&str; 4] = ["approved", "rejected", "timed_out", "cancelled"];
+pub const ACTORS: [&str; 5] = [
+    "approval_registry",
+    "timeout_sweeper",
+    "metrics_collector",
+    "fallback_notifier",
+    "telegram_gateway",
+];
+pub const FALLBACK_CHANNELS: [&str; 3] = ["console", "file", "email"];
+pub const TELEGRAM_METHODS: [&str; 5] = [
+    "sendMessage",
+    "editMessageText",
+    "answerCallbackQuery",
+    "getUpdates",
+    "getMe",
+];
+pub const TELEGRAM_FAILURES: [&str; 10] = [
+    "timeout",
+    "network",
+    "invalid_response",
+    "server_error",
+    "rate_limited",
+    "chat_migrated",
+    "forbidden",
+    "invalid_token",
+    "chat_not_found",
+    "bad_request",
+];
+
+impl Families {
+    pub(super) fn zeros(&self) {
+        for outcome in OUTCOMES {
+            self.decisions.with_label_values(&[outcome]);
+            self.time_to_decision.with_label_values(&[outcome]);
+        }
+        for actor in ACTORS {
+            self.restarts.with_label_values(&[actor]);
+        }
+        for channel in FALLBACK_CHANNELS {
+            for outcome in ["delivered", "failed"] {
+                self.fallback.with_label_values(&[channel, outcome]);
+            }
+        }
+        for method in TELEGRAM_METHODS {
+            self.tg_requests.with_label_values(&[method, "ok"]);
+            self.tg_retries.with_label_values(&[method]);
+        }
+        for reason in TELEGRAM_FAILURES {
+            self.tg_failures.with_label_values(&[reason]);
+        }
+        for to in ["closed", "open", "half_open"] {
+            self.tg_breaker_transitions.with_label_values(&[to]);
+        }
+        // The four that always run (the gateway only with Telegram on: no false "down").
+        for actor in &ACTORS[..4] {
+            self.actor_up.with_label_values(&[actor]).set(1);
+            self.actor_ping.with_label_values(&[actor]);
+        }
+    }
+}
+
+/// `approval_gate_build_info{version}` = 1, and (Linux) the process's RSS, CPU and open fds.
+pub(super) fn register_process(registry: &Registry) {
+    let info = prometheus::IntGaugeVec::new(
+        Opts::new("approval_gate_build_info", "The running build (always 1)"),
+        &["version"],
+    )
+    .expect("valid metric");
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let _ = register(registry, info);
+    #[cfg(target_os = "linux")]
+    if let Err(error) = registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    )) {
+        tracing::error!(%error, "process metrics are unavailable");
+    }
+}

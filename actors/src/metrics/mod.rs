@@ -1,0 +1,318 @@
+//! MetricsCollector: owns the Prometheus registry. Other actors and the HTTP layer send it
+//! [`Metric`] events; `/metrics` asks it for the text exposition with [`Gather`].
+//!
+//! Every label value here comes from a closed set (outcomes, route templates, actor names,
+//! channel names), never from an approval id or any other unbounded input.
+
+use actix::prelude::*;
+use prometheus::core::Collector;
+use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
+
+use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts, guarded};
+
+mod families;
+
+pub use families::{ACTORS, FALLBACK_CHANNELS, OUTCOMES, TELEGRAM_FAILURES, TELEGRAM_METHODS};
+use families::{Families, register_process};
+
+pub const NAME: &str = "metrics_collector";
+
+/// One observation. Sent with `do_send`: metrics must never slow the caller down.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum Metric {
+    ApprovalCreated,
+    /// `outcome` is one of approved, rejected, timed_out, cancelled.
+    ApprovalEnded {
+        outcome: &'static str,
+        seconds: f64,
+    },
+    PendingApprovals(i64),
+    Waiters(i64),
+    /// Notifications waiting in the fallback channels' queues.
+    FallbackQueued(i64),
+    Http {
+        method: String,
+        route: String,
+        status: u16,
+        seconds: f64,
+    },
+    ActorRestarted {
+        actor: &'static str,
+    },
+    Fallback {
+        channel: &'static str,
+        outcome: &'static str,
+    },
+    Telegram(TelegramMetric),
+    /// A refused attempt; `reason` is one of [`REFUSAL_REASONS`].
+    Refused {
+        reason: &'static str,
+    },
+    /// A configuration reload: `applied` or `rejected`.
+    ConfigReload {
+        outcome: &'static str,
+    },
+    /// Per-actor liveness, set just before a scrape: (actor, answered its ping, ping seconds).
+    Actors(Vec<(&'static str, bool, f64)>),
+    /// Store facts, set just before a scrape.
+    Store {
+        size_bytes: u64,
+        last_commit_seconds: f64,
+        commit_failures: u64,
+        dead_letters: i64,
+        /// Age of the oldest pending approval (0 when none is pending).
+        oldest_pending_seconds: f64,
+    },
+}
+
+/// The closed set of `approval_gate_refused_total{reason}` labels, all present from the start.
+pub const REFUSAL_REASONS: [&str; 8] = [
+    "bad_token",
+    "wrong_role",
+    "auth_blocked",
+    "rate_limited_create",
+    "rate_limited_decision",
+    "too_many_pending",
+    "unauthorised_tap",
+    "webhook_secret",
+];
+
+#[derive(Debug, Clone)]
+pub enum TelegramMetric {
+    Request {
+        method: &'static str,
+        outcome: &'static str,
+        seconds: f64,
+    },
+    Retry {
+        method: &'static str,
+    },
+    Failure {
+        reason: &'static str,
+    },
+    BreakerState(i64),
+    BreakerTransition {
+        to: &'static str,
+    },
+    OutboxSize(i64),
+    UnauthorisedTap,
+}
+
+/// Render the registry in the Prometheus text format.
+#[derive(Message)]
+#[rtype(result = "String")]
+pub struct Gather;
+
+/// A JSON-friendly summary of the main counters, for `/api/diagnostics/metrics`.
+#[derive(Message)]
+#[rtype(result = "serde_json::Value")]
+pub struct Summary;
+
+pub struct MetricsCollector {
+    registry: Registry,
+    m: Families,
+    restarts: Restarts,
+}
+
+impl MetricsCollector {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let m = Families::new(&registry);
+        m.zeros();
+        register_process(&registry);
+        Self {
+            registry,
+            m,
+            restarts: Restarts::default(),
+        }
+    }
+
+    fn observe(&mut self, metric: Metric) {
+        let m = &self.m;
+        match metric {
+            Metric::ApprovalCreated => m.created.inc(),
+            Metric::ApprovalEnded { outcome, seconds } => {
+                m.decisions.with_label_values(&[outcome]).inc();
+                m.time_to_decision
+                    .with_label_values(&[outcome])
+                    .observe(seconds);
+            }
+            Metric::PendingApprovals(n) => m.pending.set(n),
+            Metric::Waiters(n) => m.waiters.set(n),
+            Metric::FallbackQueued(n) => m.fallback_queued.set(n),
+            Metric::Http {
+                method,
+                route,
+                status,
+                seconds,
+            } => {
+                let status = status.to_string();
+                m.http_requests
+                    .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+                    .inc();
+                m.http_duration
+                    .with_label_values(&[method.as_str(), route.as_str()])
+                    .observe(seconds);
+            }
+            Metric::ActorRestarted { actor } => m.restarts.with_label_values(&[actor]).inc(),
+            Metric::Fallback { channel, outcome } => {
+                m.fallback.with_label_values(&[channel, outcome]).inc()
+            }
+            Metric::Telegram(t) => self.observe_telegram(t),
+            Metric::Refused { reason } => m.refused.with_label_values(&[reason]).inc(),
+            Metric::ConfigReload { outcome } => m.reloads.with_label_values(&[outcome]).inc(),
+            Metric::Actors(actors) => {
+                for (actor, up, seconds) in actors {
+                    m.actor_up.with_label_values(&[actor]).set(i64::from(up));
+                    m.actor_ping.with_label_values(&[actor]).set(seconds);
+                }
+            }
+            Metric::Store {
+                size_bytes,
+                last_commit_seconds,
+                commit_failures,
+                dead_letters,
+                oldest_pending_seconds,
+            } => {
+                m.oldest_pending.set(oldest_pending_seconds);
+                m.store_size
+                    .set(i64::try_from(size_bytes).unwrap_or(i64::MAX));
+                m.store_commit.set(last_commit_seconds);
+                m.store_commit_failures
+                    .set(i64::try_from(commit_failures).unwrap_or(i64::MAX));
+                m.dead_letters.set(dead_letters);
+            }
+        }
+    }
+
+    fn observe_telegram(&mut self, metric: TelegramMetric) {
+        let m = &self.m;
+        match metric {
+            TelegramMetric::Request {
+                method,
+                outcome,
+                seconds,
+            } => {
+                m.tg_requests.with_label_values(&[method, outcome]).inc();
+                m.tg_duration.observe(seconds);
+            }
+            TelegramMetric::Retry { method } => m.tg_retries.with_label_values(&[method]).inc(),
+            TelegramMetric::Failure { reason } => m.tg_failures.with_label_values(&[reason]).inc(),
+            TelegramMetric::BreakerState(state) => m.tg_breaker_state.set(state),
+            TelegramMetric::BreakerTransition { to } => {
+                m.tg_breaker_transitions.with_label_values(&[to]).inc()
+            }
+            TelegramMetric::OutboxSize(n) => m.tg_outbox.set(n),
+            TelegramMetric::UnauthorisedTap => {
+                m.tg_unauthorised.inc();
+                m.refused.with_label_values(&["unauthorised_tap"]).inc();
+            }
+        }
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        let by_label = |vec: &IntCounterVec, label: &str| -> serde_json::Value {
+            let mut out = serde_json::Map::new();
+            for family in vec.collect() {
+                for metric in family.get_metric() {
+                    let key = metric
+                        .get_label()
+                        .iter()
+                        .filter(|pair| pair.name() == label || label.is_empty())
+                        .map(|pair| pair.value().to_string())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    let value = metric.get_counter().get_value() as u64;
+                    let slot = out.entry(key).or_insert(serde_json::json!(0));
+                    *slot = serde_json::json!(slot.as_u64().unwrap_or(0) + value);
+                }
+            }
+            serde_json::Value::Object(out)
+        };
+        serde_json::json!({
+            "approvals_created": self.m.created.get(),
+            "pending_approvals": self.m.pending.get(),
+            "waiters": self.m.waiters.get(),
+            "decisions": by_label(&self.m.decisions, "outcome"),
+            "actor_restarts": by_label(&self.m.restarts, "actor"),
+            "fallback_notifications": by_label(&self.m.fallback, ""),
+            "telegram": {
+                "requests": by_label(&self.m.tg_requests, "outcome"),
+                "retries": by_label(&self.m.tg_retries, "method"),
+                "failures": by_label(&self.m.tg_failures, "reason"),
+                "circuit_state": self.m.tg_breaker_state.get(),
+                "outbox_size": self.m.tg_outbox.get(),
+                "unauthorised_taps": self.m.tg_unauthorised.get(),
+            },
+        })
+    }
+}
+
+impl Default for MetricsCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Actor for MetricsCollector {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Metrics arrive from every actor and every HTTP worker; a small mailbox would make
+        // `send` callers wait on us.
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Supervised for MetricsCollector {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.restarts.record(NAME);
+        // Our own registry survives the restart (the supervisor keeps this value), so the
+        // restart can be counted in it directly.
+        self.m.restarts.with_label_values(&[NAME]).inc();
+    }
+}
+
+impl Handler<Metric> for MetricsCollector {
+    type Result = ();
+
+    fn handle(&mut self, metric: Metric, ctx: &mut Context<Self>) {
+        let _ = guarded(NAME, ctx, || self.observe(metric));
+    }
+}
+
+impl Handler<Gather> for MetricsCollector {
+    type Result = String;
+
+    fn handle(&mut self, _: Gather, _: &mut Context<Self>) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Handler<Summary> for MetricsCollector {
+    type Result = MessageResult<Summary>;
+
+    fn handle(&mut self, _: Summary, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.summary())
+    }
+}
+
+impl Handler<Ping> for MetricsCollector {
+    type Result = MessageResult<Ping>;
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(ActorHealth {
+            actor: NAME,
+            status: HealthStatus::Healthy,
+            restarts: self.restarts.count(),
+            detail: serde_json::json!({}),
+        })
+    }
+}
+
+crate::supervision::crash_handler!(MetricsCollector, NAME);
