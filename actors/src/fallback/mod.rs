@@ -463,7 +463,12 @@ impl FallbackNotifier {
             if lane.attempts >= self.settings.max_attempts {
                 lane.attempts = 0;
                 for (seq, reason) in &failed {
-                    tracing::error!(actor = NAME, queue = queue.as_str(), seq, %reason, "notification undeliverable after every attempt; moved to the dead letters");
+                    let approval_id = walked
+                        .about
+                        .get(seq)
+                        .map(|(id, _)| id.to_string())
+                        .unwrap_or_default();
+                    tracing::error!(actor = NAME, queue = queue.as_str(), seq, %approval_id, %reason, "notification undeliverable after every attempt; moved to the dead letters");
                     if let Err(error) = self.queues.bury(queue, *seq, reason) {
                         tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
                     }
