@@ -115,6 +115,8 @@ pub(crate) fn registry_settings(settings: &Settings) -> Result<RegistrySettings,
         ),
         max_grant: settings.agents.max_grant,
         max_pending_per_agent: settings.limits.max_pending_per_agent,
+        trace_approvals: cfg!(feature = "otlp")
+            && crate::telemetry::otlp_endpoint(&settings.monitoring.otlp_endpoint).is_some(),
         input_limits: approval_gate_actors::domain::InputLimits {
             max_depth: settings.server.max_input_depth,
             max_bytes: settings.server.max_tool_input_bytes,

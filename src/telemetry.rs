@@ -8,9 +8,24 @@ use tracing_subscriber::{EnvFilter, Layer, fmt};
 
 use crate::settings::{LogFormat, LoggingSettings};
 
-/// Keeps the background log writers alive; drop it only when the process ends, or lines are lost.
+/// Keeps the background log writers (and the OTLP exporter) alive; drop it only when the
+/// process ends, or lines and spans are lost.
 #[must_use]
-pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
+pub struct LogGuards {
+    _writers: Vec<WorkerGuard>,
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+#[cfg(feature = "otlp")]
+impl Drop for LogGuards {
+    fn drop(&mut self) {
+        // Flush what the batch exporter still holds.
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
 
 /// Changes the log level of the running process (a configuration reload).
 #[derive(Clone)]
@@ -30,7 +45,46 @@ impl LogLevel {
     }
 }
 
+/// Where spans go over OTLP, if anywhere: the setting, else `OTEL_EXPORTER_OTLP_ENDPOINT`.
+pub fn otlp_endpoint(configured: &str) -> Option<String> {
+    Some(configured.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .filter(|e| !e.trim().is_empty())
+}
+
+#[cfg(feature = "otlp")]
+fn otlp_layer<S>(
+    endpoint: &str,
+) -> Result<(impl Layer<S>, opentelemetry_sdk::trace::SdkTracerProvider), String>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("approval-gate")
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("approval-gate");
+    Ok((tracing_opentelemetry::layer().with_tracer(tracer), provider))
+}
+
 pub fn init(settings: &LoggingSettings) -> (LogGuards, LogLevel) {
+    init_with(settings, None)
+}
+
+/// `init`, plus OTLP export of spans to `otlp` when built with the `otlp` feature.
+pub fn init_with(settings: &LoggingSettings, otlp: Option<&str>) -> (LogGuards, LogLevel) {
     let pinned = std::env::var_os("RUST_LOG").is_some();
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
@@ -60,11 +114,37 @@ pub fn init(settings: &LoggingSettings) -> (LogGuards, LogLevel) {
             .with_writer(writer)
             .boxed()
     });
+    #[cfg(feature = "otlp")]
+    let (otlp, provider) = match otlp.map(otlp_layer) {
+        Some(Ok((layer, provider))) => (Some(layer), Some(provider)),
+        Some(Err(error)) => {
+            eprintln!("approval-gate: OTLP export disabled: {error}");
+            (None, None)
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let otlp_ignored = otlp.is_some();
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(console)
         .with(file);
+    #[cfg(feature = "otlp")]
+    let registry = registry.with(otlp);
     // A second init (tests starting several apps) keeps the first subscriber.
     let _ = registry.try_init();
-    (LogGuards(guards), LogLevel { handle, pinned })
+    #[cfg(not(feature = "otlp"))]
+    if otlp_ignored {
+        tracing::warn!(
+            "an OTLP endpoint is configured but this build has no OTLP export (build with --features otlp)"
+        );
+    }
+    (
+        LogGuards {
+            _writers: guards,
+            #[cfg(feature = "otlp")]
+            provider,
+        },
+        LogLevel { handle, pinned },
+    )
 }

@@ -77,4 +77,7 @@ pub struct Wake {
     /// back from sled (sled stays the copy replayed after a restart). It also tells Telegram
     /// that an approval ended, so a first message still queued is posted already decided.
     pub entry: Option<std::sync::Arc<crate::store::QueueEntry>>,
+    /// The approval's span (creation to end), so a notifier's calls about it are its children
+    /// in a trace. In memory only: after a restart the calls are traced without it.
+    pub span: Option<tracing::Span>,
 }

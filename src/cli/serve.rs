@@ -19,7 +19,8 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (_logs, log_level) = telemetry::init(&settings.logging);
+    let otlp = telemetry::otlp_endpoint(&settings.monitoring.otlp_endpoint);
+    let (_logs, log_level) = telemetry::init_with(&settings.logging, otlp.as_deref());
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
         let app = Application::build(settings)?.reloading(sources, log_level);

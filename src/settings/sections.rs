@@ -310,6 +310,10 @@ pub struct MonitoringSettings {
     /// the main listener. Empty: everything on `server.bind`.
     #[serde(default)]
     pub bind: String,
+    /// OTLP/HTTP endpoint for spans (builds with `--features otlp`); empty = the
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variable, or no export.
+    #[serde(default)]
+    pub otlp_endpoint: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -16,6 +16,7 @@ mod lifecycle;
 mod long_poll;
 mod metrics_catalogue;
 mod observability;
+mod otlp;
 mod reliability;
 mod reload;
 mod security;

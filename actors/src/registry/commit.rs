@@ -40,6 +40,8 @@ impl Kind {
 
 /// A change as written to sled: enough to announce it or to revert it.
 pub(super) struct Applied {
+    /// The approval's span: new for a creation, the open one for an ending.
+    span: Option<tracing::Span>,
     approval: Approval,
     previous: Option<Approval>,
     kind: Kind,
@@ -95,8 +97,21 @@ impl ApprovalRegistry {
             events,
         })?;
         self.mark_unflushed(approval.id);
+        let span = match kind {
+            Kind::Created if self.settings.trace_approvals => Some(tracing::info_span!(
+                parent: None,
+                "approval",
+                approval_id = %approval.id,
+                tool = %approval.tool_name,
+                session = %approval.session_id,
+                requested_by = %approval.requested_by,
+            )),
+            Kind::Ended | Kind::Attached => self.spans.get(&approval.id).cloned(),
+            Kind::Created | Kind::Resolved => None,
+        };
         Ok(Pending {
             applied: Applied {
+                span,
                 approval,
                 previous,
                 kind,
@@ -122,6 +137,7 @@ impl ApprovalRegistry {
                     &applied.written.queued,
                     true,
                     applied.written.entry.as_ref(),
+                    applied.span.as_ref(),
                 );
             }
             let reply = applied.approval.clone();
@@ -367,6 +383,7 @@ impl ApprovalRegistry {
             durable,
             applied:
                 Applied {
+                    span,
                     approval,
                     previous,
                     kind,
@@ -390,7 +407,7 @@ impl ApprovalRegistry {
             if let Err(error) = self.store.revert(&change, &written) {
                 tracing::error!(actor = NAME, approval_id = %approval.id, %error, "cannot revert a change whose commit failed");
             }
-            self.notifiers.wake(&written.queued, false, None);
+            self.notifiers.wake(&written.queued, false, None, None);
             if kind == Kind::Created && current {
                 self.pending_changed(&approval.requested_by, false);
             }
@@ -410,6 +427,9 @@ impl ApprovalRegistry {
                 if current {
                     self.count(None, Status::Pending);
                 }
+                if let Some(span) = span {
+                    self.spans.insert(approval.id, span);
+                }
                 self.metrics.do_send(Metric::ApprovalCreated);
             }
             Kind::Resolved => {
@@ -423,6 +443,12 @@ impl ApprovalRegistry {
                 });
             }
             Kind::Ended => {
+                // The span ends when its last holder (a notifier's final call) lets go.
+                if let Some(span) = self.spans.remove(&approval.id) {
+                    span.in_scope(|| {
+                        tracing::info!(status = %approval.status, "approval ended");
+                    });
+                }
                 if current {
                     self.count(Some(Status::Pending), approval.status);
                     self.pending_changed(&approval.requested_by, false);

@@ -284,7 +284,7 @@ impl Handler<Requeue> for ApprovalRegistry {
         let notifiers = self.notifiers.clone();
         async move {
             commit.wait().await?;
-            notifiers.wake(&[requeued], true, None);
+            notifiers.wake(&[requeued], true, None, None);
             Ok(Some(requeued))
         }
         .boxed_local()

@@ -52,6 +52,9 @@ pub struct RegistrySettings {
     pub input_limits: crate::domain::InputLimits,
     /// Most pending approvals per agent token; 0 = no cap.
     pub max_pending_per_agent: u64,
+    /// Keep a span per pending approval (only worth it when spans are exported: each one held
+    /// costs memory for as long as the approval waits).
+    pub trace_approvals: bool,
 }
 
 /// Which channels hear of each change, and how to wake their notifiers.
@@ -68,6 +71,7 @@ impl Notifiers {
         queued: &[(Channel, u64)],
         confirmed: bool,
         entry: Option<&Arc<crate::store::QueueEntry>>,
+        span: Option<&tracing::Span>,
     ) {
         for &(channel, seq) in queued {
             if let Some(notifier) = self.wake.get(&channel) {
@@ -81,6 +85,7 @@ impl Notifiers {
                     confirmed,
                     withdrawn,
                     entry: entry.cloned(),
+                    span: span.cloned(),
                 });
             }
         }
@@ -109,6 +114,8 @@ pub struct ApprovalRegistry {
     /// Pending approvals per agent token (creates count as soon as they are written), for
     /// `max_pending_per_agent`.
     pending_by_agent: HashMap<String, u64>,
+    /// A span per pending approval, from its creation to its end (traces; in memory only).
+    spans: HashMap<ApprovalId, tracing::Span>,
 }
 
 /// Millisecond precision, the precision records are stored with, so a record read back equals
@@ -147,6 +154,7 @@ impl ApprovalRegistry {
             ids: ulid::Generator::new(),
             grants: HashMap::new(),
             pending_by_agent: HashMap::new(),
+            spans: HashMap::new(),
         }
     }
 

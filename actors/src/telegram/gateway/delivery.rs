@@ -108,6 +108,16 @@ impl TelegramGateway {
         }
         self.delivery.delivering = true;
         let call = self.deliver(&entry);
+        // A child of the approval's span when the registry gave us one (not after a restart).
+        let span = match self.spans.get(&entry.approval.id) {
+            Some(parent) => {
+                tracing::info_span!(parent: parent, "telegram", approval_id = %entry.approval.id, send = entry.event == Event::Created)
+            }
+            None => {
+                tracing::info_span!("telegram", approval_id = %entry.approval.id, send = entry.event == Event::Created)
+            }
+        };
+        let call = tracing::Instrument::instrument(call, span);
         ctx.spawn(call.into_actor(self).map(move |attempt, act, ctx| {
             guarded_with(NAME, act, ctx, |act, ctx| {
                 act.delivery.delivering = false;
@@ -294,6 +304,10 @@ impl TelegramGateway {
         self.last_success = Some(now);
         self.consecutive_failures = 0;
         self.done(seq);
+        if entry.event == Event::Ended {
+            // Its last Telegram call is done: let the approval's span end.
+            self.spans.remove(&entry.approval.id);
+        }
         let event = match &delivered {
             Some(Delivered::Sent(message)) => Some(
                 AuditEvent::now("delivered")
@@ -434,6 +448,7 @@ impl TelegramGateway {
                                 confirmed: vec![seq],
                                 withdrawn: Vec::new(),
                                 entry: Some(std::sync::Arc::clone(&entry)),
+                                span: None,
                             });
                         }
                     }

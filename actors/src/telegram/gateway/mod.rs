@@ -134,6 +134,8 @@ pub struct TelegramGateway {
     settings: Arc<TelegramSettings>,
     api: Api,
     codec: Arc<CallbackCodec>,
+    /// The approvals' spans (from the registry's Wake), so Bot API calls are their children.
+    spans: HashMap<crate::domain::ApprovalId, tracing::Span>,
     /// Telegram's per-group limit on new messages (governor's GCRA; `None` for a private chat
     /// or when off).
     group_sends: Option<governor::DefaultDirectRateLimiter>,
@@ -202,6 +204,7 @@ impl TelegramGateway {
             .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n)));
         Ok(Self {
             api,
+            spans: HashMap::new(),
             group_sends,
             codec: Arc::new(match &settings.previous_secret {
                 Some((previous, until)) => {
@@ -419,6 +422,9 @@ impl TelegramGateway {
             self.cache.remove(seq);
         }
         let mut fresh = Vec::new();
+        if let (Some(entry), Some(span)) = (&wake.entry, &wake.span) {
+            self.spans.insert(entry.approval.id, span.clone());
+        }
         if let Some(entry) = &wake.entry
             && entry.event == crate::notification::Event::Ended
             && entry.only.is_none()

@@ -441,6 +441,7 @@ impl TelegramGateway {
                             confirmed: vec![seq],
                             withdrawn: Vec::new(),
                             entry: None,
+                            span: None,
                         },
                         ctx,
                     ),
