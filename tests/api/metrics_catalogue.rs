@@ -90,6 +90,10 @@ const CATALOGUE: &[(&str, Option<(&str, &str)>)] = &[
     ("approval_gate_store_commit_failures", None),
     ("approval_gate_dead_letters", None),
     ("approval_gate_oldest_pending_seconds", None),
+    (
+        "approval_gate_queue_events_total",
+        Some(("channel", "telegram")),
+    ),
     ("process_resident_memory_bytes", None),
     ("process_cpu_seconds_total", None),
     ("process_open_fds", None),
@@ -178,4 +182,44 @@ async fn the_served_openapi_document_is_the_committed_one_and_swagger_ui_answers
         ui.text().await.unwrap().contains("swagger"),
         "the Swagger UI page"
     );
+}
+
+#[actix_web::test]
+async fn queue_events_and_the_oldest_pending_age_follow_the_approvals() {
+    let app = spawn_app().await;
+    app.create_id(&new_approval()).await;
+    let sum = |parsed: &prometheus_parse::Scrape, channel: &str, event: &str| {
+        parsed
+            .samples
+            .iter()
+            .filter(|s| s.metric == "approval_gate_queue_events_total")
+            .filter(|s| {
+                s.labels.get("channel") == Some(channel) && s.labels.get("event") == Some(event)
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum::<f64>()
+    };
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the file queue's events counted",
+        || async {
+            let parsed = scrape(&app.metrics().await);
+            (sum(&parsed, "file", "enqueued") == 1.0 && sum(&parsed, "file", "delivered") == 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let aged = eventually(
+        std::time::Duration::from_secs(5),
+        "an aged pending approval",
+        || async {
+            let parsed = scrape(&app.metrics().await);
+            value(&parsed, "approval_gate_oldest_pending_seconds", None).filter(|age| *age > 0.2)
+        },
+    )
+    .await;
+    assert!(aged < 60.0, "{aged}");
 }

@@ -442,6 +442,12 @@ impl FallbackNotifier {
         if let Err(error) = self.queues.ack(queue, &done) {
             tracing::error!(actor = NAME, %error, "cannot remove delivered notifications");
         }
+        for _ in &done {
+            self.metrics.do_send(Metric::Queue {
+                channel: queue.as_str(),
+                event: "delivered",
+            });
+        }
         self.queues.record_all(done.iter().filter_map(|seq| {
             let (id, kind) = walked.about.get(seq)?;
             let event = AuditEvent::now("delivered")
@@ -472,6 +478,10 @@ impl FallbackNotifier {
                     if let Err(error) = self.queues.bury(queue, *seq, reason) {
                         tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
                     }
+                    self.metrics.do_send(Metric::Queue {
+                        channel: queue.as_str(),
+                        event: "dead_lettered",
+                    });
                     if let Some((id, _)) = walked.about.get(seq) {
                         let event = AuditEvent::now("dead_lettered")
                             .on(queue.as_str())

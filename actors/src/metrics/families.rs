@@ -35,6 +35,7 @@ pub(super) struct Families {
     pub(super) store_commit_failures: IntGauge,
     pub(super) dead_letters: IntGauge,
     pub(super) oldest_pending: prometheus::Gauge,
+    pub(super) queue_events: IntCounterVec,
 }
 
 pub(super) fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -270,6 +271,12 @@ impl Families {
                 )
                 .expect("valid metric"),
             ),
+            queue_events: counter_vec(
+                r,
+                "approval_gate_queue_events_total",
+                "Notifications entering (enqueued) and leaving (delivered, dead_lettered) each channel's durable queue",
+                &["channel", "event"],
+            ),
             oldest_pending: register(
                 r,
                 prometheus::Gauge::new(
@@ -301,6 +308,8 @@ pub const ACTORS: [&str; 5] = [
     "telegram_gateway",
 ];
 pub const FALLBACK_CHANNELS: [&str; 3] = ["console", "file", "email"];
+/// The durable queues (one per channel, or the chain's under strategy `first`).
+pub const QUEUES: [&str; 5] = ["telegram", "console", "file", "email", "fallback_chain"];
 pub const TELEGRAM_METHODS: [&str; 5] = [
     "sendMessage",
     "editMessageText",
@@ -344,6 +353,11 @@ impl Families {
         }
         for to in ["closed", "open", "half_open"] {
             self.tg_breaker_transitions.with_label_values(&[to]);
+        }
+        for channel in QUEUES {
+            for event in ["enqueued", "delivered", "dead_lettered"] {
+                self.queue_events.with_label_values(&[channel, event]);
+            }
         }
         // The four that always run (the gateway only with Telegram on: no false "down").
         for actor in &ACTORS[..4] {

@@ -12,7 +12,9 @@ use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts, guarded};
 
 mod families;
 
-pub use families::{ACTORS, FALLBACK_CHANNELS, OUTCOMES, TELEGRAM_FAILURES, TELEGRAM_METHODS};
+pub use families::{
+    ACTORS, FALLBACK_CHANNELS, OUTCOMES, QUEUES, TELEGRAM_FAILURES, TELEGRAM_METHODS,
+};
 use families::{Families, register_process};
 
 pub const NAME: &str = "metrics_collector";
@@ -52,6 +54,12 @@ pub enum Metric {
     /// A configuration reload: `applied` or `rejected`.
     ConfigReload {
         outcome: &'static str,
+    },
+    /// A notification entered (`enqueued`) or left (`delivered`, `dead_lettered`) a channel's
+    /// durable queue.
+    Queue {
+        channel: &'static str,
+        event: &'static str,
     },
     /// Per-actor liveness, set just before a scrape: (actor, answered its ping, ping seconds).
     Actors(Vec<(&'static str, bool, f64)>),
@@ -162,6 +170,9 @@ impl MetricsCollector {
             Metric::Telegram(t) => self.observe_telegram(t),
             Metric::Refused { reason } => m.refused.with_label_values(&[reason]).inc(),
             Metric::ConfigReload { outcome } => m.reloads.with_label_values(&[outcome]).inc(),
+            Metric::Queue { channel, event } => {
+                m.queue_events.with_label_values(&[channel, event]).inc()
+            }
             Metric::Actors(actors) => {
                 for (actor, up, seconds) in actors {
                     m.actor_up.with_label_values(&[actor]).set(i64::from(up));

@@ -418,6 +418,12 @@ impl ApprovalRegistry {
             }
             return;
         }
+        for (channel, _) in &written.queued {
+            self.metrics.do_send(Metric::Queue {
+                channel: channel.as_str(),
+                event: "enqueued",
+            });
+        }
         if let Some(grant) = grant {
             tracing::info!(actor = NAME, grant_id = %grant.id, session = %grant.session_id, tool = %grant.tool_name, granted_by = %grant.granted_by, "session grant created");
             self.grants.insert(grant.id.clone(), grant);

@@ -15,6 +15,7 @@ use actix::prelude::*;
 use super::{NAME, TelegramGateway};
 use crate::domain::AuditEvent;
 use crate::domain::TelegramMessageRef;
+use crate::metrics::Metric;
 use crate::metrics::TelegramMetric;
 use crate::notification::{Event, Wake};
 use crate::registry::AttachMessage;
@@ -304,6 +305,10 @@ impl TelegramGateway {
         self.last_success = Some(now);
         self.consecutive_failures = 0;
         self.done(seq);
+        self.metrics.do_send(Metric::Queue {
+            channel: "telegram",
+            event: "delivered",
+        });
         if entry.event == Event::Ended {
             // Its last Telegram call is done: let the approval's span end.
             self.spans.remove(&entry.approval.id);
@@ -410,6 +415,10 @@ impl TelegramGateway {
         if let Err(error) = self.queues.bury(Channel::Telegram, seq, &failure.detail) {
             tracing::error!(actor = NAME, %error, "cannot move an entry to the dead letters");
         }
+        self.metrics.do_send(Metric::Queue {
+            channel: "telegram",
+            event: "dead_lettered",
+        });
         let event = AuditEvent::now("dead_lettered")
             .on("telegram")
             .saying(failure.detail.clone());
