@@ -144,7 +144,8 @@ impl ResponseError for ApiError {
 pub struct Refusal(pub &'static str);
 
 impl ApiError {
-    fn refusal(&self) -> Option<&'static str> {
+    /// The `approval_gate_refused_total{reason}` label of a refusal, if this is one.
+    pub(super) fn refusal(&self) -> Option<&'static str> {
         match self {
             ApiError::Unauthorized => Some("bad_token"),
             ApiError::Forbidden(_) => Some("wrong_role"),

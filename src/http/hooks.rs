@@ -105,14 +105,7 @@ async fn hook(
     {
         Ok(Ok(created)) => created.approval,
         Ok(Err(error)) => {
-            if matches!(error, RegistryError::TooManyPending { .. }) {
-                state
-                    .actors
-                    .metrics
-                    .do_send(approval_gate_actors::metrics::Metric::Refused {
-                        reason: "too_many_pending",
-                    });
-            }
+            refused(&state, &ApiError::from(error.clone()));
             return deny(event, could_not("record the request", &error));
         }
         Err(_) => return deny(event, "approval-gate's registry is not answering".into()),
@@ -150,13 +143,11 @@ async fn hook(
         .streaming(heartbeat_body(Box::pin(body), hold.hangup_check))
 }
 
-/// Hooks answer 200 even when they refuse: count and log the refusal here instead.
+/// Hooks answer 200 even when they refuse: count and log the refusal here (the middleware
+/// only sees refusals that became error responses). The reason is the API error's own.
 fn refused(state: &AppState, error: &ApiError) {
-    let reason = match error {
-        ApiError::Unauthorized => "bad_token",
-        ApiError::Forbidden(_) => "wrong_role",
-        ApiError::RateLimited { limit, .. } => limit,
-        _ => return,
+    let Some(reason) = error.refusal() else {
+        return;
     };
     tracing::warn!(reason, "hook refused");
     state

@@ -5,7 +5,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -13,22 +12,6 @@ use crate::agents::fixture;
 use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
 
 fn command(url: &str, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_approval-gate"));
@@ -278,5 +261,4 @@ async fn the_mcp_permission_prompt_tool_waits_for_an_operator() {
         result["message"].as_str().unwrap().contains("rejected"),
         "{result}"
     );
-    let _ = app.request(Method::GET, "/health", None).send().await;
 }

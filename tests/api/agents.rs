@@ -515,7 +515,19 @@ async fn session_grants_apply_expire_and_can_be_revoked() {
     )
     .await;
     assert_eq!(app.create_ok(&request("s3")).await["status"], "approved");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Wait for the expiry itself (the grant leaves the live list), then ask again.
+    eventually(WAIT, "the short grant to expire", || async {
+        let grants: Value = app
+            .request(Method::GET, "/api/grants", Some(OPERATOR_TOKEN))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        grants["grants"].as_array()?.is_empty().then_some(())
+    })
+    .await;
     assert_eq!(app.create_ok(&request("s3")).await["status"], "pending");
     let too_long = app
         .request(

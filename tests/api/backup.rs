@@ -2,7 +2,6 @@
 //! service runs, restored into a new store, is a service that takes decisions.
 
 use std::process::Command;
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -126,5 +125,4 @@ async fn a_backup_restored_into_a_new_store_takes_decisions() {
         history["events"].as_array().is_some_and(|e| e.len() >= 2),
         "{history}"
     );
-    let _ = Duration::ZERO;
 }

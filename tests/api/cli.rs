@@ -5,22 +5,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// `approval-gate approvals --url <url> <args…>` with `token` in APPROVAL_GATE_OPERATOR_TOKEN.
 async fn cli(url: &str, token: Option<&str>, args: &[&str]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_approval-gate"));

@@ -60,7 +60,6 @@ async fn an_agent_sees_waits_on_and_cancels_only_its_own_approvals() {
         .unwrap();
     let body: Value = operator.json().await.unwrap();
     assert_eq!(body["status"], "pending");
-    let _ = json!({});
 }
 
 #[actix_web::test]
