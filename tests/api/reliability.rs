@@ -368,3 +368,34 @@ async fn list_rows_carry_a_bounded_preview_of_large_inputs() {
     let whole: Value = app.get(&id, None).await.json().await.expect("json");
     assert_eq!(whole["tool_input"], body["tool_input"]);
 }
+
+#[actix_web::test]
+async fn a_session_grant_whose_commit_fails_is_not_granted() {
+    let app = spawn_app().await;
+    let id = app.create_id(&new_approval()).await;
+    quiet_after_create(&app, &id).await;
+    fail_commits(&app, 1).await;
+    let failed = app
+        .request(
+            Method::POST,
+            &format!("/api/approvals/{id}/decision"),
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({"decision": "approve_session"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let grants: Value = app
+        .request(Method::GET, "/api/grants", Some(OPERATOR_TOKEN))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(grants["grants"], json!([]), "no grant from a failed commit");
+    // The same tool in the same session still asks a human.
+    let next = app.create_ok(&new_approval()).await;
+    assert_eq!(next["status"], "pending");
+}
