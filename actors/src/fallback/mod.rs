@@ -424,9 +424,7 @@ impl FallbackNotifier {
     }
 
     fn walked(&mut self, index: usize, walked: Walked, ctx: &mut Context<Self>) {
-        for (channel, result, label) in walked.outcomes {
-            self.record(channel, result, &label);
-        }
+        self.record_all(walked.outcomes);
         let queue = self.lanes[index].queue;
         let done: Vec<u64> = walked
             .delivered
@@ -442,10 +440,11 @@ impl FallbackNotifier {
         if let Err(error) = self.queues.ack(queue, &done) {
             tracing::error!(actor = NAME, %error, "cannot remove delivered notifications");
         }
-        for _ in &done {
+        if !done.is_empty() {
             self.metrics.do_send(Metric::Queue {
                 channel: queue.as_str(),
                 event: "delivered",
+                count: done.len() as u64,
             });
         }
         self.queues.record_all(done.iter().filter_map(|seq| {
@@ -481,6 +480,7 @@ impl FallbackNotifier {
                     self.metrics.do_send(Metric::Queue {
                         channel: queue.as_str(),
                         event: "dead_lettered",
+                        count: 1,
                     });
                     if let Some((id, _)) = walked.about.get(seq) {
                         let event = AuditEvent::now("dead_lettered")
@@ -537,49 +537,64 @@ impl FallbackNotifier {
         ctx.spawn(
             walk.into_actor(self)
                 .map(|outcome, act, ctx| match outcome {
-                    Ok(outcomes) => {
-                        for (index, result, label) in outcomes {
-                            act.record(index, result, &label);
-                        }
-                    }
+                    Ok(outcomes) => act.record_all(outcomes),
                     Err(_) => ctx.stop(),
                 }),
         );
     }
 
-    fn record(
-        &mut self,
-        index: usize,
-        result: Result<(), String>,
-        (subject, request_id): &(String, Option<String>),
-    ) {
-        let Some(stats) = self.stats.get_mut(index) else {
-            return;
-        };
-        let outcome = match result {
-            Ok(()) => {
-                stats.delivered += 1;
-                stats.consecutive_failures = 0;
-                "delivered"
+    /// Count a batch's outcomes per channel (one metric message per channel and outcome, not
+    /// per notification) and log every failure.
+    fn record_all(&mut self, outcomes: Vec<ChannelOutcome>) {
+        // (delivered, failed) per channel index.
+        let mut counts = vec![(0u64, 0u64); self.stats.len()];
+        for (index, result, label) in outcomes {
+            if let (Some(stats), Some(count)) = (self.stats.get_mut(index), counts.get_mut(index)) {
+                match record(stats, result, &label) {
+                    true => count.0 += 1,
+                    false => count.1 += 1,
+                }
             }
-            Err(error) => {
-                tracing::error!(
-                    channel = stats.channel,
-                    subject = %subject,
-                    request_id = request_id.as_deref().unwrap_or("-"),
-                    %error,
-                    "fallback channel failed"
-                );
-                stats.failed += 1;
-                stats.consecutive_failures += 1;
-                stats.last_error = Some(error);
-                "failed"
+        }
+        for (stats, (delivered, failed)) in self.stats.iter().zip(counts) {
+            for (outcome, count) in [("delivered", delivered), ("failed", failed)] {
+                if count > 0 {
+                    self.metrics.do_send(Metric::Fallback {
+                        channel: stats.channel,
+                        outcome,
+                        count,
+                    });
+                }
             }
-        };
-        self.metrics.do_send(Metric::Fallback {
-            channel: stats.channel,
-            outcome,
-        });
+        }
+    }
+}
+
+/// One channel's outcome for one notification into its stats; true if delivered.
+fn record(
+    stats: &mut ChannelStats,
+    result: Result<(), String>,
+    (subject, request_id): &(String, Option<String>),
+) -> bool {
+    match result {
+        Ok(()) => {
+            stats.delivered += 1;
+            stats.consecutive_failures = 0;
+            true
+        }
+        Err(error) => {
+            tracing::error!(
+                channel = stats.channel,
+                subject = %subject,
+                request_id = request_id.as_deref().unwrap_or("-"),
+                %error,
+                "fallback channel failed"
+            );
+            stats.failed += 1;
+            stats.consecutive_failures += 1;
+            stats.last_error = Some(error);
+            false
+        }
     }
 }
 

@@ -42,9 +42,11 @@ pub enum Metric {
     ActorRestarted {
         actor: &'static str,
     },
+    /// `count` notifications had `outcome` on a fallback channel (one message per batch).
     Fallback {
         channel: &'static str,
         outcome: &'static str,
+        count: u64,
     },
     Telegram(TelegramMetric),
     /// A refused attempt; `reason` is one of [`REFUSAL_REASONS`].
@@ -60,6 +62,7 @@ pub enum Metric {
     Queue {
         channel: &'static str,
         event: &'static str,
+        count: u64,
     },
     /// Per-actor liveness, set just before a scrape: (actor, answered its ping, ping seconds).
     Actors(Vec<(&'static str, bool, f64)>),
@@ -164,15 +167,25 @@ impl MetricsCollector {
                     .observe(seconds);
             }
             Metric::ActorRestarted { actor } => m.restarts.with_label_values(&[actor]).inc(),
-            Metric::Fallback { channel, outcome } => {
-                m.fallback.with_label_values(&[channel, outcome]).inc()
-            }
+            Metric::Fallback {
+                channel,
+                outcome,
+                count,
+            } => m
+                .fallback
+                .with_label_values(&[channel, outcome])
+                .inc_by(count),
             Metric::Telegram(t) => self.observe_telegram(t),
             Metric::Refused { reason } => m.refused.with_label_values(&[reason]).inc(),
             Metric::ConfigReload { outcome } => m.reloads.with_label_values(&[outcome]).inc(),
-            Metric::Queue { channel, event } => {
-                m.queue_events.with_label_values(&[channel, event]).inc()
-            }
+            Metric::Queue {
+                channel,
+                event,
+                count,
+            } => m
+                .queue_events
+                .with_label_values(&[channel, event])
+                .inc_by(count),
             Metric::Actors(actors) => {
                 for (actor, up, seconds) in actors {
                     m.actor_up.with_label_values(&[actor]).set(i64::from(up));

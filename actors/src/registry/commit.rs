@@ -422,6 +422,7 @@ impl ApprovalRegistry {
             self.metrics.do_send(Metric::Queue {
                 channel: channel.as_str(),
                 event: "enqueued",
+                count: 1,
             });
         }
         if let Some(grant) = grant {

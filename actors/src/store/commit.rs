@@ -14,7 +14,10 @@
 //! stable storage when it resolves.
 //!
 //! Staged writes (`staging.rs`) are applied by this thread, as one sled transaction per batch,
-//! right before the batch's sync: the `apply` closure it is started with does that.
+//! right before the batch's sync: the `apply` closure it is started with does that. Writes that
+//! nobody waits on (history entries from notifiers) take no ticket: they ride along with the next
+//! batch, or are applied and synced by the thread itself once it has been idle for
+//! [`LAZY_APPLY`], so they cost no sync of their own under load.
 //!
 //! Fault injection (`debug.fault_injection`): [`FaultSwitch::fail_next`] makes the next N syncs
 //! report an error, to prove that callers never acknowledge what did not reach the disk.
@@ -58,8 +61,12 @@ impl FaultSwitch {
     }
 }
 
-/// Applies the staged writes; runs on the flusher thread before every sync.
-pub type ApplyStaged = Box<dyn Fn() -> std::io::Result<()> + Send>;
+/// Applies the staged writes; runs on the flusher thread before every sync. `Ok(true)` if
+/// anything was staged.
+pub type ApplyStaged = Box<dyn Fn() -> std::io::Result<bool> + Send>;
+
+/// How long staged writes without a ticket may wait for a batch to carry them.
+pub const LAZY_APPLY: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub struct GroupCommit {
     tickets: Option<mpsc::Sender<oneshot::Sender<CommitResult>>>,
@@ -140,14 +147,22 @@ fn run(
     rx: mpsc::Receiver<oneshot::Sender<CommitResult>>,
     stats: Arc<CommitStats>,
 ) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(LAZY_APPLY) {
+            Ok(first) => first,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                apply_lazily(&db, &file, &apply, &stats);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         // Every ticket taken so far is answered by the sync that starts now.
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
         let started = Instant::now();
         let result = apply()
             .map_err(Arc::new)
-            .and_then(|()| sync(&db, &file, &stats));
+            .and_then(|_| sync(&db, &file, &stats));
         stats
             .last_sync_us
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -171,8 +186,26 @@ fn run(
     }
     if let Err(error) = apply()
         .map_err(Arc::new)
-        .and_then(|()| sync(&db, &file, &stats))
+        .and_then(|_| sync(&db, &file, &stats))
     {
         tracing::error!(%error, "final store flush failed");
+    }
+}
+
+/// Idle: make staged writes that took no ticket durable. Nobody waits on them, so a failure is
+/// only logged (and counted); the next ticket's sync reports the store's health.
+fn apply_lazily(db: &sled::Db, file: &File, apply: &ApplyStaged, stats: &CommitStats) {
+    match apply() {
+        Ok(false) => {}
+        Ok(true) => {
+            if let Err(error) = sync(db, file, stats) {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "store commit of history entries failed");
+            }
+        }
+        Err(error) => {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, "cannot apply staged history entries");
+        }
     }
 }

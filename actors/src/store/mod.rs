@@ -708,10 +708,10 @@ impl ApprovalStore for SledStore {
 }
 
 /// Apply every staged operation as one transaction (on the group-commit thread).
-fn apply_staged(trees: &[sled::Tree; 6], staging: &Staging) -> std::io::Result<()> {
+fn apply_staged(trees: &[sled::Tree; 6], staging: &Staging) -> std::io::Result<bool> {
     let ops = staging.take();
     if ops.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let [approvals, idempotency, by_status, queues, grants, events] = trees;
     let result = (approvals, idempotency, by_status, queues, grants, events).transaction(
@@ -734,7 +734,9 @@ fn apply_staged(trees: &[sled::Tree; 6], staging: &Staging) -> std::io::Result<(
         },
     );
     staging.settled(&ops);
-    result.map_err(|error| std::io::Error::other(format!("cannot apply staged writes: {error:?}")))
+    result
+        .map(|()| true)
+        .map_err(|error| std::io::Error::other(format!("cannot apply staged writes: {error:?}")))
 }
 
 #[cfg(test)]

@@ -168,21 +168,16 @@ impl Queues {
     }
 
     /// Append to an approval's history (a delivery, a tap, a dead letter). Made durable by the
-    /// next group commit, which this asks for (nobody waits on it: history is not an answer).
+    /// next group commit, or by the flusher within `LAZY_APPLY` when none comes: nobody waits
+    /// on history, so it takes no sync of its own.
     pub fn record(&self, id: ApprovalId, event: &AuditEvent) {
         self.0.record(id, event);
-        drop(self.0.commit());
     }
 
-    /// Several history entries, one commit asked for (a delivered batch).
+    /// Several history entries (a delivered batch), staged together.
     pub fn record_all(&self, events: impl IntoIterator<Item = (ApprovalId, AuditEvent)>) {
-        let mut any = false;
         for (id, event) in events {
             self.0.record(id, &event);
-            any = true;
-        }
-        if any {
-            drop(self.0.commit());
         }
     }
 

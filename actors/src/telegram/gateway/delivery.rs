@@ -308,6 +308,7 @@ impl TelegramGateway {
         self.metrics.do_send(Metric::Queue {
             channel: "telegram",
             event: "delivered",
+            count: 1,
         });
         if entry.event == Event::Ended {
             // Its last Telegram call is done: let the approval's span end.
@@ -418,6 +419,7 @@ impl TelegramGateway {
         self.metrics.do_send(Metric::Queue {
             channel: "telegram",
             event: "dead_lettered",
+            count: 1,
         });
         let event = AuditEvent::now("dead_lettered")
             .on("telegram")
