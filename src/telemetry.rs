@@ -92,7 +92,9 @@ pub fn init_with(settings: &LoggingSettings, otlp: Option<&str>) -> (LogGuards, 
     // One filter for every output, behind a reload handle so a reload can change the level.
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let mut guards = Vec::new();
-    let (stdout, guard) = tracing_appender::non_blocking(std::io::stdout());
+    // Buffered: the appender's worker writes everything queued so far, then flushes, so a burst
+    // of lines costs one write call instead of one per line.
+    let (stdout, guard) = tracing_appender::non_blocking(buffered(std::io::stdout()));
     guards.push(guard);
     let console = match settings.format {
         LogFormat::Json => fmt::layer()
@@ -105,7 +107,7 @@ pub fn init_with(settings: &LoggingSettings, otlp: Option<&str>) -> (LogGuards, 
     let file = (!settings.directory.trim().is_empty()).then(|| {
         let appender =
             tracing_appender::rolling::daily(settings.directory.trim(), &settings.file_prefix);
-        let (writer, guard) = tracing_appender::non_blocking(appender);
+        let (writer, guard) = tracing_appender::non_blocking(buffered(appender));
         guards.push(guard);
         // Files are for machines: always JSON, never colour codes.
         fmt::layer()
@@ -147,4 +149,10 @@ pub fn init_with(settings: &LoggingSettings, otlp: Option<&str>) -> (LogGuards, 
         },
         LogLevel { handle, pinned },
     )
+}
+
+/// A log writer that batches lines: tracing-appender's worker flushes it each time it has
+/// written every line queued so far, so no line waits for more to come.
+fn buffered<W: std::io::Write>(writer: W) -> std::io::BufWriter<W> {
+    std::io::BufWriter::with_capacity(64 * 1024, writer)
 }

@@ -139,7 +139,7 @@ impl TimeoutSweeper {
             Ok(Ok(())) => self.disarm(id, deadline_ms),
             // The timeout could not be recorded (store failing): keep the deadline, retry.
             Ok(Err(error)) => {
-                tracing::warn!(actor = NAME, approval_id = %id, %error, "timeout not recorded; retrying");
+                tracing::warn!(actor = NAME, approval_id = %id, request_id = %format_args!("timeout-{id}"), %error, "timeout not recorded; retrying");
                 self.schedule(ctx, now_ms() + RETRY_EXPIRE.as_millis() as i64);
             }
             // The registry is restarting; try again shortly.

@@ -40,15 +40,19 @@ async fn refresh(state: &AppState) {
         .timeout(timeout)
         .await
     {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let age = |ms: i64| (now_ms - ms).max(0) as f64 / 1000.0;
         state.actors.metrics.do_send(Metric::Store {
             size_bytes: stats.store.size_on_disk,
             last_commit_seconds: stats.store.last_sync_us as f64 / 1e6,
             commit_failures: stats.store.commit_failures,
             dead_letters: stats.dead_letters,
-            oldest_pending_seconds: stats
-                .oldest_pending_ms
-                .map(|ms| (chrono::Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0)
-                .unwrap_or(0.0),
+            oldest_pending_seconds: stats.oldest_pending_ms.map_or(0.0, age),
+            oldest_queued_seconds: stats
+                .oldest_queued_ms
+                .iter()
+                .map(|(channel, ms)| (channel.as_str(), ms.map_or(0.0, age)))
+                .collect(),
         });
     }
 }

@@ -91,6 +91,14 @@ const CATALOGUE: &[(&str, Option<(&str, &str)>)] = &[
     ("approval_gate_dead_letters", None),
     ("approval_gate_oldest_pending_seconds", None),
     (
+        "approval_gate_queue_oldest_seconds",
+        Some(("channel", "fallback_chain")),
+    ),
+    (
+        "approval_gate_queue_age_seconds",
+        Some(("channel", "email")),
+    ),
+    (
         "approval_gate_queue_events_total",
         Some(("channel", "telegram")),
     ),

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
+const WAIT: Duration = Duration::from_secs(15);
+
 #[actix_web::test]
 async fn health_live_and_ready_answer() {
     let app = spawn_app().await;
@@ -138,5 +140,125 @@ async fn request_ids_are_echoed_or_generated_and_reach_the_notifier() {
             .unwrap_or("")
             .contains("/decision"),
         "{line}"
+    );
+}
+
+/// The request id a JSON log line carries: its own field, or the field of a span it was logged
+/// in (HTTP lines carry the request's span).
+fn line_request_id(line: &Value) -> Option<String> {
+    let own = line["fields"]["request_id"].as_str();
+    let span = line["span"]["request_id"].as_str();
+    let spans = line["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find_map(|s| s["request_id"].as_str()));
+    own.or(span).or(spans).map(str::to_string)
+}
+
+#[actix_web::test]
+async fn every_log_line_about_an_approval_carries_its_request_id() {
+    use crate::support::fake_telegram::{FakeTelegram, FakeUser};
+    let fake = FakeTelegram::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut env = telegram_env(&fake.url(), fake.token());
+    env.push((
+        "APPROVAL_GATE__FALLBACK__ORDER".into(),
+        "console,file".into(),
+    ));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let child = spawn_binary(dir.path(), &env);
+
+    // An approval decided by a tap on its Telegram message...
+    let created = child
+        .request(Method::POST, "/api/approvals", Some(AGENT_TOKEN))
+        .header("x-request-id", "corr-create-1")
+        .json(&new_approval())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let tapped = created.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let message = fake
+        .wait_for_messages(1, WAIT)
+        .await
+        .into_iter()
+        .find(|m| m.text.contains(&tapped))
+        .expect("the approval's message");
+    let approve = message
+        .callback_data()
+        .into_iter()
+        .find(|d| d.starts_with("a:"))
+        .expect("an approve button");
+    let operator = FakeUser::new(OPERATOR_USER_ID).with_username("alice_ops");
+    let query = fake.inject_callback(&operator, message.chat_id, message.message_id, &approve);
+    fake.wait_for_answer(&query, WAIT).await;
+    // ...and one that times out.
+    let mut body = new_approval();
+    body["timeout"] = serde_json::json!("1s");
+    let timed_out = child.create_id(&body).await;
+    eventually(
+        WAIT,
+        "both approvals ended and their messages edited",
+        || async {
+            let ended = child
+                .get(&timed_out, None)
+                .await
+                .json::<Value>()
+                .await
+                .ok()?;
+            let edits = fake.ok_calls_to("editMessageText").len();
+            (ended["status"] == "timed_out" && edits >= 2).then_some(())
+        },
+    )
+    .await;
+
+    let logs = eventually(WAIT, "the Telegram calls logged", || async {
+        let text = child.logs.lock().expect("logs").clone();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let calls = lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == "telegram call")
+            .count();
+        (calls >= 4).then_some(lines)
+    })
+    .await;
+    let expected = [(tapped.as_str(), "corr-create-1"), (timed_out.as_str(), "")];
+    for (id, _) in expected {
+        let about: Vec<&Value> = logs.iter().filter(|l| l.to_string().contains(id)).collect();
+        assert!(about.len() >= 3, "lines about {id}: {about:?}");
+        for line in about {
+            assert!(
+                line_request_id(line).is_some_and(|r| !r.is_empty() && r != "-"),
+                "a line about {id} without its request id: {line}"
+            );
+        }
+    }
+    let call = |method: &str, id: &str| {
+        logs.iter()
+            .find(|l| {
+                l["fields"]["message"] == "telegram call"
+                    && l["fields"]["method"] == method
+                    && l["fields"]["approval_id"] == id
+            })
+            .and_then(line_request_id)
+            .unwrap_or_else(|| panic!("no {method} call logged for {id}"))
+    };
+    assert_eq!(call("sendMessage", &tapped), "corr-create-1");
+    assert_eq!(
+        call("answerCallbackQuery", &tapped),
+        format!("telegram-{query}")
+    );
+    assert_eq!(
+        call("editMessageText", &tapped),
+        format!("telegram-{query}")
+    );
+    assert_eq!(
+        call("editMessageText", &timed_out),
+        format!("timeout-{timed_out}")
     );
 }

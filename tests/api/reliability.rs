@@ -399,3 +399,43 @@ async fn a_session_grant_whose_commit_fails_is_not_granted() {
     let next = app.create_ok(&new_approval()).await;
     assert_eq!(next["status"], "pending");
 }
+
+#[actix_web::test]
+async fn a_stuck_notification_shows_its_age_until_delivered() {
+    let smtp = SmtpServer::start();
+    smtp.set_refuse(true);
+    let port = smtp.port().to_string();
+    let app = spawn_app_with(&email_env(&smtp, &port, "100")).await;
+    let id = app.create_id(&new_approval()).await;
+    let oldest = r#"approval_gate_queue_oldest_seconds{channel="email"}"#;
+    let aged = eventually(WAIT, "the email queue's oldest entry aging", || async {
+        metric(&app.metrics().await, oldest).filter(|age| *age >= 0.3)
+    })
+    .await;
+    assert!(aged < 60.0, "{aged}");
+
+    smtp.set_refuse(false);
+    mailed(&smtp, &id).await;
+    let text = eventually(
+        WAIT,
+        "the queue empty and the age at delivery observed",
+        || async {
+            let text = app.metrics().await;
+            let count = metric(
+                &text,
+                r#"approval_gate_queue_age_seconds_count{channel="email"}"#,
+            );
+            (metric(&text, oldest) == Some(0.0) && count == Some(1.0)).then_some(text)
+        },
+    )
+    .await;
+    let waited = metric(
+        &text,
+        r#"approval_gate_queue_age_seconds_sum{channel="email"}"#,
+    )
+    .expect("a sum");
+    assert!(
+        waited >= aged,
+        "delivered after {waited} s, seen waiting {aged} s"
+    );
+}

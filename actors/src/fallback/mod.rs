@@ -244,6 +244,10 @@ struct Walked {
     delivered: Vec<(u64, Result<(), String>)>,
     /// Per seq: the approval it notifies about and the notification's kind (history).
     about: HashMap<u64, (crate::domain::ApprovalId, &'static str)>,
+    /// Per seq: the id of the request that caused the notification, when there was one.
+    requests: HashMap<u64, String>,
+    /// Per seq: when the change it announces happened (ms), for the queue-age histogram.
+    happened: HashMap<u64, i64>,
     outcomes: Vec<ChannelOutcome>,
 }
 
@@ -446,6 +450,15 @@ impl FallbackNotifier {
                 event: "delivered",
                 count: done.len() as u64,
             });
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            self.metrics.do_send(Metric::QueueAge {
+                channel: queue.as_str(),
+                ages: done
+                    .iter()
+                    .filter_map(|seq| walked.happened.get(seq))
+                    .map(|ms| (now_ms - ms).max(0) as f64 / 1000.0)
+                    .collect(),
+            });
         }
         self.queues.record_all(done.iter().filter_map(|seq| {
             let (id, kind) = walked.about.get(seq)?;
@@ -473,7 +486,8 @@ impl FallbackNotifier {
                         .get(seq)
                         .map(|(id, _)| id.to_string())
                         .unwrap_or_default();
-                    tracing::error!(actor = NAME, queue = queue.as_str(), seq, %approval_id, %reason, "notification undeliverable after every attempt; moved to the dead letters");
+                    let request_id = walked.requests.get(seq).map_or("-", String::as_str);
+                    tracing::error!(actor = NAME, queue = queue.as_str(), seq, %approval_id, request_id, %reason, "notification undeliverable after every attempt; moved to the dead letters");
                     if let Err(error) = self.queues.bury(queue, *seq, reason) {
                         tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
                     }
@@ -606,6 +620,10 @@ async fn walk(
     targets: Vec<usize>,
     batch: Vec<(u64, Arc<QueueEntry>)>,
 ) -> Walked {
+    let happened = batch
+        .iter()
+        .map(|(seq, entry)| (*seq, entry.happened_ms()))
+        .collect();
     let items: Vec<(u64, Outgoing)> = batch
         .into_iter()
         .map(|(seq, entry)| {
@@ -659,9 +677,15 @@ async fn walk(
         .iter()
         .filter_map(|(seq, outgoing)| outgoing.about().map(|a| (*seq, a)))
         .collect();
+    let requests = items
+        .iter()
+        .filter_map(|(seq, outgoing)| outgoing.label().1.map(|id| (*seq, id)))
+        .collect();
     Walked {
         delivered,
         about,
+        requests,
+        happened,
         outcomes,
     }
 }

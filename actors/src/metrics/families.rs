@@ -36,6 +36,8 @@ pub(super) struct Families {
     pub(super) dead_letters: IntGauge,
     pub(super) oldest_pending: prometheus::Gauge,
     pub(super) queue_events: IntCounterVec,
+    pub(super) queue_oldest: prometheus::GaugeVec,
+    pub(super) queue_age: HistogramVec,
 }
 
 pub(super) fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -277,6 +279,24 @@ impl Families {
                 "Notifications entering (enqueued) and leaving (delivered, dead_lettered) each channel's durable queue",
                 &["channel", "event"],
             ),
+            queue_oldest: register(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "approval_gate_queue_oldest_seconds",
+                        "Age of the oldest notification waiting in each channel's durable queue (0 when empty)",
+                    ),
+                    &["channel"],
+                )
+                .expect("valid metric"),
+            ),
+            queue_age: histogram_vec(
+                r,
+                "approval_gate_queue_age_seconds",
+                "Age of a notification when its channel delivered it (from the change it announces)",
+                &["channel"],
+                prometheus::exponential_buckets(0.005, 4.0, 10).expect("valid buckets"),
+            ),
             oldest_pending: register(
                 r,
                 prometheus::Gauge::new(
@@ -358,6 +378,8 @@ impl Families {
             for event in ["enqueued", "delivered", "dead_lettered"] {
                 self.queue_events.with_label_values(&[channel, event]);
             }
+            self.queue_oldest.with_label_values(&[channel]);
+            self.queue_age.with_label_values(&[channel]);
         }
         // The four that always run (the gateway only with Telegram on: no false "down").
         for actor in &ACTORS[..4] {

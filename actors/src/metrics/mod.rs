@@ -64,6 +64,11 @@ pub enum Metric {
         event: &'static str,
         count: u64,
     },
+    /// Ages (seconds) of notifications a channel just delivered, from the change each announces.
+    QueueAge {
+        channel: &'static str,
+        ages: Vec<f64>,
+    },
     /// Per-actor liveness, set just before a scrape: (actor, answered its ping, ping seconds).
     Actors(Vec<(&'static str, bool, f64)>),
     /// Store facts, set just before a scrape.
@@ -74,6 +79,8 @@ pub enum Metric {
         dead_letters: i64,
         /// Age of the oldest pending approval (0 when none is pending).
         oldest_pending_seconds: f64,
+        /// Per channel: age of its oldest queued notification (0 when its queue is empty).
+        oldest_queued_seconds: Vec<(&'static str, f64)>,
     },
 }
 
@@ -186,6 +193,12 @@ impl MetricsCollector {
                 .queue_events
                 .with_label_values(&[channel, event])
                 .inc_by(count),
+            Metric::QueueAge { channel, ages } => {
+                let histogram = m.queue_age.with_label_values(&[channel]);
+                for age in ages {
+                    histogram.observe(age);
+                }
+            }
             Metric::Actors(actors) => {
                 for (actor, up, seconds) in actors {
                     m.actor_up.with_label_values(&[actor]).set(i64::from(up));
@@ -198,8 +211,12 @@ impl MetricsCollector {
                 commit_failures,
                 dead_letters,
                 oldest_pending_seconds,
+                oldest_queued_seconds,
             } => {
                 m.oldest_pending.set(oldest_pending_seconds);
+                for (channel, seconds) in oldest_queued_seconds {
+                    m.queue_oldest.with_label_values(&[channel]).set(seconds);
+                }
                 m.store_size
                     .set(i64::try_from(size_bytes).unwrap_or(i64::MAX));
                 m.store_commit.set(last_commit_seconds);

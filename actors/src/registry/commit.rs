@@ -392,6 +392,11 @@ impl ApprovalRegistry {
                 },
         } = settle;
         let event = kind.event();
+        let request_id = written
+            .entry
+            .as_ref()
+            .and_then(|entry| entry.request_id.clone())
+            .unwrap_or_else(|| "-".into());
         self.flushed(approval.id);
         let current = generation == self.generation;
         if !durable {
@@ -405,13 +410,13 @@ impl ApprovalRegistry {
                 events: &[],
             };
             if let Err(error) = self.store.revert(&change, &written) {
-                tracing::error!(actor = NAME, approval_id = %approval.id, %error, "cannot revert a change whose commit failed");
+                tracing::error!(actor = NAME, approval_id = %approval.id, request_id, %error, "cannot revert a change whose commit failed");
             }
             self.notifiers.wake(&written.queued, false, None, None);
             if kind == Kind::Created && current {
                 self.pending_changed(&approval.requested_by, false);
             }
-            tracing::warn!(actor = NAME, approval_id = %approval.id, "commit failed; the change was reverted and the caller told 503");
+            tracing::warn!(actor = NAME, approval_id = %approval.id, request_id, "commit failed; the change was reverted and the caller told 503");
             if !current {
                 // The reload after a restart counted the change we just reverted.
                 self.recount();
@@ -453,7 +458,7 @@ impl ApprovalRegistry {
                 // The span ends when its last holder (a notifier's final call) lets go.
                 if let Some(span) = self.spans.remove(&approval.id) {
                     span.in_scope(|| {
-                        tracing::info!(status = %approval.status, "approval ended");
+                        tracing::info!(approval_id = %approval.id, request_id, status = %approval.status, "approval ended");
                     });
                 }
                 if current {

@@ -190,7 +190,9 @@ impl Handler<Expire> for ApprovalRegistry {
             Ok(Err(error)) => return answer(Err(error.into())),
             Err(failed) => return answer(Err(failed.into())),
         };
-        let decided = self.decide(msg.id, decision, None, None, ctx);
+        // No request caused a timeout: its correlation id names the sweeper's deadline instead.
+        let cause = Some(format!("timeout-{}", msg.id));
+        let decided = self.decide(msg.id, decision, cause, None, ctx);
         async move {
             match decided.await {
                 Ok(_) | Err(RegistryError::Conflict(_)) | Err(RegistryError::NotFound(_)) => Ok(()),
@@ -317,11 +319,16 @@ impl Handler<Stats> for ApprovalRegistry {
                 )
             })
             .collect();
+        let queues = self.store.queues();
         MessageResult(RegistryStats {
             counts,
             oldest_pending_ms: self.store.oldest_pending_ms().ok().flatten(),
+            oldest_queued_ms: crate::store::Channel::ALL
+                .into_iter()
+                .map(|channel| (channel, queues.oldest_ms(channel).ok().flatten()))
+                .collect(),
             waiters: self.waiters.len(),
-            dead_letters: self.store.queues().dead_letter_count(),
+            dead_letters: queues.dead_letter_count(),
             store: self.store.diagnostics(),
         })
     }

@@ -142,6 +142,8 @@ pub struct RegistryStats {
     pub counts: BTreeMap<&'static str, u64>,
     /// Creation time (ms) of the oldest pending approval.
     pub oldest_pending_ms: Option<i64>,
+    /// Per channel: when the change announced by its oldest queued notification happened (ms).
+    pub oldest_queued_ms: Vec<(crate::store::Channel, Option<i64>)>,
     pub waiters: usize,
     pub dead_letters: i64,
     pub store: StoreDiagnostics,

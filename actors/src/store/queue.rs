@@ -73,6 +73,26 @@ pub struct QueueEntry {
     pub only: Option<TelegramMessageRef>,
 }
 
+impl QueueEntry {
+    /// When the change this entry announces happened (ms since the epoch): its creation, or
+    /// its end. The queue's age metrics count from here.
+    pub fn happened_ms(&self) -> i64 {
+        match self.event {
+            Event::Created => self.approval.created_at.timestamp_millis(),
+            Event::Ended => self
+                .approval
+                .decided_at
+                .unwrap_or(self.approval.created_at)
+                .timestamp_millis(),
+        }
+    }
+
+    /// Seconds since [`happened_ms`](Self::happened_ms), never negative.
+    pub fn age_seconds(&self, now_ms: i64) -> f64 {
+        (now_ms - self.happened_ms()).max(0) as f64 / 1000.0
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredEntry {
     ended: bool,

@@ -181,6 +181,15 @@ impl Queues {
         }
     }
 
+    /// When the change announced by the oldest entry of `channel`'s queue happened (ms), if
+    /// the queue holds any: one entry decoded.
+    pub fn oldest_ms(&self, channel: Channel) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .front(channel, 1)?
+            .first()
+            .map(|(_, entry)| entry.happened_ms()))
+    }
+
     /// O(1): kept by the store as letters come and go.
     pub fn dead_letter_count(&self) -> i64 {
         self.0.inner.dead_count.load(Ordering::Relaxed)

@@ -260,6 +260,11 @@ impl TelegramGateway {
             outcome,
             seconds: attempt.took.as_secs_f64(),
         });
+        super::log_call(
+            &attempt,
+            Some(entry.approval.id),
+            entry.request_id.as_deref().unwrap_or("-"),
+        );
         self.delivery.send_ready_at = Some(now + self.settings.send_interval);
         match attempt.result {
             Ok(delivered) => self.delivered(seq, entry, Some(delivered), now, ctx),
@@ -309,6 +314,10 @@ impl TelegramGateway {
             channel: "telegram",
             event: "delivered",
             count: 1,
+        });
+        self.metrics.do_send(Metric::QueueAge {
+            channel: "telegram",
+            ages: vec![entry.age_seconds(chrono::Utc::now().timestamp_millis())],
         });
         if entry.event == Event::Ended {
             // Its last Telegram call is done: let the approval's span end.

@@ -495,3 +495,36 @@ impl Handler<Ping> for TelegramGateway {
 }
 
 crate::supervision::crash_handler!(TelegramGateway, NAME);
+
+/// One log line per Bot API call made for an approval, with the approval id and the id of the
+/// request (or tap) that caused it, so an operator can follow one approval across every actor.
+pub(super) fn log_call<T>(
+    attempt: &super::api::Attempt<T>,
+    approval_id: Option<crate::domain::ApprovalId>,
+    request_id: &str,
+) {
+    let approval_id = approval_id.map(|id| id.to_string());
+    let approval_id = approval_id.as_deref().unwrap_or("-");
+    let took_ms = (attempt.took.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    match &attempt.result {
+        Ok(_) => tracing::info!(
+            actor = NAME,
+            method = attempt.method,
+            approval_id,
+            request_id,
+            outcome = "ok",
+            took_ms,
+            "telegram call"
+        ),
+        Err(failure) => tracing::info!(
+            actor = NAME,
+            method = attempt.method,
+            approval_id,
+            request_id,
+            outcome = failure.reason,
+            error = %failure.detail,
+            took_ms,
+            "telegram call"
+        ),
+    }
+}

@@ -329,9 +329,12 @@ impl TelegramGateway {
                     "refused a button tap"
                 );
                 return async move {
-                    TapOutcome::Refused(
-                        answer_retrying(&api, query_id, "⛔ Not authorised".into(), true).await,
-                    )
+                    let answer = Answer {
+                        query_id,
+                        text: "⛔ Not authorised".into(),
+                        alert: true,
+                    };
+                    TapOutcome::Refused(answer.send(&api, None, &request_id).await)
                 }
                 .boxed_local();
             }
@@ -363,7 +366,7 @@ impl TelegramGateway {
                     .send(Decide {
                         id,
                         decision,
-                        request_id: Some(request_id),
+                        request_id: Some(request_id.clone()),
                         grant_for,
                     })
                     .await
@@ -387,8 +390,13 @@ impl TelegramGateway {
                 Err(RegistryError::NotFound(_)) => ("This approval no longer exists".into(), None),
                 Err(_) => ("approval-gate is busy; please tap again".into(), None),
             };
+            let answer = Answer {
+                query_id,
+                text,
+                alert: false,
+            };
             TapOutcome::Answered {
-                answer: answer_retrying(&api, query_id, text, false).await,
+                answer: answer.send(&api, Some(id), &request_id).await,
                 stale_copy,
             }
         }
@@ -452,36 +460,49 @@ impl TelegramGateway {
     }
 }
 
-/// Answer a tap, retrying transient failures while Telegram still accepts the answer (a
-/// callback query can be answered for a short while only; three tries within a few seconds).
-async fn answer_retrying(
-    api: &crate::telegram::api::Api,
+/// The answer to one tap.
+struct Answer {
     query_id: String,
     text: String,
     alert: bool,
-) -> Attempt<()> {
-    let mut delay = std::time::Duration::from_millis(200);
-    let mut attempt = api.answer(query_id.clone(), text.clone(), alert).await;
-    for _ in 0..2 {
-        match &attempt.result {
-            Err(failure) if failure.is_transient() => {
-                let wait = match failure.kind {
-                    crate::telegram::retry::FailureKind::Transient {
-                        retry_after: Some(after),
-                    } => after,
-                    _ => delay,
-                };
-                if wait > std::time::Duration::from_secs(5) {
-                    break;
+}
+
+impl Answer {
+    /// Send it, retrying transient failures while Telegram still accepts the answer (a callback
+    /// query can be answered for a short while only; three tries within a few seconds). Every
+    /// try is logged with the tap's ids.
+    async fn send(
+        self,
+        api: &crate::telegram::api::Api,
+        approval_id: Option<ApprovalId>,
+        request_id: &str,
+    ) -> Attempt<()> {
+        let call = || api.answer(self.query_id.clone(), self.text.clone(), self.alert);
+        let mut delay = std::time::Duration::from_millis(200);
+        let mut attempt = call().await;
+        super::log_call(&attempt, approval_id, request_id);
+        for _ in 0..2 {
+            match &attempt.result {
+                Err(failure) if failure.is_transient() => {
+                    let wait = match failure.kind {
+                        crate::telegram::retry::FailureKind::Transient {
+                            retry_after: Some(after),
+                        } => after,
+                        _ => delay,
+                    };
+                    if wait > std::time::Duration::from_secs(5) {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                    delay *= 3;
+                    attempt = call().await;
+                    super::log_call(&attempt, approval_id, request_id);
                 }
-                tokio::time::sleep(wait).await;
-                delay *= 3;
-                attempt = api.answer(query_id.clone(), text.clone(), alert).await;
+                _ => break,
             }
-            _ => break,
         }
+        attempt
     }
-    attempt
 }
 
 fn status_word(status: Status) -> &'static str {
