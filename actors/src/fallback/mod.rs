@@ -10,13 +10,14 @@
 //! is durable ([`Wake`]); on start every queue is replayed. This actor owns its channels, their
 //! counters and the consumption of their queues; it never reads approval state itself.
 
+mod channel;
 mod console;
 mod email;
 mod file;
 mod text;
+mod walk;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,42 +25,18 @@ use actix::prelude::*;
 use futures_util::FutureExt;
 use serde::Serialize;
 
-use email::EmailChannel;
+pub use channel::ChannelConfig;
+use channel::{Channel, ChannelStats, Outgoing};
 pub use email::{EmailSettings, EmailTls};
+use walk::{ChannelOutcome, Walked, record, walk};
 
 use crate::domain::AuditEvent;
 use crate::metrics::Metric;
-use crate::notification::{Notification, OperatorHints, Wake};
+use crate::notification::{OperatorHints, Wake};
 use crate::store::{Channel as Queue, QueueEntry, Queues, StoreError};
 use crate::supervision::{self, ActorHealth, HealthStatus, Ping, Restarts};
 
 pub const NAME: &str = "fallback_notifier";
-
-#[derive(Debug, Clone)]
-pub enum ChannelConfig {
-    Console,
-    /// `max_bytes`: rotate to `<path>.1` past this size (0 = never).
-    File {
-        path: PathBuf,
-        max_bytes: u64,
-    },
-    Email(EmailSettings),
-}
-
-impl ChannelConfig {
-    pub fn name(&self) -> &'static str {
-        self.queue().as_str()
-    }
-
-    /// The durable queue this channel consumes under strategy `all`.
-    pub fn queue(&self) -> Queue {
-        match self {
-            ChannelConfig::Console => Queue::Console,
-            ChannelConfig::File { .. } => Queue::File,
-            ChannelConfig::Email(_) => Queue::Email,
-        }
-    }
-}
 
 /// Something for operators that is not about one approval (e.g. "Telegram is unreachable").
 #[derive(Debug, Clone)]
@@ -71,90 +48,6 @@ pub struct Announcement {
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct Announce(pub Announcement);
-
-/// What a channel is asked to deliver.
-enum Outgoing {
-    Approval(Box<Notification>),
-    Announcement(Announcement),
-}
-
-impl Outgoing {
-    fn label(&self) -> (String, Option<String>) {
-        match self {
-            Outgoing::Approval(n) => (n.approval.id.to_string(), n.request_id.clone()),
-            Outgoing::Announcement(a) => (a.subject.clone(), None),
-        }
-    }
-
-    /// The approval and what happened to it, for its history.
-    fn about(&self) -> Option<(crate::domain::ApprovalId, &'static str)> {
-        match self {
-            Outgoing::Approval(n) => Some((n.approval.id, n.kind())),
-            Outgoing::Announcement(_) => None,
-        }
-    }
-}
-
-/// A ready-to-use channel (the email transport is built once, at start).
-enum Channel {
-    Console,
-    File(PathBuf, u64),
-    Email(Box<EmailChannel>),
-    /// A channel whose configuration could not be turned into a transport; every delivery
-    /// fails with this reason and hands over to the next channel.
-    Broken(String),
-}
-
-impl Channel {
-    fn build(config: &ChannelConfig) -> Self {
-        match config {
-            ChannelConfig::Console => Channel::Console,
-            ChannelConfig::File { path, max_bytes } => Channel::File(path.clone(), *max_bytes),
-            ChannelConfig::Email(settings) => match EmailChannel::new(settings) {
-                Ok(channel) => Channel::Email(Box::new(channel)),
-                Err(error) => Channel::Broken(error),
-            },
-        }
-    }
-
-    /// Deliver a batch; one result per item, in order.
-    async fn deliver(&self, batch: &[&Outgoing], hints: &OperatorHints) -> Vec<Result<(), String>> {
-        match self {
-            Channel::Console => batch
-                .iter()
-                .map(|outgoing| match outgoing {
-                    Outgoing::Approval(n) => console::deliver(n, hints),
-                    Outgoing::Announcement(a) => console::announce(a),
-                })
-                .collect(),
-            Channel::File(path, max_bytes) => {
-                let lines: String = batch
-                    .iter()
-                    .map(|outgoing| match outgoing {
-                        Outgoing::Approval(n) => file::approval_line(n, hints),
-                        Outgoing::Announcement(a) => file::announcement_line(a),
-                    })
-                    .collect();
-                let result = file::append(path, &lines, *max_bytes);
-                vec![result; batch.len()]
-            }
-            Channel::Email(email) => {
-                let mut results = Vec::with_capacity(batch.len());
-                for outgoing in batch {
-                    let (subject, body) = match outgoing {
-                        Outgoing::Approval(n) => text::email(n, hints),
-                        Outgoing::Announcement(a) => {
-                            (format!("[approval-gate] {}", a.subject), a.text.clone())
-                        }
-                    };
-                    results.push(email.send(&subject, body).await);
-                }
-                results
-            }
-            Channel::Broken(error) => vec![Err(error.clone()); batch.len()],
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -193,15 +86,6 @@ impl FallbackSettings {
     }
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
-struct ChannelStats {
-    channel: &'static str,
-    delivered: u64,
-    failed: u64,
-    last_error: Option<String>,
-    consecutive_failures: u64,
-}
-
 /// Most entries delivered in one batch (the file channel writes a batch with one fsync).
 const BATCH: usize = 256;
 
@@ -237,22 +121,6 @@ pub struct FallbackNotifier {
     metrics: Recipient<Metric>,
     restarts: Restarts,
 }
-
-/// What one batch's walk produced: per item (queue seq), whether some channel delivered it, and
-/// the last error otherwise; plus per-channel outcomes for the counters.
-struct Walked {
-    delivered: Vec<(u64, Result<(), String>)>,
-    /// Per seq: the approval it notifies about and the notification's kind (history).
-    about: HashMap<u64, (crate::domain::ApprovalId, &'static str)>,
-    /// Per seq: the id of the request that caused the notification, when there was one.
-    requests: HashMap<u64, String>,
-    /// Per seq: when the change it announces happened (ms), for the queue-age histogram.
-    happened: HashMap<u64, i64>,
-    outcomes: Vec<ChannelOutcome>,
-}
-
-/// (channel index, its result, (subject, request id)) for the counters and logs.
-type ChannelOutcome = (usize, Result<(), String>, (String, Option<String>));
 
 impl FallbackNotifier {
     /// Must be called on the arbiter the actor runs on (the email transport binds to its runtime).
@@ -564,9 +432,10 @@ impl FallbackNotifier {
         let mut counts = vec![(0u64, 0u64); self.stats.len()];
         for (index, result, label) in outcomes {
             if let (Some(stats), Some(count)) = (self.stats.get_mut(index), counts.get_mut(index)) {
-                match record(stats, result, &label) {
-                    true => count.0 += 1,
-                    false => count.1 += 1,
+                if record(stats, result, &label) {
+                    count.0 += 1;
+                } else {
+                    count.1 += 1;
                 }
             }
         }
@@ -581,112 +450,6 @@ impl FallbackNotifier {
                 }
             }
         }
-    }
-}
-
-/// One channel's outcome for one notification into its stats; true if delivered.
-fn record(
-    stats: &mut ChannelStats,
-    result: Result<(), String>,
-    (subject, request_id): &(String, Option<String>),
-) -> bool {
-    match result {
-        Ok(()) => {
-            stats.delivered += 1;
-            stats.consecutive_failures = 0;
-            true
-        }
-        Err(error) => {
-            tracing::error!(
-                channel = stats.channel,
-                subject = %subject,
-                request_id = request_id.as_deref().unwrap_or("-"),
-                %error,
-                "fallback channel failed"
-            );
-            stats.failed += 1;
-            stats.consecutive_failures += 1;
-            stats.last_error = Some(error);
-            false
-        }
-    }
-}
-
-/// Walk a batch through the lane's channels: each channel gets what every earlier one failed
-/// to deliver (one channel under strategy `all`, the chain under `first`).
-async fn walk(
-    channels: Arc<Vec<Channel>>,
-    settings: Arc<FallbackSettings>,
-    targets: Vec<usize>,
-    batch: Vec<(u64, Arc<QueueEntry>)>,
-) -> Walked {
-    let happened = batch
-        .iter()
-        .map(|(seq, entry)| (*seq, entry.happened_ms()))
-        .collect();
-    let items: Vec<(u64, Outgoing)> = batch
-        .into_iter()
-        .map(|(seq, entry)| {
-            let notification = Notification {
-                event: entry.event,
-                approval: entry.approval.clone(),
-                request_id: entry.request_id.clone(),
-            };
-            (seq, Outgoing::Approval(Box::new(notification)))
-        })
-        .collect();
-    let mut last_error: Vec<Option<String>> = vec![None; items.len()];
-    let mut remaining: Vec<usize> = (0..items.len()).collect();
-    let mut outcomes = Vec::new();
-    for index in targets {
-        if remaining.is_empty() {
-            break;
-        }
-        let Some(channel) = channels.get(index) else {
-            continue;
-        };
-        let outgoing: Vec<&Outgoing> = remaining.iter().map(|&i| &items[i].1).collect();
-        let results = channel.deliver(&outgoing, &settings.hints).await;
-        let mut failed = Vec::new();
-        for (&item, result) in remaining.iter().zip(results) {
-            if let Err(error) = &result {
-                last_error[item] = Some(error.clone());
-                failed.push(item);
-            } else {
-                last_error[item] = None;
-            }
-            outcomes.push((index, result, items[item].1.label()));
-        }
-        remaining = failed;
-    }
-    let delivered = items
-        .iter()
-        .enumerate()
-        .map(|(i, (seq, _))| {
-            let result = if remaining.contains(&i) {
-                Err(last_error[i]
-                    .clone()
-                    .unwrap_or_else(|| "no channel delivered it".into()))
-            } else {
-                Ok(())
-            };
-            (*seq, result)
-        })
-        .collect();
-    let about = items
-        .iter()
-        .filter_map(|(seq, outgoing)| outgoing.about().map(|a| (*seq, a)))
-        .collect();
-    let requests = items
-        .iter()
-        .filter_map(|(seq, outgoing)| outgoing.label().1.map(|id| (*seq, id)))
-        .collect();
-    Walked {
-        delivered,
-        about,
-        requests,
-        happened,
-        outcomes,
     }
 }
 
