@@ -2,6 +2,9 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
+# The image needs no debug info (the repository's release profile keeps line tables for
+# profiling): a ~20 MB binary instead of ~130 MB; symbol names stay for panic backtraces.
+ENV CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo
 RUN cargo build --release --locked --bin approval-gate
 
 FROM debian:bookworm-slim
