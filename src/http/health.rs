@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use approval_gate_actors::supervision::HealthStatus;
-use serde_json::json;
+use approval_gate_actors::system::PingResult;
+use serde_json::{Value, json};
 
 use super::AppState;
 
@@ -102,13 +103,9 @@ async fn live(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-#[utoipa::path(get, path = "/health/ready", tag = "monitoring",
-    responses((status = 200, body = Object), (status = 503, description = "loading, shutting down or the store cannot commit", body = Object)))]
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if !state.accepting.load(Ordering::Relaxed) {
-        return HttpResponse::ServiceUnavailable().json(json!({ "status": "shutting_down" }));
-    }
-    let pings = state.actors.ping_all(PING_TIMEOUT).await;
+/// The readiness-critical actors that are unhealthy or silent, with why (empty = ready). Also
+/// behind the `approval_gate_ready` gauge.
+pub(super) fn not_ready(pings: Vec<PingResult>) -> serde_json::Map<String, Value> {
     let mut failing = serde_json::Map::new();
     for (name, answer) in pings.into_iter().filter(|(n, _)| CRITICAL.contains(n)) {
         match answer {
@@ -121,6 +118,16 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
+    failing
+}
+
+#[utoipa::path(get, path = "/health/ready", tag = "monitoring",
+    responses((status = 200, body = Object), (status = 503, description = "loading, shutting down or the store cannot commit", body = Object)))]
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if !state.accepting.load(Ordering::Relaxed) {
+        return HttpResponse::ServiceUnavailable().json(json!({ "status": "shutting_down" }));
+    }
+    let failing = not_ready(state.actors.ping_all(PING_TIMEOUT).await);
     if failing.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
     } else {

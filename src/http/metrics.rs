@@ -25,6 +25,10 @@ async fn refresh(state: &AppState) {
     use approval_gate_actors::metrics::Metric;
     let timeout = std::time::Duration::from_secs(1);
     let pings = state.actors.ping_all(timeout).await;
+    // Exactly what `/health/ready` answers, so an alert can page on it.
+    let accepting = state.accepting.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = accepting && super::health::not_ready(pings.clone()).is_empty();
+    state.actors.metrics.do_send(Metric::Ready(ready));
     let actors = pings
         .into_iter()
         .map(|(actor, answer)| match answer {

@@ -80,6 +80,7 @@ const CATALOGUE: &[(&str, Option<(&str, &str)>)] = &[
         Some(("outcome", "rejected")),
     ),
     ("approval_gate_build_info", None),
+    ("approval_gate_ready", None),
     ("approval_gate_actor_up", Some(("actor", "timeout_sweeper"))),
     (
         "approval_gate_actor_ping_seconds",

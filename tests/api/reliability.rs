@@ -439,3 +439,29 @@ async fn a_stuck_notification_shows_its_age_until_delivered() {
         "delivered after {waited} s, seen waiting {aged} s"
     );
 }
+
+#[actix_web::test]
+async fn the_ready_gauge_says_what_health_ready_says() {
+    let app = spawn_app().await;
+    let ready = |text: &str| metric(text, "approval_gate_ready");
+    assert_eq!(ready(&app.metrics().await), Some(1.0));
+    // Every commit fails from now on: a write is refused, and the store is reported failing
+    // (the registry's pings probe it again) until a commit succeeds.
+    fail_commits(&app, 1_000_000).await;
+    assert_eq!(
+        app.create(&new_approval()).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(ready(&app.metrics().await), Some(0.0));
+    assert_eq!(
+        status_of(&app, "/health/ready").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(ready(&app.metrics().await), Some(0.0), "still failing");
+    fail_commits(&app, 0).await;
+    eventually(WAIT, "the gauge back at 1", || async {
+        (ready(&app.metrics().await) == Some(1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(status_of(&app, "/health/ready").await, StatusCode::OK);
+}

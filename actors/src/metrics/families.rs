@@ -38,6 +38,7 @@ pub(super) struct Families {
     pub(super) queue_events: IntCounterVec,
     pub(super) queue_oldest: prometheus::GaugeVec,
     pub(super) queue_age: HistogramVec,
+    pub(super) ready: IntGauge,
 }
 
 pub(super) fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -278,6 +279,14 @@ impl Families {
                 "approval_gate_queue_events_total",
                 "Notifications entering (enqueued) and leaving (delivered, dead_lettered) each channel's durable queue",
                 &["channel", "event"],
+            ),
+            ready: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_ready",
+                    "1 if /health/ready answers 200 (registry and sweeper healthy, the store committing, not shutting down)",
+                )
+                .expect("valid metric"),
             ),
             queue_oldest: register(
                 r,

@@ -69,6 +69,8 @@ pub enum Metric {
         channel: &'static str,
         ages: Vec<f64>,
     },
+    /// Whether `/health/ready` would answer 200, set just before a scrape.
+    Ready(bool),
     /// Per-actor liveness, set just before a scrape: (actor, answered its ping, ping seconds).
     Actors(Vec<(&'static str, bool, f64)>),
     /// Store facts, set just before a scrape.
@@ -199,6 +201,7 @@ impl MetricsCollector {
                     histogram.observe(age);
                 }
             }
+            Metric::Ready(ready) => m.ready.set(i64::from(ready)),
             Metric::Actors(actors) => {
                 for (actor, up, seconds) in actors {
                     m.actor_up.with_label_values(&[actor]).set(i64::from(up));
