@@ -9,30 +9,34 @@
 //! `max_attempts` its entries become dead letters. Entries are delivered only once their commit
 //! is durable ([`Wake`]); on start every queue is replayed. This actor owns its channels, their
 //! counters and the consumption of their queues; it never reads approval state itself.
+//!
+//! Here: the actor, its lanes and their pumping. `settings.rs`: what it is configured with.
+//! `channel.rs`: the channels and how each delivers a batch. `walk.rs`: a batch's walk through
+//! a lane's channels and what the actor does with the outcome.
 
 mod channel;
 mod console;
 mod email;
 mod file;
+mod settings;
 mod text;
 mod walk;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use futures_util::FutureExt;
-use serde::Serialize;
 
 pub use channel::ChannelConfig;
 use channel::{Channel, ChannelStats, Outgoing};
 pub use email::{EmailSettings, EmailTls};
-use walk::{ChannelOutcome, Walked, record, walk};
+pub use settings::{FallbackSettings, Reconfigure, Strategy};
+use walk::walk;
 
-use crate::domain::AuditEvent;
 use crate::metrics::Metric;
-use crate::notification::{OperatorHints, Wake};
+use crate::notification::Wake;
 use crate::store::{Channel as Queue, QueueEntry, Queues, StoreError};
 use crate::supervision::{self, ActorHealth, HealthStatus, Ping, Restarts};
 
@@ -48,43 +52,6 @@ pub struct Announcement {
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct Announce(pub Announcement);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    All,
-    First,
-}
-
-#[derive(Debug, Clone)]
-pub struct FallbackSettings {
-    pub channels: Vec<ChannelConfig>,
-    pub strategy: Strategy,
-    pub hints: OperatorHints,
-    /// Attempts of a failing channel before its entries become dead letters.
-    pub max_attempts: u32,
-    /// First retry delay; it doubles per attempt, up to a minute.
-    pub retry_delay: Duration,
-}
-
-/// New retry settings from a configuration reload (the channels themselves need a restart).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Reconfigure {
-    pub max_attempts: u32,
-    pub retry_delay: Duration,
-}
-
-impl FallbackSettings {
-    /// The queues the registry writes for these settings: one per channel, or the chain's.
-    pub fn queues(&self) -> Vec<Queue> {
-        match self.strategy {
-            Strategy::All => self.channels.iter().map(ChannelConfig::queue).collect(),
-            Strategy::First if self.channels.is_empty() => Vec::new(),
-            Strategy::First => vec![Queue::FallbackChain],
-        }
-    }
-}
 
 /// Most entries delivered in one batch (the file channel writes a batch with one fsync).
 const BATCH: usize = 256;
@@ -295,99 +262,6 @@ impl FallbackNotifier {
         Ok(batch)
     }
 
-    fn walked(&mut self, index: usize, walked: Walked, ctx: &mut Context<Self>) {
-        self.record_all(walked.outcomes);
-        let queue = self.lanes[index].queue;
-        let done: Vec<u64> = walked
-            .delivered
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(seq, _)| *seq)
-            .collect();
-        let failed: Vec<(u64, String)> = walked
-            .delivered
-            .into_iter()
-            .filter_map(|(seq, r)| r.err().map(|e| (seq, e)))
-            .collect();
-        if let Err(error) = self.queues.ack(queue, &done) {
-            tracing::error!(actor = NAME, %error, "cannot remove delivered notifications");
-        }
-        if !done.is_empty() {
-            self.metrics.do_send(Metric::Queue {
-                channel: queue.as_str(),
-                event: "delivered",
-                count: done.len() as u64,
-            });
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            self.metrics.do_send(Metric::QueueAge {
-                channel: queue.as_str(),
-                ages: done
-                    .iter()
-                    .filter_map(|seq| walked.happened.get(seq))
-                    .map(|ms| (now_ms - ms).max(0) as f64 / 1000.0)
-                    .collect(),
-            });
-        }
-        self.queues.record_all(done.iter().filter_map(|seq| {
-            let (id, kind) = walked.about.get(seq)?;
-            let event = AuditEvent::now("delivered")
-                .on(queue.as_str())
-                .saying(format!("{kind} notification"));
-            Some((*id, event))
-        }));
-        let lane = &mut self.lanes[index];
-        lane.delivering = false;
-        for seq in &done {
-            lane.ready.remove(seq);
-            lane.cache.remove(seq);
-        }
-        lane.queued = lane.queued.saturating_sub(done.len());
-        if failed.is_empty() {
-            lane.attempts = 0;
-        } else {
-            lane.attempts += 1;
-            if lane.attempts >= self.settings.max_attempts {
-                lane.attempts = 0;
-                for (seq, reason) in &failed {
-                    let approval_id = walked
-                        .about
-                        .get(seq)
-                        .map(|(id, _)| id.to_string())
-                        .unwrap_or_default();
-                    let request_id = walked.requests.get(seq).map_or("-", String::as_str);
-                    tracing::error!(actor = NAME, queue = queue.as_str(), seq, %approval_id, request_id, %reason, "notification undeliverable after every attempt; moved to the dead letters");
-                    if let Err(error) = self.queues.bury(queue, *seq, reason) {
-                        tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
-                    }
-                    self.metrics.do_send(Metric::Queue {
-                        channel: queue.as_str(),
-                        event: "dead_lettered",
-                        count: 1,
-                    });
-                    if let Some((id, _)) = walked.about.get(seq) {
-                        let event = AuditEvent::now("dead_lettered")
-                            .on(queue.as_str())
-                            .saying(reason.clone());
-                        self.queues.record(*id, &event);
-                    }
-                    lane.ready.remove(seq);
-                    lane.cache.remove(seq);
-                }
-                lane.queued = lane.queued.saturating_sub(failed.len());
-            } else {
-                let exponent = (lane.attempts - 1).min(6);
-                let delay = self
-                    .settings
-                    .retry_delay
-                    .saturating_mul(1 << exponent)
-                    .min(Duration::from_secs(60));
-                lane.retry_at = Some(Instant::now() + delay);
-            }
-        }
-        self.publish_queued();
-        self.pump(index, ctx);
-    }
-
     fn publish_queued(&self) {
         let queued: usize = self.lanes.iter().map(|l| l.queued).sum();
         self.metrics.do_send(Metric::FallbackQueued(queued as i64));
@@ -423,33 +297,6 @@ impl FallbackNotifier {
                     Err(_) => ctx.stop(),
                 }),
         );
-    }
-
-    /// Count a batch's outcomes per channel (one metric message per channel and outcome, not
-    /// per notification) and log every failure.
-    fn record_all(&mut self, outcomes: Vec<ChannelOutcome>) {
-        // (delivered, failed) per channel index.
-        let mut counts = vec![(0u64, 0u64); self.stats.len()];
-        for (index, result, label) in outcomes {
-            if let (Some(stats), Some(count)) = (self.stats.get_mut(index), counts.get_mut(index)) {
-                if record(stats, result, &label) {
-                    count.0 += 1;
-                } else {
-                    count.1 += 1;
-                }
-            }
-        }
-        for (stats, (delivered, failed)) in self.stats.iter().zip(counts) {
-            for (outcome, count) in [("delivered", delivered), ("failed", failed)] {
-                if count > 0 {
-                    self.metrics.do_send(Metric::Fallback {
-                        channel: stats.channel,
-                        outcome,
-                        count,
-                    });
-                }
-            }
-        }
     }
 }
 

@@ -1,11 +1,17 @@
-//! One batch's walk through a lane's channels, and the per-channel outcome bookkeeping it
-//! feeds. Runs outside the actor (a future); the actor applies what it returns.
+//! One batch's walk through a lane's channels (a future, outside the actor), and what the
+//! notifier does with its outcome: acknowledge what was delivered, count and log per channel,
+//! retry with backoff or move to the dead letters.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::FallbackSettings;
+use actix::prelude::*;
+
 use super::channel::{Channel, ChannelStats, Outgoing};
+use super::{FallbackNotifier, FallbackSettings, NAME};
+use crate::domain::AuditEvent;
+use crate::metrics::Metric;
 use crate::notification::Notification;
 use crate::store::QueueEntry;
 
@@ -128,5 +134,127 @@ pub(super) async fn walk(
         requests,
         happened,
         outcomes,
+    }
+}
+
+impl FallbackNotifier {
+    pub(super) fn walked(&mut self, index: usize, walked: Walked, ctx: &mut Context<Self>) {
+        self.record_all(walked.outcomes);
+        let queue = self.lanes[index].queue;
+        let done: Vec<u64> = walked
+            .delivered
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(seq, _)| *seq)
+            .collect();
+        let failed: Vec<(u64, String)> = walked
+            .delivered
+            .into_iter()
+            .filter_map(|(seq, r)| r.err().map(|e| (seq, e)))
+            .collect();
+        if let Err(error) = self.queues.ack(queue, &done) {
+            tracing::error!(actor = NAME, %error, "cannot remove delivered notifications");
+        }
+        if !done.is_empty() {
+            self.metrics.do_send(Metric::Queue {
+                channel: queue.as_str(),
+                event: "delivered",
+                count: done.len() as u64,
+            });
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            self.metrics.do_send(Metric::QueueAge {
+                channel: queue.as_str(),
+                ages: done
+                    .iter()
+                    .filter_map(|seq| walked.happened.get(seq))
+                    .map(|ms| (now_ms - ms).max(0) as f64 / 1000.0)
+                    .collect(),
+            });
+        }
+        self.queues.record_all(done.iter().filter_map(|seq| {
+            let (id, kind) = walked.about.get(seq)?;
+            let event = AuditEvent::now("delivered")
+                .on(queue.as_str())
+                .saying(format!("{kind} notification"));
+            Some((*id, event))
+        }));
+        let lane = &mut self.lanes[index];
+        lane.delivering = false;
+        for seq in &done {
+            lane.ready.remove(seq);
+            lane.cache.remove(seq);
+        }
+        lane.queued = lane.queued.saturating_sub(done.len());
+        if failed.is_empty() {
+            lane.attempts = 0;
+        } else {
+            lane.attempts += 1;
+            if lane.attempts >= self.settings.max_attempts {
+                lane.attempts = 0;
+                for (seq, reason) in &failed {
+                    let approval_id = walked
+                        .about
+                        .get(seq)
+                        .map(|(id, _)| id.to_string())
+                        .unwrap_or_default();
+                    let request_id = walked.requests.get(seq).map_or("-", String::as_str);
+                    tracing::error!(actor = NAME, queue = queue.as_str(), seq, %approval_id, request_id, %reason, "notification undeliverable after every attempt; moved to the dead letters");
+                    if let Err(error) = self.queues.bury(queue, *seq, reason) {
+                        tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
+                    }
+                    self.metrics.do_send(Metric::Queue {
+                        channel: queue.as_str(),
+                        event: "dead_lettered",
+                        count: 1,
+                    });
+                    if let Some((id, _)) = walked.about.get(seq) {
+                        let event = AuditEvent::now("dead_lettered")
+                            .on(queue.as_str())
+                            .saying(reason.clone());
+                        self.queues.record(*id, &event);
+                    }
+                    lane.ready.remove(seq);
+                    lane.cache.remove(seq);
+                }
+                lane.queued = lane.queued.saturating_sub(failed.len());
+            } else {
+                let exponent = (lane.attempts - 1).min(6);
+                let delay = self
+                    .settings
+                    .retry_delay
+                    .saturating_mul(1 << exponent)
+                    .min(Duration::from_secs(60));
+                lane.retry_at = Some(Instant::now() + delay);
+            }
+        }
+        self.publish_queued();
+        self.pump(index, ctx);
+    }
+
+    /// Count a batch's outcomes per channel (one metric message per channel and outcome, not
+    /// per notification) and log every failure.
+    pub(super) fn record_all(&mut self, outcomes: Vec<ChannelOutcome>) {
+        // (delivered, failed) per channel index.
+        let mut counts = vec![(0u64, 0u64); self.stats.len()];
+        for (index, result, label) in outcomes {
+            if let (Some(stats), Some(count)) = (self.stats.get_mut(index), counts.get_mut(index)) {
+                if record(stats, result, &label) {
+                    count.0 += 1;
+                } else {
+                    count.1 += 1;
+                }
+            }
+        }
+        for (stats, (delivered, failed)) in self.stats.iter().zip(counts) {
+            for (outcome, count) in [("delivered", delivered), ("failed", failed)] {
+                if count > 0 {
+                    self.metrics.do_send(Metric::Fallback {
+                        channel: stats.channel,
+                        outcome,
+                        count,
+                    });
+                }
+            }
+        }
     }
 }
