@@ -1,0 +1,326 @@
+//! The approval trees as the registry sees them: [`ApprovalStore`] for sled. A change is staged
+//! (record, status index, idempotency key, queue entries, grant, history) and applied by the next
+//! group commit in one transaction; reads see staged records through the overlay. Nothing here
+//! consumes a queue: that is the notifiers' side ([`super::Queues`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::staging::{Op, Target};
+use super::{
+    ApprovalStore, Change, Commit, QueueEntry, SledStore, StoreDiagnostics, StoreError, Written,
+    created_ms, decode_entry, encode_grant, encode_record, id_of_index, idempotency_key, index_key,
+    queue, status_byte, tx_error,
+};
+use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
+
+impl ApprovalStore for SledStore {
+    fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError> {
+        let approval = change.approval;
+        let record = encode_record(approval)?;
+        let id = approval.id.to_bytes();
+        let op = |target, key: &[u8], value: Option<Vec<u8>>| Op {
+            target,
+            key: key.to_vec(),
+            value,
+        };
+        let mut ops = vec![op(Target::Approvals, &id, Some(record.clone()))];
+        if let Some(key) = change.claimed_idempotency_key() {
+            ops.push(op(Target::Idempotency, &key, Some(id.to_vec())));
+        }
+        if let Some(old) = change.previous
+            && old.status != approval.status
+        {
+            ops.push(op(Target::ByStatus, &index_key(old.status, old.id), None));
+        }
+        ops.push(op(
+            Target::ByStatus,
+            &index_key(approval.status, approval.id),
+            Some(Vec::new()),
+        ));
+        let mut queued = Vec::with_capacity(change.channels.len());
+        let entry = change.event.map(|event| {
+            Arc::new(QueueEntry {
+                event,
+                approval: approval.clone(),
+                request_id: change.request_id.map(str::to_string),
+                only: None,
+            })
+        });
+        if let Some(event) = change.event {
+            let entry = queue::encode_with(event, &record, change.request_id, None)?;
+            for &channel in change.channels {
+                let seq = self.next_seq()?;
+                queued.push((channel, seq));
+                ops.push(op(
+                    Target::Queues,
+                    &queue::key(channel, seq),
+                    Some(entry.clone()),
+                ));
+            }
+        }
+        if let Some(grant) = change.grant {
+            ops.push(op(
+                Target::Grants,
+                grant.id.as_bytes(),
+                Some(encode_grant(grant)?),
+            ));
+        }
+        let mut event_keys = Vec::with_capacity(change.events.len());
+        for event in change.events {
+            let op = self.event_op(approval.id, event)?;
+            event_keys.push(op.key.clone());
+            ops.push(op);
+        }
+        // Applied with everything else staged before the next commit, in one transaction.
+        self.inner.staging.stage(ops);
+        Ok(Written {
+            queued,
+            event_keys,
+            entry,
+            record,
+        })
+    }
+
+    fn revert(&self, change: &Change<'_>, written: &Written) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let id = change.approval.id.to_bytes();
+        let previous = change.previous.map(encode_record).transpose()?;
+        let idempotency = change.claimed_idempotency_key();
+        (
+            &inner.approvals,
+            &inner.idempotency,
+            &inner.by_status,
+            &inner.queues,
+            &inner.grants,
+            &inner.events,
+        )
+            .transaction(|(a, i, s, q, g, e)| {
+                for (channel, seq) in &written.queued {
+                    q.remove(&queue::key(*channel, *seq)[..])?;
+                }
+                if let Some(grant) = change.grant {
+                    g.remove(grant.id.as_bytes())?;
+                }
+                for key in &written.event_keys {
+                    e.remove(key.as_slice())?;
+                }
+                // Something newer already replaced this version: leave it alone.
+                if a.get(id)?.as_deref() != Some(written.record.as_slice()) {
+                    return Ok(());
+                }
+                s.remove(&index_key(change.approval.status, change.approval.id)[..])?;
+                match (&previous, change.previous) {
+                    (Some(bytes), Some(old)) => {
+                        a.insert(&id[..], bytes.as_slice())?;
+                        s.insert(&index_key(old.status, old.id)[..], &[][..])?;
+                    }
+                    _ => {
+                        a.remove(&id[..])?;
+                        if let Some(key) = &idempotency {
+                            i.remove(key.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)
+    }
+
+    fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError> {
+        let key = id.to_bytes();
+        let value = match self.inner.staging.lookup(Target::Approvals, &key) {
+            Some(staged) => staged,
+            None => self.inner.approvals.get(key)?.map(|v| v.to_vec()),
+        };
+        value.map(|value| decode_entry(&key, &value)).transpose()
+    }
+
+    fn find_idempotent(&self, agent: &str, key: &str) -> Result<Option<ApprovalId>, StoreError> {
+        let key = idempotency_key(agent, key);
+        let found = match self.inner.staging.lookup(Target::Idempotency, &key) {
+            Some(staged) => staged,
+            None => self.inner.idempotency.get(&key)?.map(|v| v.to_vec()),
+        };
+        Ok(found
+            .and_then(|bytes| <[u8; 16]>::try_from(bytes.as_slice()).ok())
+            .map(ApprovalId::from_bytes))
+    }
+
+    fn list(
+        &self,
+        status: Option<Status>,
+        before: Option<ApprovalId>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let mut page = Vec::with_capacity(limit.min(1024));
+        let Some(status) = status else {
+            let range = match before {
+                Some(id) => self.inner.approvals.range(..id.to_bytes()),
+                None => self.inner.approvals.range::<&[u8], _>(..),
+            };
+            for entry in range.rev().take(limit) {
+                let (key, value) = entry?;
+                page.push(decode_entry(&key, &value)?);
+            }
+            return Ok(page);
+        };
+        let start = [status_byte(status)];
+        let end = match before {
+            Some(id) => index_key(status, id).to_vec(),
+            None => vec![status_byte(status) + 1],
+        };
+        for item in self.inner.by_status.range(start.to_vec()..end).rev() {
+            let (key, _) = item?;
+            let Some(id) = id_of_index(&key) else {
+                continue;
+            };
+            // An index key whose record is gone (retention mid-pass) is skipped.
+            if let Some(approval) = self.get(id)?
+                && approval.status == status
+            {
+                page.push(approval);
+                if page.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+        // Ids are ULIDs: the first pending index key is the oldest pending approval.
+        let first = self
+            .inner
+            .by_status
+            .scan_prefix([status_byte(Status::Pending)])
+            .keys()
+            .next()
+            .transpose()?;
+        Ok(first.and_then(|key| id_of_index(&key)).map(created_ms))
+    }
+
+    fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        let mut counts = HashMap::new();
+        for status in Status::ALL {
+            let n = self
+                .inner
+                .by_status
+                .scan_prefix([status_byte(status)])
+                .keys()
+                .try_fold(0u64, |n, key| key.map(|_| n + 1))?;
+            counts.insert(status, n);
+        }
+        Ok(counts)
+    }
+
+    fn for_each_pending(&self, visit: &mut dyn FnMut(Approval)) -> Result<(), StoreError> {
+        for key in self
+            .inner
+            .by_status
+            .scan_prefix([status_byte(Status::Pending)])
+            .keys()
+        {
+            if let Some(id) = id_of_index(&key?)
+                && let Some(approval) = self.get(id)?
+            {
+                visit(approval);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<Status>, StoreError> {
+        let mut removed = Vec::new();
+        for status in Status::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for key in self
+                .inner
+                .by_status
+                .scan_prefix([status_byte(status)])
+                .keys()
+            {
+                let key = key?;
+                let Some(id) = id_of_index(&key) else {
+                    continue;
+                };
+                // Ids sort by creation time: the first young one ends this status's pass.
+                if created_ms(id) >= cutoff_ms || removed.len() >= limit {
+                    break;
+                }
+                if let Some(approval) = self.get(id)? {
+                    if let Some(idem) = &approval.idempotency_key {
+                        self.inner
+                            .idempotency
+                            .remove(idempotency_key(&approval.requested_by, idem))?;
+                    }
+                    self.inner.approvals.remove(id.to_bytes())?;
+                    self.inner.messages.remove(id.to_bytes())?;
+                    for event in self.inner.events.scan_prefix(id.to_bytes()).keys() {
+                        self.inner.events.remove(event?)?;
+                    }
+                }
+                self.inner.by_status.remove(key)?;
+                removed.push(status);
+            }
+        }
+        Ok(removed)
+    }
+
+    fn commit(&self) -> Commit {
+        Commit(self.inner.commit.ticket())
+    }
+
+    fn diagnostics(&self) -> StoreDiagnostics {
+        let stats = self.inner.commit.stats();
+        StoreDiagnostics {
+            path: self.inner.path.clone(),
+            size_on_disk: self.inner.db.size_on_disk().unwrap_or(0),
+            last_flush_ms: stats.last_flush_ms.load(Ordering::Relaxed),
+            committing: stats.healthy.load(Ordering::SeqCst),
+            commit_failures: stats.failures.load(Ordering::Relaxed),
+            last_sync_us: stats.last_sync_us.load(Ordering::Relaxed),
+            dead_letters: self.inner.dead_count.load(Ordering::Relaxed),
+        }
+    }
+
+    fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let mut grants = Vec::new();
+        for entry in self.inner.grants.iter() {
+            let (key, value) = entry?;
+            match serde_json::from_slice::<Grant>(&value) {
+                Ok(grant) => grants.push(grant),
+                // One unreadable grant must not stop start-up; without it the request escalates.
+                Err(error) => {
+                    tracing::error!(key = %queue::hex(&key), %error, "skipping an unreadable grant")
+                }
+            }
+        }
+        Ok(grants)
+    }
+
+    fn events(&self, id: ApprovalId) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut events = Vec::new();
+        for entry in self.inner.events.scan_prefix(id.to_bytes()) {
+            let (key, value) = entry?;
+            match serde_json::from_slice(&value) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    tracing::error!(key = %queue::hex(&key), %error, "skipping an unreadable history entry")
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    fn remove_grant(&self, id: &str) {
+        self.inner.staging.stage(vec![Op {
+            target: Target::Grants,
+            key: id.as_bytes().to_vec(),
+            value: None,
+        }]);
+    }
+}
