@@ -8,6 +8,7 @@
 //! touches approval state: decisions go to the registry as `Decide`, like a REST decision.
 
 mod delivery;
+mod taps;
 mod updates;
 
 pub use updates::WebhookUpdate;
