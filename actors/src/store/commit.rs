@@ -151,7 +151,8 @@ fn run(
         let first = match rx.recv_timeout(LAZY_APPLY) {
             Ok(first) => first,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                apply_lazily(&db, &file, &apply, &stats);
+                // Idle: make what was staged without a ticket durable; nobody waits on it.
+                commit(&db, &file, &apply, &stats, 0);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -159,27 +160,7 @@ fn run(
         // Every ticket taken so far is answered by the sync that starts now.
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let started = Instant::now();
-        let result = apply()
-            .map_err(Arc::new)
-            .and_then(|_| sync(&db, &file, &stats));
-        stats
-            .last_sync_us
-            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        match &result {
-            Ok(()) => {
-                stats.syncs.fetch_add(1, Ordering::Relaxed);
-                stats.healthy.store(true, Ordering::SeqCst);
-                stats
-                    .last_flush_ms
-                    .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-            }
-            Err(error) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                stats.healthy.store(false, Ordering::SeqCst);
-                tracing::error!(%error, tickets = batch.len(), "store commit failed");
-            }
-        }
+        let result = commit(&db, &file, &apply, &stats, batch.len()).unwrap_or(Ok(()));
         for waiter in batch {
             let _ = waiter.send(result.clone());
         }
@@ -192,20 +173,39 @@ fn run(
     }
 }
 
-/// Idle: make staged writes that took no ticket durable. Nobody waits on them, so a failure is
-/// only logged (and counted); the next ticket's sync reports the store's health.
-fn apply_lazily(db: &sled::Db, file: &File, apply: &ApplyStaged, stats: &CommitStats) {
-    match apply() {
-        Ok(false) => {}
-        Ok(true) => {
-            if let Err(error) = sync(db, file, stats) {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, "store commit of history entries failed");
-            }
+/// Apply what is staged and sync it, recording the outcome (health, latency, failures) the
+/// same way whoever asked. With `tickets` waiting it always syncs: writes made outside the
+/// staging (acks) ride on it. An idle pass (no tickets) syncs only if it applied something, and
+/// returns `None` otherwise.
+fn commit(
+    db: &sled::Db,
+    file: &File,
+    apply: &ApplyStaged,
+    stats: &CommitStats,
+    tickets: usize,
+) -> Option<CommitResult> {
+    let started = Instant::now();
+    let result = match apply() {
+        Ok(false) if tickets == 0 => return None,
+        Ok(_) => sync(db, file, stats),
+        Err(error) => Err(Arc::new(error)),
+    };
+    stats
+        .last_sync_us
+        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    match &result {
+        Ok(()) => {
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            stats.healthy.store(true, Ordering::SeqCst);
+            stats
+                .last_flush_ms
+                .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
         }
         Err(error) => {
             stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%error, "cannot apply staged history entries");
+            stats.healthy.store(false, Ordering::SeqCst);
+            tracing::error!(%error, tickets, "store commit failed");
         }
     }
+    Some(result)
 }

@@ -103,3 +103,33 @@ async fn a_failed_commit_is_reported_and_reverted() {
         .expect("a later commit succeeds");
     assert!(store.committing());
 }
+
+/// History staged without a ticket is made durable by the idle flusher, and a failure there is
+/// reported like any other commit: the store says it is not committing until a sync succeeds.
+#[actix_rt::test]
+async fn history_without_a_ticket_is_committed_when_idle_and_its_failure_is_reported() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SledStore::open(dir.path()).expect("open");
+    let id = approval(None).id;
+    let syncs = || store.diagnostics().last_flush_ms;
+    let wait_until = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+
+    store.faults().fail_next(1);
+    store.queues().record(id, &AuditEvent::now("delivered"));
+    wait_until("the idle commit to fail", &|| !store.committing());
+    // Applied but not synced: the next idle pass has nothing staged, so a ticket syncs it.
+    assert_eq!(store.events(id).expect("events").len(), 1);
+
+    let before = syncs();
+    store.queues().record(id, &AuditEvent::now("delivered"));
+    wait_until("an idle commit to succeed", &|| {
+        store.committing() && syncs() > before
+    });
+    assert_eq!(store.events(id).expect("events").len(), 2);
+}
