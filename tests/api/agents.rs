@@ -463,14 +463,7 @@ async fn session_grants_apply_expire_and_can_be_revoked() {
     let other_tool = json!({"session_id": "s1", "tool_name": "Write", "tool_input": {}});
     assert_eq!(app.create_ok(&other_tool).await["status"], "pending");
 
-    let grants: Value = app
-        .request(Method::GET, "/api/grants", Some(OPERATOR_TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let grants = app.operator_json("/api/grants").await;
     let grant = &grants["grants"][0];
     assert_eq!(
         (grant["session_id"].as_str(), grant["tool_name"].as_str()),
@@ -517,15 +510,10 @@ async fn session_grants_apply_expire_and_can_be_revoked() {
     assert_eq!(app.create_ok(&request("s3")).await["status"], "approved");
     // Wait for the expiry itself (the grant leaves the live list), then ask again.
     eventually(WAIT, "the short grant to expire", || async {
-        let grants: Value = app
-            .request(Method::GET, "/api/grants", Some(OPERATOR_TOKEN))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        grants["grants"].as_array()?.is_empty().then_some(())
+        app.operator_json("/api/grants").await["grants"]
+            .as_array()?
+            .is_empty()
+            .then_some(())
     })
     .await;
     assert_eq!(app.create_ok(&request("s3")).await["status"], "pending");
@@ -553,16 +541,7 @@ async fn grants_survive_a_restart() {
     {
         let child = spawn_binary(dir.path(), &[]);
         let id = child.create_id(&request).await;
-        let response = child
-            .request(
-                Method::POST,
-                &format!("/api/approvals/{id}/decision"),
-                Some(OPERATOR_TOKEN),
-            )
-            .json(&json!({"decision": "approve_session"}))
-            .send()
-            .await
-            .unwrap();
+        let response = child.decide(&id, "approve_session").await;
         assert_eq!(response.status(), StatusCode::OK);
         child.signal(libc::SIGKILL);
     }

@@ -25,16 +25,7 @@ async fn a_backup_restored_into_a_new_store_takes_decisions() {
     let mut granted = new_approval();
     granted["session_id"] = json!("granted-session");
     let decided = child.create_id(&granted).await;
-    let response = child
-        .request(
-            Method::POST,
-            &format!("/api/approvals/{decided}/decision"),
-            Some(OPERATOR_TOKEN),
-        )
-        .json(&json!({"decision": "approve_session"}))
-        .send()
-        .await
-        .unwrap();
+    let response = child.decide(&decided, "approve_session").await;
     assert_eq!(response.status(), StatusCode::OK);
     for (token, status) in [
         (None, StatusCode::UNAUTHORIZED),
@@ -109,18 +100,9 @@ async fn a_backup_restored_into_a_new_store_takes_decisions() {
     // The grant came along: the same tool in that session is approved at once.
     let again = child.create_ok(&granted).await;
     assert_eq!(again["status"], "approved");
-    let history: Value = child
-        .request(
-            Method::GET,
-            &format!("/api/approvals/{decided}/events"),
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = child
+        .operator_json(&format!("/api/approvals/{decided}/events"))
+        .await;
     assert!(
         history["events"].as_array().is_some_and(|e| e.len() >= 2),
         "{history}"

@@ -217,6 +217,12 @@ pub trait Api {
         .map_ok()
     }
 
+    /// GET a JSON document as an operator (grants, dead letters, history).
+    fn operator_json(&self, path: &str) -> impl Future<Output = Value> {
+        let fut = self.request(Method::GET, path, Some(OPERATOR_TOKEN)).send();
+        async move { fut.await.expect("send").json().await.expect("json") }
+    }
+
     fn cancel(&self, id: &str) -> impl Future<Output = Response> {
         self.request(
             Method::DELETE,

@@ -61,18 +61,9 @@ async fn mailed(smtp: &SmtpServer, id: &str) {
 /// no background commit is left to run.
 async fn quiet_after_create(app: &impl Api, id: &str) {
     eventually(WAIT, "the creation delivered and recorded", || async {
-        let history: Value = app
-            .request(
-                Method::GET,
-                &format!("/api/approvals/{id}/events"),
-                Some(OPERATOR_TOKEN),
-            )
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let history = app
+            .operator_json(&format!("/api/approvals/{id}/events"))
+            .await;
         let delivered = history["events"]
             .as_array()?
             .iter()
@@ -243,14 +234,7 @@ async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it()
     assert_eq!(as_agent.status(), StatusCode::FORBIDDEN);
 
     let letter: Value = eventually(WAIT, "a dead letter", || async {
-        let body: Value = app
-            .request(Method::GET, "/api/admin/dead-letters", Some(OPERATOR_TOKEN))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let body = app.operator_json("/api/admin/dead-letters").await;
         body["dead_letters"]
             .as_array()?
             .iter()
@@ -375,26 +359,13 @@ async fn a_session_grant_whose_commit_fails_is_not_granted() {
     let id = app.create_id(&new_approval()).await;
     quiet_after_create(&app, &id).await;
     fail_commits(&app, 1).await;
-    let failed = app
-        .request(
-            Method::POST,
-            &format!("/api/approvals/{id}/decision"),
-            Some(OPERATOR_TOKEN),
-        )
-        .json(&json!({"decision": "approve_session"}))
-        .send()
-        .await
-        .expect("send");
+    let failed = app.decide(&id, "approve_session").await;
     assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let grants: Value = app
-        .request(Method::GET, "/api/grants", Some(OPERATOR_TOKEN))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(grants["grants"], json!([]), "no grant from a failed commit");
+    assert_eq!(
+        app.operator_json("/api/grants").await["grants"],
+        json!([]),
+        "no grant from a failed commit"
+    );
     // The same tool in the same session still asks a human.
     let next = app.create_ok(&new_approval()).await;
     assert_eq!(next["status"], "pending");

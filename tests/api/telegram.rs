@@ -48,6 +48,19 @@ fn button(message: &SentMessage, prefix: &str) -> String {
         .unwrap_or_else(|| panic!("no {prefix} button in {:?}", message.reply_markup))
 }
 
+/// The operator taps Approve on `message`: the tap is answered and `id` is approved.
+async fn approved_by_tap(fake: &FakeTelegram, app: &TestApp, id: &str, message: &SentMessage) {
+    let query_id = fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message.message_id,
+        &button(message, "a:"),
+    );
+    fake.wait_for_answer(&query_id, WAIT).await;
+    let body: Value = app.get(id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "approved");
+}
+
 async fn edited_to(fake: &FakeTelegram, message: &SentMessage, needle: &str) -> SentMessage {
     let (chat, id) = (message.chat_id, message.message_id);
     fake.wait_until(
@@ -311,15 +324,7 @@ async fn a_crashed_gateway_is_restarted_and_keeps_delivering_and_listening() {
     })
     .await;
     let (id, message) = announced(&fake, &app, &new_approval()).await;
-    let query_id = fake.inject_callback(
-        &operator(),
-        CHAT_ID,
-        message.message_id,
-        &button(&message, "a:"),
-    );
-    fake.wait_for_answer(&query_id, WAIT).await;
-    let body: Value = app.get(&id, None).await.json().await.expect("json");
-    assert_eq!(body["status"], "approved");
+    approved_by_tap(&fake, &app, &id, &message).await;
     // One poll loop after the restart, not two: Telegram answers overlapping getUpdates with
     // 409. The poll in flight at the crash is superseded once; two live loops would keep
     // superseding each other on every cycle.
@@ -413,15 +418,7 @@ async fn polling_clears_a_webhook_left_from_elsewhere() {
         .await;
     // Taps arrive by polling again.
     let (id, message) = announced(&fake, &app, &new_approval()).await;
-    let query_id = fake.inject_callback(
-        &operator(),
-        CHAT_ID,
-        message.message_id,
-        &button(&message, "a:"),
-    );
-    fake.wait_for_answer(&query_id, WAIT).await;
-    let body: Value = app.get(&id, None).await.json().await.expect("json");
-    assert_eq!(body["status"], "approved");
+    approved_by_tap(&fake, &app, &id, &message).await;
 }
 
 #[actix_web::test]

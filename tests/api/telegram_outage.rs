@@ -412,14 +412,7 @@ async fn a_probe_answered_with_a_4xx_resolves_the_breaker() {
     let later = app.create_id(&new_approval()).await;
     shown(&fake, &later).await;
     // The refused notification is a dead letter, visible to operators.
-    let letters: Value = app
-        .request(Method::GET, "/api/admin/dead-letters", Some(OPERATOR_TOKEN))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let letters = app.operator_json("/api/admin/dead-letters").await;
     assert!(
         letters["dead_letters"]
             .as_array()
