@@ -45,7 +45,7 @@ async fn refresh(state: &AppState) {
         .await
     {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let age = |ms: i64| (now_ms - ms).max(0) as f64 / 1000.0;
+        let age = |ms: i64| approval_gate_actors::store::queue::seconds_since(ms, now_ms);
         state.actors.metrics.do_send(Metric::Store {
             size_bytes: stats.store.size_on_disk,
             last_commit_seconds: stats.store.last_sync_us as f64 / 1e6,

@@ -167,7 +167,7 @@ impl FallbackNotifier {
                 ages: done
                     .iter()
                     .filter_map(|seq| walked.happened.get(seq))
-                    .map(|ms| (now_ms - ms).max(0) as f64 / 1000.0)
+                    .map(|&ms| crate::store::queue::seconds_since(ms, now_ms))
                     .collect(),
             });
         }

@@ -89,8 +89,14 @@ impl QueueEntry {
 
     /// Seconds since [`happened_ms`](Self::happened_ms), never negative.
     pub fn age_seconds(&self, now_ms: i64) -> f64 {
-        (now_ms - self.happened_ms()).max(0) as f64 / 1000.0
+        seconds_since(self.happened_ms(), now_ms)
     }
+}
+
+/// Seconds from `then_ms` to `now_ms` (both ms since the epoch), never negative: the ages the
+/// queue and pending-approval metrics report.
+pub fn seconds_since(then_ms: i64, now_ms: i64) -> f64 {
+    (now_ms - then_ms).max(0) as f64 / 1000.0
 }
 
 #[derive(Serialize, Deserialize)]
