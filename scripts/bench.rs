@@ -557,6 +557,7 @@ impl Bench<'_> {
             args.creates_seconds, args.concurrency
         ));
         let service_cpu = service.cpu_time()?;
+        let threads_before = thread_cpu(service.pid());
         let client_cpu = cpu_time("self")?;
         let machine_cpu = machine_busy()?;
         let load = create_load(
@@ -566,6 +567,7 @@ impl Bench<'_> {
         )
         .await;
         let service_cpu = service.cpu_time()?.saturating_sub(service_cpu);
+        let threads = thread_cpu_since(service.pid(), &threads_before);
         let client_cpu = cpu_time("self")?.saturating_sub(client_cpu);
         // Whatever else ran meanwhile (a build, a test run) skews the figures: show it.
         let other_cpu = machine_busy()?
@@ -608,6 +610,10 @@ impl Bench<'_> {
             100.0 * client_cpu.as_secs_f64() / report.elapsed.as_secs_f64(),
             other_cpu.as_secs_f64(),
             100.0 * other_cpu.as_secs_f64() / report.elapsed.as_secs_f64(),
+        );
+        println!(
+            "  service CPU per create by thread: {}",
+            by_thread(&threads, report.ok)
         );
         if let Some(notified) = notified {
             println!(
@@ -960,6 +966,64 @@ fn cpu_time(pid: &str) -> Result<Duration> {
         return Err(format!("cannot parse {path}").into());
     };
     Ok(ticks_to_duration(user + system))
+}
+
+/// CPU time per thread group of `pid`: threads named alike (`ag-http` ×2, `sled-io-0..6`)
+/// are summed under one name, so the figures say which job the service's CPU went to.
+fn thread_cpu(pid: u32) -> BTreeMap<String, (usize, Duration)> {
+    let mut groups = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else {
+            continue;
+        };
+        let name = name
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        if let Ok(cpu) = cpu_time(&format!("{pid}/task/{tid}")) {
+            let entry = groups
+                .entry(name.to_string())
+                .or_insert((0, Duration::ZERO));
+            entry.0 += 1;
+            entry.1 += cpu;
+        }
+    }
+    groups
+}
+
+fn thread_cpu_since(
+    pid: u32,
+    before: &BTreeMap<String, (usize, Duration)>,
+) -> Vec<(String, usize, Duration)> {
+    let mut used: Vec<_> = thread_cpu(pid)
+        .into_iter()
+        .map(|(name, (threads, cpu))| {
+            let earlier = before.get(&name).map_or(Duration::ZERO, |(_, cpu)| *cpu);
+            (name, threads, cpu.saturating_sub(earlier))
+        })
+        .filter(|(_, _, cpu)| !cpu.is_zero())
+        .collect();
+    used.sort_by_key(|(_, _, cpu)| std::cmp::Reverse(*cpu));
+    used
+}
+
+/// "sled-group-comm 38 µs, ag-http ×2 29 µs, …": CPU µs per create of each thread group.
+fn by_thread(threads: &[(String, usize, Duration)], creates: usize) -> String {
+    threads
+        .iter()
+        .map(|(name, count, cpu)| {
+            let per = cpu.as_secs_f64() * 1e6 / creates.max(1) as f64;
+            if *count > 1 {
+                format!("{name} ×{count} {per:.0} µs")
+            } else {
+                format!("{name} {per:.0} µs")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// 1,000 long polls need 1,000 sockets in both processes (the child inherits the limit).

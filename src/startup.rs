@@ -214,6 +214,8 @@ impl Application {
         let monitoring = monitoring_server(&settings, &state)?;
         let (app_state, app_tokens) = (state.clone(), tokens.clone());
         let mut server = HttpServer::new(move || {
+            // Runs once per worker, on the worker's own thread.
+            approval_gate_actors::threads::name_current("ag-http");
             App::new()
                 .wrap(from_fn(http::request_context))
                 .configure(http::configure(app_state.clone(), app_tokens.clone()))
@@ -363,6 +365,7 @@ fn monitoring_server(
         .unwrap_or(addr.port());
     let state = state.clone();
     let server = HttpServer::new(move || {
+        approval_gate_actors::threads::name_current("ag-monitoring");
         App::new()
             .wrap(from_fn(http::request_context))
             .configure(http::configure_monitoring(state.clone()))

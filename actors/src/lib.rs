@@ -26,3 +26,4 @@ pub mod sweeper;
 pub mod system;
 pub mod telegram;
 pub mod text;
+pub mod threads;

@@ -5,6 +5,7 @@
 //! Arbiters: the registry and sweeper share one thread (they talk most), metrics and the fallback
 //! notifier each get their own, so a slow fsync in the file channel or a busy `/metrics` scrape
 //! never stalls approvals. sled flushes run on the group-commit thread, not on any arbiter.
+//! Each arbiter's thread is named after its job (`threads`).
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::store::{Channel, SledStore, StoreError};
 use crate::supervision::{ActorHealth, Crash, Ping};
 use crate::sweeper::{Connect, TimeoutSweeper};
 use crate::telegram::gateway::{self, GatewayStore, TelegramGateway, TelegramSettings};
+use crate::threads;
 
 pub struct SystemSettings {
     pub store_path: std::path::PathBuf,
@@ -58,6 +60,9 @@ impl ActorSystem {
         let core = Arbiter::new();
         let metrics_arbiter = Arbiter::new();
         let notify_arbiter = Arbiter::new();
+        threads::name_arbiter(&core, "ag-core");
+        threads::name_arbiter(&metrics_arbiter, "ag-metrics");
+        threads::name_arbiter(&notify_arbiter, "ag-notify");
 
         let metrics =
             Supervisor::start_in_arbiter(&metrics_arbiter.handle(), |_| MetricsCollector::new());
@@ -102,6 +107,7 @@ impl ActorSystem {
                     metrics_recipient.clone(),
                 )?;
                 let arbiter = Arbiter::new();
+                threads::name_arbiter(&arbiter, "ag-telegram");
                 let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| gateway);
                 telegram_arbiter = Some(arbiter);
                 Some(addr)

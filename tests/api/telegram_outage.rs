@@ -159,6 +159,51 @@ async fn the_breaker_opens_skips_telegram_half_opens_and_closes() {
     .await;
 }
 
+/// Approvals created while the breaker is open, 50 at a time.
+const BURST: usize = 1500;
+
+/// A burst of approvals while the breaker is open reaches the fallback file in full and at
+/// once, not one wake-up's worth (every one of them is handed over, none waits for Telegram).
+#[actix_web::test]
+async fn a_burst_during_an_outage_reaches_the_fallback_channels_in_full() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "60s"),
+            // A burst, not an abuse: no quotas.
+            ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
+            ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
+        ],
+    )
+    .await;
+    fake.set_down(Some(Fault::DropConnection), false);
+    app.create_id(&new_approval()).await;
+    wait_breaker(&app, "open").await;
+
+    let body = new_approval();
+    let mut ids = Vec::new();
+    for _ in 0..BURST / 50 {
+        let created = futures_util::future::join_all((0..50).map(|_| app.create_id(&body))).await;
+        ids.extend(created);
+    }
+    // Well inside the 60 s break: nothing here waits for Telegram to come back.
+    eventually(
+        Duration::from_secs(30),
+        "every approval of the burst in the fallback file",
+        || async {
+            let text = std::fs::read_to_string(app.dir.path().join("notifications.jsonl"))
+                .unwrap_or_default();
+            let missing = ids.iter().filter(|id| !text.contains(id.as_str())).count();
+            (missing == 0).then_some(())
+        },
+    )
+    .await;
+}
+
 #[actix_web::test]
 async fn during_an_outage_operators_get_mail_and_telegram_catches_up_afterwards() {
     let fake = FakeTelegram::start();

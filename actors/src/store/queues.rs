@@ -56,20 +56,22 @@ impl Queues {
         Ok(out)
     }
 
-    /// Entries of `channel` after `seq`, oldest first (at most `limit`).
-    pub fn after(
+    /// Sequence numbers of `channel` after `seq`, oldest first, while `take` accepts them (at
+    /// most `limit`). Keys only: nothing is decoded.
+    pub fn seqs_after(
         &self,
         channel: Channel,
         seq: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
+        take: impl Fn(u64) -> bool,
+    ) -> Result<Vec<u64>, StoreError> {
         let start = queue::key(channel, seq.saturating_add(1));
         let end = [channel.byte() + 1];
         let mut out = Vec::new();
-        for item in self.tree().range(start.to_vec()..end.to_vec()).take(limit) {
-            let (key, value) = item?;
-            if let Some((_, seq)) = queue::parse_key(&key) {
-                out.push((seq, queue::decode(&key, &value)?));
+        for key in self.tree().range(start.to_vec()..end.to_vec()).keys() {
+            match queue::parse_key(&key?) {
+                Some((_, seq)) if out.len() < limit && take(seq) => out.push(seq),
+                _ => break,
             }
         }
         Ok(out)

@@ -136,6 +136,17 @@ impl CircuitBreaker {
         }
     }
 
+    /// True while [`try_acquire`](Self::try_acquire) would refuse a call made `now` (open
+    /// before its probe time, or half-open with the probe out): nothing to look for in the
+    /// queue until then.
+    pub fn refuses(&self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed => false,
+            BreakerState::Open => self.next_probe_at().is_none_or(|at| now < at),
+            BreakerState::HalfOpen => self.probe_in_flight,
+        }
+    }
+
     /// A restarted gateway forgets a probe in flight: its answer will never be recorded, and
     /// keeping the flag would refuse every later call.
     pub fn forget_probe(&mut self) {

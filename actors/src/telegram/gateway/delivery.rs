@@ -17,7 +17,7 @@ use crate::domain::AuditEvent;
 use crate::domain::TelegramMessageRef;
 use crate::metrics::Metric;
 use crate::metrics::TelegramMetric;
-use crate::notification::{Event, Wake};
+use crate::notification::Event;
 use crate::registry::AttachMessage;
 use crate::store::{Channel, QueueEntry};
 use crate::supervision::{self, guarded_with};
@@ -60,6 +60,15 @@ impl TelegramGateway {
         let now = Instant::now();
         if let Some(at) = self.delivery.send_ready_at.filter(|at| *at > now) {
             self.wake_at(ctx, at);
+            return;
+        }
+        if self.breaker.refuses(now) {
+            // Nothing can go to Telegram before the probe: hand what waits to the fallback
+            // channels (O(new entries)) without scanning the queue for a deliverable entry.
+            self.tell_fallback_all(ctx);
+            if let Some(at) = self.breaker.next_probe_at() {
+                self.wake_at(ctx, at);
+            }
             return;
         }
         let (seq, entry) = match self.next_deliverable(now) {
@@ -136,36 +145,52 @@ impl TelegramGateway {
     /// undelivered entry of the same approval (per-approval order). Scans at most `SCAN`
     /// entries; stops at the first unconfirmed one, whose approval it cannot know yet.
     fn next_deliverable(&mut self, now: Instant) -> Result<Next, crate::store::StoreError> {
-        let seqs = self.queues.front_seqs(Channel::Telegram, SCAN, |_| true)?;
         let mut held: HashSet<crate::domain::ApprovalId> = HashSet::new();
         let mut earliest_retry: Option<Instant> = None;
-        for seq in seqs {
-            if !self.is_ready(seq) {
+        // Keys are read in growing chunks from the front: the first entry is deliverable
+        // almost always, so a pump reads a few keys, not `SCAN`, however long the backlog.
+        let (mut after, mut scanned, mut chunk) = (0, 0, 8);
+        'scan: while scanned < SCAN {
+            let seqs = self.queues.seqs_after(
+                Channel::Telegram,
+                after,
+                chunk.min(SCAN - scanned),
+                |_| true,
+            )?;
+            if seqs.is_empty() {
                 break;
             }
-            let entry = match self.cache.get(&seq) {
-                Some(entry) => Arc::clone(entry),
-                None => match self.queues.get(Channel::Telegram, seq)? {
-                    Some(entry) => {
-                        let entry = Arc::new(entry);
-                        self.cache.insert(seq, Arc::clone(&entry));
-                        entry
-                    }
-                    None => continue,
-                },
-            };
-            let id = entry.approval.id;
-            if held.contains(&id) {
-                continue;
+            scanned += seqs.len();
+            chunk *= 4;
+            for seq in seqs {
+                after = seq;
+                if !self.is_ready(seq) {
+                    break 'scan;
+                }
+                let entry = match self.cache.get(&seq) {
+                    Some(entry) => Arc::clone(entry),
+                    None => match self.queues.get(Channel::Telegram, seq)? {
+                        Some(entry) => {
+                            let entry = Arc::new(entry);
+                            self.cache.insert(seq, Arc::clone(&entry));
+                            entry
+                        }
+                        None => continue,
+                    },
+                };
+                let id = entry.approval.id;
+                if held.contains(&id) {
+                    continue;
+                }
+                if let Some(&(_, at)) = self.delivery.retries.get(&seq)
+                    && at > now
+                {
+                    held.insert(id);
+                    earliest_retry = Some(earliest_retry.map_or(at, |e: Instant| e.min(at)));
+                    continue;
+                }
+                return Ok(Next::Deliver(seq, entry));
             }
-            if let Some(&(_, at)) = self.delivery.retries.get(&seq)
-                && at > now
-            {
-                held.insert(id);
-                earliest_retry = Some(earliest_retry.map_or(at, |e: Instant| e.min(at)));
-                continue;
-            }
-            return Ok(Next::Deliver(seq, entry));
         }
         Ok(earliest_retry.map_or(Next::Nothing, Next::RetryAt))
     }
@@ -389,7 +414,7 @@ impl TelegramGateway {
             if exhausted { "retries exhausted, telling the fallback channels and keeping it in the outbox" } else { "retrying" }
         );
         if exhausted {
-            self.tell_fallback(seq, entry.clone(), ctx);
+            self.tell_fallback(seq, Arc::new(entry.clone()), ctx);
         } else {
             self.metric(TelegramMetric::Retry { method });
         }
@@ -421,7 +446,7 @@ impl TelegramGateway {
              moved to the dead letters and told the fallback channels"
         );
         let approval_id = entry.approval.id;
-        self.tell_fallback(seq, entry, ctx);
+        self.tell_fallback(seq, Arc::new(entry), ctx);
         if let Err(error) = self.queues.bury(Channel::Telegram, seq, &failure.detail) {
             tracing::error!(actor = NAME, %error, "cannot move an entry to the dead letters");
         }
@@ -435,74 +460,5 @@ impl TelegramGateway {
             .saying(failure.detail.clone());
         self.queues.record(approval_id, &event);
         self.forget(seq);
-    }
-
-    /// Hand one queue entry to the fallback channels, once: appended to their durable queues,
-    /// and their notifier woken when that is on disk.
-    pub(super) fn tell_fallback(&mut self, seq: u64, entry: QueueEntry, ctx: &mut Context<Self>) {
-        if seq <= self.told_through || !self.told_fallback.insert(seq) {
-            return;
-        }
-        let mut confirmed = Vec::new();
-        for &channel in &self.fallback_channels {
-            match self.queues.enqueue(channel, &entry) {
-                Ok(seq) => confirmed.push((channel, seq)),
-                Err(error) => {
-                    tracing::error!(actor = NAME, %error, channel = channel.as_str(), "cannot queue a fallback notification");
-                }
-            }
-        }
-        if confirmed.is_empty() {
-            return;
-        }
-        let commit = self.queues.commit();
-        let fallback = self.fallback.clone();
-        let entry = std::sync::Arc::new(entry);
-        ctx.spawn(
-            async move {
-                match commit.wait().await {
-                    Ok(()) => {
-                        for (channel, seq) in confirmed {
-                            fallback.do_send(Wake {
-                                channel,
-                                confirmed: vec![seq],
-                                withdrawn: Vec::new(),
-                                entry: Some(std::sync::Arc::clone(&entry)),
-                                span: None,
-                            });
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(actor = NAME, %error, "cannot commit fallback notifications")
-                    }
-                }
-            }
-            .into_actor(self),
-        );
-    }
-
-    /// Tell them about every durable entry queued since the last time: sequence numbers only
-    /// grow, so a watermark makes this O(new entries), not O(queue), on each pump while the
-    /// breaker is open.
-    fn tell_fallback_all(&mut self, ctx: &mut Context<Self>) {
-        let untold = match self
-            .queues
-            .after(Channel::Telegram, self.told_through, 1000)
-        {
-            Ok(untold) => untold,
-            Err(error) => {
-                tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
-                return;
-            }
-        };
-        for (seq, entry) in untold {
-            if !self.is_ready(seq) {
-                break;
-            }
-            self.tell_fallback(seq, entry, ctx);
-            self.told_through = seq;
-        }
-        let through = self.told_through;
-        self.told_fallback.retain(|seq| *seq > through);
     }
 }

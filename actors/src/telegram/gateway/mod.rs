@@ -8,6 +8,7 @@
 //! touches approval state: decisions go to the registry as `Decide`, like a REST decision.
 
 mod delivery;
+mod handover;
 mod taps;
 mod updates;
 
@@ -248,6 +249,20 @@ impl TelegramGateway {
         self.metric(TelegramMetric::OutboxSize(self.queued as i64));
     }
 
+    /// A queued entry's content: from the cache the registry's wake-up filled, else from sled.
+    fn entry(&self, seq: u64) -> Option<Arc<crate::store::QueueEntry>> {
+        if let Some(entry) = self.cache.get(&seq) {
+            return Some(Arc::clone(entry));
+        }
+        match self.queues.get(Channel::Telegram, seq) {
+            Ok(entry) => entry.map(Arc::new),
+            Err(error) => {
+                tracing::error!(actor = NAME, %error, seq, "cannot read the Telegram queue");
+                None
+            }
+        }
+    }
+
     fn is_ready(&self, seq: u64) -> bool {
         seq <= self.ready_through || self.ready.contains(&seq)
     }
@@ -446,11 +461,11 @@ impl TelegramGateway {
         self.publish_outbox();
         // While Telegram is known to be down, operators hear about it at once.
         if self.breaker.state() != super::breaker::BreakerState::Closed {
-            for seq in fresh {
-                if let Ok(Some(entry)) = self.queues.get(Channel::Telegram, seq) {
-                    self.tell_fallback(seq, entry, ctx);
-                }
-            }
+            let entries = fresh
+                .into_iter()
+                .filter_map(|seq| Some((seq, self.entry(seq)?)))
+                .collect();
+            self.tell_fallback_many(entries, ctx);
         }
         self.pump(ctx);
     }

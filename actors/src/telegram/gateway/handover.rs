@@ -1,0 +1,119 @@
+//! Handing Telegram's queue entries to the fallback channels while Telegram cannot deliver
+//! them (breaker open, retries exhausted, refused for good). Each entry is appended to every
+//! fallback channel's durable queue once; one commit covers a whole hand-over, and the
+//! fallback notifier is woken with each entry's content once that commit is on disk. The entry
+//! stays in Telegram's queue and goes out when Telegram is back.
+//!
+//! Owns the hand-over watermark (`told_through`, `told_fallback`). The cost of a hand-over is
+//! O(entries handed over): while the breaker is open every wake-up hands over what it brought,
+//! and the catch-up walk reads keys from the watermark, decoding only what it hands over. (It
+//! used to decode up to 1,000 entries per wake-up: under a burst the gateway then spent its
+//! time re-reading its queue, its own commit futures starved behind its mailbox, and the
+//! fallback channels heard of almost nothing until Telegram came back.) Never delivers
+//! anything itself and never touches the fallback notifier's state.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::{NAME, TelegramGateway};
+use crate::notification::Wake;
+use crate::store::{Channel, QueueEntry};
+
+/// At most this many entries per catch-up walk; the next wake-up goes on from there.
+const WALK: usize = 1000;
+
+impl TelegramGateway {
+    /// Hand one entry over.
+    pub(super) fn tell_fallback(
+        &mut self,
+        seq: u64,
+        entry: Arc<QueueEntry>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.tell_fallback_many(vec![(seq, entry)], ctx);
+    }
+
+    /// Hand entries over, each once: appended to every fallback channel's queue, one commit
+    /// for all of them, then the fallback notifier is woken with each entry's content.
+    pub(super) fn tell_fallback_many(
+        &mut self,
+        entries: Vec<(u64, Arc<QueueEntry>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut queued = Vec::new();
+        for (seq, entry) in entries {
+            if seq <= self.told_through || !self.told_fallback.insert(seq) {
+                continue;
+            }
+            for &channel in &self.fallback_channels {
+                match self.queues.enqueue(channel, &entry) {
+                    Ok(fallback_seq) => queued.push((channel, fallback_seq, Arc::clone(&entry))),
+                    Err(error) => {
+                        tracing::error!(actor = NAME, %error, channel = channel.as_str(), "cannot queue a fallback notification");
+                    }
+                }
+            }
+        }
+        if queued.is_empty() {
+            return;
+        }
+        let commit = self.queues.commit();
+        let fallback = self.fallback.clone();
+        ctx.spawn(
+            async move {
+                match commit.wait().await {
+                    Ok(()) => {
+                        for (channel, seq, entry) in queued {
+                            fallback.do_send(Wake {
+                                channel,
+                                confirmed: vec![seq],
+                                withdrawn: Vec::new(),
+                                entry: Some(entry),
+                                span: None,
+                            });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(actor = NAME, %error, "cannot commit fallback notifications")
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Hand over every durable entry queued since the last walk (the breaker is open). Walks
+    /// keys from the watermark and stops at the first entry whose commit is not confirmed yet;
+    /// only entries not handed over already are read.
+    pub(super) fn tell_fallback_all(&mut self, ctx: &mut Context<Self>) {
+        let seqs = match self
+            .queues
+            .seqs_after(Channel::Telegram, self.told_through, WALK, |seq| {
+                self.is_ready(seq)
+            }) {
+            Ok(seqs) => seqs,
+            Err(error) => {
+                tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
+                return;
+            }
+        };
+        let mut untold = Vec::new();
+        let mut through = self.told_through;
+        for seq in seqs {
+            if !self.told_fallback.contains(&seq) {
+                match self.entry(seq) {
+                    Some(entry) => untold.push((seq, entry)),
+                    // Gone meanwhile (delivered or dead-lettered): nothing to hand over.
+                    None if self.queues.get(Channel::Telegram, seq).is_ok() => {}
+                    // Unreadable: stop here and try again on the next walk.
+                    None => break,
+                }
+            }
+            through = seq;
+        }
+        self.tell_fallback_many(untold, ctx);
+        self.told_through = through;
+        self.told_fallback.retain(|seq| *seq > through);
+    }
+}
