@@ -615,6 +615,17 @@ impl Bench<'_> {
             "  service CPU per create by thread: {}",
             by_thread(&threads, report.ok)
         );
+        if let Some(fake) = self
+            .telegram
+            .as_ref()
+            .filter(|_| self.args.telegram == "up")
+        {
+            println!(
+                "  the fake Bot API had {} messages of {} approvals when the run ended",
+                fake.messages().len(),
+                report.created_total
+            );
+        }
         if let Some(notified) = notified {
             println!(
                 "  file channel had written {notified} of {} notifications when the run ended",
