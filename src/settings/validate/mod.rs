@@ -1,16 +1,25 @@
 //! Bounds on every setting. The first violation stops start-up with one line naming the key,
-//! its value and the allowed range.
+//! its value and the allowed range. Here: the helpers, the order of the checks, and the server,
+//! auth, agents, logging and limits sections; `notify.rs`: the sections that tell operators
+//! (fallback, email, Telegram, circuit breaker).
 
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{Settings, SettingsError};
+use notify::{validate_breaker, validate_fallback, validate_telegram};
+
+mod notify;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-fn invalid(key: &'static str, value: impl Display, allowed: impl Into<String>) -> SettingsError {
+pub(super) fn invalid(
+    key: &'static str,
+    value: impl Display,
+    allowed: impl Into<String>,
+) -> SettingsError {
     SettingsError::Invalid {
         key,
         value: value.to_string(),
@@ -22,7 +31,7 @@ fn show(d: Duration) -> String {
     format!("\"{}\"", humantime::format_duration(d))
 }
 
-fn in_range<T: PartialOrd + Display + Copy>(
+pub(super) fn in_range<T: PartialOrd + Display + Copy>(
     key: &'static str,
     value: T,
     min: T,
@@ -38,7 +47,7 @@ fn in_range<T: PartialOrd + Display + Copy>(
     Ok(())
 }
 
-fn duration_in(
+pub(super) fn duration_in(
     key: &'static str,
     value: Duration,
     min: Duration,
@@ -54,7 +63,7 @@ fn duration_in(
     Ok(())
 }
 
-const fn secs(n: u64) -> Duration {
+pub(super) const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
@@ -397,186 +406,4 @@ fn validate_logging(s: &Settings) -> Result<(), SettingsError> {
         ));
     }
     Ok(())
-}
-
-fn validate_fallback(s: &Settings) -> Result<(), SettingsError> {
-    const KNOWN: [&str; 3] = ["console", "file", "email"];
-    let mut seen = std::collections::HashSet::new();
-    for channel in &s.fallback.order {
-        if !KNOWN.contains(&channel.as_str()) {
-            return Err(invalid(
-                "fallback.order",
-                channel,
-                format!("known channels are {}", KNOWN.join(", ")),
-            ));
-        }
-        if !seen.insert(channel) {
-            return Err(invalid(
-                "fallback.order",
-                channel,
-                "each channel may appear once",
-            ));
-        }
-    }
-    if s.fallback.order.iter().any(|c| c == "file") && s.fallback.file_path.as_os_str().is_empty() {
-        return Err(invalid(
-            "fallback.file_path",
-            "\"\"",
-            "must name a file when the file channel is used",
-        ));
-    }
-    if s.fallback.order.iter().any(|c| c == "email") {
-        validate_email(s)?;
-    }
-    in_range("fallback.max_attempts", s.fallback.max_attempts, 1, 100)?;
-    duration_in(
-        "fallback.retry_delay",
-        s.fallback.retry_delay,
-        Duration::from_millis(10),
-        secs(60),
-    )?;
-    if s.fallback.file_max_bytes != 0 {
-        in_range(
-            "fallback.file_max_bytes",
-            s.fallback.file_max_bytes,
-            1024,
-            1 << 40,
-        )?;
-    }
-    if !s.store.retention.is_zero() {
-        duration_in(
-            "store.retention",
-            s.store.retention,
-            secs(3600),
-            secs(10 * 365 * 24 * 3600),
-        )?;
-    }
-    Ok(())
-}
-
-fn validate_email(s: &Settings) -> Result<(), SettingsError> {
-    let email = &s.fallback.email;
-    let required = "required when \"email\" is in fallback.order";
-    if email.smtp_host.trim().is_empty() {
-        return Err(invalid("fallback.email.smtp_host", "\"\"", required));
-    }
-    if email.smtp_port == 0 {
-        return Err(invalid(
-            "fallback.email.smtp_port",
-            0,
-            "allowed range is 1 ..= 65535",
-        ));
-    }
-    if !email.from.contains('@') {
-        return Err(invalid(
-            "fallback.email.from",
-            format!("{:?}", email.from),
-            "must be an address like approval-gate@example.com",
-        ));
-    }
-    if email.to.is_empty() || email.to.iter().any(|to| !to.contains('@')) {
-        return Err(invalid(
-            "fallback.email.to",
-            format!("{:?}", email.to),
-            "must list at least one address",
-        ));
-    }
-    if email.username.is_empty() != email.password.is_empty() {
-        return Err(invalid(
-            "fallback.email.username",
-            &email.username,
-            "username and password (or password_file) go together",
-        ));
-    }
-    duration_in("fallback.email.timeout", email.timeout, secs(1), secs(300))
-}
-
-fn validate_telegram(s: &Settings) -> Result<(), SettingsError> {
-    let t = &s.telegram;
-    if !t.enabled {
-        return Ok(());
-    }
-    if t.bot_token.trim().is_empty() {
-        return Err(invalid(
-            "telegram.bot_token",
-            "\"\"",
-            "required when telegram.enabled = true (or set TELEGRAM_BOT_TOKEN or telegram.bot_token_file)",
-        ));
-    }
-    if t.chat_id == 0 {
-        return Err(invalid(
-            "telegram.chat_id",
-            0,
-            "required when telegram.enabled = true (or set TELEGRAM_CHAT_ID)",
-        ));
-    }
-    if t.allowed_user_ids.is_empty() {
-        return Err(invalid(
-            "telegram.allowed_user_ids",
-            "[]",
-            "list the Telegram user ids allowed to decide",
-        ));
-    }
-    match reqwest::Url::parse(&t.api_url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-        _ => {
-            return Err(invalid(
-                "telegram.api_url",
-                format!("{:?}", t.api_url),
-                "must be an http(s) URL",
-            ));
-        }
-    }
-    duration_in(
-        "telegram.request_timeout",
-        t.request_timeout,
-        Duration::from_millis(100),
-        secs(60),
-    )?;
-    duration_in("telegram.poll_timeout", t.poll_timeout, secs(1), secs(15))?;
-    duration_in("telegram.send_interval", t.send_interval, secs(0), secs(10))?;
-    let r = &t.retry;
-    in_range("telegram.retry.max_attempts", r.max_attempts, 1, 10)?;
-    duration_in(
-        "telegram.retry.initial_delay",
-        r.initial_delay,
-        Duration::from_millis(1),
-        secs(60),
-    )?;
-    duration_in(
-        "telegram.retry.max_delay",
-        r.max_delay,
-        r.initial_delay,
-        secs(3600),
-    )?;
-    Ok(())
-}
-
-fn validate_breaker(s: &Settings) -> Result<(), SettingsError> {
-    let b = &s.circuit_breaker;
-    in_range(
-        "circuit_breaker.failure_threshold",
-        b.failure_threshold,
-        1,
-        1000,
-    )?;
-    in_range("circuit_breaker.failure_ratio", b.failure_ratio, 0.0, 1.0)?;
-    in_range(
-        "circuit_breaker.minimum_throughput",
-        b.minimum_throughput,
-        1,
-        10_000,
-    )?;
-    duration_in(
-        "circuit_breaker.sampling_duration",
-        b.sampling_duration,
-        secs(1),
-        secs(3600),
-    )?;
-    duration_in(
-        "circuit_breaker.break_duration",
-        b.break_duration,
-        Duration::from_millis(100),
-        secs(3600),
-    )
 }

@@ -1,0 +1,169 @@
+//! The gateway's mailbox: the messages other actors and the HTTP layer send it (where the
+//! registry is, wake-ups for newly durable queue entries, reloaded settings, breaker status,
+//! pings) and what each does. A wake-up marks entries ready, hands them to the fallback
+//! channels while the breaker is open, and pumps the queue; the rest is in `delivery`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::{NAME, TelegramGateway, TelegramSettings, when, when_future};
+use crate::metrics::Metric;
+use crate::notification::Wake;
+use crate::registry::ApprovalRegistry;
+use crate::supervision::{self, ActorHealth, Ping};
+
+/// Tells the gateway where the registry is (the registry starts after it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect(pub Addr<ApprovalRegistry>);
+
+/// Circuit-breaker facts for `/api/diagnostics/circuit-breaker`.
+#[derive(Message)]
+#[rtype(result = "BreakerReport")]
+pub struct BreakerStatus;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerReport {
+    pub state: &'static str,
+    pub calls_in_window: usize,
+    pub failures_in_window: usize,
+    pub opened_at: Option<String>,
+    pub next_probe_at: Option<String>,
+    pub outbox_size: usize,
+}
+
+/// New settings from a configuration reload. Who may decide, pacing, the group budget, the
+/// retry policy, the breaker's thresholds and the session button change at once; the bot, the
+/// chat and the way taps arrive need a restart and are kept.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub TelegramSettings);
+
+impl Handler<Reconfigure> for TelegramGateway {
+    type Result = ();
+
+    fn handle(&mut self, Reconfigure(mut settings): Reconfigure, _: &mut Context<Self>) {
+        let old = &self.settings;
+        settings.bot_token = old.bot_token.clone();
+        settings.api_url = old.api_url.clone();
+        settings.chat_id = old.chat_id;
+        settings.webhook = old.webhook.clone();
+        settings.request_timeout = old.request_timeout;
+        settings.previous_secret = old.previous_secret.clone();
+        if settings.group_messages_per_minute != old.group_messages_per_minute {
+            self.group_sends = std::num::NonZeroU32::new(settings.group_messages_per_minute)
+                .filter(|_| settings.chat_id < 0)
+                .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n)));
+        }
+        self.breaker.reconfigure(settings.breaker.clone());
+        self.settings = Arc::new(settings);
+        tracing::info!(actor = NAME, "Telegram gateway reconfigured");
+    }
+}
+
+impl Supervised for TelegramGateway {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.restarts.record(NAME);
+        self.metrics.do_send(Metric::ActorRestarted { actor: NAME });
+    }
+}
+
+impl Handler<Connect> for TelegramGateway {
+    type Result = ();
+
+    fn handle(&mut self, Connect(registry): Connect, _: &mut Context<Self>) {
+        self.registry = Some(registry);
+    }
+}
+
+impl Handler<Wake> for TelegramGateway {
+    type Result = ();
+
+    fn handle(&mut self, wake: Wake, ctx: &mut Context<Self>) {
+        supervision::guarded_with(NAME, self, ctx, |act, ctx| act.woken(wake, ctx));
+    }
+}
+
+impl TelegramGateway {
+    pub(super) fn woken(&mut self, wake: Wake, ctx: &mut Context<Self>) {
+        for seq in &wake.withdrawn {
+            self.ready.remove(seq);
+            self.cache.remove(seq);
+        }
+        let mut fresh = Vec::new();
+        if let (Some(entry), Some(span)) = (&wake.entry, &wake.span) {
+            self.spans.insert(entry.approval.id, span.clone());
+        }
+        if let Some(entry) = &wake.entry
+            && entry.event == crate::notification::Event::Ended
+            && entry.only.is_none()
+            && let Some(&seq) = wake.confirmed.last()
+        {
+            self.superseded.insert(entry.approval.id, seq);
+        }
+        for seq in wake.confirmed {
+            if !self.is_ready(seq) {
+                self.ready.insert(seq);
+                self.queued += 1;
+                fresh.push(seq);
+                if let Some(entry) = &wake.entry {
+                    self.cache.insert(seq, Arc::clone(entry));
+                }
+            }
+        }
+        self.publish_outbox();
+        // While Telegram is known to be down, operators hear about it at once.
+        if self.breaker.state() != crate::telegram::breaker::BreakerState::Closed {
+            let entries = fresh
+                .into_iter()
+                .filter_map(|seq| Some((seq, self.entry(seq)?)))
+                .collect();
+            self.tell_fallback_many(entries, ctx);
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<BreakerStatus> for TelegramGateway {
+    type Result = MessageResult<BreakerStatus>;
+
+    fn handle(&mut self, _: BreakerStatus, _: &mut Context<Self>) -> Self::Result {
+        let (calls, failures) = self.breaker.window_counts(Instant::now());
+        MessageResult(BreakerReport {
+            state: self.breaker.state().as_str(),
+            calls_in_window: calls,
+            failures_in_window: failures,
+            opened_at: self.breaker.opened_at().map(when),
+            next_probe_at: self.breaker.next_probe_at().map(when_future),
+            outbox_size: self.queued,
+        })
+    }
+}
+
+impl Handler<Ping> for TelegramGateway {
+    type Result = MessageResult<Ping>;
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(ActorHealth {
+            actor: NAME,
+            status: self.health_status(),
+            restarts: self.restarts.count(),
+            detail: serde_json::json!({
+                "breaker_state": self.breaker.state().as_str(),
+                "bot_username": self.bot_username,
+                "last_success": self.last_success.map(when),
+                "last_error": self.last_error,
+                "consecutive_failures": self.consecutive_failures,
+                "poll_failures": self.polling.failures,
+                "last_poll_error": self.last_poll_error,
+                "outbox_size": self.queued,
+                "dead_letters": self.queues.dead_letter_count(),
+            }),
+        })
+    }
+}
+
+crate::supervision::crash_handler!(TelegramGateway, NAME);
