@@ -5,6 +5,7 @@ mod admin;
 mod approvals;
 mod auth;
 mod context;
+mod decisions;
 mod diagnostics;
 mod error;
 mod grants;

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, approvals, diagnostics, grants, health, history, metrics, telegram};
+use super::{admin, approvals, decisions, diagnostics, grants, health, history, metrics, telegram};
 
 /// The hook routes are registered per agent by a loop; these stand-ins document them.
 mod hooks_doc {
@@ -55,7 +55,7 @@ impl Modify for BearerAuth {
         description = "Human-approval gateway for AI agents. Errors are `{\"error\": <stable code>, \"message\"}`."
     ),
     paths(
-        approvals::create, approvals::list, approvals::get, approvals::cancel, approvals::decide,
+        approvals::create, approvals::list, approvals::get, decisions::cancel, decisions::decide,
         history::events, grants::list, grants::revoke, admin::list, admin::requeue, admin::backup,
         diagnostics::database, diagnostics::circuit_breaker, diagnostics::metrics_summary,
         diagnostics::crash, diagnostics::fail_commits, health::health, health::live, health::ready,
@@ -64,7 +64,7 @@ impl Modify for BearerAuth {
         hooks_doc::codex_permission_request, hooks_doc::gemini_before_tool
     ),
     components(schemas(
-        approvals::CreateBody, approvals::DecisionBody, approvals::DecisionKind,
+        approvals::CreateBody, decisions::DecisionBody, decisions::DecisionKind,
         super::view::ApprovalView, super::error::ErrorBody, grants::GrantView
     )),
     modifiers(&BearerAuth)

@@ -5,11 +5,8 @@
 use actix::prelude::*;
 use futures_util::future::{FutureExt, LocalBoxFuture};
 
-use super::verdict::{created_event, ended_event, policy_decision, policy_event};
-use super::{ApprovalRegistry, Created, NAME, RegistryError};
-use crate::domain::{
-    Actor, Approval, ApprovalId, AuditEvent, Decision, Grant, NewApproval, Outcome, Status,
-};
+use super::{ApprovalRegistry, NAME, RegistryError};
+use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 use crate::metrics::Metric;
 use crate::notification::Event;
 use crate::store::{ApprovalStore, Change, Commit, Written};
@@ -42,7 +39,7 @@ impl Kind {
 pub(super) struct Applied {
     /// The approval's span: new for a creation, the open one for an ending.
     span: Option<tracing::Span>,
-    approval: Approval,
+    pub(super) approval: Approval,
     previous: Option<Approval>,
     kind: Kind,
     grant: Option<Grant>,
@@ -51,7 +48,7 @@ pub(super) struct Applied {
 
 /// A change written to sled and waiting for its commit.
 pub(super) struct Pending {
-    applied: Applied,
+    pub(super) applied: Applied,
     commit: Commit,
 }
 
@@ -71,7 +68,7 @@ pub(super) fn answer<T: 'static>(value: Result<T, RegistryError>) -> Answer<T> {
 }
 
 impl ApprovalRegistry {
-    fn write(
+    pub(super) fn write(
         &mut self,
         approval: Approval,
         previous: Option<Approval>,
@@ -170,210 +167,6 @@ impl ApprovalRegistry {
             value
         }
         .boxed_local()
-    }
-
-    pub(super) fn prepare_create(
-        &mut self,
-        new: NewApproval,
-        request_id: Option<&str>,
-    ) -> Result<Result<Pending, Approval>, RegistryError> {
-        new.validate(&self.settings.input_limits)?;
-        if let Some(key) = &new.idempotency_key
-            && let Some(id) = self.store.find_idempotent(&new.requested_by, key)?
-            && let Some(approval) = self.store.get(id)?
-            && !(new.idempotent_while_pending && approval.status.is_terminal())
-        {
-            return Ok(Err(approval));
-        }
-        let verdict = self.settings.policy.evaluate(&new);
-        let mut new = new;
-        if let Some(timeout) = verdict.timeout {
-            new.timeout = timeout;
-        }
-        if let Some(cap) = new.max_timeout {
-            new.timeout = new.timeout.min(cap);
-        }
-        let now = super::now();
-        let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
-        let mut events = vec![created_event(&approval)];
-        events.extend(policy_event(&verdict));
-        let decision = policy_decision(verdict).or_else(|| self.granted(&approval));
-        if let Some(decision) = decision {
-            // Decided before anyone saw it: one write, no notifications, no deadline.
-            if let Actor::Grant { grant_id, .. } = &decision.actor {
-                events.push(
-                    AuditEvent::now("grant_applied")
-                        .by(&decision.actor)
-                        .saying(format!("session grant {grant_id}")),
-                );
-            }
-            let _ = approval.apply(decision, now);
-            events.push(ended_event(&approval));
-            let pending = self.write(approval, None, Kind::Resolved, request_id, None, &events)?;
-            return Ok(Ok(pending));
-        }
-        self.check_pending_cap(&approval.requested_by)?;
-        let pending = self.write(approval, None, Kind::Created, request_id, None, &events)?;
-        self.pending_changed(&pending.applied.approval.requested_by, true);
-        // Arm now: an expiry of an approval whose commit then fails finds nothing to do.
-        self.arm(&pending.applied.approval);
-        Ok(Ok(pending))
-    }
-
-    pub(super) fn create(
-        &mut self,
-        new: NewApproval,
-        request_id: Option<String>,
-        ctx: &mut Context<Self>,
-    ) -> Answer<Created> {
-        let prepared = match guarded(NAME, ctx, || {
-            self.prepare_create(new, request_id.as_deref())
-        }) {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(error)) => return answer(Err(error)),
-            Err(failed) => return answer(Err(failed.into())),
-        };
-        match prepared {
-            // A repeat of an idempotent create: the original may still be on its way to disk.
-            Err(approval) => {
-                let created = Created {
-                    approval,
-                    created: false,
-                };
-                let id = created.approval.id;
-                self.when_committed([id], Ok(created))
-            }
-            Ok(pending) => {
-                let approval = &pending.applied.approval;
-                tracing::info!(
-                    approval_id = %approval.id,
-                    request_id = request_id.as_deref().unwrap_or("-"),
-                    tool = %approval.tool_name,
-                    session = %approval.session_id,
-                    "approval created"
-                );
-                let finish = self.finish(pending, ctx);
-                async move {
-                    finish.await.map(|approval| Created {
-                        approval,
-                        created: true,
-                    })
-                }
-                .boxed_local()
-            }
-        }
-    }
-
-    fn prepare_decide(
-        &mut self,
-        id: ApprovalId,
-        decision: Decision,
-        request_id: Option<&str>,
-        grant_for: Option<std::time::Duration>,
-    ) -> Result<Pending, RegistryError> {
-        let previous = self.store.get(id)?.ok_or(RegistryError::NotFound(id))?;
-        let mut approval = previous.clone();
-        let now = super::now();
-        let granted_by = decision.actor.to_string();
-        let approves = decision.outcome == Outcome::Approve;
-        if approval.apply(decision, now).is_err() {
-            return Err(RegistryError::Conflict(Box::new(approval)));
-        }
-        let grant = grant_for.filter(|_| approves).map(|duration| {
-            let duration = duration.min(self.settings.max_grant);
-            let created_at_ms = now.timestamp_millis();
-            Grant {
-                id: ulid::Ulid::new().to_string(),
-                session_id: approval.session_id.clone(),
-                tool_name: approval.tool_name.clone(),
-                requested_by: approval.requested_by.clone(),
-                granted_by: granted_by.clone(),
-                approval_id: approval.id.to_string(),
-                created_at_ms,
-                expires_at_ms: created_at_ms
-                    .saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
-            }
-        });
-        let mut events = vec![ended_event(&approval)];
-        if let Some(grant) = &grant {
-            events.push(
-                AuditEvent::now("grant_created")
-                    .by(&grant.granted_by)
-                    .saying(format!(
-                        "grant {} for {} in session {} until {}",
-                        grant.id,
-                        grant.tool_name,
-                        grant.session_id,
-                        crate::store::millis(grant.expires_at_ms).to_rfc3339()
-                    )),
-            );
-        }
-        self.write(
-            approval,
-            Some(previous),
-            Kind::Ended,
-            request_id,
-            grant,
-            &events,
-        )
-    }
-
-    pub(super) fn decide(
-        &mut self,
-        id: ApprovalId,
-        decision: Decision,
-        request_id: Option<String>,
-        grant_for: Option<std::time::Duration>,
-        ctx: &mut Context<Self>,
-    ) -> Answer<Approval> {
-        let prepared = guarded(NAME, ctx, || {
-            self.prepare_decide(id, decision, request_id.as_deref(), grant_for)
-        });
-        match prepared {
-            Ok(Ok(pending)) => {
-                let approval = &pending.applied.approval;
-                tracing::info!(
-                    approval_id = %id,
-                    request_id = request_id.as_deref().unwrap_or("-"),
-                    status = %approval.status,
-                    decided_by = %approval.decided_by.as_ref().map(ToString::to_string).unwrap_or_default(),
-                    "approval ended"
-                );
-                self.finish(pending, ctx)
-            }
-            // "Already decided by X" only once X's decision is on disk.
-            Ok(Err(conflict @ RegistryError::Conflict(_))) => {
-                self.when_committed([id], Err(conflict))
-            }
-            Ok(Err(error)) => answer(Err(error)),
-            Err(failed) => answer(Err(failed.into())),
-        }
-    }
-
-    pub(super) fn attach(
-        &mut self,
-        id: ApprovalId,
-        message: crate::domain::TelegramMessageRef,
-    ) -> Result<Pending, RegistryError> {
-        let previous = self.store.get(id)?.ok_or(RegistryError::NotFound(id))?;
-        let mut approval = previous.clone();
-        if !approval.telegram_messages.contains(&message) {
-            approval.telegram_messages.push(message);
-        }
-        let event = AuditEvent::now("telegram_message")
-            .on("telegram")
-            .saying(format!(
-                "message {} in chat {}",
-                message.message_id, message.chat_id
-            ));
-        self.write(
-            approval,
-            Some(previous),
-            Kind::Attached,
-            None,
-            None,
-            &[event],
-        )
     }
 
     /// The commit's fate is known: announce a durable change, revert one that is not.

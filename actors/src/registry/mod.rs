@@ -13,6 +13,7 @@
 //!
 //! It never touches the deadline index or a notifier's state; it asks by message.
 
+mod changes;
 mod commit;
 mod handlers;
 mod messages;
