@@ -77,6 +77,22 @@ impl Queues {
         Ok(out)
     }
 
+    /// Visit every entry of `channel`'s queue, oldest first, one at a time: a long backlog is
+    /// read without holding all of it in memory.
+    pub fn visit(
+        &self,
+        channel: Channel,
+        mut visit: impl FnMut(u64, QueueEntry),
+    ) -> Result<(), StoreError> {
+        for item in self.tree().scan_prefix([channel.byte()]) {
+            let (key, value) = item?;
+            if let Some((_, seq)) = queue::parse_key(&key) {
+                visit(seq, queue::decode(&key, &value)?);
+            }
+        }
+        Ok(())
+    }
+
     /// (entries, highest seq) of a channel's queue: read once when its notifier starts.
     pub fn scan(&self, channel: Channel) -> Result<(usize, u64), StoreError> {
         let mut count = 0;

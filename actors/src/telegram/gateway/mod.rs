@@ -260,13 +260,16 @@ impl TelegramGateway {
                 self.ready.clear();
                 self.cache.clear();
                 self.superseded.clear();
-                if let Ok(entries) = self.queues.front(Channel::Telegram, count) {
-                    for (seq, entry) in entries {
-                        if entry.event == crate::notification::Event::Ended && entry.only.is_none()
-                        {
-                            self.superseded.insert(entry.approval.id, seq);
-                        }
+                // Which approvals already ended, so a first message still queued is posted
+                // decided. Streamed: a day-long outage's backlog is not held in memory at once.
+                let superseded = &mut self.superseded;
+                let visited = self.queues.visit(Channel::Telegram, |seq, entry| {
+                    if entry.event == crate::notification::Event::Ended && entry.only.is_none() {
+                        superseded.insert(entry.approval.id, seq);
                     }
+                });
+                if let Err(error) = visited {
+                    tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
                 }
                 if count > 0 {
                     tracing::info!(
