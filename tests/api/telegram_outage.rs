@@ -374,6 +374,62 @@ async fn a_restart_mid_outage_keeps_every_outbox_entry() {
     }
 }
 
+/// Undelivered Telegram entries at a restart: more than one catch-up walk's worth (1,000).
+const BACKLOG: usize = 1100;
+
+/// After a restart mid-outage the whole Telegram backlog is handed to the fallback channels at
+/// once, not one walk's worth per break of the circuit breaker (60 s here).
+#[actix_web::test]
+async fn a_restart_mid_outage_hands_the_whole_backlog_to_the_fallback_channels() {
+    let fake = FakeTelegram::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = child_env(&fake);
+    env.extend(
+        [
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "60s"),
+            ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
+            ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    fake.set_down(Some(Fault::DropConnection), false);
+
+    let mut first = spawn_binary(dir.path(), &borrowed(&env));
+    let body = new_approval();
+    let mut ids = Vec::new();
+    for _ in 0..BACKLOG / 50 {
+        let created = futures_util::future::join_all((0..50).map(|_| first.create_id(&body))).await;
+        ids.extend(created);
+    }
+    eventually(WAIT, "the backlog queued for Telegram", || async {
+        (metric(&first.metrics().await, "approval_gate_telegram_outbox_size")
+            == Some(BACKLOG as f64))
+        .then_some(())
+    })
+    .await;
+    first.signal(15);
+    assert!(first.wait_exit(WAIT).success());
+    drop(first);
+
+    let file = dir.path().join("notifications.jsonl");
+    let before = std::fs::read_to_string(&file).unwrap_or_default().len();
+    let _second = spawn_binary(dir.path(), &borrowed(&env));
+    eventually(
+        Duration::from_secs(30),
+        "the whole backlog handed to the fallback file after the restart",
+        || async {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let since = text.get(before..).unwrap_or("");
+            ids.iter()
+                .all(|id| since.contains(id.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 #[actix_web::test]
 async fn a_restart_does_not_reapply_an_old_tap() {
     let fake = FakeTelegram::start();

@@ -61,8 +61,9 @@ impl TelegramGateway {
         if self.breaker.refuses(now) {
             // Nothing can go to Telegram before the probe: hand what waits to the fallback
             // channels (O(new entries)) without scanning the queue for a deliverable entry.
-            self.tell_fallback_all(ctx);
-            if let Some(at) = self.breaker.next_probe_at() {
+            if self.tell_fallback_all(ctx) {
+                self.wake_at(ctx, now);
+            } else if let Some(at) = self.breaker.next_probe_at() {
                 self.wake_at(ctx, at);
             }
             return;
@@ -95,8 +96,9 @@ impl TelegramGateway {
         self.on_transition(transition);
         if !allowed {
             // Skipping costs nothing but this check; operators hear about what waits.
-            self.tell_fallback_all(ctx);
-            if let Some(at) = self.breaker.next_probe_at() {
+            if self.tell_fallback_all(ctx) {
+                self.wake_at(ctx, now);
+            } else if let Some(at) = self.breaker.next_probe_at() {
                 self.wake_at(ctx, at);
             }
             return;

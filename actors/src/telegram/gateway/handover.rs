@@ -85,8 +85,10 @@ impl TelegramGateway {
 
     /// Hand over every durable entry queued since the last walk (the breaker is open). Walks
     /// keys from the watermark and stops at the first entry whose commit is not confirmed yet;
-    /// only entries not handed over already are read.
-    pub(super) fn tell_fallback_all(&mut self, ctx: &mut Context<Self>) {
+    /// only entries not handed over already are read. True if the walk stopped at its limit
+    /// with more to go (a backlog replayed after a restart): the caller walks on at once
+    /// rather than at the next probe.
+    pub(super) fn tell_fallback_all(&mut self, ctx: &mut Context<Self>) -> bool {
         let seqs = match self
             .queues
             .seqs_after(Channel::Telegram, self.told_through, WALK, |seq| {
@@ -95,9 +97,11 @@ impl TelegramGateway {
             Ok(seqs) => seqs,
             Err(error) => {
                 tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
-                return;
+                return false;
             }
         };
+        let more = seqs.len() == WALK;
+        let last = seqs.last().copied();
         let mut untold = Vec::new();
         let mut through = self.told_through;
         for seq in seqs {
@@ -113,7 +117,9 @@ impl TelegramGateway {
             through = seq;
         }
         self.tell_fallback_many(untold, ctx);
+        let walked_all = last.is_none_or(|last| through == last);
         self.told_through = through;
         self.told_fallback.retain(|seq| *seq > through);
+        more && walked_all
     }
 }
