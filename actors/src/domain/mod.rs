@@ -1,4 +1,5 @@
-//! The approval itself: ids, statuses, who decided, and the one state transition rule.
+//! The approval itself: ids, statuses and the one state transition rule. What an agent asks
+//! for is in `request`, who or what decides in `decision`, history entries in `history`.
 //!
 //! Pure types with no I/O. Everything here is validated on construction, so the actors and the
 //! HTTP layer can trust what they hold. Nothing in this module knows about sled, actix or HTTP.
@@ -10,13 +11,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+mod decision;
 mod grant;
 mod history;
 mod limits;
+mod request;
 
+pub use decision::{Actor, Decision, Outcome};
 pub use grant::Grant;
 pub use history::AuditEvent;
 pub use limits::{InputLimits, json_depth};
+pub use request::{MAX_REASON, MAX_SHORT_FIELD, NewApproval, ValidationError};
 
 /// Identifier of one approval: a ULID, so ids sort by creation time (the list endpoint relies
 /// on that for "newest first" pagination without a secondary index).
@@ -117,181 +122,6 @@ impl FromStr for Status {
             .find(|status| status.as_str() == s)
             .ok_or_else(|| format!("unknown status `{s}` (expected pending, approved, rejected, timed_out or cancelled)"))
     }
-}
-
-/// Who or what ended an approval. Kept structured (not just a display string) so later audit
-/// trails and policy rules can tell an operator from a Telegram user from the clock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Actor {
-    /// An operator token, by its configured name.
-    Operator(String),
-    /// A Telegram user who tapped a button.
-    Telegram {
-        user_id: i64,
-        username: Option<String>,
-    },
-    /// The agent that asked, cancelling its own request.
-    Agent(String),
-    /// The timeout sweeper.
-    System,
-    /// A `[[policy.rules]]` entry, by its name: decided without a human.
-    Policy(String),
-    /// A session grant an operator gave earlier ("allow this tool for this session").
-    Grant {
-        /// Who granted it (an operator token name or a Telegram user, as displayed).
-        granted_by: String,
-        grant_id: String,
-    },
-}
-
-impl fmt::Display for Actor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Actor::Operator(name) => write!(f, "operator:{name}"),
-            Actor::Telegram {
-                user_id,
-                username: Some(username),
-            } => write!(f, "telegram:@{username} ({user_id})"),
-            Actor::Telegram {
-                user_id,
-                username: None,
-            } => write!(f, "telegram:{user_id}"),
-            Actor::Agent(name) => write!(f, "agent:{name}"),
-            Actor::System => f.write_str("system"),
-            Actor::Policy(name) => write!(f, "policy:{name}"),
-            Actor::Grant { granted_by, .. } => write!(f, "grant:{granted_by}"),
-        }
-    }
-}
-
-/// The ways an approval can end; each maps to exactly one terminal [`Status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Approve,
-    Reject,
-    Timeout,
-    Cancel,
-}
-
-impl Outcome {
-    pub fn status(self) -> Status {
-        match self {
-            Outcome::Approve => Status::Approved,
-            Outcome::Reject => Status::Rejected,
-            Outcome::Timeout => Status::TimedOut,
-            Outcome::Cancel => Status::Cancelled,
-        }
-    }
-}
-
-/// A request to end an approval, from whichever source. Timeout, cancel and operator decisions
-/// all travel as a `Decision` so they share one compare-and-set in the registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Decision {
-    pub outcome: Outcome,
-    pub actor: Actor,
-    pub comment: Option<String>,
-}
-
-/// What an agent asks for. Validated by [`NewApproval::validate`] before it reaches the store.
-#[derive(Debug, Clone)]
-pub struct NewApproval {
-    pub session_id: String,
-    pub tool_name: String,
-    /// The tool input exactly as the agent sent it, as JSON text.
-    pub tool_input: String,
-    pub reason: Option<String>,
-    /// Free-form label the agent gives itself (e.g. "claude-code").
-    pub agent: Option<String>,
-    /// The authenticated caller (agent token name); scopes idempotency keys and cancels.
-    pub requested_by: String,
-    pub idempotency_key: Option<String>,
-    pub timeout: std::time::Duration,
-    /// An upper bound on the deadline whatever a policy rule says: a hook that holds the
-    /// request for `agents.hook_wait` sets it, so the approval never outlives its waiter.
-    pub max_timeout: Option<std::time::Duration>,
-    /// The idempotency key names a request only while its approval is pending: once that one
-    /// ended, the same key asks again (a hook without a tool call id asking about the same
-    /// input later).
-    pub idempotent_while_pending: bool,
-}
-
-/// Limits on the text fields; they keep records and notifications bounded.
-pub const MAX_SHORT_FIELD: usize = 256;
-pub const MAX_REASON: usize = 4096;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{field}` {problem}")]
-pub struct ValidationError {
-    pub field: &'static str,
-    pub problem: String,
-    /// The stable error code clients see (`invalid_request`, `tool_input_too_deep`, ...).
-    pub code: &'static str,
-}
-
-impl NewApproval {
-    pub fn validate(&self, limits: &InputLimits) -> Result<(), ValidationError> {
-        if self.tool_input.len() > limits.max_bytes {
-            return Err(ValidationError {
-                field: "tool_input",
-                problem: format!(
-                    "is {} bytes long; at most {} are allowed (server.max_tool_input_bytes)",
-                    self.tool_input.len(),
-                    limits.max_bytes
-                ),
-                code: "tool_input_too_large",
-            });
-        }
-        let depth = json_depth(&self.tool_input);
-        if depth > limits.max_depth {
-            return Err(ValidationError {
-                field: "tool_input",
-                problem: format!(
-                    "nests {depth} levels deep; at most {} are allowed (server.max_input_depth)",
-                    limits.max_depth
-                ),
-                code: "tool_input_too_deep",
-            });
-        }
-        required("session_id", &self.session_id)?;
-        required("tool_name", &self.tool_name)?;
-        bounded("session_id", &self.session_id, MAX_SHORT_FIELD)?;
-        bounded("tool_name", &self.tool_name, MAX_SHORT_FIELD)?;
-        if let Some(reason) = &self.reason {
-            bounded("reason", reason, MAX_REASON)?;
-        }
-        if let Some(agent) = &self.agent {
-            bounded("agent", agent, MAX_SHORT_FIELD)?;
-        }
-        if let Some(key) = &self.idempotency_key {
-            required("idempotency_key", key)?;
-            bounded("idempotency_key", key, MAX_SHORT_FIELD)?;
-        }
-        Ok(())
-    }
-}
-
-fn required(field: &'static str, value: &str) -> Result<(), ValidationError> {
-    if value.trim().is_empty() {
-        return Err(ValidationError {
-            field,
-            problem: "must not be empty".into(),
-            code: "invalid_request",
-        });
-    }
-    Ok(())
-}
-
-fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
-    if value.len() > max {
-        return Err(ValidationError {
-            field,
-            problem: format!("is {} bytes long; at most {max} are allowed", value.len()),
-            code: "invalid_request",
-        });
-    }
-    Ok(())
 }
 
 /// One approval as the service knows it.
