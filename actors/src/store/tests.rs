@@ -1,6 +1,7 @@
 //! The store through its public surface: atomic changes, read-your-writes, restarts.
 use super::*;
 use crate::domain::NewApproval;
+use crate::notification::Event;
 
 fn approval(key: Option<&str>) -> Approval {
     Approval::create(

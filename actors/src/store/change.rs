@@ -1,0 +1,108 @@
+//! What the registry sees of storage: the [`ApprovalStore`] trait, the [`Change`] it writes (an
+//! approval, its queue entries, grant and history, atomically), what a write returns so it can
+//! be announced or reverted ([`Written`]), and the durability promise ([`Commit`]). sled
+//! implements it in `approvals.rs`; a PostgreSQL backend would implement the same trait.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::{Channel, CommitResult, QueueEntry, StoreError, idempotency_key};
+use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
+use crate::notification::Event;
+
+/// One state change to write: the approval as it is now, as it was (`None` for a new one), and
+/// the channels whose queues must hear of it.
+pub struct Change<'a> {
+    pub approval: &'a Approval,
+    pub previous: Option<&'a Approval>,
+    pub event: Option<Event>,
+    pub channels: &'a [Channel],
+    pub request_id: Option<&'a str>,
+    /// A session grant created by this change (an "approve for this session" decision).
+    pub grant: Option<&'a Grant>,
+    /// History entries this change adds to the approval (same transaction).
+    pub events: &'a [AuditEvent],
+}
+
+impl Change<'_> {
+    /// The idempotency key a new approval claims (a change of an existing one claims none).
+    pub(super) fn claimed_idempotency_key(&self) -> Option<Vec<u8>> {
+        match (self.previous, &self.approval.idempotency_key) {
+            (None, Some(key)) => Some(idempotency_key(&self.approval.requested_by, key)),
+            _ => None,
+        }
+    }
+}
+
+/// What [`ApprovalStore::apply`] wrote, so the change can be announced or reverted.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    pub queued: Vec<(Channel, u64)>,
+    /// Keys of the history entries written, so a revert removes them.
+    pub(super) event_keys: Vec<Vec<u8>>,
+    /// What the queue entries hold, for notifiers to deliver without reading sled.
+    pub entry: Option<Arc<QueueEntry>>,
+    pub(super) record: Vec<u8>,
+}
+
+/// What the registry needs from storage.
+pub trait ApprovalStore: Send + 'static {
+    /// Write the approval, its indexes and its queue entries in one transaction.
+    fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError>;
+    /// Undo an [`apply`](Self::apply) whose commit failed, if nothing changed the approval since.
+    fn revert(&self, change: &Change<'_>, written: &Written) -> Result<(), StoreError>;
+    fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError>;
+    fn find_idempotent(&self, agent: &str, key: &str) -> Result<Option<ApprovalId>, StoreError>;
+    /// Newest first, strictly older than `before` when given. O(page) through the status index.
+    fn list(
+        &self,
+        status: Option<Status>,
+        before: Option<ApprovalId>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError>;
+    /// How many approvals have each status (keys of the index only; no record is decoded).
+    fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError>;
+    /// When the oldest pending approval was created (ms), if any: one index key, no decoding.
+    fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError>;
+    /// Visit every pending approval (start-up: re-arm deadlines).
+    fn for_each_pending(&self, visit: &mut dyn FnMut(Approval)) -> Result<(), StoreError>;
+    /// Remove up to `limit` ended approvals created before `cutoff_ms`; returns their statuses.
+    fn remove_ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<Status>, StoreError>;
+    /// Resolves once everything written so far is on stable storage.
+    fn commit(&self) -> Commit;
+    fn diagnostics(&self) -> StoreDiagnostics;
+    /// Every stored grant, expired ones included (start-up).
+    fn grants(&self) -> Result<Vec<Grant>, StoreError>;
+    /// Stage the removal of a grant (revoked or expired); durable with the next commit.
+    fn remove_grant(&self, id: &str);
+    /// An approval's history, oldest first.
+    fn events(&self, id: ApprovalId) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// A pending durability promise; await it with [`Commit::wait`].
+pub struct Commit(pub(super) oneshot::Receiver<CommitResult>);
+
+impl Commit {
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(StoreError::Flush(error)),
+            Err(_) => Err(StoreError::FlusherGone),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreDiagnostics {
+    pub path: PathBuf,
+    pub size_on_disk: u64,
+    pub last_flush_ms: i64,
+    /// False from a failed commit until the next one succeeds.
+    pub committing: bool,
+    pub commit_failures: u64,
+    pub last_sync_us: u64,
+    pub dead_letters: i64,
+}
