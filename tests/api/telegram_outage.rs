@@ -159,7 +159,30 @@ async fn the_breaker_opens_skips_telegram_half_opens_and_closes() {
     .await;
 }
 
-/// Approvals created while the breaker is open, 50 at a time.
+/// A long outage: the breaker opens after two failures and stays open for a minute, longer
+/// than any wait below; and no quotas, since a burst is not an abuse here.
+const LONG_OUTAGE: [(&str, &str); 5] = [
+    ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "2"),
+    ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
+    ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "60s"),
+    ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
+    ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
+];
+
+/// Create `n` approvals, 50 at a time; their ids.
+async fn create_many(app: &impl Api, n: usize) -> Vec<String> {
+    let body = new_approval();
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        let batch = (n - ids.len()).min(50);
+        let created =
+            futures_util::future::join_all((0..batch).map(|_| app.create_id(&body))).await;
+        ids.extend(created);
+    }
+    ids
+}
+
+/// Approvals created while the breaker is open.
 const BURST: usize = 1500;
 
 /// A burst of approvals while the breaker is open reaches the fallback file in full and at
@@ -167,29 +190,12 @@ const BURST: usize = 1500;
 #[actix_web::test]
 async fn a_burst_during_an_outage_reaches_the_fallback_channels_in_full() {
     let fake = FakeTelegram::start();
-    let app = spawn_telegram_app(
-        &fake.url(),
-        fake.token(),
-        &[
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "2"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "60s"),
-            // A burst, not an abuse: no quotas.
-            ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
-            ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
-        ],
-    )
-    .await;
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &LONG_OUTAGE).await;
     fake.set_down(Some(Fault::DropConnection), false);
     app.create_id(&new_approval()).await;
     wait_breaker(&app, "open").await;
 
-    let body = new_approval();
-    let mut ids = Vec::new();
-    for _ in 0..BURST / 50 {
-        let created = futures_util::future::join_all((0..50).map(|_| app.create_id(&body))).await;
-        ids.extend(created);
-    }
+    let ids = create_many(&app, BURST).await;
     // Well inside the 60 s break: nothing here waits for Telegram to come back.
     eventually(
         Duration::from_secs(30),
@@ -384,25 +390,11 @@ async fn a_restart_mid_outage_hands_the_whole_backlog_to_the_fallback_channels()
     let fake = FakeTelegram::start();
     let dir = tempfile::tempdir().expect("dir");
     let mut env = child_env(&fake);
-    env.extend(
-        [
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "2"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "60s"),
-            ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
-            ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
+    env.extend(LONG_OUTAGE.map(|(k, v)| (k.to_string(), v.to_string())));
     fake.set_down(Some(Fault::DropConnection), false);
 
     let mut first = spawn_binary(dir.path(), &borrowed(&env));
-    let body = new_approval();
-    let mut ids = Vec::new();
-    for _ in 0..BACKLOG / 50 {
-        let created = futures_util::future::join_all((0..50).map(|_| first.create_id(&body))).await;
-        ids.extend(created);
-    }
+    let ids = create_many(&first, BACKLOG).await;
     eventually(WAIT, "the backlog queued for Telegram", || async {
         (metric(&first.metrics().await, "approval_gate_telegram_outbox_size")
             == Some(BACKLOG as f64))
