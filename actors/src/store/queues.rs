@@ -46,14 +46,8 @@ impl Queues {
         limit: usize,
         take: impl Fn(u64) -> bool,
     ) -> Result<Vec<u64>, StoreError> {
-        let mut out = Vec::new();
-        for key in self.tree().scan_prefix([channel.byte()]).keys() {
-            match queue::parse_key(&key?) {
-                Some((_, seq)) if out.len() < limit && take(seq) => out.push(seq),
-                _ => break,
-            }
-        }
-        Ok(out)
+        // Sequence numbers start at 1: "after 0" is the front.
+        self.seqs_after(channel, 0, limit, take)
     }
 
     /// Sequence numbers of `channel` after `seq`, oldest first, while `take` accepts them (at
