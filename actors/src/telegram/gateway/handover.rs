@@ -4,13 +4,14 @@
 //! fallback notifier is woken with each entry's content once that commit is on disk. The entry
 //! stays in Telegram's queue and goes out when Telegram is back.
 //!
-//! Owns the hand-over watermark (`told_through`, `told_fallback`). The cost of a hand-over is
+//! Owns the hand-over watermark (`told_through`, `told_fallback`). A hand-over costs
 //! O(entries handed over): while the breaker is open every wake-up hands over what it brought,
-//! and the catch-up walk reads keys from the watermark, decoding only what it hands over. (It
-//! used to decode up to 1,000 entries per wake-up: under a burst the gateway then spent its
-//! time re-reading its queue, its own commit futures starved behind its mailbox, and the
-//! fallback channels heard of almost nothing until Telegram came back.) Never delivers
-//! anything itself and never touches the fallback notifier's state.
+//! and the catch-up walk reads keys from the watermark, decoding only what it hands over, and
+//! goes on at once while a backlog remains. Why it matters: an actor kept busy by its mailbox
+//! never polls its own spawned futures (actix drains the mailbox first), so a gateway that
+//! re-read its queue on every wake-up starved its commit futures and told the fallback
+//! channels nothing during a burst. Never delivers anything itself and never touches the
+//! fallback notifier's state.
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use super::{NAME, TelegramGateway};
 use crate::notification::Wake;
 use crate::store::{Channel, QueueEntry};
 
-/// At most this many entries per catch-up walk; the next wake-up goes on from there.
+/// At most this many entries per catch-up walk; a walk that stops here goes on at once.
 const WALK: usize = 1000;
 
 impl TelegramGateway {
