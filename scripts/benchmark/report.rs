@@ -1,0 +1,424 @@
+//! Figures and how they are printed: percentiles, the per-phase reports, the final table
+//! against the targets, the machine's description and the service logs' summary.
+
+use super::*;
+
+#[derive(Clone, Copy)]
+pub(super) struct Percentiles {
+    pub(super) p50: Duration,
+    pub(super) p90: Duration,
+    pub(super) p99: Duration,
+    pub(super) max: Duration,
+}
+
+impl Percentiles {
+    pub(super) fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        // Nearest rank: the smallest sample with at least p of all samples at or below it.
+        let at = |p: f64| {
+            let rank = (p * samples.len() as f64).ceil() as usize;
+            samples
+                .get(rank.saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        };
+        Self {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Memory {
+    pub(super) rss_kib: u64,
+    pub(super) peak_kib: u64,
+}
+
+pub(super) struct CreatesReport {
+    pub(super) per_second: f64,
+    pub(super) latency: Percentiles,
+    pub(super) ok: usize,
+    pub(super) failed: usize,
+    pub(super) elapsed: Duration,
+    pub(super) service_cpu: Duration,
+    pub(super) client_cpu: Duration,
+    /// Used by everything else on the machine during the run: kernel threads (journal, I/O),
+    /// other processes.
+    pub(super) other_cpu: Duration,
+    /// Including the warm-up.
+    pub(super) created_total: usize,
+    /// Lines in the file channel's file when the measured run ended.
+    pub(super) notified: Option<usize>,
+    /// SIGTERM → exit of the throughput service, if it exited in time.
+    pub(super) shutdown: Option<Duration>,
+    /// The baseline server measured in the same run, if one was given.
+    pub(super) baseline: Option<Baseline>,
+}
+
+pub(super) struct Baseline {
+    pub(super) per_second: f64,
+    pub(super) cpu_us_per_create: f64,
+    pub(super) p99: Duration,
+}
+
+pub(super) struct FanoutReport {
+    pub(super) median: FanoutRound,
+    pub(super) all_max: Vec<Duration>,
+    pub(super) waiters: usize,
+}
+
+pub(super) struct MemoryReport {
+    pub(super) created: usize,
+    pub(super) fill_rate: f64,
+    pub(super) pending: f64,
+    /// Right after the last create, notifications still queued.
+    pub(super) with_backlog: Memory,
+    /// Last create → every notification written to the file channel.
+    pub(super) drained: Option<Duration>,
+    pub(super) memory: Memory,
+    pub(super) store_bytes: u64,
+    pub(super) sample_id: String,
+}
+
+pub(super) struct StartupReport {
+    pub(super) shutdown: Duration,
+    pub(super) ready: Duration,
+    pub(super) first_get: Duration,
+    pub(super) pending: f64,
+    pub(super) memory: Memory,
+}
+
+pub(super) struct Report {
+    pub(super) creates: CreatesReport,
+    pub(super) fanout: FanoutReport,
+    pub(super) memory: MemoryReport,
+    pub(super) startup: StartupReport,
+}
+
+impl Report {
+    pub(super) fn print(&self, args: &Args, machine: &Machine) {
+        let Self {
+            creates,
+            fanout,
+            memory,
+            startup,
+        } = self;
+        let c = args.concurrency;
+        let n = args.pending;
+        let mut rows: Vec<(String, String, String, Option<bool>)> = vec![
+            (
+                format!("durable creates/s (concurrency {c})"),
+                format!("{:.0}/s", creates.per_second),
+                "≥ 5000/s".into(),
+                Some(creates.per_second >= 5000.0),
+            ),
+            (
+                "  create latency p50".into(),
+                ms(creates.latency.p50),
+                String::new(),
+                None,
+            ),
+            (
+                "  create latency p99".into(),
+                ms(creates.latency.p99),
+                "< 10 ms".into(),
+                Some(creates.latency.p99 < Duration::from_millis(10)),
+            ),
+            (
+                format!("decision → all {} long polls returned", fanout.waiters),
+                ms(fanout.median.returns.max),
+                "< 50 ms".into(),
+                Some(fanout.median.returns.max < Duration::from_millis(50)),
+            ),
+            (
+                "  per-poll return p50".into(),
+                ms(fanout.median.returns.p50),
+                String::new(),
+                None,
+            ),
+            (
+                format!("RSS with {n} pending"),
+                mib(memory.memory.rss_kib),
+                "< 300 MB".into(),
+                Some(memory.memory.rss_kib * 1024 < RSS_TARGET_BYTES),
+            ),
+            (
+                "  RSS before their notifications were written".into(),
+                mib(memory.with_backlog.rss_kib),
+                "< 300 MB".into(),
+                Some(memory.with_backlog.rss_kib * 1024 < RSS_TARGET_BYTES),
+            ),
+            (
+                format!("start-up to /health/ready ({n} pending)"),
+                ms(startup.ready),
+                "< 3 s".into(),
+                Some(startup.ready < Duration::from_secs(3)),
+            ),
+            (
+                "start-up to first GET of a stored approval".into(),
+                ms(startup.first_get),
+                "< 3 s".into(),
+                Some(startup.first_get < Duration::from_secs(3)),
+            ),
+            (
+                "  RSS after restart".into(),
+                mib(startup.memory.rss_kib),
+                String::new(),
+                None,
+            ),
+        ];
+        // Against the baseline measured in the same run (rows 3.. follow the create latency).
+        if let Some(b) = &creates.baseline {
+            let ratio = creates.per_second / b.per_second;
+            let service_us = creates.service_cpu.as_secs_f64() * 1e6 / creates.ok.max(1) as f64;
+            let baseline_rows = [
+                (
+                    "baseline: bare sled + fdatasync creates/s".to_string(),
+                    format!("{:.0}/s", b.per_second),
+                    String::new(),
+                    None,
+                ),
+                (
+                    "  service ÷ baseline".into(),
+                    format!("{ratio:.2}×"),
+                    "≥ 0.7×".into(),
+                    Some(ratio >= 0.7),
+                ),
+                (
+                    "  CPU µs per create: service / baseline".into(),
+                    format!("{service_us:.0} / {:.0}", b.cpu_us_per_create),
+                    String::new(),
+                    None,
+                ),
+                (
+                    "  baseline create p99".into(),
+                    ms(b.p99),
+                    String::new(),
+                    None,
+                ),
+            ];
+            rows.splice(3..3, baseline_rows);
+        }
+
+        println!();
+        println!("details");
+        println!(
+            "  creates: {} in {:.2} s, {} failed, max latency {}; CPU: service {:.1} s, bench client {:.1} s, \
+             everything else {:.1} s",
+            creates.ok,
+            creates.elapsed.as_secs_f64(),
+            creates.failed,
+            ms(creates.latency.max),
+            creates.service_cpu.as_secs_f64(),
+            creates.client_cpu.as_secs_f64(),
+            creates.other_cpu.as_secs_f64(),
+        );
+        println!(
+            "  creates: file channel had written {} of {} notifications when the run ended; SIGTERM → exit took {}",
+            creates
+                .notified
+                .map_or_else(|| "?".into(), |n| n.to_string()),
+            creates.created_total,
+            creates
+                .shutdown
+                .map_or_else(|| "too long (killed)".into(), ms),
+        );
+        let rounds: Vec<String> = fanout.all_max.iter().map(|d| ms(*d)).collect();
+        println!(
+            "  fan-out: last poll returned after [{}] in the {} rounds (median shown); decision POST {} in the median round",
+            rounds.join(", "),
+            rounds.len(),
+            ms(fanout.median.decision),
+        );
+        println!(
+            "  pending store: {} created at {:.0}/s, notifications all written {} after the last create; \
+             pending gauge {} before and {} after the restart; {:.0} MiB on disk",
+            memory.created,
+            memory.fill_rate,
+            memory
+                .drained
+                .map_or_else(|| "(never / file channel off)".into(), ms),
+            memory.pending,
+            startup.pending,
+            memory.store_bytes as f64 / (1024.0 * 1024.0),
+        );
+        println!(
+            "  RSS peak: {} while filling, {} after the restart; SIGTERM → exit {}",
+            mib(memory.memory.peak_kib),
+            mib(startup.memory.peak_kib),
+            ms(startup.shutdown),
+        );
+
+        println!();
+        println!(
+            "{:<46} {:>12}  {:<10} result",
+            "figure", "measured", "target"
+        );
+        println!("{}", "-".repeat(80));
+        for (figure, measured, target, met) in rows {
+            let result = match met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "",
+            };
+            println!("{figure:<46} {measured:>12}  {target:<10} {result}");
+        }
+        println!("{}", "-".repeat(80));
+        println!(
+            "machine: {} CPUs ({}), {} RAM, kernel {}; load average before {}, after {}",
+            machine.cpus,
+            machine.cpu_model,
+            mib(machine.mem_total_kib),
+            machine.kernel,
+            machine.load_before,
+            read_trimmed("/proc/loadavg"),
+        );
+        println!(
+            "The bench client (tokio, 2 worker threads) runs on the same CPUs as the service, \
+             so every figure includes its cost. Memory is shown in MiB; the 300 MB target is \
+             checked as 300,000,000 bytes (286.1 MiB)."
+        );
+    }
+}
+
+pub(super) struct Machine {
+    pub(super) cpus: usize,
+    pub(super) cpu_model: String,
+    pub(super) mem_total_kib: u64,
+    pub(super) kernel: String,
+    pub(super) load_before: String,
+}
+
+impl Machine {
+    pub(super) fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu_model: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map_or_else(|| "unknown model".into(), |(_, m)| m.trim().to_string()),
+            mem_total_kib: meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix(" kB"))
+                .and_then(|kib| kib.trim().parse().ok())
+                .unwrap_or(0),
+            kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+            load_before: read_trimmed("/proc/loadavg"),
+        }
+    }
+
+    pub(super) fn print(&self) {
+        println!(
+            "machine: {} CPUs ({}), {} RAM, kernel {}",
+            self.cpus,
+            self.cpu_model,
+            mib(self.mem_total_kib),
+            self.kernel
+        );
+        println!("load average: {}", self.load_before);
+    }
+}
+
+pub(super) fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Errors and warnings the services logged, apart from the console channel's one WARN line per
+/// notification, which is its job.
+pub(super) fn log_summary(dir: &Path) -> String {
+    let mut errors = 0;
+    let mut warnings = 0;
+    let mut examples = Vec::new();
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|ext| ext == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort();
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text.lines() {
+            let level = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .map(|v| {
+                    let level = v["level"].as_str().unwrap_or("").to_string();
+                    let console = v["target"].as_str().unwrap_or("").contains("console");
+                    (level, console)
+                });
+            match level {
+                Some((level, _)) if level == "ERROR" => errors += 1,
+                Some((level, false)) if level == "WARN" => warnings += 1,
+                Some(_) => continue,
+                // Not a JSON log line: a panic message or similar, always worth showing.
+                None => errors += 1,
+            }
+            if examples.len() < 5 {
+                examples.push(format!("    {line}"));
+            }
+        }
+    }
+    let mut summary = format!(
+        "service logs: {errors} error and {warnings} warning lines (besides console notifications) in {} files",
+        logs.len()
+    );
+    for example in examples {
+        summary.push('\n');
+        summary.push_str(&example);
+    }
+    summary
+}
+
+pub(super) fn on_tmpfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs reads a valid C string and writes the zeroed local struct it is given.
+    unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::statfs(path.as_ptr(), &raw mut fs) == 0 && fs.f_type == libc::TMPFS_MAGIC
+    }
+}
+
+/// Lines in a file, or `None` if it cannot be read (e.g. the file channel is off).
+pub(super) fn count_lines(path: &Path) -> Option<usize> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(bytes.iter().filter(|&&b| b == b'\n').count())
+}
+
+pub(super) fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+pub(super) fn ms(d: Duration) -> String {
+    let millis = d.as_secs_f64() * 1000.0;
+    if millis < 10.0 {
+        format!("{millis:.2} ms")
+    } else {
+        format!("{millis:.1} ms")
+    }
+}
+
+pub(super) fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}

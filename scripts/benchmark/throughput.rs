@@ -1,0 +1,168 @@
+//! The throughput phases: the in-run baseline (bare sled insert + flush + fdatasync behind the
+//! same actix-web setup) and durable creates against the service, with CPU per create for both
+//! and by thread for the service.
+
+use super::*;
+
+impl Bench<'_> {
+    /// The same create load against the baseline server: the honest durable limit.
+    pub(super) async fn baseline(&self, path: &Path) -> Result<Baseline> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let store = self.dir.join("store-baseline");
+        let child = Command::new(path)
+            .args([port.to_string(), store.display().to_string()])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", path.display()))?;
+        let service = Service {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            spawned_at: Instant::now(),
+        };
+        let accepting = poll_until(Duration::from_secs(30), || async {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        if accepting.is_none() {
+            return Err("the baseline server did not start listening".into());
+        }
+        let args = self.args;
+        let api = service.api(args.concurrency);
+        step(&format!(
+            "baseline (bare sled insert + flush + fdatasync): {:.0} s warm-up, {:.0} s measured",
+            args.warmup_seconds, args.creates_seconds
+        ));
+        create_load(
+            &api,
+            args.concurrency,
+            Stop::After(Duration::from_secs_f64(args.warmup_seconds)),
+        )
+        .await
+        .check("baseline warm-up")?;
+        let cpu = service.cpu_time()?;
+        let load = create_load(
+            &api,
+            args.concurrency,
+            Stop::After(Duration::from_secs_f64(args.creates_seconds)),
+        )
+        .await;
+        let cpu = service.cpu_time()?.saturating_sub(cpu);
+        load.check("baseline creates")?;
+        let baseline = Baseline {
+            per_second: load.ok as f64 / load.elapsed.as_secs_f64(),
+            cpu_us_per_create: cpu.as_secs_f64() * 1e6 / load.ok.max(1) as f64,
+            p99: Percentiles::of(load.latencies).p99,
+        };
+        println!(
+            "  {:.0}/s, p99 {}, {:.0} CPU µs per create",
+            baseline.per_second,
+            ms(baseline.p99),
+            baseline.cpu_us_per_create
+        );
+        Ok(baseline)
+    }
+
+    pub(super) async fn creates(&self, service: &Service) -> Result<CreatesReport> {
+        let args = self.args;
+        let api = service.api(args.concurrency);
+        step(&format!(
+            "warm-up: {:.0} s of creates at concurrency {}",
+            args.warmup_seconds, args.concurrency
+        ));
+        let warmup = create_load(
+            &api,
+            args.concurrency,
+            Stop::After(Duration::from_secs_f64(args.warmup_seconds)),
+        )
+        .await;
+        warmup.check("warm-up")?;
+
+        step(&format!(
+            "measuring durable creates: {:.0} s at concurrency {}",
+            args.creates_seconds, args.concurrency
+        ));
+        let service_cpu = service.cpu_time()?;
+        let threads_before = thread_cpu(service.pid());
+        let client_cpu = cpu_time("self")?;
+        let machine_cpu = machine_busy()?;
+        let load = create_load(
+            &api,
+            args.concurrency,
+            Stop::After(Duration::from_secs_f64(args.creates_seconds)),
+        )
+        .await;
+        let service_cpu = service.cpu_time()?.saturating_sub(service_cpu);
+        let threads = thread_cpu_since(service.pid(), &threads_before);
+        let client_cpu = cpu_time("self")?.saturating_sub(client_cpu);
+        // Whatever else ran meanwhile (a build, a test run) skews the figures: show it.
+        let other_cpu = machine_busy()?
+            .saturating_sub(machine_cpu)
+            .saturating_sub(service_cpu + client_cpu);
+        load.check("creates")?;
+        // The 201 waits for the store only; notifications are sent behind it. How far they lag
+        // shows whether the channels keep up with this rate.
+        let notified = count_lines(&self.notifications(THROUGHPUT));
+        let report = CreatesReport {
+            per_second: load.ok as f64 / load.elapsed.as_secs_f64(),
+            latency: Percentiles::of(load.latencies),
+            ok: load.ok,
+            failed: load.failed,
+            elapsed: load.elapsed,
+            service_cpu,
+            client_cpu,
+            other_cpu,
+            created_total: warmup.ok + load.ok,
+            notified,
+            shutdown: None,
+            baseline: None,
+        };
+        println!(
+            "  {} created in {:.2} s = {:.0}/s, {} failed; latency p50 {} p99 {} max {}",
+            report.ok,
+            report.elapsed.as_secs_f64(),
+            report.per_second,
+            report.failed,
+            ms(report.latency.p50),
+            ms(report.latency.p99),
+            ms(report.latency.max),
+        );
+        println!(
+            "  CPU during the run: service {:.2} s ({:.0}% of one core), bench client {:.2} s ({:.0}%), \
+             everything else (kernel threads, other processes) {:.2} s ({:.0}%)",
+            service_cpu.as_secs_f64(),
+            100.0 * service_cpu.as_secs_f64() / report.elapsed.as_secs_f64(),
+            client_cpu.as_secs_f64(),
+            100.0 * client_cpu.as_secs_f64() / report.elapsed.as_secs_f64(),
+            other_cpu.as_secs_f64(),
+            100.0 * other_cpu.as_secs_f64() / report.elapsed.as_secs_f64(),
+        );
+        println!(
+            "  service CPU per create by thread: {}",
+            by_thread(&threads, report.ok)
+        );
+        if let Some(fake) = self
+            .telegram
+            .as_ref()
+            .filter(|_| self.args.telegram == "up")
+        {
+            println!(
+                "  the fake Bot API had {} messages of {} approvals when the run ended",
+                fake.messages().len(),
+                report.created_total
+            );
+        }
+        if let Some(notified) = notified {
+            println!(
+                "  file channel had written {notified} of {} notifications when the run ended",
+                report.created_total
+            );
+        }
+        Ok(report)
+    }
+}
