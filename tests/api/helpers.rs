@@ -501,3 +501,18 @@ impl std::fmt::Debug for Run {
         )
     }
 }
+
+/// Make the store's next `count` commits fail (`debug.fault_injection`).
+pub async fn fail_commits(app: &impl Api, count: u32) {
+    let response = app
+        .request(
+            Method::POST,
+            "/api/debug/store/fail-commits",
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({ "count": count }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}

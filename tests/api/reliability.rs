@@ -13,20 +13,6 @@ use crate::support::smtp::SmtpServer;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn fail_commits(app: &impl Api, count: u32) {
-    let response = app
-        .request(
-            Method::POST,
-            "/api/debug/store/fail-commits",
-            Some(OPERATOR_TOKEN),
-        )
-        .json(&json!({ "count": count }))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-}
-
 /// Settings for an email-only fallback through `smtp`, retried fast.
 fn email_env<'a>(
     smtp: &'a SmtpServer,

@@ -85,6 +85,43 @@ async fn server_errors_are_retried_then_the_fallback_is_told_and_nothing_is_lost
     );
 }
 
+/// A hand-over to the fallback channels whose commit fails waits for a later commit instead of
+/// being dropped: the notification still reaches the fallback file, and the channel is not left
+/// waiting behind it until a restart.
+#[actix_web::test]
+async fn a_hand_over_whose_commit_fails_still_reaches_the_fallback_channels() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[("APPROVAL_GATE__TELEGRAM__RETRY__MAX_ATTEMPTS", "2")],
+    )
+    .await;
+    fake.set_down(Some(Fault::Status(502)), false);
+    let id = app.create_id(&new_approval()).await;
+    fake.wait_until(WAIT, "the first attempt", |f| {
+        !f.calls_to("sendMessage").is_empty()
+    })
+    .await;
+    // The next syncs fail: the hand-over after the second (last) attempt, a second or two from
+    // now, is the first thing to commit.
+    fail_commits(&app, 3).await;
+    eventually(WAIT, "the fallback file to get the approval", || async {
+        notification_lines(app.dir.path(), &id)
+            .into_iter()
+            .find(|l| l["event"] == "created")
+    })
+    .await;
+    // Nothing waits behind it.
+    let next = app.create_id(&new_approval()).await;
+    eventually(WAIT, "the next approval in the fallback file", || async {
+        notification_lines(app.dir.path(), &next)
+            .into_iter()
+            .find(|l| l["event"] == "created")
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn the_breaker_opens_skips_telegram_half_opens_and_closes() {
     let fake = FakeTelegram::start();
