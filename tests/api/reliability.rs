@@ -265,6 +265,44 @@ async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it()
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
 
+/// A requeue whose commit fails is reported to the operator, and the entry still goes out once
+/// the store commits again: it is back in its queue, and its notifier is woken then.
+#[actix_web::test]
+async fn a_requeue_whose_commit_fails_is_reported_and_delivered_once_the_store_commits() {
+    let smtp = SmtpServer::start();
+    smtp.set_refuse(true);
+    let port = smtp.port().to_string();
+    let app = spawn_app_with(&email_env(&smtp, &port, "2")).await;
+    let id = app.create_id(&new_approval()).await;
+    let letter: Value = eventually(WAIT, "a dead letter", || async {
+        let body = app.operator_json("/api/admin/dead-letters").await;
+        body["dead_letters"]
+            .as_array()?
+            .iter()
+            .find(|l| l["approval_id"] == id.as_str())
+            .cloned()
+    })
+    .await;
+
+    smtp.set_refuse(false);
+    // More failures than syncs can happen before the requeue's own (at most the history's).
+    fail_commits(&app, 3).await;
+    let requeue = app
+        .request(
+            Method::POST,
+            &format!(
+                "/api/admin/dead-letters/{}/requeue",
+                letter["id"].as_str().expect("id")
+            ),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(requeue.status(), StatusCode::SERVICE_UNAVAILABLE);
+    mailed(&smtp, &id).await;
+}
+
 #[actix_web::test]
 async fn fallback_notifications_queued_at_a_crash_are_replayed_on_restart() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -285,7 +285,16 @@ impl Handler<Requeue> for ApprovalRegistry {
         let commit = self.store.commit();
         let notifiers = self.notifiers.clone();
         async move {
-            commit.wait().await?;
+            if let Err(error) = commit.wait().await {
+                // The entry is back in its queue in sled; it is durable, and its notifier is
+                // woken, once the store commits again. The operator hears of the failure now.
+                let durable = queues.until_durable();
+                actix::spawn(async move {
+                    durable.await;
+                    notifiers.wake(&[requeued], true, None, None);
+                });
+                return Err(error.into());
+            }
             notifiers.wake(&[requeued], true, None, None);
             Ok(Some(requeued))
         }

@@ -211,6 +211,28 @@ impl Queues {
         self.0.commit()
     }
 
+    /// Resolves once everything written so far is durable, however many syncs fail first. A
+    /// failed sync leaves the writes in sled and a later successful one covers them, so this
+    /// waits for one (100 ms, doubling up to 5 s, between tries). For a notifier's own queue
+    /// writes: whoever waits for their wake-up must get it once the store commits again, or a
+    /// channel that drains in order would wait behind them until a restart.
+    pub fn until_durable(&self) -> impl std::future::Future<Output = ()> + 'static {
+        const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+        const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+        let first = self.commit();
+        let queues = self.clone();
+        async move {
+            let mut commit = first;
+            let mut retry_in = FIRST_RETRY;
+            while let Err(error) = commit.wait().await {
+                tracing::error!(%error, retry_in_ms = retry_in.as_millis() as u64, "queue writes not durable yet; retrying the commit");
+                tokio::time::sleep(retry_in).await;
+                retry_in = (retry_in * 2).min(MAX_RETRY);
+                commit = queues.commit();
+            }
+        }
+    }
+
     /// Which Telegram messages show which approval (the gateway's log, kept with the approval
     /// so retention removes both).
     pub fn messages(&self) -> sled::Tree {

@@ -14,7 +14,6 @@
 //! fallback notifier's state.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -24,10 +23,6 @@ use crate::store::{Channel, QueueEntry};
 
 /// At most this many entries per catch-up walk; a walk that stops here goes on at once.
 const WALK: usize = 1000;
-
-/// A hand-over whose commit failed waits this long for the next one, doubling up to the max.
-const COMMIT_RETRY: Duration = Duration::from_millis(100);
-const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl TelegramGateway {
     /// Hand one entry over.
@@ -64,23 +59,13 @@ impl TelegramGateway {
         if queued.is_empty() {
             return;
         }
-        let first = self.queues.commit();
-        let queues = self.queues.clone();
+        let durable = self.queues.until_durable();
         let fallback = self.fallback.clone();
         ctx.spawn(
             async move {
-                // A failed sync leaves the entries in sled, and they are durable once a later
-                // sync succeeds: wait for one. Giving up would leave them never woken, and the
-                // fallback channels drain in order, so every later notification would wait
-                // behind them until a restart.
-                let mut commit = first;
-                let mut retry_in = COMMIT_RETRY;
-                while let Err(error) = commit.wait().await {
-                    tracing::error!(actor = NAME, %error, retry_in_ms = retry_in.as_millis() as u64, "cannot commit fallback notifications; retrying");
-                    tokio::time::sleep(retry_in).await;
-                    retry_in = (retry_in * 2).min(COMMIT_RETRY_MAX);
-                    commit = queues.commit();
-                }
+                // Not giving up on a failed sync: the fallback channels drain in order, so a
+                // wake-up never sent would hold back every later notification on them.
+                durable.await;
                 for (channel, seq, entry) in queued {
                     fallback.do_send(Wake {
                         channel,

@@ -229,24 +229,23 @@ impl TelegramGateway {
                 return;
             }
         };
-        let commit = self.queues.commit();
-        ctx.spawn(async move { commit.wait().await }.into_actor(self).map(
-            move |result, act, ctx| {
-                guarded_with(NAME, act, ctx, |act, ctx| match result {
-                    Ok(()) => act.woken(
-                        crate::notification::Wake {
-                            channel: Channel::Telegram,
-                            confirmed: vec![seq],
-                            withdrawn: Vec::new(),
-                            entry: None,
-                            span: None,
-                        },
-                        ctx,
-                    ),
-                    Err(error) => tracing::error!(actor = NAME, %error, "cannot commit an edit"),
-                })
-            },
-        ));
+        // Waits out failed syncs: the queue drains only past entries known to be durable, so an
+        // edit never confirmed would hold back every later notification until a restart.
+        let durable = self.queues.until_durable();
+        ctx.spawn(durable.into_actor(self).map(move |(), act, ctx| {
+            guarded_with(NAME, act, ctx, |act, ctx| {
+                act.woken(
+                    crate::notification::Wake {
+                        channel: Channel::Telegram,
+                        confirmed: vec![seq],
+                        withdrawn: Vec::new(),
+                        entry: None,
+                        span: None,
+                    },
+                    ctx,
+                )
+            })
+        }));
     }
 }
 
