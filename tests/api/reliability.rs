@@ -203,6 +203,31 @@ async fn a_create_in_flight_while_the_registry_restarts_is_answered_and_announce
     }
 }
 
+/// The dead letter `approval_id`'s notification becomes, once there is one.
+async fn dead_letter(app: &impl Api, approval_id: &str) -> Value {
+    eventually(WAIT, "a dead letter", || async {
+        let body = app.operator_json("/api/admin/dead-letters").await;
+        body["dead_letters"]
+            .as_array()?
+            .iter()
+            .find(|l| l["approval_id"] == approval_id)
+            .cloned()
+    })
+    .await
+}
+
+/// `POST /api/admin/dead-letters/{id}/requeue` as the operator.
+async fn post_requeue(app: &impl Api, id: &str) -> reqwest::Response {
+    app.request(
+        Method::POST,
+        &format!("/api/admin/dead-letters/{id}/requeue"),
+        Some(OPERATOR_TOKEN),
+    )
+    .send()
+    .await
+    .expect("send")
+}
+
 #[actix_web::test]
 async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it() {
     let smtp = SmtpServer::start();
@@ -219,15 +244,7 @@ async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it()
         .expect("send");
     assert_eq!(as_agent.status(), StatusCode::FORBIDDEN);
 
-    let letter: Value = eventually(WAIT, "a dead letter", || async {
-        let body = app.operator_json("/api/admin/dead-letters").await;
-        body["dead_letters"]
-            .as_array()?
-            .iter()
-            .find(|l| l["approval_id"] == id.as_str())
-            .cloned()
-    })
-    .await;
+    let letter = dead_letter(&app, &id).await;
     assert_eq!(letter["channel"], "email");
     assert_eq!(
         app.health().await["actors"]["approval_registry"]["detail"]["dead_letters"],
@@ -235,34 +252,17 @@ async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it()
     );
 
     smtp.set_refuse(false);
-    let requeue = app
-        .request(
-            Method::POST,
-            &format!(
-                "/api/admin/dead-letters/{}/requeue",
-                letter["id"].as_str().expect("id")
-            ),
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .expect("send");
+    let requeue = post_requeue(&app, letter["id"].as_str().expect("id")).await;
     assert_eq!(requeue.status(), StatusCode::OK);
     mailed(&smtp, &id).await;
     assert_eq!(
         app.health().await["actors"]["approval_registry"]["detail"]["dead_letters"],
         0
     );
-    let missing = app
-        .request(
-            Method::POST,
-            "/api/admin/dead-letters/12345/requeue",
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        post_requeue(&app, "12345").await.status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 /// A requeue whose commit fails is reported to the operator, and the entry still goes out once
@@ -274,31 +274,12 @@ async fn a_requeue_whose_commit_fails_is_reported_and_delivered_once_the_store_c
     let port = smtp.port().to_string();
     let app = spawn_app_with(&email_env(&smtp, &port, "2")).await;
     let id = app.create_id(&new_approval()).await;
-    let letter: Value = eventually(WAIT, "a dead letter", || async {
-        let body = app.operator_json("/api/admin/dead-letters").await;
-        body["dead_letters"]
-            .as_array()?
-            .iter()
-            .find(|l| l["approval_id"] == id.as_str())
-            .cloned()
-    })
-    .await;
+    let letter = dead_letter(&app, &id).await;
 
     smtp.set_refuse(false);
     // More failures than syncs can happen before the requeue's own (at most the history's).
     fail_commits(&app, 3).await;
-    let requeue = app
-        .request(
-            Method::POST,
-            &format!(
-                "/api/admin/dead-letters/{}/requeue",
-                letter["id"].as_str().expect("id")
-            ),
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .expect("send");
+    let requeue = post_requeue(&app, letter["id"].as_str().expect("id")).await;
     assert_eq!(requeue.status(), StatusCode::SERVICE_UNAVAILABLE);
     mailed(&smtp, &id).await;
 }
