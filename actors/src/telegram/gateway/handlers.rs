@@ -119,7 +119,13 @@ impl TelegramGateway {
         if self.breaker.state() != crate::telegram::breaker::BreakerState::Closed {
             let entries = fresh
                 .into_iter()
-                .filter_map(|seq| Some((seq, self.entry(seq)?)))
+                .filter_map(|seq| match self.entry(seq) {
+                    Ok(entry) => Some((seq, entry?)),
+                    Err(error) => {
+                        tracing::error!(actor = NAME, %error, seq, "cannot read the Telegram queue");
+                        None
+                    }
+                })
                 .collect();
             self.tell_fallback_many(entries, ctx);
         }

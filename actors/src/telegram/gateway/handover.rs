@@ -104,11 +104,14 @@ impl TelegramGateway {
         for seq in seqs {
             if !self.told_fallback.contains(&seq) {
                 match self.entry(seq) {
-                    Some(entry) => untold.push((seq, entry)),
+                    Ok(Some(entry)) => untold.push((seq, entry)),
                     // Gone meanwhile (delivered or dead-lettered): nothing to hand over.
-                    None if self.queues.get(Channel::Telegram, seq).is_ok() => {}
+                    Ok(None) => {}
                     // Unreadable: stop here and try again on the next walk.
-                    None => break,
+                    Err(error) => {
+                        tracing::error!(actor = NAME, %error, seq, "cannot read the Telegram queue");
+                        break;
+                    }
                 }
             }
             through = seq;

@@ -234,17 +234,13 @@ impl TelegramGateway {
     }
 
     /// A queued entry's content: from the cache the registry's wake-up filled, else from sled.
-    fn entry(&self, seq: u64) -> Option<Arc<crate::store::QueueEntry>> {
+    /// `Ok(None)`: no longer queued (delivered or dead-lettered meanwhile). Not cached: a
+    /// backlog handed over after a restart would otherwise be held in memory whole.
+    fn entry(&self, seq: u64) -> Result<Option<Arc<crate::store::QueueEntry>>, StoreError> {
         if let Some(entry) = self.cache.get(&seq) {
-            return Some(Arc::clone(entry));
+            return Ok(Some(Arc::clone(entry)));
         }
-        match self.queues.get(Channel::Telegram, seq) {
-            Ok(entry) => entry.map(Arc::new),
-            Err(error) => {
-                tracing::error!(actor = NAME, %error, seq, "cannot read the Telegram queue");
-                None
-            }
-        }
+        Ok(self.queues.get(Channel::Telegram, seq)?.map(Arc::new))
     }
 
     fn is_ready(&self, seq: u64) -> bool {
