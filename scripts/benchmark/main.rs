@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 mod client;
+mod machine;
 mod phases;
 mod report;
 mod service;
@@ -45,6 +46,7 @@ mod store;
 mod throughput;
 
 use client::*;
+use machine::*;
 use phases::*;
 use report::*;
 use service::*;

@@ -1,18 +1,16 @@
 //! `approval-gate approvals list|show|approve|reject`: the operator's client for the REST API.
 //!
-//! This module owns the HTTP conversation: the base URL and bearer token, request building,
-//! pagination, turning the API's `{"error", "message"}` bodies and transport failures into one
-//! clear line on stderr, and exit codes (0 ok, 1 request or API failure, 2 usage). How
-//! approvals look on a terminal lives in [`super::table`].
+//! This module owns the commands: what each asks the service (pagination included), what it
+//! prints, and exit codes (0 ok, 1 request or API failure, 2 usage). The HTTP conversation
+//! (token, requests, error bodies) lives in `http.rs`; how approvals look on a terminal in
+//! [`super::table`].
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -29,8 +27,9 @@ Authentication:
 Exit status: 0 success, 1 the service could not be reached or answered with an error,
 2 usage error.";
 
-const TOKEN_ENV: &str = "APPROVAL_GATE_OPERATOR_TOKEN";
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+mod http;
+
+use http::{Client, Failure};
 
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
@@ -107,41 +106,6 @@ pub fn parse_url(raw: &str) -> Result<Url, String> {
     }
 }
 
-/// Why a command failed: the message for stderr and the exit code.
-struct Failure {
-    message: String,
-    exit: u8,
-    /// On 409 from a decision: the approval as the winning decision left it.
-    conflict: Option<Box<Approval>>,
-}
-
-impl Failure {
-    /// Local input or setup is wrong: exit 2.
-    fn usage(message: String) -> Self {
-        Self {
-            message,
-            exit: 2,
-            conflict: None,
-        }
-    }
-
-    /// Transport failure, an API error, or a response this client cannot use: exit 1.
-    fn failed(message: String) -> Self {
-        Self {
-            message,
-            exit: 1,
-            conflict: None,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    message: String,
-    approval: Option<Box<Approval>>,
-}
-
 #[derive(Deserialize, Serialize)]
 struct Page {
     approvals: Vec<Box<RawValue>>,
@@ -165,80 +129,13 @@ pub fn run(command: ApprovalsCommand, url: Url, token_file: Option<PathBuf>) -> 
     }
 }
 
-/// What to try next after a 401 or 403; `source` says where the token sent came from.
-fn hint(status: StatusCode, source: Option<&str>) -> Option<String> {
-    match (status, source) {
-        (StatusCode::UNAUTHORIZED, None) => Some(format!(
-            "the service requires a token and none was sent; set {TOKEN_ENV} to an operator token"
-        )),
-        (StatusCode::UNAUTHORIZED, Some(source)) => Some(format!(
-            "the token from {source} was not accepted; set {TOKEN_ENV} (or --token-file) to an operator token"
-        )),
-        (StatusCode::FORBIDDEN, Some(source)) => Some(format!(
-            "the token from {source} is not an operator token; agent tokens cannot list or decide"
-        )),
-        _ => None,
-    }
-}
-
 /// Print to stdout; a closed pipe (`| head`) is not an error worth a panic.
 fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-/// The operator token and where it came from: `--token-file`, else the environment.
-fn read_token(token_file: Option<&Path>) -> Result<Option<(String, String)>, Failure> {
-    let Some(path) = token_file else {
-        let token = std::env::var(TOKEN_ENV).unwrap_or_default();
-        let token = token.trim();
-        return Ok((!token.is_empty()).then(|| (token.to_string(), TOKEN_ENV.to_string())));
-    };
-    let source = format!("--token-file {}", path.display());
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::usage(format!("cannot read {source}: {e}")))?;
-    match text.trim() {
-        "" => Err(Failure::usage(format!("{source} is empty"))),
-        token => Ok(Some((token.to_string(), source))),
-    }
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: Url,
-    /// `base` without its trailing slash, for messages.
-    shown: String,
-    /// Where the token came from (for hints), if one is sent.
-    token_source: Option<String>,
-}
-
 impl Client {
-    fn new(base: Url, token_file: Option<&Path>) -> Result<Self, Failure> {
-        let mut headers = HeaderMap::new();
-        let token = read_token(token_file)?;
-        if let Some((token, source)) = &token {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                Failure::usage(format!(
-                    "the token from {source} has characters not allowed in an HTTP header"
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("approval-gate-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Failure::failed(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self {
-            http,
-            shown: base.as_str().trim_end_matches('/').to_string(),
-            base,
-            token_source: token.map(|(_, source)| source),
-        })
-    }
-
     async fn execute(&self, command: ApprovalsCommand) -> Result<(), Failure> {
         let now = chrono::Utc::now();
         match command {
@@ -339,83 +236,5 @@ impl Client {
             ))),
             Err(other) => Err(other),
         }
-    }
-
-    /// One request to `/api/approvals[/segments…]`; the body on 2xx, else a [`Failure`].
-    async fn call(
-        &self,
-        method: Method,
-        segments: &[&str],
-        query: &[(&str, String)],
-        json: Option<&serde_json::Value>,
-    ) -> Result<String, Failure> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| Failure::usage(format!("{} cannot be a base URL", self.base)))?
-            .pop_if_empty()
-            .extend(["api", "approvals"])
-            .extend(segments);
-        let mut request = self.http.request(method, url).query(query);
-        if let Some(json) = json {
-            request = request.json(json);
-        }
-        let response = request.send().await.map_err(|e| self.transport(e))?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| self.transport(e))?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        Err(match serde_json::from_str::<ErrorBody>(&body) {
-            Ok(error) => {
-                let mut message = format!(
-                    "{} ({}, HTTP {})",
-                    error.message,
-                    error.error,
-                    status.as_u16()
-                );
-                if let Some(hint) = hint(status, self.token_source.as_deref()) {
-                    message.push_str(&format!("\nhint: {hint}"));
-                }
-                Failure {
-                    conflict: error.approval.filter(|_| status == StatusCode::CONFLICT),
-                    ..Failure::failed(message)
-                }
-            }
-            Err(_) => Failure::failed(format!(
-                "{} answered HTTP {status} with an unexpected body: {}",
-                self.shown,
-                table::truncate(&table::clean(body.trim()), 200)
-            )),
-        })
-    }
-
-    fn transport(&self, error: reqwest::Error) -> Failure {
-        let mut root: &dyn std::error::Error = &error;
-        while let Some(source) = root.source() {
-            root = source;
-        }
-        Failure::failed(if error.is_connect() {
-            format!(
-                "cannot reach approval-gate at {}: {root} — is it running? (set --url or APPROVAL_GATE_URL)",
-                self.shown
-            )
-        } else if error.is_timeout() {
-            format!(
-                "approval-gate at {} did not answer within {}s",
-                self.shown,
-                REQUEST_TIMEOUT.as_secs()
-            )
-        } else {
-            format!("request to approval-gate at {} failed: {root}", self.shown)
-        })
-    }
-
-    fn parse<T: for<'de> Deserialize<'de>>(&self, body: &str) -> Result<T, Failure> {
-        serde_json::from_str(body).map_err(|e| {
-            Failure::failed(format!(
-                "{} answered with JSON this client does not understand ({e}); is --url an approval-gate?",
-                self.shown
-            ))
-        })
     }
 }

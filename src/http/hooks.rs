@@ -11,13 +11,8 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
-use approval_gate_actors::domain::{
-    Actor, Approval, ApprovalId, Decision, NewApproval, Outcome, Status,
-};
-use approval_gate_actors::registry::{
-    ApprovalRegistry, Create, Decide, RegistryError, Unwait, Wait, WaitReply,
-};
-use futures_util::Stream;
+use approval_gate_actors::domain::{Approval, NewApproval, Status};
+use approval_gate_actors::registry::{Create, RegistryError, Wait, WaitReply};
 
 use super::AppState;
 use super::auth::AgentCaller;
@@ -25,6 +20,10 @@ use super::context::RequestId;
 use super::error::ApiError;
 use crate::agents::{Agent, Event, HookInput, Verdict, render};
 use crate::settings::OnTimeout;
+
+mod hold;
+
+use hold::{HoldGuard, heartbeat_body, held, hold_until};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     for (agent, event) in [
@@ -156,7 +155,7 @@ fn refused(state: &AppState, error: &ApiError) {
         .do_send(approval_gate_actors::metrics::Metric::Refused { reason });
 }
 
-fn could_not(what: &str, error: &RegistryError) -> String {
+pub(super) fn could_not(what: &str, error: &RegistryError) -> String {
     match error {
         RegistryError::Invalid(invalid) => format!("approval-gate rejected the request: {invalid}"),
         other => format!("approval-gate could not {what}: {other}"),
@@ -225,16 +224,6 @@ fn bounded(mut text: String) -> String {
     text
 }
 
-/// When the hold gives up: the approval's deadline (a policy rule may have shortened it),
-/// never later than `hook_wait` from now.
-fn hold_until(approval: &Approval, hook_wait: Duration) -> tokio::time::Instant {
-    let left = (approval.expires_at - chrono::Utc::now())
-        .to_std()
-        .unwrap_or_default()
-        .min(hook_wait);
-    tokio::time::Instant::now() + left
-}
-
 /// What the agent is told about an ended approval.
 fn verdict(state: &AppState, approval: &Approval) -> Verdict {
     let by = approval
@@ -266,140 +255,4 @@ fn verdict(state: &AppState, approval: &Approval) -> Verdict {
             "approval {id} is still pending; approval-gate could not wait for it"
         )),
     }
-}
-
-/// Cancels the approval if the hold ends any way but with a decision (the agent hung up, and
-/// actix dropped the body), and frees the registry's waiter.
-struct HoldGuard {
-    registry: actix::Addr<ApprovalRegistry>,
-    id: ApprovalId,
-    caller: String,
-    unwait: Option<Unwait>,
-    settled: bool,
-}
-
-impl Drop for HoldGuard {
-    fn drop(&mut self) {
-        if let Some(unwait) = self.unwait.take() {
-            self.registry.do_send(unwait);
-        }
-        if !self.settled {
-            tracing::info!(approval_id = %self.id, "the agent hung up; cancelling its approval");
-            self.registry.do_send(Decide {
-                id: self.id,
-                decision: Decision {
-                    outcome: Outcome::Cancel,
-                    actor: Actor::Agent(self.caller.clone()),
-                    comment: Some(
-                        "the agent hung up before a decision (the user interrupted it)".into(),
-                    ),
-                },
-                request_id: None,
-                grant_for: None,
-            });
-        }
-    }
-}
-
-/// Hold until the approval ends, the deadline passes (then end it as timed out, so operators
-/// are told and nobody approves a request no one waits for), or the service stops.
-async fn held(
-    state: web::Data<AppState>,
-    mut guard: HoldGuard,
-    mut receiver: tokio::sync::oneshot::Receiver<Approval>,
-    until: tokio::time::Instant,
-) -> Result<Approval, String> {
-    let registry = guard.registry.clone();
-    let id = guard.id;
-    let mut stopping = state.stopping.clone();
-    loop {
-        let ending = tokio::select! {
-            woken = &mut receiver => match woken {
-                Ok(approval) => {
-                    guard.unwait = None;
-                    guard.settled = true;
-                    return Ok(approval);
-                }
-                // The registry restarted and dropped its waiters: wait again.
-                Err(_) => None,
-            },
-            _ = tokio::time::sleep_until(until) => Some((
-                Outcome::Timeout,
-                Actor::System,
-                "no operator decided before the agent's hook had to be answered",
-            )),
-            _ = stopping.wait_for(|stopping| *stopping) => Some((
-                Outcome::Cancel,
-                Actor::System,
-                "approval-gate shut down while the agent waited; the agent was told to ask again",
-            )),
-        };
-        match ending {
-            Some((outcome, actor, comment)) => {
-                guard.settled = true;
-                return end(&registry, id, outcome, actor, comment).await;
-            }
-            None => match registry.send(Wait(id)).await {
-                Ok(Ok(WaitReply::Ready(approval))) => {
-                    guard.unwait = None;
-                    guard.settled = true;
-                    return Ok(*approval);
-                }
-                Ok(Ok(WaitReply::Pending(ticket))) => {
-                    guard.unwait = Some(ticket.cancel_message());
-                    receiver = ticket.receiver;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            },
-        }
-    }
-}
-
-/// End a held approval ourselves; whoever decided first wins.
-async fn end(
-    registry: &actix::Addr<ApprovalRegistry>,
-    id: ApprovalId,
-    outcome: Outcome,
-    actor: Actor,
-    comment: &str,
-) -> Result<Approval, String> {
-    let decision = Decision {
-        outcome,
-        actor,
-        comment: Some(comment.into()),
-    };
-    match registry
-        .send(Decide {
-            id,
-            decision,
-            request_id: None,
-            grant_for: None,
-        })
-        .await
-    {
-        Ok(Ok(approval)) => Ok(approval),
-        Ok(Err(RegistryError::Conflict(approval))) => Ok(*approval),
-        Ok(Err(error)) => Err(could_not("record the end of the wait", &error)),
-        Err(_) => Err("approval-gate's registry is not answering".into()),
-    }
-}
-
-type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>>>>;
-
-/// A space every `every` (JSON allows leading whitespace), then the answer. Writing is how
-/// actix-web notices a client that hung up (actix/actix-web#1313): the write fails, the body is
-/// dropped, and with it the [`HoldGuard`], which cancels the approval.
-fn heartbeat_body(
-    answer: Answer,
-    every: Duration,
-) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    futures_util::stream::unfold(Some((answer, ticker)), |state| async move {
-        let (mut answer, mut ticker) = state?;
-        tokio::select! {
-            json = &mut answer => Some((Ok(Bytes::from(json)), None)),
-            _ = ticker.tick() => Some((Ok(Bytes::from_static(b" ")), Some((answer, ticker)))),
-        }
-    })
 }

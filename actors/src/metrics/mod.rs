@@ -11,11 +11,12 @@ use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
 use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts, guarded};
 
 mod families;
+mod labels;
 
-pub use families::{
+use families::{Families, register_process};
+pub use labels::{
     ACTORS, FALLBACK_CHANNELS, OUTCOMES, QUEUES, TELEGRAM_FAILURES, TELEGRAM_METHODS,
 };
-use families::{Families, register_process};
 
 pub const NAME: &str = "metrics_collector";
 

@@ -1,7 +1,7 @@
 //! Bounds on every setting. The first violation stops start-up with one line naming the key,
 //! its value and the allowed range. Here: the helpers, the order of the checks, and the server,
-//! auth, agents, logging and limits sections; `notify.rs`: the sections that tell operators
-//! (fallback, email, Telegram, circuit breaker).
+//! agents, logging and limits sections; `notify.rs`: the sections that tell operators
+//! (fallback, email, Telegram, circuit breaker); `secrets.rs`: tokens and Telegram's secrets.
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use super::{Settings, SettingsError};
 use notify::{validate_breaker, validate_fallback, validate_telegram};
+use secrets::{validate_auth, validate_callback_secrets};
 
 mod notify;
+mod secrets;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -130,62 +132,6 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
         ));
     }
     Ok(())
-}
-
-fn validate_callback_secrets(s: &Settings) -> Result<(), SettingsError> {
-    let t = &s.telegram;
-    in_range(
-        "telegram.group_messages_per_minute",
-        t.group_messages_per_minute,
-        0,
-        1000,
-    )?;
-    for (key, secret) in [
-        ("telegram.callback_secret", &t.callback_secret),
-        (
-            "telegram.previous_callback_secret",
-            &t.previous_callback_secret,
-        ),
-    ] {
-        if !secret.is_empty() && secret.len() < 32 {
-            return Err(invalid(
-                key,
-                format!("*** ({} bytes)", secret.len()),
-                "must be empty (generated and stored) or at least 32 bytes",
-            ));
-        }
-    }
-    if t.mode == super::TelegramMode::Webhook && t.enabled {
-        let url = t.webhook_url.trim();
-        if !(url.starts_with("https://") || url.starts_with("http://"))
-            || reqwest::Url::parse(url).is_err()
-        {
-            return Err(invalid(
-                "telegram.webhook_url",
-                url,
-                "webhook mode needs the public https:// URL of POST /telegram/webhook",
-            ));
-        }
-    }
-    let secret = &t.webhook_secret;
-    if !secret.is_empty()
-        && (secret.len() > 256
-            || !secret
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-    {
-        return Err(invalid(
-            "telegram.webhook_secret",
-            "***",
-            "1 ..= 256 characters of A-Z a-z 0-9 _ - (or empty: generated)",
-        ));
-    }
-    duration_in(
-        "telegram.callback_secret_grace",
-        t.callback_secret_grace,
-        secs(60),
-        secs(30 * 24 * 3600),
-    )
 }
 
 fn validate_agents(s: &Settings) -> Result<(), SettingsError> {
@@ -336,57 +282,6 @@ fn validate_timeouts(s: &Settings) -> Result<(), SettingsError> {
         secs(0),
         secs(3600),
     )?;
-    Ok(())
-}
-
-fn validate_auth(s: &Settings) -> Result<(), SettingsError> {
-    let tokens = s
-        .auth
-        .agent_tokens
-        .iter()
-        .map(|(name, token)| ("auth.agent_tokens", name, token))
-        .chain(
-            s.auth
-                .operator_tokens
-                .iter()
-                .map(|(name, token)| ("auth.operator_tokens", name, token)),
-        );
-    let mut seen = std::collections::HashSet::new();
-    for (key, name, token) in tokens {
-        if let Some(hex) = token.strip_prefix(super::TOKEN_HASH_PREFIX) {
-            let hex = hex.trim();
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(
-                    key,
-                    format!("{name} = sha256:***"),
-                    "a hashed token is sha256: followed by 64 hex digits (approval-gate hash-token)",
-                ));
-            }
-        } else if token.len() < 16 {
-            return Err(invalid(
-                key,
-                format!("{name} = ***"),
-                "each token must be at least 16 characters long",
-            ));
-        }
-        if !seen.insert(super::token_digest(token)) {
-            return Err(invalid(
-                key,
-                format!("{name} = ***"),
-                "every token must be distinct (an agent token cannot also be an operator token)",
-            ));
-        }
-    }
-    if s.auth_is_open() {
-        let addr = bind_address(&s.server.bind)?;
-        if !addr.ip().is_loopback() {
-            return Err(invalid(
-                "server.bind",
-                &s.server.bind,
-                "a non-loopback bind requires tokens in [auth] agent_tokens and operator_tokens",
-            ));
-        }
-    }
     Ok(())
 }
 
