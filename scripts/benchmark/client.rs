@@ -86,8 +86,14 @@ impl Api {
         Ok(response.status() == StatusCode::OK)
     }
 
-    /// The value of one unlabelled sample from `/metrics`.
+    /// The value of one sample from `/metrics`, named with its labels as exposed
+    /// (`name{label="value"}`).
     pub(super) async fn metric(&self, name: &str) -> Result<Option<f64>> {
+        Ok(self.metrics(&[name]).await?[0])
+    }
+
+    /// The values of several samples from one scrape, in order.
+    pub(super) async fn metrics(&self, names: &[&str]) -> Result<Vec<Option<f64>>> {
         let text = self
             .http
             .get(format!("{}/metrics", self.base))
@@ -96,13 +102,34 @@ impl Api {
             .error_for_status()?
             .text()
             .await?;
-        Ok(text.lines().find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        }))
+        let sample = |name: &str| {
+            text.lines().find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        };
+        Ok(names.iter().map(|name| sample(name)).collect())
+    }
+
+    /// The group commit's counters: commits, requests, and seconds in apply, flush, fdatasync.
+    pub(super) async fn commit_totals(&self) -> Result<[f64; 5]> {
+        let values = self
+            .metrics(&[
+                "approval_gate_store_commits_total",
+                "approval_gate_store_commit_requests_total",
+                "approval_gate_store_commit_phase_seconds_total{phase=\"apply\"}",
+                "approval_gate_store_commit_phase_seconds_total{phase=\"flush\"}",
+                "approval_gate_store_commit_phase_seconds_total{phase=\"fdatasync\"}",
+            ])
+            .await?;
+        let mut totals = [0.0; 5];
+        for (total, value) in totals.iter_mut().zip(values) {
+            *total = value.ok_or("/metrics lacks a group-commit counter")?;
+        }
+        Ok(totals)
     }
 }
 

@@ -87,6 +87,7 @@ impl Bench<'_> {
             "measuring durable creates: {:.0} s at concurrency {}",
             args.creates_seconds, args.concurrency
         ));
+        let commits_before = api.commit_totals().await?;
         let service_cpu = service.cpu_time()?;
         let threads_before = thread_cpu(service.pid());
         let client_cpu = cpu_time("self")?;
@@ -105,6 +106,7 @@ impl Bench<'_> {
             .saturating_sub(machine_cpu)
             .saturating_sub(service_cpu + client_cpu);
         load.check("creates")?;
+        let commits_after = api.commit_totals().await?;
         // The 201 waits for the store only; notifications are sent behind it. How far they lag
         // shows whether the channels keep up with this rate.
         let notified = count_lines(&self.notifications(THROUGHPUT));
@@ -146,6 +148,7 @@ impl Bench<'_> {
             "  service CPU per create by thread: {}",
             by_thread(&threads, report.ok)
         );
+        println!("  {}", commit_line(&commits_before, &commits_after));
         if let Some(fake) = self
             .telegram
             .as_ref()
@@ -165,4 +168,20 @@ impl Bench<'_> {
         }
         Ok(report)
     }
+}
+
+/// The group commit during the run, from its counters: the serial step every create waits for.
+fn commit_line(before: &[f64; 5], after: &[f64; 5]) -> String {
+    let [commits, requests, apply, flush, sync] =
+        std::array::from_fn(|i| (after[i] - before[i]).max(0.0));
+    let per_commit_us = |seconds: f64| seconds * 1e6 / commits.max(1.0);
+    let busy = apply + flush + sync;
+    format!(
+        "group commit: {commits:.0} commits, {:.1} requests each; per commit apply {:.0} µs, \
+         flush {:.0} µs, fdatasync {:.0} µs ({busy:.2} s of the run in commits)",
+        requests / commits.max(1.0),
+        per_commit_us(apply),
+        per_commit_us(flush),
+        per_commit_us(sync),
+    )
 }

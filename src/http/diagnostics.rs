@@ -48,8 +48,23 @@ async fn database(
         "committing": stats.store.committing,
         "commit_failures": stats.store.commit_failures,
         "last_sync_us": stats.store.last_sync_us,
+        "commits": commits_json(&stats.store.commits),
         "dead_letters": stats.dead_letters,
     })))
+}
+
+/// The group commit since start: how many, how many requests each answered on average, and
+/// where its time went per commit (microseconds), so a slow disk or an oversized batch shows.
+fn commits_json(c: &approval_gate_actors::store::CommitTotals) -> serde_json::Value {
+    let per_commit_us = |seconds: f64| (seconds * 1e6 / c.commits.max(1) as f64).round();
+    json!({
+        "total": c.commits,
+        "requests": c.requests,
+        "requests_per_commit": (c.requests as f64 / c.commits.max(1) as f64 * 10.0).round() / 10.0,
+        "apply_us_per_commit": per_commit_us(c.apply_seconds),
+        "flush_us_per_commit": per_commit_us(c.flush_seconds),
+        "fdatasync_us_per_commit": per_commit_us(c.fdatasync_seconds),
+    })
 }
 
 #[utoipa::path(get, path = "/api/diagnostics/circuit-breaker", tag = "monitoring",

@@ -50,6 +50,7 @@ async fn refresh(state: &AppState) {
             size_bytes: stats.store.size_on_disk,
             last_commit_seconds: stats.store.last_sync_us as f64 / 1e6,
             commit_failures: stats.store.commit_failures,
+            commits: stats.store.commits,
             dead_letters: stats.dead_letters,
             oldest_pending_seconds: stats.oldest_pending_ms.map_or(0.0, age),
             oldest_queued_seconds: stats

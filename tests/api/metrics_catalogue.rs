@@ -3,6 +3,7 @@
 //! at zero, and no label value taken from client input.
 
 use reqwest::Method;
+use serde_json::Value;
 
 use crate::helpers::*;
 
@@ -89,6 +90,12 @@ const CATALOGUE: &[(&str, Option<(&str, &str)>)] = &[
     ("approval_gate_store_size_bytes", None),
     ("approval_gate_store_commit_seconds", None),
     ("approval_gate_store_commit_failures", None),
+    ("approval_gate_store_commits_total", None),
+    ("approval_gate_store_commit_requests_total", None),
+    (
+        "approval_gate_store_commit_phase_seconds_total",
+        Some(("phase", "fdatasync")),
+    ),
     ("approval_gate_dead_letters", None),
     ("approval_gate_oldest_pending_seconds", None),
     (
@@ -231,4 +238,44 @@ async fn queue_events_and_the_oldest_pending_age_follow_the_approvals() {
     )
     .await;
     assert!(aged < 60.0, "{aged}");
+}
+
+/// The group commit's counters grow with the store's own totals, by their difference at each
+/// scrape: never ahead of what the store reports, never behind what it reported before.
+#[actix_web::test]
+async fn the_group_commit_counters_follow_the_store() {
+    let app = spawn_app().await;
+    let requests = |parsed: &prometheus_parse::Scrape| {
+        value(parsed, "approval_gate_store_commit_requests_total", None).unwrap_or_default()
+    };
+    let store_requests = |diagnostics: Value| diagnostics["commits"]["requests"].as_f64().unwrap();
+    for _ in 0..3 {
+        app.create_id(&new_approval()).await;
+    }
+    let first = scrape(&app.metrics().await);
+    assert!(requests(&first) >= 3.0, "every create waited for a commit");
+    for _ in 0..4 {
+        app.create_id(&new_approval()).await;
+    }
+    let before = store_requests(app.get_json("/api/diagnostics/database").await);
+    let second = scrape(&app.metrics().await);
+    let after = app.get_json("/api/diagnostics/database").await;
+    assert!(requests(&second) >= requests(&first) + 4.0);
+    assert!(
+        (before..=store_requests(after.clone())).contains(&requests(&second)),
+        "the counter ({}) is the store's total at the scrape ({before} ..= {})",
+        requests(&second),
+        after["commits"]["requests"]
+    );
+    let commits = value(&second, "approval_gate_store_commits_total", None).unwrap_or_default();
+    assert!(commits >= 1.0, "{commits}");
+    for phase in ["apply", "flush", "fdatasync"] {
+        let spent = value(
+            &second,
+            "approval_gate_store_commit_phase_seconds_total",
+            Some(("phase", phase)),
+        );
+        assert!(spent.is_some_and(|s| s > 0.0), "{phase}: {spent:?}");
+    }
+    assert!(after["commits"]["requests_per_commit"].as_f64().unwrap() >= 1.0);
 }

@@ -33,6 +33,9 @@ pub(super) struct Families {
     pub(super) store_size: IntGauge,
     pub(super) store_commit: prometheus::Gauge,
     pub(super) store_commit_failures: IntGauge,
+    pub(super) store_commits: IntCounter,
+    pub(super) store_commit_requests: IntCounter,
+    pub(super) store_commit_phase: prometheus::CounterVec,
     pub(super) dead_letters: IntGauge,
     pub(super) oldest_pending: prometheus::Gauge,
     pub(super) queue_events: IntCounterVec,
@@ -271,6 +274,33 @@ impl Families {
                 IntGauge::new(
                     "approval_gate_store_commit_failures",
                     "Group commits that failed since start",
+                )
+                .expect("valid metric"),
+            ),
+            store_commits: register(
+                r,
+                IntCounter::new(
+                    "approval_gate_store_commits_total",
+                    "Group commits attempted since start (each one flush and one fdatasync)",
+                )
+                .expect("valid metric"),
+            ),
+            store_commit_requests: register(
+                r,
+                IntCounter::new(
+                    "approval_gate_store_commit_requests_total",
+                    "Durability requests the group commits answered (divided by commits: the batch size)",
+                )
+                .expect("valid metric"),
+            ),
+            store_commit_phase: register(
+                r,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "approval_gate_store_commit_phase_seconds_total",
+                        "Time the group commits spent applying staged writes, in sled's flush and in fdatasync",
+                    ),
+                    &["phase"],
                 )
                 .expect("valid metric"),
             ),

@@ -12,6 +12,8 @@ pub const ACTORS: [&str; 5] = [
     "fallback_notifier",
     "telegram_gateway",
 ];
+/// The phases of a group commit, in order.
+pub const COMMIT_PHASES: [&str; 3] = ["apply", "flush", "fdatasync"];
 pub const FALLBACK_CHANNELS: [&str; 3] = ["console", "file", "email"];
 /// The durable queues (one per channel, or the chain's under strategy `first`).
 pub const QUEUES: [&str; 5] = ["telegram", "console", "file", "email", "fallback_chain"];
@@ -55,6 +57,9 @@ impl Families {
         }
         for reason in TELEGRAM_FAILURES {
             self.tg_failures.with_label_values(&[reason]);
+        }
+        for phase in COMMIT_PHASES {
+            self.store_commit_phase.with_label_values(&[phase]);
         }
         for to in ["closed", "open", "half_open"] {
             self.tg_breaker_transitions.with_label_values(&[to]);

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
 
+use crate::store::CommitTotals;
 use crate::supervision::{ActorHealth, HealthStatus, Ping, Restarts, guarded};
 
 mod families;
@@ -15,7 +16,7 @@ mod labels;
 
 use families::{Families, register_process};
 pub use labels::{
-    ACTORS, FALLBACK_CHANNELS, OUTCOMES, QUEUES, TELEGRAM_FAILURES, TELEGRAM_METHODS,
+    ACTORS, COMMIT_PHASES, FALLBACK_CHANNELS, OUTCOMES, QUEUES, TELEGRAM_FAILURES, TELEGRAM_METHODS,
 };
 
 pub const NAME: &str = "metrics_collector";
@@ -79,6 +80,8 @@ pub enum Metric {
         size_bytes: u64,
         last_commit_seconds: f64,
         commit_failures: u64,
+        /// The group commit's totals since start (counters: only their growth is added).
+        commits: CommitTotals,
         dead_letters: i64,
         /// Age of the oldest pending approval (0 when none is pending).
         oldest_pending_seconds: f64,
@@ -134,6 +137,8 @@ pub struct MetricsCollector {
     registry: Registry,
     m: Families,
     restarts: Restarts,
+    /// The store's commit totals at the last scrape, so the counters grow by the difference.
+    commits_seen: CommitTotals,
 }
 
 impl MetricsCollector {
@@ -146,6 +151,7 @@ impl MetricsCollector {
             registry,
             m,
             restarts: Restarts::default(),
+            commits_seen: CommitTotals::default(),
         }
     }
 
@@ -213,10 +219,13 @@ impl MetricsCollector {
                 size_bytes,
                 last_commit_seconds,
                 commit_failures,
+                commits,
                 dead_letters,
                 oldest_pending_seconds,
                 oldest_queued_seconds,
             } => {
+                self.observe_commits(commits);
+                let m = &self.m;
                 m.oldest_pending.set(oldest_pending_seconds);
                 for (channel, seconds) in oldest_queued_seconds {
                     m.queue_oldest.with_label_values(&[channel]).set(seconds);
@@ -228,6 +237,26 @@ impl MetricsCollector {
                     .set(i64::try_from(commit_failures).unwrap_or(i64::MAX));
                 m.dead_letters.set(dead_letters);
             }
+        }
+    }
+
+    /// Counters grow by what the store did since the last scrape.
+    fn observe_commits(&mut self, now: CommitTotals) {
+        let seen = std::mem::replace(&mut self.commits_seen, now);
+        let m = &self.m;
+        m.store_commits
+            .inc_by(now.commits.saturating_sub(seen.commits));
+        m.store_commit_requests
+            .inc_by(now.requests.saturating_sub(seen.requests));
+        let phases = [
+            (now.apply_seconds, seen.apply_seconds),
+            (now.flush_seconds, seen.flush_seconds),
+            (now.fdatasync_seconds, seen.fdatasync_seconds),
+        ];
+        for (phase, (now, seen)) in COMMIT_PHASES.into_iter().zip(phases) {
+            m.store_commit_phase
+                .with_label_values(&[phase])
+                .inc_by((now - seen).max(0.0));
         }
     }
 

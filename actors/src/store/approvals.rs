@@ -283,6 +283,7 @@ impl ApprovalStore for SledStore {
             committing: stats.healthy.load(Ordering::SeqCst),
             commit_failures: stats.failures.load(Ordering::Relaxed),
             last_sync_us: stats.last_sync_us.load(Ordering::Relaxed),
+            commits: stats.totals(),
             dead_letters: self.inner.dead_count.load(Ordering::Relaxed),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{Channel, CommitResult, QueueEntry, StoreError, idempotency_key};
+use super::{Channel, CommitResult, CommitTotals, QueueEntry, StoreError, idempotency_key};
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 use crate::notification::Event;
 
@@ -104,5 +104,6 @@ pub struct StoreDiagnostics {
     pub committing: bool,
     pub commit_failures: u64,
     pub last_sync_us: u64,
+    pub commits: CommitTotals,
     pub dead_letters: i64,
 }

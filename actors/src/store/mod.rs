@@ -44,7 +44,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 pub use change::{ApprovalStore, Change, Commit, StoreDiagnostics, Written};
 pub use codec::{CodecError, decode as decode_approval, encode as encode_approval, millis};
 use commit::GroupCommit;
-pub use commit::{CommitResult, FaultSwitch};
+pub use commit::{CommitResult, CommitTotals, FaultSwitch};
 pub use queue::{Channel, DeadLetter, QueueEntry};
 pub use queues::Queues;
 use staging::{Op, Staging, Target};
