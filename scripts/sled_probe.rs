@@ -21,6 +21,8 @@ struct WriteSet {
     history: usize,
     status_index: bool,
     transaction: bool,
+    /// One tree, each logical tree a key prefix, and one atomic `apply_batch` per batch.
+    one_tree: bool,
     batch: usize,
 }
 
@@ -68,7 +70,15 @@ fn run(set: &WriteSet) -> Result<f64, Box<dyn std::error::Error>> {
     let mut done = 0;
     while done < CREATES {
         let ops = batch_ops(&db, set)?;
-        if set.transaction {
+        if set.one_tree {
+            let mut batch = sled::Batch::default();
+            for (tree, key, value) in ops {
+                let mut prefixed = vec![tree as u8];
+                prefixed.extend_from_slice(&key);
+                batch.insert(prefixed, value);
+            }
+            trees[0].apply_batch(batch)?;
+        } else if set.transaction {
             (&trees[0], &trees[1], &trees[2], &trees[3])
                 .transaction(|(a, s, q, e)| {
                     for (tree, key, value) in &ops {
@@ -97,6 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         history: 200,
         status_index: true,
         transaction: true,
+        one_tree: false,
         batch,
     };
     let sets = [
@@ -104,6 +115,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         WriteSet {
             transaction: false,
             ..full("the same as plain inserts (not atomic)", 20)
+        },
+        WriteSet {
+            one_tree: true,
+            ..full("one tree, key prefixes, one apply_batch (atomic)", 20)
         },
         WriteSet {
             channels: 1,
