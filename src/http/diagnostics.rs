@@ -139,9 +139,21 @@ async fn crash(
 #[derive(serde::Deserialize)]
 struct FailCommitsBody {
     count: u32,
+    #[serde(default)]
+    mode: FaultMode,
 }
 
-/// Fault injection: the next `count` store commits fail (as a failing disk would).
+/// How an injected commit fails: with an I/O error, or by panicking inside its transaction.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum FaultMode {
+    #[default]
+    Error,
+    Panic,
+}
+
+/// Fault injection: the next `count` store commits fail (`mode` `error`, as a failing disk
+/// would; the default) or panic inside their sled transaction (`panic`, as a bug in sled would).
 #[utoipa::path(post, path = "/api/debug/store/fail-commits", tag = "debug", request_body = Object,
     responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 async fn fail_commits(
@@ -150,6 +162,14 @@ async fn fail_commits(
     body: web::Json<FailCommitsBody>,
 ) -> Result<HttpResponse, ApiError> {
     fault_injection(&state)?;
-    state.actors.registry.send(FailCommits(body.count)).await?;
-    Ok(HttpResponse::Accepted().json(json!({ "failing_commits": body.count })))
+    let panic = matches!(body.mode, FaultMode::Panic);
+    state
+        .actors
+        .registry
+        .send(FailCommits {
+            count: body.count,
+            panic,
+        })
+        .await?;
+    Ok(HttpResponse::Accepted().json(json!({ "failing_commits": body.count, "panic": panic })))
 }

@@ -504,13 +504,23 @@ impl std::fmt::Debug for Run {
 
 /// Make the store's next `count` commits fail (`debug.fault_injection`).
 pub async fn fail_commits(app: &impl Api, count: u32) {
+    inject_commit_faults(app, json!({ "count": count })).await;
+}
+
+/// Make the store's next `count` commits panic inside their sled transaction, as a bug or an
+/// assertion in sled would (`debug.fault_injection`).
+pub async fn panic_commits(app: &impl Api, count: u32) {
+    inject_commit_faults(app, json!({ "count": count, "mode": "panic" })).await;
+}
+
+async fn inject_commit_faults(app: &impl Api, body: Value) {
     let response = app
         .request(
             Method::POST,
             "/api/debug/store/fail-commits",
             Some(OPERATOR_TOKEN),
         )
-        .json(&json!({ "count": count }))
+        .json(&body)
         .send()
         .await
         .expect("send");

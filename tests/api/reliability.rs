@@ -126,6 +126,48 @@ async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_su
     assert_eq!(stats["committing"], true);
 }
 
+/// sled panicking inside a commit (an internal assertion, a page it cannot read) is a failed
+/// commit like any other: the caller gets 503, nothing of the change is shown, health says so,
+/// and the store's commit thread lives on to commit the next change.
+#[actix_web::test]
+async fn a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again() {
+    let app = spawn_app().await;
+    let id = app.create_id(&new_approval()).await;
+    quiet_after_create(&app, &id).await;
+
+    // One for the create, two for the health probes below.
+    panic_commits(&app, 3).await;
+    let mut body = new_approval();
+    body["idempotency_key"] = json!("after-the-panic");
+    let failed = app.create(&body).await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let error: Value = failed.json().await.expect("json");
+    assert_eq!(error["error"], "unavailable");
+    assert_eq!(app.health().await["status"], "unhealthy");
+    assert_eq!(
+        status_of(&app, "/health/ready").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    eventually(WAIT, "readiness to recover", || async {
+        (status_of(&app, "/health/ready").await == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    // The failed create left nothing behind: its idempotency key makes a new approval.
+    let retried = app.create(&body).await;
+    assert_eq!(retried.status(), StatusCode::CREATED);
+    let listed: Value = app
+        .list("?status=pending")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["approvals"].as_array().map(Vec::len), Some(2));
+    let stats = app.get_json("/api/diagnostics/database").await;
+    assert_eq!(stats["committing"], true, "{stats}");
+    assert!(stats["commit_failures"].as_u64() >= Some(1), "{stats}");
+}
+
 #[actix_web::test]
 async fn a_timeout_whose_commit_fails_is_retried_not_disarmed() {
     let app = spawn_app().await;

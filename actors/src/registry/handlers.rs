@@ -305,13 +305,18 @@ impl Handler<Requeue> for ApprovalRegistry {
 impl Handler<FailCommits> for ApprovalRegistry {
     type Result = ();
 
-    fn handle(&mut self, FailCommits(count): FailCommits, _: &mut Context<Self>) {
+    fn handle(&mut self, FailCommits { count, panic }: FailCommits, _: &mut Context<Self>) {
         tracing::warn!(
             actor = NAME,
             count,
+            panic,
             "fault injection: the next store commits will fail"
         );
-        self.store.faults().fail_next(count);
+        if panic {
+            self.store.faults().panic_next(count);
+        } else {
+            self.store.faults().fail_next(count);
+        }
     }
 }
 

@@ -171,10 +171,14 @@ pub struct DeadLetters {
 #[rtype(result = "Result<Option<(crate::store::Channel, u64)>, RegistryError>")]
 pub struct Requeue(pub u64);
 
-/// Fault injection: make the next `count` store commits fail.
+/// Fault injection: make the next `count` store commits fail, or panic inside their sled
+/// transaction (`panic`), as a failing disk or a bug in sled would.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct FailCommits(pub u32);
+pub struct FailCommits {
+    pub count: u32,
+    pub panic: bool,
+}
 
 /// An approval's history, oldest first (`NotFound` if there is no such approval).
 #[derive(Message)]

@@ -280,7 +280,7 @@ impl ApprovalStore for SledStore {
             path: self.inner.path.clone(),
             size_on_disk: self.inner.db.size_on_disk().unwrap_or(0),
             last_flush_ms: stats.last_flush_ms.load(Ordering::Relaxed),
-            committing: stats.healthy.load(Ordering::SeqCst),
+            committing: self.committing(),
             commit_failures: stats.failures.load(Ordering::Relaxed),
             last_sync_us: stats.last_sync_us.load(Ordering::Relaxed),
             commits: stats.totals(),

@@ -24,6 +24,7 @@
 //! This thread never touches anything but the sled handle and the data file it was given.
 
 use std::fs::File;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -49,6 +50,8 @@ pub struct CommitStats {
     pub last_sync_us: AtomicU64,
     /// Injected failures still to come.
     pub fail_next: AtomicU32,
+    /// Injected panics (inside the transaction of a commit with staged writes) still to come.
+    pub panic_next: AtomicU32,
     /// Durability requests answered, over all commits: the ratio to commits is the batch size.
     pub tickets: AtomicU64,
     /// Time spent in each phase, over all commits, microseconds: applying the staged writes,
@@ -98,11 +101,35 @@ impl FaultSwitch {
     pub fn fail_next(&self, count: u32) {
         self.0.fail_next.store(count, Ordering::SeqCst);
     }
+
+    pub fn panic_next(&self, count: u32) {
+        self.0.panic_next.store(count, Ordering::SeqCst);
+    }
+
+    /// True if this commit's transaction is to panic (and one fewer is left to come).
+    pub(super) fn take_panic(&self) -> bool {
+        take_one(&self.0.panic_next)
+    }
+}
+
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// A panic's message, for the error it becomes.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
 }
 
 /// Applies the staged writes; runs on the flusher thread before every sync. `Ok(true)` if
-/// anything was staged.
-pub type ApplyStaged = Box<dyn Fn() -> std::io::Result<bool> + Send>;
+/// anything was staged. `true`: fault injection wants its transaction to panic.
+pub type ApplyStaged = Box<dyn Fn(bool) -> std::io::Result<bool> + Send>;
 
 /// How long staged writes without a ticket may wait for a batch to carry them.
 pub const LAZY_APPLY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -150,6 +177,11 @@ impl GroupCommit {
     pub fn faults(&self) -> FaultSwitch {
         FaultSwitch(Arc::clone(&self.stats))
     }
+
+    /// False once the commit thread has ended (it never should while the store is open).
+    pub fn running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
 }
 
 impl Drop for GroupCommit {
@@ -165,11 +197,7 @@ impl Drop for GroupCommit {
 
 /// One durable point: sled's flush (its log reaches the file), then fdatasync of that file.
 fn sync(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
-    let injected = stats
-        .fail_next
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    if injected {
+    if take_one(&stats.fail_next) {
         return Err(Arc::new(std::io::Error::other(
             "fault injection: commit failed",
         )));
@@ -191,12 +219,13 @@ fn run(
     rx: mpsc::Receiver<oneshot::Sender<CommitResult>>,
     stats: Arc<CommitStats>,
 ) {
+    let faults = FaultSwitch(Arc::clone(&stats));
     loop {
         let first = match rx.recv_timeout(LAZY_APPLY) {
             Ok(first) => first,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // Idle: make what was staged without a ticket durable; nobody waits on it.
-                commit(&db, &file, &apply, &stats, 0);
+                commit(&db, &file, &apply, &faults, 0);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -204,7 +233,7 @@ fn run(
         // Every ticket taken so far is answered by the sync that starts now.
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let result = commit(&db, &file, &apply, &stats, batch.len()).unwrap_or(Ok(()));
+        let result = commit(&db, &file, &apply, &faults, batch.len()).unwrap_or(Ok(()));
         stats
             .tickets
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -212,7 +241,7 @@ fn run(
             let _ = waiter.send(result.clone());
         }
     }
-    if let Err(error) = apply()
+    if let Err(error) = apply(false)
         .map_err(Arc::new)
         .and_then(|_| sync(&db, &file, &stats))
     {
@@ -224,22 +253,44 @@ fn run(
 /// same way whoever asked. With `tickets` waiting it always syncs: writes made outside the
 /// staging (acks) ride on it. An idle pass (no tickets) syncs only if it applied something, and
 /// returns `None` otherwise.
+///
+/// A panic inside sled (an assertion, a page it cannot read) is a failed commit like an I/O
+/// error: caught here, so this thread lives on to commit the next batch, and health says the
+/// store is failing until a commit succeeds. (Uncaught, it would end the thread: every later
+/// write would fail while health still showed the last commit's success.)
 fn commit(
     db: &sled::Db,
     file: &File,
     apply: &ApplyStaged,
-    stats: &CommitStats,
+    faults: &FaultSwitch,
     tickets: usize,
 ) -> Option<CommitResult> {
+    let stats = &*faults.0;
     let started = Instant::now();
-    let applied = apply();
-    if !matches!(applied, Ok(false) if tickets == 0) {
-        spent(&stats.apply_us, started);
-    }
-    let result = match applied {
-        Ok(false) if tickets == 0 => return None,
-        Ok(_) => sync(db, file, stats),
-        Err(error) => Err(Arc::new(error)),
+    let attempt = catch_unwind(AssertUnwindSafe(|| {
+        // Injected panics go to commits someone waits for: inside the transaction if anything
+        // is staged, else right here.
+        let panic = tickets > 0 && faults.take_panic();
+        let applied = apply(panic);
+        if panic {
+            panic!("fault injection: a panic in the commit");
+        }
+        if !matches!(applied, Ok(false) if tickets == 0) {
+            spent(&stats.apply_us, started);
+        }
+        match applied {
+            Ok(false) if tickets == 0 => None,
+            Ok(_) => Some(sync(db, file, stats)),
+            Err(error) => Some(Err(Arc::new(error))),
+        }
+    }));
+    let result = match attempt {
+        Ok(None) => return None,
+        Ok(Some(result)) => result,
+        Err(panic) => Err(Arc::new(std::io::Error::other(format!(
+            "the store commit panicked: {}",
+            panic_message(&*panic)
+        )))),
     };
     stats
         .last_sync_us

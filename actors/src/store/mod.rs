@@ -34,6 +34,7 @@ pub mod queue;
 mod queues;
 mod staging;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -199,9 +200,9 @@ impl SledStore {
         // One applier at a time: the group-commit thread, or a backup taking its snapshot.
         let apply_lock = Arc::new(std::sync::Mutex::new(trees.clone()));
         let lock = Arc::clone(&apply_lock);
-        let apply = Box::new(move || {
+        let apply = Box::new(move |panic: bool| {
             let trees = lock.lock().unwrap_or_else(|p| p.into_inner());
-            apply_staged(&trees, &staged)
+            apply_staged(&trees, &staged, panic)
         });
         let commit = GroupCommit::start(db.clone(), &path.join("db"), apply)?;
         let store = Self {
@@ -286,7 +287,8 @@ impl SledStore {
             .apply_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        apply_staged(&trees, &self.inner.staging).map_err(|e| StoreError::Queue(e.to_string()))?;
+        apply_staged(&trees, &self.inner.staging, false)
+            .map_err(|e| StoreError::Queue(e.to_string()))?;
         backup::write(&self.inner.db, path)
     }
 
@@ -305,42 +307,58 @@ impl SledStore {
         self.inner.commit.faults()
     }
 
-    /// True unless the last commit failed.
+    /// True unless the last commit failed or the commit thread is gone.
     pub fn committing(&self) -> bool {
-        self.inner.commit.stats().healthy.load(Ordering::SeqCst)
+        self.inner.commit.stats().healthy.load(Ordering::SeqCst) && self.inner.commit.running()
     }
 }
 
-/// Apply every staged operation as one transaction (on the group-commit thread).
-fn apply_staged(trees: &[sled::Tree; 6], staging: &Staging) -> std::io::Result<bool> {
+/// Apply every staged operation as one transaction (on the group-commit thread). `panic`:
+/// fault injection, panic inside the transaction as a bug in sled would.
+///
+/// Whatever happens, a panic included, the taken operations leave the staging overlay: a
+/// change that never reached sled must not stay readable (its caller is told 503).
+fn apply_staged(trees: &[sled::Tree; 6], staging: &Staging, panic: bool) -> std::io::Result<bool> {
     let ops = staging.take();
     if ops.is_empty() {
         return Ok(false);
     }
     let [approvals, idempotency, by_status, queues, grants, events] = trees;
-    let result = (approvals, idempotency, by_status, queues, grants, events).transaction(
-        |(a, i, s, q, g, e)| {
-            for op in &ops {
-                let tree = match op.target {
-                    Target::Approvals => a,
-                    Target::Idempotency => i,
-                    Target::ByStatus => s,
-                    Target::Queues => q,
-                    Target::Grants => g,
-                    Target::Events => e,
-                };
-                match &op.value {
-                    Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
-                    None => tree.remove(op.key.as_slice())?,
-                };
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        },
-    );
+    let applied = catch_unwind(AssertUnwindSafe(|| {
+        (approvals, idempotency, by_status, queues, grants, events).transaction(
+            |(a, i, s, q, g, e)| {
+                if panic {
+                    panic!("fault injection: a panic inside the commit's transaction");
+                }
+                for op in &ops {
+                    let tree = match op.target {
+                        Target::Approvals => a,
+                        Target::Idempotency => i,
+                        Target::ByStatus => s,
+                        Target::Queues => q,
+                        Target::Grants => g,
+                        Target::Events => e,
+                    };
+                    match &op.value {
+                        Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
+                        None => tree.remove(op.key.as_slice())?,
+                    };
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            },
+        )
+    }));
     staging.settled(&ops);
-    result
-        .map(|()| true)
-        .map_err(|error| std::io::Error::other(format!("cannot apply staged writes: {error:?}")))
+    match applied {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(error)) => Err(std::io::Error::other(format!(
+            "cannot apply staged writes: {error:?}"
+        ))),
+        Err(panic) => Err(std::io::Error::other(format!(
+            "applying staged writes panicked: {}",
+            commit::panic_message(&*panic)
+        ))),
+    }
 }
 
 #[cfg(test)]
