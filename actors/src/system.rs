@@ -22,6 +22,8 @@ use crate::threads;
 
 pub struct SystemSettings {
     pub store_path: std::path::PathBuf,
+    /// A commit running longer than this makes the store (and readiness) unhealthy.
+    pub commit_stall: Duration,
     pub registry: RegistrySettings,
     pub check_interval: Duration,
     pub fallback: FallbackSettings,
@@ -56,6 +58,7 @@ impl ActorSystem {
     /// Must be called from inside a running actix `System`.
     pub fn start(settings: SystemSettings) -> Result<Self, StoreError> {
         let store = SledStore::open(&settings.store_path)?;
+        store.report_stalls_after(settings.commit_stall);
 
         let core = Arbiter::new();
         let metrics_arbiter = Arbiter::new();

@@ -4,6 +4,7 @@
 use actix_web::{HttpResponse, web};
 use approval_gate_actors::metrics::Summary;
 use approval_gate_actors::registry::{FailCommits, Stats};
+use approval_gate_actors::store::CommitFault;
 use approval_gate_actors::telegram::gateway::BreakerStatus;
 use serde_json::json;
 
@@ -48,6 +49,7 @@ async fn database(
         "committing": stats.store.committing,
         "commit_failures": stats.store.commit_failures,
         "last_sync_us": stats.store.last_sync_us,
+        "commit_running_ms": stats.store.commit_running_ms,
         "commits": commits_json(&stats.store.commits),
         "dead_letters": stats.dead_letters,
     })))
@@ -137,23 +139,33 @@ async fn crash(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FailCommitsBody {
     count: u32,
     #[serde(default)]
     mode: FaultMode,
+    /// How long each stalled commit hangs (`mode` `stall`), milliseconds.
+    #[serde(default)]
+    ms: u64,
 }
 
-/// How an injected commit fails: with an I/O error, or by panicking inside its transaction.
+/// How an injected commit fails.
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 enum FaultMode {
     #[default]
     Error,
     Panic,
+    Stall,
 }
 
+/// Longest injected stall: long enough to outlast any `store.commit_stall`, short enough that a
+/// typo cannot wedge a test machine for good.
+const MAX_STALL_MS: u64 = 15 * 60 * 1000;
+
 /// Fault injection: the next `count` store commits fail (`mode` `error`, as a failing disk
-/// would; the default) or panic inside their sled transaction (`panic`, as a bug in sled would).
+/// would; the default), panic inside their sled transaction (`panic`, as a bug in sled would) or
+/// hang `ms` milliseconds before their sync (`stall`, as a disk that stops answering would).
 #[utoipa::path(post, path = "/api/debug/store/fail-commits", tag = "debug", request_body = Object,
     responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 async fn fail_commits(
@@ -162,14 +174,26 @@ async fn fail_commits(
     body: web::Json<FailCommitsBody>,
 ) -> Result<HttpResponse, ApiError> {
     fault_injection(&state)?;
-    let panic = matches!(body.mode, FaultMode::Panic);
+    let fault = match body.mode {
+        FaultMode::Error => CommitFault::Error,
+        FaultMode::Panic => CommitFault::Panic,
+        FaultMode::Stall if (1..=MAX_STALL_MS).contains(&body.ms) => {
+            CommitFault::Stall(std::time::Duration::from_millis(body.ms))
+        }
+        FaultMode::Stall => {
+            return Err(ApiError::Unprocessable(format!(
+                "`ms` must be 1 ..= {MAX_STALL_MS} for mode stall"
+            )));
+        }
+    };
     state
         .actors
         .registry
         .send(FailCommits {
             count: body.count,
-            panic,
+            fault,
         })
         .await?;
-    Ok(HttpResponse::Accepted().json(json!({ "failing_commits": body.count, "panic": panic })))
+    Ok(HttpResponse::Accepted()
+        .json(json!({ "failing_commits": body.count, "fault": format!("{fault:?}") })))
 }

@@ -108,7 +108,11 @@ pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("config"));
 
+    // This build's defaults always lie underneath: an installed default.toml from an older
+    // release (install.sh never overwrites one) lacks the keys added since, and those keep
+    // their defaults instead of stopping start-up with "missing configuration field".
     let mut builder = Config::builder()
+        .add_source(File::from_str(EMBEDDED_DEFAULT, FileFormat::Toml))
         .add_source(layer(&dir.join("default.toml"), EMBEDDED_DEFAULT)?)
         .add_source(layer(&dir.join(format!("{environment}.toml")), overlay)?);
     if let Some(file) = &sources.config_file {

@@ -259,6 +259,9 @@ pub struct StoreSettings {
     /// Ended approvals older than this are removed; zero keeps them forever.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// A commit (flush + fdatasync) running longer than this makes the store unhealthy.
+    #[serde(with = "humantime_serde")]
+    pub commit_stall: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

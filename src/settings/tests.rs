@@ -89,6 +89,47 @@ fn errors_name_the_key_the_value_and_the_range() {
         error.to_string().contains("approval_timeout.max"),
         "{error}"
     );
+
+    let error = load_with(&[("APPROVAL_GATE__STORE__COMMIT_STALL", "500ms")]).expect_err("short");
+    let text = error.to_string();
+    assert!(text.contains("store.commit_stall"), "{text}");
+    assert!(text.contains("1s") && text.contains("10m"), "{text}");
+}
+
+/// An installed `default.toml` from an older release (install.sh never overwrites one) still
+/// loads: the keys it lacks take this build's defaults, and the keys it has still count.
+#[test]
+fn a_default_toml_from_an_older_release_still_loads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old: String = include_str!("../../config/default.toml")
+        .lines()
+        .filter(|line| !line.starts_with("commit_stall") && !line.starts_with("retention"))
+        .map(|line| match line.starts_with("max_waiters") {
+            true => "max_waiters = 1234",
+            false => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!old.contains("commit_stall =") && !old.contains("retention ="));
+    std::fs::write(dir.path().join("default.toml"), old).expect("write");
+    let env = BTreeMap::from([(
+        "APPROVAL_GATE_CONFIG_DIR".to_string(),
+        dir.path().display().to_string(),
+    )]);
+    let settings = load(&Sources {
+        config_file: None,
+        env: Some(env),
+    })
+    .expect("loads");
+    assert_eq!(settings.store.commit_stall, Duration::from_secs(10));
+    assert_eq!(
+        settings.store.retention,
+        Duration::from_secs(30 * 24 * 3600)
+    );
+    assert_eq!(
+        settings.server.max_waiters, 1234,
+        "the installed file's own values win"
+    );
 }
 
 #[test]

@@ -513,6 +513,12 @@ pub async fn panic_commits(app: &impl Api, count: u32) {
     inject_commit_faults(app, json!({ "count": count, "mode": "panic" })).await;
 }
 
+/// Make the store's next `count` commits hang `ms` milliseconds before their sync, as a disk
+/// that stops answering would (`debug.fault_injection`).
+pub async fn stall_commits(app: &impl Api, count: u32, ms: u64) {
+    inject_commit_faults(app, json!({ "count": count, "mode": "stall", "ms": ms })).await;
+}
+
 async fn inject_commit_faults(app: &impl Api, body: Value) {
     let response = app
         .request(

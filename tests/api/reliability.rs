@@ -168,6 +168,47 @@ async fn a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again(
     assert!(stats["commit_failures"].as_u64() >= Some(1), "{stats}");
 }
 
+/// A disk that hangs is reported, not waited out in silence: while a commit runs longer than
+/// `store.commit_stall`, health is unhealthy and readiness 503 (with how long it has run); the
+/// write it holds is answered once the disk answers, and health recovers.
+#[actix_web::test]
+async fn a_commit_that_hangs_past_the_stall_limit_is_reported_until_it_finishes() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__STORE__COMMIT_STALL", "1s")]).await;
+    let id = app.create_id(&new_approval()).await;
+    quiet_after_create(&app, &id).await;
+
+    stall_commits(&app, 1, 4_000).await;
+    let body = new_approval();
+    let create = app.create(&body);
+    let watch = async {
+        eventually(WAIT, "readiness to report the stalled commit", || async {
+            (status_of(&app, "/health/ready").await == StatusCode::SERVICE_UNAVAILABLE)
+                .then_some(())
+        })
+        .await;
+        let health = app.health().await;
+        assert_eq!(health["status"], "unhealthy", "{health}");
+        let registry = &health["actors"]["approval_registry"]["detail"];
+        assert_eq!(registry["store_committing"], false, "{health}");
+        assert!(
+            registry["store_commit_running_ms"].as_u64() > Some(1_000),
+            "{health}"
+        );
+    };
+    let (created, ()) = futures_util::future::join(create, watch).await;
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "the held write is answered"
+    );
+    eventually(WAIT, "readiness to recover", || async {
+        (status_of(&app, "/health/ready").await == StatusCode::OK).then_some(())
+    })
+    .await;
+    let stats = app.get_json("/api/diagnostics/database").await;
+    assert_eq!(stats["commit_running_ms"], Value::Null, "{stats}");
+}
+
 #[actix_web::test]
 async fn a_timeout_whose_commit_fails_is_retried_not_disarmed() {
     let app = spawn_app().await;

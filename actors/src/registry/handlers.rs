@@ -305,18 +305,14 @@ impl Handler<Requeue> for ApprovalRegistry {
 impl Handler<FailCommits> for ApprovalRegistry {
     type Result = ();
 
-    fn handle(&mut self, FailCommits { count, panic }: FailCommits, _: &mut Context<Self>) {
+    fn handle(&mut self, FailCommits { count, fault }: FailCommits, _: &mut Context<Self>) {
         tracing::warn!(
             actor = NAME,
             count,
-            panic,
+            ?fault,
             "fault injection: the next store commits will fail"
         );
-        if panic {
-            self.store.faults().panic_next(count);
-        } else {
-            self.store.faults().fail_next(count);
-        }
+        self.store.faults().inject(count, fault);
     }
 }
 
@@ -375,6 +371,8 @@ impl Handler<Ping> for ApprovalRegistry {
                 "waiters": self.waiters.len(),
                 "load_error": self.load_error,
                 "store_committing": committing,
+                // A commit under way for long is a disk that hangs (`store.commit_stall`).
+                "store_commit_running_ms": self.store.commit_running_ms(),
                 "dead_letters": self.store.queues().dead_letter_count(),
             }),
         })

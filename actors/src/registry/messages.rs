@@ -171,13 +171,13 @@ pub struct DeadLetters {
 #[rtype(result = "Result<Option<(crate::store::Channel, u64)>, RegistryError>")]
 pub struct Requeue(pub u64);
 
-/// Fault injection: make the next `count` store commits fail, or panic inside their sled
-/// transaction (`panic`), as a failing disk or a bug in sled would.
+/// Fault injection: the next `count` store commits fail, panic or stall
+/// ([`crate::store::CommitFault`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FailCommits {
     pub count: u32,
-    pub panic: bool,
+    pub fault: crate::store::CommitFault,
 }
 
 /// An approval's history, oldest first (`NotFound` if there is no such approval).

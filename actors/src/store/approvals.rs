@@ -284,6 +284,7 @@ impl ApprovalStore for SledStore {
             commit_failures: stats.failures.load(Ordering::Relaxed),
             last_sync_us: stats.last_sync_us.load(Ordering::Relaxed),
             commits: stats.totals(),
+            commit_running_ms: self.commit_running_ms(),
             dead_letters: self.inner.dead_count.load(Ordering::Relaxed),
         }
     }

@@ -105,5 +105,7 @@ pub struct StoreDiagnostics {
     pub commit_failures: u64,
     pub last_sync_us: u64,
     pub commits: CommitTotals,
+    /// How long the commit under way has been running (ms), if one is.
+    pub commit_running_ms: Option<u64>,
     pub dead_letters: i64,
 }

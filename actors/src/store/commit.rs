@@ -52,6 +52,12 @@ pub struct CommitStats {
     pub fail_next: AtomicU32,
     /// Injected panics (inside the transaction of a commit with staged writes) still to come.
     pub panic_next: AtomicU32,
+    /// Injected stalls still to come, and how long each holds its commit before the sync.
+    pub stall_next: AtomicU32,
+    pub stall_ms: AtomicU64,
+    /// When the commit under way started (ms since the epoch), 0 between commits: a disk that
+    /// hangs shows here rather than as silence.
+    pub running_since_ms: AtomicI64,
     /// Durability requests answered, over all commits: the ratio to commits is the batch size.
     pub tickets: AtomicU64,
     /// Time spent in each phase, over all commits, microseconds: applying the staged writes,
@@ -76,6 +82,14 @@ pub struct CommitTotals {
 }
 
 impl CommitStats {
+    /// How long the commit under way has been running at `now_ms`, if one is.
+    pub fn running_ms(&self, now_ms: i64) -> Option<u64> {
+        match self.running_since_ms.load(Ordering::SeqCst) {
+            0 => None,
+            since => Some(now_ms.saturating_sub(since).max(0) as u64),
+        }
+    }
+
     pub fn totals(&self) -> CommitTotals {
         let seconds = |us: &AtomicU64| us.load(Ordering::Relaxed) as f64 / 1e6;
         CommitTotals {
@@ -97,13 +111,41 @@ fn spent(total: &AtomicU64, started: Instant) {
 #[derive(Clone)]
 pub struct FaultSwitch(Arc<CommitStats>);
 
+/// How an injected commit fault shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CommitFault {
+    /// The sync reports an I/O error, as a failing disk would.
+    Error,
+    /// The transaction panics, as a bug in sled would.
+    Panic,
+    /// The commit hangs this long before its sync, as a stalled disk would.
+    Stall(std::time::Duration),
+}
+
 impl FaultSwitch {
+    /// The next `count` commits show `fault`.
+    pub fn inject(&self, count: u32, fault: CommitFault) {
+        match fault {
+            CommitFault::Error => self.fail_next(count),
+            CommitFault::Panic => self.panic_next(count),
+            CommitFault::Stall(each) => self.stall_next(count, each),
+        }
+    }
+
     pub fn fail_next(&self, count: u32) {
         self.0.fail_next.store(count, Ordering::SeqCst);
     }
 
     pub fn panic_next(&self, count: u32) {
         self.0.panic_next.store(count, Ordering::SeqCst);
+    }
+
+    /// The next `count` commits hang for `each` before their sync, as a stalled disk would.
+    pub fn stall_next(&self, count: u32, each: std::time::Duration) {
+        self.0
+            .stall_ms
+            .store(each.as_millis() as u64, Ordering::SeqCst);
+        self.0.stall_next.store(count, Ordering::SeqCst);
     }
 
     /// True if this commit's transaction is to panic (and one fewer is left to come).
@@ -197,6 +239,11 @@ impl Drop for GroupCommit {
 
 /// One durable point: sled's flush (its log reaches the file), then fdatasync of that file.
 fn sync(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
+    if take_one(&stats.stall_next) {
+        let each = stats.stall_ms.load(Ordering::SeqCst);
+        tracing::warn!(ms = each, "fault injection: this commit stalls");
+        thread::sleep(std::time::Duration::from_millis(each));
+    }
     if take_one(&stats.fail_next) {
         return Err(Arc::new(std::io::Error::other(
             "fault injection: commit failed",
@@ -267,6 +314,9 @@ fn commit(
 ) -> Option<CommitResult> {
     let stats = &*faults.0;
     let started = Instant::now();
+    stats
+        .running_since_ms
+        .store(chrono::Utc::now().timestamp_millis(), Ordering::SeqCst);
     let attempt = catch_unwind(AssertUnwindSafe(|| {
         // Injected panics go to commits someone waits for: inside the transaction if anything
         // is staged, else right here.
@@ -284,6 +334,7 @@ fn commit(
             Err(error) => Some(Err(Arc::new(error))),
         }
     }));
+    stats.running_since_ms.store(0, Ordering::SeqCst);
     let result = match attempt {
         Ok(None) => return None,
         Ok(Some(result)) => result,

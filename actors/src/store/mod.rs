@@ -37,7 +37,7 @@ mod staging;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -45,7 +45,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 pub use change::{ApprovalStore, Change, Commit, StoreDiagnostics, Written};
 pub use codec::{CodecError, decode as decode_approval, encode as encode_approval, millis};
 use commit::GroupCommit;
-pub use commit::{CommitResult, CommitTotals, FaultSwitch};
+pub use commit::{CommitFault, CommitResult, CommitTotals, FaultSwitch};
 pub use queue::{Channel, DeadLetter, QueueEntry};
 pub use queues::Queues;
 use staging::{Op, Staging, Target};
@@ -94,11 +94,15 @@ struct Inner {
     /// The staged trees, behind the lock every applier of staged writes holds.
     apply_lock: Arc<std::sync::Mutex<[sled::Tree; 6]>>,
     dead_count: AtomicI64,
+    /// A commit running longer than this (ms) makes the store report itself as not committing.
+    stall_after_ms: AtomicU64,
     db: sled::Db,
     path: PathBuf,
 }
 
 const SCHEMA_KEY: &[u8] = b"store_schema";
+/// How long a commit may run before the store reports a stall (`store.commit_stall`).
+pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 const SCHEMA_VERSION: u8 = 2;
 
 fn status_byte(status: Status) -> u8 {
@@ -210,6 +214,7 @@ impl SledStore {
                 commit,
                 staging,
                 dead_count: AtomicI64::new(dead.len() as i64),
+                stall_after_ms: AtomicU64::new(DEFAULT_STALL.as_millis() as u64),
                 approvals,
                 idempotency,
                 by_status,
@@ -307,9 +312,30 @@ impl SledStore {
         self.inner.commit.faults()
     }
 
-    /// True unless the last commit failed or the commit thread is gone.
+    /// True unless the last commit failed, the commit under way has run longer than the stall
+    /// limit (a disk that hangs), or the commit thread is gone.
     pub fn committing(&self) -> bool {
-        self.inner.commit.stats().healthy.load(Ordering::SeqCst) && self.inner.commit.running()
+        let stats = self.inner.commit.stats();
+        stats.healthy.load(Ordering::SeqCst)
+            && !self.stalled(self.commit_running_ms())
+            && self.inner.commit.running()
+    }
+
+    /// How long the commit under way has been running, if one is.
+    pub fn commit_running_ms(&self) -> Option<u64> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        self.inner.commit.stats().running_ms(now_ms)
+    }
+
+    fn stalled(&self, running_ms: Option<u64>) -> bool {
+        running_ms.is_some_and(|ms| ms > self.inner.stall_after_ms.load(Ordering::Relaxed))
+    }
+
+    /// From now on, a commit running longer than `limit` is reported as a stall.
+    pub fn report_stalls_after(&self, limit: std::time::Duration) {
+        self.inner
+            .stall_after_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
     }
 }
 

@@ -238,7 +238,12 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
     if s.store.path.as_os_str().is_empty() {
         return Err(invalid("store.path", "\"\"", "must name a folder"));
     }
-    Ok(())
+    duration_in(
+        "store.commit_stall",
+        s.store.commit_stall,
+        secs(1),
+        secs(600),
+    )
 }
 
 /// Parse `server.bind`; `localhost:PORT` is accepted and means the IPv4 loopback.
