@@ -95,19 +95,31 @@ async fn hook(
     let hold = &settings.agents;
     let new = new_approval(agent, event, &input, &caller.name, hold.hook_wait);
     let registry = state.actors.registry.clone();
-    let created = match registry
-        .send(Create {
+    // Recording the request waits for the store; a disk that hangs must not make the hook hang
+    // past hook_wait, or the agent's own timeout would run the tool. Past it: deny (an approval
+    // that lands later times out unanswered, its deadline being hook_wait too).
+    let recorded = tokio::time::timeout(
+        hold.hook_wait,
+        registry.send(Create {
             new,
             request_id: Some(request_id.0.clone()),
-        })
-        .await
-    {
-        Ok(Ok(created)) => created.approval,
-        Ok(Err(error)) => {
+        }),
+    )
+    .await;
+    let created = match recorded {
+        Ok(Ok(Ok(created))) => created.approval,
+        Ok(Ok(Err(error))) => {
             refused(&state, &ApiError::from(error.clone()));
             return deny(event, could_not("record the request", &error));
         }
-        Err(_) => return deny(event, "approval-gate's registry is not answering".into()),
+        Ok(Err(_)) => return deny(event, "approval-gate's registry is not answering".into()),
+        Err(_) => {
+            return deny(
+                event,
+                "approval-gate could not record the request in time (its store is not answering)"
+                    .into(),
+            );
+        }
     };
     if created.status.is_terminal() {
         return answer(event, &verdict(&state, &created));

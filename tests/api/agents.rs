@@ -367,6 +367,36 @@ async fn a_bad_token_or_a_failing_store_is_a_200_deny_never_an_error() {
     );
 }
 
+/// A store that hangs must not make the hook hang: Claude Code runs the tool when its hook
+/// times out, so the hook answers a 200 deny within `agents.hook_wait` even while the commit
+/// recording the request has not finished.
+#[actix_web::test]
+async fn a_hook_whose_request_cannot_be_recorded_in_time_is_denied_while_the_store_hangs() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__AGENTS__HOOK_WAIT", "2s")]).await;
+    stall_commits(&app, 1, 8_000).await;
+    let (status, answer) = hook(
+        &app,
+        "/hooks/claude-code/pre-tool-use",
+        Some(AGENT_TOKEN),
+        &fixture("claude-pre-tool-use-bash"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let out = &answer["hookSpecificOutput"];
+    assert_eq!(out["permissionDecision"], "deny", "{answer}");
+    assert!(
+        out["permissionDecisionReason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("in time")),
+        "{answer}"
+    );
+    let stats = app.get_json("/api/diagnostics/database").await;
+    assert!(
+        stats["commit_running_ms"].as_u64().is_some(),
+        "answered while the commit still hung: {stats}"
+    );
+}
+
 #[actix_web::test]
 async fn the_example_policy_allows_denies_and_escalates_without_a_human_where_it_can() {
     let config = format!("{}/config/policy.example.toml", env!("CARGO_MANIFEST_DIR"));
