@@ -55,9 +55,10 @@ pub struct CommitStats {
     /// Injected stalls still to come, and how long each holds its commit before the sync.
     pub stall_next: AtomicU32,
     pub stall_ms: AtomicU64,
-    /// When the commit under way started (ms since the epoch), 0 between commits: a disk that
-    /// hangs shows here rather than as silence.
+    /// When the commit under way started ([`Clock`] ms), 0 between commits: a disk that hangs
+    /// shows here rather than as silence.
     pub running_since_ms: AtomicI64,
+    pub clock: Clock,
     /// Durability requests answered, over all commits: the ratio to commits is the batch size.
     pub tickets: AtomicU64,
     /// Time spent in each phase, over all commits, microseconds: applying the staged writes,
@@ -81,12 +82,28 @@ pub struct CommitTotals {
     pub fdatasync_seconds: f64,
 }
 
+/// Monotonic milliseconds since the stats were made, never 0 (0 means "no commit under way"):
+/// a wall clock stepped by NTP must not fake or hide a stall.
+pub struct Clock(Instant);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Clock {
+    fn now_ms(&self) -> i64 {
+        self.0.elapsed().as_millis() as i64 + 1
+    }
+}
+
 impl CommitStats {
-    /// How long the commit under way has been running at `now_ms`, if one is.
-    pub fn running_ms(&self, now_ms: i64) -> Option<u64> {
+    /// How long the commit under way has been running, if one is.
+    pub fn running_ms(&self) -> Option<u64> {
         match self.running_since_ms.load(Ordering::SeqCst) {
             0 => None,
-            since => Some(now_ms.saturating_sub(since).max(0) as u64),
+            since => Some(self.clock.now_ms().saturating_sub(since).max(0) as u64),
         }
     }
 
@@ -316,7 +333,7 @@ fn commit(
     let started = Instant::now();
     stats
         .running_since_ms
-        .store(chrono::Utc::now().timestamp_millis(), Ordering::SeqCst);
+        .store(stats.clock.now_ms(), Ordering::SeqCst);
     let attempt = catch_unwind(AssertUnwindSafe(|| {
         // Injected panics go to commits someone waits for: inside the transaction if anything
         // is staged, else right here.

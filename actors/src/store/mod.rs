@@ -323,8 +323,7 @@ impl SledStore {
 
     /// How long the commit under way has been running, if one is.
     pub fn commit_running_ms(&self) -> Option<u64> {
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        self.inner.commit.stats().running_ms(now_ms)
+        self.inner.commit.stats().running_ms()
     }
 
     fn stalled(&self, running_ms: Option<u64>) -> bool {
