@@ -7,6 +7,7 @@ pub mod http;
 pub mod reload;
 pub mod settings;
 pub mod startup;
+pub mod store_guard;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;

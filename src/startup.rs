@@ -36,6 +36,15 @@ pub enum StartupError {
     Tls(String),
 }
 
+/// Why [`Application::run_until_stopped`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A signal or `handle().stop()`.
+    Requested,
+    /// The store could not commit for `store.restart_after`: exit for a restart.
+    StoreFailing,
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -181,9 +190,10 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serve until SIGTERM/SIGINT (or `handle().stop()`), then drain in-flight requests within
+    /// Serve until SIGTERM/SIGINT (or `handle().stop()`), or until the store has not committed
+    /// for `store.restart_after` ([`crate::store_guard`]), then drain in-flight requests within
     /// `server.shutdown_timeout`, stop the actors and flush the store.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self) -> std::io::Result<Stopped> {
         let Self {
             server,
             monitoring,
@@ -196,6 +206,7 @@ impl Application {
             certificates,
             ..
         } = self;
+        let restart_after = state.settings().store.restart_after;
         if let Some((sources, log_level)) = reload {
             let reloader =
                 crate::reload::Reloader::new(sources, state, tokens, log_level, certificates);
@@ -208,8 +219,22 @@ impl Application {
         if let Some((monitoring, _)) = monitoring {
             actix_rt::spawn(monitoring);
         }
+        let guarded = actors.actors.clone();
+        let store_failed = Arc::new(AtomicBool::new(false));
+        let failed = Arc::clone(&store_failed);
         actix_rt::spawn(async move {
-            shutdown_signal().await;
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = crate::store_guard::failing_for(guarded, restart_after) => {
+                    tracing::error!(
+                        restart_after = %humantime::format_duration(restart_after),
+                        exit_status = crate::store_guard::EXIT_STORE_FAILING,
+                        "the store has not committed for store.restart_after; stopping so the \
+                         supervisor restarts the service (sled recovers from its log on open)"
+                    );
+                    failed.store(true, Ordering::SeqCst);
+                }
+            }
             tracing::info!("shutdown requested: no longer accepting, draining in-flight requests");
             crate::systemd::stopping();
             accepting.store(false, Ordering::Relaxed);
@@ -222,10 +247,15 @@ impl Application {
             handle.stop(true).await;
         });
         let result = server.await;
-        // Joining the arbiters blocks briefly while the final flush completes.
+        // Joining the arbiters blocks briefly while the final flush completes (at most a few
+        // seconds when the disk hangs).
         actors.stop();
+        if store_failed.load(Ordering::SeqCst) {
+            tracing::warn!("approval-gate stopped because its store could not commit");
+            return result.map(|()| Stopped::StoreFailing);
+        }
         tracing::info!("approval-gate stopped; store flushed");
-        result
+        result.map(|()| Stopped::Requested)
     }
 }
 

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::settings::{self, Sources};
-use crate::startup::Application;
+use crate::startup::{Application, Stopped};
+use crate::store_guard::EXIT_STORE_FAILING;
 use crate::telemetry;
 
 pub fn run(config: Option<PathBuf>) -> ExitCode {
@@ -24,11 +25,18 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
         let app = Application::build(settings)?.reloading(sources, log_level);
-        app.run_until_stopped().await.map_err(|e| e.to_string())?;
-        Ok::<(), Box<dyn std::error::Error>>(())
+        let stopped = app.run_until_stopped().await.map_err(|e| e.to_string())?;
+        Ok::<_, Box<dyn std::error::Error>>(stopped)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Stopped::Requested) => ExitCode::SUCCESS,
+        Ok(Stopped::StoreFailing) => {
+            eprintln!(
+                "approval-gate: the store could not commit for store.restart_after; exiting \
+                 with status {EXIT_STORE_FAILING} so the service is restarted"
+            );
+            ExitCode::from(EXIT_STORE_FAILING)
+        }
         Err(error) => {
             tracing::error!(%error, "approval-gate failed");
             eprintln!("approval-gate: {error}");

@@ -262,6 +262,10 @@ pub struct StoreSettings {
     /// A commit (flush + fdatasync) running longer than this makes the store unhealthy.
     #[serde(with = "humantime_serde")]
     pub commit_stall: Duration,
+    /// A store that has not committed for this long makes the service exit (75) for a restart;
+    /// zero stays up.
+    #[serde(with = "humantime_serde")]
+    pub restart_after: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

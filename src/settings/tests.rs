@@ -94,6 +94,11 @@ fn errors_name_the_key_the_value_and_the_range() {
     let text = error.to_string();
     assert!(text.contains("store.commit_stall"), "{text}");
     assert!(text.contains("1s") && text.contains("10m"), "{text}");
+
+    let error = load_with(&[("APPROVAL_GATE__STORE__RESTART_AFTER", "200ms")]).expect_err("short");
+    assert!(error.to_string().contains("store.restart_after"), "{error}");
+    let stays_up = load_with(&[("APPROVAL_GATE__STORE__RESTART_AFTER", "0s")]).expect("0s");
+    assert!(stays_up.store.restart_after.is_zero());
 }
 
 /// An installed `default.toml` from an older release (install.sh never overwrites one) still

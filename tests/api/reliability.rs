@@ -411,6 +411,84 @@ async fn sigterm_completes_open_long_polls_with_the_approval_json() {
     assert!(child.wait_exit(WAIT).success());
 }
 
+/// sled does not recover from a failed write in-process, so a store that cannot commit for
+/// `store.restart_after` makes the service stop gracefully (an open long poll still gets the
+/// approval's JSON) and exit with status 75 for its supervisor to restart it; the restarted
+/// service has everything that was acknowledged and nothing that was refused.
+#[actix_web::test]
+async fn a_store_that_keeps_failing_makes_the_service_exit_for_a_restart_losing_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn_binary(dir.path(), &[("APPROVAL_GATE__STORE__RESTART_AFTER", "2s")]);
+    let id = child.create_id(&new_approval()).await;
+    quiet_after_create(&child, &id).await;
+    let poll = child.get(&id, Some("60s"));
+    let fail = async {
+        eventually(WAIT, "the long poll to register", || async {
+            (metric(&child.metrics().await, "approval_gate_waiters") == Some(1.0)).then_some(())
+        })
+        .await;
+        fail_commits(&child, 1_000_000).await;
+        let mut body = new_approval();
+        body["idempotency_key"] = json!("refused-while-failing");
+        let refused = child.create(&body).await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let (polled, ()) = futures_util::join!(poll, fail);
+    assert_eq!(polled.status(), StatusCode::OK);
+    let text = polled.text().await.expect("complete body");
+    let body: Value = serde_json::from_str(text.trim()).expect("the body is the approval's JSON");
+    assert_eq!(body["status"], "pending");
+    assert_eq!(child.wait_exit(WAIT).code(), Some(75));
+
+    let restarted = spawn_binary(dir.path(), &[]);
+    let listed: Value = restarted
+        .list("?status=pending")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = listed["approvals"]
+        .as_array()
+        .expect("approvals")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "{listed}");
+    assert_eq!(status_of(&restarted, "/health/ready").await, StatusCode::OK);
+}
+
+/// A disk that hangs for good must not keep the process from exiting: the final flush is
+/// waited for only a few seconds, and the service still exits for its restart.
+#[actix_web::test]
+async fn a_store_that_hangs_makes_the_service_exit_for_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn_binary(
+        dir.path(),
+        &[
+            ("APPROVAL_GATE__STORE__RESTART_AFTER", "2s"),
+            ("APPROVAL_GATE__STORE__COMMIT_STALL", "1s"),
+            ("APPROVAL_GATE__SERVER__SHUTDOWN_TIMEOUT", "1s"),
+        ],
+    );
+    let id = child.create_id(&new_approval()).await;
+    quiet_after_create(&child, &id).await;
+    stall_commits(&child, 1, 600_000).await;
+    // Held by the hung commit until the service gives up on it; its answer does not matter.
+    let request = child
+        .request(Method::POST, "/api/approvals", Some(AGENT_TOKEN))
+        .json(&new_approval());
+    let held = actix_rt::spawn(async move {
+        let _ = request.send().await;
+    });
+    eventually(WAIT, "a create held by the hung commit", || async {
+        let stats = child.get_json("/api/diagnostics/database").await;
+        stats["commit_running_ms"].as_u64().map(|_| ())
+    })
+    .await;
+    assert_eq!(child.wait_exit(Duration::from_secs(40)).code(), Some(75));
+    held.abort();
+}
+
 #[actix_web::test]
 async fn list_rows_carry_a_bounded_preview_of_large_inputs() {
     let app = spawn_app_with(&[("APPROVAL_GATE__SERVER__LIST_PREVIEW_BYTES", "64")]).await;

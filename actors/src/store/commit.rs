@@ -19,8 +19,8 @@
 //! batch, or are applied and synced by the thread itself once it has been idle for
 //! [`LAZY_APPLY`], so they cost no sync of their own under load.
 //!
-//! Fault injection (`debug.fault_injection`): [`FaultSwitch::fail_next`] makes the next N syncs
-//! report an error, to prove that callers never acknowledge what did not reach the disk.
+//! Fault injection (`debug.fault_injection`, `faults.rs`) makes commits fail, panic or hang, to
+//! prove that callers never acknowledge what did not reach the disk.
 //! This thread never touches anything but the sled handle and the data file it was given.
 
 use std::fs::File;
@@ -33,6 +33,8 @@ use std::thread;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
+
+use super::faults::{self, FaultSwitch, panic_message};
 
 /// Answer to one ticket: `Ok` once everything written before the ticket is on stable storage.
 pub type CommitResult = Result<(), Arc<std::io::Error>>;
@@ -124,68 +126,6 @@ fn spent(total: &AtomicU64, started: Instant) {
     total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
-/// Lets fault injection make the next commits fail.
-#[derive(Clone)]
-pub struct FaultSwitch(Arc<CommitStats>);
-
-/// How an injected commit fault shows.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum CommitFault {
-    /// The sync reports an I/O error, as a failing disk would.
-    Error,
-    /// The transaction panics, as a bug in sled would.
-    Panic,
-    /// The commit hangs this long before its sync, as a stalled disk would.
-    Stall(std::time::Duration),
-}
-
-impl FaultSwitch {
-    /// The next `count` commits show `fault`.
-    pub fn inject(&self, count: u32, fault: CommitFault) {
-        match fault {
-            CommitFault::Error => self.fail_next(count),
-            CommitFault::Panic => self.panic_next(count),
-            CommitFault::Stall(each) => self.stall_next(count, each),
-        }
-    }
-
-    pub fn fail_next(&self, count: u32) {
-        self.0.fail_next.store(count, Ordering::SeqCst);
-    }
-
-    pub fn panic_next(&self, count: u32) {
-        self.0.panic_next.store(count, Ordering::SeqCst);
-    }
-
-    /// The next `count` commits hang for `each` before their sync, as a stalled disk would.
-    pub fn stall_next(&self, count: u32, each: std::time::Duration) {
-        self.0
-            .stall_ms
-            .store(each.as_millis() as u64, Ordering::SeqCst);
-        self.0.stall_next.store(count, Ordering::SeqCst);
-    }
-
-    /// True if this commit's transaction is to panic (and one fewer is left to come).
-    pub(super) fn take_panic(&self) -> bool {
-        take_one(&self.0.panic_next)
-    }
-}
-
-fn take_one(counter: &AtomicU32) -> bool {
-    counter
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-}
-
-/// A panic's message, for the error it becomes.
-pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
-}
-
 /// Applies the staged writes; runs on the flusher thread before every sync. `Ok(true)` if
 /// anything was staged. `true`: fault injection wants its transaction to panic.
 pub type ApplyStaged = Box<dyn Fn(bool) -> std::io::Result<bool> + Send>;
@@ -196,8 +136,14 @@ pub const LAZY_APPLY: std::time::Duration = std::time::Duration::from_millis(50)
 pub struct GroupCommit {
     tickets: Option<mpsc::Sender<oneshot::Sender<CommitResult>>>,
     thread: Option<thread::JoinHandle<()>>,
+    /// Closed by the thread when it ends (its final flush done), so a drop can wait with a limit.
+    ended: Option<std::sync::Mutex<mpsc::Receiver<()>>>,
     stats: Arc<CommitStats>,
 }
+
+/// How long dropping the store waits for the final flush: a disk that hangs must not keep the
+/// process from exiting (and its supervisor from restarting it).
+const FINAL_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl GroupCommit {
     pub fn start(db: sled::Db, data_file: &Path, apply: ApplyStaged) -> std::io::Result<Self> {
@@ -208,12 +154,17 @@ impl GroupCommit {
             ..Default::default()
         });
         let shared = Arc::clone(&stats);
+        let (ended_tx, ended) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("sled-group-commit".into())
-            .spawn(move || run(db, file, apply, rx, shared))?;
+            .spawn(move || {
+                run(db, file, apply, rx, shared);
+                drop(ended_tx);
+            })?;
         Ok(Self {
             tickets: Some(tx),
             thread: Some(thread),
+            ended: Some(std::sync::Mutex::new(ended)),
             stats,
         })
     }
@@ -248,6 +199,18 @@ impl Drop for GroupCommit {
         // Close the queue, then wait for the final flush so the sled handle is released before
         // anyone reopens the same path.
         self.tickets.take();
+        let ended = self.ended.take().map(|ended| {
+            let ended = ended.into_inner().unwrap_or_else(|p| p.into_inner());
+            ended.recv_timeout(FINAL_FLUSH_WAIT)
+        });
+        if let Some(Err(mpsc::RecvTimeoutError::Timeout)) = ended {
+            // Still flushing: the disk hangs. Leave the thread to the process's exit.
+            tracing::error!(
+                wait_ms = FINAL_FLUSH_WAIT.as_millis() as u64,
+                "the store's final flush did not finish; not waiting for it any longer"
+            );
+            return;
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -256,16 +219,7 @@ impl Drop for GroupCommit {
 
 /// One durable point: sled's flush (its log reaches the file), then fdatasync of that file.
 fn sync(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
-    if take_one(&stats.stall_next) {
-        let each = stats.stall_ms.load(Ordering::SeqCst);
-        tracing::warn!(ms = each, "fault injection: this commit stalls");
-        thread::sleep(std::time::Duration::from_millis(each));
-    }
-    if take_one(&stats.fail_next) {
-        return Err(Arc::new(std::io::Error::other(
-            "fault injection: commit failed",
-        )));
-    }
+    faults::before_sync(stats)?;
     let started = Instant::now();
     let flushed = db.flush();
     spent(&stats.flush_us, started);

@@ -30,6 +30,7 @@ pub mod backup;
 mod change;
 mod codec;
 mod commit;
+mod faults;
 pub mod queue;
 mod queues;
 mod staging;
@@ -45,7 +46,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 pub use change::{ApprovalStore, Change, Commit, StoreDiagnostics, Written};
 pub use codec::{CodecError, decode as decode_approval, encode as encode_approval, millis};
 use commit::GroupCommit;
-pub use commit::{CommitFault, CommitResult, CommitTotals, FaultSwitch};
+pub use commit::{CommitResult, CommitTotals};
+pub use faults::{CommitFault, FaultSwitch};
 pub use queue::{Channel, DeadLetter, QueueEntry};
 pub use queues::Queues;
 use staging::{Op, Staging, Target};
@@ -381,7 +383,7 @@ fn apply_staged(trees: &[sled::Tree; 6], staging: &Staging, panic: bool) -> std:
         ))),
         Err(panic) => Err(std::io::Error::other(format!(
             "applying staged writes panicked: {}",
-            commit::panic_message(&*panic)
+            faults::panic_message(&*panic)
         ))),
     }
 }

@@ -243,7 +243,16 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
         s.store.commit_stall,
         secs(1),
         secs(600),
-    )
+    )?;
+    let restart_after = s.store.restart_after;
+    if !restart_after.is_zero() && !(secs(1)..=secs(24 * 3600)).contains(&restart_after) {
+        return Err(invalid(
+            "store.restart_after",
+            show(restart_after),
+            "allowed is \"0s\" (stay up) or \"1s\" ..= \"1day\"",
+        ));
+    }
+    Ok(())
 }
 
 /// Parse `server.bind`; `localhost:PORT` is accepted and means the IPv4 loopback.
