@@ -68,6 +68,23 @@ async fn status_of(app: &impl Api, path: &str) -> StatusCode {
         .status()
 }
 
+/// A write refused because its commit failed: 503 `unavailable`, health unhealthy and readiness
+/// 503, until the store commits again; without any write, since health probes the store.
+async fn refused_and_reported_until_the_store_recovers(app: &impl Api, refused: reqwest::Response) {
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "unavailable");
+    assert_eq!(app.health().await["status"], "unhealthy");
+    assert_eq!(
+        status_of(app, "/health/ready").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    eventually(WAIT, "readiness to recover", || async {
+        (status_of(app, "/health/ready").await == StatusCode::OK).then_some(())
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_succeeds() {
     let app = spawn_app().await;
@@ -80,24 +97,12 @@ async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_su
     // store keeps failing for two more commits (the health checks below probe it).
     fail_commits(&app, 3).await;
     let failed = app.decide(&id, "approve").await;
-    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = failed.json().await.expect("json");
-    assert_eq!(body["error"], "unavailable");
-    assert_eq!(app.health().await["status"], "unhealthy");
-    assert_eq!(
-        status_of(&app, "/health/ready").await,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    refused_and_reported_until_the_store_recovers(&app, failed).await;
     let current: Value = app.get(&id, None).await.json().await.expect("json");
     assert_eq!(
         current["status"], "pending",
         "the failed decision was reverted"
     );
-    // Without any write, health recovers once the store commits again (health probes it).
-    eventually(WAIT, "readiness to recover", || async {
-        (status_of(&app, "/health/ready").await == StatusCode::OK).then_some(())
-    })
-    .await;
 
     // A create whose commit fails is not there afterwards, and its idempotency key is free.
     fail_commits(&app, 1).await;
@@ -140,18 +145,7 @@ async fn a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again(
     let mut body = new_approval();
     body["idempotency_key"] = json!("after-the-panic");
     let failed = app.create(&body).await;
-    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let error: Value = failed.json().await.expect("json");
-    assert_eq!(error["error"], "unavailable");
-    assert_eq!(app.health().await["status"], "unhealthy");
-    assert_eq!(
-        status_of(&app, "/health/ready").await,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    eventually(WAIT, "readiness to recover", || async {
-        (status_of(&app, "/health/ready").await == StatusCode::OK).then_some(())
-    })
-    .await;
+    refused_and_reported_until_the_store_recovers(&app, failed).await;
 
     // The failed create left nothing behind: its idempotency key makes a new approval.
     let retried = app.create(&body).await;
