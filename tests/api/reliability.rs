@@ -483,6 +483,31 @@ async fn a_store_that_hangs_makes_the_service_exit_for_a_restart() {
     held.abort();
 }
 
+/// A line cut short in the notifications file (a crash mid-write, a write the disk refused
+/// halfway) must not swallow the next one: every notification stays a JSON line of its own.
+#[actix_web::test]
+async fn a_notification_after_a_line_cut_short_is_a_line_of_its_own() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notifications.jsonl");
+    std::fs::write(
+        &path,
+        r#"{"at":"2026-11-29T00:00:00Z","event":"created","id":"cut-sh"#,
+    )
+    .expect("seed a cut line");
+    let file = path.display().to_string();
+    let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__FILE_PATH", file.as_str())]).await;
+    let id = app.create_id(&new_approval()).await;
+    let line = eventually(WAIT, "the create's own line in the file", || async {
+        std::fs::read_to_string(&path)
+            .ok()?
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["id"] == id.as_str())
+    })
+    .await;
+    assert_eq!(line["event"], "created");
+}
+
 #[actix_web::test]
 async fn list_rows_carry_a_bounded_preview_of_large_inputs() {
     let app = spawn_app_with(&[("APPROVAL_GATE__SERVER__LIST_PREVIEW_BYTES", "64")]).await;

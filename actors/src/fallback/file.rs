@@ -38,13 +38,35 @@ pub fn append(path: &Path, line: &str, max_bytes: u64) -> Result<(), String> {
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let before = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    // A line cut short earlier (a crash mid-write, a cut below that failed) must not swallow
+    // this one: end it first, so every notification stays a JSON line of its own.
+    let text = match ends_mid_line(&file, before) {
+        true => std::borrow::Cow::Owned(format!("\n{line}")),
+        false => std::borrow::Cow::Borrowed(line),
+    };
     // One write call per line keeps concurrent appenders (another process tailing and
     // rotating) from interleaving half lines.
-    file.write_all(line.as_bytes())
-        .and_then(|()| file.sync_data())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_data());
+    if let Err(error) = written {
+        // All or nothing: a write the disk refused halfway (full) is cut back off, so the
+        // retry appends whole lines after whole lines.
+        let _ = file.set_len(before);
+        return Err(format!("cannot write {}: {error}", path.display()));
+    }
+    Ok(())
+}
+
+/// True if the file's last byte (of `len`) is not a newline: a line was left unfinished.
+fn ends_mid_line(file: &std::fs::File, len: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut last = [0u8; 1];
+    len > 0 && file.read_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
 }
 
 /// Rename a file that has reached `max_bytes` to `<file>.1` (replacing the previous one).
