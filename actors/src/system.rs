@@ -135,9 +135,11 @@ impl ActorSystem {
         }
         let registry_settings = settings.registry;
         let sweeper_addr = sweeper.clone();
+        let registry_queues = store.queues();
         let registry = Supervisor::start_in_arbiter(&core.handle(), move |_| {
             ApprovalRegistry::new(
-                store,
+                std::sync::Arc::new(store),
+                registry_queues,
                 registry_settings,
                 sweeper_addr,
                 notifiers,

@@ -12,7 +12,6 @@ use super::{ApprovalRegistry, Created, NAME, RegistryError};
 use crate::domain::{
     Actor, Approval, ApprovalId, AuditEvent, Decision, Grant, NewApproval, Outcome,
 };
-use crate::store::ApprovalStore;
 use crate::supervision::guarded;
 
 impl ApprovalRegistry {

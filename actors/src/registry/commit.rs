@@ -9,7 +9,7 @@ use super::{ApprovalRegistry, NAME, RegistryError};
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 use crate::metrics::Metric;
 use crate::notification::Event;
-use crate::store::{ApprovalStore, Change, Commit, Written};
+use crate::store::{Change, Commit, Written};
 use crate::supervision::guarded;
 
 /// What kind of change a write is; decides who hears of it once it is durable.

@@ -10,7 +10,6 @@ use futures_util::FutureExt;
 
 use super::commit::answer;
 use super::*;
-use crate::store::ApprovalStore;
 use crate::supervision::{self, ActorHealth, HealthStatus, Ping, guarded};
 use crate::sweeper::Expire;
 
@@ -258,7 +257,7 @@ impl Handler<DeadLetters> for ApprovalRegistry {
     type Result = Result<Vec<crate::store::DeadLetter>, RegistryError>;
 
     fn handle(&mut self, msg: DeadLetters, ctx: &mut Context<Self>) -> Self::Result {
-        let queues = self.store.queues();
+        let queues = self.queues.clone();
         Ok(guarded(NAME, ctx, || {
             queues.dead_letters(msg.after, msg.limit)
         })??)
@@ -269,7 +268,7 @@ impl Handler<Requeue> for ApprovalRegistry {
     type Result = ResponseFuture<Result<Option<(crate::store::Channel, u64)>, RegistryError>>;
 
     fn handle(&mut self, Requeue(id): Requeue, ctx: &mut Context<Self>) -> Self::Result {
-        let queues = self.store.queues();
+        let queues = self.queues.clone();
         let requeued = match guarded(NAME, ctx, || queues.requeue(id)) {
             Ok(Ok(Some(requeued))) => requeued,
             Ok(Ok(None)) => return answer(Ok(None)),
@@ -312,7 +311,7 @@ impl Handler<FailCommits> for ApprovalRegistry {
             ?fault,
             "fault injection: the next store commits will fail"
         );
-        self.store.faults().inject(count, fault);
+        self.store.inject_fault(count, fault);
     }
 }
 
@@ -329,7 +328,7 @@ impl Handler<Stats> for ApprovalRegistry {
                 )
             })
             .collect();
-        let queues = self.store.queues();
+        let queues = self.queues.clone();
         MessageResult(RegistryStats {
             counts,
             oldest_pending_ms: self.store.oldest_pending_ms().ok().flatten(),
@@ -373,7 +372,7 @@ impl Handler<Ping> for ApprovalRegistry {
                 "store_committing": committing,
                 // A commit under way for long is a disk that hangs (`store.commit_stall`).
                 "store_commit_running_ms": self.store.commit_running_ms(),
-                "dead_letters": self.store.queues().dead_letter_count(),
+                "dead_letters": self.queues.dead_letter_count(),
             }),
         })
     }

@@ -33,7 +33,7 @@ use waiters::Waiters;
 use crate::domain::{Approval, ApprovalId, Decision, Grant, Status};
 use crate::metrics::Metric;
 use crate::notification::Wake;
-use crate::store::{ApprovalStore, Channel, SledStore};
+use crate::store::{ApprovalStore, Channel, Queues};
 use crate::supervision::Restarts;
 use crate::sweeper::{Arm, Rearm, TimeoutSweeper};
 
@@ -94,7 +94,9 @@ impl Notifiers {
 }
 
 pub struct ApprovalRegistry {
-    store: SledStore,
+    store: Arc<dyn ApprovalStore>,
+    /// The notifiers' queues, for the operators' dead-letter admin (sled's own handle).
+    queues: Queues,
     settings: RegistrySettings,
     waiters: Waiters,
     counts: HashMap<Status, u64>,
@@ -133,7 +135,8 @@ fn deadline_ms(approval: &Approval, grace: Duration) -> i64 {
 
 impl ApprovalRegistry {
     pub fn new(
-        store: SledStore,
+        store: Arc<dyn ApprovalStore>,
+        queues: Queues,
         settings: RegistrySettings,
         sweeper: Addr<TimeoutSweeper>,
         notifiers: Notifiers,
@@ -141,6 +144,7 @@ impl ApprovalRegistry {
     ) -> Self {
         Self {
             store,
+            queues,
             settings,
             waiters: Waiters::default(),
             counts: HashMap::new(),

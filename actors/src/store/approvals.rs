@@ -12,9 +12,9 @@ use sled::transaction::ConflictableTransactionError;
 
 use super::staging::{Op, Target};
 use super::{
-    ApprovalStore, Change, Commit, QueueEntry, SledStore, StoreDiagnostics, StoreError, Written,
-    created_ms, decode_entry, encode_grant, encode_record, id_of_index, idempotency_key, index_key,
-    queue, status_byte, tx_error,
+    ApprovalStore, Change, Commit, CommitFault, QueueEntry, SledStore, StoreDiagnostics,
+    StoreError, Written, created_ms, decode_entry, encode_grant, encode_record, id_of_index,
+    idempotency_key, index_key, queue, status_byte, tx_error,
 };
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 
@@ -324,5 +324,21 @@ impl ApprovalStore for SledStore {
             key: id.as_bytes().to_vec(),
             value: None,
         }]);
+    }
+
+    fn committing(&self) -> bool {
+        SledStore::committing(self)
+    }
+
+    fn commit_running_ms(&self) -> Option<u64> {
+        SledStore::commit_running_ms(self)
+    }
+
+    fn inject_fault(&self, count: u32, fault: CommitFault) {
+        self.faults().inject(count, fault);
+    }
+
+    fn backup(&self, path: &std::path::Path) -> Result<super::backup::BackupStats, StoreError> {
+        SledStore::backup(self, path)
     }
 }

@@ -4,12 +4,15 @@
 //! implements it in `approvals.rs`; a PostgreSQL backend would implement the same trait.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{Channel, CommitResult, CommitTotals, QueueEntry, StoreError, idempotency_key};
+use super::backup::BackupStats;
+use super::{
+    Channel, CommitFault, CommitResult, CommitTotals, QueueEntry, StoreError, idempotency_key,
+};
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 use crate::notification::Event;
 
@@ -48,8 +51,11 @@ pub struct Written {
     pub(super) record: Vec<u8>,
 }
 
-/// What the registry needs from storage.
-pub trait ApprovalStore: Send + 'static {
+/// What the registry needs from storage: approvals, their indexes and history, grants, the
+/// durability promise, and the store's own health. The registry holds it as
+/// `Arc<dyn ApprovalStore>`; sled implements it here, a PostgreSQL store could too. (The
+/// notifiers' queues are a separate handle, [`super::Queues`], not behind a trait yet.)
+pub trait ApprovalStore: Send + Sync + 'static {
     /// Write the approval, its indexes and its queue entries in one transaction.
     fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError>;
     /// Undo an [`apply`](Self::apply) whose commit failed, if nothing changed the approval since.
@@ -80,6 +86,15 @@ pub trait ApprovalStore: Send + 'static {
     fn remove_grant(&self, id: &str);
     /// An approval's history, oldest first.
     fn events(&self, id: ApprovalId) -> Result<Vec<AuditEvent>, StoreError>;
+    /// False while the store cannot commit: the last commit failed, one has run past the stall
+    /// limit, or the committer is gone.
+    fn committing(&self) -> bool;
+    /// How long the commit under way has been running (ms), if one is.
+    fn commit_running_ms(&self) -> Option<u64>;
+    /// Fault injection (`debug.fault_injection`): the next `count` commits show `fault`.
+    fn inject_fault(&self, count: u32, fault: CommitFault);
+    /// Write a consistent backup of everything to `path`.
+    fn backup(&self, path: &Path) -> Result<BackupStats, StoreError>;
 }
 
 /// A pending durability promise; await it with [`Commit::wait`].
