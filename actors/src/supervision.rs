@@ -82,6 +82,16 @@ pub struct HandlerFailed {
     pub actor: &'static str,
 }
 
+/// What a caught panic says (its `&str` or `String` payload), for the log or the error it
+/// becomes.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
 /// Run a handler body, converting a panic into a stop so the supervisor restarts the actor.
 pub fn guarded<A, R>(
     actor: &'static str,
@@ -94,11 +104,7 @@ where
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(value) => Ok(value),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
+            let message = panic_message(&*panic);
             tracing::error!(actor, panic = %message, "actor handler panicked; restarting it");
             ctx.stop();
             Err(HandlerFailed { actor })

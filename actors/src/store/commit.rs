@@ -34,7 +34,8 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::faults::{self, FaultSwitch, panic_message};
+use super::faults::{self, FaultSwitch};
+use crate::supervision::panic_message;
 
 /// Answer to one ticket: `Ok` once everything written before the ticket is on stable storage.
 pub type CommitResult = Result<(), Arc<std::io::Error>>;

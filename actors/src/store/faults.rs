@@ -61,15 +61,6 @@ pub(super) fn take_one(counter: &AtomicU32) -> bool {
         .is_ok()
 }
 
-/// A panic's message, for the error it becomes.
-pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
-}
-
 /// What an injected fault does to a sync about to start: hang first if a stall is due, then
 /// fail if a failure is due.
 pub(super) fn before_sync(stats: &CommitStats) -> CommitResult {

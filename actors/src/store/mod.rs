@@ -383,7 +383,7 @@ fn apply_staged(trees: &[sled::Tree; 6], staging: &Staging, panic: bool) -> std:
         ))),
         Err(panic) => Err(std::io::Error::other(format!(
             "applying staged writes panicked: {}",
-            faults::panic_message(&*panic)
+            crate::supervision::panic_message(&*panic)
         ))),
     }
 }
