@@ -20,6 +20,7 @@ mod otlp;
 mod reliability;
 mod reload;
 mod security;
+mod store_faults;
 mod supervision;
 mod systemd;
 mod telegram;

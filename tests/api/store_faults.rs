@@ -1,0 +1,310 @@
+//! Guarantees when the store fails: a failed, panicking or hanging commit is reported and
+//! nothing half-applied is shown, a failed timeout is retried, and a store that cannot recover
+//! in-process makes the service exit for a restart that loses nothing acknowledged.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Wait until both fallback channels delivered the creation and recorded it on the history, so
+/// no background commit is left to run.
+async fn quiet_after_create(app: &impl Api, id: &str) {
+    eventually(WAIT, "the creation delivered and recorded", || async {
+        let history = app
+            .operator_json(&format!("/api/approvals/{id}/events"))
+            .await;
+        let delivered = history["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["kind"] == "delivered")
+            .count();
+        (delivered >= 2).then_some(())
+    })
+    .await;
+}
+
+async fn status_of(app: &impl Api, path: &str) -> StatusCode {
+    app.request(Method::GET, path, None)
+        .send()
+        .await
+        .expect("send")
+        .status()
+}
+
+/// A write refused because its commit failed: 503 `unavailable`, health unhealthy and readiness
+/// 503, until the store commits again; without any write, since health probes the store.
+async fn refused_and_reported_until_the_store_recovers(app: &impl Api, refused: reqwest::Response) {
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "unavailable");
+    assert_eq!(app.health().await["status"], "unhealthy");
+    assert_eq!(
+        status_of(app, "/health/ready").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    eventually(WAIT, "readiness to recover", || async {
+        (status_of(app, "/health/ready").await == StatusCode::OK).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_succeeds() {
+    let app = spawn_app().await;
+    let id = app.create_id(&new_approval()).await;
+    // Let the creation's deliveries land first: recording them on the history commits too, and
+    // those commits would take the failures injected below.
+    quiet_after_create(&app, &id).await;
+
+    // The decision's commit fails: 503, and nobody may later be told it was approved. The
+    // store keeps failing for two more commits (the health checks below probe it).
+    fail_commits(&app, 3).await;
+    let failed = app.decide(&id, "approve").await;
+    refused_and_reported_until_the_store_recovers(&app, failed).await;
+    let current: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(
+        current["status"], "pending",
+        "the failed decision was reverted"
+    );
+
+    // A create whose commit fails is not there afterwards, and its idempotency key is free.
+    fail_commits(&app, 1).await;
+    let mut body = new_approval();
+    body["idempotency_key"] = json!("retry-me");
+    assert_eq!(
+        app.create(&body).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let listed: Value = app
+        .list("?status=pending")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["approvals"].as_array().map(Vec::len), Some(1));
+
+    // The next commit succeeds: the retried decision wins with 200, not 409.
+    let decided = app.decide(&id, "reject").await;
+    assert_eq!(decided.status(), StatusCode::OK);
+    assert_eq!(app.create(&body).await.status(), StatusCode::CREATED);
+    assert_eq!(status_of(&app, "/health/ready").await, StatusCode::OK);
+    let stats = app.get_json("/api/diagnostics/database").await;
+    assert_eq!(stats["counts"]["pending"], 1, "{stats}");
+    assert_eq!(stats["counts"]["rejected"], 1, "{stats}");
+    assert_eq!(stats["committing"], true);
+}
+
+/// sled panicking inside a commit (an internal assertion, a page it cannot read) is a failed
+/// commit like any other: the caller gets 503, nothing of the change is shown, health says so,
+/// and the store's commit thread lives on to commit the next change.
+#[actix_web::test]
+async fn a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again() {
+    let app = spawn_app().await;
+    let id = app.create_id(&new_approval()).await;
+    quiet_after_create(&app, &id).await;
+
+    // One for the create, two for the health probes below.
+    panic_commits(&app, 3).await;
+    let mut body = new_approval();
+    body["idempotency_key"] = json!("after-the-panic");
+    let failed = app.create(&body).await;
+    refused_and_reported_until_the_store_recovers(&app, failed).await;
+
+    // The failed create left nothing behind: its idempotency key makes a new approval.
+    let retried = app.create(&body).await;
+    assert_eq!(retried.status(), StatusCode::CREATED);
+    let listed: Value = app
+        .list("?status=pending")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["approvals"].as_array().map(Vec::len), Some(2));
+    let stats = app.get_json("/api/diagnostics/database").await;
+    assert_eq!(stats["committing"], true, "{stats}");
+    assert!(stats["commit_failures"].as_u64() >= Some(1), "{stats}");
+}
+
+/// A disk that hangs is reported, not waited out in silence: while a commit runs longer than
+/// `store.commit_stall`, health is unhealthy and readiness 503 (with how long it has run); the
+/// write it holds is answered once the disk answers, and health recovers.
+#[actix_web::test]
+async fn a_commit_that_hangs_past_the_stall_limit_is_reported_until_it_finishes() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__STORE__COMMIT_STALL", "1s")]).await;
+    let id = app.create_id(&new_approval()).await;
+    quiet_after_create(&app, &id).await;
+
+    stall_commits(&app, 1, 4_000).await;
+    let body = new_approval();
+    let create = app.create(&body);
+    let watch = async {
+        eventually(WAIT, "readiness to report the stalled commit", || async {
+            (status_of(&app, "/health/ready").await == StatusCode::SERVICE_UNAVAILABLE)
+                .then_some(())
+        })
+        .await;
+        let health = app.health().await;
+        assert_eq!(health["status"], "unhealthy", "{health}");
+        let registry = &health["actors"]["approval_registry"]["detail"];
+        assert_eq!(registry["store_committing"], false, "{health}");
+        assert!(
+            registry["store_commit_running_ms"].as_u64() > Some(1_000),
+            "{health}"
+        );
+    };
+    let (created, ()) = futures_util::future::join(create, watch).await;
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "the held write is answered"
+    );
+    eventually(WAIT, "readiness to recover", || async {
+        (status_of(&app, "/health/ready").await == StatusCode::OK).then_some(())
+    })
+    .await;
+    let stats = app.get_json("/api/diagnostics/database").await;
+    assert_eq!(stats["commit_running_ms"], Value::Null, "{stats}");
+}
+
+#[actix_web::test]
+async fn a_timeout_whose_commit_fails_is_retried_not_disarmed() {
+    let app = spawn_app().await;
+    let mut body = new_approval();
+    body["timeout"] = json!("1s");
+    let id = app.create_id(&body).await;
+    // Every commit for the next few attempts fails: the expiry must be retried after them.
+    fail_commits(&app, 3).await;
+    let ended: Value = eventually(WAIT, "the timeout to be recorded", || async {
+        let body: Value = app.get(&id, None).await.json().await.ok()?;
+        (body["status"] == "timed_out").then_some(body)
+    })
+    .await;
+    assert_eq!(ended["decided_by"], "system");
+}
+
+/// sled does not recover from a failed write in-process, so a store that cannot commit for
+/// `store.restart_after` makes the service stop gracefully (an open long poll still gets the
+/// approval's JSON) and exit with status 75 for its supervisor to restart it; the restarted
+/// service has everything that was acknowledged and nothing that was refused.
+#[actix_web::test]
+async fn a_store_that_keeps_failing_makes_the_service_exit_for_a_restart_losing_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn_binary(dir.path(), &[("APPROVAL_GATE__STORE__RESTART_AFTER", "2s")]);
+    let id = child.create_id(&new_approval()).await;
+    quiet_after_create(&child, &id).await;
+    let poll = child.get(&id, Some("60s"));
+    let fail = async {
+        eventually(WAIT, "the long poll to register", || async {
+            (metric(&child.metrics().await, "approval_gate_waiters") == Some(1.0)).then_some(())
+        })
+        .await;
+        fail_commits(&child, 1_000_000).await;
+        let mut body = new_approval();
+        body["idempotency_key"] = json!("refused-while-failing");
+        let refused = child.create(&body).await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let (polled, ()) = futures_util::join!(poll, fail);
+    assert_eq!(polled.status(), StatusCode::OK);
+    let text = polled.text().await.expect("complete body");
+    let body: Value = serde_json::from_str(text.trim()).expect("the body is the approval's JSON");
+    assert_eq!(body["status"], "pending");
+    assert_eq!(child.wait_exit(WAIT).code(), Some(75));
+
+    let restarted = spawn_binary(dir.path(), &[]);
+    let listed: Value = restarted
+        .list("?status=pending")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = listed["approvals"]
+        .as_array()
+        .expect("approvals")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "{listed}");
+    assert_eq!(status_of(&restarted, "/health/ready").await, StatusCode::OK);
+}
+
+/// A disk that hangs for good must not keep the process from exiting: the final flush is
+/// waited for only a few seconds, and the service still exits for its restart.
+#[actix_web::test]
+async fn a_store_that_hangs_makes_the_service_exit_for_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn_binary(
+        dir.path(),
+        &[
+            ("APPROVAL_GATE__STORE__RESTART_AFTER", "2s"),
+            ("APPROVAL_GATE__STORE__COMMIT_STALL", "1s"),
+            ("APPROVAL_GATE__SERVER__SHUTDOWN_TIMEOUT", "1s"),
+        ],
+    );
+    let id = child.create_id(&new_approval()).await;
+    quiet_after_create(&child, &id).await;
+    stall_commits(&child, 1, 600_000).await;
+    // Held by the hung commit until the service gives up on it; its answer does not matter.
+    let request = child
+        .request(Method::POST, "/api/approvals", Some(AGENT_TOKEN))
+        .json(&new_approval());
+    let held = actix_rt::spawn(async move {
+        let _ = request.send().await;
+    });
+    eventually(WAIT, "a create held by the hung commit", || async {
+        let stats = child.get_json("/api/diagnostics/database").await;
+        stats["commit_running_ms"].as_u64().map(|_| ())
+    })
+    .await;
+    assert_eq!(child.wait_exit(Duration::from_secs(40)).code(), Some(75));
+    held.abort();
+}
+
+#[actix_web::test]
+async fn a_session_grant_whose_commit_fails_is_not_granted() {
+    let app = spawn_app().await;
+    let id = app.create_id(&new_approval()).await;
+    quiet_after_create(&app, &id).await;
+    fail_commits(&app, 1).await;
+    let failed = app.decide(&id, "approve_session").await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.operator_json("/api/grants").await["grants"],
+        json!([]),
+        "no grant from a failed commit"
+    );
+    // The same tool in the same session still asks a human.
+    let next = app.create_ok(&new_approval()).await;
+    assert_eq!(next["status"], "pending");
+}
+
+#[actix_web::test]
+async fn the_ready_gauge_says_what_health_ready_says() {
+    let app = spawn_app().await;
+    let ready = |text: &str| metric(text, "approval_gate_ready");
+    assert_eq!(ready(&app.metrics().await), Some(1.0));
+    // Every commit fails from now on: a write is refused, and the store is reported failing
+    // (the registry's pings probe it again) until a commit succeeds.
+    fail_commits(&app, 1_000_000).await;
+    assert_eq!(
+        app.create(&new_approval()).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(ready(&app.metrics().await), Some(0.0));
+    assert_eq!(
+        status_of(&app, "/health/ready").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(ready(&app.metrics().await), Some(0.0), "still failing");
+    fail_commits(&app, 0).await;
+    eventually(WAIT, "the gauge back at 1", || async {
+        (ready(&app.metrics().await) == Some(1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(status_of(&app, "/health/ready").await, StatusCode::OK);
+}
