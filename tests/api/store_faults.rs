@@ -11,9 +11,11 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Wait until both fallback channels delivered the creation and recorded it on the history, so
-/// no background commit is left to run.
-async fn quiet_after_create(app: &impl Api, id: &str) {
+/// Create an approval and wait until both fallback channels delivered it and recorded that on
+/// its history, so no background commit is left to run: the commits injected faults aim at are
+/// then the test's own.
+async fn create_quietly(app: &impl Api) -> String {
+    let id = app.create_id(&new_approval()).await;
     eventually(WAIT, "the creation delivered and recorded", || async {
         let history = app
             .operator_json(&format!("/api/approvals/{id}/events"))
@@ -26,6 +28,7 @@ async fn quiet_after_create(app: &impl Api, id: &str) {
         (delivered >= 2).then_some(())
     })
     .await;
+    id
 }
 
 async fn status_of(app: &impl Api, path: &str) -> StatusCode {
@@ -56,10 +59,9 @@ async fn refused_and_reported_until_the_store_recovers(app: &impl Api, refused: 
 #[actix_web::test]
 async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_succeeds() {
     let app = spawn_app().await;
-    let id = app.create_id(&new_approval()).await;
     // Let the creation's deliveries land first: recording them on the history commits too, and
     // those commits would take the failures injected below.
-    quiet_after_create(&app, &id).await;
+    let id = create_quietly(&app).await;
 
     // The decision's commit fails: 503, and nobody may later be told it was approved. The
     // store keeps failing for two more commits (the health checks below probe it).
@@ -105,8 +107,7 @@ async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_su
 #[actix_web::test]
 async fn a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again() {
     let app = spawn_app().await;
-    let id = app.create_id(&new_approval()).await;
-    quiet_after_create(&app, &id).await;
+    create_quietly(&app).await;
 
     // One for the create, two for the health probes below.
     panic_commits(&app, 3).await;
@@ -136,8 +137,7 @@ async fn a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again(
 #[actix_web::test]
 async fn a_commit_that_hangs_past_the_stall_limit_is_reported_until_it_finishes() {
     let app = spawn_app_with(&[("APPROVAL_GATE__STORE__COMMIT_STALL", "1s")]).await;
-    let id = app.create_id(&new_approval()).await;
-    quiet_after_create(&app, &id).await;
+    create_quietly(&app).await;
 
     stall_commits(&app, 1, 4_000).await;
     let body = new_approval();
@@ -195,8 +195,7 @@ async fn a_timeout_whose_commit_fails_is_retried_not_disarmed() {
 async fn a_store_that_keeps_failing_makes_the_service_exit_for_a_restart_losing_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = spawn_binary(dir.path(), &[("APPROVAL_GATE__STORE__RESTART_AFTER", "2s")]);
-    let id = child.create_id(&new_approval()).await;
-    quiet_after_create(&child, &id).await;
+    let id = create_quietly(&child).await;
     let poll = child.get(&id, Some("60s"));
     let fail = async {
         eventually(WAIT, "the long poll to register", || async {
@@ -246,8 +245,7 @@ async fn a_store_that_hangs_makes_the_service_exit_for_a_restart() {
             ("APPROVAL_GATE__SERVER__SHUTDOWN_TIMEOUT", "1s"),
         ],
     );
-    let id = child.create_id(&new_approval()).await;
-    quiet_after_create(&child, &id).await;
+    create_quietly(&child).await;
     stall_commits(&child, 1, 600_000).await;
     // Held by the hung commit until the service gives up on it; its answer does not matter.
     let request = child
@@ -268,8 +266,7 @@ async fn a_store_that_hangs_makes_the_service_exit_for_a_restart() {
 #[actix_web::test]
 async fn a_session_grant_whose_commit_fails_is_not_granted() {
     let app = spawn_app().await;
-    let id = app.create_id(&new_approval()).await;
-    quiet_after_create(&app, &id).await;
+    let id = create_quietly(&app).await;
     fail_commits(&app, 1).await;
     let failed = app.decide(&id, "approve_session").await;
     assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
