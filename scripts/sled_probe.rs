@@ -2,8 +2,10 @@
 //! trees and value sizes the registry writes (a record, one queue entry per channel, a history
 //! entry, a status-index key), applied the way the group commit applies them (one transaction
 //! per batch, then `flush()`), on one thread. Variants drop parts of the write set or the
-//! transaction, to show which part costs what. No `fdatasync`: that is per batch, not per
-//! create, and depends on the disk.
+//! transaction, to show which part costs what. Most rows take no `fdatasync` (that is per batch,
+//! not per create, and depends on the disk); the last three compare the group commit's durable
+//! point (flush + fdatasync of sled's file) with a write-ahead journal in front of sled (the
+//! batch appended to a file of its own and fdatasynced, sled never flushed per batch).
 //!
 //! `cargo run --release --example sled-probe` (about 10 s). Figures in docs/benchmarks.md.
 
@@ -23,10 +25,20 @@ struct WriteSet {
     transaction: bool,
     /// One tree, each logical tree a key prefix, and one atomic `apply_batch` per batch.
     one_tree: bool,
+    /// Durable point per batch: `Flush` (sled flush + fdatasync of its file) or `Journal` (the
+    /// batch appended to a journal file + fdatasync; sled never flushed per batch).
+    durable: Durable,
     batch: usize,
 }
 
 const CREATES: usize = 30_000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Durable {
+    None,
+    Flush,
+    Journal,
+}
 
 type Op = (usize, Vec<u8>, Vec<u8>);
 
@@ -66,10 +78,25 @@ fn run(set: &WriteSet) -> Result<f64, Box<dyn std::error::Error>> {
         .map(|name| db.open_tree(name))
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
+    let data = std::fs::File::open(dir.path().join("db"))?;
+    let mut journal = std::fs::File::create(dir.path().join("journal"))?;
     let started = Instant::now();
     let mut done = 0;
     while done < CREATES {
         let ops = batch_ops(&db, set)?;
+        if set.durable == Durable::Journal {
+            use std::io::Write;
+            let mut buf = Vec::new();
+            for (tree, key, value) in &ops {
+                buf.push(*tree as u8);
+                buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                buf.extend_from_slice(key);
+                buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                buf.extend_from_slice(value);
+            }
+            journal.write_all(&buf)?;
+            journal.sync_data()?;
+        }
         if set.one_tree {
             let mut batch = sled::Batch::default();
             for (tree, key, value) in ops {
@@ -92,7 +119,16 @@ fn run(set: &WriteSet) -> Result<f64, Box<dyn std::error::Error>> {
                 trees[tree].insert(key, value)?;
             }
         }
-        db.flush()?;
+        match set.durable {
+            Durable::None => {
+                db.flush()?;
+            }
+            Durable::Flush => {
+                db.flush()?;
+                data.sync_data()?;
+            }
+            Durable::Journal => {}
+        }
         done += set.batch;
     }
     Ok(started.elapsed().as_secs_f64() * 1e6 / done as f64)
@@ -108,6 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         status_index: true,
         transaction: true,
         one_tree: false,
+        durable: Durable::None,
         batch,
     };
     let sets = [
@@ -138,6 +175,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..full("the record and its status key only", 20)
         },
         full("full write set, batches of 60", 60),
+        WriteSet {
+            durable: Durable::Flush,
+            ..full("full, flush + fdatasync per batch", 20)
+        },
+        WriteSet {
+            durable: Durable::Journal,
+            transaction: false,
+            ..full("full, plain inserts, journal + fdatasync per batch", 20)
+        },
+        WriteSet {
+            durable: Durable::Journal,
+            ..full("full, transaction, journal + fdatasync per batch", 20)
+        },
         WriteSet {
             record: 200,
             channels: 0,
