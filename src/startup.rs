@@ -85,6 +85,7 @@ impl Application {
         let system = ActorSystem::start(SystemSettings {
             store_path: settings.store.path.clone(),
             commit_stall: settings.store.commit_stall,
+            checkpoint_every: settings.store.checkpoint_every,
             registry: registry_settings(&settings)?,
             check_interval: settings.approval_timeout.check_interval,
             fallback: chain_settings(&settings),

@@ -24,6 +24,8 @@ pub struct SystemSettings {
     pub store_path: std::path::PathBuf,
     /// A commit running longer than this makes the store (and readiness) unhealthy.
     pub commit_stall: Duration,
+    /// How often sled is flushed and the journal cut.
+    pub checkpoint_every: Duration,
     pub registry: RegistrySettings,
     pub check_interval: Duration,
     pub fallback: FallbackSettings,
@@ -59,6 +61,7 @@ impl ActorSystem {
     pub fn start(settings: SystemSettings) -> Result<Self, StoreError> {
         let store = SledStore::open(&settings.store_path)?;
         store.report_stalls_after(settings.commit_stall);
+        store.checkpoint_every(settings.checkpoint_every);
 
         let core = Arbiter::new();
         let metrics_arbiter = Arbiter::new();

@@ -51,6 +51,12 @@ async fn database(
         "last_sync_us": stats.store.last_sync_us,
         "commit_running_ms": stats.store.commit_running_ms,
         "commits": commits_json(&stats.store.commits),
+        "journal_replayed_at_start": {
+            "files": stats.store.replayed.files,
+            "records": stats.store.replayed.records,
+            "operations": stats.store.replayed.ops,
+            "torn": stats.store.replayed.torn,
+        },
         "dead_letters": stats.dead_letters,
     })))
 }
@@ -66,6 +72,7 @@ fn commits_json(c: &approval_gate_actors::store::CommitTotals) -> serde_json::Va
         "apply_us_per_commit": per_commit_us(c.apply_seconds),
         "flush_us_per_commit": per_commit_us(c.flush_seconds),
         "fdatasync_us_per_commit": per_commit_us(c.fdatasync_seconds),
+        "checkpoints": c.checkpoints,
     })
 }
 

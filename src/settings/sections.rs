@@ -259,9 +259,12 @@ pub struct StoreSettings {
     /// Ended approvals older than this are removed; zero keeps them forever.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// A commit (flush + fdatasync) running longer than this makes the store unhealthy.
+    /// A commit (journal append + fdatasync) running longer than this makes the store unhealthy.
     #[serde(with = "humantime_serde")]
     pub commit_stall: Duration,
+    /// How often sled is flushed and the journal cut (what a restart replays is this old at most).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_every: Duration,
     /// A store that has not committed for this long makes the service exit (75) for a restart;
     /// zero stays up.
     #[serde(with = "humantime_serde")]

@@ -1,5 +1,6 @@
 //! Nothing acknowledged is lost: restarts keep pending approvals decidable and re-arm their
-//! deadlines, SIGKILL right after a 201 loses nothing, SIGTERM drains and exits 0.
+//! deadlines, SIGKILL right after a 201 loses nothing (the journal replays it), SIGTERM drains
+//! and exits 0.
 //! These run the compiled binary as a child process against one store folder.
 
 use std::time::Duration;
@@ -93,6 +94,54 @@ async fn sigkill_right_after_201_loses_nothing() {
         body["status"], "approved",
         "an acknowledged decision survives SIGKILL too"
     );
+}
+
+/// With checkpoints an hour apart, nothing but the journal is sure to hold what was acknowledged
+/// (sled is not flushed for it): SIGKILL, and the restart replays the journal and has all of it.
+/// A graceful stop then flushes sled and leaves no journal to replay.
+#[actix_web::test]
+async fn the_journal_brings_back_every_acknowledged_write_after_sigkill() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rare_checkpoints = [("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "1h")];
+    let first = spawn_binary(dir.path(), &rare_checkpoints);
+    let bodies: Vec<Value> = (0..20).map(|_| new_approval()).collect();
+    let created = futures_util::future::join_all(bodies.iter().map(|b| first.create_id(b))).await;
+    assert_eq!(
+        first.decide(&created[0], "reject").await.status(),
+        StatusCode::OK
+    );
+    first.signal(SIGKILL);
+    drop(first);
+
+    let mut second = spawn_binary(dir.path(), &rare_checkpoints);
+    let replayed =
+        second.get_json("/api/diagnostics/database").await["journal_replayed_at_start"].clone();
+    assert!(
+        replayed["records"].as_u64().is_some_and(|n| n >= 1),
+        "the restart replayed the journal: {replayed}"
+    );
+    for id in &created {
+        assert_eq!(second.get(id, None).await.status(), StatusCode::OK, "{id}");
+    }
+    let rejected: Value = second
+        .get(&created[0], None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rejected["status"], "rejected");
+    second.signal(SIGTERM);
+    assert!(second.wait_exit(Duration::from_secs(20)).success());
+    drop(second);
+
+    let third = spawn_binary(dir.path(), &rare_checkpoints);
+    let replayed =
+        third.get_json("/api/diagnostics/database").await["journal_replayed_at_start"].clone();
+    assert_eq!(
+        replayed["records"], 0,
+        "a graceful stop leaves nothing to replay: {replayed}"
+    );
+    assert_eq!(third.get(&created[1], None).await.status(), StatusCode::OK);
 }
 
 #[actix_web::test]

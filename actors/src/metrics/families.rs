@@ -36,6 +36,7 @@ pub(super) struct Families {
     pub(super) store_commits: IntCounter,
     pub(super) store_commit_requests: IntCounter,
     pub(super) store_commit_phase: prometheus::CounterVec,
+    pub(super) store_checkpoints: IntCounter,
     pub(super) dead_letters: IntGauge,
     pub(super) oldest_pending: prometheus::Gauge,
     pub(super) queue_events: IntCounterVec,
@@ -281,7 +282,7 @@ impl Families {
                 r,
                 IntCounter::new(
                     "approval_gate_store_commits_total",
-                    "Group commits attempted since start (each one flush and one fdatasync)",
+                    "Group commits attempted since start (each one journal fdatasync)",
                 )
                 .expect("valid metric"),
             ),
@@ -301,6 +302,14 @@ impl Families {
                         "Time the group commits spent applying staged writes, in sled's flush and in fdatasync",
                     ),
                     &["phase"],
+                )
+                .expect("valid metric"),
+            ),
+            store_checkpoints: register(
+                r,
+                IntCounter::new(
+                    "approval_gate_store_checkpoints_total",
+                    "Store checkpoints since start (sled flushed and fsynced, its journal files removed)",
                 )
                 .expect("valid metric"),
             ),

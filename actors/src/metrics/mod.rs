@@ -248,6 +248,8 @@ impl MetricsCollector {
             .inc_by(now.commits.saturating_sub(seen.commits));
         m.store_commit_requests
             .inc_by(now.requests.saturating_sub(seen.requests));
+        m.store_checkpoints
+            .inc_by(now.checkpoints.saturating_sub(seen.checkpoints));
         let phases = [
             (now.apply_seconds, seen.apply_seconds),
             (now.flush_seconds, seen.flush_seconds),

@@ -281,7 +281,8 @@ impl Handler<Requeue> for ApprovalRegistry {
             channel = requeued.0.as_str(),
             "dead letter requeued"
         );
-        let commit = self.store.commit();
+        // The requeue wrote straight to the queue trees: a full commit makes it durable.
+        let commit = queues.commit();
         let notifiers = self.notifiers.clone();
         async move {
             if let Err(error) = commit.wait().await {

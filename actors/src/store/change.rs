@@ -123,4 +123,6 @@ pub struct StoreDiagnostics {
     /// How long the commit under way has been running (ms), if one is.
     pub commit_running_ms: Option<u64>,
     pub dead_letters: i64,
+    /// What the journal held when the store was opened, replayed into sled.
+    pub replayed: super::Replayed,
 }

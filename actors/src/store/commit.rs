@@ -1,31 +1,36 @@
-//! Group commit: many writers, one blocking `flush()` + `fdatasync` on a dedicated thread.
+//! Group commit: many writers, one durable point per batch, on a dedicated thread.
 //!
-//! Why not `flush_async()` per request: in sled 0.34 it runs on sled's own small IO pool and waits
-//! for work queued on that same pool, so seven concurrent flushes deadlock the process for good.
-//! Here every caller that needs durability asks for a commit ticket; the flusher thread takes all
-//! tickets queued so far, makes them durable once, and answers them together. A lone request is
-//! flushed at once (no timer), a burst shares one sync.
+//! Every caller that needs durability asks for a commit ticket; the commit thread takes all
+//! tickets queued so far, makes everything written before them durable once, and answers them
+//! together. A lone request is committed at once (no timer), a burst shares one sync. A ticket
+//! is answered only after a sync that *started after* the ticket was taken.
 //!
-//! Why the extra `fdatasync`: sled's `flush()` ends in `sync_file_range` on Linux, which neither
-//! writes metadata nor empties the device's write cache, so it does not survive power loss. After
-//! the flush we `sync_data()` sled's data file (`<store>/db`); fsync works per file whichever
-//! descriptor calls it, so our own handle syncs sled's writes. A ticket is answered only after a
-//! sync that *started after* the ticket was taken, so every write made before the ticket is on
-//! stable storage when it resolves.
+//! The durable point of staged writes (`staging.rs`) is the journal (`journal.rs`): the thread
+//! applies what is staged to sled and appends it to the journal (`writer.rs`), then
+//! `fdatasync`s the journal. sled itself is flushed at checkpoints, by a second thread
+//! (`sled-checkpoint`), every [`CHECKPOINT_EVERY`]: the journal is rotated, sled's `flush()` and
+//! an `fdatasync` of its data file (`<store>/db`) run, and the old journal file is deleted.
+//! Writes made straight to sled rather than staged (the notifiers' queue bookkeeping, the
+//! Telegram message log) are not journaled: a *full* ticket ([`GroupCommit::full_ticket`]) also
+//! flushes sled and fsyncs its data file before it is answered. (sled's `flush()` alone ends in
+//! `sync_file_range` on Linux, which neither writes metadata nor empties the device's write
+//! cache; fsync works per file whichever descriptor calls it, so our own handle syncs sled's
+//! writes.)
 //!
-//! Staged writes (`staging.rs`) are applied by this thread, as one sled transaction per batch,
-//! right before the batch's sync: the `apply` closure it is started with does that. Writes that
-//! nobody waits on (history entries from notifiers) take no ticket: they ride along with the next
-//! batch, or are applied and synced by the thread itself once it has been idle for
-//! [`LAZY_APPLY`], so they cost no sync of their own under load.
+//! Why not `flush_async()` per request: in sled 0.34 it runs on sled's own small IO pool and
+//! waits for work queued on that same pool, so seven concurrent flushes deadlock the process.
+//!
+//! Writes that nobody waits on (history entries from notifiers) take no ticket: they ride along
+//! with the next batch, or are written and synced by the thread itself once it has been idle for
+//! [`LAZY_APPLY`].
 //!
 //! Fault injection (`debug.fault_injection`, `faults.rs`) makes commits fail, panic or hang, to
 //! prove that callers never acknowledge what did not reach the disk.
-//! This thread never touches anything but the sled handle and the data file it was given.
+//! These threads touch nothing but the writer, the sled handle and the files they were given.
 
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -35,6 +40,8 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::faults::{self, FaultSwitch};
+use super::journal;
+use super::writer::Writer;
 use crate::supervision::panic_message;
 
 /// Answer to one ticket: `Ok` once everything written before the ticket is on stable storage.
@@ -64,11 +71,17 @@ pub struct CommitStats {
     pub clock: Clock,
     /// Durability requests answered, over all commits: the ratio to commits is the batch size.
     pub tickets: AtomicU64,
-    /// Time spent in each phase, over all commits, microseconds: applying the staged writes,
-    /// sled's `flush()`, and the `fdatasync`.
+    /// Time spent in each phase, over all commits, microseconds: applying the staged writes
+    /// (to sled and the journal), sled's `flush()` (full commits and checkpoints), and the
+    /// `fdatasync`s (the journal's, and sled's data file's for full commits and checkpoints).
     pub apply_us: AtomicU64,
     pub flush_us: AtomicU64,
     pub fdatasync_us: AtomicU64,
+    /// Checkpoints done (sled flushed and synced, old journal files removed), and failed.
+    pub checkpoints: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+    /// How often to cut the journal for a checkpoint (`store.checkpoint_every`), ms.
+    pub checkpoint_every_ms: AtomicU64,
 }
 
 /// What the group commit has done since start, for `/metrics` and diagnostics: where the time
@@ -83,6 +96,7 @@ pub struct CommitTotals {
     pub apply_seconds: f64,
     pub flush_seconds: f64,
     pub fdatasync_seconds: f64,
+    pub checkpoints: u64,
 }
 
 /// Monotonic milliseconds since the stats were made, never 0 (0 means "no commit under way"):
@@ -118,6 +132,7 @@ impl CommitStats {
             apply_seconds: seconds(&self.apply_us),
             flush_seconds: seconds(&self.flush_us),
             fdatasync_seconds: seconds(&self.fdatasync_us),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
         }
     }
 }
@@ -127,15 +142,33 @@ fn spent(total: &AtomicU64, started: Instant) {
     total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
-/// Applies the staged writes; runs on the flusher thread before every sync. `Ok(true)` if
-/// anything was staged. `true`: fault injection wants its transaction to panic.
-pub type ApplyStaged = Box<dyn Fn(bool) -> std::io::Result<bool> + Send>;
+/// What the commit thread makes durable: sled, its data file, the store's directory (where
+/// the journal lives) and the writer that applies and journals staged writes.
+pub struct Durability {
+    pub db: sled::Db,
+    pub data_file: PathBuf,
+    pub dir: PathBuf,
+    pub writer: Arc<Writer>,
+}
+
+/// One durability request: `full` also flushes sled and fsyncs its data file (for writes made
+/// straight to sled, which the journal does not hold).
+struct Ticket {
+    full: bool,
+    reply: oneshot::Sender<CommitResult>,
+}
+
+/// How often sled is flushed and the journal cut unless set (`store.checkpoint_every`): what a
+/// restart replays is at most about this old.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// A journal file this large is cut at the next commit whatever its age.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// How long staged writes without a ticket may wait for a batch to carry them.
 pub const LAZY_APPLY: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub struct GroupCommit {
-    tickets: Option<mpsc::Sender<oneshot::Sender<CommitResult>>>,
+    tickets: Option<mpsc::Sender<Ticket>>,
     thread: Option<thread::JoinHandle<()>>,
     /// Closed by the thread when it ends (its final flush done), so a drop can wait with a limit.
     ended: Option<std::sync::Mutex<mpsc::Receiver<()>>>,
@@ -147,11 +180,12 @@ pub struct GroupCommit {
 const FINAL_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl GroupCommit {
-    pub fn start(db: sled::Db, data_file: &Path, apply: ApplyStaged) -> std::io::Result<Self> {
-        let file = File::open(data_file)?;
-        let (tx, rx) = mpsc::channel::<oneshot::Sender<CommitResult>>();
+    pub fn start(durability: Durability) -> std::io::Result<Self> {
+        let file = File::open(&durability.data_file)?;
+        let (tx, rx) = mpsc::channel::<Ticket>();
         let stats = Arc::new(CommitStats {
             healthy: AtomicBool::new(true),
+            checkpoint_every_ms: AtomicU64::new(CHECKPOINT_EVERY.as_millis() as u64),
             ..Default::default()
         });
         let shared = Arc::clone(&stats);
@@ -159,7 +193,7 @@ impl GroupCommit {
         let thread = thread::Builder::new()
             .name("sled-group-commit".into())
             .spawn(move || {
-                run(db, file, apply, rx, shared);
+                run(&durability, file, rx, shared);
                 drop(ended_tx);
             })?;
         Ok(Self {
@@ -170,13 +204,23 @@ impl GroupCommit {
         })
     }
 
-    /// A future that resolves once every write made before this call is durable.
+    /// A future that resolves once every write staged before this call is durable.
     pub fn ticket(&self) -> oneshot::Receiver<CommitResult> {
-        let (tx, rx) = oneshot::channel();
+        self.request(false)
+    }
+
+    /// A future that resolves once every write made before this call is durable, those made
+    /// straight to sled included.
+    pub fn full_ticket(&self) -> oneshot::Receiver<CommitResult> {
+        self.request(true)
+    }
+
+    fn request(&self, full: bool) -> oneshot::Receiver<CommitResult> {
+        let (reply, rx) = oneshot::channel();
         if let Some(tickets) = &self.tickets {
-            // A send error means the flusher is gone; dropping `tx` makes the receiver fail,
+            // A send error means the flusher is gone; dropping `reply` makes the receiver fail,
             // which callers report as an unavailable store.
-            let _ = tickets.send(tx);
+            let _ = tickets.send(Ticket { full, reply });
         }
         rx
     }
@@ -218,9 +262,8 @@ impl Drop for GroupCommit {
     }
 }
 
-/// One durable point: sled's flush (its log reaches the file), then fdatasync of that file.
-fn sync(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
-    faults::before_sync(stats)?;
+/// sled's flush (its log reaches the file), then fdatasync of that file.
+fn flush_sled(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
     let started = Instant::now();
     let flushed = db.flush();
     spent(&stats.flush_us, started);
@@ -231,46 +274,150 @@ fn sync(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
     synced.map_err(Arc::new)
 }
 
-fn run(
-    db: sled::Db,
-    file: File,
-    apply: ApplyStaged,
-    rx: mpsc::Receiver<oneshot::Sender<CommitResult>>,
-    stats: Arc<CommitStats>,
-) {
+/// One durable point: the journal's fdatasync, and for a full commit sled's flush and sync too.
+fn sync(durability: &Durability, file: &File, stats: &CommitStats, full: bool) -> CommitResult {
+    faults::before_sync(stats)?;
+    let started = Instant::now();
+    let synced = durability.writer.sync();
+    spent(&stats.fdatasync_us, started);
+    synced.map_err(Arc::new)?;
+    if full {
+        flush_sled(&durability.db, file, stats)?;
+    }
+    Ok(())
+}
+
+fn run(durability: &Durability, file: File, rx: mpsc::Receiver<Ticket>, stats: Arc<CommitStats>) {
     let faults = FaultSwitch(Arc::clone(&stats));
+    let checkpointer = Checkpointer::start(durability, &stats);
+    let mut last_rotation = Instant::now();
     loop {
         let first = match rx.recv_timeout(LAZY_APPLY) {
-            Ok(first) => first,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // Idle: make what was staged without a ticket durable; nobody waits on it.
-                commit(&db, &file, &apply, &faults, 0);
-                continue;
-            }
+            Ok(first) => Some(first),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        // Every ticket taken so far is answered by the sync that starts now.
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        let result = commit(&db, &file, &apply, &faults, batch.len()).unwrap_or(Ok(()));
-        stats
-            .tickets
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for waiter in batch {
-            let _ = waiter.send(result.clone());
+        if let Some(first) = first {
+            // Every ticket taken so far is answered by the sync that starts now.
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let full = batch.iter().any(|ticket| ticket.full);
+            let result = commit(durability, &file, &faults, batch.len(), full).unwrap_or(Ok(()));
+            stats
+                .tickets
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for ticket in batch {
+                let _ = ticket.reply.send(result.clone());
+            }
+        } else {
+            // Idle: make what was staged without a ticket durable; nobody waits on it.
+            commit(durability, &file, &faults, 0, false);
+        }
+        let every = stats.checkpoint_every_ms.load(Ordering::Relaxed);
+        let due = last_rotation.elapsed().as_millis() as u64 >= every
+            || durability.writer.journal_len() >= CHECKPOINT_BYTES;
+        if due {
+            last_rotation = Instant::now();
+            checkpointer.rotate(&durability.writer);
         }
     }
-    if let Err(error) = apply(false)
+    checkpointer.stop();
+    final_flush(durability, &file, &stats);
+}
+
+/// At shutdown: write and journal what is staged, flush sled, and remove the journal files it
+/// now holds, so the next start has nothing to replay.
+fn final_flush(durability: &Durability, file: &File, stats: &CommitStats) {
+    let flushed = durability
+        .writer
+        .write_staged(false)
         .map_err(Arc::new)
-        .and_then(|_| sync(&db, &file, &stats))
-    {
+        .and_then(|_| sync(durability, file, stats, true))
+        .and_then(|()| journal::remove_all(&durability.dir).map_err(Arc::new));
+    if let Err(error) = flushed {
         tracing::error!(%error, "final store flush failed");
     }
 }
 
+/// The checkpoint thread: flushes sled and syncs its data file, then deletes the journal files
+/// cut before that flush started. Off the commit thread, so a commit never waits for sled's
+/// flush; a failed checkpoint keeps its files and is retried with the next one.
+struct Checkpointer {
+    cut: Option<mpsc::Sender<PathBuf>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(durability: &Durability, stats: &Arc<CommitStats>) -> Self {
+        let (cut, rx) = mpsc::channel::<PathBuf>();
+        let db = durability.db.clone();
+        let stats = Arc::clone(stats);
+        let thread = File::open(&durability.data_file).and_then(|file| {
+            thread::Builder::new()
+                .name("sled-checkpoint".into())
+                .spawn(move || checkpoints(&db, &file, &rx, &stats))
+        });
+        match thread {
+            Ok(thread) => Self {
+                cut: Some(cut),
+                thread: Some(thread),
+            },
+            Err(error) => {
+                // Without it the journal only grows; the final flush at shutdown still cuts it.
+                tracing::error!(%error, "cannot start the store's checkpoint thread");
+                Self {
+                    cut: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// Cut the journal here and hand the old file to the checkpoint thread.
+    fn rotate(&self, writer: &Writer) {
+        let Some(cut) = &self.cut else { return };
+        match writer.rotate() {
+            Ok(Some(old)) => {
+                let _ = cut.send(old);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "cannot start a new journal file"),
+        }
+    }
+
+    fn stop(mut self) {
+        self.cut.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn checkpoints(db: &sled::Db, file: &File, rx: &mpsc::Receiver<PathBuf>, stats: &CommitStats) {
+    let mut done_with: Vec<PathBuf> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        done_with.push(first);
+        done_with.extend(rx.try_iter());
+        // Everything journaled in these files was applied to sled before they were cut, so
+        // this flush covers it.
+        let result = flush_sled(db, file, stats)
+            .and_then(|()| journal::remove(&done_with).map_err(Arc::new));
+        match result {
+            Ok(()) => {
+                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                done_with.clear();
+            }
+            Err(error) => {
+                stats.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, files = done_with.len(), "store checkpoint failed; the journal keeps the writes and the next checkpoint retries");
+            }
+        }
+    }
+}
+
 /// Apply what is staged and sync it, recording the outcome (health, latency, failures) the
-/// same way whoever asked. With `tickets` waiting it always syncs: writes made outside the
-/// staging (acks) ride on it. An idle pass (no tickets) syncs only if it applied something, and
+/// same way whoever asked. With `tickets` waiting it always syncs (a full ticket among them
+/// also flushes sled, for writes made outside the staging). An idle pass (no tickets) syncs only if it applied something, and
 /// returns `None` otherwise.
 ///
 /// A panic inside sled (an assertion, a page it cannot read) is a failed commit like an I/O
@@ -278,11 +425,11 @@ fn run(
 /// store is failing until a commit succeeds. (Uncaught, it would end the thread: every later
 /// write would fail while health still showed the last commit's success.)
 fn commit(
-    db: &sled::Db,
+    durability: &Durability,
     file: &File,
-    apply: &ApplyStaged,
     faults: &FaultSwitch,
     tickets: usize,
+    full: bool,
 ) -> Option<CommitResult> {
     let stats = &*faults.0;
     let started = Instant::now();
@@ -290,10 +437,10 @@ fn commit(
         .running_since_ms
         .store(stats.clock.now_ms(), Ordering::SeqCst);
     let attempt = catch_unwind(AssertUnwindSafe(|| {
-        // Injected panics go to commits someone waits for: inside the transaction if anything
-        // is staged, else right here.
+        // Injected panics go to commits someone waits for: while applying if anything is
+        // staged, else right here.
         let panic = tickets > 0 && faults.take_panic();
-        let applied = apply(panic);
+        let applied = durability.writer.write_staged(panic);
         if panic && matches!(applied, Ok(false)) {
             panic!("fault injection: a panic in the commit");
         }
@@ -302,7 +449,7 @@ fn commit(
         }
         match applied {
             Ok(false) if tickets == 0 => None,
-            Ok(_) => Some(sync(db, file, stats)),
+            Ok(_) => Some(sync(durability, file, stats, full)),
             Err(error) => Some(Err(Arc::new(error))),
         }
     }));

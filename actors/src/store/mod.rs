@@ -31,26 +31,28 @@ mod change;
 mod codec;
 mod commit;
 mod faults;
+mod journal;
 pub mod queue;
 mod queues;
 mod staging;
+mod writer;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 
 pub use change::{ApprovalStore, Change, Commit, StoreDiagnostics, Written};
 pub use codec::{CodecError, decode as decode_approval, encode as encode_approval, millis};
-use commit::GroupCommit;
 pub use commit::{CommitResult, CommitTotals};
+use commit::{Durability, GroupCommit};
 pub use faults::{CommitFault, FaultSwitch};
+pub use journal::Replayed;
 pub use queue::{Channel, DeadLetter, QueueEntry};
 pub use queues::Queues;
 use staging::{Op, Staging, Target};
+use writer::Writer;
 
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 
@@ -93,8 +95,10 @@ struct Inner {
     grants: sled::Tree,
     events: sled::Tree,
     staging: Arc<Staging>,
-    /// The staged trees, behind the lock every applier of staged writes holds.
-    apply_lock: Arc<std::sync::Mutex<[sled::Tree; 6]>>,
+    /// Applies staged writes to the trees and journals them (the commit thread, or a backup).
+    writer: Arc<Writer>,
+    /// What the journal held when the store was opened.
+    replayed: Replayed,
     dead_count: AtomicI64,
     /// A commit running longer than this (ms) makes the store report itself as not committing.
     stall_after_ms: AtomicU64,
@@ -202,15 +206,17 @@ impl SledStore {
             &events,
         ]
         .map(|t| t.clone());
-        let staged = Arc::clone(&staging);
-        // One applier at a time: the group-commit thread, or a backup taking its snapshot.
-        let apply_lock = Arc::new(std::sync::Mutex::new(trees.clone()));
-        let lock = Arc::clone(&apply_lock);
-        let apply = Box::new(move |panic: bool| {
-            let trees = lock.lock().unwrap_or_else(|p| p.into_inner());
-            apply_staged(&trees, &staged, panic)
-        });
-        let commit = GroupCommit::start(db.clone(), &path.join("db"), apply)?;
+        let data_file = path.join("db");
+        // What an earlier run acknowledged but sled may not have made durable: replayed first.
+        let (journal, replayed) =
+            journal::Journal::recover(path, &db, &trees, &data_file).map_err(open_error)?;
+        let writer = Arc::new(Writer::new(Arc::clone(&staging), trees, journal));
+        let commit = GroupCommit::start(Durability {
+            db: db.clone(),
+            data_file,
+            dir: path.to_path_buf(),
+            writer: Arc::clone(&writer),
+        })?;
         let store = Self {
             inner: Arc::new(Inner {
                 commit,
@@ -225,7 +231,8 @@ impl SledStore {
                 messages,
                 grants,
                 events,
-                apply_lock,
+                writer,
+                replayed,
                 db,
                 path: path.to_path_buf(),
             }),
@@ -287,16 +294,17 @@ impl SledStore {
     /// outside batches (acks, the message log) may be a moment older or newer: a restored store
     /// may repeat a notification, never lose one.
     pub fn backup(&self, path: &Path) -> Result<backup::BackupStats, StoreError> {
-        // Hold the applier lock: apply what is staged, then export, with no batch landing in
-        // between. Commits wait meanwhile; what this applies is synced by the next one.
-        let trees = self
-            .inner
-            .apply_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        apply_staged(&trees, &self.inner.staging, false)
-            .map_err(|e| StoreError::Queue(e.to_string()))?;
-        backup::write(&self.inner.db, path)
+        // Hold the writer: write what is staged, then export, with no batch landing in
+        // between. Commits wait meanwhile; what this wrote is synced by the next one.
+        self.inner
+            .writer
+            .quiesced(|| backup::write(&self.inner.db, path))
+            .map_err(|e| StoreError::Queue(e.to_string()))?
+    }
+
+    /// What the journal held when the store was opened (replayed into sled).
+    pub fn replayed(&self) -> Replayed {
+        self.inner.replayed
     }
 
     /// A tree for an actor that owns it (`meta`). Only call this while wiring up.
@@ -332,59 +340,20 @@ impl SledStore {
         running_ms.is_some_and(|ms| ms > self.inner.stall_after_ms.load(Ordering::Relaxed))
     }
 
+    /// Flush sled and cut the journal this often (`store.checkpoint_every`).
+    pub fn checkpoint_every(&self, every: std::time::Duration) {
+        self.inner
+            .commit
+            .stats()
+            .checkpoint_every_ms
+            .store(every.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// From now on, a commit running longer than `limit` is reported as a stall.
     pub fn report_stalls_after(&self, limit: std::time::Duration) {
         self.inner
             .stall_after_ms
             .store(limit.as_millis() as u64, Ordering::Relaxed);
-    }
-}
-
-/// Apply every staged operation as one transaction (on the group-commit thread). `panic`:
-/// fault injection, panic inside the transaction as a bug in sled would.
-///
-/// Whatever happens, a panic included, the taken operations leave the staging overlay: a
-/// change that never reached sled must not stay readable (its caller is told 503).
-fn apply_staged(trees: &[sled::Tree; 6], staging: &Staging, panic: bool) -> std::io::Result<bool> {
-    let ops = staging.take();
-    if ops.is_empty() {
-        return Ok(false);
-    }
-    let [approvals, idempotency, by_status, queues, grants, events] = trees;
-    let applied = catch_unwind(AssertUnwindSafe(|| {
-        (approvals, idempotency, by_status, queues, grants, events).transaction(
-            |(a, i, s, q, g, e)| {
-                if panic {
-                    panic!("fault injection: a panic inside the commit's transaction");
-                }
-                for op in &ops {
-                    let tree = match op.target {
-                        Target::Approvals => a,
-                        Target::Idempotency => i,
-                        Target::ByStatus => s,
-                        Target::Queues => q,
-                        Target::Grants => g,
-                        Target::Events => e,
-                    };
-                    match &op.value {
-                        Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
-                        None => tree.remove(op.key.as_slice())?,
-                    };
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            },
-        )
-    }));
-    staging.settled(&ops);
-    match applied {
-        Ok(Ok(())) => Ok(true),
-        Ok(Err(error)) => Err(std::io::Error::other(format!(
-            "cannot apply staged writes: {error:?}"
-        ))),
-        Err(panic) => Err(std::io::Error::other(format!(
-            "applying staged writes panicked: {}",
-            crate::supervision::panic_message(&*panic)
-        ))),
     }
 }
 

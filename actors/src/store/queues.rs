@@ -7,9 +7,7 @@ use sled::Transactional;
 
 use sled::transaction::ConflictableTransactionError;
 
-use super::{
-    ApprovalStore, Channel, Commit, DeadLetter, QueueEntry, SledStore, StoreError, queue, tx_error,
-};
+use super::{Channel, Commit, DeadLetter, QueueEntry, SledStore, StoreError, queue, tx_error};
 use crate::domain::{ApprovalId, AuditEvent};
 
 /// What a notifier may do: read and consume its own channel's queue, append (the Telegram
@@ -207,8 +205,10 @@ impl Queues {
         self.0.inner.dead_count.load(Ordering::Relaxed)
     }
 
+    /// Durable once everything written so far is: the notifiers write straight to sled (not
+    /// through the journal), so this is a full commit that flushes sled too.
     pub fn commit(&self) -> Commit {
-        self.0.commit()
+        Commit(self.0.inner.commit.full_ticket())
     }
 
     /// Resolves once everything written so far is durable, however many syncs fail first. A

@@ -244,6 +244,12 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
         secs(1),
         secs(600),
     )?;
+    duration_in(
+        "store.checkpoint_every",
+        s.store.checkpoint_every,
+        Duration::from_millis(10),
+        secs(3600),
+    )?;
     let restart_after = s.store.restart_after;
     if !restart_after.is_zero() && !(secs(1)..=secs(24 * 3600)).contains(&restart_after) {
         return Err(invalid(

@@ -1,0 +1,402 @@
+//! The write-ahead journal: the durable point of every staged write.
+//!
+//! Each group commit appends the batch it applied to sled as one record to `journal-<gen>` in
+//! the store's directory and `fdatasync`s that file; a ticket is answered after that sync. sled
+//! itself is flushed (and its data file fsynced) only at checkpoints, off the commit path: sled
+//! 0.34's flush and the transaction that made a batch atomic cost more than half of a create's
+//! commit cycle (figures in docs/benchmarks.md), while an append and one `fdatasync` of a small
+//! file cost little.
+//!
+//! Recovery: on open, every journal file left is replayed into sled in generation order, then
+//! sled is flushed and fsynced and the files removed. A record is `len (u32 LE) ++ crc32 (u32
+//! LE) ++ ops`; replay stops at the first record that is short or fails its checksum (a crash
+//! in the middle of an append, never acknowledged). Replaying puts and removes in the order they
+//! were made leaves every journaled key as the last acknowledged change left it, whatever sled
+//! had already made durable itself.
+//!
+//! Checkpoint (see `commit.rs`): [`rotate`](Journal::rotate) starts generation N+1 under the
+//! writer's lock; once sled's flush and the fsync of its data file have finished after that,
+//! generation N is deleted. A crash at any point replays N (if still there) and N+1, in order.
+//!
+//! This module owns the journal files and their format; it applies ops to the trees it is given
+//! and touches nothing else.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::staging::{Op, Target};
+
+const PREFIX: &str = "journal-";
+const HEADER: usize = 8;
+
+/// The journal file being appended to.
+pub(super) struct Journal {
+    dir: PathBuf,
+    generation: u64,
+    file: File,
+    /// Bytes of whole records in `file`: where the next append starts.
+    len: u64,
+    /// A failed append could not be cut back off: refuse appends until the next rotation, so
+    /// no acknowledged record ever lands after a torn one (replay stops at the first).
+    broken: bool,
+}
+
+/// What replay found on open.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Replayed {
+    pub files: usize,
+    pub records: u64,
+    pub ops: u64,
+    /// Files whose tail was a torn or corrupt record (skipped).
+    pub torn: usize,
+}
+
+fn path_of(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("{PREFIX}{generation:020}"))
+}
+
+/// Journal files in `dir`, oldest generation first.
+fn generations(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let generation = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(PREFIX))
+            .and_then(|digits| digits.parse::<u64>().ok());
+        if let Some(generation) = generation {
+            found.push((generation, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Makes a file's creation or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn tag(target: Target) -> u8 {
+    match target {
+        Target::Approvals => 0,
+        Target::Idempotency => 1,
+        Target::ByStatus => 2,
+        Target::Queues => 3,
+        Target::Grants => 4,
+        Target::Events => 5,
+    }
+}
+
+fn encode(ops: &[Op], out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0; HEADER]);
+    for op in ops {
+        out.push(tag(op.target));
+        out.extend_from_slice(&(op.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&op.key);
+        match &op.value {
+            Some(value) => {
+                out.push(1);
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                out.extend_from_slice(value);
+            }
+            None => out.push(0),
+        }
+    }
+    let body = (out.len() - HEADER) as u32;
+    let crc = crc32fast::hash(&out[HEADER..]);
+    out[..4].copy_from_slice(&body.to_le_bytes());
+    out[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Reads `len` bytes at `*at`, advancing it; `None` past the end.
+fn take<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Option<&'a [u8]> {
+    let slice = bytes.get(*at..at.checked_add(len)?)?;
+    *at += len;
+    Some(slice)
+}
+
+fn take_u32(bytes: &[u8], at: &mut usize) -> Option<usize> {
+    let raw: [u8; 4] = take(bytes, at, 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(raw) as usize)
+}
+
+/// One journaled operation: (tree index, key, value to put or `None` to remove).
+type Decoded<'a> = (usize, &'a [u8], Option<&'a [u8]>);
+
+/// One record's ops; `None` if the body does not parse.
+fn decode(body: &[u8]) -> Option<Vec<Decoded<'_>>> {
+    let mut ops = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let tree = *take(body, &mut at, 1)?.first()? as usize;
+        let key_len = take_u32(body, &mut at)?;
+        let key = take(body, &mut at, key_len)?;
+        let value = match take(body, &mut at, 1)?.first()? {
+            1 => {
+                let len = take_u32(body, &mut at)?;
+                Some(take(body, &mut at, len)?)
+            }
+            _ => None,
+        };
+        if tree >= 6 {
+            return None;
+        }
+        ops.push((tree, key, value));
+    }
+    Some(ops)
+}
+
+/// Apply every whole record of one journal file to `trees`; `(records, ops, torn)`.
+fn replay_file(path: &Path, trees: &[sled::Tree; 6]) -> Result<(u64, u64, bool), sled::Error> {
+    let bytes = std::fs::read(path)?;
+    let (mut at, mut records, mut ops) = (0, 0, 0);
+    while at < bytes.len() {
+        let mut cursor = at;
+        let header = (take_u32(&bytes, &mut cursor), take_u32(&bytes, &mut cursor));
+        let (Some(len), Some(crc)) = header else {
+            return Ok((records, ops, true));
+        };
+        let Some(body) = take(&bytes, &mut cursor, len) else {
+            return Ok((records, ops, true));
+        };
+        let decoded = (crc32fast::hash(body) == crc as u32)
+            .then(|| decode(body))
+            .flatten();
+        let Some(decoded) = decoded else {
+            return Ok((records, ops, true));
+        };
+        for (tree, key, value) in decoded {
+            match value {
+                Some(value) => trees[tree].insert(key, value)?,
+                None => trees[tree].remove(key)?,
+            };
+            ops += 1;
+        }
+        records += 1;
+        at = cursor;
+    }
+    Ok((records, ops, false))
+}
+
+impl Journal {
+    /// Replay what an earlier run left in `dir` into `trees`, make it durable in sled (flush,
+    /// then fsync of `data_file`), remove the replayed files, and start a fresh journal.
+    pub fn recover(
+        dir: &Path,
+        db: &sled::Db,
+        trees: &[sled::Tree; 6],
+        data_file: &Path,
+    ) -> Result<(Self, Replayed), sled::Error> {
+        let found = generations(dir)?;
+        let mut replayed = Replayed::default();
+        for (_, path) in &found {
+            let (records, ops, torn) = replay_file(path, trees)?;
+            replayed.files += 1;
+            replayed.records += records;
+            replayed.ops += ops;
+            replayed.torn += usize::from(torn);
+        }
+        let next = found.last().map_or(1, |(generation, _)| generation + 1);
+        if !found.is_empty() {
+            db.flush()?;
+            File::open(data_file)?.sync_data()?;
+            for (_, path) in &found {
+                std::fs::remove_file(path)?;
+            }
+            if replayed.records > 0 || replayed.torn > 0 {
+                tracing::info!(
+                    files = replayed.files,
+                    records = replayed.records,
+                    ops = replayed.ops,
+                    torn = replayed.torn,
+                    "replayed the store's journal"
+                );
+            }
+        }
+        Ok((Self::create(dir, next)?, replayed))
+    }
+
+    fn create(dir: &Path, generation: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(path_of(dir, generation))?;
+        // The file's name must survive a power loss before anything synced in it counts.
+        sync_dir(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            generation,
+            file,
+            len: 0,
+            broken: false,
+        })
+    }
+
+    /// Append one batch as a record: all of it or none of it (a partial write is cut back off).
+    /// Durable after [`sync`](Self::sync).
+    pub fn append(&mut self, ops: &[Op], scratch: &mut Vec<u8>) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other(
+                "the journal could not cut back a failed append; waiting for the next file",
+            ));
+        }
+        scratch.clear();
+        encode(ops, scratch);
+        if let Err(error) = self.file.write_all(scratch) {
+            if self.file.set_len(self.len).is_err() {
+                self.broken = true;
+            }
+            // The cursor is past the cut: put it back where the next record starts.
+            let _ = io::Seek::seek(&mut self.file, io::SeekFrom::Start(self.len));
+            return Err(error);
+        }
+        self.len += scratch.len() as u64;
+        Ok(())
+    }
+
+    /// `fdatasync` of the current file: every record appended so far is on stable storage.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Start the next generation if this one holds anything; the old file's path, to delete
+    /// once sled has made everything applied so far durable.
+    pub fn rotate(&mut self) -> io::Result<Option<PathBuf>> {
+        if self.len == 0 && !self.broken {
+            return Ok(None);
+        }
+        let old = path_of(&self.dir, self.generation);
+        *self = Self::create(&self.dir, self.generation + 1)?;
+        Ok(Some(old))
+    }
+
+    /// Bytes in the current file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// Remove every journal file in `dir` (sled holds all of it durably: shutdown).
+pub(super) fn remove_all(dir: &Path) -> io::Result<()> {
+    let paths: Vec<PathBuf> = generations(dir)?.into_iter().map(|(_, p)| p).collect();
+    remove(&paths)
+}
+
+/// Remove journal files whose contents sled now holds durably.
+pub(super) fn remove(paths: &[PathBuf]) -> io::Result<()> {
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(target: Target, key: &[u8], value: Option<&[u8]>) -> Op {
+        Op {
+            target,
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    fn open(dir: &Path) -> (sled::Db, [sled::Tree; 6]) {
+        let db = sled::open(dir.join("sled")).expect("sled");
+        let trees = ["a", "i", "s", "q", "g", "e"].map(|name| db.open_tree(name).expect("tree"));
+        (db, trees)
+    }
+
+    #[test]
+    fn replay_applies_records_in_order_and_stops_at_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut scratch = Vec::new();
+        {
+            let mut journal = Journal::create(dir.path(), 7).expect("journal");
+            let first = [
+                op(Target::Approvals, b"x", Some(b"pending")),
+                op(Target::Queues, b"q1", Some(b"entry")),
+            ];
+            journal.append(&first, &mut scratch).expect("append");
+            journal
+                .append(
+                    &[op(Target::Approvals, b"x", Some(b"approved"))],
+                    &mut scratch,
+                )
+                .expect("append");
+            journal
+                .append(&[op(Target::Queues, b"q1", None)], &mut scratch)
+                .expect("append");
+            // A crash in the middle of the next append: half a record.
+            journal
+                .append(&[op(Target::Approvals, b"y", Some(b"torn"))], &mut scratch)
+                .expect("append");
+            let cut = journal.len() - 3;
+            journal.file.set_len(cut).expect("cut");
+        }
+        let (db, trees) = open(dir.path());
+        let (journal, replayed) =
+            Journal::recover(dir.path(), &db, &trees, &dir.path().join("sled/db"))
+                .expect("recover");
+        assert_eq!(
+            replayed,
+            Replayed {
+                files: 1,
+                records: 3,
+                ops: 4,
+                torn: 1
+            }
+        );
+        assert_eq!(
+            trees[0].get(b"x").expect("get").as_deref(),
+            Some(&b"approved"[..])
+        );
+        assert_eq!(trees[0].get(b"y").expect("get"), None);
+        assert_eq!(trees[3].get(b"q1").expect("get"), None);
+        assert_eq!(journal.generation, 8);
+        let left: Vec<u64> = generations(dir.path())
+            .expect("list")
+            .into_iter()
+            .map(|(generation, _)| generation)
+            .collect();
+        assert_eq!(left, vec![8], "replayed files are removed");
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_replay_of_its_file_but_not_of_the_next() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut scratch = Vec::new();
+        let mut journal = Journal::create(dir.path(), 1).expect("journal");
+        journal
+            .append(&[op(Target::Events, b"e1", Some(b"one"))], &mut scratch)
+            .expect("append");
+        journal
+            .append(&[op(Target::Events, b"e2", Some(b"two"))], &mut scratch)
+            .expect("append");
+        let old = journal.rotate().expect("rotate").expect("old file");
+        journal
+            .append(&[op(Target::Events, b"e3", Some(b"three"))], &mut scratch)
+            .expect("append");
+        drop(journal);
+        // Flip a byte in the second record of the first file.
+        let mut bytes = std::fs::read(&old).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&old, bytes).expect("write");
+        let (db, trees) = open(dir.path());
+        let (_, replayed) = Journal::recover(dir.path(), &db, &trees, &dir.path().join("sled/db"))
+            .expect("recover");
+        assert_eq!((replayed.files, replayed.records, replayed.torn), (2, 2, 1));
+        assert!(trees[5].get(b"e1").expect("get").is_some());
+        assert!(trees[5].get(b"e2").expect("get").is_none());
+        assert!(trees[5].get(b"e3").expect("get").is_some());
+    }
+}

@@ -1,0 +1,128 @@
+//! The single writer of staged changes: applies what is staged to sled's trees and appends the
+//! same operations to the journal, under one lock, so the journal holds every staged write in
+//! the order sled saw it. The group-commit thread drives it (and syncs the journal); a backup
+//! takes the same lock to export with no batch half applied. Nothing else writes the staged
+//! trees except the notifiers' own queue bookkeeping (`queues.rs`), which is made durable by a
+//! full commit instead.
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::journal::Journal;
+use super::staging::{Op, Staging, Target};
+
+pub(super) struct Writer {
+    staging: Arc<Staging>,
+    state: Mutex<State>,
+}
+
+struct State {
+    trees: [sled::Tree; 6],
+    journal: Journal,
+    /// Reused encoding buffer for journal records.
+    scratch: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new(staging: Arc<Staging>, trees: [sled::Tree; 6], journal: Journal) -> Self {
+        Self {
+            staging,
+            state: Mutex::new(State {
+                trees,
+                journal,
+                scratch: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while applying is caught inside; the state stays usable either way.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply everything staged to sled and append it to the journal (not yet synced).
+    /// `Ok(true)` if anything was staged. `panic`: fault injection, panic while applying as a
+    /// bug in sled would.
+    pub fn write_staged(&self, panic: bool) -> io::Result<bool> {
+        let mut state = self.lock();
+        write_staged(&mut state, &self.staging, panic)
+    }
+
+    /// Write what is staged, then run `then` with no other batch landing meanwhile.
+    pub fn quiesced<T>(&self, then: impl FnOnce() -> T) -> io::Result<T> {
+        let mut state = self.lock();
+        write_staged(&mut state, &self.staging, false)?;
+        Ok(then())
+    }
+
+    /// `fdatasync` of the journal: every batch written so far is on stable storage.
+    pub fn sync(&self) -> io::Result<()> {
+        self.lock().journal.sync()
+    }
+
+    /// Start a new journal file (see `journal.rs`); the old one's path if it held anything.
+    pub fn rotate(&self) -> io::Result<Option<PathBuf>> {
+        self.lock().journal.rotate()
+    }
+
+    pub fn journal_len(&self) -> u64 {
+        self.lock().journal.len()
+    }
+}
+
+/// Whatever happens, a panic included, the taken operations leave the staging overlay: a change
+/// that never became durable must not stay readable (its caller is told 503).
+fn write_staged(state: &mut State, staging: &Staging, panic: bool) -> io::Result<bool> {
+    let ops = staging.take();
+    if ops.is_empty() {
+        return Ok(false);
+    }
+    let applied = catch_unwind(AssertUnwindSafe(|| apply(&state.trees, &ops, panic)));
+    staging.settled(&ops);
+    match applied {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            return Err(io::Error::other(format!(
+                "cannot apply staged writes: {error}"
+            )));
+        }
+        Err(panic) => {
+            return Err(io::Error::other(format!(
+                "applying staged writes panicked: {}",
+                crate::supervision::panic_message(&*panic)
+            )));
+        }
+    }
+    let State {
+        journal, scratch, ..
+    } = state;
+    journal.append(&ops, scratch)?;
+    Ok(true)
+}
+
+/// Plain inserts and removes, in order. No sled transaction: the journal record of the batch is
+/// what makes it atomic across a crash (replayed whole or, torn, not at all), and sled 0.34
+/// rolls its IO buffer twice per transaction.
+fn apply(trees: &[sled::Tree; 6], ops: &[Op], panic: bool) -> sled::Result<()> {
+    if panic {
+        panic!("fault injection: a panic while applying the commit's writes");
+    }
+    let [approvals, idempotency, by_status, queues, grants, events] = trees;
+    for op in ops {
+        let tree = match op.target {
+            Target::Approvals => approvals,
+            Target::Idempotency => idempotency,
+            Target::ByStatus => by_status,
+            Target::Queues => queues,
+            Target::Grants => grants,
+            Target::Events => events,
+        };
+        match &op.value {
+            Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
+            None => tree.remove(op.key.as_slice())?,
+        };
+    }
+    Ok(())
+}
