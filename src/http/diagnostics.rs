@@ -171,7 +171,7 @@ enum FaultMode {
 const MAX_STALL_MS: u64 = 15 * 60 * 1000;
 
 /// Fault injection: the next `count` store commits fail (`mode` `error`, as a failing disk
-/// would; the default), panic inside their sled transaction (`panic`, as a bug in sled would) or
+/// would; the default), panic while applying their writes to sled (`panic`, as a bug in sled would) or
 /// hang `ms` milliseconds before their sync (`stall`, as a disk that stops answering would).
 #[utoipa::path(post, path = "/api/debug/store/fail-commits", tag = "debug", request_body = Object,
     responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]

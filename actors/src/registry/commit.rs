@@ -1,4 +1,4 @@
-//! The registry's write path: write a change and its queue entries in one transaction, wait for
+//! The registry's write path: write a change and its queue entries as one staged change, wait for
 //! the group commit, then settle it on the actor ([`Settle`]): announce it if it is durable,
 //! revert it if it is not.
 

@@ -4,7 +4,8 @@
 //! write inside one handler: a tap racing a deadline racing a cancel has exactly one winner.
 //!
 //! The write path (`commit.rs`): the change and one queue entry per channel that must hear of it
-//! are one sled transaction; the reply waits for the group commit (flush + fdatasync); only then
+//! are one staged change (one journal record); the reply waits for the group commit (journal
+//! fdatasync); only then
 //! are notifiers woken, waiters woken, counts and deadlines updated. If the commit fails the
 //! change is reverted and the caller gets 503, so nothing anyone sees claims it happened. Replies
 //! are futures that do not depend on this actor surviving: a registry restart mid-commit still

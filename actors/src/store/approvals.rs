@@ -1,6 +1,6 @@
 //! The approval trees as the registry sees them: [`ApprovalStore`] for sled. A change is staged
 //! (record, status index, idempotency key, queue entries, grant, history) and applied by the next
-//! group commit in one transaction; reads see staged records through the overlay. Nothing here
+//! group commit as part of one journal record; reads see staged records through the overlay. Nothing here
 //! consumes a queue: that is the notifiers' side ([`super::Queues`]).
 
 use std::collections::HashMap;
@@ -76,7 +76,7 @@ impl ApprovalStore for SledStore {
             event_keys.push(op.key.clone());
             ops.push(op);
         }
-        // Applied with everything else staged before the next commit, in one transaction.
+        // Applied with everything else staged before the next commit, in one journal record.
         self.inner.staging.stage(ops);
         Ok(Written {
             queued,

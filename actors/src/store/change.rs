@@ -56,7 +56,7 @@ pub struct Written {
 /// `Arc<dyn ApprovalStore>`; sled implements it here, a PostgreSQL store could too. (The
 /// notifiers' queues are a separate handle, [`super::Queues`], not behind a trait yet.)
 pub trait ApprovalStore: Send + Sync + 'static {
-    /// Write the approval, its indexes and its queue entries in one transaction.
+    /// Write the approval, its indexes and its queue entries as one atomic change.
     fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError>;
     /// Undo an [`apply`](Self::apply) whose commit failed, if nothing changed the approval since.
     fn revert(&self, change: &Change<'_>, written: &Written) -> Result<(), StoreError>;

@@ -15,15 +15,16 @@
 //! | `events`            | approval id ++ seq (BE)          | audit event as JSON  | registry with each change; notifiers and Telegram append |
 //! | `meta`              | name                             | bytes                | whoever named it   |
 //!
-//! A state change and the notifications announcing it are one sled transaction
-//! ([`ApprovalStore::apply`]): either the approval changed and every channel that must hear of it
+//! A state change and the notifications announcing it are one staged change, applied and
+//! journaled as part of one journal record ([`ApprovalStore::apply`], `writer.rs`): either the approval changed and every channel that must hear of it
 //! has its queue entry, or neither. The [`ApprovalStore`] trait is what the registry sees, so a
 //! PostgreSQL backend can slot in later without touching the state machine.
 //!
 //! Here: the schema, [`SledStore`]'s opening, migration and staging. `change.rs`: the
 //! [`ApprovalStore`] trait and the change it writes. `approvals.rs`: the trait's sled
-//! implementation. `queues.rs`: the notifiers' handle. `commit.rs`: the group
-//! commit. `staging.rs`: writes waiting for it. `backup.rs`: snapshots and restore.
+//! implementation. `queues.rs`: the notifiers' handle. `commit.rs`: the group commit and the
+//! checkpoints. `staging.rs`: writes waiting for it. `writer.rs`: applies and journals them.
+//! `journal.rs`: the write-ahead journal and its replay. `backup.rs`: snapshots and restore.
 
 mod approvals;
 pub mod backup;
@@ -290,7 +291,7 @@ impl SledStore {
     }
 
     /// Write a backup of every tree to `path`: a consistent snapshot of everything the registry
-    /// wrote (one transaction per batch, and no batch half in it). Notifier bookkeeping written
+    /// wrote (whole batches, and no batch half in it). Notifier bookkeeping written
     /// outside batches (acks, the message log) may be a moment older or newer: a restored store
     /// may repeat a notification, never lose one.
     pub fn backup(&self, path: &Path) -> Result<backup::BackupStats, StoreError> {

@@ -1,12 +1,12 @@
 //! Staged writes: a change is not written to sled by the caller but staged here, and the
-//! group-commit thread applies everything staged as **one** sled transaction per batch, just
-//! before the batch's flush + fdatasync.
+//! group-commit thread applies everything staged per batch (plain inserts, `writer.rs`) and
+//! appends it as **one** journal record, just before the batch's fdatasync.
 //!
 //! Why: sled 0.34 makes every transaction (and every `apply_batch`) roll its IO buffer twice
 //! (`PageCache::pin_log`, "HACK: we are rolling the io buffer before AND after"), so a
 //! transaction per change cost two log writes per create on sled's IO pool and capped the
-//! service at a fraction of its throughput. One transaction per group commit keeps each change
-//! atomic (it is inside one transaction) at the cost of one pair of rolls per batch.
+//! service at a fraction of its throughput. A change is still atomic: it is inside one journal
+//! record, replayed whole or not at all.
 //!
 //! Until its batch is applied, a staged record is still visible to [`get`](Staging::record) and
 //! idempotency lookups through the overlay, so the writer reads its own writes. Nothing here
