@@ -315,7 +315,8 @@ impl TelegramGateway {
         }));
     }
 
-    /// Make the gateway's own writes (offset, message log) durable without waiting on them.
+    /// Make the gateway's saved update offset durable without waiting on it (a full commit: it is
+    /// written straight to sled).
     fn commit_in_background(&self, ctx: &mut Context<Self>) {
         let commit = self.queues.commit();
         ctx.spawn(

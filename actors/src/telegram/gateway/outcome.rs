@@ -53,9 +53,9 @@ impl TelegramGateway {
         );
         self.delivery.send_ready_at = Some(now + self.settings.send_interval);
         match attempt.result {
-            Ok(delivered) => self.delivered(seq, entry, Some(delivered), now, ctx),
+            Ok(delivered) => self.delivered(seq, entry, Some(delivered), now),
             Err(failure) if failure.kind == FailureKind::Moot => {
-                self.delivered(seq, entry, None, now, ctx)
+                self.delivered(seq, entry, None, now)
             }
             Err(failure) if failure.is_transient() => {
                 self.failed_transient(seq, &entry, failure, attempt.method, now, ctx)
@@ -89,12 +89,20 @@ impl TelegramGateway {
         entry: QueueEntry,
         delivered: Option<Delivered>,
         now: Instant,
-        ctx: &mut Context<Self>,
     ) {
         let transition = self.breaker.record(now, true);
         self.on_transition(transition);
         self.last_success = Some(now);
         self.consecutive_failures = 0;
+        // The message log first, then the removal: sled recovers a prefix of its writes, so a
+        // removal that survives a crash implies the message it sent is known (and edited when
+        // the approval ends). Both are durable with the next checkpoint; a crash before it
+        // repeats the message, whose copies a tap then records.
+        if let Some(Delivered::Sent(message)) = delivered
+            && let Err(error) = self.messages.add(entry.approval.id, message)
+        {
+            tracing::error!(actor = NAME, %error, "cannot record a sent message");
+        }
         self.done(seq);
         self.metrics.do_send(Metric::Queue {
             channel: "telegram",
@@ -125,17 +133,13 @@ impl TelegramGateway {
         if let Some(event) = event {
             self.queues.record(entry.approval.id, &event);
         }
-        if let Some(Delivered::Sent(message)) = delivered {
-            if let Err(error) = self.messages.add(entry.approval.id, message) {
-                tracing::error!(actor = NAME, %error, "cannot record a sent message");
-            }
-            self.commit_in_background(ctx);
-            if let Some(registry) = &self.registry {
-                registry.do_send(AttachMessage {
-                    id: entry.approval.id,
-                    message,
-                });
-            }
+        if let Some(Delivered::Sent(message)) = delivered
+            && let Some(registry) = &self.registry
+        {
+            registry.do_send(AttachMessage {
+                id: entry.approval.id,
+                message,
+            });
         }
     }
 
