@@ -401,7 +401,7 @@ fn checkpoints(db: &sled::Db, file: &File, rx: &mpsc::Receiver<PathBuf>, stats: 
         // Everything journaled in these files was applied to sled before they were cut, so
         // this flush covers it.
         let result = flush_sled(db, file, stats)
-            .and_then(|()| journal::remove(&done_with).map_err(Arc::new));
+            .and_then(|()| journal::retire(&done_with).map_err(Arc::new));
         match result {
             Ok(()) => {
                 stats.checkpoints.fetch_add(1, Ordering::Relaxed);

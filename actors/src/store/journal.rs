@@ -10,9 +10,16 @@
 //! Recovery: on open, every journal file left is replayed into sled in generation order, then
 //! sled is flushed and fsynced and the files removed. A record is `len (u32 LE) ++ crc32 (u32
 //! LE) ++ ops`; replay stops at the first record that is short or fails its checksum (a crash
-//! in the middle of an append, never acknowledged). Replaying puts and removes in the order they
+//! in the middle of an append, never acknowledged) or belongs to an older generation (see below).
+//! Replaying puts and removes in the order they
 //! were made leaves every journaled key as the last acknowledged change left it, whatever sled
 //! had already made durable itself.
+//!
+//! Files are recycled: a checkpointed file becomes `journal-spare` and the next generation
+//! overwrites it from the start, because an `fdatasync` of writes inside a file's allocated size
+//! need not commit the file system's metadata (an append that grows the file does; measured
+//! about 1.7× slower on this machine). Each record carries its generation, so the previous
+//! generation's records after the last new one end replay instead of being applied.
 //!
 //! Checkpoint (see `commit.rs`): [`rotate`](Journal::rotate) starts generation N+1 under the
 //! writer's lock; once sled's flush and the fsync of its data file have finished after that,
@@ -28,7 +35,9 @@ use std::path::{Path, PathBuf};
 use super::staging::{Op, Target};
 
 const PREFIX: &str = "journal-";
-const HEADER: usize = 8;
+const SPARE: &str = "journal-spare";
+/// `len (u32 LE) ++ crc32 of generation ++ body (u32 LE) ++ generation (u64 LE)`.
+const HEADER: usize = 16;
 
 /// The journal file being appended to.
 pub(super) struct Journal {
@@ -90,8 +99,9 @@ fn tag(target: Target) -> u8 {
     }
 }
 
-fn encode(ops: &[Op], out: &mut Vec<u8>) {
+fn encode(generation: u64, ops: &[Op], out: &mut Vec<u8>) {
     out.extend_from_slice(&[0; HEADER]);
+    out[8..HEADER].copy_from_slice(&generation.to_le_bytes());
     for op in ops {
         out.push(tag(op.target));
         out.extend_from_slice(&(op.key.len() as u32).to_le_bytes());
@@ -106,9 +116,9 @@ fn encode(ops: &[Op], out: &mut Vec<u8>) {
         }
     }
     let body = (out.len() - HEADER) as u32;
-    let crc = crc32fast::hash(&out[HEADER..]);
+    let crc = crc32fast::hash(&out[8..]);
     out[..4].copy_from_slice(&body.to_le_bytes());
-    out[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Reads `len` bytes at `*at`, advancing it; `None` past the end.
@@ -149,8 +159,13 @@ fn decode(body: &[u8]) -> Option<Vec<Decoded<'_>>> {
     Some(ops)
 }
 
-/// Apply every whole record of one journal file to `trees`; `(records, ops, torn)`.
-fn replay_file(path: &Path, trees: &[sled::Tree; 6]) -> Result<(u64, u64, bool), sled::Error> {
+/// Apply every whole record of generation `generation` at the start of one journal file to
+/// `trees`; `(records, ops, torn)`.
+fn replay_file(
+    path: &Path,
+    generation: u64,
+    trees: &[sled::Tree; 6],
+) -> Result<(u64, u64, bool), sled::Error> {
     let bytes = std::fs::read(path)?;
     let (mut at, mut records, mut ops) = (0, 0, 0);
     while at < bytes.len() {
@@ -159,10 +174,17 @@ fn replay_file(path: &Path, trees: &[sled::Tree; 6]) -> Result<(u64, u64, bool),
         let (Some(len), Some(crc)) = header else {
             return Ok((records, ops, true));
         };
+        let Some(stamp) = take(&bytes, &mut cursor, 8) else {
+            return Ok((records, ops, true));
+        };
+        if stamp != generation.to_le_bytes() {
+            // A record of the generation that used this file before: the end of this one.
+            return Ok((records, ops, false));
+        }
         let Some(body) = take(&bytes, &mut cursor, len) else {
             return Ok((records, ops, true));
         };
-        let decoded = (crc32fast::hash(body) == crc as u32)
+        let decoded = (crc32fast::hash(&bytes[at + 8..cursor]) == crc as u32)
             .then(|| decode(body))
             .flatten();
         let Some(decoded) = decoded else {
@@ -192,8 +214,8 @@ impl Journal {
     ) -> Result<(Self, Replayed), sled::Error> {
         let found = generations(dir)?;
         let mut replayed = Replayed::default();
-        for (_, path) in &found {
-            let (records, ops, torn) = replay_file(path, trees)?;
+        for (generation, path) in &found {
+            let (records, ops, torn) = replay_file(path, *generation, trees)?;
             replayed.files += 1;
             replayed.records += records;
             replayed.ops += ops;
@@ -219,12 +241,16 @@ impl Journal {
         Ok((Self::create(dir, next)?, replayed))
     }
 
+    /// The file for `generation`: the spare one if there is one (overwritten from the start),
+    /// else a new one.
     fn create(dir: &Path, generation: u64) -> io::Result<Self> {
+        let path = path_of(dir, generation);
+        let recycled = std::fs::rename(dir.join(SPARE), &path).is_ok();
         let file = OpenOptions::new()
             .create(true)
-            .truncate(true)
+            .truncate(!recycled)
             .write(true)
-            .open(path_of(dir, generation))?;
+            .open(&path)?;
         // The file's name must survive a power loss before anything synced in it counts.
         sync_dir(dir)?;
         Ok(Self {
@@ -245,7 +271,7 @@ impl Journal {
             ));
         }
         scratch.clear();
-        encode(ops, scratch);
+        encode(self.generation, ops, scratch);
         if let Err(error) = self.file.write_all(scratch) {
             if self.file.set_len(self.len).is_err() {
                 self.broken = true;
@@ -280,14 +306,29 @@ impl Journal {
     }
 }
 
-/// Remove every journal file in `dir` (sled holds all of it durably: shutdown).
+/// Remove every journal file in `dir`, the spare included (sled holds all of it durably:
+/// shutdown).
 pub(super) fn remove_all(dir: &Path) -> io::Result<()> {
-    let paths: Vec<PathBuf> = generations(dir)?.into_iter().map(|(_, p)| p).collect();
+    let mut paths: Vec<PathBuf> = generations(dir)?.into_iter().map(|(_, p)| p).collect();
+    paths.push(dir.join(SPARE));
     remove(&paths)
 }
 
-/// Remove journal files whose contents sled now holds durably.
-pub(super) fn remove(paths: &[PathBuf]) -> io::Result<()> {
+/// Journal files whose contents sled now holds durably: the first becomes the spare (unless
+/// there is one), the others are removed. Only the checkpoint thread calls this; the writer only
+/// takes the spare away, so the check cannot race with another spare appearing.
+pub(super) fn retire(paths: &[PathBuf]) -> io::Result<()> {
+    let Some((first, rest)) = paths.split_first() else {
+        return Ok(());
+    };
+    let spare = first.with_file_name(SPARE);
+    if !spare.exists() && std::fs::rename(first, &spare).is_ok() {
+        return remove(rest);
+    }
+    remove(paths)
+}
+
+fn remove(paths: &[PathBuf]) -> io::Result<()> {
     for path in paths {
         match std::fs::remove_file(path) {
             Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
@@ -398,5 +439,45 @@ mod tests {
         assert!(trees[5].get(b"e1").expect("get").is_some());
         assert!(trees[5].get(b"e2").expect("get").is_none());
         assert!(trees[5].get(b"e3").expect("get").is_some());
+    }
+
+    #[test]
+    fn a_recycled_file_replays_only_its_own_generation() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut scratch = Vec::new();
+        let mut journal = Journal::create(dir.path(), 1).expect("journal");
+        for key in [b"old1", b"old2", b"old3"] {
+            journal
+                .append(&[op(Target::Events, key, Some(b"stale"))], &mut scratch)
+                .expect("append");
+        }
+        let old = journal.rotate().expect("rotate").expect("old file");
+        // The checkpoint is done: generation 1 becomes the spare, and generation 3 (after the
+        // current 2) takes it over.
+        retire(std::slice::from_ref(&old)).expect("retire");
+        assert!(dir.path().join(SPARE).exists());
+        journal
+            .append(&[op(Target::Events, b"two", Some(b"2"))], &mut scratch)
+            .expect("append");
+        journal.rotate().expect("rotate");
+        assert!(!dir.path().join(SPARE).exists(), "the spare was taken");
+        journal
+            .append(&[op(Target::Events, b"new", Some(b"3"))], &mut scratch)
+            .expect("append");
+        drop(journal);
+        let (db, trees) = open(dir.path());
+        let (_, replayed) = Journal::recover(dir.path(), &db, &trees, &dir.path().join("sled/db"))
+            .expect("recover");
+        // What follows the new record in generation 3's file is the middle of generation 1's
+        // records: it ends replay, whether it reads as another generation or as a torn record.
+        assert_eq!(replayed.records, 2);
+        assert!(trees[5].get(b"two").expect("get").is_some());
+        assert!(trees[5].get(b"new").expect("get").is_some());
+        for stale in [b"old1", b"old2", b"old3"] {
+            assert!(
+                trees[5].get(stale).expect("get").is_none(),
+                "generation 1 is not replayed"
+            );
+        }
     }
 }
