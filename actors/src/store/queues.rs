@@ -7,6 +7,7 @@ use sled::Transactional;
 
 use sled::transaction::ConflictableTransactionError;
 
+use super::staging::{Op, Target};
 use super::{Channel, Commit, DeadLetter, QueueEntry, SledStore, StoreError, queue, tx_error};
 use crate::domain::{ApprovalId, AuditEvent};
 
@@ -106,11 +107,15 @@ impl Queues {
             .transpose()
     }
 
-    /// Append; durable after the next [`commit`](Self::commit).
+    /// Append: staged like the registry's changes, so it is journaled with the next group
+    /// commit; wait for it with [`until_enqueued`](Self::until_enqueued).
     pub fn enqueue(&self, channel: Channel, entry: &QueueEntry) -> Result<u64, StoreError> {
         let seq = self.0.next_seq()?;
-        self.tree()
-            .insert(queue::key(channel, seq), queue::encode(entry)?)?;
+        self.0.inner.staging.stage(vec![Op {
+            target: Target::Queues,
+            key: queue::key(channel, seq).to_vec(),
+            value: Some(queue::encode(entry)?),
+        }]);
         Ok(seq)
     }
 
@@ -217,9 +222,19 @@ impl Queues {
     /// writes: whoever waits for their wake-up must get it once the store commits again, or a
     /// channel that drains in order would wait behind them until a restart.
     pub fn until_durable(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.until(self.commit())
+    }
+
+    /// [`until_durable`](Self::until_durable) for entries from [`enqueue`](Self::enqueue):
+    /// the first wait is for the journal's commit alone; should it fail, the staged entry is in
+    /// sled but not journaled, so the retries are full commits that flush sled.
+    pub fn until_enqueued(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.until(Commit(self.0.inner.commit.ticket()))
+    }
+
+    fn until(&self, first: Commit) -> impl std::future::Future<Output = ()> + 'static {
         const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
         const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
-        let first = self.commit();
         let queues = self.clone();
         async move {
             let mut commit = first;

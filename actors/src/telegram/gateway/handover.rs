@@ -59,7 +59,7 @@ impl TelegramGateway {
         if queued.is_empty() {
             return;
         }
-        let durable = self.queues.until_durable();
+        let durable = self.queues.until_enqueued();
         let fallback = self.fallback.clone();
         ctx.spawn(
             async move {

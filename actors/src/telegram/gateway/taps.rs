@@ -231,7 +231,7 @@ impl TelegramGateway {
         };
         // Waits out failed syncs: the queue drains only past entries known to be durable, so an
         // edit never confirmed would hold back every later notification until a restart.
-        let durable = self.queues.until_durable();
+        let durable = self.queues.until_enqueued();
         ctx.spawn(durable.into_actor(self).map(move |(), act, ctx| {
             guarded_with(NAME, act, ctx, |act, ctx| {
                 act.woken(
