@@ -164,6 +164,7 @@ enum FaultMode {
     Error,
     Panic,
     Stall,
+    Refuse,
 }
 
 /// Longest injected stall: long enough to outlast any `store.commit_stall`, short enough that a
@@ -171,7 +172,9 @@ enum FaultMode {
 const MAX_STALL_MS: u64 = 15 * 60 * 1000;
 
 /// Fault injection: the next `count` store commits fail (`mode` `error`, as a failing disk
-/// would; the default), panic while applying their writes to sled (`panic`, as a bug in sled would) or
+/// would; the default), panic while applying their writes to sled (`panic`, as a bug in sled would),
+/// have their writes refused while an empty sync still succeeds (`refuse`, as sled does once a
+/// write of its own failed; only commits with writes count) or
 /// hang `ms` milliseconds before their sync (`stall`, as a disk that stops answering would).
 #[utoipa::path(post, path = "/api/debug/store/fail-commits", tag = "debug", request_body = Object,
     responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
@@ -184,6 +187,7 @@ async fn fail_commits(
     let fault = match body.mode {
         FaultMode::Error => CommitFault::Error,
         FaultMode::Panic => CommitFault::Panic,
+        FaultMode::Refuse => CommitFault::Refuse,
         FaultMode::Stall if (1..=MAX_STALL_MS).contains(&body.ms) => {
             CommitFault::Stall(std::time::Duration::from_millis(body.ms))
         }

@@ -507,7 +507,14 @@ pub async fn fail_commits(app: &impl Api, count: u32) {
     inject_commit_faults(app, json!({ "count": count })).await;
 }
 
-/// Make the store's next `count` commits panic inside their sled transaction, as a bug or an
+/// Make sled refuse the writes of the store's next `count` commits that have any, while an
+/// empty sync still succeeds, as sled does once one of its own writes failed
+/// (`debug.fault_injection`).
+pub async fn refuse_writes(app: &impl Api, count: u32) {
+    inject_commit_faults(app, json!({ "count": count, "mode": "refuse" })).await;
+}
+
+/// Make the store's next `count` commits panic while applying their writes, as a bug or an
 /// assertion in sled would (`debug.fault_injection`).
 pub async fn panic_commits(app: &impl Api, count: u32) {
     inject_commit_faults(app, json!({ "count": count, "mode": "panic" })).await;

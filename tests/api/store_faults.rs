@@ -56,6 +56,36 @@ async fn refused_and_reported_until_the_store_recovers(app: &impl Api, refused: 
     .await;
 }
 
+/// A store that can still sync but no longer write (sled after a write of its own failed, a
+/// disk with no room for a record) is unhealthy for as long as that lasts: health probes it
+/// with a real write, not an empty sync that would pass.
+#[actix_web::test]
+async fn a_store_that_syncs_but_cannot_write_stays_unhealthy_until_it_writes_again() {
+    let app = spawn_app().await;
+    create_quietly(&app).await;
+    refuse_writes(&app, 1_000).await;
+    let refused = app.create(&new_approval()).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Several health pings, each probing the store: all of them must fail.
+    for _ in 0..5 {
+        assert_eq!(app.health().await["status"], "unhealthy");
+        assert_eq!(
+            status_of(&app, "/health/ready").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    refuse_writes(&app, 0).await;
+    eventually(WAIT, "readiness to recover", || async {
+        (status_of(&app, "/health/ready").await == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.create(&new_approval()).await.status(),
+        StatusCode::CREATED
+    );
+}
+
 #[actix_web::test]
 async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_succeeds() {
     let app = spawn_app().await;

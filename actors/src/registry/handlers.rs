@@ -350,9 +350,9 @@ impl Handler<Ping> for ApprovalRegistry {
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
         let committing = self.store.committing();
         if !committing {
-            // Probe the store, so health recovers once the disk does even if nothing is
-            // written meanwhile; the probe's outcome shows on the next ping.
-            let probe = self.store.commit();
+            // Probe the store with a real write, so health recovers once the disk does even
+            // if nothing is written meanwhile; the probe's outcome shows on the next ping.
+            let probe = self.store.probe();
             actix::spawn(async move {
                 let _ = probe.wait().await;
             });

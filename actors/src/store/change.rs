@@ -79,6 +79,10 @@ pub trait ApprovalStore: Send + Sync + 'static {
     fn remove_ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<Status>, StoreError>;
     /// Resolves once everything written so far is on stable storage.
     fn commit(&self) -> Commit;
+    /// A commit that writes something through the whole write path (sled and the journal), so
+    /// it fails wherever a real change would: health probes a failing store with it. (An empty
+    /// commit only syncs, which a full disk or a sled that lost a write still lets through.)
+    fn probe(&self) -> Commit;
     fn diagnostics(&self) -> StoreDiagnostics;
     /// Every stored grant, expired ones included (start-up).
     fn grants(&self) -> Result<Vec<Grant>, StoreError>;

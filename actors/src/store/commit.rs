@@ -62,6 +62,8 @@ pub struct CommitStats {
     pub fail_next: AtomicU32,
     /// Injected panics (inside the transaction of a commit with staged writes) still to come.
     pub panic_next: AtomicU32,
+    /// Injected write refusals (commits with writes) still to come.
+    pub refuse_next: AtomicU32,
     /// Injected stalls still to come, and how long each holds its commit before the sync.
     pub stall_next: AtomicU32,
     pub stall_ms: AtomicU64,
@@ -330,7 +332,7 @@ fn run(durability: &Durability, file: File, rx: mpsc::Receiver<Ticket>, stats: A
 fn final_flush(durability: &Durability, file: &File, stats: &CommitStats) {
     let flushed = durability
         .writer
-        .write_staged(false)
+        .write_staged(false, false)
         .map_err(Arc::new)
         .and_then(|_| sync(durability, file, stats, true))
         .and_then(|()| journal::remove_all(&durability.dir).map_err(Arc::new));
@@ -440,7 +442,8 @@ fn commit(
         // Injected panics go to commits someone waits for: while applying if anything is
         // staged, else right here.
         let panic = tickets > 0 && faults.take_panic();
-        let applied = durability.writer.write_staged(panic);
+        let refuse = durability.writer.has_staged() && faults.take_refusal();
+        let applied = durability.writer.write_staged(panic, refuse);
         if panic && matches!(applied, Ok(false)) {
             panic!("fault injection: a panic in the commit");
         }

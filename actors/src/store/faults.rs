@@ -1,5 +1,6 @@
 //! Fault injection for the group commit (`debug.fault_injection`): the next N commits report an
-//! I/O error, panic inside their transaction, or hang before their sync, to prove that callers
+//! I/O error, panic while applying their writes, have their writes refused, or hang before
+//! their sync, to prove that callers
 //! are never told "durable" for what did not reach the disk and that health tells the truth.
 //! The counters live in the commit thread's [`CommitStats`]; nothing here touches sled.
 
@@ -21,6 +22,9 @@ pub enum CommitFault {
     Panic,
     /// The commit hangs this long before its sync, as a stalled disk would.
     Stall(std::time::Duration),
+    /// sled refuses the commit's writes while a sync alone still succeeds, as after a write
+    /// sled's IO threads lost (its error sticks): only commits with writes count down.
+    Refuse,
 }
 
 impl FaultSwitch {
@@ -30,6 +34,7 @@ impl FaultSwitch {
             CommitFault::Error => self.fail_next(count),
             CommitFault::Panic => self.panic_next(count),
             CommitFault::Stall(each) => self.stall_next(count, each),
+            CommitFault::Refuse => self.0.refuse_next.store(count, Ordering::SeqCst),
         }
     }
 
@@ -52,6 +57,11 @@ impl FaultSwitch {
     /// True if this commit's transaction is to panic (and one fewer is left to come).
     pub(super) fn take_panic(&self) -> bool {
         take_one(&self.0.panic_next)
+    }
+
+    /// True if this commit's writes are to be refused (and one fewer is left to come).
+    pub(super) fn take_refusal(&self) -> bool {
+        take_one(&self.0.refuse_next)
     }
 }
 

@@ -89,6 +89,10 @@ impl Staging {
             .cloned()
     }
 
+    pub fn has_staged(&self) -> bool {
+        !self.lock().ops.is_empty()
+    }
+
     /// Everything staged so far, for the flusher to apply.
     pub fn take(&self) -> Vec<Op> {
         std::mem::take(&mut self.lock().ops)

@@ -43,17 +43,22 @@ impl Writer {
     }
 
     /// Apply everything staged to sled and append it to the journal (not yet synced).
-    /// `Ok(true)` if anything was staged. `panic`: fault injection, panic while applying as a
-    /// bug in sled would.
-    pub fn write_staged(&self, panic: bool) -> io::Result<bool> {
+    /// `Ok(true)` if anything was staged. Fault injection: `panic` while applying as a bug in
+    /// sled would, or `refuse` the writes as sled does once one of its writes failed.
+    pub fn write_staged(&self, panic: bool, refuse: bool) -> io::Result<bool> {
         let mut state = self.lock();
-        write_staged(&mut state, &self.staging, panic)
+        write_staged(&mut state, &self.staging, panic, refuse)
+    }
+
+    /// True if anything is waiting to be written.
+    pub fn has_staged(&self) -> bool {
+        self.staging.has_staged()
     }
 
     /// Write what is staged, then run `then` with no other batch landing meanwhile.
     pub fn quiesced<T>(&self, then: impl FnOnce() -> T) -> io::Result<T> {
         let mut state = self.lock();
-        write_staged(&mut state, &self.staging, false)?;
+        write_staged(&mut state, &self.staging, false, false)?;
         Ok(then())
     }
 
@@ -74,12 +79,24 @@ impl Writer {
 
 /// Whatever happens, a panic included, the taken operations leave the staging overlay: a change
 /// that never became durable must not stay readable (its caller is told 503).
-fn write_staged(state: &mut State, staging: &Staging, panic: bool) -> io::Result<bool> {
+fn write_staged(
+    state: &mut State,
+    staging: &Staging,
+    panic: bool,
+    refuse: bool,
+) -> io::Result<bool> {
     let ops = staging.take();
     if ops.is_empty() {
         return Ok(false);
     }
-    let applied = catch_unwind(AssertUnwindSafe(|| apply(&state.trees, &ops, panic)));
+    let applied = catch_unwind(AssertUnwindSafe(|| {
+        if refuse {
+            return Err(sled::Error::Io(io::Error::other(
+                "fault injection: sled refuses the write",
+            )));
+        }
+        apply(&state.trees, &ops, panic)
+    }));
     staging.settled(&ops);
     match applied {
         Ok(Ok(())) => {}
