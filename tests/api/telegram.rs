@@ -1,6 +1,6 @@
 //! Operators decide from Telegram: real Bot API wire traffic against the fake server. Taps end
 //! the agent's long poll; unauthorised, wrong-chat and forged taps change nothing; every ending
-//! edits the message and removes its buttons.
+//! edits the message and removes its buttons. Webhook mode and pacing: `telegram_modes.rs`.
 
 use std::time::Duration;
 
@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::support::fake_telegram::{FakeTelegram, FakeUser, Fault, SentMessage};
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-fn operator() -> FakeUser {
+pub(crate) fn operator() -> FakeUser {
     FakeUser::new(OPERATOR_USER_ID).with_username("alice_ops")
 }
 
@@ -23,7 +23,11 @@ async fn setup() -> (FakeTelegram, TestApp) {
 }
 
 /// Create an approval and wait for its Telegram message.
-async fn announced(fake: &FakeTelegram, app: &TestApp, body: &Value) -> (String, SentMessage) {
+pub(crate) async fn announced(
+    fake: &FakeTelegram,
+    app: &TestApp,
+    body: &Value,
+) -> (String, SentMessage) {
     let id = app.create_ok(body).await["id"]
         .as_str()
         .expect("id")
@@ -40,7 +44,7 @@ async fn announced(fake: &FakeTelegram, app: &TestApp, body: &Value) -> (String,
     (id, message)
 }
 
-fn button(message: &SentMessage, prefix: &str) -> String {
+pub(crate) fn button(message: &SentMessage, prefix: &str) -> String {
     message
         .callback_data()
         .into_iter()
@@ -49,7 +53,12 @@ fn button(message: &SentMessage, prefix: &str) -> String {
 }
 
 /// The operator taps Approve on `message`: the tap is answered and `id` is approved.
-async fn approved_by_tap(fake: &FakeTelegram, app: &TestApp, id: &str, message: &SentMessage) {
+pub(crate) async fn approved_by_tap(
+    fake: &FakeTelegram,
+    app: &TestApp,
+    id: &str,
+    message: &SentMessage,
+) {
     let query_id = fake.inject_callback(
         &operator(),
         CHAT_ID,
@@ -61,7 +70,11 @@ async fn approved_by_tap(fake: &FakeTelegram, app: &TestApp, id: &str, message: 
     assert_eq!(body["status"], "approved");
 }
 
-async fn edited_to(fake: &FakeTelegram, message: &SentMessage, needle: &str) -> SentMessage {
+pub(crate) async fn edited_to(
+    fake: &FakeTelegram,
+    message: &SentMessage,
+    needle: &str,
+) -> SentMessage {
     let (chat, id) = (message.chat_id, message.message_id);
     fake.wait_until(
         WAIT,
@@ -407,121 +420,4 @@ async fn a_button_moved_to_another_message_decides_nothing() {
         .message(CHAT_ID, message_b.message_id)
         .expect("message");
     assert_eq!(b_now.edits, 0, "B's message was not overwritten");
-}
-
-#[actix_web::test]
-async fn polling_clears_a_webhook_left_from_elsewhere() {
-    let fake = FakeTelegram::start();
-    fake.set_webhook("https://old.example.com/hook");
-    let app = spawn_telegram_app(&fake.url(), fake.token(), &[]).await;
-    fake.wait_until(WAIT, "the webhook to be deleted", |f| f.webhook().is_none())
-        .await;
-    // Taps arrive by polling again.
-    let (id, message) = announced(&fake, &app, &new_approval()).await;
-    approved_by_tap(&fake, &app, &id, &message).await;
-}
-
-#[actix_web::test]
-async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_it() {
-    let fake = FakeTelegram::start();
-    let app = spawn_telegram_app(
-        &fake.url(),
-        fake.token(),
-        &[
-            ("APPROVAL_GATE__TELEGRAM__MODE", "webhook"),
-            (
-                "APPROVAL_GATE__TELEGRAM__WEBHOOK_URL",
-                "https://gate.example.com/telegram/webhook",
-            ),
-        ],
-    )
-    .await;
-    fake.wait_until(WAIT, "setWebhook", |f| f.webhook().is_some())
-        .await;
-    let (url, secret) = fake.webhook().expect("webhook");
-    assert_eq!(url, "https://gate.example.com/telegram/webhook");
-    let secret = secret.expect("a generated secret token");
-    assert!(
-        (1..=256).contains(&secret.len())
-            && secret
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
-        "{secret}"
-    );
-    assert!(
-        fake.calls_to("getUpdates").is_empty(),
-        "no polling in webhook mode"
-    );
-
-    let (id, message) = announced(&fake, &app, &new_approval()).await;
-    fake.inject_callback(
-        &operator(),
-        CHAT_ID,
-        message.message_id,
-        &button(&message, "a:"),
-    );
-    let update = fake
-        .take_update()
-        .expect("the tap as Telegram would POST it");
-    let deliver = |token: Option<&str>| {
-        let mut request = app
-            .client
-            .post(format!("{}/telegram/webhook", app.address))
-            .json(&update);
-        if let Some(token) = token {
-            request = request.header("X-Telegram-Bot-Api-Secret-Token", token);
-        }
-        request.send()
-    };
-    for wrong in [None, Some("wrong-secret")] {
-        let response = deliver(wrong).await.expect("send");
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    }
-    let body: Value = app.get(&id, None).await.json().await.expect("json");
-    assert_eq!(
-        body["status"], "pending",
-        "a forged delivery decides nothing"
-    );
-
-    let response = deliver(Some(&secret)).await.expect("send");
-    assert_eq!(response.status(), StatusCode::OK);
-    edited_to(&fake, &message, "Approved").await;
-    let body: Value = app.get(&id, None).await.json().await.expect("json");
-    assert_eq!(body["status"], "approved");
-    let text = app.metrics().await;
-    assert_eq!(
-        metric(
-            &text,
-            "approval_gate_refused_total{reason=\"webhook_secret\"}"
-        ),
-        Some(2.0)
-    );
-}
-
-#[actix_web::test]
-async fn a_group_over_its_message_budget_waits_and_nothing_is_dropped() {
-    let fake = FakeTelegram::start();
-    let app = spawn_telegram_app(
-        &fake.url(),
-        fake.token(),
-        &[("APPROVAL_GATE__TELEGRAM__GROUP_MESSAGES_PER_MINUTE", "3")],
-    )
-    .await;
-    for _ in 0..4 {
-        app.create_ok(&new_approval()).await;
-    }
-    fake.wait_until(WAIT, "three messages", |f| f.messages().len() == 3)
-        .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        fake.messages().len(),
-        3,
-        "the fourth waits for the group's budget"
-    );
-    // It is still queued, not dropped.
-    let text = app.metrics().await;
-    assert_eq!(
-        metric(&text, "approval_gate_telegram_outbox_size"),
-        Some(1.0)
-    );
 }

@@ -1,13 +1,17 @@
 //! `spawn_app()`: the real application (settings loader, actors, sled on disk, HTTP server) on
-//! an ephemeral port against a temporary store, plus a client that speaks its API. Also
+//! an ephemeral port against a temporary store, plus a client that speaks its API. `child.rs`:
 //! `spawn_binary()`, which runs the compiled `approval-gate` as a child process for restart and
-//! kill tests.
+//! kill tests. `faults.rs`: store fault injection.
+
+mod child;
+mod faults;
+
+pub use child::*;
+pub use faults::*;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
@@ -314,112 +318,6 @@ pub fn ts(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
         .expect("RFC 3339")
 }
 
-/// The compiled service running as a child process (for SIGTERM / SIGKILL / restart tests).
-pub struct ChildApp {
-    pub child: Child,
-    pub address: String,
-    pub client: reqwest::Client,
-    /// Every line the child logged on stdout so far.
-    pub logs: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Api for ChildApp {
-    fn base(&self) -> &str {
-        &self.address
-    }
-    fn http(&self) -> &reqwest::Client {
-        &self.client
-    }
-}
-
-impl Drop for ChildApp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ChildApp {
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
-        assert_eq!(rc, 0, "kill({signal}) failed");
-    }
-
-    /// Wait for the child to exit; returns its status.
-    pub fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < deadline,
-                "child did not exit within {deadline:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Start `approval-gate serve` on the store under `dir`; returns once it listens.
-pub fn spawn_binary(dir: &Path, overrides: &[(&str, &str)]) -> ChildApp {
-    spawn_binary_args(dir, &[], overrides)
-}
-
-/// `approval-gate serve <args…>` (e.g. `--config FILE`).
-pub fn spawn_binary_args(dir: &Path, args: &[&str], overrides: &[(&str, &str)]) -> ChildApp {
-    let mut env = test_env(dir, overrides);
-    env.insert("APPROVAL_GATE__LOGGING__FORMAT".into(), "json".into());
-    if !overrides
-        .iter()
-        .any(|(k, _)| *k == "APPROVAL_GATE__LOGGING__LEVEL")
-    {
-        env.insert("APPROVAL_GATE__LOGGING__LEVEL".into(), "info".into());
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_approval-gate"))
-        .arg("serve")
-        .args(args)
-        .env_clear()
-        .envs(&env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn approval-gate");
-    let stdout = child.stdout.take().expect("child stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let kept = std::sync::Arc::clone(&logs);
-    std::thread::spawn(move || {
-        let mut sent = false;
-        // Keep draining so the child never blocks on a full pipe.
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(mut logs) = kept.lock() {
-                logs.push_str(&line);
-                logs.push('\n');
-            }
-            if !sent
-                && let Ok(value) = serde_json::from_str::<Value>(&line)
-                && value["fields"]["message"] == "approval-gate listening"
-            {
-                let _ = tx.send(value["fields"]["port"].as_u64());
-                sent = true;
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .ok()
-        .flatten()
-        .expect("child reports its port");
-    ChildApp {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-        client: client(),
-        logs,
-    }
-}
-
 /// The chat and operator the Telegram tests use.
 pub const CHAT_ID: i64 = -100_200;
 pub const OPERATOR_USER_ID: u64 = 9001;
@@ -500,42 +398,4 @@ impl std::fmt::Debug for Run {
             self.code, self.stdout, self.stderr
         )
     }
-}
-
-/// Make the store's next `count` commits fail (`debug.fault_injection`).
-pub async fn fail_commits(app: &impl Api, count: u32) {
-    inject_commit_faults(app, json!({ "count": count })).await;
-}
-
-/// Make sled refuse the writes of the store's next `count` commits that have any, while an
-/// empty sync still succeeds, as sled does once one of its own writes failed
-/// (`debug.fault_injection`).
-pub async fn refuse_writes(app: &impl Api, count: u32) {
-    inject_commit_faults(app, json!({ "count": count, "mode": "refuse" })).await;
-}
-
-/// Make the store's next `count` commits panic while applying their writes, as a bug or an
-/// assertion in sled would (`debug.fault_injection`).
-pub async fn panic_commits(app: &impl Api, count: u32) {
-    inject_commit_faults(app, json!({ "count": count, "mode": "panic" })).await;
-}
-
-/// Make the store's next `count` commits hang `ms` milliseconds before their sync, as a disk
-/// that stops answering would (`debug.fault_injection`).
-pub async fn stall_commits(app: &impl Api, count: u32, ms: u64) {
-    inject_commit_faults(app, json!({ "count": count, "mode": "stall", "ms": ms })).await;
-}
-
-async fn inject_commit_faults(app: &impl Api, body: Value) {
-    let response = app
-        .request(
-            Method::POST,
-            "/api/debug/store/fail-commits",
-            Some(OPERATOR_TOKEN),
-        )
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
 }

@@ -1,0 +1,44 @@
+//! Store fault injection through `POST /api/debug/store/fail-commits` (`debug.fault_injection`).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Api, OPERATOR_TOKEN};
+
+/// Make the store's next `count` commits fail (`debug.fault_injection`).
+pub async fn fail_commits(app: &impl Api, count: u32) {
+    inject_commit_faults(app, json!({ "count": count })).await;
+}
+
+/// Make sled refuse the writes of the store's next `count` commits that have any, while an
+/// empty sync still succeeds, as sled does once one of its own writes failed
+/// (`debug.fault_injection`).
+pub async fn refuse_writes(app: &impl Api, count: u32) {
+    inject_commit_faults(app, json!({ "count": count, "mode": "refuse" })).await;
+}
+
+/// Make the store's next `count` commits panic while applying their writes, as a bug or an
+/// assertion in sled would (`debug.fault_injection`).
+pub async fn panic_commits(app: &impl Api, count: u32) {
+    inject_commit_faults(app, json!({ "count": count, "mode": "panic" })).await;
+}
+
+/// Make the store's next `count` commits hang `ms` milliseconds before their sync, as a disk
+/// that stops answering would (`debug.fault_injection`).
+pub async fn stall_commits(app: &impl Api, count: u32, ms: u64) {
+    inject_commit_faults(app, json!({ "count": count, "mode": "stall", "ms": ms })).await;
+}
+
+async fn inject_commit_faults(app: &impl Api, body: Value) {
+    let response = app
+        .request(
+            Method::POST,
+            "/api/debug/store/fail-commits",
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
