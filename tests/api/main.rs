@@ -18,6 +18,7 @@ mod metrics_catalogue;
 mod observability;
 mod otlp;
 mod policy_grants;
+mod rate_limits;
 mod reliability;
 mod reload;
 mod security;
