@@ -14,6 +14,7 @@ mod bot_api;
 mod http;
 mod markup;
 mod server;
+mod wire;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
