@@ -32,7 +32,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::staging::{Op, Target};
+#[cfg(test)]
+use super::staging::Target;
+use super::staging::{Op, tag};
 
 const PREFIX: &str = "journal-";
 const SPARE: &str = "journal-spare";
@@ -86,17 +88,6 @@ fn generations(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 /// Makes a file's creation or removal in `dir` durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-fn tag(target: Target) -> u8 {
-    match target {
-        Target::Approvals => 0,
-        Target::Idempotency => 1,
-        Target::ByStatus => 2,
-        Target::Queues => 3,
-        Target::Grants => 4,
-        Target::Events => 5,
-    }
 }
 
 fn encode(generation: u64, ops: &[Op], out: &mut Vec<u8>) {
@@ -340,6 +331,7 @@ fn remove(paths: &[PathBuf]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::staging::Target;
     use super::*;
 
     fn op(target: Target, key: &[u8], value: Option<&[u8]>) -> Op {

@@ -44,7 +44,9 @@ struct Inner {
     overlay: HashMap<(u8, Vec<u8>), Option<Vec<u8>>>,
 }
 
-fn tag(target: Target) -> u8 {
+/// A tree's number: the overlay's key, and the tree index a journal record names (the order of
+/// the writer's trees).
+pub(super) fn tag(target: Target) -> u8 {
     match target {
         Target::Approvals => 0,
         Target::Idempotency => 1,
