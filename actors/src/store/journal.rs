@@ -32,8 +32,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-#[cfg(test)]
-use super::staging::Target;
 use super::staging::{Op, tag};
 
 const PREFIX: &str = "journal-";
