@@ -262,6 +262,49 @@ async fn a_store_that_keeps_failing_makes_the_service_exit_for_a_restart_losing_
     assert_eq!(status_of(&restarted, "/health/ready").await, StatusCode::OK);
 }
 
+/// A change refused because its commit failed never comes back: not after the store recovers,
+/// and not after a crash and the journal's replay (the refused batch is cut off the journal).
+#[actix_web::test]
+async fn a_refused_change_does_not_come_back_after_a_crash() {
+    const SIGKILL: i32 = 9;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rare_checkpoints = [("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "1h")];
+    let child = spawn_binary(dir.path(), &rare_checkpoints);
+    let kept = create_quietly(&child).await;
+    fail_commits(&child, 1).await;
+    let mut body = new_approval();
+    body["idempotency_key"] = json!("refused-then-crashed");
+    assert_eq!(
+        child.create(&body).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    eventually(WAIT, "the store to commit again", || async {
+        (status_of(&child, "/health/ready").await == StatusCode::OK).then_some(())
+    })
+    .await;
+    let later = child.create_id(&new_approval()).await;
+    child.signal(SIGKILL);
+    drop(child);
+
+    let restarted = spawn_binary(dir.path(), &rare_checkpoints);
+    let listed: Value = restarted
+        .list("?status=pending")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let mut ids: Vec<&str> = listed["approvals"]
+        .as_array()
+        .expect("approvals")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = [kept.as_str(), later.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "{listed}");
+}
+
 /// A disk that hangs for good must not keep the process from exiting: the final flush is
 /// waited for only a few seconds, and the service still exits for its restart.
 #[actix_web::test]

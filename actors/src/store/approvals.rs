@@ -7,14 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
-
 use super::staging::{Op, Target};
 use super::{
     ApprovalStore, Change, Commit, CommitFault, QueueEntry, SledStore, StoreDiagnostics,
     StoreError, Written, created_ms, decode_entry, encode_grant, encode_record, id_of_index,
-    idempotency_key, index_key, queue, status_byte, tx_error,
+    idempotency_key, index_key, queue, status_byte,
 };
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 
@@ -87,48 +84,51 @@ impl ApprovalStore for SledStore {
     }
 
     fn revert(&self, change: &Change<'_>, written: &Written) -> Result<(), StoreError> {
-        let inner = &self.inner;
         let id = change.approval.id.to_bytes();
-        let previous = change.previous.map(encode_record).transpose()?;
-        let idempotency = change.claimed_idempotency_key();
-        (
-            &inner.approvals,
-            &inner.idempotency,
-            &inner.by_status,
-            &inner.queues,
-            &inner.grants,
-            &inner.events,
-        )
-            .transaction(|(a, i, s, q, g, e)| {
-                for (channel, seq) in &written.queued {
-                    q.remove(&queue::key(*channel, *seq)[..])?;
+        let op = |target, key: &[u8], value: Option<Vec<u8>>| Op {
+            target,
+            key: key.to_vec(),
+            value,
+        };
+        let mut ops = Vec::new();
+        for (channel, seq) in &written.queued {
+            ops.push(op(Target::Queues, &queue::key(*channel, *seq), None));
+        }
+        if let Some(grant) = change.grant {
+            ops.push(op(Target::Grants, grant.id.as_bytes(), None));
+        }
+        for key in &written.event_keys {
+            ops.push(op(Target::Events, key, None));
+        }
+        // Something newer already replaced this version (or it never reached sled): leave the
+        // record alone.
+        let current = match self.inner.staging.lookup(Target::Approvals, &id) {
+            Some(staged) => staged,
+            None => self.inner.approvals.get(id)?.map(|v| v.to_vec()),
+        };
+        if current.as_deref() == Some(written.record.as_slice()) {
+            let status = index_key(change.approval.status, change.approval.id);
+            ops.push(op(Target::ByStatus, &status, None));
+            match change.previous {
+                Some(old) => {
+                    ops.push(op(Target::Approvals, &id, Some(encode_record(old)?)));
+                    let index = index_key(old.status, old.id);
+                    ops.push(op(Target::ByStatus, &index, Some(Vec::new())));
                 }
-                if let Some(grant) = change.grant {
-                    g.remove(grant.id.as_bytes())?;
-                }
-                for key in &written.event_keys {
-                    e.remove(key.as_slice())?;
-                }
-                // Something newer already replaced this version: leave it alone.
-                if a.get(id)?.as_deref() != Some(written.record.as_slice()) {
-                    return Ok(());
-                }
-                s.remove(&index_key(change.approval.status, change.approval.id)[..])?;
-                match (&previous, change.previous) {
-                    (Some(bytes), Some(old)) => {
-                        a.insert(&id[..], bytes.as_slice())?;
-                        s.insert(&index_key(old.status, old.id)[..], &[][..])?;
+                None => {
+                    ops.push(op(Target::Approvals, &id, None));
+                    if let Some(key) = change.claimed_idempotency_key() {
+                        ops.push(op(Target::Idempotency, &key, None));
                     }
-                    _ => {
-                        a.remove(&id[..])?;
-                        if let Some(key) = &idempotency {
-                            i.remove(key.as_slice())?;
-                        }
-                    }
                 }
-                Ok::<(), ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_error)
+            }
+        }
+        // Undone in sled at once, so lists and counts never show the refused change; and staged
+        // too, so the next commit journals the undo: the failed batch may already be in the
+        // journal (an earlier commit can have carried it), and a replay must not restore it.
+        let applied = self.inner.writer.apply_now(&ops);
+        self.inner.staging.stage(ops);
+        applied.map_err(StoreError::Io)
     }
 
     fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError> {

@@ -438,6 +438,7 @@ fn commit(
     stats
         .running_since_ms
         .store(stats.clock.now_ms(), Ordering::SeqCst);
+    let journaled = durability.writer.journal_len();
     let attempt = catch_unwind(AssertUnwindSafe(|| {
         // Injected panics go to commits someone waits for: while applying if anything is
         // staged, else right here.
@@ -465,6 +466,13 @@ fn commit(
             panic_message(&*panic)
         )))),
     };
+    if result.is_err() {
+        // Its callers are told the change failed (and the registry reverts it in sled): the
+        // journal must not replay it after a crash either.
+        if let Err(error) = durability.writer.cut_back(journaled) {
+            tracing::error!(%error, "cannot cut a failed commit off the journal");
+        }
+    }
     stats
         .last_sync_us
         .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -31,6 +31,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::staging::{Op, tag};
 
@@ -43,7 +44,8 @@ const HEADER: usize = 16;
 pub(super) struct Journal {
     dir: PathBuf,
     generation: u64,
-    file: File,
+    /// Shared so a sync can run without the writer's lock (see [`Journal::syncer`]).
+    file: Arc<File>,
     /// Bytes of whole records in `file`: where the next append starts.
     len: u64,
     /// A failed append could not be cut back off: refuse appends until the next rotation, so
@@ -245,7 +247,7 @@ impl Journal {
         Ok(Self {
             dir: dir.to_path_buf(),
             generation,
-            file,
+            file: Arc::new(file),
             len: 0,
             broken: false,
         })
@@ -261,21 +263,41 @@ impl Journal {
         }
         scratch.clear();
         encode(self.generation, ops, scratch);
-        if let Err(error) = self.file.write_all(scratch) {
+        if let Err(error) = (&*self.file).write_all(scratch) {
             if self.file.set_len(self.len).is_err() {
                 self.broken = true;
             }
             // The cursor is past the cut: put it back where the next record starts.
-            let _ = io::Seek::seek(&mut self.file, io::SeekFrom::Start(self.len));
+            let _ = io::Seek::seek(&mut &*self.file, io::SeekFrom::Start(self.len));
             return Err(error);
         }
         self.len += scratch.len() as u64;
         Ok(())
     }
 
-    /// `fdatasync` of the current file: every record appended so far is on stable storage.
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// Cut the file back to `len` bytes: the records after it belong to a commit that failed,
+    /// whose callers were told so, and a replay must not bring them back. If the cut fails,
+    /// appends are refused until the next file (a replay would find them after the refused ones).
+    pub fn cut_back(&mut self, len: u64) -> io::Result<()> {
+        if len >= self.len {
+            return Ok(());
+        }
+        let cut = self
+            .file
+            .set_len(len)
+            .and_then(|()| io::Seek::seek(&mut &*self.file, io::SeekFrom::Start(len)).map(drop));
+        match cut {
+            Ok(()) => self.len = len,
+            Err(_) => self.broken = true,
+        }
+        cut
+    }
+
+    /// The current file, to `fdatasync` without holding the writer's lock: a disk that hangs
+    /// in the sync must not block a revert or a backup behind it. Every record appended so far
+    /// is in this file (appends and rotations happen only between commits, on one thread).
+    pub fn syncer(&self) -> Arc<File> {
+        Arc::clone(&self.file)
     }
 
     /// Start the next generation if this one holds anything; the old file's path, to delete

@@ -64,7 +64,8 @@ impl Writer {
 
     /// `fdatasync` of the journal: every batch written so far is on stable storage.
     pub fn sync(&self) -> io::Result<()> {
-        self.lock().journal.sync()
+        let file = self.lock().journal.syncer();
+        file.sync_data()
     }
 
     /// Start a new journal file (see `journal.rs`); the old one's path if it held anything.
@@ -74,6 +75,17 @@ impl Writer {
 
     pub fn journal_len(&self) -> u64 {
         self.lock().journal.len()
+    }
+
+    /// Apply `ops` to sled now, without journaling them (the caller stages them too, so the
+    /// next commit journals them): for undoing a refused change at once.
+    pub fn apply_now(&self, ops: &[Op]) -> sled::Result<()> {
+        apply(&self.lock().trees, ops, false)
+    }
+
+    /// Cut the journal back to `len` bytes after a failed commit (see `Journal::cut_back`).
+    pub fn cut_back(&self, len: u64) -> io::Result<()> {
+        self.lock().journal.cut_back(len)
     }
 }
 
