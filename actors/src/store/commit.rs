@@ -5,13 +5,14 @@
 //! together. A lone request is committed at once (no timer), a burst shares one sync. A ticket
 //! is answered only after a sync that *started after* the ticket was taken.
 //!
-//! The durable point of staged writes (`staging.rs`) is the journal (`journal.rs`): the thread
+//! The durable point of staged writes (`staging.rs`) is the journal (`journal/`): the thread
 //! applies what is staged to sled and appends it to the journal (`writer.rs`), then
 //! `fdatasync`s the journal. sled itself is flushed at checkpoints, by a second thread
-//! (`sled-checkpoint`), every [`CHECKPOINT_EVERY`]: the journal is rotated, sled's `flush()` and
-//! an `fdatasync` of its data file (`<store>/db`) run, and the old journal file is deleted.
-//! Writes made straight to sled rather than staged (the notifiers' queue bookkeeping, the
-//! Telegram message log) are not journaled: a *full* ticket ([`GroupCommit::full_ticket`]) also
+//! (`sled-checkpoint`, `checkpoint.rs`), every `store.checkpoint_every`: the journal is
+//! rotated, sled's `flush()` and an `fdatasync` of its data file (`<store>/db`) run, and the
+//! old journal file is retired. Writes made straight to sled rather than staged (the
+//! notifiers' acknowledgements, a requeue, the Telegram message log and update offset) are not
+//! journaled: a *full* ticket ([`GroupCommit::full_ticket`]) also
 //! flushes sled and fsyncs its data file before it is answered. (sled's `flush()` alone ends in
 //! `sync_file_range` on Linux, which neither writes metadata nor empties the device's write
 //! cache; fsync works per file whichever descriptor calls it, so our own handle syncs sled's
@@ -32,13 +33,16 @@ use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::checkpoint::Checkpointer;
+use super::commit_stats::spent;
+pub use super::commit_stats::{CommitStats, CommitTotals};
 use super::faults::{self, FaultSwitch};
 use super::journal;
 use super::writer::Writer;
@@ -46,103 +50,6 @@ use crate::supervision::panic_message;
 
 /// Answer to one ticket: `Ok` once everything written before the ticket is on stable storage.
 pub type CommitResult = Result<(), Arc<std::io::Error>>;
-
-/// What the flusher reports about itself (read by health and diagnostics; lock-free).
-#[derive(Default)]
-pub struct CommitStats {
-    /// Milliseconds since the epoch of the last successful sync (0 = none yet).
-    pub last_flush_ms: AtomicI64,
-    /// False from a failed sync until the next successful one.
-    pub healthy: AtomicBool,
-    pub syncs: AtomicU64,
-    pub failures: AtomicU64,
-    /// Duration of the last sync (flush + fdatasync), microseconds.
-    pub last_sync_us: AtomicU64,
-    /// Injected failures still to come.
-    pub fail_next: AtomicU32,
-    /// Injected panics (inside the transaction of a commit with staged writes) still to come.
-    pub panic_next: AtomicU32,
-    /// Injected write refusals (commits with writes) still to come.
-    pub refuse_next: AtomicU32,
-    /// Injected stalls still to come, and how long each holds its commit before the sync.
-    pub stall_next: AtomicU32,
-    pub stall_ms: AtomicU64,
-    /// When the commit under way started ([`Clock`] ms), 0 between commits: a disk that hangs
-    /// shows here rather than as silence.
-    pub running_since_ms: AtomicI64,
-    pub clock: Clock,
-    /// Durability requests answered, over all commits: the ratio to commits is the batch size.
-    pub tickets: AtomicU64,
-    /// Time spent in each phase, over all commits, microseconds: applying the staged writes
-    /// (to sled and the journal), sled's `flush()` (full commits and checkpoints), and the
-    /// `fdatasync`s (the journal's, and sled's data file's for full commits and checkpoints).
-    pub apply_us: AtomicU64,
-    pub flush_us: AtomicU64,
-    pub fdatasync_us: AtomicU64,
-    /// Checkpoints done (sled flushed and synced, old journal files removed), and failed.
-    pub checkpoints: AtomicU64,
-    pub checkpoint_failures: AtomicU64,
-    /// How often to cut the journal for a checkpoint (`store.checkpoint_every`), ms.
-    pub checkpoint_every_ms: AtomicU64,
-}
-
-/// What the group commit has done since start, for `/metrics` and diagnostics: where the time
-/// of a durable write goes (a slow disk shows in `fdatasync_seconds`, a write-heavy batch in
-/// `apply_seconds`) and how many requests share a commit.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CommitTotals {
-    /// Commits attempted (successful or not).
-    pub commits: u64,
-    /// Durability requests they answered.
-    pub requests: u64,
-    pub apply_seconds: f64,
-    pub flush_seconds: f64,
-    pub fdatasync_seconds: f64,
-    pub checkpoints: u64,
-}
-
-/// Monotonic milliseconds since the stats were made, never 0 (0 means "no commit under way"):
-/// a wall clock stepped by NTP must not fake or hide a stall.
-pub struct Clock(Instant);
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self(Instant::now())
-    }
-}
-
-impl Clock {
-    fn now_ms(&self) -> i64 {
-        self.0.elapsed().as_millis() as i64 + 1
-    }
-}
-
-impl CommitStats {
-    /// How long the commit under way has been running, if one is.
-    pub fn running_ms(&self) -> Option<u64> {
-        match self.running_since_ms.load(Ordering::SeqCst) {
-            0 => None,
-            since => Some(self.clock.now_ms().saturating_sub(since).max(0) as u64),
-        }
-    }
-
-    pub fn totals(&self) -> CommitTotals {
-        let seconds = |us: &AtomicU64| us.load(Ordering::Relaxed) as f64 / 1e6;
-        CommitTotals {
-            commits: self.syncs.load(Ordering::Relaxed) + self.failures.load(Ordering::Relaxed),
-            requests: self.tickets.load(Ordering::Relaxed),
-            apply_seconds: seconds(&self.apply_us),
-            flush_seconds: seconds(&self.flush_us),
-            fdatasync_seconds: seconds(&self.fdatasync_us),
-            checkpoints: self.checkpoints.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Adds the time since `started` to a phase's total.
-fn spent(total: &AtomicU64, started: Instant) {
-    total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-}
 
 /// What the commit thread makes durable: sled, its data file, the store's directory (where
 /// the journal lives) and the writer that applies and journals staged writes.
@@ -265,7 +172,7 @@ impl Drop for GroupCommit {
 }
 
 /// sled's flush (its log reaches the file), then fdatasync of that file.
-fn flush_sled(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
+pub(super) fn flush_sled(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
     let started = Instant::now();
     let flushed = db.flush();
     spent(&stats.flush_us, started);
@@ -338,82 +245,6 @@ fn final_flush(durability: &Durability, file: &File, stats: &CommitStats) {
         .and_then(|()| journal::remove_all(&durability.dir).map_err(Arc::new));
     if let Err(error) = flushed {
         tracing::error!(%error, "final store flush failed");
-    }
-}
-
-/// The checkpoint thread: flushes sled and syncs its data file, then deletes the journal files
-/// cut before that flush started. Off the commit thread, so a commit never waits for sled's
-/// flush; a failed checkpoint keeps its files and is retried with the next one.
-struct Checkpointer {
-    cut: Option<mpsc::Sender<PathBuf>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    fn start(durability: &Durability, stats: &Arc<CommitStats>) -> Self {
-        let (cut, rx) = mpsc::channel::<PathBuf>();
-        let db = durability.db.clone();
-        let stats = Arc::clone(stats);
-        let thread = File::open(&durability.data_file).and_then(|file| {
-            thread::Builder::new()
-                .name("sled-checkpoint".into())
-                .spawn(move || checkpoints(&db, &file, &rx, &stats))
-        });
-        match thread {
-            Ok(thread) => Self {
-                cut: Some(cut),
-                thread: Some(thread),
-            },
-            Err(error) => {
-                // Without it the journal only grows; the final flush at shutdown still cuts it.
-                tracing::error!(%error, "cannot start the store's checkpoint thread");
-                Self {
-                    cut: None,
-                    thread: None,
-                }
-            }
-        }
-    }
-
-    /// Cut the journal here and hand the old file to the checkpoint thread.
-    fn rotate(&self, writer: &Writer) {
-        let Some(cut) = &self.cut else { return };
-        match writer.rotate() {
-            Ok(Some(old)) => {
-                let _ = cut.send(old);
-            }
-            Ok(None) => {}
-            Err(error) => tracing::error!(%error, "cannot start a new journal file"),
-        }
-    }
-
-    fn stop(mut self) {
-        self.cut.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn checkpoints(db: &sled::Db, file: &File, rx: &mpsc::Receiver<PathBuf>, stats: &CommitStats) {
-    let mut done_with: Vec<PathBuf> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        done_with.push(first);
-        done_with.extend(rx.try_iter());
-        // Everything journaled in these files was applied to sled before they were cut, so
-        // this flush covers it.
-        let result = flush_sled(db, file, stats)
-            .and_then(|()| journal::retire(&done_with).map_err(Arc::new));
-        match result {
-            Ok(()) => {
-                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                done_with.clear();
-            }
-            Err(error) => {
-                stats.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, files = done_with.len(), "store checkpoint failed; the journal keeps the writes and the next checkpoint retries");
-            }
-        }
     }
 }
 

@@ -22,15 +22,17 @@
 //!
 //! Here: the schema, [`SledStore`]'s opening, migration and staging. `change.rs`: the
 //! [`ApprovalStore`] trait and the change it writes. `approvals.rs`: the trait's sled
-//! implementation. `queues.rs`: the notifiers' handle. `commit.rs`: the group commit and the
-//! checkpoints. `staging.rs`: writes waiting for it. `writer.rs`: applies and journals them.
-//! `journal.rs`: the write-ahead journal and its replay. `backup.rs`: snapshots and restore.
+//! implementation. `queues.rs`: the notifiers' handle. `commit.rs`: the group commit
+//! (`commit_stats.rs`: what it reports). `checkpoint.rs`: the checkpoints. `staging.rs`: writes waiting for it. `writer.rs`: applies and journals them.
+//! `journal/`: the write-ahead journal and its replay. `backup.rs`: snapshots and restore.
 
 mod approvals;
 pub mod backup;
 mod change;
+mod checkpoint;
 mod codec;
 mod commit;
+mod commit_stats;
 mod faults;
 mod journal;
 pub mod queue;

@@ -68,7 +68,7 @@ impl Writer {
         file.sync_data()
     }
 
-    /// Start a new journal file (see `journal.rs`); the old one's path if it held anything.
+    /// Start a new journal file (see `journal/`); the old one's path if it held anything.
     pub fn rotate(&self) -> io::Result<Option<PathBuf>> {
         self.lock().journal.rotate()
     }
