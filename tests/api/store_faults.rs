@@ -31,6 +31,24 @@ async fn create_quietly(app: &impl Api) -> String {
     id
 }
 
+/// The ids of the pending approvals, sorted.
+async fn pending_ids(app: &impl Api) -> Vec<String> {
+    let listed: Value = app
+        .list("?status=pending")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let mut ids: Vec<String> = listed["approvals"]
+        .as_array()
+        .expect("approvals")
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(str::to_string))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 async fn status_of(app: &impl Api, path: &str) -> StatusCode {
     app.request(Method::GET, path, None)
         .send()
@@ -112,13 +130,7 @@ async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_su
         app.create(&body).await.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
-    let listed: Value = app
-        .list("?status=pending")
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(listed["approvals"].as_array().map(Vec::len), Some(1));
+    assert_eq!(pending_ids(&app).await, [id.clone()]);
 
     // The next commit succeeds: the retried decision wins with 200, not 409.
     let decided = app.decide(&id, "reject").await;
@@ -149,13 +161,7 @@ async fn a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again(
     // The failed create left nothing behind: its idempotency key makes a new approval.
     let retried = app.create(&body).await;
     assert_eq!(retried.status(), StatusCode::CREATED);
-    let listed: Value = app
-        .list("?status=pending")
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(listed["approvals"].as_array().map(Vec::len), Some(2));
+    assert_eq!(pending_ids(&app).await.len(), 2);
     let stats = app.get_json("/api/diagnostics/database").await;
     assert_eq!(stats["committing"], true, "{stats}");
     assert!(stats["commit_failures"].as_u64() >= Some(1), "{stats}");
@@ -246,19 +252,7 @@ async fn a_store_that_keeps_failing_makes_the_service_exit_for_a_restart_losing_
     assert_eq!(child.wait_exit(WAIT).code(), Some(75));
 
     let restarted = spawn_binary(dir.path(), &[]);
-    let listed: Value = restarted
-        .list("?status=pending")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let ids: Vec<&str> = listed["approvals"]
-        .as_array()
-        .expect("approvals")
-        .iter()
-        .filter_map(|a| a["id"].as_str())
-        .collect();
-    assert_eq!(ids, [id.as_str()], "{listed}");
+    assert_eq!(pending_ids(&restarted).await, [id]);
     assert_eq!(status_of(&restarted, "/health/ready").await, StatusCode::OK);
 }
 
@@ -287,22 +281,9 @@ async fn a_refused_change_does_not_come_back_after_a_crash() {
     drop(child);
 
     let restarted = spawn_binary(dir.path(), &rare_checkpoints);
-    let listed: Value = restarted
-        .list("?status=pending")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let mut ids: Vec<&str> = listed["approvals"]
-        .as_array()
-        .expect("approvals")
-        .iter()
-        .filter_map(|a| a["id"].as_str())
-        .collect();
-    ids.sort_unstable();
-    let mut expected = [kept.as_str(), later.as_str()];
+    let mut expected = [kept, later];
     expected.sort_unstable();
-    assert_eq!(ids, expected, "{listed}");
+    assert_eq!(pending_ids(&restarted).await, expected);
 }
 
 /// A disk that hangs for good must not keep the process from exiting: the final flush is
