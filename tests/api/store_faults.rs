@@ -130,7 +130,7 @@ async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_su
         app.create(&body).await.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
-    assert_eq!(pending_ids(&app).await, [id.clone()]);
+    assert_eq!(pending_ids(&app).await, std::slice::from_ref(&id));
 
     // The next commit succeeds: the retried decision wins with 200, not 409.
     let decided = app.decide(&id, "reject").await;
