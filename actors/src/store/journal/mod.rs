@@ -229,6 +229,10 @@ impl Journal {
                 );
             }
         }
+        // A spare left by an earlier run holds records stamped with an older generation; the
+        // numbering restarts after the files found, so drop it rather than reason about whether
+        // its stamps could match the next one.
+        remove(&[dir.join(SPARE)])?;
         Ok((Self::create(dir, next)?, replayed))
     }
 
