@@ -101,6 +101,13 @@ fn errors_name_the_key_the_value_and_the_range() {
     assert!(error.to_string().contains("store.restart_after"), "{error}");
     let stays_up = load_with(&[("APPROVAL_GATE__STORE__RESTART_AFTER", "0s")]).expect("0s");
     assert!(stays_up.store.restart_after.is_zero());
+
+    let error = load_with(&[("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "1ms")]).expect_err("short");
+    let text = error.to_string();
+    assert!(text.contains("store.checkpoint_every"), "{text}");
+    assert!(text.contains("10ms") && text.contains("1h"), "{text}");
+    let rare = load_with(&[("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "1h")]).expect("1h");
+    assert_eq!(rare.store.checkpoint_every, Duration::from_secs(3600));
 }
 
 /// An installed `default.toml` from an older release (install.sh never overwrites one) still
