@@ -97,7 +97,8 @@ async fn sigkill_right_after_201_loses_nothing() {
 }
 
 /// With checkpoints an hour apart, nothing but the journal is sure to hold what was acknowledged
-/// (sled is not flushed for it): SIGKILL, and the restart replays the journal and has all of it.
+/// (sled is not flushed for it): SIGKILL (and a torn append after it), and the restart replays
+/// the journal, skips the torn tail and has all of it.
 /// A graceful stop then flushes sled and leaves no journal to replay.
 #[actix_web::test]
 async fn the_journal_brings_back_every_acknowledged_write_after_sigkill() {
@@ -112,6 +113,14 @@ async fn the_journal_brings_back_every_acknowledged_write_after_sigkill() {
     );
     first.signal(SIGKILL);
     drop(first);
+    // And a crash in the middle of the next append: half a record at the journal's end.
+    let journal = newest_journal(&dir.path().join("store"));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .expect("journal");
+    std::io::Write::write_all(&mut file, &[200, 0, 0, 0, 1, 2, 3]).expect("torn tail");
+    drop(file);
 
     let mut second = spawn_binary(dir.path(), &rare_checkpoints);
     let replayed =
@@ -120,6 +129,7 @@ async fn the_journal_brings_back_every_acknowledged_write_after_sigkill() {
         replayed["records"].as_u64().is_some_and(|n| n >= 1),
         "the restart replayed the journal: {replayed}"
     );
+    assert_eq!(replayed["torn"], 1, "the torn tail was skipped: {replayed}");
     for id in &created {
         assert_eq!(second.get(id, None).await.status(), StatusCode::OK, "{id}");
     }
@@ -142,6 +152,23 @@ async fn the_journal_brings_back_every_acknowledged_write_after_sigkill() {
         "a graceful stop leaves nothing to replay: {replayed}"
     );
     assert_eq!(third.get(&created[1], None).await.status(), StatusCode::OK);
+}
+
+/// The journal file with the highest generation in a store folder.
+fn newest_journal(store: &std::path::Path) -> std::path::PathBuf {
+    let mut journals: Vec<_> = std::fs::read_dir(store)
+        .expect("store folder")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.strip_prefix("journal-"))
+                .is_some_and(|n| n.parse::<u64>().is_ok())
+        })
+        .collect();
+    journals.sort();
+    journals.pop().expect("a journal file")
 }
 
 #[actix_web::test]
