@@ -1,9 +1,9 @@
 //! The single writer of staged changes: applies what is staged to sled's trees and appends the
 //! same operations to the journal, under one lock, so the journal holds every staged write in
 //! the order sled saw it. The group-commit thread drives it (and syncs the journal); a backup
-//! takes the same lock to export with no batch half applied. Nothing else writes the staged
-//! trees except the notifiers' own queue bookkeeping (`queues.rs`), which is made durable by a
-//! full commit instead.
+//! takes the same lock to export with no batch half applied. Besides it, only the registry's
+//! undo of a refused change (applied at once, and staged for the journal) and the notifiers'
+//! own queue bookkeeping (`queues.rs`, made durable by a full commit) write the staged trees.
 
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -11,15 +11,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::journal::Journal;
-use super::staging::{Op, Staging, Target};
+use super::staging::{Op, Staging, tag};
 
 pub(super) struct Writer {
     staging: Arc<Staging>,
+    /// sled's trees are safe to share; the lock orders batches and their journal records.
+    trees: [sled::Tree; 6],
     state: Mutex<State>,
 }
 
 struct State {
-    trees: [sled::Tree; 6],
     journal: Journal,
     /// Reused encoding buffer for journal records.
     scratch: Vec<u8>,
@@ -29,8 +30,8 @@ impl Writer {
     pub fn new(staging: Arc<Staging>, trees: [sled::Tree; 6], journal: Journal) -> Self {
         Self {
             staging,
+            trees,
             state: Mutex::new(State {
-                trees,
                 journal,
                 scratch: Vec::new(),
             }),
@@ -47,7 +48,7 @@ impl Writer {
     /// sled would, or `refuse` the writes as sled does once one of its writes failed.
     pub fn write_staged(&self, panic: bool, refuse: bool) -> io::Result<bool> {
         let mut state = self.lock();
-        write_staged(&mut state, &self.staging, panic, refuse)
+        write_staged(&mut state, &self.trees, &self.staging, panic, refuse)
     }
 
     /// True if anything is waiting to be written.
@@ -58,7 +59,7 @@ impl Writer {
     /// Write what is staged, then run `then` with no other batch landing meanwhile.
     pub fn quiesced<T>(&self, then: impl FnOnce() -> T) -> io::Result<T> {
         let mut state = self.lock();
-        write_staged(&mut state, &self.staging, false, false)?;
+        write_staged(&mut state, &self.trees, &self.staging, false, false)?;
         Ok(then())
     }
 
@@ -78,9 +79,10 @@ impl Writer {
     }
 
     /// Apply `ops` to sled now, without journaling them (the caller stages them too, so the
-    /// next commit journals them): for undoing a refused change at once.
+    /// next commit journals them): for undoing a refused change at once. Takes no lock, so the
+    /// registry never waits here behind a commit or a backup.
     pub fn apply_now(&self, ops: &[Op]) -> sled::Result<()> {
-        apply(&self.lock().trees, ops, false)
+        apply(&self.trees, ops, false)
     }
 
     /// Cut the journal back to `len` bytes after a failed commit (see `Journal::cut_back`).
@@ -93,6 +95,7 @@ impl Writer {
 /// that never became durable must not stay readable (its caller is told 503).
 fn write_staged(
     state: &mut State,
+    trees: &[sled::Tree; 6],
     staging: &Staging,
     panic: bool,
     refuse: bool,
@@ -107,7 +110,7 @@ fn write_staged(
                 "fault injection: sled refuses the write",
             )));
         }
-        apply(&state.trees, &ops, panic)
+        apply(trees, &ops, panic)
     }));
     staging.settled(&ops);
     match applied {
@@ -124,9 +127,7 @@ fn write_staged(
             )));
         }
     }
-    let State {
-        journal, scratch, ..
-    } = state;
+    let State { journal, scratch } = state;
     journal.append(&ops, scratch)?;
     Ok(true)
 }
@@ -138,16 +139,8 @@ fn apply(trees: &[sled::Tree; 6], ops: &[Op], panic: bool) -> sled::Result<()> {
     if panic {
         panic!("fault injection: a panic while applying the commit's writes");
     }
-    let [approvals, idempotency, by_status, queues, grants, events] = trees;
     for op in ops {
-        let tree = match op.target {
-            Target::Approvals => approvals,
-            Target::Idempotency => idempotency,
-            Target::ByStatus => by_status,
-            Target::Queues => queues,
-            Target::Grants => grants,
-            Target::Events => events,
-        };
+        let tree = &trees[usize::from(tag(op.target))];
         match &op.value {
             Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
             None => tree.remove(op.key.as_slice())?,
