@@ -240,6 +240,7 @@ fn final_flush(durability: &Durability, file: &File, stats: &CommitStats) {
     let flushed = durability
         .writer
         .write_staged(false, false)
+        .1
         .map_err(Arc::new)
         .and_then(|_| sync(durability, file, stats, true))
         .and_then(|()| journal::remove_all(&durability.dir).map_err(Arc::new));
@@ -250,8 +251,9 @@ fn final_flush(durability: &Durability, file: &File, stats: &CommitStats) {
 
 /// Apply what is staged and sync it, recording the outcome (health, latency, failures) the
 /// same way whoever asked. With `tickets` waiting it always syncs (a full ticket among them
-/// also flushes sled, for writes made outside the staging). An idle pass (no tickets) syncs only if it applied something, and
-/// returns `None` otherwise.
+/// also flushes sled, for writes made outside the staging). An idle pass (no tickets) syncs
+/// only if it applied something, and returns `None` otherwise. A failed commit's records are
+/// cut off the journal.
 ///
 /// A panic inside sled (an assertion, a page it cannot read) is a failed commit like an I/O
 /// error: caught here, so this thread lives on to commit the next batch, and health says the
@@ -269,13 +271,15 @@ fn commit(
     stats
         .running_since_ms
         .store(stats.clock.now_ms(), Ordering::SeqCst);
-    let journaled = durability.writer.journal_len();
+    // Where this commit's journal records start; none if a panic came before the append.
+    let mut journaled = None;
     let attempt = catch_unwind(AssertUnwindSafe(|| {
         // Injected panics go to commits someone waits for: while applying if anything is
         // staged, else right here.
         let panic = tickets > 0 && faults.take_panic();
         let refuse = durability.writer.has_staged() && faults.take_refusal();
-        let applied = durability.writer.write_staged(panic, refuse);
+        let (from, applied) = durability.writer.write_staged(panic, refuse);
+        journaled = Some(from);
         if panic && matches!(applied, Ok(false)) {
             panic!("fault injection: a panic in the commit");
         }
@@ -297,10 +301,10 @@ fn commit(
             panic_message(&*panic)
         )))),
     };
-    if result.is_err() {
+    if let (Err(_), Some(from)) = (&result, journaled) {
         // Its callers are told the change failed (and the registry reverts it in sled): the
         // journal must not replay it after a crash either.
-        if let Err(error) = durability.writer.cut_back(journaled) {
+        if let Err(error) = durability.writer.cut_back(from) {
             tracing::error!(%error, "cannot cut a failed commit off the journal");
         }
     }

@@ -46,9 +46,15 @@ impl Writer {
     /// Apply everything staged to sled and append it to the journal (not yet synced).
     /// `Ok(true)` if anything was staged. Fault injection: `panic` while applying as a bug in
     /// sled would, or `refuse` the writes as sled does once one of its writes failed.
-    pub fn write_staged(&self, panic: bool, refuse: bool) -> io::Result<bool> {
+    ///
+    /// Also the journal's length before this append, read under the same lock: where to cut
+    /// back to should the commit fail (records a backup appended just before are not this
+    /// commit's to cut).
+    pub fn write_staged(&self, panic: bool, refuse: bool) -> (u64, io::Result<bool>) {
         let mut state = self.lock();
-        write_staged(&mut state, &self.trees, &self.staging, panic, refuse)
+        let from = state.journal.len();
+        let written = write_staged(&mut state, &self.trees, &self.staging, panic, refuse);
+        (from, written)
     }
 
     /// True if anything is waiting to be written.
@@ -74,6 +80,7 @@ impl Writer {
         self.lock().journal.rotate()
     }
 
+    /// Bytes in the current journal file (a large one is cut for a checkpoint).
     pub fn journal_len(&self) -> u64 {
         self.lock().journal.len()
     }
