@@ -1,7 +1,7 @@
 //! The approval trees as the registry sees them: [`ApprovalStore`] for sled. A change is staged
 //! (record, status index, idempotency key, queue entries, grant, history) and applied by the next
-//! group commit as part of one journal record; reads see staged records through the overlay. Nothing here
-//! consumes a queue: that is the notifiers' side ([`super::Queues`]).
+//! group commit as part of one journal record; reads see staged records through the overlay.
+//! Nothing here consumes a queue: that is the notifiers' side ([`super::Queues`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
