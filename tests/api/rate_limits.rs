@@ -17,14 +17,7 @@ async fn create_as(app: &TestApp, token: &str) -> reqwest::Response {
 }
 
 async fn refused(app: &TestApp, reason: &str) -> f64 {
-    let text = app
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     metric(
         &text,
         &format!("approval_gate_refused_total{{reason=\"{reason}\"}}"),
