@@ -58,6 +58,7 @@ async fn database(
             "torn": stats.store.replayed.torn,
         },
         "dead_letters": stats.dead_letters,
+        "queue_entries_unspilled": stats.store.queue_entries_unspilled,
     })))
 }
 

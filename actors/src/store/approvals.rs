@@ -301,6 +301,7 @@ impl ApprovalStore for SledStore {
             commits: stats.totals(),
             commit_running_ms: self.commit_running_ms(),
             dead_letters: self.inner.dead_count.load(Ordering::Relaxed),
+            queue_entries_unspilled: self.inner.queues.unspilled(),
             replayed: self.replayed(),
         }
     }

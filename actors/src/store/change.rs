@@ -127,6 +127,9 @@ pub struct StoreDiagnostics {
     /// How long the commit under way has been running (ms), if one is.
     pub commit_running_ms: Option<u64>,
     pub dead_letters: i64,
+    /// Undelivered queue entries that only the journal holds so far (the next checkpoint
+    /// spills them into sled).
+    pub queue_entries_unspilled: usize,
     /// What the journal held when the store was opened, replayed into sled.
     pub replayed: super::Replayed,
 }

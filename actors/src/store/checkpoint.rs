@@ -1,6 +1,6 @@
 //! The checkpoint thread (`sled-checkpoint`): makes sled itself durable, off the commit path,
-//! and retires the journal files it then holds. It touches only sled, sled's data file and the
-//! journal files handed to it.
+//! and retires the journal files it then holds. It touches only sled, sled's data file, the
+//! journal files handed to it and the queue entries it spills into sled (`queue_tree.rs`).
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -26,11 +26,12 @@ impl Checkpointer {
     pub(super) fn start(durability: &Durability, stats: &Arc<CommitStats>) -> Self {
         let (cut, rx) = mpsc::channel::<PathBuf>();
         let db = durability.db.clone();
+        let writer = Arc::clone(&durability.writer);
         let stats = Arc::clone(stats);
         let thread = File::open(&durability.data_file).and_then(|file| {
             thread::Builder::new()
                 .name("sled-checkpoint".into())
-                .spawn(move || checkpoints(&db, &file, &rx, &stats))
+                .spawn(move || checkpoints(&db, &writer, &file, &rx, &stats))
         });
         match thread {
             Ok(thread) => Self {
@@ -68,14 +69,30 @@ impl Checkpointer {
     }
 }
 
-fn checkpoints(db: &sled::Db, file: &File, rx: &mpsc::Receiver<PathBuf>, stats: &CommitStats) {
+/// Move the undelivered queue entries that only the journal holds into sled.
+fn spill(writer: &Writer) -> Result<(), Arc<std::io::Error>> {
+    writer.spill().map(drop).map_err(|error| {
+        Arc::new(std::io::Error::other(format!(
+            "cannot spill queue entries: {error}"
+        )))
+    })
+}
+
+fn checkpoints(
+    db: &sled::Db,
+    writer: &Writer,
+    file: &File,
+    rx: &mpsc::Receiver<PathBuf>,
+    stats: &CommitStats,
+) {
     let mut done_with: Vec<PathBuf> = Vec::new();
     while let Ok(first) = rx.recv() {
         done_with.push(first);
         done_with.extend(rx.try_iter());
-        // Everything journaled in these files was applied to sled before they were cut, so
-        // this flush covers it.
-        let result = flush_sled(db, file, stats)
+        // Everything journaled in these files was applied to sled before they were cut, but
+        // for the queue entries still in memory: spilled first, then this flush covers it all.
+        let result = spill(writer)
+            .and_then(|()| flush_sled(db, file, stats))
             .and_then(|()| journal::retire(&done_with).map_err(Arc::new));
         match result {
             Ok(()) => {

@@ -45,6 +45,7 @@ use super::commit_stats::spent;
 pub use super::commit_stats::{CommitStats, CommitTotals};
 use super::faults::{self, FaultSwitch};
 use super::journal;
+use super::syncer::{Started, Syncer};
 use super::writer::Writer;
 use crate::supervision::panic_message;
 
@@ -183,6 +184,32 @@ pub(super) fn flush_sled(db: &sled::Db, file: &File, stats: &CommitStats) -> Com
     synced.map_err(Arc::new)
 }
 
+/// A batch's durable point when its journal sync was started alongside the apply: wait for it
+/// (or sync now without a sync thread), then, for a full commit, flush sled and sync it too.
+fn synced(
+    durability: &Durability,
+    file: &File,
+    stats: &CommitStats,
+    full: bool,
+    syncer: Option<&Syncer>,
+    started: Option<Started>,
+) -> CommitResult {
+    let (Some(syncer), Some(started)) = (syncer, started) else {
+        return sync(durability, file, stats, full);
+    };
+    let injected = faults::before_sync(stats);
+    let (synced, took) = syncer.finish(started);
+    stats
+        .fdatasync_us
+        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    injected?;
+    synced.map_err(Arc::new)?;
+    if full {
+        flush_sled(&durability.db, file, stats)?;
+    }
+    Ok(())
+}
+
 /// One durable point: the journal's fdatasync, and for a full commit sled's flush and sync too.
 fn sync(durability: &Durability, file: &File, stats: &CommitStats, full: bool) -> CommitResult {
     faults::before_sync(stats)?;
@@ -198,6 +225,15 @@ fn sync(durability: &Durability, file: &File, stats: &CommitStats, full: bool) -
 
 fn run(durability: &Durability, file: File, rx: mpsc::Receiver<Ticket>, stats: Arc<CommitStats>) {
     let faults = FaultSwitch(Arc::clone(&stats));
+    let syncer = match Syncer::start() {
+        Ok(syncer) => Some(syncer),
+        Err(error) => {
+            // Commits still work, syncing after the apply instead of alongside it.
+            tracing::error!(%error, "cannot start the journal's sync thread");
+            None
+        }
+    };
+    let syncer = syncer.as_ref();
     let checkpointer = Checkpointer::start(durability, &stats);
     let mut last_rotation = Instant::now();
     loop {
@@ -211,7 +247,8 @@ fn run(durability: &Durability, file: File, rx: mpsc::Receiver<Ticket>, stats: A
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
             let full = batch.iter().any(|ticket| ticket.full);
-            let result = commit(durability, &file, &faults, batch.len(), full).unwrap_or(Ok(()));
+            let result =
+                commit(durability, &file, &faults, syncer, batch.len(), full).unwrap_or(Ok(()));
             stats
                 .tickets
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -220,7 +257,7 @@ fn run(durability: &Durability, file: File, rx: mpsc::Receiver<Ticket>, stats: A
             }
         } else {
             // Idle: make what was staged without a ticket durable; nobody waits on it.
-            commit(durability, &file, &faults, 0, false);
+            commit(durability, &file, &faults, syncer, 0, false);
         }
         let every = stats.checkpoint_every_ms.load(Ordering::Relaxed);
         let due = last_rotation.elapsed().as_millis() as u64 >= every
@@ -234,14 +271,21 @@ fn run(durability: &Durability, file: File, rx: mpsc::Receiver<Ticket>, stats: A
     final_flush(durability, &file, &stats);
 }
 
-/// At shutdown: write and journal what is staged, flush sled, and remove the journal files it
-/// now holds, so the next start has nothing to replay.
+/// At shutdown: write and journal what is staged, spill the queue entries still in memory,
+/// flush sled, and remove the journal files it now holds, so the next start has nothing to replay.
 fn final_flush(durability: &Durability, file: &File, stats: &CommitStats) {
     let flushed = durability
         .writer
-        .write_staged(false, false)
+        .write_staged(false, false, drop)
         .1
         .map_err(Arc::new)
+        .and_then(|_| {
+            // Undelivered queue entries still in memory go into sled before it is flushed.
+            durability
+                .writer
+                .spill()
+                .map_err(|e| Arc::new(std::io::Error::other(e.to_string())))
+        })
         .and_then(|_| sync(durability, file, stats, true))
         .and_then(|()| journal::remove_all(&durability.dir).map_err(Arc::new));
     if let Err(error) = flushed {
@@ -263,6 +307,7 @@ fn commit(
     durability: &Durability,
     file: &File,
     faults: &FaultSwitch,
+    syncer: Option<&Syncer>,
     tickets: usize,
     full: bool,
 ) -> Option<CommitResult> {
@@ -273,12 +318,16 @@ fn commit(
         .store(stats.clock.now_ms(), Ordering::SeqCst);
     // Where this commit's journal records start; none if a panic came before the append.
     let mut journaled = None;
+    // The journal's sync, started as soon as the batch's record is appended.
+    let mut syncing: Option<Started> = None;
     let attempt = catch_unwind(AssertUnwindSafe(|| {
         // Injected panics go to commits someone waits for: while applying if anything is
         // staged, else right here.
         let panic = tickets > 0 && faults.take_panic();
         let refuse = durability.writer.has_staged() && faults.take_refusal();
-        let (from, applied) = durability.writer.write_staged(panic, refuse);
+        let (from, applied) = durability.writer.write_staged(panic, refuse, |journal| {
+            syncing = syncer.map(|syncer| syncer.begin(journal));
+        });
         journaled = Some(from);
         if panic && matches!(applied, Ok(false)) {
             panic!("fault injection: a panic in the commit");
@@ -288,10 +337,22 @@ fn commit(
         }
         match applied {
             Ok(false) if tickets == 0 => None,
-            Ok(_) => Some(sync(durability, file, stats, full)),
+            Ok(false) => Some(sync(durability, file, stats, full)),
+            Ok(true) => Some(synced(
+                durability,
+                file,
+                stats,
+                full,
+                syncer,
+                syncing.take(),
+            )),
             Err(error) => Some(Err(Arc::new(error))),
         }
     }));
+    // A sync still under way (the apply failed or panicked) ends before the journal is cut.
+    if let (Some(syncer), Some(started)) = (syncer, syncing.take()) {
+        let _ = syncer.finish(started);
+    }
     stats.running_since_ms.store(0, Ordering::SeqCst);
     let result = match attempt {
         Ok(None) => return None,

@@ -36,8 +36,10 @@ mod commit_stats;
 mod faults;
 mod journal;
 pub mod queue;
+mod queue_tree;
 mod queues;
 mod staging;
+mod syncer;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +55,7 @@ use commit::{Durability, GroupCommit};
 pub use faults::{CommitFault, FaultSwitch};
 pub use journal::Replayed;
 pub use queue::{Channel, DeadLetter, QueueEntry};
+use queue_tree::QueueTree;
 pub use queues::Queues;
 use staging::{Op, Staging, Target};
 use writer::Writer;
@@ -92,7 +95,8 @@ struct Inner {
     approvals: sled::Tree,
     idempotency: sled::Tree,
     by_status: sled::Tree,
-    queues: sled::Tree,
+    /// The notification queues: sled's tree and the entries not spilled into it yet.
+    queues: Arc<QueueTree>,
     dead: sled::Tree,
     messages: sled::Tree,
     grants: sled::Tree,
@@ -213,7 +217,13 @@ impl SledStore {
         // What an earlier run acknowledged but sled may not have made durable: replayed first.
         let (journal, replayed) =
             journal::Journal::recover(path, &db, &trees, &data_file).map_err(open_error)?;
-        let writer = Arc::new(Writer::new(Arc::clone(&staging), trees, journal));
+        let queues = Arc::new(QueueTree::new(queues));
+        let writer = Arc::new(Writer::new(
+            Arc::clone(&staging),
+            trees,
+            Arc::clone(&queues),
+            journal,
+        ));
         let commit = GroupCommit::start(Durability {
             db: db.clone(),
             data_file,
@@ -301,7 +311,11 @@ impl SledStore {
         // between. Commits wait meanwhile; what this wrote is synced by the next one.
         self.inner
             .writer
-            .quiesced(|| backup::write(&self.inner.db, path))
+            .quiesced(|| {
+                // The queue entries still in memory belong in the snapshot.
+                self.inner.writer.spill()?;
+                backup::write(&self.inner.db, path)
+            })
             .map_err(|e| StoreError::Queue(e.to_string()))?
     }
 

@@ -166,6 +166,13 @@ pub(super) fn key(channel: Channel, seq: u64) -> [u8; 9] {
     key
 }
 
+/// The first key past every key of `channel` (a range's end).
+pub(super) fn key_after(channel: Channel) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = channel.byte() + 1;
+    key
+}
+
 pub(super) fn parse_key(key: &[u8]) -> Option<(Channel, u64)> {
     let channel = Channel::from_byte(*key.first()?)?;
     let seq = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);

@@ -7,6 +7,7 @@ use sled::Transactional;
 
 use sled::transaction::ConflictableTransactionError;
 
+use super::queue_tree::QueueTree;
 use super::staging::{Op, Target};
 use super::{Channel, Commit, DeadLetter, QueueEntry, SledStore, StoreError, queue, tx_error};
 use crate::domain::{ApprovalId, AuditEvent};
@@ -17,8 +18,35 @@ use crate::domain::{ApprovalId, AuditEvent};
 pub struct Queues(pub(super) SledStore);
 
 impl Queues {
-    fn tree(&self) -> &sled::Tree {
+    fn tree(&self) -> &QueueTree {
         &self.0.inner.queues
+    }
+
+    /// Visit `channel`'s entries after `seq`, oldest first, while `visit` returns true (at most
+    /// `limit`), from memory and sled alike (see `queue_tree.rs`).
+    fn visit_after(
+        &self,
+        channel: Channel,
+        seq: u64,
+        limit: usize,
+        mut visit: impl FnMut(u64, &[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let start = queue::key(channel, seq.saturating_add(1));
+        let end = queue::key_after(channel);
+        let mut failed = None;
+        self.tree().visit_range(start, end, limit, |key, value| {
+            let Some((_, seq)) = queue::parse_key(key) else {
+                return false;
+            };
+            match visit(seq, key, value) {
+                Ok(more) => more,
+                Err(error) => {
+                    failed = Some(error);
+                    false
+                }
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
     }
 
     /// Up to `limit` entries at the front of `channel`'s queue, oldest first.
@@ -28,12 +56,10 @@ impl Queues {
         limit: usize,
     ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree().scan_prefix([channel.byte()]).take(limit) {
-            let (key, value) = item?;
-            if let Some((_, seq)) = queue::parse_key(&key) {
-                out.push((seq, queue::decode(&key, &value)?));
-            }
-        }
+        self.visit_after(channel, 0, limit, |seq, key, value| {
+            out.push((seq, queue::decode(key, value)?));
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -58,15 +84,14 @@ impl Queues {
         limit: usize,
         take: impl Fn(u64) -> bool,
     ) -> Result<Vec<u64>, StoreError> {
-        let start = queue::key(channel, seq.saturating_add(1));
-        let end = [channel.byte() + 1];
         let mut out = Vec::new();
-        for key in self.tree().range(start.to_vec()..end.to_vec()).keys() {
-            match queue::parse_key(&key?) {
-                Some((_, seq)) if out.len() < limit && take(seq) => out.push(seq),
-                _ => break,
+        self.visit_after(channel, seq, limit, |seq, _, _| {
+            let more = take(seq);
+            if more {
+                out.push(seq);
             }
-        }
+            Ok(more)
+        })?;
         Ok(out)
     }
 
@@ -77,32 +102,28 @@ impl Queues {
         channel: Channel,
         mut visit: impl FnMut(u64, QueueEntry),
     ) -> Result<(), StoreError> {
-        for item in self.tree().scan_prefix([channel.byte()]) {
-            let (key, value) = item?;
-            if let Some((_, seq)) = queue::parse_key(&key) {
-                visit(seq, queue::decode(&key, &value)?);
-            }
-        }
-        Ok(())
+        self.visit_after(channel, 0, usize::MAX, |seq, key, value| {
+            visit(seq, queue::decode(key, value)?);
+            Ok(true)
+        })
     }
 
     /// (entries, highest seq) of a channel's queue: read once when its notifier starts.
     pub fn scan(&self, channel: Channel) -> Result<(usize, u64), StoreError> {
         let mut count = 0;
         let mut last = 0;
-        for key in self.tree().scan_prefix([channel.byte()]).keys() {
-            if let Some((_, seq)) = queue::parse_key(&key?) {
-                count += 1;
-                last = seq;
-            }
-        }
+        self.visit_after(channel, 0, usize::MAX, |seq, _, _| {
+            count += 1;
+            last = seq;
+            Ok(true)
+        })?;
         Ok((count, last))
     }
 
     pub fn get(&self, channel: Channel, seq: u64) -> Result<Option<QueueEntry>, StoreError> {
         let key = queue::key(channel, seq);
         self.tree()
-            .get(key)?
+            .get(&key)?
             .map(|v| queue::decode(&key, &v))
             .transpose()
     }
@@ -123,7 +144,7 @@ impl Queues {
     /// twice); losing one on a crash only repeats a notification.
     pub fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
         for &seq in seqs {
-            self.tree().remove(queue::key(channel, seq))?;
+            self.tree().remove(&queue::key(channel, seq))?;
         }
         Ok(())
     }
@@ -131,12 +152,20 @@ impl Queues {
     /// Never deliverable: move to the dead letters with the reason.
     pub fn bury(&self, channel: Channel, seq: u64, reason: &str) -> Result<(), StoreError> {
         let key = queue::key(channel, seq);
-        let Some(value) = self.tree().get(key)? else {
+        let inner = &self.0.inner;
+        if let Some(value) = self.tree().take_unspilled(&key) {
+            // Only the journal holds it: should the dead letter not survive a crash, the
+            // replay brings the entry back to be delivered or buried again.
+            let dead = queue::encode_dead(channel, reason, &value)?;
+            inner.dead.insert(seq.to_be_bytes(), dead)?;
+            inner.dead_count.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let Some(value) = self.tree().get(&key)? else {
             return Ok(());
         };
         let dead = queue::encode_dead(channel, reason, &value)?;
-        let inner = &self.0.inner;
-        (&inner.queues, &inner.dead)
+        (self.tree().sled(), &inner.dead)
             .transaction(|(q, d)| {
                 q.remove(&key[..])?;
                 d.insert(&seq.to_be_bytes()[..], dead.as_slice())?;
@@ -171,7 +200,7 @@ impl Queues {
         };
         let (channel, entry) = queue::dead_parts(&id.to_be_bytes(), &value)?;
         let seq = self.0.next_seq()?;
-        (&inner.queues, &inner.dead)
+        (self.tree().sled(), &inner.dead)
             .transaction(|(q, d)| {
                 d.remove(&id.to_be_bytes()[..])?;
                 q.insert(&queue::key(channel, seq)[..], entry.as_slice())?;

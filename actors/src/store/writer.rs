@@ -1,22 +1,26 @@
-//! The single writer of staged changes: applies what is staged to sled's trees and appends the
-//! same operations to the journal, under one lock, so the journal holds every staged write in
+//! The single writer of staged changes: appends what is staged to the journal and applies the
+//! same operations to sled's trees, under one lock, so the journal holds every staged write in
 //! the order sled saw it. The group-commit thread drives it (and syncs the journal); a backup
 //! takes the same lock to export with no batch half applied. Besides it, only the registry's
 //! undo of a refused change (applied at once, and staged for the journal) and the notifiers'
 //! own queue bookkeeping (`queues.rs`, made durable by a full commit) write the staged trees.
 
+use std::fs::File;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::journal::Journal;
-use super::staging::{Op, Staging, tag};
+use super::queue_tree::QueueTree;
+use super::staging::{Op, Staging, Target, tag};
 
 pub(super) struct Writer {
     staging: Arc<Staging>,
     /// sled's trees are safe to share; the lock orders batches and their journal records.
     trees: [sled::Tree; 6],
+    /// The queues' writes go here rather than to their sled tree (see `queue_tree.rs`).
+    queues: Arc<QueueTree>,
     state: Mutex<State>,
 }
 
@@ -27,10 +31,16 @@ struct State {
 }
 
 impl Writer {
-    pub fn new(staging: Arc<Staging>, trees: [sled::Tree; 6], journal: Journal) -> Self {
+    pub fn new(
+        staging: Arc<Staging>,
+        trees: [sled::Tree; 6],
+        queues: Arc<QueueTree>,
+        journal: Journal,
+    ) -> Self {
         Self {
             staging,
             trees,
+            queues,
             state: Mutex::new(State {
                 journal,
                 scratch: Vec::new(),
@@ -43,17 +53,26 @@ impl Writer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Apply everything staged to sled and append it to the journal (not yet synced).
+    /// Append everything staged to the journal (not yet synced) and apply it to sled.
     /// `Ok(true)` if anything was staged. Fault injection: `panic` while applying as a bug in
     /// sled would, or `refuse` the writes as sled does once one of its writes failed.
     ///
     /// Also the journal's length before this append, read under the same lock: where to cut
     /// back to should the commit fail (records a backup appended just before are not this
     /// commit's to cut).
-    pub fn write_staged(&self, panic: bool, refuse: bool) -> (u64, io::Result<bool>) {
+    ///
+    /// The batch's record is appended before it is applied, and `appended` gets the journal
+    /// file as soon as it is, so its sync can overlap the apply (`syncer.rs`). A batch that
+    /// sled refuses is cut off the journal again.
+    pub fn write_staged(
+        &self,
+        panic: bool,
+        refuse: bool,
+        appended: impl FnOnce(Arc<File>),
+    ) -> (u64, io::Result<bool>) {
         let mut state = self.lock();
         let from = state.journal.len();
-        let written = write_staged(&mut state, &self.trees, &self.staging, panic, refuse);
+        let written = write_staged(&mut state, self, panic, refuse, appended);
         (from, written)
     }
 
@@ -65,7 +84,7 @@ impl Writer {
     /// Write what is staged, then run `then` with no other batch landing meanwhile.
     pub fn quiesced<T>(&self, then: impl FnOnce() -> T) -> io::Result<T> {
         let mut state = self.lock();
-        write_staged(&mut state, &self.trees, &self.staging, false, false)?;
+        write_staged(&mut state, self, false, false, drop)?;
         Ok(then())
     }
 
@@ -89,7 +108,39 @@ impl Writer {
     /// next commit journals them): for undoing a refused change at once. Takes no lock, so the
     /// registry never waits here behind a commit or a backup.
     pub fn apply_now(&self, ops: &[Op]) -> sled::Result<()> {
-        apply(&self.trees, ops, false)
+        self.apply(ops, false)
+    }
+
+    /// Move the queue entries still in memory into sled: before sled is flushed to retire the
+    /// journal files that hold them, at a graceful stop, and before a backup.
+    pub fn spill(&self) -> sled::Result<usize> {
+        self.queues.spill()
+    }
+
+    /// Plain inserts and removes, in order. No sled transaction: the journal record of the
+    /// batch is what makes it atomic across a crash (replayed whole or, torn, not at all), and
+    /// sled 0.34 rolls its IO buffer twice per transaction. Queue entries go to the queue tree,
+    /// which keeps them in memory until a checkpoint spills them.
+    fn apply(&self, ops: &[Op], panic: bool) -> sled::Result<()> {
+        if panic {
+            panic!("fault injection: a panic while applying the commit's writes");
+        }
+        for op in ops {
+            match (&op.value, op.target) {
+                (Some(value), Target::Queues) => self.queues.insert(&op.key, value)?,
+                (None, Target::Queues) => self.queues.remove(&op.key).map(drop)?,
+                (Some(value), target) => self
+                    .tree(target)
+                    .insert(op.key.as_slice(), value.as_slice())
+                    .map(drop)?,
+                (None, target) => self.tree(target).remove(op.key.as_slice()).map(drop)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn tree(&self, target: Target) -> &sled::Tree {
+        &self.trees[usize::from(tag(target))]
     }
 
     /// Cut the journal back to `len` bytes after a failed commit (see `Journal::cut_back`).
@@ -102,56 +153,42 @@ impl Writer {
 /// that never became durable must not stay readable (its caller is told 503).
 fn write_staged(
     state: &mut State,
-    trees: &[sled::Tree; 6],
-    staging: &Staging,
+    writer: &Writer,
     panic: bool,
     refuse: bool,
+    appended: impl FnOnce(Arc<File>),
 ) -> io::Result<bool> {
+    let staging = &writer.staging;
     let ops = staging.take();
     if ops.is_empty() {
         return Ok(false);
     }
-    let applied = catch_unwind(AssertUnwindSafe(|| {
-        if refuse {
-            return Err(sled::Error::Io(io::Error::other(
-                "fault injection: sled refuses the write",
-            )));
-        }
-        apply(trees, &ops, panic)
-    }));
-    staging.settled(&ops);
-    match applied {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            return Err(io::Error::other(format!(
-                "cannot apply staged writes: {error}"
-            )));
-        }
-        Err(panic) => {
-            return Err(io::Error::other(format!(
-                "applying staged writes panicked: {}",
-                crate::supervision::panic_message(&*panic)
-            )));
-        }
-    }
     let State { journal, scratch } = state;
-    journal.append(&ops, scratch)?;
-    Ok(true)
-}
-
-/// Plain inserts and removes, in order. No sled transaction: the journal record of the batch is
-/// what makes it atomic across a crash (replayed whole or, torn, not at all), and sled 0.34
-/// rolls its IO buffer twice per transaction.
-fn apply(trees: &[sled::Tree; 6], ops: &[Op], panic: bool) -> sled::Result<()> {
-    if panic {
-        panic!("fault injection: a panic while applying the commit's writes");
+    let from = journal.len();
+    let journaled = if refuse {
+        Err(io::Error::other("fault injection: sled refuses the write"))
+    } else {
+        journal.append(&ops, scratch)
+    };
+    if let Err(error) = journaled {
+        staging.settled(&ops);
+        return Err(error);
     }
-    for op in ops {
-        let tree = &trees[usize::from(tag(op.target))];
-        match &op.value {
-            Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
-            None => tree.remove(op.key.as_slice())?,
-        };
+    // The record is written: its sync may run while sled catches up.
+    appended(journal.syncer());
+    let applied = catch_unwind(AssertUnwindSafe(|| writer.apply(&ops, panic)));
+    staging.settled(&ops);
+    let failed = match applied {
+        Ok(Ok(())) => return Ok(true),
+        Ok(Err(error)) => format!("cannot apply staged writes: {error}"),
+        Err(panic) => format!(
+            "applying staged writes panicked: {}",
+            crate::supervision::panic_message(&*panic)
+        ),
+    };
+    // Not applied, so not journaled either: the caller is told the batch failed.
+    if let Err(error) = journal.cut_back(from) {
+        tracing::error!(%error, "cannot cut a batch sled refused off the journal");
     }
-    Ok(())
+    Err(io::Error::other(failed))
 }
