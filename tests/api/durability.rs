@@ -1,6 +1,6 @@
 //! Nothing acknowledged is lost: restarts keep pending approvals decidable and re-arm their
-//! deadlines, SIGKILL right after a 201 loses nothing (the journal replays it), SIGTERM drains
-//! and exits 0.
+//! deadlines, SIGKILL right after a 201 loses nothing (the journal replays it), undelivered
+//! notifications outlive the journal file that held them, SIGTERM drains and exits 0.
 //! These run the compiled binary as a child process against one store folder.
 
 use std::time::Duration;
@@ -154,21 +154,105 @@ async fn the_journal_brings_back_every_acknowledged_write_after_sigkill() {
     assert_eq!(third.get(&created[1], None).await.status(), StatusCode::OK);
 }
 
-/// The journal file with the highest generation in a store folder.
-fn newest_journal(store: &std::path::Path) -> std::path::PathBuf {
-    let mut journals: Vec<_> = std::fs::read_dir(store)
+/// Undelivered notifications that only the journal held are spilled into sled before a
+/// checkpoint retires the journal file: after that file is gone, SIGKILL, and the restart still
+/// delivers every one of them.
+#[actix_web::test]
+async fn undelivered_notifications_outlive_the_checkpoint_that_retires_their_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The file channel cannot write while `blocked` is a file where its folder should be.
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, b"").expect("blocker");
+    let notifications = blocked.join("notifications.jsonl");
+    let notifications_path = notifications.display().to_string();
+    let settings = [
+        ("APPROVAL_GATE__FALLBACK__ORDER", "file"),
+        (
+            "APPROVAL_GATE__FALLBACK__FILE_PATH",
+            notifications_path.as_str(),
+        ),
+        ("APPROVAL_GATE__FALLBACK__MAX_ATTEMPTS", "100"),
+        ("APPROVAL_GATE__FALLBACK__RETRY_DELAY", "60s"),
+        ("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "10ms"),
+    ];
+    let first = spawn_binary(dir.path(), &settings);
+    let bodies: Vec<Value> = (0..5).map(|_| new_approval()).collect();
+    let mut created =
+        futures_util::future::join_all(bodies.iter().map(|b| first.create_id(b))).await;
+    // The journal files that may hold the creates: all of them retired means sled holds
+    // everything they did.
+    let store = dir.path().join("store");
+    let holding = journal_generation(&newest_journal(&store));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while journal_generations(&store)
+        .into_iter()
+        .min()
+        .is_none_or(|oldest| oldest <= holding)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint retired the journal holding the notifications"
+        );
+        // Only a journal that holds something is cut for a checkpoint: keep writing.
+        created.push(first.create_id(&new_approval()).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "every queue entry spilled into sled",
+        || async {
+            let database = first.get_json("/api/diagnostics/database").await;
+            (database["queue_entries_unspilled"] == 0).then_some(())
+        },
+    )
+    .await;
+    first.signal(SIGKILL);
+    drop(first);
+
+    std::fs::remove_file(&blocked).expect("unblock the file channel");
+    let _second = spawn_binary(dir.path(), &settings);
+    let written = eventually(
+        Duration::from_secs(10),
+        "every notification written after the restart",
+        || async {
+            let text = std::fs::read_to_string(&notifications).unwrap_or_default();
+            created
+                .iter()
+                .all(|id| text.contains(id.as_str()))
+                .then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(written.lines().count(), created.len(), "{written}");
+}
+
+fn journal_generation(path: &std::path::Path) -> u64 {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .and_then(|name| name.strip_prefix("journal-"))
+        .and_then(|n| n.parse().ok())
+        .expect("a journal file name")
+}
+
+/// The generations of the journal files in a store folder (the spare is not one).
+fn journal_generations(store: &std::path::Path) -> Vec<u64> {
+    std::fs::read_dir(store)
         .expect("store folder")
         .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|name| name.to_str())
-                .and_then(|name| name.strip_prefix("journal-"))
-                .is_some_and(|n| n.parse::<u64>().is_ok())
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            name.to_str()?.strip_prefix("journal-")?.parse().ok()
         })
-        .collect();
-    journals.sort();
-    journals.pop().expect("a journal file")
+        .collect()
+}
+
+/// The journal file with the highest generation in a store folder.
+fn newest_journal(store: &std::path::Path) -> std::path::PathBuf {
+    let newest = journal_generations(store)
+        .into_iter()
+        .max()
+        .expect("a journal file");
+    store.join(format!("journal-{newest:020}"))
 }
 
 #[actix_web::test]
