@@ -13,7 +13,8 @@
 //! old journal file is retired. Writes made straight to sled rather than staged (the
 //! notifiers' acknowledgements, a requeue, the Telegram message log and update offset) are not
 //! journaled: a *full* ticket ([`GroupCommit::full_ticket`]) also
-//! flushes sled and fsyncs its data file before it is answered. (sled's `flush()` alone ends in
+//! spills the queue entries kept in memory (`queue_tree.rs`), flushes sled and fsyncs its data
+//! file before it is answered. (sled's `flush()` alone ends in
 //! `sync_file_range` on Linux, which neither writes metadata nor empties the device's write
 //! cache; fsync works per file whichever descriptor calls it, so our own handle syncs sled's
 //! writes.)
@@ -184,6 +185,18 @@ pub(super) fn flush_sled(db: &sled::Db, file: &File, stats: &CommitStats) -> Com
     synced.map_err(Arc::new)
 }
 
+/// Everything written so far into sled, durably: the queue entries still in memory are spilled
+/// first (one whose journal record a failed commit cut off is held by nothing else), then sled
+/// is flushed and its data file synced.
+fn flush_all(durability: &Durability, file: &File, stats: &CommitStats) -> CommitResult {
+    durability.writer.spill().map_err(|e| {
+        Arc::new(std::io::Error::other(format!(
+            "cannot spill queue entries: {e}"
+        )))
+    })?;
+    flush_sled(&durability.db, file, stats)
+}
+
 /// A batch's durable point when its journal sync was started alongside the apply: wait for it
 /// (or sync now without a sync thread), then, for a full commit, flush sled and sync it too.
 fn synced(
@@ -205,7 +218,7 @@ fn synced(
     injected?;
     synced.map_err(Arc::new)?;
     if full {
-        flush_sled(&durability.db, file, stats)?;
+        flush_all(durability, file, stats)?;
     }
     Ok(())
 }
@@ -218,7 +231,7 @@ fn sync(durability: &Durability, file: &File, stats: &CommitStats, full: bool) -
     spent(&stats.fdatasync_us, started);
     synced.map_err(Arc::new)?;
     if full {
-        flush_sled(&durability.db, file, stats)?;
+        flush_all(durability, file, stats)?;
     }
     Ok(())
 }
@@ -279,13 +292,7 @@ fn final_flush(durability: &Durability, file: &File, stats: &CommitStats) {
         .write_staged(false, false, drop)
         .1
         .map_err(Arc::new)
-        .and_then(|_| {
-            // Undelivered queue entries still in memory go into sled before it is flushed.
-            durability
-                .writer
-                .spill()
-                .map_err(|e| Arc::new(std::io::Error::other(e.to_string())))
-        })
+        // A full sync: undelivered queue entries still in memory go into sled before its flush.
         .and_then(|_| sync(durability, file, stats, true))
         .and_then(|()| journal::remove_all(&durability.dir).map_err(Arc::new));
     if let Err(error) = flushed {

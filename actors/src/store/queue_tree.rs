@@ -12,9 +12,10 @@
 //! holds into sled: a delivered entry whose removal was lost is delivered again (a repeat,
 //! never a loss), exactly as with a removal that sled had not flushed yet.
 //!
-//! Invariant: an entry is in exactly one place, memory or sled. Spilling moves entries one at a
-//! time under the lock, and every reader looks at memory before sled, so an entry moving during
-//! a read is seen (twice at most, and merged), never missed. Nothing else lives here: the
+//! Invariant: outside a spill, an entry is in exactly one place, memory or sled. A spill copies
+//! entries into sled, then drops them from memory under the lock (or from sled again, if they
+//! were delivered meanwhile); every reader looks at memory before sled, so an entry moving
+//! during a read is seen (twice at most, and merged), never missed. Nothing else lives here: the
 //! queues' layout is `queue.rs`, their use by the notifiers `queues.rs`.
 
 use std::cmp::Ordering;
@@ -31,6 +32,7 @@ pub(super) type Key = [u8; 9];
 pub(super) struct QueueTree {
     tree: sled::Tree,
     unspilled: Mutex<BTreeMap<Key, IVec>>,
+    spilling: Mutex<()>,
 }
 
 impl QueueTree {
@@ -38,6 +40,7 @@ impl QueueTree {
         Self {
             tree,
             unspilled: Mutex::new(BTreeMap::new()),
+            spilling: Mutex::new(()),
         }
     }
 
@@ -130,19 +133,41 @@ impl QueueTree {
     }
 
     /// Move every entry still in memory into sled (before sled is flushed and the journal files
-    /// that hold them are retired). One at a time, so a failure leaves each entry in exactly
-    /// one place; the entries not moved stay in memory and the journal keeps them.
+    /// that hold them are retired). The lock is not held while sled writes, so commits and
+    /// acknowledgements never wait behind a long spill: the entries are copied into sled first
+    /// (meanwhile in both places; readers merge the two), then, under the lock, dropped from
+    /// memory, or from sled again if they were delivered in between. Should sled refuse a
+    /// write, the entries not yet copied stay in memory and the journal keeps them.
     pub fn spill(&self) -> sled::Result<usize> {
-        let mut unspilled = self.lock();
-        let mut moved = 0;
-        while let Some((key, value)) = unspilled.pop_first() {
+        // One spill at a time (checkpoints and full commits both spill): a second one would
+        // take the first one's copies for entries delivered meanwhile.
+        let _spilling = self.spilling.lock().unwrap_or_else(|p| p.into_inner());
+        let batch: Vec<(Key, IVec)> = self
+            .lock()
+            .iter()
+            .map(|(key, value)| (*key, value.clone()))
+            .collect();
+        let mut copied = 0;
+        let mut failed = None;
+        for (key, value) in &batch {
             if let Err(error) = self.tree.insert(key, value.clone()) {
-                unspilled.insert(key, value);
-                return Err(error);
+                failed = Some(error);
+                break;
             }
-            moved += 1;
+            copied += 1;
         }
-        Ok(moved)
+        let mut unspilled = self.lock();
+        for (key, _) in &batch[..copied] {
+            if unspilled.remove(key).is_none() {
+                // Delivered while it was being copied: its removal only looked in memory. (If
+                // sled refuses this, the entry may come back after a restart: a repeat.)
+                if let Err(error) = self.tree.remove(key) {
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        drop(unspilled);
+        failed.map_or(Ok(copied), Err)
     }
 
     /// sled's tree itself, for a transaction with another tree on entries already in it.
@@ -207,5 +232,39 @@ mod tests {
             Some(&b"memory"[..])
         );
         assert_eq!(tree.take_unspilled(&key(3)), None);
+    }
+
+    #[test]
+    fn deliveries_during_spills_never_come_back_and_nothing_else_is_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("open");
+        let tree = std::sync::Arc::new(QueueTree::new(db.open_tree("queues").expect("tree")));
+        for seq in 1..=2000 {
+            tree.insert(&key(seq), b"entry").expect("insert");
+        }
+        let deliverer = {
+            let tree = std::sync::Arc::clone(&tree);
+            std::thread::spawn(move || {
+                for seq in (2..=2000).step_by(2) {
+                    tree.remove(&key(seq)).expect("remove");
+                }
+            })
+        };
+        while !deliverer.is_finished() {
+            tree.spill().expect("spill");
+        }
+        deliverer.join().expect("deliverer");
+        tree.spill().expect("spill");
+        let odd: Vec<Key> = (1..=2000).step_by(2).map(key).collect();
+        assert_eq!(keys(&tree, usize::MAX), odd);
+        assert_eq!(tree.unspilled(), 0);
+        let in_sled: Vec<Key> = db
+            .open_tree("queues")
+            .expect("tree")
+            .iter()
+            .keys()
+            .map(|k| Key::try_from(&k.expect("key")[..]).expect("queue key"))
+            .collect();
+        assert_eq!(in_sled, odd);
     }
 }

@@ -255,8 +255,9 @@ impl Queues {
     }
 
     /// [`until_durable`](Self::until_durable) for entries from [`enqueue`](Self::enqueue):
-    /// the first wait is for the journal's commit alone; should it fail, the staged entry is in
-    /// sled but not journaled, so the retries are full commits that flush sled.
+    /// the first wait is for the journal's commit alone; should it fail, the staged entry is
+    /// applied (in memory, see `queue_tree.rs`) but not journaled, so the retries are full
+    /// commits, which spill it into sled and flush sled.
     pub fn until_enqueued(&self) -> impl std::future::Future<Output = ()> + 'static {
         self.until(Commit(self.0.inner.commit.ticket()))
     }
