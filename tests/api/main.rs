@@ -29,5 +29,6 @@ mod telegram;
 mod telegram_long_outage;
 mod telegram_modes;
 mod telegram_outage;
+mod telegram_security;
 mod timeouts;
 mod tls;

@@ -19,6 +19,9 @@ use tokio::sync::watch;
 
 use super::server_thread::{ServerThread, notify, wait_for};
 
+mod auth;
+use auth::authenticate;
+
 const HOSTNAME: &str = "fake-smtp.test";
 const MAX_LINE: u64 = 64 * 1024;
 const MAX_MESSAGE: usize = 10 * 1024 * 1024;
@@ -348,72 +351,4 @@ async fn read_data(conn: &mut BufReader<TcpStream>) -> io::Result<Option<String>
         }
         data.extend_from_slice(line);
     }
-}
-
-const BAD_CREDENTIALS: &str = "535 5.7.8 Authentication credentials invalid";
-
-/// Runs an AUTH exchange, accepting any well-formed credentials; the error
-/// is the final reply to send instead of success.
-async fn authenticate(
-    conn: &mut BufReader<TcpStream>,
-    arg: &str,
-) -> io::Result<Result<(String, String), &'static str>> {
-    let (mechanism, initial) = arg.split_once(' ').unwrap_or((arg, ""));
-    match mechanism.to_ascii_uppercase().as_str() {
-        "PLAIN" => {
-            let response = if initial.is_empty() {
-                reply(conn, "334 ").await?;
-                read_command(conn).await?.unwrap_or_default()
-            } else {
-                initial.to_owned()
-            };
-            // authzid \0 authcid \0 passwd
-            let decoded = base64_decode(&response).unwrap_or_default();
-            let mut parts = decoded
-                .split(|b| *b == 0)
-                .map(|p| String::from_utf8_lossy(p).into_owned());
-            Ok(match (parts.next(), parts.next(), parts.next()) {
-                (Some(_), Some(user), Some(pass)) => Ok((user, pass)),
-                _ => Err(BAD_CREDENTIALS),
-            })
-        }
-        "LOGIN" => {
-            let user = if initial.is_empty() {
-                reply(conn, "334 VXNlcm5hbWU6").await?; // "Username:"
-                read_command(conn).await?.unwrap_or_default()
-            } else {
-                initial.to_owned()
-            };
-            reply(conn, "334 UGFzc3dvcmQ6").await?; // "Password:"
-            let pass = read_command(conn).await?.unwrap_or_default();
-            let decode =
-                |s: &str| base64_decode(s).map(|b| String::from_utf8_lossy(&b).into_owned());
-            Ok(decode(&user).zip(decode(&pass)).ok_or(BAD_CREDENTIALS))
-        }
-        _ => Ok(Err("504 5.5.4 Unrecognized authentication type")),
-    }
-}
-
-/// Standard-alphabet base64 (padding optional); `None` on invalid input.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.trim().bytes().filter(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
