@@ -74,6 +74,7 @@ fn commits_json(c: &approval_gate_actors::store::CommitTotals) -> serde_json::Va
         "flush_us_per_commit": per_commit_us(c.flush_seconds),
         "fdatasync_us_per_commit": per_commit_us(c.fdatasync_seconds),
         "checkpoints": c.checkpoints,
+        "checkpoint_failures": c.checkpoint_failures,
     })
 }
 
@@ -166,6 +167,7 @@ enum FaultMode {
     Panic,
     Stall,
     Refuse,
+    Checkpoint,
 }
 
 /// Longest injected stall: long enough to outlast any `store.commit_stall`, short enough that a
@@ -176,7 +178,9 @@ const MAX_STALL_MS: u64 = 15 * 60 * 1000;
 /// would; the default), panic while applying their writes to sled (`panic`, as a bug in sled would),
 /// have their writes refused while an empty sync still succeeds (`refuse`, as sled does once a
 /// write of its own failed; only commits with writes count) or
-/// hang `ms` milliseconds before their sync (`stall`, as a disk that stops answering would).
+/// hang `ms` milliseconds before their sync (`stall`, as a disk that stops answering would);
+/// or the next `count` checkpoints fail (`checkpoint`: the journal keeps their files and the next
+/// checkpoint retries).
 #[utoipa::path(post, path = "/api/debug/store/fail-commits", tag = "debug", request_body = Object,
     responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 async fn fail_commits(
@@ -189,6 +193,7 @@ async fn fail_commits(
         FaultMode::Error => CommitFault::Error,
         FaultMode::Panic => CommitFault::Panic,
         FaultMode::Refuse => CommitFault::Refuse,
+        FaultMode::Checkpoint => CommitFault::Checkpoint,
         FaultMode::Stall if (1..=MAX_STALL_MS).contains(&body.ms) => {
             CommitFault::Stall(std::time::Duration::from_millis(body.ms))
         }

@@ -1,6 +1,7 @@
 //! Nothing acknowledged is lost: restarts keep pending approvals decidable and re-arm their
 //! deadlines, SIGKILL right after a 201 loses nothing (the journal replays it), undelivered
-//! notifications outlive the journal file that held them, SIGTERM drains and exits 0.
+//! notifications outlive the journal file that held them, a failed checkpoint keeps the journal,
+//! SIGTERM drains and exits 0.
 //! These run the compiled binary as a child process against one store folder.
 
 use std::time::Duration;
@@ -224,6 +225,67 @@ async fn undelivered_notifications_outlive_the_checkpoint_that_retires_their_jou
     )
     .await;
     assert_eq!(written.lines().count(), created.len(), "{written}");
+}
+
+/// A checkpoint that fails (sled's flush refused, as on a full disk) keeps the journal files it
+/// was to retire: after several failed checkpoints and a SIGKILL, the restart replays them all
+/// and has every approval; a checkpoint that succeeds after failures retires the files they kept.
+#[actix_web::test]
+async fn a_failed_checkpoint_keeps_the_journal_and_a_later_one_retires_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let settings = [("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "10ms")];
+    let first = spawn_binary(dir.path(), &settings);
+    fail_checkpoints(&first, 1000).await;
+    // Only a journal that holds something is cut for a checkpoint: keep writing.
+    let mut created = Vec::new();
+    while checkpoint_failures(&first).await < 3 {
+        created.push(first.create_id(&new_approval()).await);
+    }
+    let kept = journal_generations(&store).len();
+    assert!(kept >= 3, "the failed checkpoints kept their files: {kept}");
+    first.signal(SIGKILL);
+    drop(first);
+
+    let second = spawn_binary(dir.path(), &settings);
+    let database = second.get_json("/api/diagnostics/database").await;
+    let replayed = &database["journal_replayed_at_start"];
+    assert!(
+        replayed["files"].as_u64().is_some_and(|n| n >= 3),
+        "every kept file was replayed: {replayed}"
+    );
+    for id in &created {
+        assert_eq!(second.get(id, None).await.status(), StatusCode::OK, "{id}");
+    }
+
+    fail_checkpoints(&second, 2).await;
+    while checkpoint_failures(&second).await < 2 {
+        second.create_id(&new_approval()).await;
+    }
+    let failed_over = journal_generations(&store)
+        .into_iter()
+        .max()
+        .expect("a journal file");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while journal_generations(&store)
+        .into_iter()
+        .min()
+        .is_none_or(|oldest| oldest <= failed_over)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint retired the files the failed ones kept"
+        );
+        second.create_id(&new_approval()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn checkpoint_failures(app: &ChildApp) -> u64 {
+    let database = app.get_json("/api/diagnostics/database").await;
+    database["commits"]["checkpoint_failures"]
+        .as_u64()
+        .expect("checkpoint_failures")
 }
 
 fn journal_generation(path: &std::path::Path) -> u64 {

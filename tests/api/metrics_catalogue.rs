@@ -95,6 +95,7 @@ const CATALOGUE: &[(&str, Option<(&str, &str)>)] = &[
     ("approval_gate_store_commits_total", None),
     ("approval_gate_store_commit_requests_total", None),
     ("approval_gate_store_checkpoints_total", None),
+    ("approval_gate_store_checkpoint_failures_total", None),
     (
         "approval_gate_store_commit_phase_seconds_total",
         Some(("phase", "fdatasync")),

@@ -37,6 +37,7 @@ pub(super) struct Families {
     pub(super) store_commit_requests: IntCounter,
     pub(super) store_commit_phase: prometheus::CounterVec,
     pub(super) store_checkpoints: IntCounter,
+    pub(super) store_checkpoint_failures: IntCounter,
     pub(super) dead_letters: IntGauge,
     pub(super) oldest_pending: prometheus::Gauge,
     pub(super) queue_events: IntCounterVec,
@@ -310,6 +311,14 @@ impl Families {
                 IntCounter::new(
                     "approval_gate_store_checkpoints_total",
                     "Store checkpoints since start (sled flushed and fsynced, its journal files removed)",
+                )
+                .expect("valid metric"),
+            ),
+            store_checkpoint_failures: register(
+                r,
+                IntCounter::new(
+                    "approval_gate_store_checkpoint_failures_total",
+                    "Store checkpoints that failed (the journal kept their files; the next one retries)",
                 )
                 .expect("valid metric"),
             ),

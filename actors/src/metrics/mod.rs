@@ -250,6 +250,10 @@ impl MetricsCollector {
             .inc_by(now.requests.saturating_sub(seen.requests));
         m.store_checkpoints
             .inc_by(now.checkpoints.saturating_sub(seen.checkpoints));
+        m.store_checkpoint_failures.inc_by(
+            now.checkpoint_failures
+                .saturating_sub(seen.checkpoint_failures),
+        );
         let phases = [
             (now.apply_seconds, seen.apply_seconds),
             (now.flush_seconds, seen.flush_seconds),

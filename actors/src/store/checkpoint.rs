@@ -11,6 +11,7 @@ use std::thread;
 
 use super::commit::{Durability, flush_sled};
 use super::commit_stats::CommitStats;
+use super::faults;
 use super::journal;
 use super::writer::Writer;
 
@@ -91,7 +92,8 @@ fn checkpoints(
         done_with.extend(rx.try_iter());
         // Everything journaled in these files was applied to sled before they were cut, but
         // for the queue entries still in memory: spilled first, then this flush covers it all.
-        let result = spill(writer)
+        let result = faults::before_checkpoint(stats)
+            .and_then(|()| spill(writer))
             .and_then(|()| flush_sled(db, file, stats))
             .and_then(|()| journal::retire(&done_with).map_err(Arc::new));
         match result {

@@ -40,6 +40,8 @@ pub struct CommitStats {
     /// Checkpoints done (sled flushed and synced, old journal files removed), and failed.
     pub checkpoints: AtomicU64,
     pub checkpoint_failures: AtomicU64,
+    /// Fault injection: checkpoints still to fail.
+    pub checkpoint_fail_next: AtomicU32,
     /// How often to cut the journal for a checkpoint (`store.checkpoint_every`), ms.
     pub checkpoint_every_ms: AtomicU64,
 }
@@ -57,6 +59,7 @@ pub struct CommitTotals {
     pub flush_seconds: f64,
     pub fdatasync_seconds: f64,
     pub checkpoints: u64,
+    pub checkpoint_failures: u64,
 }
 
 /// Monotonic milliseconds since the stats were made, never 0 (0 means "no commit under way"):
@@ -93,6 +96,7 @@ impl CommitStats {
             flush_seconds: seconds(&self.flush_us),
             fdatasync_seconds: seconds(&self.fdatasync_us),
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            checkpoint_failures: self.checkpoint_failures.load(Ordering::Relaxed),
         }
     }
 }

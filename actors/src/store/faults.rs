@@ -1,6 +1,6 @@
 //! Fault injection for the group commit (`debug.fault_injection`): the next N commits report an
 //! I/O error, panic while applying their writes, have their writes refused, or hang before
-//! their sync, to prove that callers
+//! their sync, or the next N checkpoints fail, to prove that callers
 //! are never told "durable" for what did not reach the disk and that health tells the truth.
 //! The counters live in the commit thread's [`CommitStats`]; nothing here touches sled.
 
@@ -25,6 +25,9 @@ pub enum CommitFault {
     /// sled refuses the commit's writes while a sync alone still succeeds, as after a write
     /// sled's IO threads lost (its error sticks): only commits with writes count down.
     Refuse,
+    /// Checkpoints fail (sled's flush refused, as on a full disk): the journal keeps their
+    /// files and the next checkpoint retries. Counts checkpoints, not commits.
+    Checkpoint,
 }
 
 impl FaultSwitch {
@@ -35,6 +38,7 @@ impl FaultSwitch {
             CommitFault::Panic => self.panic_next(count),
             CommitFault::Stall(each) => self.stall_next(count, each),
             CommitFault::Refuse => self.0.refuse_next.store(count, Ordering::SeqCst),
+            CommitFault::Checkpoint => self.0.checkpoint_fail_next.store(count, Ordering::SeqCst),
         }
     }
 
@@ -63,6 +67,16 @@ impl FaultSwitch {
     pub(super) fn take_refusal(&self) -> bool {
         take_one(&self.0.refuse_next)
     }
+}
+
+/// What an injected fault does to a checkpoint about to flush sled: fail it if one is due.
+pub(super) fn before_checkpoint(stats: &CommitStats) -> CommitResult {
+    if take_one(&stats.checkpoint_fail_next) {
+        return Err(Arc::new(std::io::Error::other(
+            "fault injection: checkpoint failed",
+        )));
+    }
+    Ok(())
 }
 
 pub(super) fn take_one(counter: &AtomicU32) -> bool {

@@ -29,6 +29,12 @@ pub async fn stall_commits(app: &impl Api, count: u32, ms: u64) {
     inject_commit_faults(app, json!({ "count": count, "mode": "stall", "ms": ms })).await;
 }
 
+/// Make the store's next `count` checkpoints fail, as sled's flush does on a full disk
+/// (`debug.fault_injection`).
+pub async fn fail_checkpoints(app: &impl Api, count: u32) {
+    inject_commit_faults(app, json!({ "count": count, "mode": "checkpoint" })).await;
+}
+
 async fn inject_commit_faults(app: &impl Api, body: Value) {
     let response = app
         .request(
