@@ -183,21 +183,8 @@ async fn undelivered_notifications_outlive_the_checkpoint_that_retires_their_jou
     // The journal files that may hold the creates: all of them retired means sled holds
     // everything they did.
     let store = dir.path().join("store");
-    let holding = journal_generation(&newest_journal(&store));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while journal_generations(&store)
-        .into_iter()
-        .min()
-        .is_none_or(|oldest| oldest <= holding)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint retired the journal holding the notifications"
-        );
-        // Only a journal that holds something is cut for a checkpoint: keep writing.
-        created.push(first.create_id(&new_approval()).await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let holding = newest_generation(&store);
+    created.extend(write_until_retired(&first, &store, holding).await);
     eventually(
         Duration::from_secs(10),
         "every queue entry spilled into sled",
@@ -262,23 +249,8 @@ async fn a_failed_checkpoint_keeps_the_journal_and_a_later_one_retires_it() {
     while checkpoint_failures(&second).await < 2 {
         second.create_id(&new_approval()).await;
     }
-    let failed_over = journal_generations(&store)
-        .into_iter()
-        .max()
-        .expect("a journal file");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while journal_generations(&store)
-        .into_iter()
-        .min()
-        .is_none_or(|oldest| oldest <= failed_over)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint retired the files the failed ones kept"
-        );
-        second.create_id(&new_approval()).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let failed_over = newest_generation(&store);
+    write_until_retired(&second, &store, failed_over).await;
 }
 
 async fn checkpoint_failures(app: &ChildApp) -> u64 {
@@ -288,12 +260,36 @@ async fn checkpoint_failures(app: &ChildApp) -> u64 {
         .expect("checkpoint_failures")
 }
 
-fn journal_generation(path: &std::path::Path) -> u64 {
-    path.file_name()
-        .and_then(|name| name.to_str())
-        .and_then(|name| name.strip_prefix("journal-"))
-        .and_then(|n| n.parse().ok())
-        .expect("a journal file name")
+/// Create approvals until every journal file up to `generation` is retired (a checkpoint made
+/// sled hold all they held): only a journal that holds something is cut for a checkpoint. The
+/// ids created meanwhile.
+async fn write_until_retired(
+    app: &ChildApp,
+    store: &std::path::Path,
+    generation: u64,
+) -> Vec<String> {
+    let mut created = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while journal_generations(store)
+        .into_iter()
+        .min()
+        .is_none_or(|oldest| oldest <= generation)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint retired journal generation {generation}"
+        );
+        created.push(app.create_id(&new_approval()).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    created
+}
+
+fn newest_generation(store: &std::path::Path) -> u64 {
+    journal_generations(store)
+        .into_iter()
+        .max()
+        .expect("a journal file")
 }
 
 /// The generations of the journal files in a store folder (the spare is not one).
@@ -310,11 +306,7 @@ fn journal_generations(store: &std::path::Path) -> Vec<u64> {
 
 /// The journal file with the highest generation in a store folder.
 fn newest_journal(store: &std::path::Path) -> std::path::PathBuf {
-    let newest = journal_generations(store)
-        .into_iter()
-        .max()
-        .expect("a journal file");
-    store.join(format!("journal-{newest:020}"))
+    store.join(format!("journal-{:020}", newest_generation(store)))
 }
 
 #[actix_web::test]

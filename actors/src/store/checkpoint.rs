@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread;
 
-use super::commit::{Durability, flush_sled};
+use super::commit::Durability;
 use super::commit_stats::CommitStats;
+use super::durable_point::{flush_sled, spill};
 use super::faults;
 use super::journal;
 use super::writer::Writer;
@@ -68,15 +69,6 @@ impl Checkpointer {
             let _ = thread.join();
         }
     }
-}
-
-/// Move the undelivered queue entries that only the journal holds into sled.
-fn spill(writer: &Writer) -> Result<(), Arc<std::io::Error>> {
-    writer.spill().map(drop).map_err(|error| {
-        Arc::new(std::io::Error::other(format!(
-            "cannot spill queue entries: {error}"
-        )))
-    })
 }
 
 fn checkpoints(

@@ -44,7 +44,8 @@ use tokio::sync::oneshot;
 use super::checkpoint::Checkpointer;
 use super::commit_stats::spent;
 pub use super::commit_stats::{CommitStats, CommitTotals};
-use super::faults::{self, FaultSwitch};
+use super::durable_point::{sync, synced};
+use super::faults::FaultSwitch;
 use super::journal;
 use super::syncer::{Started, Syncer};
 use super::writer::Writer;
@@ -171,69 +172,6 @@ impl Drop for GroupCommit {
             let _ = thread.join();
         }
     }
-}
-
-/// sled's flush (its log reaches the file), then fdatasync of that file.
-pub(super) fn flush_sled(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
-    let started = Instant::now();
-    let flushed = db.flush();
-    spent(&stats.flush_us, started);
-    flushed.map_err(|e| Arc::new(std::io::Error::other(e.to_string())))?;
-    let started = Instant::now();
-    let synced = file.sync_data();
-    spent(&stats.fdatasync_us, started);
-    synced.map_err(Arc::new)
-}
-
-/// Everything written so far into sled, durably: the queue entries still in memory are spilled
-/// first (one whose journal record a failed commit cut off is held by nothing else), then sled
-/// is flushed and its data file synced.
-fn flush_all(durability: &Durability, file: &File, stats: &CommitStats) -> CommitResult {
-    durability.writer.spill().map_err(|e| {
-        Arc::new(std::io::Error::other(format!(
-            "cannot spill queue entries: {e}"
-        )))
-    })?;
-    flush_sled(&durability.db, file, stats)
-}
-
-/// A batch's durable point when its journal sync was started alongside the apply: wait for it
-/// (or sync now without a sync thread), then, for a full commit, flush sled and sync it too.
-fn synced(
-    durability: &Durability,
-    file: &File,
-    stats: &CommitStats,
-    full: bool,
-    syncer: Option<&Syncer>,
-    started: Option<Started>,
-) -> CommitResult {
-    let (Some(syncer), Some(started)) = (syncer, started) else {
-        return sync(durability, file, stats, full);
-    };
-    let injected = faults::before_sync(stats);
-    let (synced, took) = syncer.finish(started);
-    stats
-        .fdatasync_us
-        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    injected?;
-    synced.map_err(Arc::new)?;
-    if full {
-        flush_all(durability, file, stats)?;
-    }
-    Ok(())
-}
-
-/// One durable point: the journal's fdatasync, and for a full commit sled's flush and sync too.
-fn sync(durability: &Durability, file: &File, stats: &CommitStats, full: bool) -> CommitResult {
-    faults::before_sync(stats)?;
-    let started = Instant::now();
-    let synced = durability.writer.sync();
-    spent(&stats.fdatasync_us, started);
-    synced.map_err(Arc::new)?;
-    if full {
-        flush_all(durability, file, stats)?;
-    }
-    Ok(())
 }
 
 fn run(durability: &Durability, file: File, rx: mpsc::Receiver<Ticket>, stats: Arc<CommitStats>) {

@@ -33,6 +33,7 @@ mod checkpoint;
 mod codec;
 mod commit;
 mod commit_stats;
+mod durable_point;
 mod faults;
 mod journal;
 pub mod queue;

@@ -105,6 +105,40 @@ async fn a_failed_commit_is_reported_and_reverted() {
     assert!(store.committing());
 }
 
+/// A queue entry whose journaled commit failed (and that nobody reverts: a hand-over) is held
+/// by nothing but memory; the full commit that retries it spills it into sled before the flush.
+#[actix_rt::test]
+async fn a_full_commit_spills_an_entry_its_failed_commit_left_in_memory() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SledStore::open(dir.path()).expect("open");
+    let a = approval(None);
+    let written = store
+        .apply(&Change {
+            approval: &a,
+            previous: None,
+            event: Some(Event::Created),
+            channels: &[Channel::File],
+            request_id: None,
+            grant: None,
+            events: &[],
+        })
+        .expect("apply");
+    store.faults().fail_next(1);
+    assert!(store.commit().wait().await.is_err());
+    assert_eq!(store.diagnostics().queue_entries_unspilled, 1);
+    store.queues().commit().wait().await.expect("full commit");
+    assert_eq!(store.diagnostics().queue_entries_unspilled, 0);
+    let sled_queues = store.tree("queues").expect("tree");
+    for (channel, seq) in written.queued {
+        assert!(
+            sled_queues
+                .contains_key(queue::key(channel, seq))
+                .expect("read"),
+            "the entry is in sled"
+        );
+    }
+}
+
 /// History staged without a ticket is made durable by the idle flusher, and a failure there is
 /// reported like any other commit: the store says it is not committing until a sync succeeds.
 #[actix_rt::test]
