@@ -121,7 +121,6 @@ async fn taps_authorised_or_not_are_on_the_history() {
     for expected in [
         "created",
         "delivered:telegram",
-        "telegram_message:telegram",
         "tap_refused:telegram",
         "tapped:telegram",
         "approved",

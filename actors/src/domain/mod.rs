@@ -141,8 +141,6 @@ pub struct Approval {
     pub decided_at: Option<DateTime<Utc>>,
     pub decided_by: Option<Actor>,
     pub comment: Option<String>,
-    /// Telegram messages that show this approval (a retried send may have produced more than one).
-    pub telegram_messages: Vec<TelegramMessageRef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +176,6 @@ impl Approval {
             decided_at: None,
             decided_by: None,
             comment: None,
-            telegram_messages: Vec::new(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The changes the registry makes, each built as a [`Change`](crate::store::Change) and sent
 //! through the write path in `commit`: create (input limits, idempotency, policy and grants),
 //! decide (timeout, cancel and operator decisions alike; the first decision wins by
-//! compare-and-set on the pending record), and attach a Telegram message to an approval.
+//! compare-and-set on the pending record). Which Telegram messages show an approval is the
+//! gateway's message log, not the registry's: recording one costs no commit here.
 
 use actix::prelude::*;
 use futures_util::future::FutureExt;
@@ -191,31 +192,5 @@ impl ApprovalRegistry {
             Ok(Err(error)) => answer(Err(error)),
             Err(failed) => answer(Err(failed.into())),
         }
-    }
-
-    pub(super) fn attach(
-        &mut self,
-        id: ApprovalId,
-        message: crate::domain::TelegramMessageRef,
-    ) -> Result<Pending, RegistryError> {
-        let previous = self.store.get(id)?.ok_or(RegistryError::NotFound(id))?;
-        let mut approval = previous.clone();
-        if !approval.telegram_messages.contains(&message) {
-            approval.telegram_messages.push(message);
-        }
-        let event = AuditEvent::now("telegram_message")
-            .on("telegram")
-            .saying(format!(
-                "message {} in chat {}",
-                message.message_id, message.chat_id
-            ));
-        self.write(
-            approval,
-            Some(previous),
-            Kind::Attached,
-            None,
-            None,
-            &[event],
-        )
     }
 }

@@ -21,8 +21,6 @@ pub(super) enum Kind {
     Ended,
     /// A new approval decided at once by policy or a grant: nobody needs telling.
     Resolved,
-    /// Bookkeeping (a Telegram message attached): nobody needs telling.
-    Attached,
 }
 
 impl Kind {
@@ -30,7 +28,7 @@ impl Kind {
         match self {
             Kind::Created => Some(Event::Created),
             Kind::Ended => Some(Event::Ended),
-            Kind::Resolved | Kind::Attached => None,
+            Kind::Resolved => None,
         }
     }
 }
@@ -103,7 +101,7 @@ impl ApprovalRegistry {
                 session = %approval.session_id,
                 requested_by = %approval.requested_by,
             )),
-            Kind::Ended | Kind::Attached => self.spans.get(&approval.id).cloned(),
+            Kind::Ended => self.spans.get(&approval.id).cloned(),
             Kind::Created | Kind::Resolved => None,
         };
         Ok(Pending {
@@ -270,7 +268,6 @@ impl ApprovalRegistry {
                     seconds: approval.time_to_decision().map_or(0.0, |d| d.as_secs_f64()),
                 });
             }
-            Kind::Attached => {}
         }
     }
 }

@@ -241,18 +241,6 @@ impl Handler<Unwait> for ApprovalRegistry {
     }
 }
 
-impl Handler<AttachMessage> for ApprovalRegistry {
-    type Result = ResponseFuture<Result<Approval, RegistryError>>;
-
-    fn handle(&mut self, msg: AttachMessage, ctx: &mut Context<Self>) -> Self::Result {
-        match guarded(NAME, ctx, || self.attach(msg.id, msg.message)) {
-            Ok(Ok(pending)) => self.finish(pending, ctx),
-            Ok(Err(error)) => answer(Err(error)),
-            Err(failed) => answer(Err(failed.into())),
-        }
-    }
-}
-
 impl Handler<DeadLetters> for ApprovalRegistry {
     type Result = Result<Vec<crate::store::DeadLetter>, RegistryError>;
 

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use actix::Message;
 use tokio::sync::oneshot;
 
-use crate::domain::{
-    Approval, ApprovalId, Decision, NewApproval, Status, TelegramMessageRef, ValidationError,
-};
+use crate::domain::{Approval, ApprovalId, Decision, NewApproval, Status, ValidationError};
 use crate::store::StoreDiagnostics;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -147,14 +145,6 @@ pub struct RegistryStats {
     pub waiters: usize,
     pub dead_letters: i64,
     pub store: StoreDiagnostics,
-}
-
-/// Remember that a Telegram message shows this approval (so later edits reach every copy).
-#[derive(Message)]
-#[rtype(result = "Result<Approval, RegistryError>")]
-pub struct AttachMessage {
-    pub id: ApprovalId,
-    pub message: TelegramMessageRef,
 }
 
 /// Dead letters, oldest first, strictly after the id `after` (the cursor).

@@ -39,6 +39,9 @@ struct RecordV1 {
     decided_at_ms: Option<i64>,
     decided_by: Option<Actor>,
     comment: Option<String>,
+    /// Always empty now, kept so records written before stay readable (and new ones stay
+    /// readable by the version before): which Telegram messages show an approval is the
+    /// gateway's message log (`telegram_messages` tree), which costs the registry no commit.
     telegram_messages: Vec<TelegramMessageRef>,
 }
 
@@ -58,7 +61,7 @@ pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
         decided_at_ms: approval.decided_at.map(|at| at.timestamp_millis()),
         decided_by: approval.decided_by.clone(),
         comment: approval.comment.clone(),
-        telegram_messages: approval.telegram_messages.clone(),
+        telegram_messages: Vec::new(),
     };
     let mut bytes = vec![VERSION_1];
     bytes.extend(bincode::serde::encode_to_vec(
@@ -90,7 +93,6 @@ pub fn decode(bytes: &[u8]) -> Result<Approval, CodecError> {
         decided_at: record.decided_at_ms.map(millis),
         decided_by: record.decided_by,
         comment: record.comment,
-        telegram_messages: record.telegram_messages,
     })
 }
 
@@ -134,12 +136,42 @@ mod tests {
                 now,
             )
             .expect("pending");
-        approval.telegram_messages.push(TelegramMessageRef {
-            chat_id: -100,
-            message_id: 3,
-        });
         let decoded = decode(&encode(&approval).expect("encode")).expect("decode");
         assert_eq!(decoded, approval);
+    }
+
+    #[test]
+    fn reads_records_written_with_telegram_messages() {
+        // Before the message log became the one record of them, the registry copied each
+        // sent message's id into the approval's record.
+        let now = Utc::now().timestamp_millis();
+        let old = RecordV1 {
+            id: ApprovalId::new().to_bytes(),
+            status: Status::Pending,
+            session_id: "s".into(),
+            tool_name: "Bash".into(),
+            tool_input: "{}".into(),
+            reason: None,
+            agent: None,
+            requested_by: "ci".into(),
+            idempotency_key: None,
+            created_at_ms: now,
+            expires_at_ms: now + 60_000,
+            decided_at_ms: None,
+            decided_by: None,
+            comment: None,
+            telegram_messages: vec![TelegramMessageRef {
+                chat_id: -100,
+                message_id: 3,
+            }],
+        };
+        let mut bytes = vec![VERSION_1];
+        bytes.extend(
+            bincode::serde::encode_to_vec(&old, bincode::config::standard()).expect("encode"),
+        );
+        let approval = decode(&bytes).expect("an old record decodes");
+        assert_eq!(approval.tool_name, "Bash");
+        assert_eq!(approval.expires_at, millis(now + 60_000));
     }
 
     #[test]

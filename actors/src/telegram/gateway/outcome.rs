@@ -1,6 +1,6 @@
 //! What the gateway does with a Bot API call's outcome. Delivered: the message is logged (a
-//! new message's id goes to `telegram_messages` and to the registry), the entry leaves the
-//! queue and the approval's history says so. Failed for now: the entry waits for its retry
+//! new message's id goes to the message log, `telegram_messages`, the one record of which
+//! messages show an approval), the entry leaves the queue and the approval's history says so. Failed for now: the entry waits for its retry
 //! (backoff with jitter, `retry_after` honoured) and the breaker hears of it; retries
 //! exhausted, the fallback channels are told and the entry stays. Failed for good (a 4xx other
 //! than 429): the entry becomes a dead letter and the fallback channels are told.
@@ -16,7 +16,6 @@ use crate::domain::AuditEvent;
 use crate::metrics::Metric;
 use crate::metrics::TelegramMetric;
 use crate::notification::Event;
-use crate::registry::AttachMessage;
 use crate::store::{Channel, QueueEntry};
 use crate::telegram::api::Attempt;
 use crate::telegram::retry::{Failure, FailureKind};
@@ -118,11 +117,12 @@ impl TelegramGateway {
             self.spans.remove(&entry.approval.id);
         }
         let event = match &delivered {
-            Some(Delivered::Sent(message)) => Some(
-                AuditEvent::now("delivered")
-                    .on("telegram")
-                    .saying(format!("message {} sent", message.message_id)),
-            ),
+            Some(Delivered::Sent(message)) => {
+                Some(AuditEvent::now("delivered").on("telegram").saying(format!(
+                    "message {} sent to chat {}",
+                    message.message_id, message.chat_id
+                )))
+            }
             Some(Delivered::Edited) => Some(
                 AuditEvent::now("message_edited")
                     .on("telegram")
@@ -132,14 +132,6 @@ impl TelegramGateway {
         };
         if let Some(event) = event {
             self.queues.record(entry.approval.id, &event);
-        }
-        if let Some(Delivered::Sent(message)) = delivered
-            && let Some(registry) = &self.registry
-        {
-            registry.do_send(AttachMessage {
-                id: entry.approval.id,
-                message,
-            });
         }
     }
 
