@@ -7,6 +7,10 @@
 //! them. The ratio keeps a busy gateway from tripping on a modest error rate (a count alone
 //! opens at 30% errors as soon as five calls fail), while an outage still trips it at once. Open → HalfOpen after `break_duration`, which
 //! lets exactly one probe through; its success closes the breaker, its failure opens it again.
+//!
+//! The window is kept as counts per slice of `sampling_duration` (a sixtieth of it): O(1) work
+//! per call and bounded memory however busy the gateway is. A call leaves the window with its
+//! slice, so it may be counted up to one slice longer than `sampling_duration`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -53,11 +57,24 @@ impl BreakerState {
 pub struct CircuitBreaker {
     settings: BreakerSettings,
     state: BreakerState,
-    /// (when, succeeded) for calls inside the sampling window.
-    window: VecDeque<(Instant, bool)>,
+    /// The sampling window, oldest slice first, and its totals.
+    window: VecDeque<Slice>,
+    calls: usize,
+    failures: usize,
     opened_at: Option<Instant>,
     probe_in_flight: bool,
 }
+
+/// The calls made in one slice of the window: from `start`, the last one at `last`.
+struct Slice {
+    start: Instant,
+    last: Instant,
+    calls: usize,
+    failures: usize,
+}
+
+/// How many slices the sampling window is cut into.
+const SLICES: u32 = 60;
 
 /// A state change, for logging, metrics and operator announcements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +89,8 @@ impl CircuitBreaker {
             settings,
             state: BreakerState::Closed,
             window: VecDeque::new(),
+            calls: 0,
+            failures: 0,
             opened_at: None,
             probe_in_flight: false,
         }
@@ -101,18 +120,44 @@ impl CircuitBreaker {
     /// (calls, failures) inside the sampling window.
     pub fn window_counts(&mut self, now: Instant) -> (usize, usize) {
         self.trim(now);
-        let failures = self.window.iter().filter(|(_, ok)| !ok).count();
-        (self.window.len(), failures)
+        (self.calls, self.failures)
     }
 
     fn trim(&mut self, now: Instant) {
-        while let Some(&(at, _)) = self.window.front() {
-            if now.saturating_duration_since(at) > self.settings.sampling_duration {
-                self.window.pop_front();
-            } else {
+        while let Some(slice) = self.window.front() {
+            // Whole slices leave once their last call has: never too few calls counted.
+            if now.saturating_duration_since(slice.last) <= self.settings.sampling_duration {
                 break;
             }
+            self.calls -= slice.calls;
+            self.failures -= slice.failures;
+            self.window.pop_front();
         }
+    }
+
+    fn count(&mut self, now: Instant, succeeded: bool) {
+        let width = (self.settings.sampling_duration / SLICES).max(Duration::from_millis(1));
+        match self.window.back_mut() {
+            Some(slice) if now.saturating_duration_since(slice.start) < width => {
+                slice.last = now;
+                slice.calls += 1;
+                slice.failures += usize::from(!succeeded);
+            }
+            _ => self.window.push_back(Slice {
+                start: now,
+                last: now,
+                calls: 1,
+                failures: usize::from(!succeeded),
+            }),
+        }
+        self.calls += 1;
+        self.failures += usize::from(!succeeded);
+    }
+
+    fn clear_window(&mut self) {
+        self.window.clear();
+        self.calls = 0;
+        self.failures = 0;
     }
 
     /// May a call be made now? Moves Open → HalfOpen once the break is over; in HalfOpen only one
@@ -158,7 +203,7 @@ impl CircuitBreaker {
         self.probe_in_flight = false;
         match self.state {
             BreakerState::HalfOpen if succeeded => {
-                self.window.clear();
+                self.clear_window();
                 self.opened_at = None;
                 self.set(BreakerState::Closed)
             }
@@ -168,7 +213,7 @@ impl CircuitBreaker {
             }
             BreakerState::Open => None,
             BreakerState::Closed => {
-                self.window.push_back((now, succeeded));
+                self.count(now, succeeded);
                 let (calls, failures) = self.window_counts(now);
                 let tripped = calls >= self.settings.minimum_throughput as usize
                     && failures >= self.settings.failure_threshold as usize
@@ -296,6 +341,29 @@ mod tests {
         assert!(
             strict.record(t0, true).is_some(),
             "3 calls, 1 failure: trips"
+        );
+    }
+
+    #[test]
+    fn a_busy_window_is_counted_in_bounded_memory() {
+        let mut b = breaker();
+        let t0 = Instant::now();
+        // 100,000 calls over 120 s, one in ten failing: under the ratio, never trips.
+        for i in 0..100_000u64 {
+            let at = t0 + Duration::from_micros(i * 1_200);
+            assert_eq!(b.record(at, i % 10 != 0), None, "call {i}");
+        }
+        assert!(
+            b.window.len() <= SLICES as usize + 1,
+            "{} slices",
+            b.window.len()
+        );
+        // The last 60 s held 50,000 calls; the window counts them and at most one slice more.
+        let (calls, failures) = b.window_counts(t0 + Duration::from_micros(99_999 * 1_200));
+        assert!((50_000..=50_000 + 834).contains(&calls), "{calls} calls");
+        assert!(
+            (5_000..=5_000 + 84).contains(&failures),
+            "{failures} failures"
         );
     }
 }
