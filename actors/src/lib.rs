@@ -27,3 +27,4 @@ pub mod system;
 pub mod telegram;
 pub mod text;
 pub mod threads;
+pub mod wake_cache;

@@ -1,11 +1,12 @@
 //! When Telegram misbehaves: 429s are honoured, failures are retried then handed to the fallback
 //! channels, and the circuit breaker opens / skips / probes / closes and never wedges. Long
-//! outages and restarts in the middle of one: `telegram_long_outage.rs`.
+//! outages and restarts in the middle of one: `telegram_long_outage.rs`. A backlog past the
+//! outbox's memory budget is read back from the store.
 
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::support::fake_telegram::{FakeTelegram, Fault};
@@ -304,4 +305,55 @@ async fn a_restart_during_a_probe_does_not_wedge_the_breaker() {
     })
     .await;
     wait_breaker(&app, "closed").await;
+}
+
+/// An outage's backlog larger than the outbox's memory budget (8 MiB of entry content): the
+/// gateway holds at most the budget in memory, and reads the rest back from the store when
+/// Telegram is back, so every approval still reaches Telegram.
+#[actix_web::test]
+async fn a_backlog_past_the_outbox_memory_budget_is_read_back_and_delivered() {
+    const BIG: usize = 50;
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "1s"),
+            ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
+            ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
+        ],
+    )
+    .await;
+    fake.set_down(Some(Fault::DropConnection), false);
+    let mut ids = vec![app.create_id(&new_approval()).await];
+    wait_breaker(&app, "open").await;
+    // 50 approvals of 200 kB each: about 10 MB of content in the outbox.
+    let mut big = new_approval();
+    big["tool_input"] = json!({ "command": "x".repeat(200_000) });
+    for _ in 0..BIG {
+        ids.push(app.create_id(&big).await);
+    }
+    let report = eventually(WAIT, "the whole backlog in the outbox", || async {
+        let report = breaker(&app).await;
+        (report["outbox_size"] == ids.len()).then_some(report)
+    })
+    .await;
+    let held = report["outbox_in_memory_bytes"].as_u64().expect("bytes");
+    assert!(
+        held <= 8 * 1024 * 1024,
+        "{held} bytes of outbox held in memory"
+    );
+
+    fake.clear_faults();
+    for id in &ids {
+        shown(&fake, id).await;
+    }
+    let report = eventually(WAIT, "an empty outbox", || async {
+        let report = breaker(&app).await;
+        (report["outbox_size"] == 0).then_some(report)
+    })
+    .await;
+    assert_eq!(report["outbox_in_memory_bytes"], 0);
 }

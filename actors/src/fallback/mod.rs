@@ -22,7 +22,7 @@ mod settings;
 mod text;
 mod walk;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,9 +66,9 @@ struct Lane {
     retry_at: Option<Instant>,
     /// Durable entries: everything up to `ready_through` (on disk at start) and each confirmed.
     ready: BTreeSet<u64>,
-    /// The content of confirmed entries as their Wake carried it, so delivery reads sled only
-    /// for entries replayed after a restart.
-    cache: HashMap<u64, Arc<QueueEntry>>,
+    /// The content of confirmed entries as their Wake carried it (within a byte budget), so
+    /// delivery reads the store only for entries replayed after a restart or past the budget.
+    cache: crate::wake_cache::WakeCache,
     ready_through: u64,
     queued: usize,
 }
@@ -116,7 +116,7 @@ impl FallbackNotifier {
             attempts: 0,
             retry_at: None,
             ready: BTreeSet::new(),
-            cache: HashMap::new(),
+            cache: Default::default(),
             ready_through: 0,
             queued: 0,
         })
@@ -176,7 +176,7 @@ impl FallbackNotifier {
                 lane.ready.insert(seq);
                 lane.queued += 1;
                 if let Some(entry) = &wake.entry {
-                    lane.cache.insert(seq, Arc::clone(entry));
+                    lane.cache.insert(seq, entry);
                 }
             }
         }

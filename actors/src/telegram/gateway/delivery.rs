@@ -170,7 +170,7 @@ impl TelegramGateway {
                     None => match self.queues.get(Channel::Telegram, seq)? {
                         Some(entry) => {
                             let entry = Arc::new(entry);
-                            self.cache.insert(seq, Arc::clone(&entry));
+                            self.cache.insert(seq, &entry);
                             entry
                         }
                         None => continue,

@@ -33,6 +33,10 @@ pub struct BreakerReport {
     pub opened_at: Option<String>,
     pub next_probe_at: Option<String>,
     pub outbox_size: usize,
+    /// Estimated bytes of outbox content held in memory (at most
+    /// [`BUDGET_BYTES`](crate::wake_cache::BUDGET_BYTES)); the rest is read from the store when
+    /// its turn comes.
+    pub outbox_in_memory_bytes: usize,
 }
 
 /// New settings from a configuration reload. Who may decide, pacing, the group budget, the
@@ -110,7 +114,7 @@ impl TelegramGateway {
                 self.queued += 1;
                 fresh.push(seq);
                 if let Some(entry) = &wake.entry {
-                    self.cache.insert(seq, Arc::clone(entry));
+                    self.cache.insert(seq, entry);
                 }
             }
         }
@@ -145,6 +149,7 @@ impl Handler<BreakerStatus> for TelegramGateway {
             opened_at: self.breaker.opened_at().map(when),
             next_probe_at: self.breaker.next_probe_at().map(when_future),
             outbox_size: self.queued,
+            outbox_in_memory_bytes: self.cache.bytes(),
         })
     }
 }

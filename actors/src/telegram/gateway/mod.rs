@@ -135,8 +135,9 @@ pub struct TelegramGateway {
     /// Approvals with a durable "ended" entry queued: (its seq). A first message still queued
     /// for such an approval is posted already decided, and the ended entry is then moot.
     superseded: HashMap<crate::domain::ApprovalId, u64>,
-    /// The content of durable entries, as their Wake carried it (or as read back once).
-    cache: HashMap<u64, Arc<crate::store::QueueEntry>>,
+    /// The content of durable entries, as their Wake carried it (or as read back once),
+    /// within a byte budget: an outage's backlog is read back from the store when its turn comes.
+    cache: crate::wake_cache::WakeCache,
     messages: MessageLog,
     meta: sled::Tree,
     fallback_channels: Vec<Channel>,
@@ -204,7 +205,7 @@ impl TelegramGateway {
             ready_through: 0,
             queued: 0,
             superseded: HashMap::new(),
-            cache: HashMap::new(),
+            cache: Default::default(),
             meta: store.meta,
             fallback_channels: store.fallback_channels,
             breaker: CircuitBreaker::new(settings.breaker.clone()),
