@@ -139,6 +139,15 @@ impl QueueTree {
     /// memory, or from sled again if they were delivered in between. Should sled refuse a
     /// write, the entries not yet copied stay in memory and the journal keeps them.
     pub fn spill(&self) -> sled::Result<usize> {
+        self.spill_with(|key, value| self.tree.insert(key, value).map(drop))
+    }
+
+    /// [`spill`](Self::spill), copying each entry with `copy` (sled's insert; a test's that
+    /// fails partway).
+    fn spill_with(
+        &self,
+        mut copy: impl FnMut(&Key, IVec) -> sled::Result<()>,
+    ) -> sled::Result<usize> {
         // One spill at a time (checkpoints and full commits both spill): a second one would
         // take the first one's copies for entries delivered meanwhile.
         let _spilling = self.spilling.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,7 +159,7 @@ impl QueueTree {
         let mut copied = 0;
         let mut failed = None;
         for (key, value) in &batch {
-            if let Err(error) = self.tree.insert(key, value.clone()) {
+            if let Err(error) = copy(key, value.clone()) {
                 failed = Some(error);
                 break;
             }
@@ -266,5 +275,39 @@ mod tests {
             .map(|k| Key::try_from(&k.expect("key")[..]).expect("queue key"))
             .collect();
         assert_eq!(in_sled, odd);
+    }
+
+    #[test]
+    fn a_spill_that_sled_refuses_partway_keeps_the_rest_in_memory_for_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("open");
+        let tree = QueueTree::new(db.open_tree("queues").expect("tree"));
+        for seq in 1..=10 {
+            tree.insert(&key(seq), b"entry").expect("insert");
+        }
+        // sled takes four entries, then refuses (a full disk).
+        let mut room = 4;
+        let refused = tree.spill_with(|key, value| {
+            if room == 0 {
+                return Err(sled::Error::Io(std::io::Error::other("no space left")));
+            }
+            room -= 1;
+            tree.tree.insert(key, value).map(drop)
+        });
+        assert!(refused.is_err(), "the checkpoint hears of the refusal");
+        assert_eq!(tree.unspilled(), 6, "what sled refused stays in memory");
+        assert_eq!(db.open_tree("queues").expect("tree").len(), 4);
+        assert_eq!(
+            keys(&tree, usize::MAX),
+            (1..=10).map(key).collect::<Vec<_>>()
+        );
+        // Delivered meanwhile: one copied, one not.
+        tree.remove(&key(2)).expect("remove");
+        tree.remove(&key(7)).expect("remove");
+        assert_eq!(tree.spill().expect("the next spill"), 5);
+        assert_eq!(tree.unspilled(), 0);
+        let expected: Vec<Key> = [1, 3, 4, 5, 6, 8, 9, 10].map(key).to_vec();
+        assert_eq!(keys(&tree, usize::MAX), expected);
+        assert_eq!(db.open_tree("queues").expect("tree").len(), 8);
     }
 }
