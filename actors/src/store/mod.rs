@@ -218,7 +218,7 @@ impl SledStore {
         // What an earlier run acknowledged but sled may not have made durable: replayed first.
         let (journal, replayed) =
             journal::Journal::recover(path, &db, &trees, &data_file).map_err(open_error)?;
-        let queues = Arc::new(QueueTree::new(queues));
+        let queues = Arc::new(QueueTree::new(queues).map_err(open_error)?);
         let writer = Arc::new(Writer::new(
             Arc::clone(&staging),
             trees,

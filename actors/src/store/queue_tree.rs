@@ -17,10 +17,15 @@
 //! were delivered meanwhile); every reader looks at memory before sled, so an entry moving
 //! during a read is seen (twice at most, and merged), never missed. Nothing else lives here: the
 //! queues' layout is `queue.rs`, their use by the notifiers `queues.rs`.
+//!
+//! Reads skip sled where it cannot hold the key: per channel, the tree keeps the largest key
+//! sled may hold (read at start, raised *before* anything is put into sled: a spill, a requeue).
+//! A notifier reading the newest end of its queue, or removing an entry that never left memory,
+//! then costs no B-tree descent (each built a sled iterator, copying a leaf, per wake-up).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use sled::IVec;
 
@@ -33,15 +38,61 @@ pub(super) struct QueueTree {
     tree: sled::Tree,
     unspilled: Mutex<BTreeMap<Key, IVec>>,
     spilling: Mutex<()>,
+    /// Per channel byte: the largest key sled may hold (an upper bound; no entry: none).
+    in_sled: Mutex<BTreeMap<u8, Key>>,
 }
 
 impl QueueTree {
-    pub fn new(tree: sled::Tree) -> Self {
-        Self {
+    /// Over sled's `queues` tree as it is after the journal's replay.
+    pub fn new(tree: sled::Tree) -> sled::Result<Self> {
+        // One descent per channel byte: the last key of each (a key that is not a queue key,
+        // never written by this store, bounds its channel at the top).
+        let mut in_sled = BTreeMap::new();
+        for channel in 0..=u8::MAX {
+            let last = match channel.checked_add(1) {
+                Some(next) => tree.range([channel]..[next]).next_back(),
+                None => tree.range([channel]..).next_back(),
+            };
+            if let Some((key, _)) = last.transpose()? {
+                let bound = Key::try_from(&key[..]).unwrap_or(channel_end(channel));
+                in_sled.insert(channel, bound);
+            }
+        }
+        Ok(Self {
             tree,
             unspilled: Mutex::new(BTreeMap::new()),
             spilling: Mutex::new(()),
+            in_sled: Mutex::new(in_sled),
+        })
+    }
+
+    /// Before a key is put into sled: sled may hold it from now on.
+    pub fn may_hold(&self, key: &[u8]) {
+        let Some(&channel) = key.first() else { return };
+        let bound = Key::try_from(key).unwrap_or(channel_end(channel));
+        let mut in_sled = self.in_sled.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = in_sled.entry(channel).or_insert(bound);
+        if *entry < bound {
+            *entry = bound;
         }
+    }
+
+    /// False if sled cannot hold `key`.
+    fn sled_may_hold_key(&self, key: &Key) -> bool {
+        let in_sled = self.in_sled.lock().unwrap_or_else(PoisonError::into_inner);
+        in_sled.get(&key[0]).is_some_and(|last| last >= key)
+    }
+
+    /// False if sled cannot hold any key in `start..end`.
+    fn sled_may_hold(&self, start: &Key, end: &Key) -> bool {
+        if start[0] > end[0] {
+            return false;
+        }
+        let in_sled = self.in_sled.lock().unwrap_or_else(PoisonError::into_inner);
+        // Channel c's keys in sled lie in [c ++ 0…0, its bound]: does that meet start..end?
+        in_sled
+            .range(start[0]..=end[0])
+            .any(|(&channel, last)| last >= start && [channel, 0, 0, 0, 0, 0, 0, 0, 0] < *end)
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<Key, IVec>> {
@@ -58,7 +109,10 @@ impl QueueTree {
                 self.lock().insert(key, IVec::from(value));
                 Ok(())
             }
-            Err(_) => self.tree.insert(key, value).map(drop),
+            Err(_) => {
+                self.may_hold(key);
+                self.tree.insert(key, value).map(drop)
+            }
         }
     }
 
@@ -70,6 +124,11 @@ impl QueueTree {
             return Ok(Some(value));
         }
         // Not in memory: then it is in sled or nowhere, and a spill cannot move it meanwhile.
+        if let Ok(key) = Key::try_from(key)
+            && !self.sled_may_hold_key(&key)
+        {
+            return Ok(None);
+        }
         self.tree.remove(key)
     }
 
@@ -81,6 +140,9 @@ impl QueueTree {
     pub fn get(&self, key: &Key) -> Result<Option<IVec>, StoreError> {
         if let Some(value) = self.lock().get(key) {
             return Ok(Some(value.clone()));
+        }
+        if !self.sled_may_hold_key(key) {
+            return Ok(None);
         }
         Ok(self.tree.get(key)?)
     }
@@ -102,8 +164,12 @@ impl QueueTree {
             .map(|(key, value)| (*key, value.clone()))
             .collect();
         let mut memory = unspilled.into_iter().peekable();
-        let mut sled = self.tree.range(start..end);
-        let mut from_sled = sled.next().transpose()?;
+        // Asked after the memory snapshot: an entry spilled since was bounded before it left.
+        let mut sled = self
+            .sled_may_hold(&start, &end)
+            .then(|| self.tree.range(start..end));
+        let mut next_in_sled = || sled.as_mut().and_then(Iterator::next).transpose();
+        let mut from_sled = next_in_sled()?;
         for _ in 0..limit {
             let order = match (memory.peek(), &from_sled) {
                 (None, None) => break,
@@ -113,11 +179,11 @@ impl QueueTree {
             };
             if order == Ordering::Equal {
                 // Spilled while we read: the same entry twice.
-                from_sled = sled.next().transpose()?;
+                from_sled = next_in_sled()?;
             }
             let next = if order == Ordering::Greater {
                 let next = from_sled.take();
-                from_sled = sled.next().transpose()?;
+                from_sled = next_in_sled()?;
                 next
             } else {
                 memory
@@ -156,6 +222,9 @@ impl QueueTree {
             .iter()
             .map(|(key, value)| (*key, value.clone()))
             .collect();
+        for (key, _) in &batch {
+            self.may_hold(key);
+        }
         let mut copied = 0;
         let mut failed = None;
         for (key, value) in &batch {
@@ -190,6 +259,13 @@ impl QueueTree {
     }
 }
 
+/// The largest possible key of `channel`.
+fn channel_end(channel: u8) -> Key {
+    let mut key = [u8::MAX; 9];
+    key[0] = channel;
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,7 +288,7 @@ mod tests {
     fn reads_merge_memory_and_sled_in_key_order_and_spill_moves_each_entry_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("open");
-        let tree = QueueTree::new(db.open_tree("queues").expect("tree"));
+        let tree = QueueTree::new(db.open_tree("queues").expect("tree")).expect("queue tree");
         for seq in [1, 4] {
             tree.insert(&key(seq), b"spilled").expect("insert");
         }
@@ -247,7 +323,9 @@ mod tests {
     fn deliveries_during_spills_never_come_back_and_nothing_else_is_lost() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("open");
-        let tree = std::sync::Arc::new(QueueTree::new(db.open_tree("queues").expect("tree")));
+        let tree = std::sync::Arc::new(
+            QueueTree::new(db.open_tree("queues").expect("tree")).expect("queue tree"),
+        );
         for seq in 1..=2000 {
             tree.insert(&key(seq), b"entry").expect("insert");
         }
@@ -281,7 +359,7 @@ mod tests {
     fn a_spill_that_sled_refuses_partway_keeps_the_rest_in_memory_for_the_next() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("open");
-        let tree = QueueTree::new(db.open_tree("queues").expect("tree"));
+        let tree = QueueTree::new(db.open_tree("queues").expect("tree")).expect("queue tree");
         for seq in 1..=10 {
             tree.insert(&key(seq), b"entry").expect("insert");
         }
@@ -309,5 +387,43 @@ mod tests {
         let expected: Vec<Key> = [1, 3, 4, 5, 6, 8, 9, 10].map(key).to_vec();
         assert_eq!(keys(&tree, usize::MAX), expected);
         assert_eq!(db.open_tree("queues").expect("tree").len(), 8);
+    }
+
+    #[test]
+    fn entries_already_in_sled_at_start_are_found_in_every_channel() {
+        use super::super::Channel;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("open");
+        let sled_tree = db.open_tree("queues").expect("tree");
+        // As the journal's replay leaves them: straight in sled, in two channels.
+        let console = super::super::queue::key(Channel::Console, 7);
+        let telegram = super::super::queue::key(Channel::Telegram, 3);
+        sled_tree.insert(console, &b"c"[..]).expect("insert");
+        sled_tree.insert(telegram, &b"t"[..]).expect("insert");
+        let tree = QueueTree::new(sled_tree).expect("queue tree");
+        assert_eq!(tree.get(&console).expect("get").as_deref(), Some(&b"c"[..]));
+        assert_eq!(
+            tree.get(&telegram).expect("get").as_deref(),
+            Some(&b"t"[..])
+        );
+        let newer = super::super::queue::key(Channel::Telegram, 4);
+        assert_eq!(tree.get(&newer).expect("get"), None);
+        let mut seen = Vec::new();
+        tree.visit_range(
+            telegram,
+            super::super::queue::key(Channel::Telegram, u64::MAX),
+            10,
+            |k, _| {
+                seen.push(k.to_vec());
+                true
+            },
+        )
+        .expect("visit");
+        assert_eq!(seen, vec![telegram.to_vec()]);
+        assert_eq!(
+            tree.remove(&console).expect("remove").as_deref(),
+            Some(&b"c"[..])
+        );
+        assert_eq!(tree.get(&console).expect("get"), None);
     }
 }

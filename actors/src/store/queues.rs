@@ -131,13 +131,32 @@ impl Queues {
     /// Append: staged like the registry's changes, so it is journaled with the next group
     /// commit; wait for it with [`until_enqueued`](Self::until_enqueued).
     pub fn enqueue(&self, channel: Channel, entry: &QueueEntry) -> Result<u64, StoreError> {
-        let seq = self.0.next_seq()?;
-        self.0.inner.staging.stage(vec![Op {
-            target: Target::Queues,
-            key: queue::key(channel, seq).to_vec(),
-            value: Some(queue::encode(entry)?),
-        }]);
-        Ok(seq)
+        self.enqueue_to(&[channel], entry)?
+            .pop()
+            .map(|(_, seq)| seq)
+            .ok_or_else(|| StoreError::Queue("nothing was queued".into()))
+    }
+
+    /// Append one entry to several channels' queues, encoded once: each channel's seq.
+    pub fn enqueue_to(
+        &self,
+        channels: &[Channel],
+        entry: &QueueEntry,
+    ) -> Result<Vec<(Channel, u64)>, StoreError> {
+        let value = queue::encode(entry)?;
+        let mut queued = Vec::with_capacity(channels.len());
+        let mut ops = Vec::with_capacity(channels.len());
+        for &channel in channels {
+            let seq = self.0.next_seq()?;
+            queued.push((channel, seq));
+            ops.push(Op {
+                target: Target::Queues,
+                key: queue::key(channel, seq).to_vec(),
+                value: Some(value.clone()),
+            });
+        }
+        self.0.inner.staging.stage(ops);
+        Ok(queued)
     }
 
     /// Delivered: remove. Plain removes, not a sled batch (a batch rolls sled's IO buffer
@@ -200,6 +219,7 @@ impl Queues {
         };
         let (channel, entry) = queue::dead_parts(&id.to_be_bytes(), &value)?;
         let seq = self.0.next_seq()?;
+        self.tree().may_hold(&queue::key(channel, seq));
         (self.tree().sled(), &inner.dead)
             .transaction(|(q, d)| {
                 d.remove(&id.to_be_bytes()[..])?;

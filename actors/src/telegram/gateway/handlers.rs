@@ -123,11 +123,18 @@ impl TelegramGateway {
         if self.breaker.state() != crate::telegram::breaker::BreakerState::Closed {
             let entries = fresh
                 .into_iter()
-                .filter_map(|seq| match self.entry(seq) {
-                    Ok(entry) => Some((seq, entry?)),
-                    Err(error) => {
-                        tracing::error!(actor = NAME, %error, seq, "cannot read the Telegram queue");
-                        None
+                .filter_map(|seq| {
+                    // The Wake's own content when it carried one (the cache may be full).
+                    let entry = match &wake.entry {
+                        Some(entry) => Ok(Some(Arc::clone(entry))),
+                        None => self.entry(seq),
+                    };
+                    match entry {
+                        Ok(entry) => Some((seq, entry?)),
+                        Err(error) => {
+                            tracing::error!(actor = NAME, %error, seq, "cannot read the Telegram queue");
+                            None
+                        }
                     }
                 })
                 .collect();

@@ -47,12 +47,14 @@ impl TelegramGateway {
             if seq <= self.told_through || !self.told_fallback.insert(seq) {
                 continue;
             }
-            for &channel in &self.fallback_channels {
-                match self.queues.enqueue(channel, &entry) {
-                    Ok(fallback_seq) => queued.push((channel, fallback_seq, Arc::clone(&entry))),
-                    Err(error) => {
-                        tracing::error!(actor = NAME, %error, channel = channel.as_str(), "cannot queue a fallback notification");
-                    }
+            // Encoded once for every fallback channel.
+            match self.queues.enqueue_to(&self.fallback_channels, &entry) {
+                Ok(seqs) => queued
+                    .extend(seqs.into_iter().map(|(channel, fallback_seq)| {
+                        (channel, fallback_seq, Arc::clone(&entry))
+                    })),
+                Err(error) => {
+                    tracing::error!(actor = NAME, %error, "cannot queue a fallback notification");
                 }
             }
         }
