@@ -206,6 +206,7 @@ impl Reloader {
             .do_send(approval_gate_actors::fallback::Reconfigure {
                 max_attempts: settings.fallback.max_attempts,
                 retry_delay: settings.fallback.retry_delay,
+                batch_interval: settings.fallback.batch_interval,
             });
         self.state.live.store(Arc::new(settings));
         Ok(Reloaded {

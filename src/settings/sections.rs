@@ -336,6 +336,8 @@ pub struct FallbackSettings {
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
     pub email: EmailSection,
 }
 

@@ -40,6 +40,7 @@ pub(super) fn chain_settings(s: &Settings) -> ChainSettings {
         },
         max_attempts: s.fallback.max_attempts,
         retry_delay: s.fallback.retry_delay,
+        batch_interval: s.fallback.batch_interval,
     }
 }
 

@@ -1,8 +1,8 @@
 //! Guarantees under faults, besides the store's own (`store_faults.rs`): timers are supervised,
 //! a request in flight survives a registry restart, undeliverable notifications become dead
 //! letters an operator can requeue, the fallback queue replays after a crash, the fallback file
-//! keeps one whole line per notification, and long polls end with the approval's JSON even when
-//! the service stops.
+//! keeps one whole line per notification (batched per `fallback.batch_interval`), and long polls
+//! end with the approval's JSON even when the service stops.
 
 use std::time::Duration;
 
@@ -322,5 +322,37 @@ async fn a_stuck_notification_shows_its_age_until_delivered() {
     assert!(
         waited >= aged,
         "delivered after {waited} s, seen waiting {aged} s"
+    );
+}
+
+/// `fallback.batch_interval`: a channel's next batch waits until the interval after the last
+/// one started, then carries everything that arrived meanwhile.
+#[actix_web::test]
+async fn notifications_within_the_batch_interval_wait_for_it_and_go_out_together() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__BATCH_INTERVAL", "1s")]).await;
+    let file = app.dir.path().join("notifications.jsonl");
+    let lines = || std::fs::read_to_string(&file).unwrap_or_default();
+    let first = app.create_id(&new_approval()).await;
+    eventually(WAIT, "the first notification", || async {
+        lines().contains(&first).then_some(())
+    })
+    .await;
+    let first_seen = std::time::Instant::now();
+    let second = app.create_id(&new_approval()).await;
+    let third = app.create_id(&new_approval()).await;
+    let text = eventually(WAIT, "the next batch", || async {
+        let text = lines();
+        (text.contains(&second) || text.contains(&third)).then_some(text)
+    })
+    .await;
+    let waited = first_seen.elapsed();
+    // The batch started at most a poll before the first line was seen: 1 s, minus slack.
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the next batch came after {waited:?}"
+    );
+    assert!(
+        text.contains(&second) && text.contains(&third),
+        "both went out in the same batch"
     );
 }

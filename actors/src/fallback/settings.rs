@@ -26,14 +26,18 @@ pub struct FallbackSettings {
     pub max_attempts: u32,
     /// First retry delay; it doubles per attempt, up to a minute.
     pub retry_delay: Duration,
+    /// A lane starts its next batch no sooner than this after the previous one started:
+    /// what arrives meanwhile goes out together (one write and one fsync for the file).
+    pub batch_interval: Duration,
 }
 
-/// New retry settings from a configuration reload (the channels themselves need a restart).
+/// New retry and batching settings from a configuration reload (the channels themselves need a restart).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Reconfigure {
     pub max_attempts: u32,
     pub retry_delay: Duration,
+    pub batch_interval: Duration,
 }
 
 impl FallbackSettings {

@@ -108,6 +108,13 @@ fn errors_name_the_key_the_value_and_the_range() {
     assert!(text.contains("10ms") && text.contains("1h"), "{text}");
     let rare = load_with(&[("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "1h")]).expect("1h");
     assert_eq!(rare.store.checkpoint_every, Duration::from_secs(3600));
+
+    let error = load_with(&[("APPROVAL_GATE__FALLBACK__BATCH_INTERVAL", "2s")]).expect_err("long");
+    let text = error.to_string();
+    assert!(text.contains("fallback.batch_interval"), "{text}");
+    assert!(text.contains("0s") && text.contains("1s"), "{text}");
+    let eager = load_with(&[("APPROVAL_GATE__FALLBACK__BATCH_INTERVAL", "0s")]).expect("0s");
+    assert!(eager.fallback.batch_interval.is_zero());
 }
 
 /// An installed `default.toml` from an older release (install.sh never overwrites one) still

@@ -43,6 +43,12 @@ pub(super) fn validate_fallback(s: &Settings) -> Result<(), SettingsError> {
         Duration::from_millis(10),
         secs(60),
     )?;
+    duration_in(
+        "fallback.batch_interval",
+        s.fallback.batch_interval,
+        Duration::ZERO,
+        secs(1),
+    )?;
     if s.fallback.file_max_bytes != 0 {
         in_range(
             "fallback.file_max_bytes",
