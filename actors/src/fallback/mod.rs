@@ -10,7 +10,8 @@
 //! is durable ([`Wake`]); on start every queue is replayed. This actor owns its channels, their
 //! counters and the consumption of their queues; it never reads approval state itself.
 //!
-//! Here: the actor, its lanes and their pumping. `settings.rs`: what it is configured with.
+//! Here: the actor, its lanes and their pumping. `handlers.rs`: its messages, start and
+//! health. `settings.rs`: what it is configured with.
 //! `channel.rs`: the channels and how each delivers a batch. `walk.rs`: a batch's walk through
 //! a lane's channels and what the actor does with the outcome.
 
@@ -18,6 +19,7 @@ mod channel;
 mod console;
 mod email;
 mod file;
+mod handlers;
 mod settings;
 mod text;
 mod walk;
@@ -38,7 +40,7 @@ use walk::walk;
 use crate::metrics::Metric;
 use crate::notification::Wake;
 use crate::store::{Channel as Queue, QueueEntry, Queues, StoreError};
-use crate::supervision::{self, ActorHealth, HealthStatus, Ping, Restarts};
+use crate::supervision::{self, Restarts};
 
 pub const NAME: &str = "fallback_notifier";
 
@@ -337,85 +339,3 @@ impl FallbackNotifier {
         );
     }
 }
-
-impl Actor for FallbackNotifier {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(1024);
-        supervision::guarded_with(NAME, self, ctx, |act, ctx| {
-            act.reload(ctx);
-            act.publish_queued();
-        });
-    }
-}
-
-impl Supervised for FallbackNotifier {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        // The batch in flight was dropped with the old context; `started` replays the queues.
-        self.restarts.record(NAME);
-        self.metrics.do_send(Metric::ActorRestarted { actor: NAME });
-    }
-}
-
-impl Handler<Reconfigure> for FallbackNotifier {
-    type Result = ();
-
-    fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) {
-        let mut settings = (*self.settings).clone();
-        settings.max_attempts = msg.max_attempts;
-        settings.retry_delay = msg.retry_delay;
-        settings.batch_interval = msg.batch_interval;
-        self.settings = Arc::new(settings);
-    }
-}
-
-impl Handler<Wake> for FallbackNotifier {
-    type Result = ();
-
-    fn handle(&mut self, wake: Wake, ctx: &mut Context<Self>) {
-        supervision::guarded_with(NAME, self, ctx, |act, ctx| act.woken(wake, ctx));
-    }
-}
-
-impl Handler<Announce> for FallbackNotifier {
-    type Result = ();
-
-    fn handle(&mut self, Announce(announcement): Announce, ctx: &mut Context<Self>) {
-        supervision::guarded_with(NAME, self, ctx, |act, ctx| act.announce(announcement, ctx));
-    }
-}
-
-impl Handler<Ping> for FallbackNotifier {
-    type Result = MessageResult<Ping>;
-
-    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
-        let failing = self
-            .stats
-            .iter()
-            .filter(|s| s.consecutive_failures > 0)
-            .count();
-        let status = if failing == 0 {
-            HealthStatus::Healthy
-        } else {
-            HealthStatus::Degraded
-        };
-        let queued: serde_json::Map<String, serde_json::Value> = self
-            .lanes
-            .iter()
-            .map(|l| (l.queue.as_str().to_string(), serde_json::json!(l.queued)))
-            .collect();
-        MessageResult(ActorHealth {
-            actor: NAME,
-            status,
-            restarts: self.restarts.count(),
-            detail: serde_json::json!({
-                "strategy": self.settings.strategy,
-                "channels": self.stats,
-                "queued": queued,
-            }),
-        })
-    }
-}
-
-crate::supervision::crash_handler!(FallbackNotifier, NAME);

@@ -1,6 +1,6 @@
 //! The checkpoint thread (`sled-checkpoint`): makes sled itself durable, off the commit path,
 //! and retires the journal files it then holds. It touches only sled, sled's data file, the
-//! journal files handed to it and the queue entries it spills into sled (`queue_tree.rs`).
+//! journal files handed to it and the queue entries it spills into sled (`queue_tree/`).
 
 use std::fs::File;
 use std::path::PathBuf;

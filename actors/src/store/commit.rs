@@ -13,7 +13,7 @@
 //! old journal file is retired. Writes made straight to sled rather than staged (the
 //! notifiers' acknowledgements, a requeue, the Telegram message log and update offset) are not
 //! journaled: a *full* ticket ([`GroupCommit::full_ticket`]) also
-//! spills the queue entries kept in memory (`queue_tree.rs`), flushes sled and fsyncs its data
+//! spills the queue entries kept in memory (`queue_tree/`), flushes sled and fsyncs its data
 //! file before it is answered. (sled's `flush()` alone ends in
 //! `sync_file_range` on Linux, which neither writes metadata nor empties the device's write
 //! cache; fsync works per file whichever descriptor calls it, so our own handle syncs sled's

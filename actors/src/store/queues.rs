@@ -23,7 +23,7 @@ impl Queues {
     }
 
     /// Visit `channel`'s entries after `seq`, oldest first, while `visit` returns true (at most
-    /// `limit`), from memory and sled alike (see `queue_tree.rs`).
+    /// `limit`), from memory and sled alike (see `queue_tree/`).
     fn visit_after(
         &self,
         channel: Channel,
@@ -276,7 +276,7 @@ impl Queues {
 
     /// [`until_durable`](Self::until_durable) for entries from [`enqueue`](Self::enqueue):
     /// the first wait is for the journal's commit alone; should it fail, the staged entry is
-    /// applied (in memory, see `queue_tree.rs`) but not journaled, so the retries are full
+    /// applied (in memory, see `queue_tree/`) but not journaled, so the retries are full
     /// commits, which spill it into sled and flush sled.
     pub fn until_enqueued(&self) -> impl std::future::Future<Output = ()> + 'static {
         self.until(Commit(self.0.inner.commit.ticket()))

@@ -19,7 +19,7 @@ pub(super) struct Writer {
     staging: Arc<Staging>,
     /// sled's trees are safe to share; the lock orders batches and their journal records.
     trees: [sled::Tree; 6],
-    /// The queues' writes go here rather than to their sled tree (see `queue_tree.rs`).
+    /// The queues' writes go here rather than to their sled tree (see `queue_tree/`).
     queues: Arc<QueueTree>,
     state: Mutex<State>,
 }

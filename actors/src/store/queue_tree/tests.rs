@@ -1,0 +1,160 @@
+//! The queue tree's merge, spill and sled-bound rules, against a real sled tree.
+
+use super::*;
+
+fn key(seq: u64) -> Key {
+    super::super::queue::key(super::super::Channel::Console, seq)
+}
+
+fn keys(tree: &QueueTree, limit: usize) -> Vec<Key> {
+    let mut out = Vec::new();
+    tree.visit_range(key(0), key(u64::MAX), limit, |k, _| {
+        out.push(Key::try_from(k).expect("queue key"));
+        true
+    })
+    .expect("visit");
+    out
+}
+
+#[test]
+fn reads_merge_memory_and_sled_in_key_order_and_spill_moves_each_entry_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path()).expect("open");
+    let tree = QueueTree::new(db.open_tree("queues").expect("tree")).expect("queue tree");
+    for seq in [1, 4] {
+        tree.insert(&key(seq), b"spilled").expect("insert");
+    }
+    assert_eq!(tree.spill().expect("spill"), 2);
+    for seq in [2, 3, 5] {
+        tree.insert(&key(seq), b"memory").expect("insert");
+    }
+    assert_eq!(keys(&tree, 10), [1, 2, 3, 4, 5].map(key));
+    assert_eq!(keys(&tree, 2), [1, 2].map(key));
+    assert_eq!(tree.unspilled(), 3);
+
+    assert_eq!(
+        tree.remove(&key(2)).expect("remove").as_deref(),
+        Some(&b"memory"[..])
+    );
+    assert_eq!(
+        tree.remove(&key(4)).expect("remove").as_deref(),
+        Some(&b"spilled"[..])
+    );
+    assert_eq!(tree.spill().expect("spill"), 2);
+    assert_eq!(tree.unspilled(), 0);
+    assert_eq!(db.open_tree("queues").expect("tree").len(), 3);
+    assert_eq!(keys(&tree, 10), [1, 3, 5].map(key));
+    assert_eq!(
+        tree.get(&key(3)).expect("get").as_deref(),
+        Some(&b"memory"[..])
+    );
+    assert_eq!(tree.take_unspilled(&key(3)), None);
+}
+
+#[test]
+fn deliveries_during_spills_never_come_back_and_nothing_else_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path()).expect("open");
+    let tree = std::sync::Arc::new(
+        QueueTree::new(db.open_tree("queues").expect("tree")).expect("queue tree"),
+    );
+    for seq in 1..=2000 {
+        tree.insert(&key(seq), b"entry").expect("insert");
+    }
+    let deliverer = {
+        let tree = std::sync::Arc::clone(&tree);
+        std::thread::spawn(move || {
+            for seq in (2..=2000).step_by(2) {
+                tree.remove(&key(seq)).expect("remove");
+            }
+        })
+    };
+    while !deliverer.is_finished() {
+        tree.spill().expect("spill");
+    }
+    deliverer.join().expect("deliverer");
+    tree.spill().expect("spill");
+    let odd: Vec<Key> = (1..=2000).step_by(2).map(key).collect();
+    assert_eq!(keys(&tree, usize::MAX), odd);
+    assert_eq!(tree.unspilled(), 0);
+    let in_sled: Vec<Key> = db
+        .open_tree("queues")
+        .expect("tree")
+        .iter()
+        .keys()
+        .map(|k| Key::try_from(&k.expect("key")[..]).expect("queue key"))
+        .collect();
+    assert_eq!(in_sled, odd);
+}
+
+#[test]
+fn a_spill_that_sled_refuses_partway_keeps_the_rest_in_memory_for_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path()).expect("open");
+    let tree = QueueTree::new(db.open_tree("queues").expect("tree")).expect("queue tree");
+    for seq in 1..=10 {
+        tree.insert(&key(seq), b"entry").expect("insert");
+    }
+    // sled takes four entries, then refuses (a full disk).
+    let mut room = 4;
+    let refused = tree.spill_with(|key, value| {
+        if room == 0 {
+            return Err(sled::Error::Io(std::io::Error::other("no space left")));
+        }
+        room -= 1;
+        tree.tree.insert(key, value).map(drop)
+    });
+    assert!(refused.is_err(), "the checkpoint hears of the refusal");
+    assert_eq!(tree.unspilled(), 6, "what sled refused stays in memory");
+    assert_eq!(db.open_tree("queues").expect("tree").len(), 4);
+    assert_eq!(
+        keys(&tree, usize::MAX),
+        (1..=10).map(key).collect::<Vec<_>>()
+    );
+    // Delivered meanwhile: one copied, one not.
+    tree.remove(&key(2)).expect("remove");
+    tree.remove(&key(7)).expect("remove");
+    assert_eq!(tree.spill().expect("the next spill"), 5);
+    assert_eq!(tree.unspilled(), 0);
+    let expected: Vec<Key> = [1, 3, 4, 5, 6, 8, 9, 10].map(key).to_vec();
+    assert_eq!(keys(&tree, usize::MAX), expected);
+    assert_eq!(db.open_tree("queues").expect("tree").len(), 8);
+}
+
+#[test]
+fn entries_already_in_sled_at_start_are_found_in_every_channel() {
+    use super::super::Channel;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path()).expect("open");
+    let sled_tree = db.open_tree("queues").expect("tree");
+    // As the journal's replay leaves them: straight in sled, in two channels.
+    let console = super::super::queue::key(Channel::Console, 7);
+    let telegram = super::super::queue::key(Channel::Telegram, 3);
+    sled_tree.insert(console, &b"c"[..]).expect("insert");
+    sled_tree.insert(telegram, &b"t"[..]).expect("insert");
+    let tree = QueueTree::new(sled_tree).expect("queue tree");
+    assert_eq!(tree.get(&console).expect("get").as_deref(), Some(&b"c"[..]));
+    assert_eq!(
+        tree.get(&telegram).expect("get").as_deref(),
+        Some(&b"t"[..])
+    );
+    let newer = super::super::queue::key(Channel::Telegram, 4);
+    assert_eq!(tree.get(&newer).expect("get"), None);
+    let mut seen = Vec::new();
+    tree.visit_range(
+        telegram,
+        super::super::queue::key(Channel::Telegram, u64::MAX),
+        10,
+        |k, _| {
+            seen.push(k.to_vec());
+            true
+        },
+    )
+    .expect("visit");
+    assert_eq!(seen, vec![telegram.to_vec()]);
+    assert_eq!(
+        tree.remove(&console).expect("remove").as_deref(),
+        Some(&b"c"[..])
+    );
+    assert_eq!(tree.get(&console).expect("get"), None);
+}
