@@ -1,5 +1,5 @@
 //! Thread names. Every thread the service starts says what it runs (`ag-core`, `ag-notify`,
-//! `ag-metrics`, `ag-telegram`, `ag-http`, next to sled's and tracing's own), so `top -H`,
+//! `ag-telegram`, `ag-http`, next to sled's and tracing's own), so `top -H`,
 //! `perf` and `scripts/bench`'s per-thread CPU figures can tell them apart; actix names all its
 //! threads `actix-rt|system:N|arbiter:M`. Owns nothing else.
 
