@@ -102,16 +102,8 @@ mod tests {
 
     fn entry(input_bytes: usize) -> Arc<QueueEntry> {
         let new = NewApproval {
-            session_id: "s".into(),
-            tool_name: "Bash".into(),
             tool_input: format!("\"{}\"", "x".repeat(input_bytes)),
-            reason: None,
-            agent: None,
-            requested_by: "ci".into(),
-            idempotency_key: None,
-            timeout: std::time::Duration::from_secs(60),
-            max_timeout: None,
-            idempotent_while_pending: false,
+            ..NewApproval::sample()
         };
         Arc::new(QueueEntry {
             event: Event::Created,

@@ -102,3 +102,22 @@ fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), Validatio
     }
     Ok(())
 }
+
+#[cfg(test)]
+impl NewApproval {
+    /// A plain request for unit tests: `Bash` with `{}` in session `s`, by `ci`, for a minute.
+    pub fn sample() -> Self {
+        NewApproval {
+            session_id: "s".into(),
+            tool_name: "Bash".into(),
+            tool_input: "{}".into(),
+            reason: None,
+            agent: None,
+            requested_by: "ci".into(),
+            idempotency_key: None,
+            timeout: std::time::Duration::from_secs(60),
+            max_timeout: None,
+            idempotent_while_pending: false,
+        }
+    }
+}

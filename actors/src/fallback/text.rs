@@ -61,12 +61,7 @@ mod tests {
             tool_name: "Bash\u{202E}".into(),
             tool_input: r#"{"command":"ls\u001b[2J"}"#.into(),
             reason: Some("line one\nline two\u{200B}".into()),
-            agent: None,
-            requested_by: "ci".into(),
-            idempotency_key: None,
-            timeout: std::time::Duration::from_secs(60),
-            max_timeout: None,
-            idempotent_while_pending: false,
+            ..NewApproval::sample()
         };
         let approval = Approval::create(ApprovalId::new(), new, chrono::Utc::now());
         let notification = Notification {

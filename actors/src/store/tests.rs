@@ -7,16 +7,8 @@ fn approval(key: Option<&str>) -> Approval {
     Approval::create(
         ApprovalId::new(),
         NewApproval {
-            session_id: "s".into(),
-            tool_name: "Bash".into(),
-            tool_input: "{}".into(),
-            reason: None,
-            agent: None,
-            requested_by: "ci".into(),
             idempotency_key: key.map(str::to_string),
-            timeout: std::time::Duration::from_secs(60),
-            max_timeout: None,
-            idempotent_while_pending: false,
+            ..NewApproval::sample()
         },
         millis(chrono::Utc::now().timestamp_millis()),
     )
