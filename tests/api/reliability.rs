@@ -356,3 +356,37 @@ async fn notifications_within_the_batch_interval_wait_for_it_and_go_out_together
         "both went out in the same batch"
     );
 }
+
+/// A notifier restarted while a lane waits out its batch interval delivers what waited: the
+/// wake-up it had scheduled died with the old context, so nothing may be left armed.
+#[actix_web::test]
+async fn a_notifier_restarted_inside_a_batch_interval_still_delivers_what_waited() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__BATCH_INTERVAL", "1s")]).await;
+    let file = app.dir.path().join("notifications.jsonl");
+    let lines = || std::fs::read_to_string(&file).unwrap_or_default();
+    let first = app.create_id(&new_approval()).await;
+    eventually(WAIT, "the first notification", || async {
+        lines().contains(&first).then_some(())
+    })
+    .await;
+    // Waits for the interval's end, then the notifier restarts before it.
+    let second = app.create_id(&new_approval()).await;
+    let crash = app
+        .request(
+            Method::POST,
+            "/api/debug/actors/fallback_notifier/crash",
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(crash.status(), StatusCode::ACCEPTED);
+    eventually(WAIT, "the notifier to be restarted", || async {
+        (app.health().await["actors"]["fallback_notifier"]["restarts"] == 1).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the waiting notification after the restart", || async {
+        lines().contains(&second).then_some(())
+    })
+    .await;
+}

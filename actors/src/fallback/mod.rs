@@ -147,6 +147,9 @@ impl FallbackNotifier {
             lane.delivering = false;
             lane.attempts = 0;
             lane.retry_at = None;
+            // A wake-up scheduled before a restart died with the old context.
+            lane.next_batch_at = None;
+            lane.batch_wake_armed = false;
             lane.ready.clear();
             lane.cache.clear();
             match self.queues.scan(lane.queue) {
