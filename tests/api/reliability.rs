@@ -385,8 +385,10 @@ async fn a_notifier_restarted_inside_a_batch_interval_still_delivers_what_waited
         (app.health().await["actors"]["fallback_notifier"]["restarts"] == 1).then_some(())
     })
     .await;
-    eventually(WAIT, "the waiting notification after the restart", || async {
-        lines().contains(&second).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the waiting notification after the restart",
+        || async { lines().contains(&second).then_some(()) },
+    )
     .await;
 }
