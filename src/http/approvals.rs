@@ -117,6 +117,7 @@ async fn create(
             request_id: Some(request_id.0),
         })
         .await??;
+    super::context::note_approval(created.approval.id);
     let view = ApprovalView::from(&created.approval);
     if created.created {
         Ok(HttpResponse::Created()

@@ -46,6 +46,12 @@ fn client_request_id(req: &ServiceRequest) -> Option<String> {
     sane.then(|| value.to_string())
 }
 
+/// Name the approval a request created in the request's span, hence on its `"http request"`
+/// line and every line logged under it.
+pub fn note_approval(id: impl std::fmt::Display) {
+    tracing::Span::current().record("approval_id", tracing::field::display(id));
+}
+
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -59,8 +65,15 @@ pub async fn request_context(
         m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m.to_string(),
         _ => "other".to_string(),
     };
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
+    // `approval_id` is filled in by a handler that creates one, so the request's own line
+    // names it (the registry logs each creation only at debug: one line per create, not two).
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        path = %req.path(),
+        approval_id = tracing::field::Empty,
+    );
     let mut response = next.call(req).instrument(span.clone()).await?;
 
     if let Ok(value) = HeaderValue::from_str(&id) {

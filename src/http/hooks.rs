@@ -107,7 +107,10 @@ async fn hook(
     )
     .await;
     let created = match recorded {
-        Ok(Ok(Ok(created))) => created.approval,
+        Ok(Ok(Ok(created))) => {
+            super::context::note_approval(created.approval.id);
+            created.approval
+        }
         Ok(Ok(Err(error))) => {
             refused(&state, &ApiError::from(error.clone()));
             return deny(event, could_not("record the request", &error));

@@ -256,6 +256,16 @@ async fn every_log_line_about_an_approval_carries_its_request_id() {
             .and_then(line_request_id)
             .unwrap_or_else(|| panic!("no {method} call logged for {id}"))
     };
+    // The create's own request line names the approval it created: one line per create.
+    let request_line = logs
+        .iter()
+        .find(|l| l["fields"]["message"] == "http request" && l["span"]["approval_id"] == tapped)
+        .unwrap_or_else(|| panic!("no request line naming {tapped}"));
+    assert_eq!(request_line["fields"]["status"], 201, "{request_line}");
+    assert_eq!(
+        line_request_id(request_line).as_deref(),
+        Some("corr-create-1")
+    );
     assert_eq!(call("sendMessage", &tapped), "corr-create-1");
     assert_eq!(
         call("answerCallbackQuery", &tapped),

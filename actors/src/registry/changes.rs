@@ -89,7 +89,8 @@ impl ApprovalRegistry {
             }
             Ok(pending) => {
                 let approval = &pending.applied.approval;
-                tracing::info!(
+                // At debug: the HTTP request's own line names the approval it created.
+                tracing::debug!(
                     approval_id = %approval.id,
                     request_id = request_id.as_deref().unwrap_or("-"),
                     tool = %approval.tool_name,
