@@ -24,7 +24,7 @@
 //! then costs no B-tree descent (each built a sled iterator, copying a leaf, per wake-up).
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use sled::IVec;
@@ -36,10 +36,36 @@ pub(super) type Key = [u8; 9];
 
 pub(super) struct QueueTree {
     tree: sled::Tree,
-    unspilled: Mutex<BTreeMap<Key, IVec>>,
+    unspilled: Mutex<Memory>,
     spilling: Mutex<()>,
     /// Per channel byte: the largest key sled may hold (an upper bound; no entry: none).
     in_sled: Mutex<BTreeMap<u8, Key>>,
+}
+
+/// What the tree keeps in memory, under one lock.
+#[derive(Default)]
+struct Memory {
+    /// Entries journaled but not spilled into sled yet.
+    entries: BTreeMap<Key, IVec>,
+    /// A spill is copying entries into sled (between its snapshot and its clean-up).
+    spilling: bool,
+    /// Entries removed from memory while a spill was copying them: their copies in sled are
+    /// not entries any more, and the spill's clean-up removes them. Until it has, reads skip
+    /// them; without this an entry removed during a spill was read again from its copy (a
+    /// notifier then found a delivered entry at the front of its queue, not ready, and
+    /// stopped there).
+    removed: BTreeSet<Key>,
+}
+
+impl Memory {
+    /// Remove an entry from memory; a spill under way must not let its copy be read again.
+    fn take(&mut self, key: &Key) -> Option<IVec> {
+        let value = self.entries.remove(key)?;
+        if self.spilling {
+            self.removed.insert(*key);
+        }
+        Some(value)
+    }
 }
 
 impl QueueTree {
@@ -60,7 +86,7 @@ impl QueueTree {
         }
         Ok(Self {
             tree,
-            unspilled: Mutex::new(BTreeMap::new()),
+            unspilled: Mutex::new(Memory::default()),
             spilling: Mutex::new(()),
             in_sled: Mutex::new(in_sled),
         })
@@ -95,7 +121,7 @@ impl QueueTree {
             .any(|(&channel, last)| last >= start && [channel, 0, 0, 0, 0, 0, 0, 0, 0] < *end)
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<Key, IVec>> {
+    fn lock(&self) -> MutexGuard<'_, Memory> {
         // Every update under this lock is a single map operation: a panic cannot leave it
         // half-done, so a poisoned lock is still usable.
         self.unspilled.lock().unwrap_or_else(|p| p.into_inner())
@@ -106,7 +132,7 @@ impl QueueTree {
     pub fn insert(&self, key: &[u8], value: &[u8]) -> sled::Result<()> {
         match Key::try_from(key) {
             Ok(key) => {
-                self.lock().insert(key, IVec::from(value));
+                self.lock().entries.insert(key, IVec::from(value));
                 Ok(())
             }
             Err(_) => {
@@ -118,28 +144,38 @@ impl QueueTree {
 
     /// Remove an entry wherever it is; its value if there was one.
     pub fn remove(&self, key: &[u8]) -> sled::Result<Option<IVec>> {
-        if let Ok(key) = Key::try_from(key)
-            && let Some(value) = self.lock().remove(&key)
-        {
-            return Ok(Some(value));
-        }
-        // Not in memory: then it is in sled or nowhere, and a spill cannot move it meanwhile.
-        if let Ok(key) = Key::try_from(key)
-            && !self.sled_may_hold_key(&key)
-        {
-            return Ok(None);
+        if let Ok(key) = Key::try_from(key) {
+            let mut memory = self.lock();
+            if let Some(value) = memory.take(&key) {
+                return Ok(Some(value));
+            }
+            // Removed already; only its spilled copy is left, for the spill to remove.
+            if memory.removed.contains(&key) {
+                return Ok(None);
+            }
+            drop(memory);
+            // Not in memory: then it is in sled or nowhere, and a spill cannot move it meanwhile.
+            if !self.sled_may_hold_key(&key) {
+                return Ok(None);
+            }
         }
         self.tree.remove(key)
     }
 
     /// Remove an entry only if it was never spilled; `None` if it is in sled (or nowhere).
     pub fn take_unspilled(&self, key: &Key) -> Option<IVec> {
-        self.lock().remove(key)
+        self.lock().take(key)
     }
 
     pub fn get(&self, key: &Key) -> Result<Option<IVec>, StoreError> {
-        if let Some(value) = self.lock().get(key) {
-            return Ok(Some(value.clone()));
+        {
+            let memory = self.lock();
+            if let Some(value) = memory.entries.get(key) {
+                return Ok(Some(value.clone()));
+            }
+            if memory.removed.contains(key) {
+                return Ok(None);
+            }
         }
         if !self.sled_may_hold_key(key) {
             return Ok(None);
@@ -156,19 +192,31 @@ impl QueueTree {
         limit: usize,
         mut visit: impl FnMut(&[u8], &IVec) -> bool,
     ) -> Result<(), StoreError> {
-        // Memory first: an entry spilled after this snapshot is still found in sled below.
-        let unspilled: Vec<(Key, IVec)> = self
-            .lock()
-            .range(start..end)
-            .take(limit)
-            .map(|(key, value)| (*key, value.clone()))
-            .collect();
+        // Memory first: an entry spilled after this snapshot is still found in sled below. The
+        // copies in sled of entries removed during a spill are skipped: a removal after this
+        // snapshot finds the entry in it, one before is in `removed` (the spill's clean-up
+        // takes the copy out of sled before it forgets the key, both under this lock).
+        let (unspilled, removed): (Vec<(Key, IVec)>, BTreeSet<Key>) = {
+            let memory = self.lock();
+            let entries = memory
+                .entries
+                .range(start..end)
+                .take(limit)
+                .map(|(key, value)| (*key, value.clone()))
+                .collect();
+            (entries, memory.removed.range(start..end).copied().collect())
+        };
         let mut memory = unspilled.into_iter().peekable();
         // Asked after the memory snapshot: an entry spilled since was bounded before it left.
         let mut sled = self
             .sled_may_hold(&start, &end)
             .then(|| self.tree.range(start..end));
-        let mut next_in_sled = || sled.as_mut().and_then(Iterator::next).transpose();
+        let mut next_in_sled = || loop {
+            match sled.as_mut().and_then(Iterator::next).transpose() {
+                Ok(Some((key, _))) if removed.contains(&key[..]) => continue,
+                other => break other,
+            }
+        };
         let mut from_sled = next_in_sled()?;
         for _ in 0..limit {
             let order = match (memory.peek(), &from_sled) {
@@ -217,11 +265,15 @@ impl QueueTree {
         // One spill at a time (checkpoints and full commits both spill): a second one would
         // take the first one's copies for entries delivered meanwhile.
         let _spilling = self.spilling.lock().unwrap_or_else(|p| p.into_inner());
-        let batch: Vec<(Key, IVec)> = self
-            .lock()
-            .iter()
-            .map(|(key, value)| (*key, value.clone()))
-            .collect();
+        let batch: Vec<(Key, IVec)> = {
+            let mut memory = self.lock();
+            memory.spilling = true;
+            memory
+                .entries
+                .iter()
+                .map(|(key, value)| (*key, value.clone()))
+                .collect()
+        };
         for (key, _) in &batch {
             self.may_hold(key);
         }
@@ -234,17 +286,24 @@ impl QueueTree {
             }
             copied += 1;
         }
-        let mut unspilled = self.lock();
+        let mut memory = self.lock();
+        let mut left_in_sled = BTreeSet::new();
         for (key, _) in &batch[..copied] {
-            if unspilled.remove(key).is_none() {
+            if memory.entries.remove(key).is_none() {
                 // Delivered while it was being copied: its removal only looked in memory. (If
-                // sled refuses this, the entry may come back after a restart: a repeat.)
+                // sled refuses this, the entry may come back after a restart: a repeat; until
+                // then reads keep skipping it.)
                 if let Err(error) = self.tree.remove(key) {
                     failed.get_or_insert(error);
+                    left_in_sled.insert(*key);
                 }
             }
         }
-        drop(unspilled);
+        // Every other copy of a removed entry is gone from sled (or was never made): reads
+        // need no reminder of it any more.
+        memory.spilling = false;
+        memory.removed = left_in_sled;
+        drop(memory);
         failed.map_or(Ok(copied), Err)
     }
 
@@ -255,7 +314,7 @@ impl QueueTree {
 
     /// Entries not spilled yet (diagnostics).
     pub fn unspilled(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 }
 
