@@ -110,6 +110,12 @@ struct Args {
     /// HTTP, answering every call) or `down` (the fake drops every sendMessage connection).
     #[arg(long, default_value = "off", value_parser = ["off", "up", "down"])]
     telegram: String,
+    /// With `--telegram up`: lift the service's pacing (`telegram.send_interval = 0s`, no group
+    /// limit), so the gateway sends as fast as the fake answers (about 0.1 ms a call on
+    /// loopback). A stress of the gateway, not a pace real Telegram accepts (about one message a
+    /// second per chat, 20 a minute per group); without it the service keeps its defaults.
+    #[arg(long)]
+    unpaced: bool,
     /// The baseline server (`scripts/baseline_server.rs`): a bare sled insert + flush +
     /// fdatasync group commit behind the same actix-web setup, measured in the same run.
     #[arg(long)]

@@ -173,14 +173,18 @@ impl Bench<'_> {
                     "APPROVAL_GATE__TELEGRAM__ALLOWED_USER_IDS",
                     "4711".to_string(),
                 ),
-                // The fake has no per-chat limit; pacing would only measure itself.
-                ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", "0s".to_string()),
-                (
-                    "APPROVAL_GATE__TELEGRAM__GROUP_MESSAGES_PER_MINUTE",
-                    "0".to_string(),
-                ),
                 ("APPROVAL_GATE__TELEGRAM__REQUEST_TIMEOUT", "1s".to_string()),
             ]);
+            if self.args.unpaced {
+                // The fake has no limits: the gateway then sends as fast as it answers.
+                env.extend([
+                    ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", "0s".to_string()),
+                    (
+                        "APPROVAL_GATE__TELEGRAM__GROUP_MESSAGES_PER_MINUTE",
+                        "0".to_string(),
+                    ),
+                ]);
+            }
         }
         let log = self
             .dir

@@ -108,9 +108,14 @@ impl Report {
         } = self;
         let c = args.concurrency;
         let n = args.pending;
+        let telegram = match (args.telegram.as_str(), args.unpaced) {
+            ("up", true) => "up, unpaced",
+            ("up", false) => "up, paced by its defaults",
+            (mode, _) => mode,
+        };
         let mut rows: Vec<(String, String, String, Option<bool>)> = vec![
             (
-                format!("durable creates/s (concurrency {c})"),
+                format!("durable creates/s (concurrency {c}, Telegram {telegram})"),
                 format!("{:.0}/s", creates.per_second),
                 "≥ 5000/s".into(),
                 Some(creates.per_second >= 5000.0),

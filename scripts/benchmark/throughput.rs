@@ -68,6 +68,35 @@ impl Bench<'_> {
         Ok(baseline)
     }
 
+    /// Telegram down: measure the outage, not its first seconds. The breaker opens after
+    /// `failure_threshold` failed calls, paced by `send_interval` (about 4 s with the defaults);
+    /// meanwhile the warm-up's approvals wait for their retries, then go to the fallback
+    /// channels at once. Wait for the breaker to be open and the file channel to have written
+    /// every approval created so far.
+    async fn until_outage_settled(&self, api: &Api, created: usize) -> Result<()> {
+        step("waiting for the circuit breaker to open and the fallback channels to catch up");
+        let started = Instant::now();
+        let settled = poll_until(Duration::from_secs(120), || async {
+            let values = api
+                .metrics(&[
+                    "approval_gate_telegram_circuit_state",
+                    "approval_gate_fallback_queued",
+                ])
+                .await
+                .ok()?;
+            let written = count_lines(&self.notifications(THROUGHPUT)).unwrap_or(0);
+            (values[0] == Some(1.0) && values[1] == Some(0.0) && written >= created).then_some(())
+        })
+        .await;
+        match settled {
+            Some(_) => {
+                println!("  settled after {}", ms(started.elapsed()));
+                Ok(())
+            }
+            None => Err("the circuit breaker did not open within 120 s".into()),
+        }
+    }
+
     pub(super) async fn creates(&self, service: &Service) -> Result<CreatesReport> {
         let args = self.args;
         let api = service.api(args.concurrency);
@@ -82,6 +111,9 @@ impl Bench<'_> {
         )
         .await;
         warmup.check("warm-up")?;
+        if args.telegram == "down" {
+            self.until_outage_settled(&api, warmup.ok).await?;
+        }
 
         step(&format!(
             "measuring durable creates: {:.0} s at concurrency {}",
