@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use approval_gate_actors::domain::{Approval, ApprovalId, NewApproval, Status};
 use approval_gate_actors::registry::{
     ApprovalRegistry, Create, Get, List, Unwait, Wait, WaitReply,
@@ -89,6 +89,7 @@ fn request_timeout(state: &AppState, raw: Option<&str>) -> Result<Duration, ApiE
         (status = 503, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 async fn create(
+    req: HttpRequest,
     state: web::Data<AppState>,
     AgentCaller(caller): AgentCaller,
     request_id: RequestId,
@@ -117,7 +118,7 @@ async fn create(
             request_id: Some(request_id.0),
         })
         .await??;
-    super::context::note_approval(created.approval.id);
+    super::context::note_approval(&req, created.approval.id);
     let view = ApprovalView::from(&created.approval);
     if created.created {
         Ok(HttpResponse::Created()

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use approval_gate_actors::domain::{Approval, NewApproval, Status};
 use approval_gate_actors::registry::{Create, RegistryError, Wait, WaitReply};
 
@@ -36,11 +36,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         cfg.route(
             &path,
             web::post().to(
-                move |state: web::Data<AppState>,
+                move |req: HttpRequest,
+                      state: web::Data<AppState>,
                       caller: Result<AgentCaller, ApiError>,
                       request_id: RequestId,
                       body: Result<Bytes, actix_web::Error>| {
-                    hook(state, agent, event, caller, request_id, body)
+                    hook(req, state, agent, event, caller, request_id, body)
                 },
             ),
         );
@@ -57,6 +58,7 @@ fn deny(event: Event, reason: String) -> HttpResponse {
 }
 
 async fn hook(
+    req: HttpRequest,
     state: web::Data<AppState>,
     agent: Agent,
     event: Event,
@@ -108,7 +110,7 @@ async fn hook(
     .await;
     let created = match recorded {
         Ok(Ok(Ok(created))) => {
-            super::context::note_approval(created.approval.id);
+            super::context::note_approval(&req, created.approval.id);
             created.approval
         }
         Ok(Ok(Err(error))) => {

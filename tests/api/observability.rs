@@ -259,7 +259,7 @@ async fn every_log_line_about_an_approval_carries_its_request_id() {
     // The create's own request line names the approval it created: one line per create.
     let request_line = logs
         .iter()
-        .find(|l| l["fields"]["message"] == "http request" && l["span"]["approval_id"] == tapped)
+        .find(|l| l["fields"]["message"] == "http request" && l["fields"]["approval_id"] == tapped)
         .unwrap_or_else(|| panic!("no request line naming {tapped}"));
     assert_eq!(request_line["fields"]["status"], 201, "{request_line}");
     assert_eq!(
