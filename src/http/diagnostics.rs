@@ -26,6 +26,10 @@ pub fn views(cfg: &mut web::ServiceConfig) {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/debug/actors/{name}/crash", web::post().to(crash))
         .route(
+            "/api/debug/actors/fallback_notifier/lose-wakes",
+            web::post().to(lose_wakes),
+        )
+        .route(
             "/api/debug/store/fail-commits",
             web::post().to(fail_commits),
         );
@@ -145,6 +149,36 @@ async fn crash(
         )));
     }
     Ok(HttpResponse::Accepted().json(json!({ "crashed": name.as_str() })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoseWakesBody {
+    count: u32,
+}
+
+/// Fault injection: the fallback notifier ignores its next `count` wake-ups (1 ..= 1000), as one
+/// that lost them would; `/health` then reports the lanes left stuck behind them.
+#[utoipa::path(post, path = "/api/debug/actors/fallback_notifier/lose-wakes", tag = "debug", request_body = Object,
+    responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)), security(("bearer" = [])))]
+async fn lose_wakes(
+    state: web::Data<AppState>,
+    _caller: OperatorCaller,
+    body: web::Json<LoseWakesBody>,
+) -> Result<HttpResponse, ApiError> {
+    fault_injection(&state)?;
+    if !(1..=1000).contains(&body.count) {
+        return Err(ApiError::Unprocessable(format!(
+            "count {}: expected 1 ..= 1000",
+            body.count
+        )));
+    }
+    state
+        .actors
+        .fallback
+        .send(approval_gate_actors::fallback::LoseWakes(body.count))
+        .await?;
+    Ok(HttpResponse::Accepted().json(json!({ "lose_wakes": body.count })))
 }
 
 #[derive(serde::Deserialize)]

@@ -58,7 +58,7 @@ impl Modify for BearerAuth {
         approvals::create, approvals::list, approvals::get, decisions::cancel, decisions::decide,
         history::events, grants::list, grants::revoke, admin::list, admin::requeue, admin::backup,
         diagnostics::database, diagnostics::circuit_breaker, diagnostics::metrics_summary,
-        diagnostics::crash, diagnostics::fail_commits, health::health, health::live, health::ready,
+        diagnostics::crash, diagnostics::lose_wakes, diagnostics::fail_commits, health::health, health::live, health::ready,
         metrics::metrics, telegram::webhook,
         hooks_doc::claude_pre_tool_use, hooks_doc::claude_permission_request,
         hooks_doc::codex_permission_request, hooks_doc::gemini_before_tool

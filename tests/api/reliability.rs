@@ -392,3 +392,64 @@ async fn a_notifier_restarted_inside_a_batch_interval_still_delivers_what_waited
     )
     .await;
 }
+
+/// A notifier that lost a wake-up holds its later notifications behind the entry it was never
+/// told about. Health says so (degraded, the stuck lanes named) instead of "healthy", and a
+/// restart of the notifier replays the queue and delivers all of them.
+#[actix_web::test]
+async fn a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_it() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__ORDER", "file")]).await;
+    let file = app.dir.path().join("notifications.jsonl");
+    let lines = || std::fs::read_to_string(&file).unwrap_or_default();
+    let lose = app
+        .request(
+            Method::POST,
+            "/api/debug/actors/fallback_notifier/lose-wakes",
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({ "count": 1 }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(lose.status(), StatusCode::ACCEPTED);
+    let lost = app.create_id(&new_approval()).await;
+    let behind = app.create_id(&new_approval()).await;
+    let health = eventually(
+        Duration::from_secs(30),
+        "health to report the stuck lane",
+        || async {
+            let health = app.health().await;
+            let notifier = &health["actors"]["fallback_notifier"];
+            (notifier["status"] == "degraded" && notifier["detail"]["stuck"]["file"].is_u64())
+                .then_some(health)
+        },
+    )
+    .await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    let text = lines();
+    assert!(
+        !text.contains(&lost) && !text.contains(&behind),
+        "delivered while stuck: {text}"
+    );
+
+    let crash = app
+        .request(
+            Method::POST,
+            "/api/debug/actors/fallback_notifier/crash",
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(crash.status(), StatusCode::ACCEPTED);
+    eventually(WAIT, "both notifications after the restart", || async {
+        let text = lines();
+        (text.contains(&lost) && text.contains(&behind)).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the notifier healthy again", || async {
+        let notifier = app.health().await["actors"]["fallback_notifier"].clone();
+        (notifier["status"] == "healthy" && notifier["detail"]["stuck"] == json!({})).then_some(())
+    })
+    .await;
+}

@@ -68,7 +68,8 @@ impl Handler<Ping> for FallbackNotifier {
             .iter()
             .filter(|s| s.consecutive_failures > 0)
             .count();
-        let status = if failing == 0 {
+        let stuck = self.stuck_lanes();
+        let status = if failing == 0 && stuck.is_empty() {
             HealthStatus::Healthy
         } else {
             HealthStatus::Degraded
@@ -86,8 +87,55 @@ impl Handler<Ping> for FallbackNotifier {
                 "strategy": self.settings.strategy,
                 "channels": self.stats,
                 "queued": queued,
+                "stuck": stuck,
             }),
         })
+    }
+}
+
+impl FallbackNotifier {
+    /// Lanes whose confirmed entries have waited behind an unconfirmed front for
+    /// `STUCK_AFTER` or longer, with the seconds they have waited; each logged once.
+    fn stuck_lanes(&mut self) -> serde_json::Map<String, serde_json::Value> {
+        let mut stuck = serde_json::Map::new();
+        for lane in &mut self.lanes {
+            let Some(since) = lane.blocked_since else {
+                continue;
+            };
+            let waited = since.elapsed();
+            if waited < super::STUCK_AFTER {
+                continue;
+            }
+            if !lane.blocked_logged {
+                lane.blocked_logged = true;
+                tracing::error!(
+                    actor = NAME,
+                    queue = lane.queue.as_str(),
+                    waited_s = waited.as_secs(),
+                    confirmed = lane.ready.len(),
+                    "notifications are stuck behind an entry whose commit was never confirmed; a restart of the notifier replays the queue"
+                );
+            }
+            stuck.insert(
+                lane.queue.as_str().to_string(),
+                serde_json::json!(waited.as_secs()),
+            );
+        }
+        stuck
+    }
+}
+
+/// Fault injection (`debug.fault_injection`): ignore the next this many wake-ups, as a notifier
+/// that lost them would. Proves that health reports the lanes this leaves stuck.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct LoseWakes(pub u32);
+
+impl Handler<LoseWakes> for FallbackNotifier {
+    type Result = ();
+
+    fn handle(&mut self, LoseWakes(count): LoseWakes, _: &mut Context<Self>) {
+        self.lose_wakes = count;
     }
 }
 

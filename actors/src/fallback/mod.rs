@@ -34,6 +34,7 @@ use futures_util::FutureExt;
 pub use channel::ChannelConfig;
 use channel::{Channel, ChannelStats, Outgoing};
 pub use email::{EmailSettings, EmailTls};
+pub use handlers::LoseWakes;
 pub use settings::{FallbackSettings, Reconfigure, Strategy};
 use walk::walk;
 
@@ -58,6 +59,12 @@ pub struct Announce(pub Announcement);
 /// Most entries delivered in one batch (the file channel writes a batch with one fsync).
 const BATCH: usize = 256;
 
+/// A lane holding confirmed entries behind one that is not confirmed for this long is stuck.
+/// A confirmation (a [`Wake`]) follows its commit within milliseconds; a store that cannot
+/// commit is reported by the registry's own health. So this only fires on a lost wake-up (a
+/// bug): health says so rather than "healthy" while operators hear nothing.
+pub(crate) const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One durable queue and its delivery state.
 struct Lane {
     queue: Queue,
@@ -77,6 +84,10 @@ struct Lane {
     next_batch_at: Option<Instant>,
     /// A wake-up at `next_batch_at` is scheduled.
     batch_wake_armed: bool,
+    /// Since when confirmed entries wait behind the queue's front, which is not confirmed
+    /// (see [`STUCK_AFTER`]); whether that was logged.
+    blocked_since: Option<Instant>,
+    blocked_logged: bool,
 }
 
 impl Lane {
@@ -93,6 +104,8 @@ pub struct FallbackNotifier {
     stats: Vec<ChannelStats>,
     metrics: Recipient<Metric>,
     restarts: Restarts,
+    /// Fault injection (`debug.fault_injection`): wake-ups still to be ignored.
+    lose_wakes: u32,
 }
 
 impl FallbackNotifier {
@@ -127,6 +140,8 @@ impl FallbackNotifier {
             queued: 0,
             next_batch_at: None,
             batch_wake_armed: false,
+            blocked_since: None,
+            blocked_logged: false,
         })
         .collect();
         Self {
@@ -137,6 +152,7 @@ impl FallbackNotifier {
             stats,
             metrics,
             restarts: Restarts::default(),
+            lose_wakes: 0,
         }
     }
 
@@ -150,6 +166,8 @@ impl FallbackNotifier {
             // A wake-up scheduled before a restart died with the old context.
             lane.next_batch_at = None;
             lane.batch_wake_armed = false;
+            lane.blocked_since = None;
+            lane.blocked_logged = false;
             lane.ready.clear();
             lane.cache.clear();
             match self.queues.scan(lane.queue) {
@@ -174,6 +192,11 @@ impl FallbackNotifier {
     }
 
     fn woken(&mut self, wake: Wake, ctx: &mut Context<Self>) {
+        if self.lose_wakes > 0 {
+            self.lose_wakes -= 1;
+            tracing::warn!(actor = NAME, queue = wake.channel.as_str(), seqs = ?wake.confirmed, "fault injection: a wake-up ignored");
+            return;
+        }
         let Some(index) = self.lanes.iter().position(|l| l.queue == wake.channel) else {
             return;
         };
@@ -228,11 +251,20 @@ impl FallbackNotifier {
                 return;
             }
         };
+        let lane = &mut self.lanes[index];
         if batch.is_empty() {
+            // Confirmed entries waiting behind an unconfirmed front: for the moment a commit
+            // takes, normally; see `STUCK_AFTER`.
+            if lane.ready.is_empty() {
+                lane.blocked_since = None;
+            } else {
+                lane.blocked_since.get_or_insert_with(Instant::now);
+            }
             return;
         }
+        lane.blocked_since = None;
+        lane.blocked_logged = false;
         let targets = lane.targets.clone();
-        let lane = &mut self.lanes[index];
         lane.delivering = true;
         lane.next_batch_at = Some(Instant::now() + self.settings.batch_interval);
         let walk = walk(
