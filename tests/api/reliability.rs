@@ -371,16 +371,7 @@ async fn a_notifier_restarted_inside_a_batch_interval_still_delivers_what_waited
     .await;
     // Waits for the interval's end, then the notifier restarts before it.
     let second = app.create_id(&new_approval()).await;
-    let crash = app
-        .request(
-            Method::POST,
-            "/api/debug/actors/fallback_notifier/crash",
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(crash.status(), StatusCode::ACCEPTED);
+    crash_actor(&app, "fallback_notifier").await;
     eventually(WAIT, "the notifier to be restarted", || async {
         (app.health().await["actors"]["fallback_notifier"]["restarts"] == 1).then_some(())
     })
@@ -401,17 +392,7 @@ async fn a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_i
     let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__ORDER", "file")]).await;
     let file = app.dir.path().join("notifications.jsonl");
     let lines = || std::fs::read_to_string(&file).unwrap_or_default();
-    let lose = app
-        .request(
-            Method::POST,
-            "/api/debug/actors/fallback_notifier/lose-wakes",
-            Some(OPERATOR_TOKEN),
-        )
-        .json(&json!({ "count": 1 }))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(lose.status(), StatusCode::ACCEPTED);
+    lose_fallback_wakes(&app, 1).await;
     let lost = app.create_id(&new_approval()).await;
     let behind = app.create_id(&new_approval()).await;
     let health = eventually(
@@ -432,16 +413,7 @@ async fn a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_i
         "delivered while stuck: {text}"
     );
 
-    let crash = app
-        .request(
-            Method::POST,
-            "/api/debug/actors/fallback_notifier/crash",
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(crash.status(), StatusCode::ACCEPTED);
+    crash_actor(&app, "fallback_notifier").await;
     eventually(WAIT, "both notifications after the restart", || async {
         let text = lines();
         (text.contains(&lost) && text.contains(&behind)).then_some(())

@@ -48,3 +48,32 @@ async fn inject_commit_faults(app: &impl Api, body: Value) {
         .expect("send");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
+
+/// Make an actor panic in a handler; its supervisor restarts it (`debug.fault_injection`).
+pub async fn crash_actor(app: &impl Api, name: &str) {
+    let response = app
+        .request(
+            Method::POST,
+            &format!("/api/debug/actors/{name}/crash"),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+/// Make the fallback notifier ignore its next `count` wake-ups (`debug.fault_injection`).
+pub async fn lose_fallback_wakes(app: &impl Api, count: u32) {
+    let response = app
+        .request(
+            Method::POST,
+            "/api/debug/actors/fallback_notifier/lose-wakes",
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({ "count": count }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
