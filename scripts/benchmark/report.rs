@@ -221,12 +221,15 @@ impl Report {
             creates.client_cpu.as_secs_f64(),
             creates.other_cpu.as_secs_f64(),
         );
+        // With Telegram up the fallback channels are not used: no file to count.
+        let notified = creates.notified.map_or_else(String::new, |n| {
+            format!(
+                "file channel had written {n} of {} notifications when the run ended; ",
+                creates.created_total
+            )
+        });
         println!(
-            "  creates: file channel had written {} of {} notifications when the run ended; SIGTERM → exit took {}",
-            creates
-                .notified
-                .map_or_else(|| "?".into(), |n| n.to_string()),
-            creates.created_total,
+            "  creates: {notified}SIGTERM → exit took {}",
             creates
                 .shutdown
                 .map_or_else(|| "too long (killed)".into(), ms),
