@@ -81,3 +81,9 @@ pub struct Wake {
     /// in a trace. In memory only: after a restart the calls are traced without it.
     pub span: Option<tracing::Span>,
 }
+
+/// Fault injection (`debug.fault_injection`): a notifier ignores its next this many wake-ups,
+/// as one that lost them would. Proves that health reports what that leaves stuck.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct LoseWakes(pub u32);

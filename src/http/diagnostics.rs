@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use approval_gate_actors::metrics::Summary;
+use approval_gate_actors::notification::LoseWakes;
 use approval_gate_actors::registry::{FailCommits, Stats};
 use approval_gate_actors::store::CommitFault;
 use approval_gate_actors::telegram::gateway::BreakerStatus;
@@ -26,7 +27,7 @@ pub fn views(cfg: &mut web::ServiceConfig) {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/debug/actors/{name}/crash", web::post().to(crash))
         .route(
-            "/api/debug/actors/fallback_notifier/lose-wakes",
+            "/api/debug/actors/{name}/lose-wakes",
             web::post().to(lose_wakes),
         )
         .route(
@@ -157,13 +158,16 @@ struct LoseWakesBody {
     count: u32,
 }
 
-/// Fault injection: the fallback notifier ignores its next `count` wake-ups (1 ..= 1000), as one
-/// that lost them would; `/health` then reports the lanes left stuck behind them.
-#[utoipa::path(post, path = "/api/debug/actors/fallback_notifier/lose-wakes", tag = "debug", request_body = Object,
+/// Fault injection: a notifier (`fallback_notifier` or `telegram_gateway`) ignores its next
+/// `count` wake-ups (1 ..= 1000), as one that lost them would; `/health` then reports what is
+/// left stuck behind them.
+#[utoipa::path(post, path = "/api/debug/actors/{name}/lose-wakes", tag = "debug", request_body = Object,
+    params(("name" = String, Path, description = "`fallback_notifier` or `telegram_gateway`")),
     responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)), security(("bearer" = [])))]
 async fn lose_wakes(
     state: web::Data<AppState>,
     _caller: OperatorCaller,
+    name: web::Path<String>,
     body: web::Json<LoseWakesBody>,
 ) -> Result<HttpResponse, ApiError> {
     fault_injection(&state)?;
@@ -173,12 +177,17 @@ async fn lose_wakes(
             body.count
         )));
     }
-    state
-        .actors
-        .fallback
-        .send(approval_gate_actors::fallback::LoseWakes(body.count))
-        .await?;
-    Ok(HttpResponse::Accepted().json(json!({ "lose_wakes": body.count })))
+    let lose = LoseWakes(body.count);
+    match (name.as_str(), &state.actors.telegram) {
+        ("fallback_notifier", _) => state.actors.fallback.send(lose).await?,
+        ("telegram_gateway", Some(gateway)) => gateway.send(lose).await?,
+        (other, _) => {
+            return Err(ApiError::NotFound(format!(
+                "no notifier named {other:?} (with Telegram off there is no telegram_gateway)"
+            )));
+        }
+    }
+    Ok(HttpResponse::Accepted().json(json!({ "actor": name.as_str(), "lose_wakes": body.count })))
 }
 
 #[derive(serde::Deserialize)]

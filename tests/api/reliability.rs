@@ -392,7 +392,7 @@ async fn a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_i
     let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__ORDER", "file")]).await;
     let file = app.dir.path().join("notifications.jsonl");
     let lines = || std::fs::read_to_string(&file).unwrap_or_default();
-    lose_fallback_wakes(&app, 1).await;
+    lose_wakes(&app, "fallback_notifier", 1).await;
     let lost = app.create_id(&new_approval()).await;
     let behind = app.create_id(&new_approval()).await;
     let health = eventually(

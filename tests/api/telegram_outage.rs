@@ -357,3 +357,40 @@ async fn a_backlog_past_the_outbox_memory_budget_is_read_back_and_delivered() {
     .await;
     assert_eq!(report["outbox_in_memory_bytes"], 0);
 }
+
+/// A gateway that lost a wake-up holds every later message behind the entry it was never told
+/// about. Health says so (degraded, the entry named) instead of "healthy", and a restart of the
+/// gateway replays its queue and sends both messages.
+#[actix_web::test]
+async fn telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_restart_sends_them() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &[]).await;
+    lose_wakes(&app, "telegram_gateway", 1).await;
+    let lost = app.create_id(&new_approval()).await;
+    let behind = app.create_id(&new_approval()).await;
+    let gateway = eventually(
+        Duration::from_secs(30),
+        "health to report the stuck outbox",
+        || async {
+            let gateway = app.health().await["actors"]["telegram_gateway"].clone();
+            (gateway["status"] == "degraded" && gateway["detail"]["stuck"]["seq"].is_u64())
+                .then_some(gateway)
+        },
+    )
+    .await;
+    assert_eq!(gateway["detail"]["breaker_state"], "closed", "{gateway}");
+    assert!(
+        fake.messages().is_empty(),
+        "sent while stuck: {}",
+        fake.summary()
+    );
+
+    crash_actor(&app, "telegram_gateway").await;
+    shown(&fake, &lost).await;
+    shown(&fake, &behind).await;
+    eventually(WAIT, "the gateway healthy again", || async {
+        let gateway = app.health().await["actors"]["telegram_gateway"].clone();
+        (gateway["status"] == "healthy" && gateway["detail"]["stuck"].is_null()).then_some(())
+    })
+    .await;
+}

@@ -8,7 +8,7 @@ use actix::prelude::*;
 
 use super::{Announce, FallbackNotifier, NAME, Reconfigure};
 use crate::metrics::Metric;
-use crate::notification::Wake;
+use crate::notification::{LoseWakes, Wake};
 use crate::supervision::{self, ActorHealth, HealthStatus, Ping};
 
 impl Actor for FallbackNotifier {
@@ -124,12 +124,6 @@ impl FallbackNotifier {
         stuck
     }
 }
-
-/// Fault injection (`debug.fault_injection`): ignore the next this many wake-ups, as a notifier
-/// that lost them would. Proves that health reports the lanes this leaves stuck.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct LoseWakes(pub u32);
 
 impl Handler<LoseWakes> for FallbackNotifier {
     type Result = ();

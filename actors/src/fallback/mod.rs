@@ -34,7 +34,6 @@ use futures_util::FutureExt;
 pub use channel::ChannelConfig;
 use channel::{Channel, ChannelStats, Outgoing};
 pub use email::{EmailSettings, EmailTls};
-pub use handlers::LoseWakes;
 pub use settings::{FallbackSettings, Reconfigure, Strategy};
 use walk::walk;
 

@@ -63,12 +63,13 @@ pub async fn crash_actor(app: &impl Api, name: &str) {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
 
-/// Make the fallback notifier ignore its next `count` wake-ups (`debug.fault_injection`).
-pub async fn lose_fallback_wakes(app: &impl Api, count: u32) {
+/// Make a notifier (`fallback_notifier`, `telegram_gateway`) ignore its next `count` wake-ups
+/// (`debug.fault_injection`).
+pub async fn lose_wakes(app: &impl Api, actor: &str, count: u32) {
     let response = app
         .request(
             Method::POST,
-            "/api/debug/actors/fallback_notifier/lose-wakes",
+            &format!("/api/debug/actors/{actor}/lose-wakes"),
             Some(OPERATOR_TOKEN),
         )
         .json(&json!({ "count": count }))

@@ -32,6 +32,12 @@ pub(super) struct State {
     /// Pacing: no message to the chat before this.
     pub(super) send_ready_at: Option<Instant>,
     wake: Option<(Instant, SpawnHandle)>,
+    /// The entry the last scan stopped at, not confirmed, and since when; whether a stuck
+    /// queue was logged (see `fallback::STUCK_AFTER`).
+    pub(super) blocked_on: Option<(u64, Instant)>,
+    pub(super) blocked_logged: bool,
+    /// Fault injection (`debug.fault_injection`): wake-ups still to be ignored.
+    pub(super) lose_wakes: u32,
 }
 
 enum Next {
@@ -69,7 +75,10 @@ impl TelegramGateway {
             return;
         }
         let (seq, entry) = match self.next_deliverable(now) {
-            Ok(Next::Deliver(seq, entry)) => (seq, entry),
+            Ok(Next::Deliver(seq, entry)) => {
+                self.blocked_on(None);
+                (seq, entry)
+            }
             Ok(Next::RetryAt(at)) => {
                 self.wake_at(ctx, at);
                 return;
@@ -145,6 +154,7 @@ impl TelegramGateway {
     fn next_deliverable(&mut self, now: Instant) -> Result<Next, crate::store::StoreError> {
         let mut held: HashSet<crate::domain::ApprovalId> = HashSet::new();
         let mut earliest_retry: Option<Instant> = None;
+        let mut blocked = None;
         // Keys are read in growing chunks from the front: the first entry is deliverable
         // almost always, so a pump reads a few keys, not `SCAN`, however long the backlog.
         let (mut after, mut scanned, mut chunk) = (0, 0, 8);
@@ -163,6 +173,7 @@ impl TelegramGateway {
             for seq in seqs {
                 after = seq;
                 if !self.is_ready(seq) {
+                    blocked = Some(seq);
                     break 'scan;
                 }
                 let entry = match self.cache.get(&seq) {
@@ -190,7 +201,29 @@ impl TelegramGateway {
                 return Ok(Next::Deliver(seq, entry));
             }
         }
+        self.blocked_on(blocked);
         Ok(earliest_retry.map_or(Next::Nothing, Next::RetryAt))
+    }
+
+    /// Note the unconfirmed entry a scan stopped at (kept with its first time while it stays
+    /// the same), or that none stopped it.
+    pub(super) fn blocked_on(&mut self, seq: Option<u64>) {
+        match (seq, self.delivery.blocked_on) {
+            (Some(seq), Some((blocked, _))) if blocked == seq => {}
+            (Some(seq), _) => {
+                self.delivery.blocked_on = Some((seq, Instant::now()));
+                self.delivery.blocked_logged = false;
+            }
+            (None, _) => self.delivery.blocked_on = None,
+        }
+    }
+
+    /// How long deliveries have waited behind the same unconfirmed entry, once that is
+    /// `STUCK_AFTER` or more: a lost wake-up (a bug), which health reports.
+    pub(super) fn stuck(&self) -> Option<(u64, std::time::Duration)> {
+        let (seq, since) = self.delivery.blocked_on?;
+        let waited = since.elapsed();
+        (waited >= crate::fallback::STUCK_AFTER).then_some((seq, waited))
     }
 
     fn wake_at(&mut self, ctx: &mut Context<Self>, at: Instant) {

@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use super::{NAME, TelegramGateway, TelegramSettings, when, when_future};
 use crate::metrics::Metric;
-use crate::notification::Wake;
+use crate::notification::{LoseWakes, Wake};
 use crate::registry::ApprovalRegistry;
-use crate::supervision::{self, ActorHealth, Ping};
+use crate::supervision::{self, ActorHealth, HealthStatus, Ping};
 
 /// Tells the gateway where the registry is (the registry starts after it).
 #[derive(Message)]
@@ -93,6 +93,11 @@ impl Handler<Wake> for TelegramGateway {
 
 impl TelegramGateway {
     pub(super) fn woken(&mut self, wake: Wake, ctx: &mut Context<Self>) {
+        if self.delivery.lose_wakes > 0 {
+            self.delivery.lose_wakes -= 1;
+            tracing::warn!(actor = NAME, seqs = ?wake.confirmed, "fault injection: a wake-up ignored");
+            return;
+        }
         for seq in &wake.withdrawn {
             self.ready.remove(seq);
             self.cache.remove(seq);
@@ -117,6 +122,11 @@ impl TelegramGateway {
                     self.cache.insert(seq, entry);
                 }
             }
+        }
+        if let Some((blocked, _)) = self.delivery.blocked_on
+            && (self.is_ready(blocked) || wake.withdrawn.contains(&blocked))
+        {
+            self.blocked_on(None);
         }
         self.publish_outbox();
         // While Telegram is known to be down, operators hear about it at once.
@@ -165,11 +175,28 @@ impl Handler<Ping> for TelegramGateway {
     type Result = MessageResult<Ping>;
 
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        let stuck = self.stuck();
+        if let Some((seq, waited)) = stuck
+            && !self.delivery.blocked_logged
+        {
+            self.delivery.blocked_logged = true;
+            tracing::error!(
+                actor = NAME,
+                seq,
+                waited_s = waited.as_secs(),
+                "Telegram deliveries are stuck behind an entry whose commit was never confirmed; a restart of the gateway replays the queue"
+            );
+        }
+        let status = match stuck {
+            Some(_) => HealthStatus::Degraded,
+            None => self.health_status(),
+        };
         MessageResult(ActorHealth {
             actor: NAME,
-            status: self.health_status(),
+            status,
             restarts: self.restarts.count(),
             detail: serde_json::json!({
+                "stuck": stuck.map(|(seq, waited)| serde_json::json!({ "seq": seq, "waited_s": waited.as_secs() })),
                 "breaker_state": self.breaker.state().as_str(),
                 "bot_username": self.bot_username,
                 "last_success": self.last_success.map(when),
@@ -181,6 +208,14 @@ impl Handler<Ping> for TelegramGateway {
                 "dead_letters": self.queues.dead_letter_count(),
             }),
         })
+    }
+}
+
+impl Handler<LoseWakes> for TelegramGateway {
+    type Result = ();
+
+    fn handle(&mut self, LoseWakes(count): LoseWakes, _: &mut Context<Self>) {
+        self.delivery.lose_wakes = count;
     }
 }
 
