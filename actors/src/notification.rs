@@ -87,3 +87,10 @@ pub struct Wake {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct LoseWakes(pub u32);
+
+/// Notifications waiting this long behind a queue entry their notifier was never woken for are
+/// stuck, and its health says so. A confirmation (a [`Wake`]) follows its commit within
+/// milliseconds and a store that cannot commit is reported by the registry's own health, so
+/// only a lost wake-up (a bug) leaves a queue there; without this the notifier looked healthy
+/// while operators heard nothing.
+pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);

@@ -330,18 +330,13 @@ async fn a_stuck_notification_shows_its_age_until_delivered() {
 #[actix_web::test]
 async fn notifications_within_the_batch_interval_wait_for_it_and_go_out_together() {
     let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__BATCH_INTERVAL", "1s")]).await;
-    let file = app.dir.path().join("notifications.jsonl");
-    let lines = || std::fs::read_to_string(&file).unwrap_or_default();
     let first = app.create_id(&new_approval()).await;
-    eventually(WAIT, "the first notification", || async {
-        lines().contains(&first).then_some(())
-    })
-    .await;
+    notified(app.dir.path(), "the first notification", &[&first]).await;
     let first_seen = std::time::Instant::now();
     let second = app.create_id(&new_approval()).await;
     let third = app.create_id(&new_approval()).await;
     let text = eventually(WAIT, "the next batch", || async {
-        let text = lines();
+        let text = notifications_text(app.dir.path());
         (text.contains(&second) || text.contains(&third)).then_some(text)
     })
     .await;
@@ -362,13 +357,8 @@ async fn notifications_within_the_batch_interval_wait_for_it_and_go_out_together
 #[actix_web::test]
 async fn a_notifier_restarted_inside_a_batch_interval_still_delivers_what_waited() {
     let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__BATCH_INTERVAL", "1s")]).await;
-    let file = app.dir.path().join("notifications.jsonl");
-    let lines = || std::fs::read_to_string(&file).unwrap_or_default();
     let first = app.create_id(&new_approval()).await;
-    eventually(WAIT, "the first notification", || async {
-        lines().contains(&first).then_some(())
-    })
-    .await;
+    notified(app.dir.path(), "the first notification", &[&first]).await;
     // Waits for the interval's end, then the notifier restarts before it.
     let second = app.create_id(&new_approval()).await;
     crash_actor(&app, "fallback_notifier").await;
@@ -376,10 +366,10 @@ async fn a_notifier_restarted_inside_a_batch_interval_still_delivers_what_waited
         (app.health().await["actors"]["fallback_notifier"]["restarts"] == 1).then_some(())
     })
     .await;
-    eventually(
-        WAIT,
+    notified(
+        app.dir.path(),
         "the waiting notification after the restart",
-        || async { lines().contains(&second).then_some(()) },
+        &[&second],
     )
     .await;
 }
@@ -390,8 +380,6 @@ async fn a_notifier_restarted_inside_a_batch_interval_still_delivers_what_waited
 #[actix_web::test]
 async fn a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_it() {
     let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__ORDER", "file")]).await;
-    let file = app.dir.path().join("notifications.jsonl");
-    let lines = || std::fs::read_to_string(&file).unwrap_or_default();
     lose_wakes(&app, "fallback_notifier", 1).await;
     let lost = app.create_id(&new_approval()).await;
     let behind = app.create_id(&new_approval()).await;
@@ -407,17 +395,18 @@ async fn a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_i
     )
     .await;
     assert_eq!(health["status"], "degraded", "{health}");
-    let text = lines();
+    let text = notifications_text(app.dir.path());
     assert!(
         !text.contains(&lost) && !text.contains(&behind),
         "delivered while stuck: {text}"
     );
 
     crash_actor(&app, "fallback_notifier").await;
-    eventually(WAIT, "both notifications after the restart", || async {
-        let text = lines();
-        (text.contains(&lost) && text.contains(&behind)).then_some(())
-    })
+    notified(
+        app.dir.path(),
+        "both notifications after the restart",
+        &[&lost, &behind],
+    )
     .await;
     eventually(WAIT, "the notifier healthy again", || async {
         let notifier = app.health().await["actors"]["fallback_notifier"].clone();

@@ -103,7 +103,7 @@ impl FallbackNotifier {
                 continue;
             };
             let waited = since.elapsed();
-            if waited < super::STUCK_AFTER {
+            if waited < crate::notification::STUCK_AFTER {
                 continue;
             }
             if !lane.blocked_logged {

@@ -58,12 +58,6 @@ pub struct Announce(pub Announcement);
 /// Most entries delivered in one batch (the file channel writes a batch with one fsync).
 const BATCH: usize = 256;
 
-/// A lane holding confirmed entries behind one that is not confirmed for this long is stuck.
-/// A confirmation (a [`Wake`]) follows its commit within milliseconds; a store that cannot
-/// commit is reported by the registry's own health. So this only fires on a lost wake-up (a
-/// bug): health says so rather than "healthy" while operators hear nothing.
-pub(crate) const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// One durable queue and its delivery state.
 struct Lane {
     queue: Queue,
@@ -84,7 +78,7 @@ struct Lane {
     /// A wake-up at `next_batch_at` is scheduled.
     batch_wake_armed: bool,
     /// Since when confirmed entries wait behind the queue's front, which is not confirmed
-    /// (see [`STUCK_AFTER`]); whether that was logged.
+    /// (see [`crate::notification::STUCK_AFTER`]); whether that was logged.
     blocked_since: Option<Instant>,
     blocked_logged: bool,
 }
@@ -253,7 +247,7 @@ impl FallbackNotifier {
         let lane = &mut self.lanes[index];
         if batch.is_empty() {
             // Confirmed entries waiting behind an unconfirmed front: for the moment a commit
-            // takes, normally; see `STUCK_AFTER`.
+            // takes, normally; see `notification::STUCK_AFTER`.
             if lane.ready.is_empty() {
                 lane.blocked_since = None;
             } else {

@@ -373,10 +373,23 @@ pub async fn spawn_telegram_app(api_url: &str, token: &str, extra: &[(&str, &str
     spawn_app_with(&borrowed).await
 }
 
+/// The fallback notifications file as it is now (empty if not written yet).
+pub fn notifications_text(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("notifications.jsonl")).unwrap_or_default()
+}
+
+/// Wait until the fallback notifications file mentions every one of `ids`.
+pub async fn notified(dir: &Path, what: &str, ids: &[&str]) {
+    eventually(Duration::from_secs(15), what, || async {
+        let text = notifications_text(dir);
+        ids.iter().all(|id| text.contains(id)).then_some(())
+    })
+    .await;
+}
+
 /// The lines of the fallback notifications file that mention `needle`.
 pub fn notification_lines(dir: &Path, needle: &str) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("notifications.jsonl"))
-        .unwrap_or_default()
+    notifications_text(dir)
         .lines()
         .filter(|line| line.contains(needle))
         .filter_map(|line| serde_json::from_str(line).ok())

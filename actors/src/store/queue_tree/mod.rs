@@ -265,14 +265,17 @@ impl QueueTree {
         // One spill at a time (checkpoints and full commits both spill): a second one would
         // take the first one's copies for entries delivered meanwhile.
         let _spilling = self.spilling.lock().unwrap_or_else(|p| p.into_inner());
-        let batch: Vec<(Key, IVec)> = {
+        let (batch, carried): (Vec<(Key, IVec)>, BTreeSet<Key>) = {
             let mut memory = self.lock();
             memory.spilling = true;
-            memory
+            // Copies an earlier clean-up could not remove stay skipped.
+            let carried = memory.removed.clone();
+            let batch = memory
                 .entries
                 .iter()
                 .map(|(key, value)| (*key, value.clone()))
-                .collect()
+                .collect();
+            (batch, carried)
         };
         for (key, _) in &batch {
             self.may_hold(key);
@@ -302,7 +305,9 @@ impl QueueTree {
         // Every other copy of a removed entry is gone from sled (or was never made): reads
         // need no reminder of it any more.
         memory.spilling = false;
-        memory.removed = left_in_sled;
+        memory
+            .removed
+            .retain(|key| carried.contains(key) || left_in_sled.contains(key));
         drop(memory);
         failed.map_or(Ok(copied), Err)
     }

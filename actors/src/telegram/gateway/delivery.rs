@@ -33,7 +33,7 @@ pub(super) struct State {
     pub(super) send_ready_at: Option<Instant>,
     wake: Option<(Instant, SpawnHandle)>,
     /// The entry the last scan stopped at, not confirmed, and since when; whether a stuck
-    /// queue was logged (see `fallback::STUCK_AFTER`).
+    /// queue was logged (see `notification::STUCK_AFTER`).
     pub(super) blocked_on: Option<(u64, Instant)>,
     pub(super) blocked_logged: bool,
     /// Fault injection (`debug.fault_injection`): wake-ups still to be ignored.
@@ -223,7 +223,7 @@ impl TelegramGateway {
     pub(super) fn stuck(&self) -> Option<(u64, std::time::Duration)> {
         let (seq, since) = self.delivery.blocked_on?;
         let waited = since.elapsed();
-        (waited >= crate::fallback::STUCK_AFTER).then_some((seq, waited))
+        (waited >= crate::notification::STUCK_AFTER).then_some((seq, waited))
     }
 
     fn wake_at(&mut self, ctx: &mut Context<Self>, at: Instant) {
