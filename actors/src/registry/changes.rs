@@ -8,7 +8,7 @@ use actix::prelude::*;
 use futures_util::future::FutureExt;
 
 use super::commit::{Answer, Kind, Pending, answer};
-use super::verdict::{created_event, ended_event, policy_decision, policy_event};
+use super::verdict::{ended_event, policy_decision, policy_event};
 use super::{ApprovalRegistry, Created, NAME, RegistryError};
 use crate::domain::{
     Actor, Approval, ApprovalId, AuditEvent, Decision, Grant, NewApproval, Outcome,
@@ -39,8 +39,8 @@ impl ApprovalRegistry {
         }
         let now = super::now();
         let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
-        let mut events = vec![created_event(&approval)];
-        events.extend(policy_event(&verdict));
+        // `created` is derived from the record when the history is read (`History`).
+        let mut events: Vec<AuditEvent> = policy_event(&verdict).into_iter().collect();
         let decision = policy_decision(verdict).or_else(|| self.granted(&approval));
         if let Some(decision) = decision {
             // Decided before anyone saw it: one write, no notifications, no deadline.

@@ -123,10 +123,11 @@ impl Handler<History> for ApprovalRegistry {
 
     fn handle(&mut self, History(id): History, ctx: &mut Context<Self>) -> Self::Result {
         let read = guarded(NAME, ctx, || {
-            if self.store.get(id)?.is_none() {
-                return Ok(None);
-            }
-            self.store.events(id).map(Some)
+            let Some(approval) = self.store.get(id)? else {
+                return Ok::<_, crate::store::StoreError>(None);
+            };
+            let stored = self.store.events(id)?;
+            Ok(Some(super::verdict::history(&approval, stored)))
         });
         match read {
             Ok(Ok(Some(events))) => self.when_committed([id], Ok(events)),

@@ -325,8 +325,13 @@ impl ApprovalStore for SledStore {
         let mut events = Vec::new();
         for entry in self.inner.events.scan_prefix(id.to_bytes()) {
             let (key, value) = entry?;
-            match serde_json::from_slice(&value) {
-                Ok(event) => events.push(event),
+            // One entry, or several observed together (`Staging::stage_observed`).
+            let decoded = match value.first() {
+                Some(b'[') => serde_json::from_slice::<Vec<AuditEvent>>(&value),
+                _ => serde_json::from_slice::<AuditEvent>(&value).map(|event| vec![event]),
+            };
+            match decoded {
+                Ok(entries) => events.extend(entries),
                 Err(error) => {
                     tracing::error!(key = %queue::hex(&key), %error, "skipping an unreadable history entry")
                 }

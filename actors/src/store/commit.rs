@@ -227,8 +227,7 @@ fn run(durability: &Durability, file: File, rx: mpsc::Receiver<Ticket>, stats: A
 fn final_flush(durability: &Durability, file: &File, stats: &CommitStats) {
     let flushed = durability
         .writer
-        .write_staged(false, false, drop)
-        .1
+        .write_everything()
         .map_err(Arc::new)
         // A full sync: undelivered queue entries still in memory go into sled before its flush.
         .and_then(|_| sync(durability, file, stats, true))

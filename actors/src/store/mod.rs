@@ -290,7 +290,7 @@ impl SledStore {
     /// rather than change an approval (notifiers, Telegram taps).
     pub fn record(&self, id: ApprovalId, event: &AuditEvent) {
         match self.event_op(id, event) {
-            Ok(op) => self.inner.staging.stage(vec![op]),
+            Ok(op) => self.inner.staging.stage_observed(id.to_bytes(), op),
             Err(error) => {
                 tracing::error!(approval_id = %id, %error, "cannot record a history entry")
             }

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Which tree an operation writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,19 @@ struct Inner {
     ops: Vec<Op>,
     /// Latest staged value per key of the trees the writer reads back.
     overlay: HashMap<(u8, Vec<u8>), Option<Vec<u8>>>,
+    /// Observed history entries ([`Staging::stage_observed`]), one op per approval, held back
+    /// for up to [`OBSERVED_WINDOW`] so that entries for one approval share a key.
+    observed: Vec<Op>,
+    /// Per approval, its op in `observed`.
+    observed_at: HashMap<[u8; 16], usize>,
+    /// When the oldest op in `observed` was staged.
+    observed_since: Option<Instant>,
 }
+
+/// How long observed history entries wait to be applied, so that the entries one approval gets
+/// from several places at about the same time (each fallback channel delivering its
+/// notification) share one sled insert. Nobody waits on history (`commit.rs`, `LAZY_APPLY`).
+pub(super) const OBSERVED_WINDOW: Duration = Duration::from_millis(20);
 
 /// A tree's number: the overlay's key, and the tree index a journal record names (the order of
 /// the writer's trees).
@@ -83,6 +96,32 @@ impl Staging {
         inner.ops.extend(ops);
     }
 
+    /// Stage a history entry observed by a notifier (a delivery, a tap): `op` writes the
+    /// `events` tree at `id ++ seq`, its value one entry as JSON. Entries for the same approval
+    /// staged within [`OBSERVED_WINDOW`] share one key, their value a JSON array in the order
+    /// staged: both fallback channels' deliveries of a notification cost sled one insert, not
+    /// two (each insert costs the commit thread, the service's one serial stage, about 4 µs).
+    /// A change's own entries never merge here (`stage`): its revert removes them by key.
+    pub fn stage_observed(&self, id: [u8; 16], op: Op) {
+        let mut inner = self.lock();
+        let Inner {
+            observed,
+            observed_at,
+            observed_since,
+            ..
+        } = &mut *inner;
+        match observed_at.get(&id).and_then(|&at| observed.get_mut(at)) {
+            Some(Op {
+                value: Some(value), ..
+            }) if !value.is_empty() => merge_entries(value, op.value.as_deref().unwrap_or(b"")),
+            _ => {
+                observed_at.insert(id, observed.len());
+                observed.push(op);
+                observed_since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
     /// The staged value of `key`: `Some(None)` if staged as removed, `None` if not staged.
     pub fn lookup(&self, target: Target, key: &[u8]) -> Option<Option<Vec<u8>>> {
         self.lock()
@@ -91,13 +130,23 @@ impl Staging {
             .cloned()
     }
 
+    /// True if [`take`](Self::take) would return anything.
     pub fn has_staged(&self) -> bool {
-        !self.lock().ops.is_empty()
+        let inner = self.lock();
+        !inner.ops.is_empty() || inner.observed_due()
     }
 
-    /// Everything staged so far, for the flusher to apply.
-    pub fn take(&self) -> Vec<Op> {
-        std::mem::take(&mut self.lock().ops)
+    /// Everything staged so far, for the flusher to apply; observed history entries once their
+    /// window has passed, or with `everything` (a backup, the final flush).
+    pub fn take(&self, everything: bool) -> Vec<Op> {
+        let mut inner = self.lock();
+        let mut ops = std::mem::take(&mut inner.ops);
+        if everything || inner.observed_due() {
+            ops.append(&mut inner.observed);
+            inner.observed_at.clear();
+            inner.observed_since = None;
+        }
+        ops
     }
 
     /// `ops` are now in sled (or failed to apply): drop their overlay entries unless a later
@@ -110,5 +159,74 @@ impl Staging {
                 inner.overlay.remove(&key);
             }
         }
+    }
+}
+
+impl Inner {
+    fn observed_due(&self) -> bool {
+        self.observed_since
+            .is_some_and(|since| since.elapsed() >= OBSERVED_WINDOW)
+    }
+}
+
+/// Append the JSON value `entry` to `value`, which holds one JSON value or an array of them.
+fn merge_entries(value: &mut Vec<u8>, entry: &[u8]) {
+    if value.first() == Some(&b'[') {
+        value.pop(); // the closing bracket
+    } else {
+        value.insert(0, b'[');
+    }
+    value.push(b',');
+    value.extend_from_slice(entry);
+    value.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u8, seq: u8, value: &str) -> Op {
+        let mut key = vec![id; 16];
+        key.push(seq);
+        Op {
+            target: Target::Events,
+            key,
+            value: Some(value.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn observed_entries_of_one_approval_share_a_key_within_the_window() {
+        let staging = Staging::default();
+        staging.stage_observed([1; 16], entry(1, 1, r#"{"a":1}"#));
+        staging.stage_observed([2; 16], entry(2, 2, r#"{"b":1}"#));
+        staging.stage_observed([1; 16], entry(1, 3, r#"{"a":2}"#));
+        staging.stage_observed([1; 16], entry(1, 4, r#"{"a":3}"#));
+        assert!(!staging.has_staged(), "held back for the window");
+        assert!(staging.take(false).is_empty());
+        let ops = staging.take(true);
+        let values: Vec<_> = ops
+            .iter()
+            .map(|op| String::from_utf8_lossy(op.value.as_deref().unwrap_or(b"")).to_string())
+            .collect();
+        assert_eq!(values, [r#"[{"a":1},{"a":2},{"a":3}]"#, r#"{"b":1}"#]);
+        assert_eq!(ops[0].key, entry(1, 1, "").key, "the first entry's key");
+        // After a take, a new entry starts a key of its own, taken once the window has passed.
+        staging.stage_observed([1; 16], entry(1, 5, r#"{"a":4}"#));
+        std::thread::sleep(OBSERVED_WINDOW);
+        assert!(staging.has_staged());
+        let ops = staging.take(false);
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].value.as_deref(), Some(&br#"{"a":4}"#[..]));
+    }
+
+    #[test]
+    fn a_change_is_taken_at_once_and_never_merged() {
+        let staging = Staging::default();
+        staging.stage_observed([1; 16], entry(1, 1, r#"{"a":1}"#));
+        staging.stage(vec![entry(1, 2, r#"{"a":2}"#)]);
+        let ops = staging.take(false);
+        assert_eq!(ops.len(), 1, "the observed entry waits for its window");
+        assert_eq!(ops[0].value.as_deref(), Some(&br#"{"a":2}"#[..]));
     }
 }

@@ -160,3 +160,50 @@ async fn history_without_a_ticket_is_committed_when_idle_and_its_failure_is_repo
     });
     assert_eq!(store.events(id).expect("events").len(), 2);
 }
+
+/// Entries observed for one approval within the window share one sled key; they read back as
+/// separate entries, in the order recorded, after the idle pass and after a reopen (the final
+/// flush writes entries still in their window).
+#[actix_rt::test]
+async fn observed_history_entries_share_a_key_and_read_back_one_by_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (a, b) = (approval(None).id, approval(None).id);
+    let channels = ["console", "file", "telegram"];
+    let kinds = |store: &SledStore, id| -> Vec<Option<String>> {
+        let events = store.events(id).expect("events");
+        events.into_iter().map(|event| event.channel).collect()
+    };
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        for channel in channels {
+            store
+                .queues()
+                .record(a, &AuditEvent::now("delivered").on(channel));
+        }
+        store
+            .queues()
+            .record(b, &AuditEvent::now("delivered").on("file"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while kinds(&store, a).len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "never applied");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            store.inner.events.scan_prefix(a.to_bytes()).count(),
+            1,
+            "one key for the three entries"
+        );
+        let expected: Vec<_> = channels.iter().map(|c| Some(c.to_string())).collect();
+        assert_eq!(kinds(&store, a), expected);
+        // Written on a graceful stop even inside its window.
+        store
+            .queues()
+            .record(b, &AuditEvent::now("delivered").on("console"));
+    }
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(kinds(&store, a).len(), 3);
+    assert_eq!(
+        kinds(&store, b),
+        [Some("file".to_string()), Some("console".to_string())]
+    );
+}

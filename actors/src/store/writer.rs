@@ -72,8 +72,14 @@ impl Writer {
     ) -> (u64, io::Result<bool>) {
         let mut state = self.lock();
         let from = state.journal.len();
-        let written = write_staged(&mut state, self, panic, refuse, appended);
+        let written = write_staged(&mut state, self, panic, refuse, false, appended);
         (from, written)
+    }
+
+    /// Write everything staged, observed history entries still in their window included (the
+    /// final flush).
+    pub fn write_everything(&self) -> io::Result<bool> {
+        write_staged(&mut self.lock(), self, false, false, true, drop)
     }
 
     /// True if anything is waiting to be written.
@@ -84,7 +90,7 @@ impl Writer {
     /// Write what is staged, then run `then` with no other batch landing meanwhile.
     pub fn quiesced<T>(&self, then: impl FnOnce() -> T) -> io::Result<T> {
         let mut state = self.lock();
-        write_staged(&mut state, self, false, false, drop)?;
+        write_staged(&mut state, self, false, false, true, drop)?;
         Ok(then())
     }
 
@@ -156,10 +162,11 @@ fn write_staged(
     writer: &Writer,
     panic: bool,
     refuse: bool,
+    everything: bool,
     appended: impl FnOnce(Arc<File>),
 ) -> io::Result<bool> {
     let staging = &writer.staging;
-    let ops = staging.take();
+    let ops = staging.take(everything);
     if ops.is_empty() {
         return Ok(false);
     }
