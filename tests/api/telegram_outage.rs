@@ -394,3 +394,69 @@ async fn telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_rest
     })
     .await;
 }
+
+/// While the breaker is open, new entries go to the fallback channels as their wake-ups arrive,
+/// and a catch-up walk hands over whatever it missed. An entry whose wake-up is lost stops that
+/// walk: health names it under `detail.stuck` (the open breaker alone already makes the gateway
+/// degraded, so the status says nothing), and a restarted gateway hands it over.
+#[actix_web::test]
+async fn a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands_it_over() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "3"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "60s"),
+        ],
+    )
+    .await;
+    fake.set_down(Some(Fault::DropConnection), false);
+    app.create_id(&new_approval()).await;
+    wait_breaker(&app, "open").await;
+
+    lose_wakes(&app, "telegram_gateway", 1).await;
+    let lost = app.create_id(&new_approval()).await;
+    let behind = app.create_id(&new_approval()).await;
+    notified(
+        app.dir.path(),
+        "the later approval on the fallback file",
+        &[&behind],
+    )
+    .await;
+    let gateway = eventually(
+        Duration::from_secs(30),
+        "health to name the stuck hand-over",
+        || async {
+            let gateway = app.health().await["actors"]["telegram_gateway"].clone();
+            gateway["detail"]["stuck"]["seq"]
+                .is_u64()
+                .then_some(gateway)
+        },
+    )
+    .await;
+    assert_eq!(gateway["status"], "degraded", "{gateway}");
+    let text = notifications_text(app.dir.path());
+    assert!(
+        !text.contains(&lost),
+        "handed over without its wake-up: {text}"
+    );
+
+    crash_actor(&app, "telegram_gateway").await;
+    eventually(
+        Duration::from_secs(30),
+        "the lost approval on the fallback file",
+        || async {
+            notifications_text(app.dir.path())
+                .contains(&lost)
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(WAIT, "no stuck hand-over", || async {
+        let gateway = app.health().await["actors"]["telegram_gateway"].clone();
+        gateway["detail"]["stuck"].is_null().then_some(())
+    })
+    .await;
+}

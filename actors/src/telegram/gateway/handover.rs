@@ -4,7 +4,8 @@
 //! fallback notifier is woken with each entry's content once that commit is on disk. The entry
 //! stays in Telegram's queue and goes out when Telegram is back.
 //!
-//! Owns the hand-over watermark (`told_through`, `told_fallback`). A hand-over costs
+//! Owns the hand-over watermark (`told_through`, `told_fallback`); notes where a walk stopped
+//! for the stuck check it shares with the delivery scan. A hand-over costs
 //! O(entries handed over): while the breaker is open every wake-up hands over what it brought,
 //! and the catch-up walk reads keys from the watermark, decoding only what it hands over, and
 //! goes on at once while a backlog remains. Why it matters: an actor kept busy by its mailbox
@@ -101,6 +102,9 @@ impl TelegramGateway {
         };
         let more = seqs.len() == WALK;
         let last = seqs.last().copied();
+        if !more {
+            self.note_walk_stop(last.unwrap_or(self.told_through));
+        }
         let mut untold = Vec::new();
         let mut through = self.told_through;
         for seq in seqs {
@@ -123,5 +127,22 @@ impl TelegramGateway {
         self.told_through = through;
         self.told_fallback.retain(|seq| *seq > through);
         more && walked_all
+    }
+
+    /// A walk that ended before its limit ended at the queue's end or at an entry whose commit
+    /// is not confirmed yet; note which, so that one never confirmed (a lost wake-up) shows in
+    /// health as a stuck outbox, as it does for the delivery scan (`delivery.rs`). Otherwise
+    /// the breaker being open already makes the gateway degraded, and the entry would silently
+    /// never reach the fallback channels.
+    fn note_walk_stop(&mut self, after: u64) {
+        match self
+            .queues
+            .seqs_after(Channel::Telegram, after, 1, |_| true)
+        {
+            Ok(next) => self.blocked_on(next.first().copied()),
+            Err(error) => {
+                tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
+            }
+        }
     }
 }
