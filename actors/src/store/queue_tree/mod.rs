@@ -253,14 +253,18 @@ impl QueueTree {
     /// memory, or from sled again if they were delivered in between. Should sled refuse a
     /// write, the entries not yet copied stay in memory and the journal keeps them.
     pub fn spill(&self) -> sled::Result<usize> {
-        self.spill_with(|key, value| self.tree.insert(key, value).map(drop))
+        self.spill_with(
+            |key, value| self.tree.insert(key, value).map(drop),
+            |key| self.tree.remove(key).map(drop),
+        )
     }
 
-    /// [`spill`](Self::spill), copying each entry with `copy` (sled's insert; a test's that
-    /// fails partway).
+    /// [`spill`](Self::spill), copying each entry with `copy` and taking back the copy of one
+    /// delivered meanwhile with `uncopy` (sled's insert and remove; in tests, ones that fail).
     fn spill_with(
         &self,
         mut copy: impl FnMut(&Key, IVec) -> sled::Result<()>,
+        mut uncopy: impl FnMut(&Key) -> sled::Result<()>,
     ) -> sled::Result<usize> {
         // One spill at a time (checkpoints and full commits both spill): a second one would
         // take the first one's copies for entries delivered meanwhile.
@@ -296,7 +300,7 @@ impl QueueTree {
                 // Delivered while it was being copied: its removal only looked in memory. (If
                 // sled refuses this, the entry may come back after a restart: a repeat; until
                 // then reads keep skipping it.)
-                if let Err(error) = self.tree.remove(key) {
+                if let Err(error) = uncopy(key) {
                     failed.get_or_insert(error);
                     left_in_sled.insert(*key);
                 }

@@ -97,13 +97,16 @@ fn a_spill_that_sled_refuses_partway_keeps_the_rest_in_memory_for_the_next() {
     }
     // sled takes four entries, then refuses (a full disk).
     let mut room = 4;
-    let refused = tree.spill_with(|key, value| {
-        if room == 0 {
-            return Err(sled::Error::Io(std::io::Error::other("no space left")));
-        }
-        room -= 1;
-        tree.tree.insert(key, value).map(drop)
-    });
+    let refused = tree.spill_with(
+        |key, value| {
+            if room == 0 {
+                return Err(sled::Error::Io(std::io::Error::other("no space left")));
+            }
+            room -= 1;
+            tree.tree.insert(key, value).map(drop)
+        },
+        |key| tree.tree.remove(key).map(drop),
+    );
     assert!(refused.is_err(), "the checkpoint hears of the refusal");
     assert_eq!(tree.unspilled(), 6, "what sled refused stays in memory");
     assert_eq!(db.open_tree("queues").expect("tree").len(), 4);
@@ -119,6 +122,54 @@ fn a_spill_that_sled_refuses_partway_keeps_the_rest_in_memory_for_the_next() {
     let expected: Vec<Key> = [1, 3, 4, 5, 6, 8, 9, 10].map(key).to_vec();
     assert_eq!(keys(&tree, usize::MAX), expected);
     assert_eq!(db.open_tree("queues").expect("tree").len(), 8);
+}
+
+/// An entry delivered while a spill copied it leaves a copy in sled that the spill's clean-up
+/// removes; if sled refuses that removal, the copy must stay unread (it is a delivered entry,
+/// and a notifier finding it at the front of its queue would stop there), through later spills
+/// too, while everything else reads and spills as usual.
+#[test]
+fn a_copy_the_clean_up_cannot_remove_stays_unread_through_later_spills() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path()).expect("open");
+    let tree = QueueTree::new(db.open_tree("queues").expect("tree")).expect("queue tree");
+    for seq in 1..=3 {
+        tree.insert(&key(seq), b"entry").expect("insert");
+    }
+    let failed = tree.spill_with(
+        |copied, value| {
+            tree.tree.insert(copied, value)?;
+            // Entry 2 is delivered right after its copy was made.
+            if *copied == key(2) {
+                tree.remove(&key(2)).expect("remove");
+            }
+            Ok(())
+        },
+        |_| Err(sled::Error::Io(std::io::Error::other("I/O error"))),
+    );
+    assert!(
+        failed.is_err(),
+        "the checkpoint hears of the failed clean-up"
+    );
+    let in_sled = db.open_tree("queues").expect("tree");
+    assert!(
+        in_sled.contains_key(key(2)).expect("read"),
+        "the copy is still in sled"
+    );
+    assert_unread_beside(&tree, &[1, 3]);
+    assert_eq!(tree.remove(&key(2)).expect("remove"), None);
+    tree.insert(&key(4), b"entry").expect("insert");
+    assert_eq!(tree.spill().expect("a later spill"), 1);
+    assert_unread_beside(&tree, &[1, 3, 4]);
+    assert_eq!(tree.spill().expect("and another"), 0);
+    assert_unread_beside(&tree, &[1, 3, 4]);
+}
+
+/// Entry 2 reads as absent, and exactly `others` are there.
+fn assert_unread_beside(tree: &QueueTree, others: &[u64]) {
+    let expected: Vec<Key> = others.iter().map(|&seq| key(seq)).collect();
+    assert_eq!(keys(tree, usize::MAX), expected);
+    assert_eq!(tree.get(&key(2)).expect("get"), None);
 }
 
 #[test]
