@@ -20,14 +20,16 @@ impl Bench<'_> {
         // it, and a store of however many approvals it managed. The second service holds
         // exactly `--pending` approvals; the fan-out runs on it once its notifications are
         // written, so the waiters are woken in a registry of realistic size on a quiet machine.
-        let baseline = match &self.args.baseline {
-            Some(path) => Some(self.baseline(path).await?),
+        // The baseline runs before and after the service, and the ratio is to their mean: this
+        // VM has slow spells of minutes (every thread a third slower), and one baseline run
+        // on the far side of a change of pace skewed the ratio by that much.
+        let before = match &self.args.baseline {
+            Some(path) => Some(self.baseline(path, "before").await?),
             None => None,
         };
         let service = self.spawn(THROUGHPUT)?;
         service.wait_ready(Duration::from_secs(30)).await?;
         let mut creates = self.creates(&service).await?;
-        creates.baseline = baseline;
         step("stopping the throughput service (SIGTERM)");
         // Generous: the file channel writes its whole backlog before the process exits.
         match service.stop(Duration::from_secs(300)).await {
@@ -36,6 +38,10 @@ impl Bench<'_> {
                 creates.shutdown = Some(took);
             }
             Err(error) => println!("  {error}; killed it"),
+        }
+        if let (Some(path), Some(before)) = (&self.args.baseline, before) {
+            let after = self.baseline(path, "after").await?;
+            creates.baseline = Some(Baseline::mean(before, after));
         }
         if self.args.health_under_load {
             let service = self.spawn("health")?;

@@ -62,6 +62,20 @@ pub(super) struct Baseline {
     pub(super) per_second: f64,
     pub(super) cpu_us_per_create: f64,
     pub(super) p99: Duration,
+    /// Creates/s of each run this figure is the mean of.
+    pub(super) runs: Vec<f64>,
+}
+
+impl Baseline {
+    /// The mean of a run before the service and one after it (the worse p99).
+    pub(super) fn mean(before: Baseline, after: Baseline) -> Baseline {
+        Baseline {
+            per_second: (before.per_second + after.per_second) / 2.0,
+            cpu_us_per_create: (before.cpu_us_per_create + after.cpu_us_per_create) / 2.0,
+            p99: before.p99.max(after.p99),
+            runs: before.runs.into_iter().chain(after.runs).collect(),
+        }
+    }
 }
 
 pub(super) struct FanoutReport {
@@ -183,6 +197,16 @@ impl Report {
                 (
                     "baseline: bare sled + fdatasync creates/s".to_string(),
                     format!("{:.0}/s", b.per_second),
+                    String::new(),
+                    None,
+                ),
+                (
+                    "  baseline before / after the service".into(),
+                    b.runs
+                        .iter()
+                        .map(|r| format!("{r:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
                     String::new(),
                     None,
                 ),

@@ -5,12 +5,13 @@
 use super::*;
 
 impl Bench<'_> {
-    /// The same create load against the baseline server: the honest durable limit.
-    pub(super) async fn baseline(&self, path: &Path) -> Result<Baseline> {
+    /// The same create load against the baseline server: the honest durable limit. `when`
+    /// (before or after the service) names its store and its report line.
+    pub(super) async fn baseline(&self, path: &Path, when: &str) -> Result<Baseline> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let store = self.dir.join("store-baseline");
+        let store = self.dir.join(format!("store-baseline-{when}"));
         let child = Command::new(path)
             .args([port.to_string(), store.display().to_string()])
             .env_clear()
@@ -35,7 +36,8 @@ impl Bench<'_> {
         let args = self.args;
         let api = service.api(args.concurrency);
         step(&format!(
-            "baseline (bare sled insert + flush + fdatasync): {:.0} s warm-up, {:.0} s measured",
+            "baseline {when} the service (bare sled insert + flush + fdatasync): {:.0} s warm-up, \
+             {:.0} s measured",
             args.warmup_seconds, args.creates_seconds
         ));
         create_load(
@@ -54,10 +56,12 @@ impl Bench<'_> {
         .await;
         let cpu = service.cpu_time()?.saturating_sub(cpu);
         load.check("baseline creates")?;
+        let per_second = load.ok as f64 / load.elapsed.as_secs_f64();
         let baseline = Baseline {
-            per_second: load.ok as f64 / load.elapsed.as_secs_f64(),
+            per_second,
             cpu_us_per_create: cpu.as_secs_f64() * 1e6 / load.ok.max(1) as f64,
             p99: Percentiles::of(load.latencies).p99,
+            runs: vec![per_second],
         };
         println!(
             "  {:.0}/s, p99 {}, {:.0} CPU µs per create",
