@@ -89,10 +89,16 @@ impl TelegramGateway {
     /// with more to go (a backlog replayed after a restart): the caller walks on at once
     /// rather than at the next probe.
     pub(super) fn tell_fallback_all(&mut self, ctx: &mut Context<Self>) -> bool {
+        // The entry the walk stopped at, not confirmed yet (none: it reached the queue's end).
+        let unconfirmed = std::cell::Cell::new(None);
         let seqs = match self
             .queues
             .seqs_after(Channel::Telegram, self.told_through, WALK, |seq| {
-                self.is_ready(seq)
+                let ready = self.is_ready(seq);
+                if !ready {
+                    unconfirmed.set(Some(seq));
+                }
+                ready
             }) {
             Ok(seqs) => seqs,
             Err(error) => {
@@ -100,11 +106,12 @@ impl TelegramGateway {
                 return false;
             }
         };
+        // One never confirmed (a lost wake-up) shows in health as a stuck outbox, as it does
+        // for the delivery scan (`delivery.rs`): with the breaker open the gateway is degraded
+        // anyway, and the entry would silently never reach the fallback channels.
+        self.blocked_on(unconfirmed.get());
         let more = seqs.len() == WALK;
         let last = seqs.last().copied();
-        if !more {
-            self.note_walk_stop(last.unwrap_or(self.told_through));
-        }
         let mut untold = Vec::new();
         let mut through = self.told_through;
         for seq in seqs {
@@ -127,22 +134,5 @@ impl TelegramGateway {
         self.told_through = through;
         self.told_fallback.retain(|seq| *seq > through);
         more && walked_all
-    }
-
-    /// A walk that ended before its limit ended at the queue's end or at an entry whose commit
-    /// is not confirmed yet; note which, so that one never confirmed (a lost wake-up) shows in
-    /// health as a stuck outbox, as it does for the delivery scan (`delivery.rs`). Otherwise
-    /// the breaker being open already makes the gateway degraded, and the entry would silently
-    /// never reach the fallback channels.
-    fn note_walk_stop(&mut self, after: u64) {
-        match self
-            .queues
-            .seqs_after(Channel::Telegram, after, 1, |_| true)
-        {
-            Ok(next) => self.blocked_on(next.first().copied()),
-            Err(error) => {
-                tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
-            }
-        }
     }
 }
