@@ -8,9 +8,13 @@
 //! service at a fraction of its throughput. A change is still atomic: it is inside one journal
 //! record, replayed whole or not at all.
 //!
-//! Until its batch is applied, a staged record is still visible to [`get`](Staging::record) and
+//! Until its batch is applied, a staged record is still visible to [`lookup`](Staging::lookup) and
 //! idempotency lookups through the overlay, so the writer reads its own writes. Nothing here
 //! touches sled; the flusher applies what [`take`](Staging::take) returns.
+//!
+//! History entries observed by notifiers (deliveries, taps) are held back for
+//! [`OBSERVED_WINDOW`] and merged per approval ([`Staging::stage_observed`]): the one place
+//! where two staged writes become one.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
