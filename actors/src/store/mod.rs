@@ -12,7 +12,7 @@
 //! | `dead_letters`      | seq (BE)                         | channel, reason, entry | notifiers; requeued by operators |
 //! | `telegram_messages` | approval id                      | message refs         | TelegramGateway    |
 //! | `grants`            | grant id (ULID text)             | grant as JSON        | ApprovalRegistry   |
-//! | `events`            | approval id ++ seq (BE)          | audit event as JSON  | registry with each change; notifiers and Telegram append |
+//! | `events`            | approval id ++ seq (BE)          | audit event as JSON (an array: several observed together) | registry with each change; notifiers and Telegram append |
 //! | `meta`              | name                             | bytes                | whoever named it   |
 //!
 //! A state change and the notifications announcing it are one staged change, applied and
