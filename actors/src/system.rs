@@ -100,7 +100,13 @@ impl ActorSystem {
                 let gateway_store = GatewayStore {
                     queues: store.queues(),
                     meta,
-                    fallback_channels: fallback_queues.clone(),
+                    // What Telegram cannot deliver is handed to these; with `fallback.always`
+                    // they heard of every change from the registry already, and a hand-over
+                    // would announce it twice.
+                    fallback_channels: match settings.fallback_always {
+                        true => Vec::new(),
+                        false => fallback_queues.clone(),
+                    },
                 };
                 // Open the outbox here, so a damaged store stops start-up instead of looping
                 // in the supervisor.

@@ -460,3 +460,67 @@ async fn a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands
     })
     .await;
 }
+
+/// With `fallback.always` the fallback channels hear of every change from the registry, so an
+/// outage must not hand them the same notifications a second time: each approval is announced
+/// once on the fallback file, and still goes to Telegram when it is back.
+#[actix_web::test]
+async fn with_fallback_always_an_outage_announces_each_approval_once() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__FALLBACK__ALWAYS", "true"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "3"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
+            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "1500ms"),
+        ],
+    )
+    .await;
+    fake.set_down(Some(Fault::DropConnection), false);
+    let first = app.create_id(&new_approval()).await;
+    wait_breaker(&app, "open").await;
+    let ids = [
+        first,
+        app.create_id(&new_approval()).await,
+        app.create_id(&new_approval()).await,
+    ];
+    let ids_ref: Vec<&str> = ids.iter().map(String::as_str).collect();
+    notified(
+        app.dir.path(),
+        "every approval on the fallback file",
+        &ids_ref,
+    )
+    .await;
+    // Every Wake reached the gateway (its outbox counts all three) and the fallback notifier
+    // has nothing left to deliver: a hand-over would have been announced by now.
+    eventually(
+        WAIT,
+        "the gateway and the fallback channels idle",
+        || async {
+            let text = app.metrics().await;
+            (metric(&text, "approval_gate_telegram_outbox_size") == Some(3.0)
+                && metric(&text, "approval_gate_fallback_queued") == Some(0.0))
+            .then_some(())
+        },
+    )
+    .await;
+    for id in &ids {
+        let created: Vec<_> = notification_lines(app.dir.path(), id)
+            .into_iter()
+            .filter(|line| line["event"] == "created")
+            .collect();
+        assert_eq!(
+            created.len(),
+            1,
+            "approval {id} announced {} times",
+            created.len()
+        );
+    }
+    fake.clear_faults();
+    wait_breaker(&app, "closed").await;
+    for id in &ids {
+        shown(&fake, id).await;
+    }
+}

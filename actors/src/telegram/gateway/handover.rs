@@ -43,6 +43,10 @@ impl TelegramGateway {
         entries: Vec<(u64, Arc<QueueEntry>)>,
         ctx: &mut Context<Self>,
     ) {
+        // None to hand to (`fallback.always`: they heard of every change from the registry).
+        if self.fallback_channels.is_empty() {
+            return;
+        }
         let mut queued = Vec::new();
         for (seq, entry) in entries {
             if seq <= self.told_through || !self.told_fallback.insert(seq) {
