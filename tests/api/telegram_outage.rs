@@ -24,6 +24,18 @@ pub(crate) async fn wait_breaker(app: &impl Api, state: &str) {
     .await;
 }
 
+/// A breaker that opens after three failed calls and then breaks for `break_duration`.
+fn opens_after_three(break_duration: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "3"),
+        ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
+        (
+            "APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION",
+            break_duration,
+        ),
+    ]
+}
+
 pub(crate) async fn shown(fake: &FakeTelegram, id: &str) {
     fake.wait_until(WAIT, &format!("approval {id} on Telegram"), |f| {
         f.messages().iter().any(|m| m.text.contains(id))
@@ -125,16 +137,7 @@ async fn a_hand_over_whose_commit_fails_still_reaches_the_fallback_channels() {
 #[actix_web::test]
 async fn the_breaker_opens_skips_telegram_half_opens_and_closes() {
     let fake = FakeTelegram::start();
-    let app = spawn_telegram_app(
-        &fake.url(),
-        fake.token(),
-        &[
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "3"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "1500ms"),
-        ],
-    )
-    .await;
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &opens_after_three("1500ms")).await;
     fake.set_down(Some(Fault::DropConnection), false);
     let first = app.create_id(&new_approval()).await;
     wait_breaker(&app, "open").await;
@@ -402,16 +405,7 @@ async fn telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_rest
 #[actix_web::test]
 async fn a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands_it_over() {
     let fake = FakeTelegram::start();
-    let app = spawn_telegram_app(
-        &fake.url(),
-        fake.token(),
-        &[
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "3"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "60s"),
-        ],
-    )
-    .await;
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &opens_after_three("60s")).await;
     fake.set_down(Some(Fault::DropConnection), false);
     app.create_id(&new_approval()).await;
     wait_breaker(&app, "open").await;
@@ -471,11 +465,10 @@ async fn with_fallback_always_an_outage_announces_each_approval_once() {
         &fake.url(),
         fake.token(),
         &[
-            ("APPROVAL_GATE__FALLBACK__ALWAYS", "true"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__FAILURE_THRESHOLD", "3"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__MINIMUM_THROUGHPUT", "2"),
-            ("APPROVAL_GATE__CIRCUIT_BREAKER__BREAK_DURATION", "1500ms"),
-        ],
+            opens_after_three("1500ms"),
+            vec![("APPROVAL_GATE__FALLBACK__ALWAYS", "true")],
+        ]
+        .concat(),
     )
     .await;
     fake.set_down(Some(Fault::DropConnection), false);
