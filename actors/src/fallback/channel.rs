@@ -51,6 +51,14 @@ impl Outgoing {
         }
     }
 
+    /// The id of the request that caused the notification, when there was one.
+    pub(super) fn request_id(&self) -> Option<&str> {
+        match self {
+            Outgoing::Approval(n) => n.request_id.as_deref(),
+            Outgoing::Announcement(_) => None,
+        }
+    }
+
     /// The approval and what happened to it, for its history.
     pub(super) fn about(&self) -> Option<(crate::domain::ApprovalId, &'static str)> {
         match self {

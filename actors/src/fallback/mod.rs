@@ -350,7 +350,7 @@ impl FallbackNotifier {
                     .pop()
                     .unwrap_or(Ok(()));
                 let ok = result.is_ok();
-                outcomes.push((index, result, outgoing.label()));
+                outcomes.push(walk::outcome(index, result, &outgoing));
                 if ok && settings.strategy == Strategy::First {
                     break;
                 }

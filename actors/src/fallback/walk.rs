@@ -28,14 +28,23 @@ pub(super) struct Walked {
     pub(super) outcomes: Vec<ChannelOutcome>,
 }
 
-/// (channel index, its result, (subject, request id)) for the counters and logs.
-pub(super) type ChannelOutcome = (usize, Result<(), String>, (String, Option<String>));
+/// (channel index, its result) for the counters; a failure carries what the log names:
+/// (error, (subject, request id)), worked out only then.
+pub(super) type ChannelOutcome = (usize, Result<(), (String, (String, Option<String>))>);
+
+/// A channel's result for `outgoing` as a [`ChannelOutcome`].
+pub(super) fn outcome(
+    index: usize,
+    result: Result<(), String>,
+    outgoing: &Outgoing,
+) -> ChannelOutcome {
+    (index, result.map_err(|error| (error, outgoing.label())))
+}
 
 /// One channel's outcome for one notification into its stats; true if delivered.
 pub(super) fn record(
     stats: &mut ChannelStats,
-    result: Result<(), String>,
-    (subject, request_id): &(String, Option<String>),
+    result: Result<(), (String, (String, Option<String>))>,
 ) -> bool {
     match result {
         Ok(()) => {
@@ -43,7 +52,7 @@ pub(super) fn record(
             stats.consecutive_failures = 0;
             true
         }
-        Err(error) => {
+        Err((error, (subject, request_id))) => {
             tracing::error!(
                 channel = stats.channel,
                 subject = %subject,
@@ -102,7 +111,7 @@ pub(super) async fn walk(
             } else {
                 last_error[item] = None;
             }
-            outcomes.push((index, result, items[item].1.label()));
+            outcomes.push(outcome(index, result, &items[item].1));
         }
         remaining = failed;
     }
@@ -126,7 +135,7 @@ pub(super) async fn walk(
         .collect();
     let requests = items
         .iter()
-        .filter_map(|(seq, outgoing)| outgoing.label().1.map(|id| (*seq, id)))
+        .filter_map(|(seq, outgoing)| outgoing.request_id().map(|id| (*seq, id.to_string())))
         .collect();
     Walked {
         delivered,
@@ -236,9 +245,9 @@ impl FallbackNotifier {
     pub(super) fn record_all(&mut self, outcomes: Vec<ChannelOutcome>) {
         // (delivered, failed) per channel index.
         let mut counts = vec![(0u64, 0u64); self.stats.len()];
-        for (index, result, label) in outcomes {
+        for (index, result) in outcomes {
             if let (Some(stats), Some(count)) = (self.stats.get_mut(index), counts.get_mut(index)) {
-                if record(stats, result, &label) {
+                if record(stats, result) {
                     count.0 += 1;
                 } else {
                     count.1 += 1;
