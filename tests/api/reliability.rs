@@ -408,9 +408,11 @@ async fn a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_i
         &[&lost, &behind],
     )
     .await;
-    eventually(WAIT, "the notifier healthy again", || async {
-        let notifier = app.health().await["actors"]["fallback_notifier"].clone();
-        (notifier["status"] == "healthy" && notifier["detail"]["stuck"] == json!({})).then_some(())
-    })
+    actor_health_until(
+        &app,
+        "fallback_notifier",
+        "the notifier healthy again",
+        |notifier| notifier["status"] == "healthy" && notifier["detail"]["stuck"] == json!({}),
+    )
     .await;
 }

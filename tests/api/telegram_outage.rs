@@ -371,14 +371,11 @@ async fn telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_rest
     lose_wakes(&app, "telegram_gateway", 1).await;
     let lost = app.create_id(&new_approval()).await;
     let behind = app.create_id(&new_approval()).await;
-    let gateway = eventually(
-        Duration::from_secs(30),
+    let gateway = actor_health_until(
+        &app,
+        "telegram_gateway",
         "health to report the stuck outbox",
-        || async {
-            let gateway = app.health().await["actors"]["telegram_gateway"].clone();
-            (gateway["status"] == "degraded" && gateway["detail"]["stuck"]["seq"].is_u64())
-                .then_some(gateway)
-        },
+        |gateway| gateway["status"] == "degraded" && gateway["detail"]["stuck"]["seq"].is_u64(),
     )
     .await;
     assert_eq!(gateway["detail"]["breaker_state"], "closed", "{gateway}");
@@ -391,10 +388,12 @@ async fn telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_rest
     crash_actor(&app, "telegram_gateway").await;
     shown(&fake, &lost).await;
     shown(&fake, &behind).await;
-    eventually(WAIT, "the gateway healthy again", || async {
-        let gateway = app.health().await["actors"]["telegram_gateway"].clone();
-        (gateway["status"] == "healthy" && gateway["detail"]["stuck"].is_null()).then_some(())
-    })
+    actor_health_until(
+        &app,
+        "telegram_gateway",
+        "the gateway healthy again",
+        |gateway| gateway["status"] == "healthy" && gateway["detail"]["stuck"].is_null(),
+    )
     .await;
 }
 
@@ -419,15 +418,11 @@ async fn a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands
         &[&behind],
     )
     .await;
-    let gateway = eventually(
-        Duration::from_secs(30),
+    let gateway = actor_health_until(
+        &app,
+        "telegram_gateway",
         "health to name the stuck hand-over",
-        || async {
-            let gateway = app.health().await["actors"]["telegram_gateway"].clone();
-            gateway["detail"]["stuck"]["seq"]
-                .is_u64()
-                .then_some(gateway)
-        },
+        |gateway| gateway["detail"]["stuck"]["seq"].is_u64(),
     )
     .await;
     assert_eq!(gateway["status"], "degraded", "{gateway}");
@@ -448,9 +443,8 @@ async fn a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands
         },
     )
     .await;
-    eventually(WAIT, "no stuck hand-over", || async {
-        let gateway = app.health().await["actors"]["telegram_gateway"].clone();
-        gateway["detail"]["stuck"].is_null().then_some(())
+    actor_health_until(&app, "telegram_gateway", "no stuck hand-over", |gateway| {
+        gateway["detail"]["stuck"].is_null()
     })
     .await;
 }

@@ -78,3 +78,17 @@ pub async fn lose_wakes(app: &impl Api, actor: &str, count: u32) {
         .expect("send");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
+
+/// Wait (30 s at most) until `actor`'s entry in `/health` satisfies `ready`, and return it.
+pub async fn actor_health_until(
+    app: &impl Api,
+    actor: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    super::eventually(std::time::Duration::from_secs(30), what, || async {
+        let health = app.health().await["actors"][actor].clone();
+        ready(&health).then_some(health)
+    })
+    .await
+}
