@@ -26,6 +26,7 @@ mod store_faults;
 mod supervision;
 mod systemd;
 mod telegram;
+mod telegram_handover;
 mod telegram_long_outage;
 mod telegram_modes;
 mod telegram_outage;
