@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 mod client;
+mod load;
 mod machine;
 mod phases;
 mod report;
@@ -46,6 +47,7 @@ mod store;
 mod throughput;
 
 use client::*;
+use load::*;
 use machine::*;
 use phases::*;
 use report::*;
