@@ -1,7 +1,7 @@
 //! Nothing acknowledged is lost: restarts keep pending approvals decidable and re-arm their
 //! deadlines, SIGKILL right after a 201 loses nothing (the journal replays it), undelivered
 //! notifications outlive the journal file that held them, a failed checkpoint keeps the journal,
-//! SIGTERM drains and exits 0.
+//! SIGTERM drains and exits 0, and a second service on the same store is refused.
 //! These run the compiled binary as a child process against one store folder.
 
 use std::time::Duration;
@@ -352,4 +352,52 @@ async fn deadlines_are_rearmed_and_missed_ones_time_out_at_start() {
     );
     let late = ts(&ended["decided_at"]) - ts(&ended["expires_at"]);
     assert!(late < chrono::Duration::seconds(1), "{late}");
+}
+
+/// A second service started on a store another one serves is refused at start, naming the
+/// folder (sled's own lock error was an untyped "could not acquire lock … WouldBlock"), before
+/// it touches the journal; the first goes on serving.
+#[actix_web::test]
+async fn a_second_service_on_the_same_store_is_refused_and_the_first_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = spawn_binary(dir.path(), &[]);
+    let before = first.create_id(&new_approval()).await;
+
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_approval-gate"))
+        .arg("serve")
+        .env_clear()
+        .envs(test_env(dir.path(), &[]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn a second approval-gate");
+    let started = std::time::Instant::now();
+    let exited = loop {
+        if let Some(status) = second.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = second.kill();
+            panic!("a second service on the same store started");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(exited.code(), Some(1), "{stderr}");
+    let store = dir.path().join("store");
+    assert!(
+        stderr.contains(&format!(
+            "the store at {} is in use by another process",
+            store.display()
+        )),
+        "{stderr}"
+    );
+
+    let after = first.create_id(&new_approval()).await;
+    for id in [before, after] {
+        let response = first.get(&id, None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }

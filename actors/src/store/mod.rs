@@ -25,6 +25,7 @@
 //! implementation. `queues.rs`: the notifiers' handle. `commit.rs`: the group commit
 //! (`commit_stats.rs`: what it reports). `checkpoint.rs`: the checkpoints. `staging.rs`: writes waiting for it. `writer.rs`: applies and journals them.
 //! `journal/`: the write-ahead journal and its replay. `backup.rs`: snapshots and restore.
+//! `lock.rs`: one process per store folder.
 
 mod approvals;
 pub mod backup;
@@ -36,6 +37,7 @@ mod commit_stats;
 mod durable_point;
 mod faults;
 mod journal;
+mod lock;
 pub mod queue;
 mod queue_tree;
 mod queues;
@@ -67,6 +69,11 @@ use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 pub enum StoreError {
     #[error("cannot open the store at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
+    #[error(
+        "the store at {path} is in use by another process (another approval-gate serving it?): \
+         stop that one first, or give this one its own store.path"
+    )]
+    InUse { path: PathBuf },
     #[error("store I/O failed: {0}")]
     Io(#[from] sled::Error),
     #[error("store commit failed: {0}")]
@@ -112,6 +119,8 @@ struct Inner {
     stall_after_ms: AtomicU64,
     db: sled::Db,
     path: PathBuf,
+    /// This process's lock on the folder (`lock.rs`); last, so it is released after sled closes.
+    _lock: std::fs::File,
 }
 
 const SCHEMA_KEY: &[u8] = b"store_schema";
@@ -189,6 +198,7 @@ impl SledStore {
             path: path.to_path_buf(),
             source,
         };
+        let lock = lock::lock(path)?;
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
@@ -249,6 +259,7 @@ impl SledStore {
                 replayed,
                 db,
                 path: path.to_path_buf(),
+                _lock: lock,
             }),
         };
         store.migrate()?;
