@@ -34,16 +34,12 @@ async fn server_errors_are_retried_then_the_fallback_is_told_and_nothing_is_lost
 
     fake.clear_faults();
     shown(&fake, &id).await;
-    let text = app.metrics().await;
-    assert!(
-        metric(
-            &text,
-            "approval_gate_telegram_retries_total{method=\"sendMessage\"}"
-        )
-        .unwrap_or(0.0)
-            >= 2.0,
-        "{text}"
-    );
+    assert_metric_at_least(
+        &app,
+        "approval_gate_telegram_retries_total{method=\"sendMessage\"}",
+        2.0,
+    )
+    .await;
 }
 
 /// A hand-over to the fallback channels whose commit fails waits for a later commit instead of

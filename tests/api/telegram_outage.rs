@@ -181,16 +181,12 @@ async fn a_5xx_is_seen_as_a_5xx_at_once() {
     .await;
     // Three attempts under a 30 s timeout each: only fast 5xx fit in the 15 s wait above.
     assert!(started.elapsed() < WAIT);
-    let text = app.metrics().await;
-    assert!(
-        metric(
-            &text,
-            "approval_gate_telegram_failures_total{reason=\"server_error\"}"
-        )
-        .unwrap_or(0.0)
-            >= 3.0,
-        "{text}"
-    );
+    assert_metric_at_least(
+        &app,
+        "approval_gate_telegram_failures_total{reason=\"server_error\"}",
+        3.0,
+    )
+    .await;
 }
 
 /// A gateway restarted while its half-open probe is in flight forgets that probe: the next

@@ -297,6 +297,14 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
         })
 }
 
+/// Assert that `sample` in the service's metrics is at least `min` now (a sample not exposed
+/// counts as 0); the failure shows every metric.
+pub async fn assert_metric_at_least(app: &impl Api, sample: &str, min: f64) {
+    let text = app.metrics().await;
+    let value = metric(&text, sample).unwrap_or(0.0);
+    assert!(value >= min, "{sample} = {value}, expected ≥ {min}\n{text}");
+}
+
 /// Wait until `check` returns `Some`, polling; panics with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
