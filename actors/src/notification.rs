@@ -4,6 +4,8 @@
 //! as the change, then [`Wake`]s the channel's notifier once the commit is on disk. A snapshot,
 //! so notifiers never read registry state themselves.
 
+use std::time::{Duration, Instant};
+
 use actix::Message;
 use serde::Serialize;
 
@@ -93,4 +95,58 @@ pub struct LoseWakes(pub u32);
 /// milliseconds and a store that cannot commit is reported by the registry's own health, so
 /// only a lost wake-up (a bug) leaves a queue there; without this the notifier looked healthy
 /// while operators heard nothing.
-pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+pub const STUCK_AFTER: Duration = Duration::from_secs(10);
+
+/// What a notifier's queue waits behind (an entry it was never woken for) and since when, and
+/// whether that was logged: the stuck check the Telegram gateway (keyed by the entry's seq) and
+/// each fallback lane (`()`: its front) share. A wait of [`STUCK_AFTER`] or more is stuck.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocked<K> {
+    on: Option<(K, Instant)>,
+    logged: bool,
+}
+
+impl<K> Default for Blocked<K> {
+    fn default() -> Self {
+        Self {
+            on: None,
+            logged: false,
+        }
+    }
+}
+
+impl<K: Copy + PartialEq> Blocked<K> {
+    /// Note what the queue waits behind now (the first time is kept while it stays the same), or
+    /// that nothing holds it.
+    pub fn note(&mut self, on: Option<K>) {
+        match (on, self.on) {
+            (Some(key), Some((held, _))) if key == held => {}
+            (Some(key), _) => {
+                *self = Self {
+                    on: Some((key, Instant::now())),
+                    logged: false,
+                }
+            }
+            (None, _) => *self = Self::default(),
+        }
+    }
+
+    /// What the queue waits behind, if anything.
+    pub fn on(&self) -> Option<K> {
+        self.on.map(|(key, _)| key)
+    }
+
+    /// What it has waited behind and for how long, once that is [`STUCK_AFTER`] or more.
+    pub fn stuck(&self) -> Option<(K, Duration)> {
+        let (key, since) = self.on?;
+        let waited = since.elapsed();
+        (waited >= STUCK_AFTER).then_some((key, waited))
+    }
+
+    /// True the first time it is found stuck, so the caller logs it once.
+    pub fn first_report(&mut self) -> bool {
+        let first = self.stuck().is_some() && !self.logged;
+        self.logged |= first;
+        first
+    }
+}

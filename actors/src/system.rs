@@ -103,9 +103,10 @@ impl ActorSystem {
                     // What Telegram cannot deliver is handed to these; with `fallback.always`
                     // they heard of every change from the registry already, and a hand-over
                     // would announce it twice.
-                    fallback_channels: match settings.fallback_always {
-                        true => Vec::new(),
-                        false => fallback_queues.clone(),
+                    fallback_channels: if settings.fallback_always {
+                        Vec::new()
+                    } else {
+                        fallback_queues.clone()
                     },
                 };
                 // Open the outbox here, so a damaged store stops start-up instead of looping

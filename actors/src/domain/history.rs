@@ -20,8 +20,13 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn now(kind: &str) -> Self {
+        Self::at(Utc::now().timestamp_millis(), kind)
+    }
+
+    /// An entry for something that happened at `at_ms` (ms since the epoch), not now.
+    pub fn at(at_ms: i64, kind: &str) -> Self {
         Self {
-            at_ms: Utc::now().timestamp_millis(),
+            at_ms,
             kind: kind.into(),
             actor: None,
             channel: None,

@@ -99,15 +99,10 @@ impl FallbackNotifier {
     fn stuck_lanes(&mut self) -> serde_json::Map<String, serde_json::Value> {
         let mut stuck = serde_json::Map::new();
         for lane in &mut self.lanes {
-            let Some(since) = lane.blocked_since else {
+            let Some(((), waited)) = lane.blocked.stuck() else {
                 continue;
             };
-            let waited = since.elapsed();
-            if waited < crate::notification::STUCK_AFTER {
-                continue;
-            }
-            if !lane.blocked_logged {
-                lane.blocked_logged = true;
+            if lane.blocked.first_report() {
                 tracing::error!(
                     actor = NAME,
                     queue = lane.queue.as_str(),

@@ -38,7 +38,7 @@ pub use settings::{FallbackSettings, Reconfigure, Strategy};
 use walk::walk;
 
 use crate::metrics::Metric;
-use crate::notification::Wake;
+use crate::notification::{Blocked, Wake};
 use crate::store::{Channel as Queue, QueueEntry, Queues, StoreError};
 use crate::supervision::{self, Restarts};
 
@@ -78,9 +78,8 @@ struct Lane {
     /// A wake-up at `next_batch_at` is scheduled.
     batch_wake_armed: bool,
     /// Since when confirmed entries wait behind the queue's front, which is not confirmed
-    /// (see [`crate::notification::STUCK_AFTER`]); whether that was logged.
-    blocked_since: Option<Instant>,
-    blocked_logged: bool,
+    /// (see [`crate::notification::STUCK_AFTER`]).
+    blocked: Blocked<()>,
 }
 
 impl Lane {
@@ -133,8 +132,7 @@ impl FallbackNotifier {
             queued: 0,
             next_batch_at: None,
             batch_wake_armed: false,
-            blocked_since: None,
-            blocked_logged: false,
+            blocked: Blocked::default(),
         })
         .collect();
         Self {
@@ -159,8 +157,7 @@ impl FallbackNotifier {
             // A wake-up scheduled before a restart died with the old context.
             lane.next_batch_at = None;
             lane.batch_wake_armed = false;
-            lane.blocked_since = None;
-            lane.blocked_logged = false;
+            lane.blocked = Blocked::default();
             lane.ready.clear();
             lane.cache.clear();
             match self.queues.scan(lane.queue) {
@@ -248,15 +245,10 @@ impl FallbackNotifier {
         if batch.is_empty() {
             // Confirmed entries waiting behind an unconfirmed front: for the moment a commit
             // takes, normally; see `notification::STUCK_AFTER`.
-            if lane.ready.is_empty() {
-                lane.blocked_since = None;
-            } else {
-                lane.blocked_since.get_or_insert_with(Instant::now);
-            }
+            lane.blocked.note((!lane.ready.is_empty()).then_some(()));
             return;
         }
-        lane.blocked_since = None;
-        lane.blocked_logged = false;
+        lane.blocked.note(None);
         let targets = lane.targets.clone();
         lane.delivering = true;
         lane.next_batch_at = Some(Instant::now() + self.settings.batch_interval);

@@ -10,8 +10,8 @@ use super::ApprovalRegistry;
 /// record says all of it, so reading the history derives it (one sled insert less per create,
 /// `docs/benchmarks.md`). Stores written before that hold it as an entry of their own.
 pub(super) fn created_event(approval: &Approval) -> AuditEvent {
-    let mut event = AuditEvent::now("created").by(Actor::Agent(approval.requested_by.clone()));
-    event.at_ms = approval.created_at.timestamp_millis();
+    let event = AuditEvent::at(approval.created_at.timestamp_millis(), "created")
+        .by(Actor::Agent(approval.requested_by.clone()));
     match &approval.agent {
         Some(label) => event.saying(format!("agent {label}")),
         None => event,

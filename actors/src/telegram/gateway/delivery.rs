@@ -14,7 +14,7 @@ use actix::prelude::*;
 
 use super::{NAME, TelegramGateway};
 use crate::domain::TelegramMessageRef;
-use crate::notification::Event;
+use crate::notification::{Blocked, Event};
 use crate::store::{Channel, QueueEntry};
 use crate::supervision::{self, guarded_with};
 use crate::telegram::api::Attempt;
@@ -32,10 +32,9 @@ pub(super) struct State {
     /// Pacing: no message to the chat before this.
     pub(super) send_ready_at: Option<Instant>,
     wake: Option<(Instant, SpawnHandle)>,
-    /// The entry the last scan stopped at, not confirmed, and since when; whether a stuck
-    /// queue was logged (see `notification::STUCK_AFTER`).
-    pub(super) blocked_on: Option<(u64, Instant)>,
-    pub(super) blocked_logged: bool,
+    /// The entry the last scan or hand-over walk stopped at, not confirmed (by seq), and since
+    /// when (see `notification::STUCK_AFTER`).
+    pub(super) blocked: Blocked<u64>,
     /// Fault injection (`debug.fault_injection`): wake-ups still to be ignored.
     pub(super) lose_wakes: u32,
 }
@@ -205,25 +204,9 @@ impl TelegramGateway {
         Ok(earliest_retry.map_or(Next::Nothing, Next::RetryAt))
     }
 
-    /// Note the unconfirmed entry a scan stopped at (kept with its first time while it stays
-    /// the same), or that none stopped it.
+    /// Note the unconfirmed entry a scan or walk stopped at, or that none stopped it.
     pub(super) fn blocked_on(&mut self, seq: Option<u64>) {
-        match (seq, self.delivery.blocked_on) {
-            (Some(seq), Some((blocked, _))) if blocked == seq => {}
-            (Some(seq), _) => {
-                self.delivery.blocked_on = Some((seq, Instant::now()));
-                self.delivery.blocked_logged = false;
-            }
-            (None, _) => self.delivery.blocked_on = None,
-        }
-    }
-
-    /// How long deliveries have waited behind the same unconfirmed entry, once that is
-    /// `STUCK_AFTER` or more: a lost wake-up (a bug), which health reports.
-    pub(super) fn stuck(&self) -> Option<(u64, std::time::Duration)> {
-        let (seq, since) = self.delivery.blocked_on?;
-        let waited = since.elapsed();
-        (waited >= crate::notification::STUCK_AFTER).then_some((seq, waited))
+        self.delivery.blocked.note(seq);
     }
 
     fn wake_at(&mut self, ctx: &mut Context<Self>, at: Instant) {

@@ -123,7 +123,7 @@ impl TelegramGateway {
                 }
             }
         }
-        if let Some((blocked, _)) = self.delivery.blocked_on
+        if let Some(blocked) = self.delivery.blocked.on()
             && (self.is_ready(blocked) || wake.withdrawn.contains(&blocked))
         {
             self.blocked_on(None);
@@ -175,11 +175,11 @@ impl Handler<Ping> for TelegramGateway {
     type Result = MessageResult<Ping>;
 
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
-        let stuck = self.stuck();
+        // A lost wake-up (a bug) holding deliveries or the hand-over: health reports it.
+        let stuck = self.delivery.blocked.stuck();
         if let Some((seq, waited)) = stuck
-            && !self.delivery.blocked_logged
+            && self.delivery.blocked.first_report()
         {
-            self.delivery.blocked_logged = true;
             tracing::error!(
                 actor = NAME,
                 seq,
