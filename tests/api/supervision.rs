@@ -8,19 +8,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-async fn crash(app: &TestApp, actor: &str) {
-    let response = app
-        .request(
-            Method::POST,
-            &format!("/api/debug/actors/{actor}/crash"),
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-}
-
 async fn restarts(app: &TestApp, actor: &str) -> Option<u64> {
     app.health().await["actors"][actor]["restarts"].as_u64()
 }
@@ -37,7 +24,7 @@ async fn every_actor_is_restarted_after_a_failure_and_health_counts_it() {
         "fallback_notifier",
     ] {
         assert_eq!(restarts(&app, actor).await, Some(0), "{actor}");
-        crash(&app, actor).await;
+        crash_actor(&app, actor).await;
         eventually(
             Duration::from_secs(10),
             &format!("{actor} to be restarted"),

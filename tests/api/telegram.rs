@@ -278,16 +278,7 @@ async fn a_duplicate_from_an_ambiguous_failure_has_working_buttons_and_is_edited
 #[actix_web::test]
 async fn a_crashed_gateway_is_restarted_and_keeps_delivering_and_listening() {
     let (fake, app) = setup().await;
-    let response = app
-        .request(
-            reqwest::Method::POST,
-            "/api/debug/actors/telegram_gateway/crash",
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    crash_actor(&app, "telegram_gateway").await;
     eventually(WAIT, "the gateway's restart in /health", || async {
         (app.health().await["actors"]["telegram_gateway"]["restarts"] == 1).then_some(())
     })

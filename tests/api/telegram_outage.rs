@@ -213,16 +213,7 @@ async fn a_restart_during_a_probe_does_not_wedge_the_breaker() {
     // Telegram is fine again, but the probe already sent keeps hanging: only a new probe can
     // deliver, and only if the restart forgot the old one.
     fake.clear_faults();
-    let crashed = app
-        .request(
-            Method::POST,
-            "/api/debug/actors/telegram_gateway/crash",
-            Some(OPERATOR_TOKEN),
-        )
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(crashed.status(), StatusCode::ACCEPTED);
+    crash_actor(&app, "telegram_gateway").await;
     eventually(WAIT, "the gateway's restart", || async {
         (app.health().await["actors"]["telegram_gateway"]["restarts"] == 1).then_some(())
     })
