@@ -31,10 +31,13 @@ const RESTART_ONLY: &[&str] = &[
     "server.max_body_bytes",
     "server.shutdown_timeout",
     "server.tls",
+    "server.public_url",
+    "approval_timeout.check_interval",
     "store",
     "monitoring.bind",
     "monitoring.metrics_enabled",
     "monitoring.metrics_path",
+    "monitoring.otlp_endpoint",
     "logging.format",
     "logging.directory",
     "logging.file_prefix",
@@ -59,6 +62,20 @@ const RESTART_ONLY: &[&str] = &[
     "fallback.email",
     "debug",
 ];
+
+/// The SIGHUP listener.
+pub type Hangups = tokio::signal::unix::Signal;
+
+/// Listen for SIGHUP from now on (on a runtime); `None`, logged, if the signal cannot be caught.
+pub fn hangups() -> Option<Hangups> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reloads follow the config file only");
+            None
+        }
+    }
+}
 
 pub struct Reloader {
     sources: Sources,
@@ -93,17 +110,9 @@ impl Reloader {
         }
     }
 
-    /// Reload on SIGHUP and whenever the `--config` file's modification time changes.
-    pub async fn watch(self) {
-        let mut hangups = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::hangup(),
-        ) {
-            Ok(signal) => Some(signal),
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGHUP; reloads follow the config file only");
-                None
-            }
-        };
+    /// Reload on SIGHUP (`hangups`) and whenever the `--config` file's modification time
+    /// changes.
+    pub async fn watch(self, mut hangups: Option<Hangups>) {
         let file = self.sources.config_file.clone();
         let mut seen = file.as_deref().and_then(modified);
         let mut ticker = tokio::time::interval(FILE_CHECK);
@@ -166,25 +175,39 @@ impl Reloader {
                 allowed: e.to_string(),
             }
         })?;
-        self.log_level
-            .set(&settings.logging.level)
+        // Check everything that can fail before anything is applied: a rejected reload
+        // changes nothing.
+        let filter = self
+            .log_level
+            .parse(&settings.logging.level)
             .map_err(|problem| settings::SettingsError::Invalid {
                 key: "logging.level",
                 value: settings.logging.level.clone(),
                 allowed: problem,
             })?;
-        if let Some(certificates) = &self.certificates {
+        let certificate = match &self.certificates {
             // Renewed files (same paths; the paths themselves need a restart).
-            let tls = &running.server.tls;
-            certificates
-                .reload(tls.cert.trim().as_ref(), tls.key.trim().as_ref())
-                .map_err(|e| settings::SettingsError::Invalid {
-                    key: "server.tls",
-                    value: tls.cert.clone(),
-                    allowed: e.to_string(),
-                })?;
-        }
+            Some(_) => {
+                let tls = &running.server.tls;
+                Some(
+                    crate::tls::Certificates::read(
+                        tls.cert.trim().as_ref(),
+                        tls.key.trim().as_ref(),
+                    )
+                    .map_err(|e| settings::SettingsError::Invalid {
+                        key: "server.tls",
+                        value: tls.cert.clone(),
+                        allowed: e.to_string(),
+                    })?,
+                )
+            }
+            None => None,
+        };
         // Everything below only sends or swaps; nothing can fail half-way.
+        self.log_level.apply(filter);
+        if let (Some(certificates), Some(certificate)) = (&self.certificates, certificate) {
+            certificates.install(certificate);
+        }
         self.tokens.replace(&settings.auth);
         self.state
             .live_limits
@@ -242,11 +265,17 @@ fn keep_restart_only(
             }
         }
     }
-    let merged = serde_json::from_value(new).map_err(|e| settings::SettingsError::Invalid {
-        key: "(reload)",
-        value: String::new(),
-        allowed: format!("the reloaded settings could not be merged: {e}"),
-    })?;
+    let merged: Settings =
+        serde_json::from_value(new).map_err(|e| settings::SettingsError::Invalid {
+            key: "(reload)",
+            value: String::new(),
+            allowed: format!("the reloaded settings could not be merged: {e}"),
+        })?;
+    // The file was validated on its own values; the process will run the merge. A rule that
+    // ties a reloadable key to a restart-only one (tokens to a non-loopback bind, the allow-list
+    // to a running Telegram gateway, email settings to a channel in use) must hold for the
+    // merge, or a reload could turn authentication off on a public listener.
+    settings::validate(&merged)?;
     Ok((merged, changed))
 }
 

@@ -53,7 +53,11 @@ pub struct Application {
     state: web::Data<AppState>,
     tokens: web::Data<Tokens>,
     /// Where settings came from and the log level handle, when reloads are on (`serve`).
-    reload: Option<(settings::Sources, crate::telemetry::LogLevel)>,
+    reload: Option<(
+        settings::Sources,
+        crate::telemetry::LogLevel,
+        Option<crate::reload::Hangups>,
+    )>,
     /// The separate monitoring listener (`monitoring.bind`) and its port.
     monitoring: Option<(Server, u16)>,
     actors: ActorSystem,
@@ -173,12 +177,14 @@ impl Application {
     }
 
     /// Reload the configuration from `sources` on SIGHUP and when the `--config` file changes.
+    /// `hangups`: the SIGHUP listener, installed before start-up ([`crate::reload::hangups`]).
     pub fn reloading(
         mut self,
         sources: settings::Sources,
         log_level: crate::telemetry::LogLevel,
+        hangups: Option<crate::reload::Hangups>,
     ) -> Self {
-        self.reload = Some((sources, log_level));
+        self.reload = Some((sources, log_level, hangups));
         self
     }
 
@@ -208,10 +214,10 @@ impl Application {
             ..
         } = self;
         let restart_after = state.settings().store.restart_after;
-        if let Some((sources, log_level)) = reload {
+        if let Some((sources, log_level, hangups)) = reload {
             let reloader =
                 crate::reload::Reloader::new(sources, state, tokens, log_level, certificates);
-            actix_rt::spawn(reloader.watch());
+            actix_rt::spawn(reloader.watch(hangups));
         }
         // Listening and loaded: tell systemd (Type=notify), and keep its watchdog fed.
         actix_rt::spawn(crate::systemd::ready_then_watchdog(actors.actors.clone()));

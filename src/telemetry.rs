@@ -36,12 +36,24 @@ pub struct LogLevel {
 }
 
 impl LogLevel {
-    pub fn set(&self, level: &str) -> Result<(), String> {
+    /// Check a level; `None` when RUST_LOG pins the filter (nothing to apply).
+    pub fn parse(&self, level: &str) -> Result<Option<EnvFilter>, String> {
         if self.pinned {
-            return Ok(());
+            return Ok(None);
         }
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        self.handle.reload(filter).map_err(|e| e.to_string())
+        EnvFilter::try_new(level)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Apply a level [`Self::parse`] accepted.
+    pub fn apply(&self, filter: Option<EnvFilter>) {
+        if let Some(filter) = filter
+            && let Err(error) = self.handle.reload(filter)
+        {
+            // Only fails once the subscriber is gone (the process is ending).
+            tracing::warn!(%error, "cannot change the log level");
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Certificates {
     current: ArcSwap<CertifiedKey>,
 }
 
+/// A certificate chain and its key, read and checked to belong together.
+pub struct Checked(CertifiedKey);
+
 fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let show = |p: &Path| p.display().to_string();
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -42,13 +45,22 @@ fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
             problem: "no certificate in the file".into(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: show(key),
         problem: e.to_string(),
     })?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| TlsError::Setup(e.to_string()))?;
-    Ok(CertifiedKey::new(chain, signing))
+    let certified = CertifiedKey::new(chain, signing);
+    // A renewed certificate with last year's key would be served and fail every handshake.
+    certified.keys_match().map_err(|e| TlsError::Key {
+        path: show(key),
+        problem: format!(
+            "the key does not belong to the certificate {}: {e}",
+            show(cert)
+        ),
+    })?;
+    Ok(certified)
 }
 
 impl Certificates {
@@ -58,10 +70,15 @@ impl Certificates {
         }))
     }
 
-    /// Read the files again; on error the running certificate stays.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
-        self.current.store(Arc::new(load(cert, key)?));
-        Ok(())
+    /// Read and check a certificate and its key without serving them (a reload checks every
+    /// setting before it applies any).
+    pub fn read(cert: &Path, key: &Path) -> Result<Checked, TlsError> {
+        load(cert, key).map(Checked)
+    }
+
+    /// Serve a certificate [`Self::read`] accepted.
+    pub fn install(&self, checked: Checked) {
+        self.current.store(Arc::new(checked.0));
     }
 
     pub fn server_config(self: &Arc<Self>) -> Result<ServerConfig, TlsError> {

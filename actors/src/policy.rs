@@ -121,6 +121,17 @@ impl Policy {
                         })
                 })
                 .collect::<Result<_, _>>()?;
+            if config.action == Action::Allow && config.session.is_some() && config.agent.is_none()
+            {
+                // The agent names its own session: any agent token could claim a session id
+                // and be allowed. Tie the rule to the token too.
+                return Err(PolicyError {
+                    rule: name.into(),
+                    problem: "an allow rule with `session` must also name `agent`: session ids \
+                              are chosen by the agent, so any agent token could match it"
+                        .into(),
+                });
+            }
             rules.push(Rule {
                 name: name.into(),
                 tool: glob(name, "tool", &config.tool)?,
@@ -268,5 +279,20 @@ mod tests {
         assert!(error.problem.contains("input.command"), "{error}");
         let error = Policy::compile(&[rule("g", "[", Action::Allow)]).expect_err("invalid glob");
         assert!(error.to_string().contains("policy rule `g`"), "{error}");
+    }
+
+    #[test]
+    fn an_allow_rule_on_a_session_must_name_the_agent() {
+        let mut by_session = rule("trusted session", "Bash", Action::Allow);
+        by_session.session = Some("release-*".into());
+        let error = Policy::compile(&[by_session.clone()]).expect_err("any token could match");
+        assert_eq!(error.rule, "trusted session");
+        assert!(error.problem.contains("`agent`"), "{error}");
+        by_session.agent = Some("release-bot".into());
+        assert_eq!(rules(vec![by_session]).len(), 1);
+        // Deny and escalate rules on a session only make it stricter: allowed alone.
+        let mut deny = rule("no bash in ci", "Bash", Action::Deny);
+        deny.session = Some("ci-*".into());
+        assert_eq!(rules(vec![deny]).len(), 1);
     }
 }

@@ -68,6 +68,9 @@ pub struct TimeoutSweeper {
     in_flight: HashSet<ApprovalId>,
     metrics: Recipient<Metric>,
     restarts: Restarts,
+    /// Fault injection: deadlines still to ignore (a sweeper that lost them, or lags far
+    /// behind); the registry's own deadline check must then hold.
+    lose_arms: u32,
 }
 
 fn now_ms() -> i64 {
@@ -84,6 +87,7 @@ impl TimeoutSweeper {
             in_flight: HashSet::new(),
             metrics,
             restarts: Restarts::default(),
+            lose_arms: 0,
         }
     }
 
@@ -211,9 +215,22 @@ impl Handler<Arm> for TimeoutSweeper {
     type Result = ();
 
     fn handle(&mut self, arm: Arm, ctx: &mut Context<Self>) {
+        if self.lose_arms > 0 {
+            self.lose_arms -= 1;
+            tracing::warn!(actor = NAME, approval_id = %arm.id, "fault injection: deadline not armed");
+            return;
+        }
         if guarded(NAME, ctx, || self.arm(arm)).is_ok() {
             self.schedule(ctx, arm.deadline_ms);
         }
+    }
+}
+
+impl Handler<crate::notification::LoseWakes> for TimeoutSweeper {
+    type Result = ();
+
+    fn handle(&mut self, lose: crate::notification::LoseWakes, _: &mut Context<Self>) {
+        self.lose_arms = lose.0;
     }
 }
 

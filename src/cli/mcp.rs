@@ -25,9 +25,11 @@ pub const TOOL: &str = "approval_prompt";
 
 #[derive(Args, Debug)]
 pub struct McpArgs {
-    /// Session id recorded for requests (Claude Code does not pass one to the tool).
-    #[arg(long, value_name = "S", default_value = "mcp")]
-    pub session: String,
+    /// Session id recorded for requests. Claude Code passes none to the tool, but starts one
+    /// MCP server per run: by default each server makes up its own (`mcp-<ulid>`), so a
+    /// session grant covers this run of Claude Code and no other.
+    #[arg(long, value_name = "S")]
+    pub session: Option<String>,
     #[command(flatten)]
     pub service: ServiceArgs,
 }
@@ -103,7 +105,7 @@ impl ApprovalPrompt {
             "tool_input": input,
             "tool_use_id": arguments.get("tool_use_id"),
         });
-        let url = self.client.url("/hooks/claude-code/pre-tool-use");
+        let url = self.client.url("/hooks/claude-code/permission-request");
         let answer = async {
             let response = self
                 .client
@@ -132,14 +134,18 @@ impl ApprovalPrompt {
         .await;
         match answer {
             Ok(output) => {
-                let out = &output["hookSpecificOutput"];
-                let reason = out["permissionDecisionReason"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                match out["permissionDecision"].as_str() {
+                // PermissionRequest's answer: `decision.behavior` allow | deny; no decision
+                // (the gate's "ask") is a deny here, since nobody else will be asked.
+                let decision = &output["hookSpecificOutput"]["decision"];
+                match decision["behavior"].as_str() {
                     Some("allow") => json!({"behavior": "allow", "updatedInput": input}),
-                    _ => deny(reason),
+                    _ => deny(
+                        decision["message"]
+                            .as_str()
+                            .or(output["systemMessage"].as_str())
+                            .unwrap_or("approval-gate gave no decision")
+                            .to_string(),
+                    ),
                 }
             }
             Err(reason) => {
@@ -160,7 +166,9 @@ pub fn run(args: McpArgs) -> ExitCode {
     let served = AgentClient::new(&args.service, None).and_then(|client| {
         let server = ApprovalPrompt {
             client: Arc::new(client),
-            session: args.session,
+            session: args
+                .session
+                .unwrap_or_else(|| format!("mcp-{}", ulid::Ulid::new())),
         };
         runtime()?.block_on(async move {
             let running = server

@@ -24,7 +24,10 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
     let (_logs, log_level) = telemetry::init_with(&settings.logging, otlp.as_deref());
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
-        let app = Application::build(settings)?.reloading(sources, log_level);
+        // Before anything is logged as listening: SIGHUP's default action ends the process,
+        // and a reload asked for the moment the service came up must not stop it.
+        let hangups = crate::reload::hangups();
+        let app = Application::build(settings)?.reloading(sources, log_level, hangups);
         let stopped = app.run_until_stopped().await.map_err(|e| e.to_string())?;
         Ok::<_, Box<dyn std::error::Error>>(stopped)
     });

@@ -160,9 +160,10 @@ struct LoseWakesBody {
 
 /// Fault injection: a notifier (`fallback_notifier` or `telegram_gateway`) ignores its next
 /// `count` wake-ups (1 ..= 1000), as one that lost them would; `/health` then reports what is
-/// left stuck behind them.
+/// left stuck behind them. `timeout_sweeper` ignores its next `count` deadlines (the registry's
+/// own deadline check must then hold).
 #[utoipa::path(post, path = "/api/debug/actors/{name}/lose-wakes", tag = "debug", request_body = Object,
-    params(("name" = String, Path, description = "`fallback_notifier` or `telegram_gateway`")),
+    params(("name" = String, Path, description = "`fallback_notifier`, `telegram_gateway` or `timeout_sweeper`")),
     responses((status = 202, body = Object), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)), security(("bearer" = [])))]
 async fn lose_wakes(
     state: web::Data<AppState>,
@@ -181,6 +182,7 @@ async fn lose_wakes(
     match (name.as_str(), &state.actors.telegram) {
         ("fallback_notifier", _) => state.actors.fallback.send(lose).await?,
         ("telegram_gateway", Some(gateway)) => gateway.send(lose).await?,
+        ("timeout_sweeper", _) => state.actors.sweeper.send(lose).await?,
         (other, _) => {
             return Err(ApiError::NotFound(format!(
                 "no notifier named {other:?} (with Telegram off there is no telegram_gateway)"

@@ -316,6 +316,52 @@ async fn an_agent_that_hangs_up_has_its_approval_cancelled_within_two_seconds() 
 }
 
 #[actix_web::test]
+async fn one_agents_hang_up_does_not_cancel_an_approval_another_still_waits_for() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__AGENTS__HANGUP_CHECK", "200ms")]).await;
+    // No tool_use_id: two identical calls in one session share one approval.
+    let mut input = fixture("claude-pre-tool-use-edit");
+    input.as_object_mut().unwrap().remove("tool_use_id");
+    let hold = || {
+        app.request(
+            Method::POST,
+            "/hooks/claude-code/pre-tool-use",
+            Some(AGENT_TOKEN),
+        )
+        .json(&input)
+        .send()
+    };
+    let first = hold().await.expect("held");
+    let id = pending(&app).await["id"].as_str().unwrap().to_string();
+    let second = hold().await.expect("held");
+    let page: Value = app.list("?status=pending").await.json().await.unwrap();
+    assert_eq!(page["approvals"].as_array().unwrap().len(), 1, "{page}");
+    drop(first); // the first agent hangs up
+    // Its hang-up is noticed within about two heartbeats; then the approval must still be
+    // pending, for the second agent.
+    eventually(WAIT, "the first hold's waiter freed", || async {
+        let stats: Value = app
+            .request(
+                Method::GET,
+                "/api/diagnostics/database",
+                Some(OPERATOR_TOKEN),
+            )
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (stats["waiters"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    let current: Value = app.get(&id, None).await.json().await.unwrap();
+    assert_eq!(current["status"], "pending", "{current}");
+    app.decide(&id, "approve").await;
+    let answer: Value = serde_json::from_str(second.text().await.unwrap().trim()).unwrap();
+    assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "allow");
+}
+
+#[actix_web::test]
 async fn a_bad_token_or_a_failing_store_is_a_200_deny_never_an_error() {
     let app = spawn_app().await;
     let input = fixture("claude-pre-tool-use-bash");

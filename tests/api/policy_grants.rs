@@ -1,5 +1,6 @@
 //! Policy rules and session grants, through the public API: the example policy allows, denies
-//! and escalates; grants apply, expire, can be revoked and survive a restart.
+//! and escalates; grants apply, expire, can be revoked and survive a restart; an escalate rule
+//! wins over a grant.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -188,4 +189,27 @@ async fn grants_survive_a_restart() {
     let child = spawn_binary(dir.path(), &[]);
     let granted = child.create_ok(&request).await;
     assert_eq!(granted["status"], "approved");
+}
+
+#[actix_web::test]
+async fn an_escalate_rule_wins_over_a_session_grant() {
+    let config = format!("{}/config/policy.example.toml", env!("CARGO_MANIFEST_DIR"));
+    let app = spawn_app_with_config(&config, &[]).await;
+    let bash = |command: &str| json!({"session_id": "s1", "tool_name": "Bash", "tool_input": {"command": command}});
+    let first = app.create_id(&bash("ls")).await;
+    decide_body(
+        &app,
+        &first,
+        json!({"decision": "approve_session", "grant_for": "1h"}),
+    )
+    .await;
+    // No rule matches `make test`: the grant answers it.
+    let granted = app.create_ok(&bash("make test")).await;
+    assert_eq!(granted["status"], "approved");
+    assert_eq!(granted["decided_by"], "grant:operator:alice");
+    // The example policy escalates deploys: a human must see this one, grant or not.
+    let deploy = app.create_ok(&bash("terraform apply -auto-approve")).await;
+    assert_eq!(deploy["status"], "pending", "{deploy}");
+    let window = ts(&deploy["expires_at"]) - ts(&deploy["created_at"]);
+    assert_eq!(window.num_minutes(), 120, "the deploys rule's timeout");
 }

@@ -8,6 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::support::fake_telegram::FakeTelegram;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -171,4 +172,105 @@ async fn rate_limits_change_with_a_reload() {
         statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
         "{statuses:?}"
     );
+}
+
+/// The test environment's token variables: a test that sets tokens in its `--config` file
+/// unsets them (the environment wins over the file).
+const TOKEN_VARS: &[&str] = &[
+    "APPROVAL_GATE__AUTH__AGENT_TOKENS__CI_AGENT",
+    "APPROVAL_GATE__AUTH__AGENT_TOKENS__OTHER_AGENT",
+    "APPROVAL_GATE__AUTH__OPERATOR_TOKENS__ALICE",
+    "APPROVAL_GATE__SERVER__BIND",
+];
+
+#[actix_web::test]
+async fn a_reload_that_would_leave_a_public_listener_without_tokens_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("extra.toml");
+    let public = format!(
+        "[server]\nbind = \"0.0.0.0:0\"\n[auth.agent_tokens]\nci = \"{AGENT_TOKEN}\"\n\
+         [auth.operator_tokens]\nalice = \"{OPERATOR_TOKEN}\"\n"
+    );
+    std::fs::write(&config, &public).unwrap();
+    let path = config.display().to_string();
+    let mut child = spawn_binary_env(dir.path(), &["--config", &path], &[], TOKEN_VARS);
+    let anonymous_list = || child.request(Method::GET, "/api/approvals", None).send();
+    assert_eq!(
+        anonymous_list().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // On its own the new file is valid (loopback, no tokens), but `bind` needs a restart: the
+    // process would keep listening on 0.0.0.0 with nobody authenticated.
+    std::fs::write(&config, "[server]\nbind = \"127.0.0.1:0\"\n").unwrap();
+    child.signal(libc::SIGHUP);
+    eventually(WAIT, "the reload rejected", || async {
+        (reloads(&child, "rejected").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(reloads(&child, "applied").await, 0.0);
+    assert_eq!(
+        anonymous_list().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "the tokens still apply"
+    );
+    let created = child
+        .request(Method::POST, "/api/approvals", None)
+        .json(&bash("ls"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::UNAUTHORIZED);
+    eventually(WAIT, "the rejection names server.bind", || async {
+        let logs = child.logs.lock().unwrap().clone();
+        (logs.contains("configuration reload rejected") && logs.contains("server.bind"))
+            .then_some(())
+    })
+    .await;
+    child.signal(libc::SIGTERM);
+    child.wait_exit(WAIT);
+}
+
+#[actix_web::test]
+async fn a_reload_that_turns_telegram_off_in_the_file_is_checked_against_the_running_gateway() {
+    // telegram.enabled needs a restart: a file saying `enabled = false` must not skip the
+    // checks of the gateway that keeps running (here: an empty allow-list).
+    let telegram = FakeTelegram::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("extra.toml");
+    let user = OPERATOR_USER_ID;
+    std::fs::write(
+        &config,
+        format!("[telegram]\nenabled = true\nallowed_user_ids = [{user}]\n"),
+    )
+    .unwrap();
+    let path = config.display().to_string();
+    let env = telegram_env(&telegram.url(), telegram.token());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut child = spawn_binary_env(
+        dir.path(),
+        &["--config", &path],
+        &env,
+        &[
+            "APPROVAL_GATE__TELEGRAM__ENABLED",
+            "APPROVAL_GATE__TELEGRAM__ALLOWED_USER_IDS",
+        ],
+    );
+    std::fs::write(
+        &config,
+        "[telegram]\nenabled = false\nallowed_user_ids = []\n",
+    )
+    .unwrap();
+    child.signal(libc::SIGHUP);
+    eventually(WAIT, "the reload rejected", || async {
+        (reloads(&child, "rejected").await >= 1.0).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the rejection names the allow-list", || async {
+        let logs = child.logs.lock().unwrap().clone();
+        logs.contains("telegram.allowed_user_ids").then_some(())
+    })
+    .await;
+    child.signal(libc::SIGTERM);
+    child.wait_exit(WAIT);
 }

@@ -91,3 +91,31 @@ async fn a_decision_after_the_timeout_is_a_conflict() {
     let body: Value = late.json().await.expect("json");
     assert_eq!(body["approval"]["status"], "timed_out");
 }
+
+#[actix_web::test]
+async fn a_decision_after_the_deadline_loses_even_before_the_sweeper_expires_it() {
+    // The sweeper never hears of this deadline: the transition itself must refuse a decision
+    // that comes after `expires_at + grace_period`.
+    let app = spawn_app().await;
+    lose_wakes(&app, "timeout_sweeper", 1).await;
+    let mut body = new_approval();
+    body["timeout"] = json!("1s");
+    let created = app.create_ok(&body).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let expires_at = ts(&created["expires_at"]);
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the deadline to pass",
+        || async { (chrono::Utc::now() > expires_at).then_some(()) },
+    )
+    .await;
+    let still: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(still["status"], "pending", "nobody expired it: {still}");
+    let late = app.decide(&id, "approve").await;
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    let body: Value = late.json().await.expect("json");
+    assert_eq!(body["approval"]["status"], "timed_out", "{body}");
+    assert_eq!(body["approval"]["decided_by"], "system");
+    let ended: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(ended["status"], "timed_out");
+}

@@ -1,5 +1,6 @@
-//! Optional TLS on the front door: HTTPS with the configured certificate, and a renewed
-//! certificate served after SIGHUP without a restart.
+//! Optional TLS on the front door: HTTPS with the configured certificate, a renewed
+//! certificate served after SIGHUP without a restart, and a renewal whose key does not match
+//! its certificate refused (the running one stays).
 
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ fn trusting(pem: &str) -> reqwest::Client {
 }
 
 #[actix_web::test]
-async fn https_with_the_configured_certificate_and_renewal_on_sighup() {
+async fn https_with_the_configured_certificate_and_renewal_on_sighup_but_not_a_mismatched_key() {
     let dir = tempfile::tempdir().unwrap();
     let first = self_signed(dir.path());
     let cert = dir.path().join("cert.pem").display().to_string();
@@ -74,4 +75,28 @@ async fn https_with_the_configured_certificate_and_renewal_on_sighup() {
         old_client.is_err(),
         "the old certificate is no longer served"
     );
+
+    // A certificate renewed without its key (the old key stays at key.pem): the reload is
+    // refused and the running certificate stays.
+    let mismatched = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), mismatched.cert.pem()).unwrap();
+    child.signal(libc::SIGHUP);
+    let metrics = format!("https://localhost:{port}/metrics");
+    eventually(Duration::from_secs(10), "the reload rejected", || async {
+        let text = renewed.get(&metrics).send().await.ok()?.text().await.ok()?;
+        (metric(
+            &text,
+            "approval_gate_config_reloads_total{outcome=\"rejected\"}",
+        )? >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let still = renewed.get(&https).send().await.expect("still served");
+    assert!(still.status().is_success());
+    eventually(Duration::from_secs(10), "the rejection logged", || async {
+        let logs = child.logs.lock().unwrap().clone();
+        logs.contains("does not belong to the certificate")
+            .then_some(())
+    })
+    .await;
 }

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use futures_util::future::FutureExt;
 
 use super::commit::{Answer, Kind, Pending, answer};
-use super::verdict::{ended_event, policy_decision, policy_event};
+use super::verdict::{ended_event, grants_may_answer, policy_decision, policy_event};
 use super::{ApprovalRegistry, Created, NAME, RegistryError};
 use crate::domain::{
     Actor, Approval, ApprovalId, AuditEvent, Decision, Grant, NewApproval, Outcome,
@@ -41,7 +41,9 @@ impl ApprovalRegistry {
         let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
         // `created` is derived from the record when the history is read (`History`).
         let mut events: Vec<AuditEvent> = policy_event(&verdict).into_iter().collect();
-        let decision = policy_decision(verdict).or_else(|| self.granted(&approval));
+        let grants_apply = grants_may_answer(&verdict);
+        let decision = policy_decision(verdict)
+            .or_else(|| grants_apply.then(|| self.granted(&approval)).flatten());
         if let Some(decision) = decision {
             // Decided before anyone saw it: one write, no notifications, no deadline.
             if let Actor::Grant { grant_id, .. } = &decision.actor {
@@ -119,6 +121,9 @@ impl ApprovalRegistry {
         let previous = self.store.get(id)?.ok_or(RegistryError::NotFound(id))?;
         let mut approval = previous.clone();
         let now = super::now();
+        // The deadline holds in the transition itself, not only when the sweeper gets round to
+        // it: past `expires_at + grace` a pending approval can only time out.
+        let decision = self.decision_at(&previous, decision, now);
         let granted_by = decision.actor.to_string();
         let approves = decision.outcome == Outcome::Approve;
         if approval.apply(decision, now).is_err() {
@@ -163,6 +168,24 @@ impl ApprovalRegistry {
         )
     }
 
+    /// `decision`, or the timeout that replaces it when it comes after the deadline.
+    fn decision_at(
+        &self,
+        approval: &Approval,
+        decision: Decision,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Decision {
+        let deadline_ms = self.deadline_ms(approval);
+        if approval.status.is_terminal()
+            || decision.outcome == Outcome::Timeout
+            || now.timestamp_millis() < deadline_ms
+        {
+            return decision;
+        }
+        tracing::info!(approval_id = %approval.id, decided_by = %decision.actor, "a decision came after the deadline; the approval times out instead");
+        self.decision_for_timeout(approval, deadline_ms)
+    }
+
     pub(super) fn decide(
         &mut self,
         id: ApprovalId,
@@ -171,6 +194,7 @@ impl ApprovalRegistry {
         grant_for: Option<std::time::Duration>,
         ctx: &mut Context<Self>,
     ) -> Answer<Approval> {
+        let outcome = decision.outcome;
         let prepared = guarded(NAME, ctx, || {
             self.prepare_decide(id, decision, request_id.as_deref(), grant_for)
         });
@@ -184,7 +208,18 @@ impl ApprovalRegistry {
                     decided_by = %approval.decided_by.as_ref().map(ToString::to_string).unwrap_or_default(),
                     "approval ended"
                 );
-                self.finish(pending, ctx)
+                let late = outcome != Outcome::Timeout
+                    && approval.status == crate::domain::Status::TimedOut;
+                let finished = self.finish(pending, ctx);
+                if !late {
+                    return finished;
+                }
+                // The deadline won: the late decider is told who did, like any loser.
+                FutureExt::boxed_local(async move {
+                    finished
+                        .await
+                        .and_then(|winner| Err(RegistryError::Conflict(Box::new(winner))))
+                })
             }
             // "Already decided by X" only once X's decision is on disk.
             Ok(Err(conflict @ RegistryError::Conflict(_))) => {

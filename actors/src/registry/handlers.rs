@@ -242,6 +242,30 @@ impl Handler<Unwait> for ApprovalRegistry {
     }
 }
 
+impl Handler<Abandon> for ApprovalRegistry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Abandon, ctx: &mut Context<Self>) -> Self::Result {
+        let still_held = guarded(NAME, ctx, || {
+            if let Some(unwait) = msg.unwait
+                && self.waiters.remove(unwait.id, unwait.waiter)
+            {
+                self.publish_waiters();
+            }
+            self.waiters.anyone_waits_for(msg.id)
+        });
+        if still_held.unwrap_or(true) {
+            return Box::pin(async {});
+        }
+        let decided = self.decide(msg.id, msg.decision, None, None, ctx);
+        Box::pin(async move {
+            // A decision that won first, or a store failure (the deadline still ends it), is
+            // nothing the agent that hung up can be told.
+            let _ = decided.await;
+        })
+    }
+}
+
 impl Handler<DeadLetters> for ApprovalRegistry {
     type Result = Result<Vec<crate::store::DeadLetter>, RegistryError>;
 

@@ -130,6 +130,17 @@ pub struct Unwait {
     pub waiter: u64,
 }
 
+/// A hold gave up without an answer (its agent hung up): forget its waiter, and cancel the
+/// approval with `decision` only if nobody else waits for it. Two identical calls without a
+/// `tool_use_id` share one approval; one agent's hang-up must not cancel the other's.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abandon {
+    pub unwait: Option<Unwait>,
+    pub id: ApprovalId,
+    pub decision: Decision,
+}
+
 /// Counts and store facts for diagnostics.
 #[derive(Message)]
 #[rtype(result = "RegistryStats")]

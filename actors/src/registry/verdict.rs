@@ -56,6 +56,13 @@ pub(super) fn policy_event(verdict: &Verdict) -> Option<AuditEvent> {
     )
 }
 
+/// Whether a session grant may answer a request the policy gave `verdict`: only when no rule
+/// spoke. A grant is keyed by (agent, session, tool), not by what the operator saw: "Allow for
+/// this session" on `Bash: ls` must not approve the `terraform apply` a rule escalates.
+pub(super) fn grants_may_answer(verdict: &Verdict) -> bool {
+    verdict.rule.is_none()
+}
+
 /// An allow or deny rule decides at once; escalation (or no rule) leaves it to grants and humans.
 pub(super) fn policy_decision(verdict: Verdict) -> Option<Decision> {
     match (verdict.action, verdict.rule) {

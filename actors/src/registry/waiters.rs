@@ -57,6 +57,13 @@ impl Waiters {
         removed
     }
 
+    /// Whether anyone still waits for `id` (a waiter whose long poll went away does not count).
+    pub fn anyone_waits_for(&self, id: ApprovalId) -> bool {
+        self.by_approval
+            .get(&id)
+            .is_some_and(|list| list.iter().any(|(_, tx)| !tx.is_closed()))
+    }
+
     /// Hand the ended approval to everyone waiting for it; returns how many were woken.
     pub fn wake(&mut self, approval: &Approval) -> usize {
         let Some(list) = self.by_approval.remove(&approval.id) else {

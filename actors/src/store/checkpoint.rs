@@ -1,6 +1,6 @@
 //! The checkpoint thread (`sled-checkpoint`): makes sled itself durable, off the commit path,
-//! and retires the journal files it then holds. It touches only sled, sled's data file, the
-//! journal files handed to it and the queue entries it spills into sled (`queue_tree/`).
+//! and retires the journal files it then holds. It touches only sled, sled's data file and blob
+//! files (synced, `blobs.rs`), the journal files handed to it and the queue entries it spills into sled (`queue_tree/`).
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread;
 
+use super::blobs::Blobs;
 use super::commit::Durability;
 use super::commit_stats::CommitStats;
 use super::durable_point::{flush_sled, spill};
@@ -28,12 +29,13 @@ impl Checkpointer {
     pub(super) fn start(durability: &Durability, stats: &Arc<CommitStats>) -> Self {
         let (cut, rx) = mpsc::channel::<PathBuf>();
         let db = durability.db.clone();
+        let blobs = Arc::clone(&durability.blobs);
         let writer = Arc::clone(&durability.writer);
         let stats = Arc::clone(stats);
         let thread = File::open(&durability.data_file).and_then(|file| {
             thread::Builder::new()
                 .name("sled-checkpoint".into())
-                .spawn(move || checkpoints(&db, &writer, &file, &rx, &stats))
+                .spawn(move || checkpoints(&db, &blobs, &writer, &file, &rx, &stats))
         });
         match thread {
             Ok(thread) => Self {
@@ -73,6 +75,7 @@ impl Checkpointer {
 
 fn checkpoints(
     db: &sled::Db,
+    blobs: &Blobs,
     writer: &Writer,
     file: &File,
     rx: &mpsc::Receiver<PathBuf>,
@@ -86,7 +89,7 @@ fn checkpoints(
         // for the queue entries still in memory: spilled first, then this flush covers it all.
         let result = faults::before_checkpoint(stats)
             .and_then(|()| spill(writer))
-            .and_then(|()| flush_sled(db, file, stats))
+            .and_then(|()| flush_sled(db, blobs, file, stats))
             .and_then(|()| journal::retire(&done_with).map_err(Arc::new));
         match result {
             Ok(()) => {

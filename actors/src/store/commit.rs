@@ -58,6 +58,8 @@ pub type CommitResult = Result<(), Arc<std::io::Error>>;
 /// the journal lives) and the writer that applies and journals staged writes.
 pub struct Durability {
     pub db: sled::Db,
+    /// sled's blob files, synced with every flush that lets the journal go (`blobs.rs`).
+    pub(super) blobs: Arc<super::blobs::Blobs>,
     pub data_file: PathBuf,
     pub dir: PathBuf,
     pub writer: Arc<Writer>,

@@ -8,20 +8,27 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::blobs::Blobs;
 use super::commit::{CommitResult, Durability};
 use super::commit_stats::{CommitStats, spent};
 use super::faults;
 use super::syncer::{Started, Syncer};
 use super::writer::Writer;
 
-/// sled's flush (its log reaches the file), then fdatasync of that file.
-pub(super) fn flush_sled(db: &sled::Db, file: &File, stats: &CommitStats) -> CommitResult {
+/// sled's flush (its log reaches the file), then fsync of the blob files it wrote for large
+/// records and fdatasync of its data file.
+pub(super) fn flush_sled(
+    db: &sled::Db,
+    blobs: &Blobs,
+    file: &File,
+    stats: &CommitStats,
+) -> CommitResult {
     let started = Instant::now();
     let flushed = db.flush();
     spent(&stats.flush_us, started);
     flushed.map_err(|e| Arc::new(std::io::Error::other(e.to_string())))?;
     let started = Instant::now();
-    let synced = file.sync_data();
+    let synced = blobs.sync().and_then(|_| file.sync_data());
     spent(&stats.fdatasync_us, started);
     synced.map_err(Arc::new)
 }
@@ -31,7 +38,7 @@ pub(super) fn flush_sled(db: &sled::Db, file: &File, stats: &CommitStats) -> Com
 /// is flushed and its data file synced.
 fn flush_all(durability: &Durability, file: &File, stats: &CommitStats) -> CommitResult {
     spill(&durability.writer)?;
-    flush_sled(&durability.db, file, stats)
+    flush_sled(&durability.db, &durability.blobs, file, stats)
 }
 
 /// Move the undelivered queue entries that only the journal holds into sled (before a flush

@@ -29,6 +29,7 @@
 
 mod approvals;
 pub mod backup;
+mod blobs;
 mod change;
 mod checkpoint;
 mod codec;
@@ -237,6 +238,7 @@ impl SledStore {
         ));
         let commit = GroupCommit::start(Durability {
             db: db.clone(),
+            blobs: Arc::new(blobs::Blobs::new(path)),
             data_file,
             dir: path.to_path_buf(),
             writer: Arc::clone(&writer),

@@ -178,8 +178,11 @@ pub fn keyboard(
             InlineKeyboardButton::callback("❌ Reject", codec.encode(approval.id, Action::Reject)),
         ]];
         if session_grants {
+            // The label says what the grant covers: this tool, in this session (never what
+            // an escalate rule matches; docs/agents.md).
+            let tool: String = approval.tool_name.chars().take(32).collect();
             rows.push(vec![InlineKeyboardButton::callback(
-                "✅ Allow for this session",
+                format!("✅ Allow for this session: {tool}"),
                 codec.encode(approval.id, Action::ApproveSession),
             )]);
         }

@@ -9,7 +9,7 @@ use actix_web::web;
 use actix_web::web::Bytes;
 use approval_gate_actors::domain::{Actor, Approval, ApprovalId, Decision, Outcome};
 use approval_gate_actors::registry::{
-    ApprovalRegistry, Decide, RegistryError, Unwait, Wait, WaitReply,
+    Abandon, ApprovalRegistry, Decide, RegistryError, Unwait, Wait, WaitReply,
 };
 use futures_util::Stream;
 
@@ -26,8 +26,8 @@ pub(super) fn hold_until(approval: &Approval, hook_wait: Duration) -> tokio::tim
     tokio::time::Instant::now() + left
 }
 
-/// Cancels the approval if the hold ends any way but with a decision (the agent hung up, and
-/// actix dropped the body), and frees the registry's waiter.
+/// Frees the registry's waiter; if the hold ends any way but with a decision (the agent hung
+/// up, and actix dropped the body), also cancels the approval unless someone else waits for it.
 pub(super) struct HoldGuard {
     pub(super) registry: actix::Addr<ApprovalRegistry>,
     pub(super) id: ApprovalId,
@@ -38,24 +38,26 @@ pub(super) struct HoldGuard {
 
 impl Drop for HoldGuard {
     fn drop(&mut self) {
-        if let Some(unwait) = self.unwait.take() {
-            self.registry.do_send(unwait);
+        if self.settled {
+            if let Some(unwait) = self.unwait.take() {
+                self.registry.do_send(unwait);
+            }
+            return;
         }
-        if !self.settled {
-            tracing::info!(approval_id = %self.id, "the agent hung up; cancelling its approval");
-            self.registry.do_send(Decide {
-                id: self.id,
-                decision: Decision {
-                    outcome: Outcome::Cancel,
-                    actor: Actor::Agent(self.caller.clone()),
-                    comment: Some(
-                        "the agent hung up before a decision (the user interrupted it)".into(),
-                    ),
-                },
-                request_id: None,
-                grant_for: None,
-            });
-        }
+        // The registry cancels only if no other caller still holds the same approval (two
+        // identical calls without a tool_use_id share one).
+        tracing::info!(approval_id = %self.id, "the agent hung up; cancelling its approval unless another caller waits for it");
+        self.registry.do_send(Abandon {
+            unwait: self.unwait.take(),
+            id: self.id,
+            decision: Decision {
+                outcome: Outcome::Cancel,
+                actor: Actor::Agent(self.caller.clone()),
+                comment: Some(
+                    "the agent hung up before a decision (the user interrupted it)".into(),
+                ),
+            },
+        });
     }
 }
 

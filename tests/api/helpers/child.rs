@@ -64,7 +64,19 @@ pub fn spawn_binary(dir: &Path, overrides: &[(&str, &str)]) -> ChildApp {
 
 /// `approval-gate serve <args…>` (e.g. `--config FILE`).
 pub fn spawn_binary_args(dir: &Path, args: &[&str], overrides: &[(&str, &str)]) -> ChildApp {
+    spawn_binary_env(dir, args, overrides, &[])
+}
+
+/// Like [`spawn_binary_args`], without the test environment's variables named in `unset` (so a
+/// `--config` file can set those keys: the environment would win over it).
+pub fn spawn_binary_env(
+    dir: &Path,
+    args: &[&str],
+    overrides: &[(&str, &str)],
+    unset: &[&str],
+) -> ChildApp {
     let mut env = test_env(dir, overrides);
+    env.retain(|key, _| !unset.contains(&key.as_str()));
     env.insert("APPROVAL_GATE__LOGGING__FORMAT".into(), "json".into());
     if !overrides
         .iter()

@@ -215,6 +215,7 @@ impl Journal {
         let next = found.last().map_or(1, |(generation, _)| generation + 1);
         if !found.is_empty() {
             db.flush()?;
+            super::blobs::Blobs::new(dir).sync()?;
             File::open(data_file)?.sync_data()?;
             for (_, path) in &found {
                 std::fs::remove_file(path)?;
