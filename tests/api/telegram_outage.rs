@@ -224,3 +224,44 @@ async fn a_restart_during_a_probe_does_not_wedge_the_breaker() {
     .await;
     wait_breaker(&app, "closed").await;
 }
+
+#[actix_web::test]
+async fn a_429_pauses_every_send_to_the_chat_and_does_not_open_the_breaker() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &opens_after_three("30s")).await;
+    for _ in 0..3 {
+        fake.push_fault(
+            Some("sendMessage"),
+            Fault::TooManyRequests { retry_after: 1 },
+        );
+    }
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(app.create_id(&new_approval()).await);
+    }
+    fake.wait_for_ok_calls("sendMessage", 4, WAIT).await;
+    let calls = fake.calls_to("sendMessage");
+    // Each 429 holds back the next call to the chat, whichever approval it is for.
+    for pair in calls.windows(2) {
+        if pair[0].outcome == crate::support::fake_telegram::Outcome::Status(429) {
+            let spacing = pair[1].at - pair[0].at;
+            assert!(
+                spacing >= Duration::from_secs(1),
+                "a send {spacing:?} after a 429 with retry_after 1: {}",
+                fake.summary()
+            );
+        }
+    }
+    assert_eq!(calls.len(), 7, "{}", fake.summary());
+    assert_eq!(
+        breaker(&app).await["state"],
+        "closed",
+        "a flood wait is not an outage"
+    );
+    for id in &ids {
+        assert!(
+            notification_lines(app.dir.path(), id).is_empty(),
+            "nothing handed to the fallback channels"
+        );
+    }
+}

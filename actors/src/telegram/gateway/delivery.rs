@@ -91,12 +91,10 @@ impl TelegramGateway {
         };
         // A new message to a group waits for the group's budget (the entry stays queued).
         if entry.event == Event::Created
-            && let Some(limiter) = &self.group_sends
-            && let Err(not_until) = limiter.check()
+            && let Some(budget) = &mut self.group_sends
+            && let Err(free_at) = budget.take(now)
         {
-            use governor::clock::{Clock, DefaultClock};
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            self.wake_at(ctx, now + wait);
+            self.wake_at(ctx, free_at);
             return;
         }
         let mut entry = (*entry).clone();

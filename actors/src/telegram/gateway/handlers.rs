@@ -60,7 +60,7 @@ impl Handler<Reconfigure> for TelegramGateway {
         if settings.group_messages_per_minute != old.group_messages_per_minute {
             self.group_sends = std::num::NonZeroU32::new(settings.group_messages_per_minute)
                 .filter(|_| settings.chat_id < 0)
-                .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n)));
+                .map(crate::telegram::budget::GroupBudget::per_minute);
         }
         self.breaker.reconfigure(settings.breaker.clone());
         self.settings = Arc::new(settings);

@@ -122,9 +122,9 @@ pub struct TelegramGateway {
     codec: Arc<CallbackCodec>,
     /// The approvals' spans (from the registry's Wake), so Bot API calls are their children.
     spans: HashMap<crate::domain::ApprovalId, tracing::Span>,
-    /// Telegram's per-group limit on new messages (governor's GCRA; `None` for a private chat
+    /// Telegram's per-group limit on new messages (a sliding window, `budget.rs`; `None` for a private chat
     /// or when off).
-    group_sends: Option<governor::DefaultDirectRateLimiter>,
+    group_sends: Option<crate::telegram::budget::GroupBudget>,
     queues: Queues,
     /// Entries of the Telegram queue known to be durable: every seq up to `ready_through`
     /// (what was on disk at start) and each one a [`Wake`] confirmed since.
@@ -188,7 +188,7 @@ impl TelegramGateway {
         store.queues.scan(Channel::Telegram)?;
         let group_sends = std::num::NonZeroU32::new(settings.group_messages_per_minute)
             .filter(|_| settings.chat_id < 0)
-            .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n)));
+            .map(crate::telegram::budget::GroupBudget::per_minute);
         Ok(Self {
             api,
             spans: HashMap::new(),

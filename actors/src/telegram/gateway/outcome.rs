@@ -144,18 +144,37 @@ impl TelegramGateway {
         now: Instant,
         ctx: &mut Context<Self>,
     ) {
-        let transition = self.breaker.record(now, false);
-        self.consecutive_failures += 1;
-        self.last_error = Some(format!("{method}: {}", failure.detail));
-        self.metric(TelegramMetric::Failure {
-            reason: failure.reason,
-        });
-        let attempts = self.delivery.retries.get(&seq).map_or(0, |(n, _)| *n) + 1;
         let retry_after = match failure.kind {
             FailureKind::Transient { retry_after } => retry_after,
             _ => None,
         };
-        let delay = self.settings.retry.delay(attempts, retry_after);
+        // A flood wait is Telegram answering, not Telegram down: it does not count against the
+        // breaker, and it holds back every send to the chat until it has passed (the next
+        // approval's message would only earn another 429 and a longer wait).
+        let transition = self.breaker.record(now, retry_after.is_some());
+        if let Some(wait) = retry_after {
+            let until = now + wait;
+            self.delivery.send_ready_at = Some(
+                self.delivery
+                    .send_ready_at
+                    .map_or(until, |at| at.max(until)),
+            );
+        } else {
+            self.consecutive_failures += 1;
+        }
+        self.last_error = Some(format!("{method}: {}", failure.detail));
+        self.metric(TelegramMetric::Failure {
+            reason: failure.reason,
+        });
+        // Nor does it use up the entry's attempts: Telegram will take it once the wait is over,
+        // and handing it to the fallback channels would announce a flood wait as an outage.
+        let before = self.delivery.retries.get(&seq).map_or(0, |(n, _)| *n);
+        let attempts = if retry_after.is_some() {
+            before
+        } else {
+            before + 1
+        };
+        let delay = self.settings.retry.delay(attempts.max(1), retry_after);
         self.delivery.retries.insert(seq, (attempts, now + delay));
         let exhausted = attempts >= self.settings.retry.max_attempts;
         tracing::warn!(
