@@ -33,6 +33,14 @@ pub enum Event {
 }
 
 impl Agent {
+    /// Whether "no decision" (the gate's `ask`) puts the call in front of a person. Claude
+    /// Code shows its own permission dialog. Gemini CLI treats an answer without a decision as
+    /// an allow (and its own `ask` hangs a headless `gemini -p`); Codex hands it to its
+    /// automatic reviewer, a model. For those two, `ask` would let the call run unapproved.
+    pub fn asks_a_person(self) -> bool {
+        matches!(self, Agent::ClaudeCode)
+    }
+
     /// The label stored as the approval's `agent`, shown to operators.
     pub fn label(self) -> &'static str {
         match self {

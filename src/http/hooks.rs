@@ -127,10 +127,12 @@ async fn hook(
         }
     };
     if created.status.is_terminal() {
-        return answer(event, &verdict(&state, &created));
+        return answer(event, &verdict(&state, agent, &created));
     }
     let ticket = match registry.send(Wait(created.id)).await {
-        Ok(Ok(WaitReply::Ready(approval))) => return answer(event, &verdict(&state, &approval)),
+        Ok(Ok(WaitReply::Ready(approval))) => {
+            return answer(event, &verdict(&state, agent, &approval));
+        }
         Ok(Ok(WaitReply::Pending(ticket))) => ticket,
         Ok(Err(error)) => return deny(event, could_not("wait for a decision", &error)),
         Err(_) => return deny(event, "approval-gate's registry is not answering".into()),
@@ -149,7 +151,7 @@ async fn hook(
     let body = async move {
         let approval = decided.await;
         let verdict = match &approval {
-            Ok(approval) => verdict(&settings, approval),
+            Ok(approval) => verdict(&settings, agent, approval),
             Err(reason) => Verdict::Deny(reason.clone()),
         };
         serde_json::to_vec(&render(event, &verdict)).unwrap_or_default()
@@ -242,7 +244,7 @@ fn bounded(mut text: String) -> String {
 }
 
 /// What the agent is told about an ended approval.
-fn verdict(state: &AppState, approval: &Approval) -> Verdict {
+fn verdict(state: &AppState, agent: Agent, approval: &Approval) -> Verdict {
     let by = approval
         .decided_by
         .as_ref()
@@ -264,8 +266,13 @@ fn verdict(state: &AppState, approval: &Approval) -> Verdict {
                 "timed out waiting for an operator: nobody decided in time (approval {id})"
             );
             match state.settings().agents.on_timeout {
+                OnTimeout::Ask if agent.asks_a_person() => Verdict::Ask(reason),
+                // "Ask" means a person decides; where the agent would not ask one, deny.
+                OnTimeout::Ask => Verdict::Deny(format!(
+                    "{reason}; agents.on_timeout = \"ask\" denies for {}, which would not ask a person",
+                    agent.label()
+                )),
                 OnTimeout::Deny => Verdict::Deny(reason),
-                OnTimeout::Ask => Verdict::Ask(reason),
             }
         }
         Status::Pending => Verdict::Deny(format!(

@@ -79,6 +79,44 @@ async fn the_claude_code_command_hook_prints_the_decision_and_nothing_else() {
 }
 
 #[actix_web::test]
+async fn the_gemini_hook_works_with_its_environment_stripped_as_in_ci() {
+    // With GITHUB_SHA set Gemini CLI runs hooks with a stripped environment: the documented CI
+    // form passes the URL and a token file as arguments.
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("agent-token");
+    std::fs::write(&token_file, format!("{AGENT_TOKEN}\n")).unwrap();
+    let token_file = token_file.display().to_string();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_approval-gate"))
+        .args([
+            "hook",
+            "gemini",
+            "--url",
+            &app.address,
+            "--token-file",
+            &token_file,
+        ])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = serde_json::to_vec(&fixture("gemini-before-tool")).unwrap();
+    stdin.write_all(&input).await.unwrap();
+    drop(stdin);
+    let (output, ()) = futures_util::join!(
+        child.wait_with_output(),
+        approve_the_pending_one(&app, "approve")
+    );
+    let output = output.unwrap();
+    let out: Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
+    assert_eq!(out, json!({"decision": "allow"}), "{output:?}");
+}
+
+#[actix_web::test]
 async fn codex_and_gemini_command_hooks_speak_their_own_contracts() {
     let app = spawn_app().await;
     let input = serde_json::to_vec(&fixture("codex-permission-request")).unwrap();
@@ -260,5 +298,25 @@ async fn the_mcp_permission_prompt_tool_waits_for_an_operator() {
     assert!(
         result["message"].as_str().unwrap().contains("rejected"),
         "{result}"
+    );
+    // Claude Code passes no session id: this server (one per run) named its own, so a session
+    // grant made on one of its prompts covers this run only. Asked as a PermissionRequest.
+    let page: Value = app.list("").await.json().await.unwrap();
+    let approvals = page["approvals"].as_array().unwrap();
+    assert_eq!(approvals.len(), 2, "{page}");
+    let session = approvals[0]["session_id"].as_str().unwrap();
+    assert!(
+        session.starts_with("mcp-") && session.len() > 20,
+        "{session}"
+    );
+    assert!(approvals.iter().all(|a| a["session_id"] == session));
+    assert!(
+        approvals.iter().all(|a| {
+            a["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("PermissionRequest")
+        }),
+        "{page}"
     );
 }

@@ -260,6 +260,38 @@ async fn nobody_deciding_in_time_follows_on_timeout() {
     let page: Value = app.list("?status=timed_out").await.json().await.unwrap();
     assert_eq!(page["approvals"].as_array().unwrap().len(), 1);
 
+    // Gemini CLI runs a call the hook gives no decision, and Codex lets a model decide it:
+    // for them "ask" denies, saying why.
+    let (_, answer) = hook(
+        &app,
+        "/hooks/gemini/before-tool",
+        Some(AGENT_TOKEN),
+        &fixture("gemini-before-tool"),
+    )
+    .await;
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("would not ask a person")
+    );
+    let (_, answer) = hook(
+        &app,
+        "/hooks/codex/permission-request",
+        Some(AGENT_TOKEN),
+        &fixture("codex-permission-request"),
+    )
+    .await;
+    let decision = &answer["hookSpecificOutput"]["decision"];
+    assert_eq!(decision["behavior"], "deny", "{answer}");
+    assert!(
+        decision["message"]
+            .as_str()
+            .unwrap()
+            .contains("would not ask a person")
+    );
+
     let deny = spawn_app_with(&[("APPROVAL_GATE__AGENTS__HOOK_WAIT", "1s")]).await;
     let (_, answer) = hook(
         &deny,
