@@ -2,8 +2,10 @@
 //!
 //! Every delivery must carry the secret token the gateway registered
 //! (`X-Telegram-Bot-Api-Secret-Token`, compared in constant time); anything else gets 401 and
-//! is counted. A verified update is handed to the TelegramGateway and answered 200 at once:
-//! Telegram retries non-2xx answers, and the tap is decided by the gateway, not here.
+//! is counted. A verified update is handed to the TelegramGateway, which decides a tap; the
+//! route answers 200 only once that decision is durable (as polling saves its offset only
+//! after the taps are decided). Telegram delivers an update again until it gets a 2xx, so a
+//! crash before the commit, or a store that cannot commit, loses no tap: it comes back.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use approval_gate_actors::metrics::Metric;
@@ -15,13 +17,18 @@ use super::error::ApiError;
 
 const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 
+/// How long a delivery may wait for its tap to be decided before Telegram is told to deliver it
+/// again (a store stalled this long is failing; Telegram waits far longer for an answer).
+const WEBHOOK_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/telegram/webhook", web::post().to(webhook));
 }
 
 #[utoipa::path(post, path = "/telegram/webhook", tag = "telegram", request_body = Object,
     params(("X-Telegram-Bot-Api-Secret-Token" = String, Header, description = "the registered secret token")),
-    responses((status = 200, description = "accepted"), (status = 401, body = Object), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "dealt with: a tap is decided and durable"), (status = 401, body = Object), (status = 404, body = super::error::ErrorBody),
+        (status = 503, description = "the tap could not be recorded; Telegram delivers it again", body = super::error::ErrorBody)))]
 async fn webhook(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -52,7 +59,16 @@ async fn webhook(
             "message": "the webhook secret token is missing or wrong",
         })));
     }
-    // The gateway reads the update (it owns the Bot API's formats); Telegram gets its 200 now.
-    gateway.do_send(WebhookUpdate(body.to_vec()));
-    Ok(HttpResponse::Ok().finish())
+    // The gateway reads the update (it owns the Bot API's formats); Telegram gets its 200 once
+    // the tap is decided and durable, well inside its own timeout.
+    let handled = gateway
+        .send(WebhookUpdate(body.to_vec()))
+        .timeout(WEBHOOK_ANSWER_WITHIN)
+        .await;
+    match handled {
+        Ok(true) => Ok(HttpResponse::Ok().finish()),
+        Ok(false) | Err(_) => Err(ApiError::Unavailable(
+            "the tap could not be recorded yet; Telegram will deliver it again".into(),
+        )),
+    }
 }

@@ -101,6 +101,62 @@ async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_
 }
 
 #[actix_web::test]
+async fn a_webhook_tap_is_answered_200_only_once_its_decision_is_durable() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__TELEGRAM__MODE", "webhook"),
+            (
+                "APPROVAL_GATE__TELEGRAM__WEBHOOK_URL",
+                "https://gate.example.com/telegram/webhook",
+            ),
+        ],
+    )
+    .await;
+    fake.wait_until(WAIT, "setWebhook", |f| f.webhook().is_some())
+        .await;
+    let secret = fake.webhook().and_then(|(_, s)| s).expect("secret");
+    let (id, message) = announced(&fake, &app, &new_approval()).await;
+    fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message.message_id,
+        &button(&message, "a:"),
+    );
+    let update = fake.take_update().expect("the tap");
+    let deliver = || {
+        app.client
+            .post(format!("{}/telegram/webhook", app.address))
+            .header("X-Telegram-Bot-Api-Secret-Token", &secret)
+            .json(&update)
+            .send()
+    };
+    // The decision's commit fails: the delivery is not acknowledged, so Telegram sends it again.
+    fail_commits(&app, 3).await;
+    let refused = deliver().await.expect("send");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = eventually(WAIT, "the store back", || async {
+        let response = app.get(&id, None).await;
+        response
+            .status()
+            .is_success()
+            .then_some(response.json::<Value>().await.ok()?)
+    })
+    .await;
+    assert_eq!(body["status"], "pending", "the failed tap decided nothing");
+    // Telegram's redelivery decides it; the 200 comes once the decision is durable.
+    let delivered = eventually(WAIT, "the redelivery accepted", || async {
+        let response = deliver().await.ok()?;
+        (response.status() == StatusCode::OK).then_some(())
+    });
+    delivered.await;
+    let body: Value = app.get(&id, None).await.json().await.expect("json");
+    assert_eq!(body["status"], "approved", "decided when the 200 came");
+}
+
+#[actix_web::test]
 async fn a_group_over_its_message_budget_waits_and_nothing_is_dropped() {
     let fake = FakeTelegram::start();
     let app = spawn_telegram_app(

@@ -26,9 +26,22 @@ pub(super) enum TapOutcome {
     Refused(Attempt<()>),
     Answered {
         answer: Attempt<()>,
+        /// The registry gave its answer (decided, already decided, no such approval); `false`
+        /// when it could not (a store failure): the tap decided nothing and may come again.
+        settled: bool,
         /// The approval had already ended and this copy of its message was new to us: edit it.
         stale_copy: Option<Box<(crate::domain::Approval, TelegramMessageRef)>>,
     },
+}
+
+impl TapOutcome {
+    /// Whether the tap needs no second delivery (see `Answered::settled`).
+    pub(super) fn settled(&self) -> bool {
+        match self {
+            TapOutcome::Refused(_) => true,
+            TapOutcome::Answered { settled, .. } => *settled,
+        }
+    }
 }
 
 /// Who tapped, as the history shows it.
@@ -163,6 +176,10 @@ impl TelegramGateway {
                     .unwrap_or(Err(RegistryError::Restarting)),
                 None => Err(RegistryError::Restarting),
             };
+            let settled = !matches!(
+                result,
+                Err(RegistryError::Store(_) | RegistryError::Restarting)
+            );
             let (text, stale_copy) = match result {
                 Ok(approval) => (format!("{} — recorded", status_word(approval.status)), None),
                 Err(RegistryError::Conflict(approval)) => {
@@ -187,6 +204,7 @@ impl TelegramGateway {
             };
             TapOutcome::Answered {
                 answer: answer.send(&api, Some(id), &request_id).await,
+                settled,
                 stale_copy,
             }
         }
@@ -196,7 +214,9 @@ impl TelegramGateway {
     pub(super) fn after_tap(&mut self, outcome: TapOutcome, ctx: &mut Context<Self>) {
         match outcome {
             TapOutcome::Refused(answer) => self.record_call(&answer),
-            TapOutcome::Answered { answer, stale_copy } => {
+            TapOutcome::Answered {
+                answer, stale_copy, ..
+            } => {
                 self.record_call(&answer);
                 if let Some(stale) = stale_copy {
                     let (approval, message) = *stale;

@@ -44,31 +44,41 @@ async fn clear_webhook(api: &crate::telegram::api::Api) {
 }
 
 /// An update Telegram POSTed to the webhook route (already checked against the secret), as
-/// the JSON body it sent.
+/// the JSON body it sent. Answers once the update is dealt with: a tap's decision durable (or
+/// refused, or moot). `false` when the tap could not be decided (the store failed): the route
+/// then answers non-2xx, so Telegram delivers it again instead of the tap being lost.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct WebhookUpdate(pub Vec<u8>);
 
 impl Handler<WebhookUpdate> for TelegramGateway {
-    type Result = ();
+    type Result = ResponseActFuture<Self, bool>;
 
-    fn handle(&mut self, WebhookUpdate(body): WebhookUpdate, ctx: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        WebhookUpdate(body): WebhookUpdate,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
         let update = match serde_json::from_slice::<Update>(&body) {
             Ok(update) => update,
             // Telegram would retry a non-2xx forever; what cannot be read is logged and dropped.
             Err(error) => {
                 tracing::warn!(actor = NAME, %error, "ignored an unreadable webhook update");
-                return;
+                return Box::pin(actix::fut::ready(true));
             }
         };
-        guarded_with(NAME, self, ctx, |act, ctx| {
-            if let UpdateKind::CallbackQuery(query) = update.kind {
-                let tap = act.tap(query);
-                ctx.spawn(tap.into_actor(act).map(|outcome, act, ctx| {
-                    guarded_with(NAME, act, ctx, |act, ctx| act.after_tap(outcome, ctx));
-                }));
-            }
-        });
+        let UpdateKind::CallbackQuery(query) = update.kind else {
+            return Box::pin(actix::fut::ready(true));
+        };
+        let tap = match supervision::guarded(NAME, ctx, || self.tap(query)) {
+            Ok(tap) => tap,
+            Err(_) => return Box::pin(actix::fut::ready(false)),
+        };
+        Box::pin(tap.into_actor(self).map(|outcome, act, ctx| {
+            let settled = outcome.settled();
+            guarded_with(NAME, act, ctx, |act, ctx| act.after_tap(outcome, ctx));
+            settled
+        }))
     }
 }
 
