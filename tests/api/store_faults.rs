@@ -364,3 +364,47 @@ async fn the_ready_gauge_says_what_health_ready_says() {
     .await;
     assert_eq!(status_of(&app, "/health/ready").await, StatusCode::OK);
 }
+
+/// A decision whose commit fails is never shown as the outcome: reads and a conflicting
+/// decision made while that commit is under way wait for it, and are 503 when it fails (a later
+/// commit that succeeds proves nothing: the failed batch was cut off the journal).
+#[actix_web::test]
+async fn a_change_whose_commit_fails_is_not_shown_by_reads_waiting_for_it() {
+    let app = spawn_app().await;
+    let id = create_quietly(&app).await;
+    // The next commit hangs, then fails: the decision's.
+    stall_commits(&app, 1, 1500).await;
+    fail_commits(&app, 1).await;
+    let decision = app.decide(&id, "approve");
+    let readers = async {
+        eventually(WAIT, "the decision's commit under way", || async {
+            let db = app.get_json("/api/diagnostics/database").await;
+            db["commit_running_ms"].as_u64().map(|_| ())
+        })
+        .await;
+        let read = app.get(&id, None).await;
+        let conflicting = app.decide(&id, "reject").await;
+        (read, conflicting)
+    };
+    let (decided, (read, conflicting)) = futures_util::join!(decision, readers);
+    assert_eq!(decided.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let read_status = read.status();
+    let read_body: Value = read.json().await.unwrap_or_default();
+    assert!(
+        read_status == StatusCode::SERVICE_UNAVAILABLE || read_body["status"] == "pending",
+        "a read during the failing commit: {read_status} {read_body}"
+    );
+    let conflict_status = conflicting.status();
+    let conflict_body: Value = conflicting.json().await.unwrap_or_default();
+    assert_ne!(
+        conflict_status,
+        StatusCode::CONFLICT,
+        "told 'already approved' for a reverted approval: {conflict_body}"
+    );
+    let now: Value = app.get(&id, None).await.json().await.expect("json");
+    if conflict_status == StatusCode::OK {
+        assert_eq!(now["status"], "rejected");
+    } else {
+        assert_eq!(now["status"], "pending", "the failed decision was reverted");
+    }
+}

@@ -91,7 +91,7 @@ impl ApprovalRegistry {
             grant: grant.as_ref(),
             events,
         })?;
-        self.mark_unflushed(approval.id);
+        self.unsettled.written(approval.id);
         let span = match kind {
             Kind::Created if self.settings.trace_approvals => Some(tracing::info_span!(
                 parent: None,
@@ -148,20 +148,23 @@ impl ApprovalRegistry {
         .boxed_local()
     }
 
-    /// An answer that reveals `value` about an approval with a change still on its way to disk
-    /// waits for a commit, so it never reports what might be reverted.
+    /// An answer that reveals `value` about approvals with a change still unsettled waits for
+    /// those changes to settle, and is `503` (a store error) if one of them failed: `value`
+    /// then shows a state that has been reverted (`unsettled.rs`).
     pub(super) fn when_committed<T: 'static>(
-        &self,
+        &mut self,
         ids: impl IntoIterator<Item = ApprovalId>,
         value: Result<T, RegistryError>,
     ) -> Answer<T> {
-        let waiting = ids.into_iter().any(|id| self.unflushed.contains_key(&id));
-        if !waiting {
+        let Some(settled) = self.unsettled.wait(ids) else {
             return answer(value);
-        }
-        let commit = self.store.commit();
+        };
         async move {
-            commit.wait().await?;
+            if !settled.await {
+                return Err(RegistryError::Store(
+                    "a change to this approval could not be committed and was undone; retry".into(),
+                ));
+            }
             value
         }
         .boxed_local()
@@ -188,7 +191,6 @@ impl ApprovalRegistry {
             .as_ref()
             .and_then(|entry| entry.request_id.clone())
             .unwrap_or_else(|| "-".into());
-        self.flushed(approval.id);
         let current = generation == self.generation;
         if !durable {
             let change = Change {
@@ -212,8 +214,11 @@ impl ApprovalRegistry {
                 // The reload after a restart counted the change we just reverted.
                 self.recount();
             }
+            // Only now, with the revert applied, may a waiting read be answered (503).
+            self.unsettled.settled(approval.id, false);
             return;
         }
+        self.unsettled.settled(approval.id, true);
         for (channel, _) in &written.queued {
             self.metrics.do_send(Metric::Queue {
                 channel: channel.as_str(),

@@ -18,6 +18,7 @@ mod changes;
 mod commit;
 mod handlers;
 mod messages;
+mod unsettled;
 mod verdict;
 mod waiters;
 
@@ -101,8 +102,8 @@ pub struct ApprovalRegistry {
     settings: RegistrySettings,
     waiters: Waiters,
     counts: HashMap<Status, u64>,
-    /// Approvals changed but not yet confirmed on disk, so answers revealing them wait.
-    unflushed: HashMap<ApprovalId, u32>,
+    /// Approvals changed but not yet settled, so answers revealing them wait (`unsettled.rs`).
+    unsettled: unsettled::Unsettled,
     /// Bumped on every (re)start: a commit that finishes after a restart was already counted by
     /// the reload.
     generation: u64,
@@ -149,7 +150,7 @@ impl ApprovalRegistry {
             settings,
             waiters: Waiters::default(),
             counts: HashMap::new(),
-            unflushed: HashMap::new(),
+            unsettled: unsettled::Unsettled::default(),
             generation: 0,
             started_at_ms: Utc::now().timestamp_millis(),
             sweeper,
@@ -172,7 +173,6 @@ impl ApprovalRegistry {
     /// make sure every pending deadline is armed.
     fn load(&mut self) {
         self.generation += 1;
-        self.unflushed.clear();
         let mut arms = Vec::new();
         let grace = self.settings.grace_period;
         let mut by_agent: HashMap<String, u64> = HashMap::new();
@@ -254,19 +254,6 @@ impl ApprovalRegistry {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.pending_by_agent.remove(agent);
-            }
-        }
-    }
-
-    fn mark_unflushed(&mut self, id: ApprovalId) {
-        *self.unflushed.entry(id).or_insert(0) += 1;
-    }
-
-    fn flushed(&mut self, id: ApprovalId) {
-        if let Some(n) = self.unflushed.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.unflushed.remove(&id);
             }
         }
     }
