@@ -36,29 +36,39 @@ pub struct BackupStats {
     pub bytes: u64,
 }
 
-/// Write every tree of `db` to `path` (created; synced before returning).
-pub fn write(db: &sled::Db, path: &Path) -> Result<BackupStats, StoreError> {
+/// Write every tree of `db` to `path` (created; synced before returning), with `seq_floor`
+/// (above every sequence number issued so far) as the `meta` tree's sequence floor, so a
+/// restored store never issues a number its data already holds.
+pub fn write(db: &sled::Db, path: &Path, seq_floor: u64) -> Result<BackupStats, StoreError> {
     let file = File::create(path).map_err(io)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(MAGIC).map_err(io)?;
     let mut records = 0u64;
+    let mut record = |name: &str, key: &[u8], value: &[u8]| -> Result<(), StoreError> {
+        out.write_all(&[1]).map_err(io)?;
+        out.write_all(&(name.len() as u16).to_be_bytes())
+            .map_err(io)?;
+        out.write_all(name.as_bytes()).map_err(io)?;
+        out.write_all(&(key.len() as u32).to_be_bytes())
+            .map_err(io)?;
+        out.write_all(key).map_err(io)?;
+        out.write_all(&(value.len() as u32).to_be_bytes())
+            .map_err(io)?;
+        out.write_all(value).map_err(io)?;
+        records += 1;
+        Ok(())
+    };
     for name in TREES {
         let tree = db.open_tree(name)?;
         for entry in tree.iter() {
             let (key, value) = entry?;
-            out.write_all(&[1]).map_err(io)?;
-            out.write_all(&(name.len() as u16).to_be_bytes())
-                .map_err(io)?;
-            out.write_all(name.as_bytes()).map_err(io)?;
-            out.write_all(&(key.len() as u32).to_be_bytes())
-                .map_err(io)?;
-            out.write_all(&key).map_err(io)?;
-            out.write_all(&(value.len() as u32).to_be_bytes())
-                .map_err(io)?;
-            out.write_all(&value).map_err(io)?;
-            records += 1;
+            if *name == "meta" && key.as_ref() == super::SEQ_FLOOR_KEY {
+                continue; // written below, raised
+            }
+            record(name, &key, &value)?;
         }
     }
+    record("meta", super::SEQ_FLOOR_KEY, &seq_floor.to_be_bytes())?;
     out.write_all(&[0]).map_err(io)?;
     out.write_all(&records.to_be_bytes()).map_err(io)?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;

@@ -13,7 +13,7 @@
 //! | `telegram_messages` | approval id                      | message refs         | TelegramGateway    |
 //! | `grants`            | grant id (ULID text)             | grant as JSON        | ApprovalRegistry   |
 //! | `events`            | approval id ++ seq (BE)          | audit event as JSON (an array: several observed together) | registry with each change; notifiers and Telegram append |
-//! | `meta`              | name                             | bytes                | whoever named it   |
+//! | `meta`              | name                             | bytes                | whoever named it (`seq_floor`: a restore's sequence floor) |
 //!
 //! A state change and the notifications announcing it are one staged change, applied and
 //! journaled as part of one journal record ([`ApprovalStore::apply`], `writer.rs`): either the approval changed and every channel that must hear of it
@@ -25,7 +25,7 @@
 //! implementation. `queues.rs`: the notifiers' handle. `commit.rs`: the group commit
 //! (`commit_stats.rs`: what it reports). `checkpoint.rs`: the checkpoints. `staging.rs`: writes waiting for it. `writer.rs`: applies and journals them.
 //! `journal/`: the write-ahead journal and its replay. `backup.rs`: snapshots and restore.
-//! `lock.rs`: one process per store folder.
+//! `lock.rs`: one process per store folder. `blobs.rs`: syncing sled's files for large records.
 
 mod approvals;
 pub mod backup;
@@ -116,6 +116,8 @@ struct Inner {
     /// What the journal held when the store was opened.
     replayed: Replayed,
     dead_count: AtomicI64,
+    /// Added to every sequence number ([`SEQ_FLOOR_KEY`]).
+    seq_floor: u64,
     /// A commit running longer than this (ms) makes the store report itself as not committing.
     stall_after_ms: AtomicU64,
     db: sled::Db,
@@ -125,6 +127,11 @@ struct Inner {
 }
 
 const SCHEMA_KEY: &[u8] = b"store_schema";
+/// `meta` key: added to every sequence number (queue, dead-letter and history keys). sled's
+/// `generate_id` counter is not in a backup, so a restored store's counter starts again near 0;
+/// a backup records a floor above every number issued so far (`backup::write`), and numbers in
+/// the restored store start above it. Absent (0) in a store never restored.
+pub(crate) const SEQ_FLOOR_KEY: &[u8] = b"seq_floor";
 /// How long a commit may run before the store reports a stall (`store.commit_stall`).
 pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 const SCHEMA_VERSION: u8 = 2;
@@ -248,6 +255,7 @@ impl SledStore {
                 commit,
                 staging,
                 dead_count: AtomicI64::new(dead.len() as i64),
+                seq_floor: read_seq_floor(&db)?,
                 stall_after_ms: AtomicU64::new(DEFAULT_STALL.as_millis() as u64),
                 approvals,
                 idempotency,
@@ -313,7 +321,7 @@ impl SledStore {
     /// The next queue sequence number: unique and increasing across restarts, never 0 (0 is
     /// "nothing yet" to every consumer's watermark).
     fn next_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.generate_id()? + 1)
+        Ok(self.inner.seq_floor + self.inner.db.generate_id()? + 1)
     }
 
     /// Write a backup of every tree to `path`: a consistent snapshot of everything the registry
@@ -328,7 +336,10 @@ impl SledStore {
             .quiesced(|| {
                 // The queue entries still in memory belong in the snapshot.
                 self.inner.writer.spill()?;
-                backup::write(&self.inner.db, path)
+                // Above every sequence number issued so far, and every one issued while the
+                // backup is written (they come from the same counter, later).
+                let floor = self.next_seq()?;
+                backup::write(&self.inner.db, path, floor)
             })
             .map_err(|e| StoreError::Queue(e.to_string()))?
     }
@@ -390,3 +401,12 @@ impl SledStore {
 
 #[cfg(test)]
 mod tests;
+
+/// The sequence floor a restore left in `meta` (0 if none).
+fn read_seq_floor(db: &sled::Db) -> Result<u64, StoreError> {
+    let meta = db.open_tree("meta")?;
+    Ok(meta
+        .get(SEQ_FLOOR_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
