@@ -213,3 +213,59 @@ async fn an_escalate_rule_wins_over_a_session_grant() {
     let window = ts(&deploy["expires_at"]) - ts(&deploy["created_at"]);
     assert_eq!(window.num_minutes(), 120, "the deploys rule's timeout");
 }
+
+#[actix_web::test]
+async fn a_revocation_whose_commit_fails_leaves_the_grant_live_and_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_binary(dir.path(), &[]);
+    let request =
+        json!({"session_id": "s1", "tool_name": "Bash", "tool_input": {"command": "make"}});
+    let first = child.create_id(&request).await;
+    let granted = child
+        .request(
+            Method::POST,
+            &format!("/api/approvals/{first}/decision"),
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({"decision": "approve_session", "grant_for": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), StatusCode::OK);
+    let grant = child.operator_json("/api/grants").await["grants"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoke = || {
+        child
+            .request(
+                Method::DELETE,
+                &format!("/api/grants/{grant}"),
+                Some(OPERATOR_TOKEN),
+            )
+            .send()
+    };
+    fail_commits(&child, 1).await;
+    let failed = revoke().await.unwrap();
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Not revoked: still listed and still applied, until a revocation succeeds.
+    let live = child.operator_json("/api/grants").await;
+    assert_eq!(live["grants"][0]["id"], grant.as_str(), "{live}");
+    assert_eq!(child.create_ok(&request).await["status"], "approved");
+    // A restart agrees with what was answered.
+    child.signal(libc::SIGKILL);
+    child.wait_exit(WAIT);
+    let child = spawn_binary(dir.path(), &[]);
+    assert_eq!(child.create_ok(&request).await["status"], "approved");
+    let retried = child
+        .request(
+            Method::DELETE,
+            &format!("/api/grants/{grant}"),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), StatusCode::OK);
+    assert_eq!(child.create_ok(&request).await["status"], "pending");
+}

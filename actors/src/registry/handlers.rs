@@ -163,9 +163,15 @@ impl Handler<RevokeGrant> for ApprovalRegistry {
             self.store.remove_grant(&id);
             Some((grant, self.store.commit()))
         });
+        let me = ctx.address();
         match removed {
             Ok(Some((grant, commit))) => async move {
-                commit.wait().await?;
+                if let Err(error) = commit.wait().await {
+                    // Not revoked: live again, in memory and in the store, before the 503, so
+                    // a retry finds it and a restart does not disagree with what was answered.
+                    let _ = me.send(RestoreGrant(grant)).await;
+                    return Err(error.into());
+                }
                 tracing::info!(actor = NAME, grant_id = %grant.id, "session grant revoked");
                 Ok(Some(grant))
             }
@@ -173,6 +179,25 @@ impl Handler<RevokeGrant> for ApprovalRegistry {
             Ok(None) => answer(Ok(None)),
             Err(failed) => answer(Err(failed.into())),
         }
+    }
+}
+
+/// A revoked grant whose removal could not be committed: live again.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RestoreGrant(crate::domain::Grant);
+
+impl Handler<RestoreGrant> for ApprovalRegistry {
+    type Result = ();
+
+    fn handle(&mut self, RestoreGrant(grant): RestoreGrant, ctx: &mut Context<Self>) {
+        let _ = guarded(NAME, ctx, || {
+            if let Err(error) = self.store.restore_grant(&grant) {
+                tracing::error!(actor = NAME, grant_id = %grant.id, %error, "cannot put back a grant whose revocation failed");
+            }
+            tracing::warn!(actor = NAME, grant_id = %grant.id, "revoking a session grant failed to commit; the grant stays live");
+            self.grants.insert(grant.id.clone(), grant);
+        });
     }
 }
 

@@ -127,7 +127,7 @@ impl ApprovalStore for SledStore {
         // too, so the next commit journals the undo: the failed batch may already be in the
         // journal (an earlier commit can have carried it), and a replay must not restore it.
         let applied = self.inner.writer.apply_now(&ops);
-        self.inner.staging.stage(ops);
+        self.inner.staging.stage_kept(ops);
         applied.map_err(StoreError::Io)
     }
 
@@ -338,6 +338,17 @@ impl ApprovalStore for SledStore {
             }
         }
         Ok(events)
+    }
+
+    fn restore_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        let ops = vec![Op {
+            target: Target::Grants,
+            key: grant.id.as_bytes().to_vec(),
+            value: Some(encode_grant(grant)?),
+        }];
+        let applied = self.inner.writer.apply_now(&ops);
+        self.inner.staging.stage_kept(ops);
+        applied.map_err(StoreError::Io)
     }
 
     fn remove_grant(&self, id: &str) {

@@ -88,6 +88,9 @@ pub trait ApprovalStore: Send + Sync + 'static {
     fn grants(&self) -> Result<Vec<Grant>, StoreError>;
     /// Stage the removal of a grant (revoked or expired); durable with the next commit.
     fn remove_grant(&self, id: &str);
+    /// Put back a grant whose removal's commit failed: in sled at once, and staged so the next
+    /// commit journals it (the failed removal may have reached sled).
+    fn restore_grant(&self, grant: &Grant) -> Result<(), StoreError>;
     /// An approval's history, oldest first.
     fn events(&self, id: ApprovalId) -> Result<Vec<AuditEvent>, StoreError>;
     /// False while the store cannot commit: the last commit failed, one has run past the stall

@@ -266,6 +266,8 @@ fn commit(
     let mut journaled = None;
     // The journal's sync, started as soon as the batch's record is appended.
     let mut syncing: Option<Started> = None;
+    // The batch written, whose kept writes go back to the staging should its sync fail.
+    let mut written = None;
     let attempt = catch_unwind(AssertUnwindSafe(|| {
         // Injected panics go to commits someone waits for: while applying if anything is
         // staged, else right here.
@@ -275,6 +277,11 @@ fn commit(
             syncing = syncer.map(|syncer| syncer.begin(journal));
         });
         journaled = Some(from);
+        let applied = applied.map(|batch| {
+            let any = batch.is_some();
+            written = batch;
+            any
+        });
         if panic && matches!(applied, Ok(false)) {
             panic!("fault injection: a panic in the commit");
         }
@@ -313,6 +320,12 @@ fn commit(
         // journal must not replay it after a crash either.
         if let Err(error) = durability.writer.cut_back(from) {
             tracing::error!(%error, "cannot cut a failed commit off the journal");
+        }
+        // The batch is in sled but no longer in the journal: its kept writes go again with
+        // the next batch (a crash before then would lose them), its owners' changes are
+        // reverted by their owners, who are told below.
+        if let Some(batch) = written.take() {
+            durability.writer.restage(batch);
         }
     }
     stats

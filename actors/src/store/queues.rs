@@ -155,7 +155,8 @@ impl Queues {
                 value: Some(value.clone()),
             });
         }
-        self.0.inner.staging.stage(ops);
+        // Nobody reverts a hand-over or an edit: a failed batch puts it back (`stage_kept`).
+        self.0.inner.staging.stage_kept(ops);
         Ok(queued)
     }
 

@@ -42,9 +42,31 @@ pub(super) struct Op {
 #[derive(Default)]
 pub(super) struct Staging(Mutex<Inner>);
 
+/// What the writer takes for one batch.
+pub(super) struct Batch {
+    pub ops: Vec<Op>,
+    /// Per op: put back should the batch fail ([`Staging::stage_kept`]).
+    pub kept: Vec<bool>,
+}
+
+impl Batch {
+    /// The ops a failed batch puts back, in order.
+    pub fn kept_ops(&self) -> Vec<Op> {
+        self.ops
+            .iter()
+            .zip(&self.kept)
+            .filter(|(_, kept)| **kept)
+            .map(|(op, _)| op.clone())
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     ops: Vec<Op>,
+    /// Per op in `ops`: a failed batch puts it back (`stage_kept`), rather than leaving it to
+    /// its owner to revert (`stage`).
+    kept: Vec<bool>,
     /// Latest staged value per key of the trees the writer reads back.
     overlay: HashMap<(u8, Vec<u8>), Option<Vec<u8>>>,
     /// Observed history entries ([`Staging::stage_observed`]), one op per approval, held back
@@ -87,8 +109,21 @@ impl Staging {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stage one change's operations (applied together, in order, by the next batch).
+    /// Stage one change's operations (applied together, in order, by the next batch). Should
+    /// their batch fail, they are dropped: the owner is told (its commit fails) and reverts
+    /// the change itself (the registry's changes).
     pub fn stage(&self, ops: Vec<Op>) {
+        self.stage_as(ops, false);
+    }
+
+    /// Stage writes whose owner does not revert them (a hand-over, an edit, an undo): should
+    /// their batch fail, it puts them back to be written by the next one, so a failed commit
+    /// never drops them silently (its owner still hears it failed, and waits for a later one).
+    pub fn stage_kept(&self, ops: Vec<Op>) {
+        self.stage_as(ops, true);
+    }
+
+    fn stage_as(&self, ops: Vec<Op>, kept: bool) {
         let mut inner = self.lock();
         for op in &ops {
             if read_back(op.target) {
@@ -97,7 +132,31 @@ impl Staging {
                     .insert((tag(op.target), op.key.clone()), op.value.clone());
             }
         }
+        let n = ops.len();
         inner.ops.extend(ops);
+        inner.kept.extend(std::iter::repeat_n(kept, n));
+    }
+
+    /// A failed batch's kept writes, back in front of whatever was staged since (so a newer
+    /// write of the same key still lands after them). Read back only where nothing newer is.
+    pub fn restage(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        for op in &ops {
+            if read_back(op.target) {
+                inner
+                    .overlay
+                    .entry((tag(op.target), op.key.clone()))
+                    .or_insert_with(|| op.value.clone());
+            }
+        }
+        let n = ops.len();
+        let later = std::mem::replace(&mut inner.ops, ops);
+        inner.ops.extend(later);
+        let later = std::mem::replace(&mut inner.kept, vec![true; n]);
+        inner.kept.extend(later);
     }
 
     /// Stage a history entry observed by a notifier (a delivery, a tap): `op` writes the
@@ -142,15 +201,24 @@ impl Staging {
 
     /// Everything staged so far, for the flusher to apply; observed history entries once their
     /// window has passed, or with `everything` (a backup, the final flush).
+    #[cfg(test)]
     pub fn take(&self, everything: bool) -> Vec<Op> {
+        self.take_batch(everything).ops
+    }
+
+    /// [`take`](Self::take), with which of the ops a failed batch puts back.
+    pub fn take_batch(&self, everything: bool) -> Batch {
         let mut inner = self.lock();
         let mut ops = std::mem::take(&mut inner.ops);
+        let mut kept = std::mem::take(&mut inner.kept);
         if everything || inner.observed_due() {
+            // Observed history: nobody reverts it.
+            kept.extend(std::iter::repeat_n(true, inner.observed.len()));
             ops.append(&mut inner.observed);
             inner.observed_at.clear();
             inner.observed_since = None;
         }
-        ops
+        Batch { ops, kept }
     }
 
     /// `ops` are now in sled (or failed to apply): drop their overlay entries unless a later

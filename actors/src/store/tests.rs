@@ -260,3 +260,30 @@ async fn a_restored_store_issues_sequence_numbers_above_the_backups() {
     let dead = queues.dead_letters(0, 10).expect("dead letters");
     assert_eq!(dead.len(), 2, "the restored dead letter is kept");
 }
+
+/// A batch whose journal append fails takes the writes nobody reverts (a hand-over, an edit,
+/// an undo, history) with it: they go back to the staging and land with the next commit, so
+/// their owner's retry finds them instead of a sequence that does not exist.
+#[actix_rt::test]
+async fn a_failed_batch_puts_back_the_writes_nobody_reverts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SledStore::open(dir.path()).expect("open");
+    let queues = store.queues();
+    let entry = QueueEntry {
+        event: Event::Created,
+        approval: approval(None),
+        request_id: None,
+        only: None,
+    };
+    store.faults().inject(1, CommitFault::Refuse);
+    let seq = queues.enqueue(Channel::File, &entry).expect("enqueue");
+    assert!(
+        queues.commit().wait().await.is_err(),
+        "the batch is refused"
+    );
+    queues.commit().wait().await.expect("the next commit");
+    assert!(
+        queues.get(Channel::File, seq).expect("get").is_some(),
+        "the hand-over outlived the failed batch"
+    );
+}

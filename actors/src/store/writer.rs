@@ -1,7 +1,8 @@
 //! The single writer of staged changes: appends what is staged to the journal and applies the
 //! same operations to sled's trees, under one lock, so the journal holds every staged write in
 //! the order sled saw it. The group-commit thread drives it (and syncs the journal); a backup
-//! takes the same lock to export with no batch half applied. Besides it, only the registry's
+//! takes the same lock to export with no batch half applied. A batch that fails puts its kept
+//! writes back in the staging ([`Writer::restage`]). Besides it, only the registry's
 //! undo of a refused change (applied at once, and staged for the journal) and the notifiers'
 //! own queue bookkeeping (`queues.rs`, made durable by a full commit) write the staged trees.
 
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::journal::Journal;
 use super::queue_tree::QueueTree;
-use super::staging::{Op, Staging, Target, tag};
+use super::staging::{Batch, Op, Staging, Target, tag};
 
 pub(super) struct Writer {
     staging: Arc<Staging>,
@@ -64,22 +65,31 @@ impl Writer {
     /// The batch's record is appended before it is applied, and `appended` gets the journal
     /// file as soon as it is, so its sync can overlap the apply (`syncer.rs`). A batch that
     /// sled refuses is cut off the journal again.
+    ///
+    /// `Ok(Some(batch))` when something was written: should the batch's sync then fail, hand it
+    /// to [`restage`](Self::restage) so its kept writes are not lost.
     pub fn write_staged(
         &self,
         panic: bool,
         refuse: bool,
         appended: impl FnOnce(Arc<File>),
-    ) -> (u64, io::Result<bool>) {
+    ) -> (u64, io::Result<Option<Batch>>) {
         let mut state = self.lock();
         let from = state.journal.len();
         let written = write_staged(&mut state, self, panic, refuse, false, appended);
         (from, written)
     }
 
+    /// A written batch whose sync failed: its kept writes (hand-overs, edits, undos, history)
+    /// go back to the staging for the next batch; its owners' changes are theirs to revert.
+    pub fn restage(&self, batch: Batch) {
+        self.staging.restage(batch.kept_ops());
+    }
+
     /// Write everything staged, observed history entries still in their window included (the
     /// final flush).
     pub fn write_everything(&self) -> io::Result<bool> {
-        write_staged(&mut self.lock(), self, false, false, true, drop)
+        write_staged(&mut self.lock(), self, false, false, true, drop).map(|b| b.is_some())
     }
 
     /// True if anything is waiting to be written.
@@ -156,7 +166,8 @@ impl Writer {
 }
 
 /// Whatever happens, a panic included, the taken operations leave the staging overlay: a change
-/// that never became durable must not stay readable (its caller is told 503).
+/// that never became durable must not stay readable (its caller is told 503). Kept writes of a
+/// batch that fails here go back to the staging ([`Staging::restage`]).
 fn write_staged(
     state: &mut State,
     writer: &Writer,
@@ -164,29 +175,31 @@ fn write_staged(
     refuse: bool,
     everything: bool,
     appended: impl FnOnce(Arc<File>),
-) -> io::Result<bool> {
+) -> io::Result<Option<Batch>> {
     let staging = &writer.staging;
-    let ops = staging.take(everything);
+    let batch = staging.take_batch(everything);
+    let ops = &batch.ops;
     if ops.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let State { journal, scratch } = state;
     let from = journal.len();
     let journaled = if refuse {
         Err(io::Error::other("fault injection: sled refuses the write"))
     } else {
-        journal.append(&ops, scratch)
+        journal.append(ops, scratch)
     };
     if let Err(error) = journaled {
-        staging.settled(&ops);
+        staging.settled(ops);
+        writer.restage(batch);
         return Err(error);
     }
     // The record is written: its sync may run while sled catches up.
     appended(journal.syncer());
-    let applied = catch_unwind(AssertUnwindSafe(|| writer.apply(&ops, panic)));
-    staging.settled(&ops);
+    let applied = catch_unwind(AssertUnwindSafe(|| writer.apply(ops, panic)));
+    staging.settled(ops);
     let failed = match applied {
-        Ok(Ok(())) => return Ok(true),
+        Ok(Ok(())) => return Ok(Some(batch)),
         Ok(Err(error)) => format!("cannot apply staged writes: {error}"),
         Err(panic) => format!(
             "applying staged writes panicked: {}",
@@ -197,5 +210,6 @@ fn write_staged(
     if let Err(error) = journal.cut_back(from) {
         tracing::error!(%error, "cannot cut a batch sled refused off the journal");
     }
+    writer.restage(batch);
     Err(io::Error::other(failed))
 }
