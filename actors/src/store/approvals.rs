@@ -236,6 +236,10 @@ impl ApprovalStore for SledStore {
 
     fn remove_ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<Status>, StoreError> {
         let mut removed = Vec::new();
+        let mut ops = Vec::new();
+        // Approvals created before the cutoff but ended after it are skipped, each pass again:
+        // bound the walk, not only the removals.
+        let mut scanned = 0;
         for status in Status::ALL.into_iter().filter(|s| s.is_terminal()) {
             for key in self
                 .inner
@@ -247,26 +251,53 @@ impl ApprovalStore for SledStore {
                 let Some(id) = id_of_index(&key) else {
                     continue;
                 };
-                // Ids sort by creation time: the first young one ends this status's pass.
-                if created_ms(id) >= cutoff_ms || removed.len() >= limit {
+                // Ids sort by creation time, and nothing ends before it was created: the first
+                // one created after the cutoff ends this status's pass.
+                if created_ms(id) >= cutoff_ms || removed.len() >= limit || scanned >= limit * 10 {
                     break;
                 }
-                if let Some(approval) = self.get(id)? {
-                    if let Some(idem) = &approval.idempotency_key {
-                        self.inner
-                            .idempotency
-                            .remove(idempotency_key(&approval.requested_by, idem))?;
-                    }
-                    self.inner.approvals.remove(id.to_bytes())?;
-                    self.inner.messages.remove(id.to_bytes())?;
-                    for event in self.inner.events.scan_prefix(id.to_bytes()).keys() {
-                        self.inner.events.remove(event?)?;
-                    }
+                scanned += 1;
+                if self.inner.staging.lookup(Target::Approvals, &id.to_bytes()) == Some(None) {
+                    continue; // removed by an earlier pass, on its way to disk
                 }
-                self.inner.by_status.remove(key)?;
+                let op = |target, key: &[u8]| Op {
+                    target,
+                    key: key.to_vec(),
+                    value: None,
+                };
+                match self.get(id)? {
+                    // Kept for `retention` after it *ended*: a long-pending approval that ended
+                    // a moment ago still has its Telegram edit to go out (which needs the
+                    // message log) and its history to be read.
+                    Some(approval)
+                        if approval
+                            .decided_at
+                            .is_some_and(|at| at.timestamp_millis() >= cutoff_ms) =>
+                    {
+                        continue;
+                    }
+                    Some(approval) => {
+                        if let Some(idem) = &approval.idempotency_key {
+                            let idem = idempotency_key(&approval.requested_by, idem);
+                            ops.push(op(Target::Idempotency, &idem));
+                        }
+                        ops.push(op(Target::Approvals, &id.to_bytes()));
+                        for event in self.inner.events.scan_prefix(id.to_bytes()).keys() {
+                            ops.push(op(Target::Events, &event?));
+                        }
+                        // The message log is the gateway's, written straight to sled.
+                        self.inner.messages.remove(id.to_bytes())?;
+                    }
+                    None => {}
+                }
+                ops.push(op(Target::ByStatus, &key));
                 removed.push(status);
             }
         }
+        // Through the journal like every other change (kept: a failed batch puts the
+        // removals back), or a crash's replay would bring back what retention removed. The
+        // status index stays readable until they land; its removals come with the same batch.
+        self.inner.staging.stage_kept(ops);
         Ok(removed)
     }
 

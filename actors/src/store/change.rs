@@ -75,7 +75,8 @@ pub trait ApprovalStore: Send + Sync + 'static {
     fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError>;
     /// Visit every pending approval (start-up: re-arm deadlines).
     fn for_each_pending(&self, visit: &mut dyn FnMut(Approval)) -> Result<(), StoreError>;
-    /// Remove up to `limit` ended approvals created before `cutoff_ms`; returns their statuses.
+    /// Remove up to `limit` approvals that ended before `cutoff_ms` (staged and journaled, so
+    /// a crash's replay does not bring them back); returns their statuses.
     fn remove_ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<Status>, StoreError>;
     /// Resolves once everything written so far is on stable storage.
     fn commit(&self) -> Commit;
