@@ -165,7 +165,8 @@ impl From<RegistryError> for ApiError {
                 code: error.code,
                 message: error.to_string(),
             },
-            RegistryError::TooManyWaiters { limit } => ApiError::TooManyWaiters { limit },
+            RegistryError::TooManyWaiters { limit }
+            | RegistryError::TooManyWaitersForAgent { limit } => ApiError::TooManyWaiters { limit },
             RegistryError::TooManyPending { limit } => ApiError::TooManyPending { limit },
             RegistryError::Store(message) => {
                 tracing::error!(%message, "store failure");

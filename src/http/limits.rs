@@ -20,12 +20,33 @@ use crate::settings::LimitSettings;
 /// How long an address stays refused once it exhausted its failed-authentication budget.
 const BLOCK_AT_LEAST: Duration = Duration::from_secs(1);
 
+/// How often the failed-authentication buckets of addresses that have been quiet long enough to
+/// be back at a full budget are forgotten, so the map holds recent offenders only.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// The key a source address is counted under: an IPv4 address (IPv4-mapped IPv6 included), or
+/// an IPv6 address's /64, the smallest block a single host is usually given: one host can pick
+/// any of 2^64 addresses in it, and must not get a budget per address.
+fn source_key(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
 pub struct Limits {
     creates: Option<DefaultKeyedRateLimiter<String>>,
     decisions: Option<DefaultKeyedRateLimiter<String>>,
     failed_auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Addresses refused until an instant, after too many failed authentications.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
+    /// When `failed_auth` was last pruned.
+    pruned: Mutex<Instant>,
 }
 
 fn per_second(rate: u32, burst: u32) -> Option<DefaultKeyedRateLimiter<String>> {
@@ -44,6 +65,7 @@ impl Limits {
             failed_auth: NonZeroU32::new(settings.failed_auth_per_minute)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             blocked: Mutex::new(HashMap::new()),
+            pruned: Mutex::new(Instant::now()),
         }
     }
 
@@ -73,7 +95,7 @@ impl Limits {
 
     /// Refused without even looking at the token: this address failed too often lately.
     pub fn blocked(&self, source: Option<IpAddr>) -> Result<(), ApiError> {
-        let Some(source) = source else {
+        let Some(source) = source.map(source_key) else {
             return Ok(());
         };
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
@@ -93,7 +115,8 @@ impl Limits {
     /// A failed authentication from `source`; past the budget, the address is refused for a
     /// while (the answer to this request is then 429 too).
     pub fn failed_auth(&self, source: Option<IpAddr>) -> Option<ApiError> {
-        let (limiter, source) = (self.failed_auth.as_ref()?, source?);
+        let (limiter, source) = (self.failed_auth.as_ref()?, source_key(source?));
+        self.prune(limiter);
         let not_until = limiter.check_key(&source).err()?;
         let wait = not_until
             .wait_time_from(DefaultClock::default().now())
@@ -107,5 +130,60 @@ impl Limits {
             limit: "auth_blocked",
             retry_after: wait,
         })
+    }
+
+    /// Forget the buckets that are back at a full budget (at most every [`PRUNE_EVERY`]).
+    fn prune(&self, limiter: &DefaultKeyedRateLimiter<IpAddr>) {
+        let mut pruned = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+        if pruned.elapsed() < PRUNE_EVERY {
+            return;
+        }
+        *pruned = Instant::now();
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+
+    /// Source addresses the failed-authentication limit remembers (for tests and diagnostics).
+    pub fn failed_auth_sources(&self) -> usize {
+        self.failed_auth.as_ref().map_or(0, |limiter| limiter.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ipv6_host_gets_one_budget_for_its_whole_64() {
+        let settings = LimitSettings {
+            creates_per_second: 0,
+            create_burst: 0,
+            max_pending_per_agent: 0,
+            decisions_per_second: 0,
+            decision_burst: 0,
+            failed_auth_per_minute: 3,
+        };
+        let limits = Limits::new(&settings);
+        let host = |n: u16| {
+            Some(IpAddr::V6(std::net::Ipv6Addr::new(
+                0x2001, 0xdb8, 0, 1, 0, 0, 0, n,
+            )))
+        };
+        let refused = (1..=10).filter_map(|n| limits.failed_auth(host(n))).count();
+        assert_eq!(
+            refused, 7,
+            "three failures for the /64, whichever addresses it used"
+        );
+        assert!(
+            limits.blocked(host(999)).is_err(),
+            "the whole /64 is refused"
+        );
+        let elsewhere = Some(IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, 0, 2, 0, 0, 0, 1,
+        )));
+        assert!(limits.blocked(elsewhere).is_ok());
+        assert_eq!(limits.failed_auth_sources(), 1);
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(source_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

@@ -222,6 +222,7 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
     pub max_waiters: usize,
+    pub max_waiters_per_agent: usize,
     #[serde(with = "humantime_serde")]
     pub long_poll_heartbeat: Duration,
     pub max_page_size: usize,

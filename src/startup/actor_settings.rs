@@ -63,6 +63,11 @@ fn email_settings(s: &Settings) -> EmailSettings {
 pub(crate) fn registry_settings(settings: &Settings) -> Result<RegistrySettings, StartupError> {
     Ok(RegistrySettings {
         max_waiters: settings.server.max_waiters,
+        // Never more than all of them (a lower max_waiters alone must not need both set).
+        max_waiters_per_agent: settings
+            .server
+            .max_waiters_per_agent
+            .min(settings.server.max_waiters),
         grace_period: settings.approval_timeout.grace_period,
         retention: Some(settings.store.retention).filter(|r| !r.is_zero()),
         // Validated at load, so compiling again cannot fail here.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -123,4 +123,55 @@ async fn one_thousand_abandoned_long_polls_leave_no_waiters() {
     .await;
     // And the approval is still decidable.
     assert_eq!(app.decide(&id, "approve").await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn one_agent_token_cannot_take_every_long_poll() {
+    let app = spawn_app_with(&[("APPROVAL_GATE__SERVER__MAX_WAITERS_PER_AGENT", "2")]).await;
+    let id = app.create_id(&new_approval()).await;
+    let poll = |token: &'static str, id: String| {
+        let url = format!("{}/api/approvals/{id}?wait=5m", app.address);
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    // Two held polls: headers come at once, the body waits.
+    let _held = [
+        poll(AGENT_TOKEN, id.clone()).await,
+        poll(AGENT_TOKEN, id.clone()).await,
+    ];
+    eventually(
+        Duration::from_secs(15),
+        "two registered waiters",
+        || async {
+            (metric(&app.metrics().await, "approval_gate_waiters") == Some(2.0)).then_some(())
+        },
+    )
+    .await;
+    let third = poll(AGENT_TOKEN, id.clone()).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = third.json().await.expect("json");
+    assert_eq!(body["error"], "too_many_waiters");
+    // Another agent's long poll still waits.
+    let other = app
+        .request(Method::POST, "/api/approvals", Some(OTHER_AGENT_TOKEN))
+        .json(&new_approval())
+        .send()
+        .await
+        .expect("create");
+    let other: Value = other.json().await.expect("json");
+    let other_id = other["id"].as_str().expect("id").to_string();
+    let url = format!("{}/api/approvals/{other_id}?wait=1s", app.address);
+    let waited = client()
+        .get(url)
+        .bearer_auth(OTHER_AGENT_TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(waited.status(), StatusCode::OK);
 }

@@ -241,9 +241,19 @@ impl Handler<Wait> for ApprovalRegistry {
         if approval.status.is_terminal() {
             return self.when_committed([id], Ok(WaitReply::Ready(Box::new(approval))));
         }
-        let limit = self.settings.max_waiters;
-        let Some((waiter, receiver)) = self.waiters.add(id, limit) else {
-            return answer(Err(RegistryError::TooManyWaiters { limit }));
+        let (waiter, receiver) = match self.waiters.add(
+            id,
+            &approval.requested_by,
+            self.settings.max_waiters,
+            self.settings.max_waiters_per_agent,
+        ) {
+            Ok(registered) => registered,
+            Err(super::waiters::Full::All(limit)) => {
+                return answer(Err(RegistryError::TooManyWaiters { limit }));
+            }
+            Err(super::waiters::Full::Agent(limit)) => {
+                return answer(Err(RegistryError::TooManyWaitersForAgent { limit }));
+            }
         };
         self.publish_waiters();
         answer(Ok(WaitReply::Pending(WaitTicket {

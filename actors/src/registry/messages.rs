@@ -19,6 +19,8 @@ pub enum RegistryError {
     Invalid(#[from] ValidationError),
     #[error("too many long polls are waiting (limit {limit})")]
     TooManyWaiters { limit: usize },
+    #[error("too many long polls are waiting for this agent token (limit {limit})")]
+    TooManyWaitersForAgent { limit: usize },
     #[error("this agent already has {limit} pending approvals")]
     TooManyPending { limit: u64 },
     #[error("the store failed: {0}")]

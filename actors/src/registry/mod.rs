@@ -44,6 +44,8 @@ pub const NAME: &str = "approval_registry";
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
     pub max_waiters: usize,
+    /// Long polls one agent token may hold at once (`server.max_waiters_per_agent`).
+    pub max_waiters_per_agent: usize,
     pub grace_period: Duration,
     /// Ended approvals older than this are removed in the background; `None` keeps them.
     pub retention: Option<Duration>,

@@ -125,7 +125,7 @@ fn a_default_toml_from_an_older_release_still_loads() {
     let old: String = include_str!("../../../config/default.toml")
         .lines()
         .filter(|line| !line.starts_with("commit_stall") && !line.starts_with("retention"))
-        .map(|line| match line.starts_with("max_waiters") {
+        .map(|line| match line.starts_with("max_waiters =") {
             true => "max_waiters = 1234",
             false => line,
         })

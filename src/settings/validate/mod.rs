@@ -207,6 +207,12 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
         16 * MIB,
     )?;
     in_range("server.max_waiters", server.max_waiters, 1, 1_000_000)?;
+    in_range(
+        "server.max_waiters_per_agent",
+        server.max_waiters_per_agent,
+        1,
+        1_000_000,
+    )?;
     duration_in(
         "server.long_poll_heartbeat",
         server.long_poll_heartbeat,

@@ -14,6 +14,7 @@ mod delivery;
 mod handlers;
 mod handover;
 mod outcome;
+mod superseded;
 mod taps;
 mod updates;
 
@@ -134,7 +135,7 @@ pub struct TelegramGateway {
     queued: usize,
     /// Approvals with a durable "ended" entry queued: (its seq). A first message still queued
     /// for such an approval is posted already decided, and the ended entry is then moot.
-    superseded: HashMap<crate::domain::ApprovalId, u64>,
+    superseded: superseded::Superseded,
     /// The content of durable entries, as their Wake carried it (or as read back once),
     /// within a byte budget: an outage's backlog is read back from the store when its turn comes.
     cache: crate::wake_cache::WakeCache,
@@ -204,7 +205,7 @@ impl TelegramGateway {
             ready: BTreeSet::new(),
             ready_through: 0,
             queued: 0,
-            superseded: HashMap::new(),
+            superseded: superseded::Superseded::default(),
             cache: Default::default(),
             meta: store.meta,
             fallback_channels: store.fallback_channels,

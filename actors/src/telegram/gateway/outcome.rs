@@ -78,7 +78,7 @@ impl TelegramGateway {
         self.delivery.retries.remove(&seq);
         self.queued = self.queued.saturating_sub(1);
         self.told_fallback.remove(&seq);
-        self.superseded.retain(|_, s| *s != seq);
+        self.superseded.forget(seq);
         self.publish_outbox();
     }
 
