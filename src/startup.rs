@@ -88,6 +88,7 @@ impl Application {
 
         let system = ActorSystem::start(SystemSettings {
             store_path: settings.store.path.clone(),
+            store_cache_bytes: settings.store.cache_mib * 1024 * 1024,
             commit_stall: settings.store.commit_stall,
             checkpoint_every: settings.store.checkpoint_every,
             registry: registry_settings(&settings)?,

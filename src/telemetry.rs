@@ -57,6 +57,12 @@ impl LogLevel {
     }
 }
 
+/// Whether the pretty format may colour its lines: stdout is a terminal and `NO_COLOR` is unset.
+fn colour_on_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
 /// Where spans go over OTLP, if anywhere: the setting, else `OTEL_EXPORTER_OTLP_ENDPOINT`.
 pub fn otlp_endpoint(configured: &str) -> Option<String> {
     Some(configured.trim().to_string())
@@ -114,7 +120,13 @@ pub fn init_with(settings: &LoggingSettings, otlp: Option<&str>) -> (LogGuards, 
             .with_current_span(true)
             .with_writer(stdout)
             .boxed(),
-        LogFormat::Pretty => fmt::layer().with_target(false).with_writer(stdout).boxed(),
+        // Colour only on a terminal: journald, files and pipes get plain text (and NO_COLOR
+        // turns it off anywhere).
+        LogFormat::Pretty => fmt::layer()
+            .with_target(false)
+            .with_ansi(colour_on_stdout())
+            .with_writer(stdout)
+            .boxed(),
     };
     let file = (!settings.directory.trim().is_empty()).then(|| {
         let appender =

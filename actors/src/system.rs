@@ -24,6 +24,8 @@ use crate::threads;
 
 pub struct SystemSettings {
     pub store_path: std::path::PathBuf,
+    /// sled's page cache, bytes.
+    pub store_cache_bytes: u64,
     /// A commit running longer than this makes the store (and readiness) unhealthy.
     pub commit_stall: Duration,
     /// How often sled is flushed and the journal cut.
@@ -61,7 +63,7 @@ pub struct ActorSystem {
 impl ActorSystem {
     /// Must be called from inside a running actix `System`.
     pub fn start(settings: SystemSettings) -> Result<Self, StoreError> {
-        let store = SledStore::open(&settings.store_path)?;
+        let store = SledStore::open_with_cache(&settings.store_path, settings.store_cache_bytes)?;
         store.report_stalls_after(settings.commit_stall);
         store.checkpoint_every(settings.checkpoint_every);
 

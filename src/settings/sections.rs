@@ -257,6 +257,8 @@ impl TlsSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StoreSettings {
     pub path: PathBuf,
+    /// sled's page cache, MiB.
+    pub cache_mib: u64,
     /// Ended approvals older than this are removed; zero keeps them forever.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,

@@ -280,3 +280,52 @@ async fn every_log_line_about_an_approval_carries_its_request_id() {
         format!("timeout-{timed_out}")
     );
 }
+
+#[test]
+fn the_pretty_log_format_writes_no_colour_codes_when_stdout_is_not_a_terminal() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = test_env(dir.path(), &[]);
+    env.insert("APPROVAL_GATE__LOGGING__FORMAT".into(), "pretty".into());
+    env.insert("APPROVAL_GATE__LOGGING__LEVEL".into(), "info".into());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_approval-gate"))
+        .arg("serve")
+        .env_clear()
+        .envs(&env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let listening = line.contains("approval-gate listening");
+            let _ = tx.send(line);
+            if listening {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        let listening = line.contains("approval-gate listening");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("approval-gate listening")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in a pipe: {seen:?}"
+    );
+}

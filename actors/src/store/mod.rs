@@ -200,8 +200,18 @@ fn tx_error(error: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// sled's page cache unless configured (`store.cache_mib`). sled's own default is 1 GiB, which
+/// a store of a million approvals fills (RSS followed it); the hot part of this store (pending
+/// approvals, the status index, the queues' fronts) is small.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl SledStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Open with a page cache of `cache_bytes` (sled's `cache_capacity`).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let open_error = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -210,6 +220,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(open_error)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_error);

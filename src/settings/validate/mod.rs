@@ -250,6 +250,7 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
         secs(1),
         secs(600),
     )?;
+    in_range("store.cache_mib", s.store.cache_mib, 1, 65536)?;
     duration_in(
         "store.checkpoint_every",
         s.store.checkpoint_every,
