@@ -228,6 +228,7 @@ impl Reloader {
             .fallback
             .do_send(approval_gate_actors::fallback::Reconfigure {
                 max_attempts: settings.fallback.max_attempts,
+                dead_letter_after: settings.fallback.dead_letter_after,
                 retry_delay: settings.fallback.retry_delay,
                 batch_interval: settings.fallback.batch_interval,
             });

@@ -15,6 +15,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/admin/backup", web::get().to(backup))
         .route("/api/admin/dead-letters", web::get().to(list))
         .route(
+            "/api/admin/dead-letters/requeue",
+            web::post().to(requeue_channel),
+        )
+        .route(
             "/api/admin/dead-letters/{id}/requeue",
             web::post().to(requeue),
         );
@@ -86,6 +90,41 @@ async fn requeue(
         }))),
         None => Err(not_found()),
     }
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RequeueChannelBody {
+    /// The channel whose dead letters go back: `telegram`, `console`, `file`, `email` or
+    /// `fallback_chain`.
+    channel: String,
+}
+
+/// Every dead letter of one channel back on its queue (after an outage that outlasted
+/// `fallback.dead_letter_after`), with one commit.
+#[utoipa::path(post, path = "/api/admin/dead-letters/requeue", tag = "admin", request_body = RequeueChannelBody,
+    responses((status = 200, body = Object), (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn requeue_channel(
+    state: web::Data<AppState>,
+    _caller: OperatorCaller,
+    body: web::Json<RequeueChannelBody>,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.channel.trim();
+    let channel = approval_gate_actors::store::Channel::ALL
+        .into_iter()
+        .find(|c| c.as_str() == name)
+        .ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "unknown channel {name:?}: telegram, console, file, email or fallback_chain"
+            ))
+        })?;
+    let count = state
+        .actors
+        .registry
+        .send(approval_gate_actors::registry::RequeueChannel(channel))
+        .await??;
+    Ok(HttpResponse::Ok().json(json!({ "channel": channel.as_str(), "requeued": count })))
 }
 
 /// `GET /api/admin/backup`: a consistent snapshot of the store, streamed. Written to a file in

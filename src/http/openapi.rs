@@ -56,7 +56,7 @@ impl Modify for BearerAuth {
     ),
     paths(
         approvals::create, approvals::list, approvals::get, decisions::cancel, decisions::decide,
-        history::events, grants::list, grants::revoke, admin::list, admin::requeue, admin::backup,
+        history::events, grants::list, grants::revoke, admin::list, admin::requeue, admin::requeue_channel, admin::backup,
         diagnostics::database, diagnostics::circuit_breaker, diagnostics::metrics_summary,
         diagnostics::crash, diagnostics::lose_wakes, diagnostics::fail_commits, health::health, health::live, health::ready,
         metrics::metrics, telegram::webhook,
@@ -65,7 +65,8 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         approvals::CreateBody, decisions::DecisionBody, decisions::DecisionKind,
-        super::view::ApprovalView, super::error::ErrorBody, grants::GrantView
+        super::view::ApprovalView, super::error::ErrorBody, grants::GrantView,
+        admin::RequeueChannelBody
     )),
     modifiers(&BearerAuth)
 )]

@@ -338,6 +338,8 @@ pub struct FallbackSettings {
     pub always: bool,
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
+    pub dead_letter_after: Duration,
+    #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub batch_interval: Duration,

@@ -39,6 +39,7 @@ pub(super) fn chain_settings(s: &Settings) -> ChainSettings {
             public_url: s.public_url(),
         },
         max_attempts: s.fallback.max_attempts,
+        dead_letter_after: s.fallback.dead_letter_after,
         retry_delay: s.fallback.retry_delay,
         batch_interval: s.fallback.batch_interval,
     }

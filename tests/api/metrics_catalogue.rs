@@ -281,7 +281,9 @@ async fn the_group_commit_counters_follow_the_store() {
         );
         assert!(spent.is_some_and(|s| s > 0.0), "{phase}: {spent:?}");
     }
-    assert!(after["commits"]["requests_per_commit"].as_f64().unwrap() >= 1.0);
+    // Not >= 1: a commit with no request waiting (history staged by the notifiers, made
+    // durable when the commit thread is idle) counts as a commit too.
+    assert!(after["commits"]["requests_per_commit"].as_f64().unwrap() > 0.0);
     // sled itself is flushed by the checkpoint that follows the writes, off the commit path.
     let checkpointed = eventually(Duration::from_secs(10), "a checkpoint", || async {
         let parsed = scrape(&app.metrics().await);

@@ -33,6 +33,18 @@ fn email_env<'a>(
     ]
 }
 
+/// [`email_env`] where a notification becomes a dead letter on its attempts alone, even while
+/// the channel delivers nothing at all (`dead_letter_after = 0s`).
+fn email_env_dead_at_once<'a>(
+    smtp: &'a SmtpServer,
+    port: &'a str,
+    max_attempts: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut env = email_env(smtp, port, max_attempts);
+    env.push(("APPROVAL_GATE__FALLBACK__DEAD_LETTER_AFTER", "0s"));
+    env
+}
+
 /// Wait until `smtp` received a mail mentioning `id`.
 async fn mailed(smtp: &SmtpServer, id: &str) {
     eventually(WAIT, &format!("a mail about {id}"), || async {
@@ -135,7 +147,7 @@ async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it()
     let smtp = SmtpServer::start();
     smtp.set_refuse(true);
     let port = smtp.port().to_string();
-    let app = spawn_app_with(&email_env(&smtp, &port, "2")).await;
+    let app = spawn_app_with(&email_env_dead_at_once(&smtp, &port, "2")).await;
     let id = app.create_id(&new_approval()).await;
 
     // Agents may not see dead letters.
@@ -174,7 +186,7 @@ async fn a_requeue_whose_commit_fails_is_reported_and_delivered_once_the_store_c
     let smtp = SmtpServer::start();
     smtp.set_refuse(true);
     let port = smtp.port().to_string();
-    let app = spawn_app_with(&email_env(&smtp, &port, "2")).await;
+    let app = spawn_app_with(&email_env_dead_at_once(&smtp, &port, "2")).await;
     let id = app.create_id(&new_approval()).await;
     let letter = dead_letter(&app, &id).await;
 
@@ -415,4 +427,80 @@ async fn a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_i
         |notifier| notifier["status"] == "healthy" && notifier["detail"]["stuck"] == json!({}),
     )
     .await;
+}
+
+/// A relay that is down for a while is the channel being down, not the notifications' fault:
+/// attempts are counted per notification, and one becomes a dead letter on its attempts only if
+/// it failed while the channel delivered others, or after `dead_letter_after`.
+#[actix_web::test]
+async fn a_short_relay_outage_dead_letters_nothing() {
+    let smtp = SmtpServer::start();
+    smtp.set_refuse(true);
+    let port = smtp.port().to_string();
+    let app = spawn_app_with(&email_env(&smtp, &port, "2")).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.create_id(&new_approval()).await);
+    }
+    // Well past two attempts each (50 ms, doubling).
+    eventually(WAIT, "several refused connections", || async {
+        (smtp.connections() >= 4).then_some(())
+    })
+    .await;
+    let letters = app.operator_json("/api/admin/dead-letters").await;
+    assert_eq!(
+        letters["dead_letters"].as_array().map(Vec::len),
+        Some(0),
+        "{letters}"
+    );
+    smtp.set_refuse(false);
+    for id in &ids {
+        mailed(&smtp, id).await;
+    }
+    assert_eq!(
+        app.health().await["actors"]["approval_registry"]["detail"]["dead_letters"],
+        0
+    );
+}
+
+/// After an outage longer than `dead_letter_after`, one request puts a channel's dead letters
+/// back; the other channels' letters stay.
+#[actix_web::test]
+async fn a_channels_dead_letters_go_back_with_one_request() {
+    let smtp = SmtpServer::start();
+    smtp.set_refuse(true);
+    let port = smtp.port().to_string();
+    let app = spawn_app_with(&email_env_dead_at_once(&smtp, &port, "1")).await;
+    let ids = [
+        app.create_id(&new_approval()).await,
+        app.create_id(&new_approval()).await,
+    ];
+    for id in &ids {
+        dead_letter(&app, id).await;
+    }
+    smtp.set_refuse(false);
+    let requeue = |channel: &str| {
+        app.request(
+            Method::POST,
+            "/api/admin/dead-letters/requeue",
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&serde_json::json!({ "channel": channel }))
+        .send()
+    };
+    let unknown = requeue("pigeon").await.expect("send");
+    assert_eq!(unknown.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let none = requeue("file").await.expect("send");
+    assert_eq!(none.status(), StatusCode::OK);
+    assert_eq!(none.json::<Value>().await.expect("json")["requeued"], 0);
+    let email = requeue("email").await.expect("send");
+    assert_eq!(email.status(), StatusCode::OK);
+    assert_eq!(email.json::<Value>().await.expect("json")["requeued"], 2);
+    for id in &ids {
+        mailed(&smtp, id).await;
+    }
+    assert_eq!(
+        app.health().await["actors"]["approval_registry"]["detail"]["dead_letters"],
+        0
+    );
 }

@@ -37,6 +37,7 @@ impl Handler<Reconfigure> for FallbackNotifier {
     fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) {
         let mut settings = (*self.settings).clone();
         settings.max_attempts = msg.max_attempts;
+        settings.dead_letter_after = msg.dead_letter_after;
         settings.retry_delay = msg.retry_delay;
         settings.batch_interval = msg.batch_interval;
         self.settings = Arc::new(settings);

@@ -58,14 +58,27 @@ pub struct Announce(pub Announcement);
 /// Most entries delivered in one batch (the file channel writes a batch with one fsync).
 const BATCH: usize = 256;
 
+/// How one queued entry has failed so far (`walk.rs` decides when it is a dead letter).
+struct EntryFailures {
+    /// Every failed attempt.
+    attempts: u32,
+    /// Failed attempts while the channel delivered other entries of the same batch.
+    own: u32,
+    /// The first failure.
+    since: Instant,
+}
+
 /// One durable queue and its delivery state.
 struct Lane {
     queue: Queue,
     /// Indexes into the channels, in chain order (one channel under strategy `all`).
     targets: Vec<usize>,
     delivering: bool,
+    /// Failed batches in a row with nothing delivered (the channel down): the backoff.
     attempts: u32,
     retry_at: Option<Instant>,
+    /// Per entry that failed: its attempts so far, and since when it fails.
+    failures: std::collections::HashMap<u64, EntryFailures>,
     /// Durable entries: everything up to `ready_through` (on disk at start) and each confirmed.
     ready: BTreeSet<u64>,
     /// The content of confirmed entries as their Wake carried it (within a byte budget), so
@@ -125,6 +138,7 @@ impl FallbackNotifier {
             targets,
             delivering: false,
             attempts: 0,
+            failures: std::collections::HashMap::new(),
             retry_at: None,
             ready: BTreeSet::new(),
             cache: Default::default(),
@@ -154,6 +168,7 @@ impl FallbackNotifier {
             lane.delivering = false;
             lane.attempts = 0;
             lane.retry_at = None;
+            lane.failures.clear();
             // A wake-up scheduled before a restart died with the old context.
             lane.next_batch_at = None;
             lane.batch_wake_armed = false;

@@ -22,8 +22,11 @@ pub struct FallbackSettings {
     pub channels: Vec<ChannelConfig>,
     pub strategy: Strategy,
     pub hints: OperatorHints,
-    /// Attempts of a failing channel before its entries become dead letters.
+    /// Attempts of an entry before it may become a dead letter.
     pub max_attempts: u32,
+    /// An entry that failed only while its channel delivered nothing (the channel down) becomes
+    /// a dead letter only once it has been failing this long, whatever its attempts.
+    pub dead_letter_after: Duration,
     /// First retry delay; it doubles per attempt, up to a minute.
     pub retry_delay: Duration,
     /// A lane starts its next batch no sooner than this after the previous one started:
@@ -36,6 +39,7 @@ pub struct FallbackSettings {
 #[rtype(result = "()")]
 pub struct Reconfigure {
     pub max_attempts: u32,
+    pub dead_letter_after: Duration,
     pub retry_delay: Duration,
     pub batch_interval: Duration,
 }

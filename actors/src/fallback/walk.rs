@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::channel::{Channel, ChannelStats, Outgoing};
-use super::{FallbackNotifier, FallbackSettings, NAME};
+use super::{EntryFailures, FallbackNotifier, FallbackSettings, NAME};
 use crate::domain::AuditEvent;
 use crate::metrics::Metric;
 use crate::notification::Notification;
@@ -194,39 +194,69 @@ impl FallbackNotifier {
             lane.cache.remove(seq);
         }
         lane.queued = lane.queued.saturating_sub(done.len());
-        if failed.is_empty() {
+        for seq in &done {
+            lane.failures.remove(seq);
+        }
+        // The channel delivered something: it is up, and what failed beside it failed on its
+        // own. Nothing delivered: the channel is down, which is no fault of the entries.
+        let channel_down = done.is_empty();
+        if !channel_down {
             lane.attempts = 0;
-        } else {
+        }
+        if !failed.is_empty() {
             lane.attempts += 1;
-            if lane.attempts >= self.settings.max_attempts {
-                lane.attempts = 0;
-                for (seq, reason) in &failed {
-                    let approval_id = walked
-                        .about
-                        .get(seq)
-                        .map(|(id, _)| id.to_string())
-                        .unwrap_or_default();
-                    let request_id = walked.requests.get(seq).map_or("-", String::as_str);
-                    tracing::error!(actor = NAME, queue = queue.as_str(), seq, %approval_id, request_id, %reason, "notification undeliverable after every attempt; moved to the dead letters");
-                    if let Err(error) = self.queues.bury(queue, *seq, reason) {
-                        tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
-                    }
-                    self.metrics.do_send(Metric::Queue {
-                        channel: queue.as_str(),
-                        event: "dead_lettered",
-                        count: 1,
+            let now = Instant::now();
+            let dead_after = self.settings.dead_letter_after;
+            let max_attempts = self.settings.max_attempts;
+            // Attempts are counted per entry. An entry is a dead letter once it has failed
+            // `max_attempts` times while the channel delivered others (it is the problem, not
+            // the channel), or has used up its attempts and been failing for
+            // `dead_letter_after` (a channel down that long).
+            let undeliverable: Vec<&(u64, String)> = failed
+                .iter()
+                .filter(|(seq, _)| {
+                    let failure = lane.failures.entry(*seq).or_insert(EntryFailures {
+                        attempts: 0,
+                        own: 0,
+                        since: now,
                     });
-                    if let Some((id, _)) = walked.about.get(seq) {
-                        let event = AuditEvent::now("dead_lettered")
-                            .on(queue.as_str())
-                            .saying(reason.clone());
-                        self.queues.record(*id, &event);
+                    failure.attempts += 1;
+                    if !channel_down {
+                        failure.own += 1;
                     }
-                    lane.ready.remove(seq);
-                    lane.cache.remove(seq);
+                    failure.own >= max_attempts
+                        || (failure.attempts >= max_attempts
+                            && now.duration_since(failure.since) >= dead_after)
+                })
+                .collect();
+            for (seq, reason) in &undeliverable {
+                let approval_id = walked
+                    .about
+                    .get(seq)
+                    .map(|(id, _)| id.to_string())
+                    .unwrap_or_default();
+                let request_id = walked.requests.get(seq).map_or("-", String::as_str);
+                tracing::error!(actor = NAME, queue = queue.as_str(), seq, %approval_id, request_id, %reason, "notification undeliverable after every attempt; moved to the dead letters");
+                if let Err(error) = self.queues.bury(queue, *seq, reason) {
+                    tracing::error!(actor = NAME, %error, "cannot move a notification to the dead letters");
                 }
-                lane.queued = lane.queued.saturating_sub(failed.len());
-            } else {
+                self.metrics.do_send(Metric::Queue {
+                    channel: queue.as_str(),
+                    event: "dead_lettered",
+                    count: 1,
+                });
+                if let Some((id, _)) = walked.about.get(seq) {
+                    let event = AuditEvent::now("dead_lettered")
+                        .on(queue.as_str())
+                        .saying(reason.clone());
+                    self.queues.record(*id, &event);
+                }
+                lane.ready.remove(seq);
+                lane.cache.remove(seq);
+                lane.failures.remove(seq);
+            }
+            lane.queued = lane.queued.saturating_sub(undeliverable.len());
+            if undeliverable.len() < failed.len() {
                 let exponent = (lane.attempts - 1).min(6);
                 let delay = self
                     .settings

@@ -350,6 +350,61 @@ impl Handler<Requeue> for ApprovalRegistry {
     }
 }
 
+impl Handler<RequeueChannel> for ApprovalRegistry {
+    type Result = ResponseFuture<Result<usize, RegistryError>>;
+
+    fn handle(
+        &mut self,
+        RequeueChannel(channel): RequeueChannel,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let queues = self.queues.clone();
+        let requeued = guarded(NAME, ctx, || {
+            let mut requeued = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = queues.dead_letters(after, 1000)?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                for letter in page.iter().filter(|letter| letter.channel == channel) {
+                    if let Some(entry) = queues.requeue(letter.id)? {
+                        requeued.push(entry);
+                    }
+                }
+            }
+            Ok::<_, crate::store::StoreError>(requeued)
+        });
+        let requeued = match requeued {
+            Ok(Ok(requeued)) => requeued,
+            Ok(Err(error)) => return answer(Err(error.into())),
+            Err(failed) => return answer(Err(failed.into())),
+        };
+        tracing::info!(
+            actor = NAME,
+            channel = channel.as_str(),
+            count = requeued.len(),
+            "dead letters requeued"
+        );
+        let commit = queues.commit();
+        let notifiers = self.notifiers.clone();
+        async move {
+            let count = requeued.len();
+            if let Err(error) = commit.wait().await {
+                // Back in their queue in sled: woken once the store commits again.
+                let durable = queues.until_durable();
+                actix::spawn(async move {
+                    durable.await;
+                    notifiers.wake(&requeued, true, None, None);
+                });
+                return Err(error.into());
+            }
+            notifiers.wake(&requeued, true, None, None);
+            Ok(count)
+        }
+        .boxed_local()
+    }
+}
+
 impl Handler<FailCommits> for ApprovalRegistry {
     type Result = ();
 

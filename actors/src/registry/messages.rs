@@ -174,6 +174,13 @@ pub struct DeadLetters {
 #[rtype(result = "Result<Option<(crate::store::Channel, u64)>, RegistryError>")]
 pub struct Requeue(pub u64);
 
+/// Put every dead letter of one channel back on its queue (after an outage that outlasted
+/// `fallback.dead_letter_after`); answers how many, once that is durable. One full commit for
+/// all of them.
+#[derive(Message)]
+#[rtype(result = "Result<usize, RegistryError>")]
+pub struct RequeueChannel(pub crate::store::Channel);
+
 /// Fault injection: the next `count` store commits fail, panic or stall
 /// ([`crate::store::CommitFault`]).
 #[derive(Message)]

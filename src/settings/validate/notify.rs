@@ -38,6 +38,12 @@ pub(super) fn validate_fallback(s: &Settings) -> Result<(), SettingsError> {
     }
     in_range("fallback.max_attempts", s.fallback.max_attempts, 1, 100)?;
     duration_in(
+        "fallback.dead_letter_after",
+        s.fallback.dead_letter_after,
+        Duration::ZERO,
+        secs(30 * 24 * 3600),
+    )?;
+    duration_in(
         "fallback.retry_delay",
         s.fallback.retry_delay,
         Duration::from_millis(10),
