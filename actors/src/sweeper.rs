@@ -21,6 +21,12 @@ use crate::supervision::{self, ActorHealth, HealthStatus, Ping, Restarts, guarde
 /// How soon a failed expiry is tried again.
 const RETRY_EXPIRE: Duration = Duration::from_secs(1);
 
+/// Most expiries sent to the registry and not yet answered. Each is a future in this actor's
+/// context, and actix polls every one of them whenever any is woken: a wave of a million
+/// deadlines sent at once made that quadratic and starved the registry (same arbiter) for
+/// minutes. The group commit batches what is in flight, so a small window costs nothing.
+const MAX_IN_FLIGHT: usize = 64;
+
 pub const NAME: &str = "timeout_sweeper";
 
 /// Watch this approval's deadline (milliseconds since the epoch, grace period included).
@@ -108,11 +114,13 @@ impl TimeoutSweeper {
             return;
         };
         let now = now_ms();
+        let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.len());
         let due: Vec<(i64, ApprovalId)> = self
             .deadlines
             .iter()
             .take_while(|(deadline_ms, _)| *deadline_ms <= now)
             .filter(|(_, id)| !self.in_flight.contains(id))
+            .take(room)
             .copied()
             .collect();
         for (deadline_ms, id) in due {
@@ -127,7 +135,11 @@ impl TimeoutSweeper {
                 })
                 .spawn(ctx);
         }
-        self.schedule_next(ctx);
+        // A full window is refilled as its expiries are answered (`expired`), not by a timer
+        // that would fire at once for a deadline already past.
+        if self.in_flight.len() < MAX_IN_FLIGHT {
+            self.schedule_next(ctx);
+        }
     }
 
     fn expired(
@@ -139,8 +151,18 @@ impl TimeoutSweeper {
     ) {
         self.in_flight.remove(&id);
         match result {
-            // The approval is no longer pending whichever way it ended.
-            Ok(Ok(())) => self.disarm(id, deadline_ms),
+            // The approval is no longer pending whichever way it ended; the window has room
+            // for the next one due.
+            Ok(Ok(())) => {
+                self.disarm(id, deadline_ms);
+                if self
+                    .deadlines
+                    .first()
+                    .is_some_and(|(first, _)| *first <= now_ms())
+                {
+                    self.sweep(ctx);
+                }
+            }
             // The timeout could not be recorded (store failing): keep the deadline, retry.
             Ok(Err(error)) => {
                 tracing::warn!(actor = NAME, approval_id = %id, request_id = %format_args!("timeout-{id}"), %error, "timeout not recorded; retrying");

@@ -119,3 +119,51 @@ async fn a_decision_after_the_deadline_loses_even_before_the_sweeper_expires_it(
     let ended: Value = app.get(&id, None).await.json().await.expect("json");
     assert_eq!(ended["status"], "timed_out");
 }
+
+#[actix_web::test]
+async fn a_wave_of_deadlines_is_expired_through_a_bounded_window() {
+    // Every approval times out at once: the sweeper sends their expiries a window at a time
+    // (each in flight is a future actix polls on every wake-up), and all of them end.
+    let app = spawn_app().await;
+    // The sweeper misses every deadline as it is armed; a registry restart re-arms them all
+    // at once, long past due: a wave.
+    lose_wakes(&app, "timeout_sweeper", 1000).await;
+    let mut body = new_approval();
+    body["timeout"] = json!("1s");
+    let creates = (0..600).map(|_| app.create_id(&body));
+    let ids = futures_util::future::join_all(creates).await;
+    let last = app
+        .get(ids.last().unwrap(), None)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let expires_at = ts(&last["expires_at"]);
+    eventually(
+        std::time::Duration::from_secs(5),
+        "every deadline past",
+        || async { (chrono::Utc::now() > expires_at).then_some(()) },
+    )
+    .await;
+    crash_actor(&app, "approval_registry").await;
+    let most_in_flight = std::sync::atomic::AtomicU64::new(0);
+    eventually(
+        std::time::Duration::from_secs(30),
+        "every approval timed out",
+        || async {
+            let health = app.health().await;
+            let in_flight = health["actors"]["timeout_sweeper"]["detail"]["in_flight"]
+                .as_u64()
+                .unwrap_or(0);
+            most_in_flight.fetch_max(in_flight, std::sync::atomic::Ordering::Relaxed);
+            let db = app.get_json("/api/diagnostics/database").await;
+            (db["counts"]["timed_out"].as_u64() == Some(ids.len() as u64)).then_some(())
+        },
+    )
+    .await;
+    let most_in_flight = most_in_flight.into_inner();
+    assert!(
+        most_in_flight <= 64,
+        "{most_in_flight} expiries in flight at once"
+    );
+}
