@@ -18,7 +18,8 @@ COPY --from=build /src/target/release/approval-gate /usr/local/bin/approval-gate
 COPY config /etc/approval-gate
 ENV APPROVAL_GATE_ENV=production \
     APPROVAL_GATE_CONFIG_DIR=/etc/approval-gate \
-    APPROVAL_GATE__SERVER__BIND=0.0.0.0:5284
+    APPROVAL_GATE__SERVER__BIND=0.0.0.0:5284 \
+    MIMALLOC_ARENA_EAGER_COMMIT=0
 # The sled store and the notifications file live here; mount a volume to keep them.
 VOLUME ["/var/lib/approval-gate"]
 USER approval-gate
