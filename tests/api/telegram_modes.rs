@@ -23,9 +23,8 @@ async fn polling_clears_a_webhook_left_from_elsewhere() {
     approved_by_tap(&fake, &app, &id, &message).await;
 }
 
-#[actix_web::test]
-async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_it() {
-    let fake = FakeTelegram::start();
+/// The service in webhook mode against the fake Bot API, once it has registered its webhook.
+async fn webhook_app(fake: &FakeTelegram) -> TestApp {
     let app = spawn_telegram_app(
         &fake.url(),
         fake.token(),
@@ -40,6 +39,13 @@ async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_
     .await;
     fake.wait_until(WAIT, "setWebhook", |f| f.webhook().is_some())
         .await;
+    app
+}
+
+#[actix_web::test]
+async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_it() {
+    let fake = FakeTelegram::start();
+    let app = webhook_app(&fake).await;
     let (url, secret) = fake.webhook().expect("webhook");
     assert_eq!(url, "https://gate.example.com/telegram/webhook");
     let secret = secret.expect("a generated secret token");
@@ -103,20 +109,7 @@ async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_
 #[actix_web::test]
 async fn a_webhook_tap_is_answered_200_only_once_its_decision_is_durable() {
     let fake = FakeTelegram::start();
-    let app = spawn_telegram_app(
-        &fake.url(),
-        fake.token(),
-        &[
-            ("APPROVAL_GATE__TELEGRAM__MODE", "webhook"),
-            (
-                "APPROVAL_GATE__TELEGRAM__WEBHOOK_URL",
-                "https://gate.example.com/telegram/webhook",
-            ),
-        ],
-    )
-    .await;
-    fake.wait_until(WAIT, "setWebhook", |f| f.webhook().is_some())
-        .await;
+    let app = webhook_app(&fake).await;
     let secret = fake.webhook().and_then(|(_, s)| s).expect("secret");
     let (id, message) = announced(&fake, &app, &new_approval()).await;
     fake.inject_callback(

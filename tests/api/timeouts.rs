@@ -103,12 +103,7 @@ async fn a_decision_after_the_deadline_loses_even_before_the_sweeper_expires_it(
     let created = app.create_ok(&body).await;
     let id = created["id"].as_str().unwrap().to_string();
     let expires_at = ts(&created["expires_at"]);
-    eventually(
-        std::time::Duration::from_secs(5),
-        "the deadline to pass",
-        || async { (chrono::Utc::now() > expires_at).then_some(()) },
-    )
-    .await;
+    past(expires_at).await;
     let still: Value = app.get(&id, None).await.json().await.expect("json");
     assert_eq!(still["status"], "pending", "nobody expired it: {still}");
     let late = app.decide(&id, "approve").await;
@@ -139,12 +134,7 @@ async fn a_wave_of_deadlines_is_expired_through_a_bounded_window() {
         .await
         .unwrap();
     let expires_at = ts(&last["expires_at"]);
-    eventually(
-        std::time::Duration::from_secs(5),
-        "every deadline past",
-        || async { (chrono::Utc::now() > expires_at).then_some(()) },
-    )
-    .await;
+    past(expires_at).await;
     crash_actor(&app, "approval_registry").await;
     let most_in_flight = std::sync::atomic::AtomicU64::new(0);
     eventually(
@@ -166,4 +156,14 @@ async fn a_wave_of_deadlines_is_expired_through_a_bounded_window() {
         most_in_flight <= 64,
         "{most_in_flight} expiries in flight at once"
     );
+}
+
+/// Wait (5 s at most) until the clock has passed `deadline`.
+async fn past(deadline: chrono::DateTime<chrono::FixedOffset>) {
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the deadline to pass",
+        || async { (chrono::Utc::now() > deadline).then_some(()) },
+    )
+    .await;
 }
