@@ -7,7 +7,7 @@
 //!   a change is on disk, sends [`notification::Wake`] to the notifiers of its queues and [`metrics::Metric`]
 //!   events to the collector.
 //! - [`sweeper::TimeoutSweeper`] owns the deadline index; the registry sends it `Arm`/`Disarm`,
-//!   it sends `Expire` back when a deadline passes.
+//!   it sends `Expire` back when a deadline passes (at most 64 in flight).
 //! - [`fallback::FallbackNotifier`] owns the console, file and email channels.
 //! - [`metrics::MetricsCollector`] owns the Prometheus registry; everyone sends it `Metric`.
 //! - [`supervision`] holds what they all share: `Ping` for health, the panic guard, `Crash`.
