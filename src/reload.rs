@@ -279,10 +279,3 @@ fn keep_restart_only(
     settings::validate(&merged)?;
     Ok((merged, changed))
 }
-
-/// For tests and `check-config`: which restart-only keys differ between two settings.
-pub fn restart_only_changes(running: &Settings, loaded: Settings) -> Vec<&'static str> {
-    keep_restart_only(running, loaded)
-        .map(|(_, keys)| keys)
-        .unwrap_or_default()
-}

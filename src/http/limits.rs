@@ -143,8 +143,9 @@ impl Limits {
         limiter.shrink_to_fit();
     }
 
-    /// Source addresses the failed-authentication limit remembers (for tests and diagnostics).
-    pub fn failed_auth_sources(&self) -> usize {
+    /// Source addresses the failed-authentication limit remembers.
+    #[cfg(test)]
+    fn failed_auth_sources(&self) -> usize {
         self.failed_auth.as_ref().map_or(0, |limiter| limiter.len())
     }
 }

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::*;
-use crate::support::fake_telegram::FakeTelegram;
+use crate::support::fake_telegram::{FakeTelegram, SentMessage};
 use crate::telegram::{WAIT, announced, approved_by_tap, button, edited_to, operator};
 
 #[actix_web::test]
@@ -42,6 +42,34 @@ async fn webhook_app(fake: &FakeTelegram) -> TestApp {
     app
 }
 
+/// An approval announced on the fake, and an operator's approve tap on its message as the
+/// update Telegram would POST to the webhook.
+async fn an_approve_tap_update(fake: &FakeTelegram, app: &TestApp) -> (String, SentMessage, Value) {
+    let (id, message) = announced(fake, app, &new_approval()).await;
+    fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        message.message_id,
+        &button(&message, "a:"),
+    );
+    let update = fake
+        .take_update()
+        .expect("the tap as Telegram would POST it");
+    (id, message, update)
+}
+
+/// POST `update` to the webhook route, with `token` as the secret header if given.
+async fn deliver(app: &TestApp, update: &Value, token: Option<&str>) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(format!("{}/telegram/webhook", app.address))
+        .json(update);
+    if let Some(token) = token {
+        request = request.header("X-Telegram-Bot-Api-Secret-Token", token);
+    }
+    request.send().await.expect("send")
+}
+
 #[actix_web::test]
 async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_it() {
     let fake = FakeTelegram::start();
@@ -61,28 +89,9 @@ async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_
         "no polling in webhook mode"
     );
 
-    let (id, message) = announced(&fake, &app, &new_approval()).await;
-    fake.inject_callback(
-        &operator(),
-        CHAT_ID,
-        message.message_id,
-        &button(&message, "a:"),
-    );
-    let update = fake
-        .take_update()
-        .expect("the tap as Telegram would POST it");
-    let deliver = |token: Option<&str>| {
-        let mut request = app
-            .client
-            .post(format!("{}/telegram/webhook", app.address))
-            .json(&update);
-        if let Some(token) = token {
-            request = request.header("X-Telegram-Bot-Api-Secret-Token", token);
-        }
-        request.send()
-    };
+    let (id, message, update) = an_approve_tap_update(&fake, &app).await;
     for wrong in [None, Some("wrong-secret")] {
-        let response = deliver(wrong).await.expect("send");
+        let response = deliver(&app, &update, wrong).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
     let body: Value = app.get(&id, None).await.json().await.expect("json");
@@ -91,7 +100,7 @@ async fn webhook_mode_registers_a_secret_and_accepts_only_deliveries_that_carry_
         "a forged delivery decides nothing"
     );
 
-    let response = deliver(Some(&secret)).await.expect("send");
+    let response = deliver(&app, &update, Some(&secret)).await;
     assert_eq!(response.status(), StatusCode::OK);
     edited_to(&fake, &message, "Approved").await;
     let body: Value = app.get(&id, None).await.json().await.expect("json");
@@ -111,24 +120,10 @@ async fn a_webhook_tap_is_answered_200_only_once_its_decision_is_durable() {
     let fake = FakeTelegram::start();
     let app = webhook_app(&fake).await;
     let secret = fake.webhook().and_then(|(_, s)| s).expect("secret");
-    let (id, message) = announced(&fake, &app, &new_approval()).await;
-    fake.inject_callback(
-        &operator(),
-        CHAT_ID,
-        message.message_id,
-        &button(&message, "a:"),
-    );
-    let update = fake.take_update().expect("the tap");
-    let deliver = || {
-        app.client
-            .post(format!("{}/telegram/webhook", app.address))
-            .header("X-Telegram-Bot-Api-Secret-Token", &secret)
-            .json(&update)
-            .send()
-    };
+    let (id, _, update) = an_approve_tap_update(&fake, &app).await;
     // The decision's commit fails: the delivery is not acknowledged, so Telegram sends it again.
     fail_commits(&app, 3).await;
-    let refused = deliver().await.expect("send");
+    let refused = deliver(&app, &update, Some(&secret)).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = eventually(WAIT, "the store back", || async {
         let response = app.get(&id, None).await;
@@ -140,11 +135,11 @@ async fn a_webhook_tap_is_answered_200_only_once_its_decision_is_durable() {
     .await;
     assert_eq!(body["status"], "pending", "the failed tap decided nothing");
     // Telegram's redelivery decides it; the 200 comes once the decision is durable.
-    let delivered = eventually(WAIT, "the redelivery accepted", || async {
-        let response = deliver().await.ok()?;
+    eventually(WAIT, "the redelivery accepted", || async {
+        let response = deliver(&app, &update, Some(&secret)).await;
         (response.status() == StatusCode::OK).then_some(())
-    });
-    delivered.await;
+    })
+    .await;
     let body: Value = app.get(&id, None).await.json().await.expect("json");
     assert_eq!(body["status"], "approved", "decided when the 200 came");
 }

@@ -356,40 +356,25 @@ impl Handler<RequeueChannel> for ApprovalRegistry {
     fn handle(
         &mut self,
         RequeueChannel(channel): RequeueChannel,
-        ctx: &mut Context<Self>,
+        _: &mut Context<Self>,
     ) -> Self::Result {
         let queues = self.queues.clone();
-        let requeued = guarded(NAME, ctx, || {
-            let mut requeued = Vec::new();
-            let mut after = 0;
-            loop {
-                let page = queues.dead_letters(after, 1000)?;
-                let Some(last) = page.last() else { break };
-                after = last.id;
-                for letter in page.iter().filter(|letter| letter.channel == channel) {
-                    if let Some(entry) = queues.requeue(letter.id)? {
-                        requeued.push(entry);
-                    }
-                }
-            }
-            Ok::<_, crate::store::StoreError>(requeued)
-        });
-        let requeued = match requeued {
-            Ok(Ok(requeued)) => requeued,
-            Ok(Err(error)) => return answer(Err(error.into())),
-            Err(failed) => return answer(Err(failed.into())),
-        };
-        tracing::info!(
-            actor = NAME,
-            channel = channel.as_str(),
-            count = requeued.len(),
-            "dead letters requeued"
-        );
-        let commit = queues.commit();
         let notifiers = self.notifiers.clone();
         async move {
+            // Thousands of sled writes after a long outage: never on the registry's thread.
+            let walker = queues.clone();
+            let requeued = tokio::task::spawn_blocking(move || walker.requeue_channel(channel))
+                .await
+                .map_err(|_| RegistryError::Store("the requeue task failed".into()))??;
+            tracing::info!(
+                actor = NAME,
+                channel = channel.as_str(),
+                count = requeued.len(),
+                "dead letters requeued"
+            );
             let count = requeued.len();
-            if let Err(error) = commit.wait().await {
+            // The requeues wrote straight to the queue trees: a full commit makes them durable.
+            if let Err(error) = queues.commit().wait().await {
                 // Back in their queue in sled: woken once the store commits again.
                 let durable = queues.until_durable();
                 actix::spawn(async move {

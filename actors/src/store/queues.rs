@@ -232,6 +232,24 @@ impl Queues {
         Ok(Some((channel, seq)))
     }
 
+    /// Every dead letter of `channel` back at the end of its queue, oldest first: the channel
+    /// and new seq of each. Writes straight to sled (durable with the next full commit).
+    pub fn requeue_channel(&self, channel: Channel) -> Result<Vec<(Channel, u64)>, StoreError> {
+        let mut requeued = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.dead_letters(after, 1000)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for letter in page.iter().filter(|letter| letter.channel == channel) {
+                if let Some(entry) = self.requeue(letter.id)? {
+                    requeued.push(entry);
+                }
+            }
+        }
+        Ok(requeued)
+    }
+
     /// Append to an approval's history (a delivery, a tap, a dead letter). Made durable by the
     /// next group commit, or by the flusher within `LAZY_APPLY` when none comes: nobody waits
     /// on history, so it takes no sync of its own.
