@@ -504,3 +504,29 @@ async fn a_channels_dead_letters_go_back_with_one_request() {
         0
     );
 }
+
+/// A channel's requeue whose commit fails is reported, and its letters still go out once the
+/// store commits again: they are back in their queue, and their notifier is woken then.
+#[actix_web::test]
+async fn a_channel_requeue_whose_commit_fails_is_reported_and_delivered_later() {
+    let smtp = SmtpServer::start();
+    smtp.set_refuse(true);
+    let port = smtp.port().to_string();
+    let app = spawn_app_with(&email_env_dead_at_once(&smtp, &port, "1")).await;
+    let id = app.create_id(&new_approval()).await;
+    dead_letter(&app, &id).await;
+    smtp.set_refuse(false);
+    fail_commits(&app, 3).await;
+    let requeue = app
+        .request(
+            Method::POST,
+            "/api/admin/dead-letters/requeue",
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&serde_json::json!({ "channel": "email" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(requeue.status(), StatusCode::SERVICE_UNAVAILABLE);
+    mailed(&smtp, &id).await;
+}
