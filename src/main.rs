@@ -8,6 +8,9 @@ use clap::Parser;
 /// mimalloc instead of glibc malloc: the service allocates many small, short-lived buffers
 /// across threads (HTTP workers, sled's IO pool, the group-commit thread), where glibc's arenas
 /// cost about a fifth of the service's CPU under load (measured with perf in `scripts/bench`).
+/// The `system-allocator` feature keeps glibc's, for heap profilers (heaptrack, valgrind) that
+/// see only malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

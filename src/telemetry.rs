@@ -112,7 +112,7 @@ pub fn init_with(settings: &LoggingSettings, otlp: Option<&str>) -> (LogGuards, 
     let mut guards = Vec::new();
     // Buffered: the appender's worker writes everything queued so far, then flushes, so a burst
     // of lines costs one write call instead of one per line.
-    let (stdout, guard) = tracing_appender::non_blocking(buffered(std::io::stdout()));
+    let (stdout, guard) = log_queue(buffered(std::io::stdout()));
     guards.push(guard);
     let console = match settings.format {
         LogFormat::Json => fmt::layer()
@@ -131,7 +131,7 @@ pub fn init_with(settings: &LoggingSettings, otlp: Option<&str>) -> (LogGuards, 
     let file = (!settings.directory.trim().is_empty()).then(|| {
         let appender =
             tracing_appender::rolling::daily(settings.directory.trim(), &settings.file_prefix);
-        let (writer, guard) = tracing_appender::non_blocking(buffered(appender));
+        let (writer, guard) = log_queue(buffered(appender));
         guards.push(guard);
         // Files are for machines: always JSON, never colour codes.
         fmt::layer()
@@ -173,6 +173,20 @@ pub fn init_with(settings: &LoggingSettings, otlp: Option<&str>) -> (LogGuards, 
         },
         LogLevel { handle, pinned },
     )
+}
+
+/// Lines a log writer's queue holds before new ones are dropped (and counted by the appender).
+/// tracing-appender's default, 128,000, preallocates its whole ring: 4 MB resident per writer
+/// before the first line. 8,192 lines is still more than half a second of a create burst at the
+/// default `info` level, and the worker drains the queue in one batched write.
+const LOG_QUEUE_LINES: usize = 8192;
+
+fn log_queue<W: std::io::Write + Send + 'static>(
+    writer: W,
+) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .finish(writer)
 }
 
 /// A log writer that batches lines: tracing-appender's worker flushes it each time it has

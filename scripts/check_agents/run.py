@@ -99,8 +99,18 @@ class SetUp:
     name = ""
     prompt_tail = ""
 
+    # a fixture under tests/fixtures/agents/ this set-up's hook input must match (key for key)
+    fixture = None
+
     def __init__(self, clis, binary):
         self.clis, self.binary = clis, binary
+        self.capture = None  # a file the hook's input is copied to, in the "approve" case
+
+    def hook(self, command):
+        """The documented hook command, with its stdin copied aside when capturing."""
+        if self.capture:
+            return f"tee -a {self.capture} | {command}"
+        return command
 
     def env(self, home, gate_url):
         path = os.path.dirname(self.binary) + os.pathsep + os.environ["PATH"]
@@ -154,12 +164,13 @@ class ClaudeHttpHook(Claude):
 
 class ClaudeCommandHook(Claude):
     name = "claude-code command hook"
+    fixture = "claude-pre-tool-use-bash.json"
 
     def prepare(self, home, project, gate_url, model_url):
         super().prepare(home, project, gate_url, model_url)
         write_json(os.path.join(project, ".claude/settings.json"), {"hooks": {"PreToolUse": [{
             "matcher": CLAUDE_MATCHER,
-            "hooks": [{"type": "command", "command": "approval-gate hook claude-code",
+            "hooks": [{"type": "command", "command": self.hook("approval-gate hook claude-code"),
                        "timeout": 600}]}]}})
 
 
@@ -179,6 +190,7 @@ class ClaudeMcp(Claude):
 
 class Codex(SetUp):
     name = "codex"
+    fixture = "codex-permission-request.json"
 
     def prepare(self, home, project, gate_url, model_url):
         self.codex_home = os.path.join(home, ".codex")
@@ -188,7 +200,7 @@ class Codex(SetUp):
                     f'name = "fake"\nbase_url = "{model_url}/v1"\nwire_api = "responses"\n'
                     'env_key = "FAKE_MODEL_KEY"\n')
         write_json(os.path.join(self.codex_home, "hooks.json"), {"hooks": {"PermissionRequest": [{
-            "hooks": [{"type": "command", "command": "approval-gate hook codex", "timeout": 600}]}]}})
+            "hooks": [{"type": "command", "command": self.hook("approval-gate hook codex"), "timeout": 600}]}]}})
         subprocess.run(["git", "init", "-q", project], check=True)
 
     def env(self, home, gate_url):
@@ -204,6 +216,7 @@ class Codex(SetUp):
 
 class Gemini(SetUp):
     name = "gemini"
+    fixture = "gemini-before-tool.json"
 
     def hook_command(self, home, gate_url):
         return "approval-gate hook gemini"
@@ -212,7 +225,7 @@ class Gemini(SetUp):
         self.model_url = model_url
         write_json(os.path.join(project, ".gemini/settings.json"), {"hooks": {"BeforeTool": [{
             "matcher": "run_shell_command|write_file|replace|web_fetch|mcp_.*",
-            "hooks": [{"type": "command", "command": self.hook_command(home, gate_url),
+            "hooks": [{"type": "command", "command": self.hook(self.hook_command(home, gate_url)),
                        "timeout": 600000}]}]}})
         write_json(os.path.join(home, ".gemini/settings.json"),
                    {"security": {"auth": {"selectedType": "gemini-api-key"}}})
@@ -299,6 +312,8 @@ def run_case(setup_cls, case, ctx):
     gate = ctx["timeout_gate"] if case == "timeout" else ctx["gate"]
     gate_url = ctx["dead_url"] if case == "gate-down" else gate.url
     setup = setup_cls(ctx["clis"], ctx["binary"])
+    if case == "approve" and setup.fixture:
+        setup.capture = os.path.join(ctx["scratch"], f"{setup.fixture}.seen.jsonl")
     setup.prepare(home, project, gate_url, ctx["model_url"])
     decision, want_ran, want_status = EXPECTED[case]
     granted = True
@@ -323,6 +338,39 @@ def run_case(setup_cls, case, ctx):
     else:
         detail += f"; kept {work}"
     return setup_cls.name, case, ok, detail
+
+
+def shape(value, depth=2):
+    """The keys of a hook input, two levels deep: what a fixture must have in common with it."""
+    if isinstance(value, dict) and depth:
+        return {k: shape(v, depth - 1) for k, v in value.items()}
+    return type(value).__name__
+
+
+def compare_fixtures(scratch, setups):
+    """Each captured hook input against its fixture: keys the CLI sends that the fixture lacks,
+    and keys the fixture has that the CLI does not send (printed; a difference fails)."""
+    fixtures = os.path.join(HERE, "..", "..", "tests", "fixtures", "agents")
+    compared = failed = 0
+    for setup in setups:
+        seen_path = os.path.join(scratch, f"{setup.fixture}.seen.jsonl")
+        if not setup.fixture or not os.path.exists(seen_path):
+            continue
+        with open(os.path.join(fixtures, setup.fixture)) as f:
+            fixture = shape(json.load(f))
+        with open(seen_path) as f:
+            seen = shape(json.loads(f.readline()))
+        missing = sorted(set(seen) - set(fixture))
+        extra = sorted(set(fixture) - set(seen))
+        tool_missing = sorted(set(seen.get("tool_input", {})) - set(fixture.get("tool_input", {})))
+        ok = not missing and not extra and not tool_missing
+        compared += 1
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'}  fixture {setup.fixture}: "
+              + ("same keys as " + setup.name + " sends" if ok else
+                 f"sent but not in the fixture {missing + ['tool_input.' + k for k in tool_missing]}, "
+                 f"in the fixture but not sent {extra}"))
+    return compared, failed
 
 
 def tool_result_for(model_log, marker):
@@ -377,11 +425,12 @@ def main():
                 g.stop()
         model.terminate()
     width = max(len(r[0]) for r in results)
-    failed = 0
+    checks, failed = compare_fixtures(scratch, [SETUPS[name] for name in chosen])
+    checks += len(results)
     for name, case, ok, detail in results:
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'}  {name:<{width}}  {case:<11}  {detail}")
-    print(f"{len(results) - failed} of {len(results)} passed")
+    print(f"{checks - failed} of {checks} passed")
     if not failed:
         shutil.rmtree(scratch, ignore_errors=True)
     sys.exit(1 if failed else 0)

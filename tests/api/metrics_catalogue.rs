@@ -202,6 +202,21 @@ async fn the_served_openapi_document_is_the_committed_one_and_swagger_ui_answers
         ui.text().await.unwrap().contains("swagger"),
         "the Swagger UI page"
     );
+    // The UI loads the document from the route above (it is not handed a copy of its own).
+    let initializer = app
+        .request(Method::GET, "/swagger-ui/swagger-initializer.js", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(initializer.status(), reqwest::StatusCode::OK);
+    assert!(
+        initializer
+            .text()
+            .await
+            .unwrap()
+            .contains("\"url\": \"/api/openapi.json\""),
+        "the Swagger UI points at /api/openapi.json"
+    );
 }
 
 #[actix_web::test]

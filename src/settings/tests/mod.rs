@@ -297,7 +297,7 @@ fn secrets_may_come_from_files() {
 #[test]
 fn the_store_cache_is_a_setting_with_a_small_default_and_bounds() {
     let settings = load_with(&[]).expect("defaults load");
-    assert_eq!(settings.store.cache_mib, 16);
+    assert_eq!(settings.store.cache_mib, 4);
     let error = load_with(&[("APPROVAL_GATE__STORE__CACHE_MIB", "0")]).expect_err("0 MiB");
     assert!(error.to_string().contains("store.cache_mib"), "{error}");
     let big = load_with(&[("APPROVAL_GATE__STORE__CACHE_MIB", "512")]).expect("512 MiB");
