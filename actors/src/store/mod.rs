@@ -39,6 +39,7 @@ mod durable_point;
 mod faults;
 mod journal;
 mod lock;
+pub mod postgres;
 pub mod queue;
 mod queue_tree;
 mod queues;

@@ -1,0 +1,92 @@
+//! The PostgreSQL backend (issue 23, in progress): connections and the schema so far.
+//!
+//! Owns the connection pool to the database and its schema ([`migrations`]). It must not know
+//! about sled, and nothing outside `store` may know about it: the registry and the notifiers
+//! reach it through the store abstraction once that backend is wired in.
+//!
+//! The client is tokio-postgres with deadpool-postgres for the pool. Chosen over sqlx because
+//! tokio-postgres pipelines the statements one connection is given concurrently (a create's
+//! insert, its audit event and its outbox rows need not wait a round trip each), its
+//! statements are plain SQL checked by the tests against a real server rather than at compile
+//! time against a database the build would need, and its dependency tree is small. deadpool is
+//! the pool the tokio-postgres ecosystem uses: a plain async pool with a wait timeout, recycling
+//! that checks a connection is still open, and no background tasks of its own.
+
+pub mod leader;
+pub mod listen;
+pub mod migrations;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+/// What it takes to reach the database.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// A libpq-style URL or key=value string (a secret: never logged).
+    pub url: String,
+    /// Connections this instance keeps at most.
+    pub pool_size: usize,
+    /// Longest a statement may run before the server cancels it.
+    pub statement_timeout: Duration,
+    /// Longest a caller waits for a free connection.
+    pub pool_wait: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL did not parse. Its text is not repeated here: it may hold a password.
+    #[error("store.postgres.url is not a valid PostgreSQL connection string: {0}")]
+    BadUrl(String),
+    #[error("cannot build the PostgreSQL pool: {0}")]
+    Pool(String),
+    #[error("no PostgreSQL connection: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Migration(#[from] migrations::MigrationError),
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// A pool of connections to the database, each with the statement timeout set.
+pub fn pool(settings: &PgSettings) -> Result<Pool, PgError> {
+    let mut config: tokio_postgres::Config = settings
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| PgError::BadUrl(e.to_string()))?;
+    config.application_name("approval-gate");
+    // Milliseconds, as PostgreSQL takes a bare number for this setting.
+    config.options(format!(
+        "-c statement_timeout={}",
+        settings.statement_timeout.as_millis()
+    ));
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .wait_timeout(Some(settings.pool_wait))
+        .create_timeout(Some(settings.pool_wait))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| PgError::Pool(e.to_string()))
+}
+
+/// Takes a connection from the pool and brings the schema up to date (see [`migrations`]).
+pub async fn connect_and_migrate(pool: &Pool) -> Result<migrations::Migrated, PgError> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| PgError::Connect(e.to_string()))?;
+    Ok(migrations::migrate(&mut client).await?)
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
