@@ -12,6 +12,7 @@
 //! the pool the tokio-postgres ecosystem uses: a plain async pool with a wait timeout, recycling
 //! that checks a connection is still open, and no background tasks of its own.
 
+pub mod approvals;
 pub mod leader;
 pub mod listen;
 pub mod migrations;

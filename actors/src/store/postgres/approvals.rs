@@ -1,0 +1,269 @@
+//! Approval rows on PostgreSQL: a create, a decision and a wave of expiries, each one
+//! transaction that also writes the change's audit events and outbox entries and NOTIFYs the
+//! other instances, so that the change, its history and its notifications commit together or
+//! not at all.
+//!
+//! Owns the SQL of `approvals`, `approval_events` and `outbox` writes. The transition rule stays
+//! [`Approval::apply`]; what makes it hold across instances is that it runs on the row locked
+//! `FOR UPDATE`, and the update is conditional on the row still being pending: of several
+//! instances deciding one approval, exactly one changes it and the others read the winner.
+//! Expiries claim due rows with `SKIP LOCKED`, so several sweepers share the work and each
+//! approval times out once.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{Client, Transaction};
+
+use crate::domain::{Actor, Approval, ApprovalId, AuditEvent, Decision, Outcome, Status};
+use crate::store::codec::{self, CodecError};
+
+/// The NOTIFY channel other instances LISTEN on; the payload is the changed approval's id.
+pub const CHANGES: &str = "approval_gate_changes";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgApprovalError {
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("approval {id} is unreadable: {source}")]
+    Corrupt { id: String, source: CodecError },
+    #[error("cannot encode approval {id}: {source}")]
+    Encode { id: String, source: CodecError },
+    #[error("cannot encode an audit event: {0}")]
+    Event(#[from] serde_json::Error),
+}
+
+/// A notification to queue with a change: its channel and its encoded entry.
+pub struct Notice {
+    pub channel: i16,
+    pub entry: Vec<u8>,
+}
+
+/// What a create did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Stored now.
+    New(Approval),
+    /// The agent's idempotency key was used before (on any instance): that approval.
+    Existing(Approval),
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// This decision ended the approval.
+    Won(Approval),
+    /// Another decision got there first: the approval as it ended.
+    AlreadyEnded(Approval),
+    Missing,
+}
+
+/// Stores a new pending approval with its events and notices, unless the agent's idempotency
+/// key names one already.
+pub async fn create(
+    client: &mut Client,
+    approval: &Approval,
+    events: &[AuditEvent],
+    notices: &[Notice],
+) -> Result<Created, PgApprovalError> {
+    let tx = client.transaction().await?;
+    let record = encode(approval)?;
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO approvals (id, status, requested_by, agent, session_id, tool_name,
+                 tool_input, idempotency_key, created_at_ms, expires_at_ms, record)
+             VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::jsonb, $8, $9, $10, $11)
+             ON CONFLICT (requested_by, idempotency_key) WHERE idempotency_key IS NOT NULL
+             DO NOTHING
+             RETURNING id",
+            &[
+                &approval.id.to_bytes().as_slice(),
+                &status_code(approval.status),
+                &approval.requested_by,
+                &approval.agent.as_deref().unwrap_or(""),
+                &approval.session_id,
+                &approval.tool_name,
+                &approval.tool_input,
+                &approval.idempotency_key,
+                &approval.created_at.timestamp_millis(),
+                &approval.expires_at.timestamp_millis(),
+                &record,
+            ],
+        )
+        .await?;
+    if inserted.is_none() {
+        // The key's first use may be another instance's, committed just now: READ COMMITTED
+        // gives this statement a snapshot that sees it.
+        let row = tx
+            .query_one(
+                "SELECT id, record FROM approvals WHERE requested_by = $1 AND idempotency_key = $2",
+                &[&approval.requested_by, &approval.idempotency_key],
+            )
+            .await?;
+        let existing = decode(row.get(0), row.get(1))?;
+        tx.commit().await?;
+        return Ok(Created::Existing(existing));
+    }
+    record_change(&tx, approval, events, notices).await?;
+    tx.commit().await?;
+    Ok(Created::New(approval.clone()))
+}
+
+/// Ends a pending approval with `decision`, or reports the decision that ended it first.
+pub async fn decide(
+    client: &mut Client,
+    id: ApprovalId,
+    decision: Decision,
+    now: DateTime<Utc>,
+    events: &[AuditEvent],
+    notices: &[Notice],
+) -> Result<Decided, PgApprovalError> {
+    let tx = client.transaction().await?;
+    let key = id.to_bytes();
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, record FROM approvals WHERE id = $1 FOR UPDATE",
+            &[&key.as_slice()],
+        )
+        .await?
+    else {
+        return Ok(Decided::Missing);
+    };
+    let mut approval = decode(row.get(0), row.get(1))?;
+    if approval.apply(decision, now).is_err() {
+        tx.commit().await?;
+        return Ok(Decided::AlreadyEnded(approval));
+    }
+    if !end(&tx, &approval).await? {
+        // Unreachable while the row is locked; kept so that a lock mistake cannot make two
+        // winners.
+        tx.rollback().await?;
+        return Ok(Decided::AlreadyEnded(
+            read(client, id).await?.unwrap_or(approval),
+        ));
+    }
+    record_change(&tx, &approval, events, notices).await?;
+    tx.commit().await?;
+    Ok(Decided::Won(approval))
+}
+
+/// Times out up to `limit` pending approvals whose deadline is at or before `now`, skipping rows
+/// another sweeper holds; returns the approvals this call ended.
+pub async fn expire_due(
+    client: &mut Client,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Approval>, PgApprovalError> {
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT id, record FROM approvals
+             WHERE status = 0 AND expires_at_ms <= $1
+             ORDER BY expires_at_ms
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+            &[&now.timestamp_millis(), &limit],
+        )
+        .await?;
+    let mut ended = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut approval = decode(row.get(0), row.get(1))?;
+        let timeout = Decision {
+            outcome: Outcome::Timeout,
+            actor: Actor::System,
+            comment: None,
+        };
+        if approval.apply(timeout, now).is_err() || !end(&tx, &approval).await? {
+            continue;
+        }
+        let mut event = AuditEvent::at(now.timestamp_millis(), "timed_out");
+        event.actor = Some(Actor::System.to_string());
+        record_change(&tx, &approval, &[event], &[]).await?;
+        ended.push(approval);
+    }
+    tx.commit().await?;
+    Ok(ended)
+}
+
+/// The approval as stored.
+pub async fn read(client: &Client, id: ApprovalId) -> Result<Option<Approval>, PgApprovalError> {
+    let row = client
+        .query_opt(
+            "SELECT id, record FROM approvals WHERE id = $1",
+            &[&id.to_bytes().as_slice()],
+        )
+        .await?;
+    row.map(|row| decode(row.get(0), row.get(1))).transpose()
+}
+
+/// Writes an ended approval, only if its row is still pending. `false`: it was not.
+async fn end(tx: &Transaction<'_>, approval: &Approval) -> Result<bool, PgApprovalError> {
+    let changed = tx
+        .execute(
+            "UPDATE approvals SET status = $2, decided_at_ms = $3, record = $4
+             WHERE id = $1 AND status = 0",
+            &[
+                &approval.id.to_bytes().as_slice(),
+                &status_code(approval.status),
+                &approval.decided_at.map(|at| at.timestamp_millis()),
+                &encode(approval)?,
+            ],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// The change's history, its notifications and the wake-up for other instances, in its
+/// transaction (a NOTIFY is delivered on commit, and not at all on rollback).
+async fn record_change(
+    tx: &Transaction<'_>,
+    approval: &Approval,
+    events: &[AuditEvent],
+    notices: &[Notice],
+) -> Result<(), PgApprovalError> {
+    let id = approval.id.to_bytes();
+    if !events.is_empty() {
+        let at_ms = events.iter().map(|e| e.at_ms).max().unwrap_or(0);
+        tx.execute(
+            "INSERT INTO approval_events (approval_id, at_ms, events) VALUES ($1, $2, ($3::text)::jsonb)",
+            &[&id.as_slice(), &at_ms, &serde_json::to_string(events)?],
+        )
+        .await?;
+    }
+    for notice in notices {
+        tx.execute(
+            "INSERT INTO outbox (channel, entry) VALUES ($1, $2)",
+            &[&notice.channel, &notice.entry],
+        )
+        .await?;
+    }
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANGES, &approval.id.to_string()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `status` column's code (the same order as sled's status index).
+pub fn status_code(status: Status) -> i16 {
+    match status {
+        Status::Pending => 0,
+        Status::Approved => 1,
+        Status::Rejected => 2,
+        Status::TimedOut => 3,
+        Status::Cancelled => 4,
+    }
+}
+
+fn encode(approval: &Approval) -> Result<Vec<u8>, PgApprovalError> {
+    codec::encode(approval).map_err(|source| PgApprovalError::Encode {
+        id: approval.id.to_string(),
+        source,
+    })
+}
+
+fn decode(id: &[u8], record: &[u8]) -> Result<Approval, PgApprovalError> {
+    codec::decode(record).map_err(|source| PgApprovalError::Corrupt {
+        id: hex::encode(id),
+        source,
+    })
+}
