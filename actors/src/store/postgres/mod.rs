@@ -16,6 +16,7 @@ pub mod approvals;
 pub mod leader;
 pub mod listen;
 pub mod migrations;
+pub mod outbox;
 
 use std::time::Duration;
 
