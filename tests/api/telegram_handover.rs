@@ -280,3 +280,45 @@ async fn with_fallback_always_an_outage_announces_each_approval_once() {
         shown(&fake, id).await;
     }
 }
+
+#[actix_web::test]
+async fn a_flood_wait_longer_than_an_open_breaker_hands_what_waits_to_the_fallback() {
+    let fake = FakeTelegram::start();
+    // A break of 2 s: a flood wait of an hour is far longer than the breaker would keep
+    // Telegram untried, so operators must hear of the approvals from the fallback channels.
+    let app = spawn_telegram_app(&fake.url(), fake.token(), &opens_after_three("2s")).await;
+    fake.push_fault(
+        Some("sendMessage"),
+        Fault::TooManyRequests { retry_after: 3600 },
+    );
+    let first = app.create_id(&new_approval()).await;
+    let told = |id: String| {
+        let dir = app.dir.path().to_path_buf();
+        async move {
+            notification_lines(&dir, &id)
+                .into_iter()
+                .find(|l| l["event"] == "created")
+        }
+    };
+    eventually(WAIT, "the fallback file to get the first approval", || {
+        told(first.clone())
+    })
+    .await;
+    // Approvals created during the wait are handed over too, not held for the hour.
+    let second = app.create_id(&new_approval()).await;
+    eventually(WAIT, "the fallback file to get the second approval", || {
+        told(second.clone())
+    })
+    .await;
+    assert_eq!(
+        fake.calls_to("sendMessage").len(),
+        1,
+        "nothing more is sent during the wait: {}",
+        fake.summary()
+    );
+    assert_eq!(
+        breaker(&app).await["state"],
+        "closed",
+        "a flood wait is not counted as failures"
+    );
+}

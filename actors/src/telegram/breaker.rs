@@ -109,6 +109,12 @@ impl CircuitBreaker {
         self.opened_at
     }
 
+    /// How long an open breaker keeps Telegram untried: also how long a flood wait may last
+    /// before operators hear of what waits from the fallback channels (`delivery.rs`).
+    pub fn break_duration(&self) -> Duration {
+        self.settings.break_duration
+    }
+
     /// When an open breaker lets its probe through.
     pub fn next_probe_at(&self) -> Option<Instant> {
         match self.state {

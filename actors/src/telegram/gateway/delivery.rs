@@ -60,7 +60,15 @@ impl TelegramGateway {
         }
         let now = Instant::now();
         if let Some(at) = self.delivery.send_ready_at.filter(|at| *at > now) {
-            self.wake_at(ctx, at);
+            // Telegram asked for a pause (429). One longer than an open breaker's keeps
+            // operators from hearing of new approvals as long as an outage would, so what waits
+            // goes to the fallback channels now, as with the breaker open; Telegram still gets
+            // every entry once the pause ends. The pause is not counted as failures.
+            if at - now > self.breaker.break_duration() && self.tell_fallback_all(ctx) {
+                self.wake_at(ctx, now);
+            } else {
+                self.wake_at(ctx, at);
+            }
             return;
         }
         if self.breaker.refuses(now) {
