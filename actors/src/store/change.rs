@@ -10,9 +10,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::backup::BackupStats;
-use super::{
-    Channel, CommitFault, CommitResult, CommitTotals, QueueEntry, StoreError, idempotency_key,
-};
+use super::sled::idempotency_key;
+use super::{Channel, CommitFault, CommitResult, CommitTotals, QueueEntry, StoreError};
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 use crate::notification::Event;
 

@@ -2,6 +2,7 @@
 use super::*;
 use crate::domain::NewApproval;
 use crate::notification::Event;
+use crate::store::millis;
 
 fn approval(key: Option<&str>) -> Approval {
     Approval::create(
