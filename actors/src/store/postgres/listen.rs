@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// What the listener tells its receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,16 +32,21 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// The `application_name` of the listening session (`pg_stat_activity` shows it).
 pub const APPLICATION_NAME: &str = "approval-gate-listen";
 
-/// Starts listening on `channel` on the database `config` points at; runs until the receiver
-/// is dropped. `channel` must be a plain identifier (it is ours, never user input).
-pub fn spawn(mut config: tokio_postgres::Config, channel: &'static str) -> mpsc::Receiver<Wake> {
+/// Starts listening on `channel` on the database `config` points at, over `tls` (both as
+/// [`super::connect_config`] makes them); runs until the receiver is dropped. `channel` must be
+/// a plain identifier (it is ours, never user input).
+pub fn spawn(
+    mut config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    channel: &'static str,
+) -> mpsc::Receiver<Wake> {
     config.application_name(APPLICATION_NAME);
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(async move {
         let mut retry = RETRY_FIRST;
         let mut sender = Sender { tx, lost: false };
         while !sender.tx.is_closed() {
-            match listen_once(&config, channel, &mut sender, &mut retry).await {
+            match listen_once(&config, tls.clone(), channel, &mut sender, &mut retry).await {
                 Ok(()) => tracing::warn!(channel, "the LISTEN connection closed; reconnecting"),
                 Err(error) => {
                     tracing::warn!(channel, %error, "the LISTEN connection failed; reconnecting")
@@ -57,11 +63,12 @@ pub fn spawn(mut config: tokio_postgres::Config, channel: &'static str) -> mpsc:
 /// connection ends.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     channel: &'static str,
     sender: &mut Sender,
     retry: &mut Duration,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls).await?;
     let (messages_tx, mut messages) = mpsc::unbounded_channel();
     // The connection is driven by this stream: it yields notifications and ends with the
     // connection. Client calls below need it driven, so it runs beside them.

@@ -17,11 +17,15 @@ pub mod leader;
 pub mod listen;
 pub mod migrations;
 pub mod outbox;
+pub mod tls;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub use tls::{PgTls, TlsMode};
 
 /// What it takes to reach the database.
 #[derive(Debug, Clone)]
@@ -34,6 +38,8 @@ pub struct PgSettings {
     pub statement_timeout: Duration,
     /// Longest a caller waits for a free connection.
     pub pool_wait: Duration,
+    /// TLS to the database (`tls.rs`). It decides, whatever `sslmode` the URL names.
+    pub tls: PgTls,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +55,15 @@ pub enum PgError {
     Migration(#[from] migrations::MigrationError),
     #[error("PostgreSQL: {0}")]
     Database(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
-/// A pool of connections to the database, each with the statement timeout set.
-pub fn pool(settings: &PgSettings) -> Result<Pool, PgError> {
+/// The parsed connection settings and the TLS connector every connection uses (the pool's and
+/// the LISTEN connection's).
+pub fn connect_config(
+    settings: &PgSettings,
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), PgError> {
     let mut config: tokio_postgres::Config = settings
         .url
         .parse()
@@ -63,9 +74,32 @@ pub fn pool(settings: &PgSettings) -> Result<Pool, PgError> {
         "-c statement_timeout={}",
         settings.statement_timeout.as_millis()
     ));
+    let connector = match tls::client_config(&settings.tls)? {
+        Some(client) => {
+            config.ssl_mode(SslMode::Require);
+            MakeRustlsConnect::new(client)
+        }
+        None => {
+            // Never used (TLS is off), but the connector's type is the same either way.
+            config.ssl_mode(SslMode::Disable);
+            MakeRustlsConnect::new(
+                tls::client_config(&PgTls {
+                    mode: TlsMode::VerifyFull,
+                    ca_file: None,
+                })?
+                .ok_or_else(|| PgError::Pool("no TLS configuration".into()))?,
+            )
+        }
+    };
+    Ok((config, connector))
+}
+
+/// A pool of connections to the database, each with the statement timeout set.
+pub fn pool(settings: &PgSettings) -> Result<Pool, PgError> {
+    let (config, connector) = connect_config(settings)?;
     let manager = Manager::from_config(
         config,
-        NoTls,
+        connector,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

@@ -62,7 +62,18 @@ impl TestDb {
             pool_size: 8,
             statement_timeout: Duration::from_secs(10),
             pool_wait: Duration::from_secs(10),
+            tls: super::PgTls::default(),
         }
+    }
+
+    /// The connection settings and connector, as the LISTEN connection takes them.
+    pub fn connect_config(
+        &self,
+    ) -> (
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    ) {
+        super::connect_config(&self.settings()).expect("the test settings are valid")
     }
 
     pub fn pool(&self) -> Pool {

@@ -215,8 +215,8 @@ async fn a_decision_reaches_a_listener_on_another_instance_only_once_committed()
         return;
     };
     let pools = instances(&db).await;
-    let config: tokio_postgres::Config = db.url.parse().expect("the test URL parses");
-    let mut wakes = listen::spawn(config, approvals::CHANGES);
+    let (config, tls) = db.connect_config();
+    let mut wakes = listen::spawn(config, tls, approvals::CHANGES);
     let limit = Duration::from_secs(10);
     assert_eq!(
         super::listen::next_wake(&mut wakes, limit).await,

@@ -28,8 +28,8 @@ async fn a_killed_listen_connection_reconnects_and_asks_for_a_resync() {
     let Some(db) = TestDb::create("a_killed_listen_connection").await else {
         return;
     };
-    let config: tokio_postgres::Config = db.url.parse().expect("the test URL parses");
-    let mut wakes = listen::spawn(config, "ag_test_changes");
+    let (config, tls) = db.connect_config();
+    let mut wakes = listen::spawn(config, tls, "ag_test_changes");
     let pool = db.pool();
     let client = pool.get().await.expect("a connection");
     let limit = Duration::from_secs(10);

@@ -6,6 +6,7 @@ mod leader;
 mod listen;
 mod migrations;
 mod outbox;
+mod tls;
 
 use super::connect_and_migrate;
 use super::testing::TestDb;
