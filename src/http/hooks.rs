@@ -129,22 +129,34 @@ async fn hook(
     if created.status.is_terminal() {
         return answer(event, &verdict(&state, agent, &created));
     }
-    let ticket = match registry.send(Wait(created.id)).await {
-        Ok(Ok(WaitReply::Ready(approval))) => {
-            return answer(event, &verdict(&state, agent, &approval));
-        }
-        Ok(Ok(WaitReply::Pending(ticket))) => ticket,
-        Ok(Err(error)) => return deny(event, could_not("wait for a decision", &error)),
-        Err(_) => return deny(event, "approval-gate's registry is not answering".into()),
-    };
-    tracing::info!(approval_id = %created.id, agent = agent.label(), "hook held for a decision");
-    let guard = HoldGuard {
+    // From here the approval exists and this request stands for the agent waiting on it: if
+    // the agent hangs up while the wait is registered (actix drops this future), the guard
+    // cancels the approval. Only a hang-up while the create itself is in flight leaves one
+    // pending for its deadline: its id never reached us.
+    let mut guard = HoldGuard {
         registry: registry.clone(),
         id: created.id,
         caller: caller.name.clone(),
-        unwait: Some(ticket.cancel_message()),
+        unwait: None,
         settled: false,
     };
+    let ticket = match registry.send(Wait(created.id)).await {
+        Ok(Ok(WaitReply::Ready(approval))) => {
+            guard.settled = true;
+            return answer(event, &verdict(&state, agent, &approval));
+        }
+        Ok(Ok(WaitReply::Pending(ticket))) => ticket,
+        Ok(Err(error)) => {
+            guard.settled = true;
+            return deny(event, could_not("wait for a decision", &error));
+        }
+        Err(_) => {
+            guard.settled = true;
+            return deny(event, "approval-gate's registry is not answering".into());
+        }
+    };
+    tracing::info!(approval_id = %created.id, agent = agent.label(), "hook held for a decision");
+    guard.unwait = Some(ticket.cancel_message());
     let until = hold_until(&created, hold.hook_wait);
     let decided = held(state.clone(), guard, ticket.receiver, until);
     let settings = state.clone();
