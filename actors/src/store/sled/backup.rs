@@ -93,6 +93,69 @@ fn read_vec(input: &mut impl Read, len: usize) -> Result<Vec<u8>, StoreError> {
     Ok(buf)
 }
 
+/// A backup file read record by record: `(tree, key, value)`, in the order they were written,
+/// and at the end a check that the file is complete (its end marker and record count). For a
+/// restore into sled, and for an import into another backend (`store/postgres/import.rs`).
+pub struct Reader {
+    input: BufReader<File>,
+    records: u64,
+    done: bool,
+    /// The file's size.
+    pub bytes: u64,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let file = File::open(path).map_err(io)?;
+        let bytes = file.metadata().map_err(io)?.len();
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        let magic = read_vec(&mut input, MAGIC.len())?;
+        if magic != MAGIC {
+            return Err(StoreError::Queue("not an approval-gate backup (v1)".into()));
+        }
+        Ok(Self {
+            input,
+            records: 0,
+            done: false,
+            bytes,
+        })
+    }
+
+    /// The next record, or `None` once the end marker was read and its count matched.
+    pub fn next_record(&mut self) -> Result<Option<(String, Vec<u8>, Vec<u8>)>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let input = &mut self.input;
+        let [tag] = read_exact::<1>(input)?;
+        if tag == 0 {
+            let expected = u64::from_be_bytes(read_exact::<8>(input)?);
+            if expected != self.records {
+                return Err(StoreError::Queue(format!(
+                    "the backup says {expected} records but holds {}",
+                    self.records
+                )));
+            }
+            self.done = true;
+            return Ok(None);
+        }
+        let name_len = u16::from_be_bytes(read_exact::<2>(input)?) as usize;
+        let name = String::from_utf8(read_vec(input, name_len)?)
+            .map_err(|_| StoreError::Queue("a tree name is not UTF-8".into()))?;
+        let key_len = u32::from_be_bytes(read_exact::<4>(input)?) as usize;
+        let key = read_vec(input, key_len)?;
+        let value_len = u32::from_be_bytes(read_exact::<4>(input)?) as usize;
+        let value = read_vec(input, value_len)?;
+        self.records += 1;
+        Ok(Some((name, key, value)))
+    }
+
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+}
+
 /// Rebuild a store at `store` from the backup at `path`. Refuses a store path that exists and is
 /// not empty, and a file that is not a complete backup (nothing is left behind then).
 pub fn restore(path: &Path, store: &Path) -> Result<BackupStats, StoreError> {
@@ -102,13 +165,8 @@ pub fn restore(path: &Path, store: &Path) -> Result<BackupStats, StoreError> {
             store.display()
         )));
     }
-    let file = File::open(path).map_err(io)?;
-    let bytes = file.metadata().map_err(io)?.len();
-    let mut input = BufReader::with_capacity(1 << 20, file);
-    let magic = read_vec(&mut input, MAGIC.len())?;
-    if magic != MAGIC {
-        return Err(StoreError::Queue("not an approval-gate backup (v1)".into()));
-    }
+    let mut reader = Reader::open(path)?;
+    let bytes = reader.bytes;
     let db = sled::Config::new()
         .path(store)
         .open()
@@ -117,34 +175,15 @@ pub fn restore(path: &Path, store: &Path) -> Result<BackupStats, StoreError> {
             source,
         })?;
     let result = (|| {
-        let mut records = 0u64;
-        loop {
-            let [tag] = read_exact::<1>(&mut input)?;
-            if tag == 0 {
-                let expected = u64::from_be_bytes(read_exact::<8>(&mut input)?);
-                if expected != records {
-                    return Err(StoreError::Queue(format!(
-                        "the backup says {expected} records but holds {records}"
-                    )));
-                }
-                break;
-            }
-            let name_len = u16::from_be_bytes(read_exact::<2>(&mut input)?) as usize;
-            let name = String::from_utf8(read_vec(&mut input, name_len)?)
-                .map_err(|_| StoreError::Queue("a tree name is not UTF-8".into()))?;
-            let key_len = u32::from_be_bytes(read_exact::<4>(&mut input)?) as usize;
-            let key = read_vec(&mut input, key_len)?;
-            let value_len = u32::from_be_bytes(read_exact::<4>(&mut input)?) as usize;
-            let value = read_vec(&mut input, value_len)?;
+        while let Some((name, key, value)) = reader.next_record()? {
             db.open_tree(&name)?.insert(key, value)?;
-            records += 1;
         }
         db.flush()?;
         // flush() is not an fsync on Linux; the data file is.
         File::open(store.join("db"))
             .and_then(|f| f.sync_all())
             .map_err(io)?;
-        Ok(records)
+        Ok(reader.records())
     })();
     drop(db);
     match result {
