@@ -93,6 +93,9 @@ fn read_vec(input: &mut impl Read, len: usize) -> Result<Vec<u8>, StoreError> {
     Ok(buf)
 }
 
+/// One record of a backup: the tree it belongs to, its key and its value.
+pub type Record = (String, Vec<u8>, Vec<u8>);
+
 /// A backup file read record by record: `(tree, key, value)`, in the order they were written,
 /// and at the end a check that the file is complete (its end marker and record count). For a
 /// restore into sled, and for an import into another backend (`store/postgres/import.rs`).
@@ -122,7 +125,7 @@ impl Reader {
     }
 
     /// The next record, or `None` once the end marker was read and its count matched.
-    pub fn next_record(&mut self) -> Result<Option<(String, Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, StoreError> {
         if self.done {
             return Ok(None);
         }
