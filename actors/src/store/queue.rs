@@ -202,10 +202,25 @@ pub(super) fn encode_dead(
     reason: &str,
     entry_bytes: &[u8],
 ) -> Result<Vec<u8>, StoreError> {
+    encode_dead_at(
+        channel,
+        reason,
+        chrono::Utc::now().timestamp_millis(),
+        entry_bytes,
+    )
+}
+
+/// A dead letter that died at `dead_at_ms` (an export keeps when it died).
+pub(super) fn encode_dead_at(
+    channel: Channel,
+    reason: &str,
+    dead_at_ms: i64,
+    entry_bytes: &[u8],
+) -> Result<Vec<u8>, StoreError> {
     let stored = StoredDead {
         channel: channel.byte(),
         reason: reason.to_string(),
-        dead_at_ms: chrono::Utc::now().timestamp_millis(),
+        dead_at_ms,
         entry: entry_bytes.to_vec(),
     };
     bincode::serde::encode_to_vec(&stored, bincode::config::standard())

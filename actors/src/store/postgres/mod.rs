@@ -13,6 +13,7 @@
 //! that checks a connection is still open, and no background tasks of its own.
 
 pub mod approvals;
+pub mod export;
 pub mod import;
 pub mod leader;
 pub mod listen;

@@ -36,15 +36,23 @@ pub struct BackupStats {
     pub bytes: u64,
 }
 
-/// Write every tree of `db` to `path` (created; synced before returning), with `seq_floor`
-/// (above every sequence number issued so far) as the `meta` tree's sequence floor, so a
-/// restored store never issues a number its data already holds.
-pub fn write(db: &sled::Db, path: &Path, seq_floor: u64) -> Result<BackupStats, StoreError> {
-    let file = File::create(path).map_err(io)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(MAGIC).map_err(io)?;
-    let mut records = 0u64;
-    let mut record = |name: &str, key: &[u8], value: &[u8]| -> Result<(), StoreError> {
+/// A backup file being written: records in, then [`Writer::finish`] writes the end marker and
+/// syncs the file. For a backup of sled, and for an export from another backend.
+pub struct Writer {
+    out: BufWriter<File>,
+    records: u64,
+}
+
+impl Writer {
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        let file = File::create(path).map_err(io)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(MAGIC).map_err(io)?;
+        Ok(Self { out, records: 0 })
+    }
+
+    pub fn record(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let out = &mut self.out;
         out.write_all(&[1]).map_err(io)?;
         out.write_all(&(name.len() as u16).to_be_bytes())
             .map_err(io)?;
@@ -55,9 +63,31 @@ pub fn write(db: &sled::Db, path: &Path, seq_floor: u64) -> Result<BackupStats, 
         out.write_all(&(value.len() as u32).to_be_bytes())
             .map_err(io)?;
         out.write_all(value).map_err(io)?;
-        records += 1;
+        self.records += 1;
         Ok(())
-    };
+    }
+
+    /// The end marker and the record count, then an fsync: a file that returned here is whole.
+    pub fn finish(mut self) -> Result<BackupStats, StoreError> {
+        self.out.write_all(&[0]).map_err(io)?;
+        self.out
+            .write_all(&self.records.to_be_bytes())
+            .map_err(io)?;
+        let file = self.out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        let bytes = file.metadata().map_err(io)?.len();
+        Ok(BackupStats {
+            records: self.records,
+            bytes,
+        })
+    }
+}
+
+/// Write every tree of `db` to `path` (created; synced before returning), with `seq_floor`
+/// (above every sequence number issued so far) as the `meta` tree's sequence floor, so a
+/// restored store never issues a number its data already holds.
+pub fn write(db: &sled::Db, path: &Path, seq_floor: u64) -> Result<BackupStats, StoreError> {
+    let mut out = Writer::create(path)?;
     for name in TREES {
         let tree = db.open_tree(name)?;
         for entry in tree.iter() {
@@ -65,16 +95,11 @@ pub fn write(db: &sled::Db, path: &Path, seq_floor: u64) -> Result<BackupStats, 
             if *name == "meta" && key.as_ref() == super::SEQ_FLOOR_KEY {
                 continue; // written below, raised
             }
-            record(name, &key, &value)?;
+            out.record(name, &key, &value)?;
         }
     }
-    record("meta", super::SEQ_FLOOR_KEY, &seq_floor.to_be_bytes())?;
-    out.write_all(&[0]).map_err(io)?;
-    out.write_all(&records.to_be_bytes()).map_err(io)?;
-    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    let bytes = file.metadata().map_err(io)?.len();
-    Ok(BackupStats { records, bytes })
+    out.record("meta", super::SEQ_FLOOR_KEY, &seq_floor.to_be_bytes())?;
+    out.finish()
 }
 
 fn read_exact<const N: usize>(input: &mut impl Read) -> Result<[u8; N], StoreError> {

@@ -119,7 +119,7 @@ fn status_byte(status: Status) -> u8 {
     }
 }
 
-fn index_key(status: Status, id: ApprovalId) -> [u8; 17] {
+pub(in crate::store) fn index_key(status: Status, id: ApprovalId) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[0] = status_byte(status);
     key[1..].copy_from_slice(&id.to_bytes());
@@ -138,7 +138,7 @@ fn created_ms(id: ApprovalId) -> i64 {
     i64::from_be_bytes(ms)
 }
 
-pub(super) fn idempotency_key(agent: &str, key: &str) -> Vec<u8> {
+pub(in crate::store) fn idempotency_key(agent: &str, key: &str) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(agent.len() + key.len() + 1);
     bytes.extend_from_slice(agent.as_bytes());
     bytes.push(0);

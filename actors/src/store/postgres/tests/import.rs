@@ -221,3 +221,127 @@ async fn a_truncated_backup_imports_nothing() {
         "nothing imported"
     );
 }
+
+#[actix_rt::test]
+async fn sled_to_postgres_and_back_keeps_what_happened_on_postgres() {
+    use crate::store::backup;
+    let Some(db) = TestDb::create("sled_to_postgres_and_back").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = SledStore::open(&dir.path().join("store")).expect("open sled");
+    let pending = approval(Some("k1"), Duration::from_secs(7200));
+    let written = store
+        .apply(&Change {
+            approval: &pending,
+            previous: None,
+            event: Some(Event::Created),
+            channels: &[Channel::Console, Channel::File],
+            request_id: None,
+            grant: None,
+            events: &[AuditEvent::now("created")],
+        })
+        .expect("create");
+    store.commit().wait().await.expect("commit");
+    let (_, file_seq) = written.queued[1];
+    store
+        .queues()
+        .bury(Channel::File, file_seq, "disk full")
+        .expect("bury");
+    store.queues().commit().wait().await.expect("commit");
+    let to_postgres = dir.path().join("to-postgres.agb");
+    store.backup(&to_postgres).expect("back up");
+    drop(store);
+
+    // On PostgreSQL: imported, then decided there.
+    let pool = migrated(&db).await;
+    let mut client = pool.get().await.expect("a connection");
+    import_backup(&mut client, &to_postgres)
+        .await
+        .expect("import");
+    let mut decided_event = AuditEvent::now("decided");
+    decided_event.actor = Some("operator:bob".into());
+    let won = approvals::decide(
+        &mut client,
+        pending.id,
+        Decision {
+            outcome: Outcome::Reject,
+            actor: Actor::Operator("bob".into()),
+            comment: Some("not now".into()),
+        },
+        millis(Utc::now().timestamp_millis()),
+        &[decided_event],
+        &[],
+    )
+    .await
+    .expect("decide on PostgreSQL");
+    assert!(matches!(won, approvals::Decided::Won(_)));
+
+    // And back to sled.
+    let to_sled = dir.path().join("to-sled.agb");
+    super::super::export::export_backup(&mut client, &to_sled)
+        .await
+        .expect("export");
+    let restored_path = dir.path().join("restored");
+    backup::restore(&to_sled, &restored_path).expect("restore into sled");
+    let restored = SledStore::open(&restored_path).expect("open the restored store");
+    let back = restored
+        .get(pending.id)
+        .expect("get")
+        .expect("the approval came back");
+    assert_eq!(
+        back.status,
+        Status::Rejected,
+        "the decision made on PostgreSQL"
+    );
+    assert_eq!(back.comment.as_deref(), Some("not now"));
+    assert_eq!(
+        restored.find_idempotent("ci", "k1").expect("idempotency"),
+        Some(pending.id),
+        "the idempotency index was rebuilt"
+    );
+    assert_eq!(
+        restored
+            .count_by_status()
+            .expect("counts")
+            .get(&Status::Rejected),
+        Some(&1),
+        "the status index was rebuilt"
+    );
+    let kinds: Vec<String> = restored
+        .events(pending.id)
+        .expect("history")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"created".to_string()) && kinds.contains(&"decided".to_string()),
+        "{kinds:?}"
+    );
+    assert_eq!(restored.queues().dead_letter_count(), 1);
+    // The restored store goes on: a new change commits, its numbers above the exported ones.
+    let next = approval(None, Duration::from_secs(600));
+    restored
+        .apply(&Change {
+            approval: &next,
+            previous: None,
+            event: Some(Event::Created),
+            channels: &[Channel::Console],
+            request_id: None,
+            grant: None,
+            events: &[AuditEvent::now("created")],
+        })
+        .expect("a new change");
+    restored
+        .commit()
+        .wait()
+        .await
+        .expect("commit on the restored store");
+    assert_eq!(
+        restored
+            .count_by_status()
+            .expect("counts")
+            .get(&Status::Pending),
+        Some(&1)
+    );
+}
