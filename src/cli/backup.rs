@@ -1,6 +1,7 @@
 //! `approval-gate backup` and `approval-gate restore`: take an online backup from a running
 //! service (`GET /api/admin/backup`, operator token) into a file, and rebuild a store from one,
-//! offline, into a new or empty folder.
+//! offline, into a new or empty folder. With `--from` / `--to` a PostgreSQL database is the
+//! source or the target instead (`postgres.rs`): the way between the two backends.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::agent_client::{AgentClient, ServiceArgs, runtime};
+use super::postgres::{PgArgs, backup_from, restore_into};
 
 const OPERATOR_TOKEN_ENV: &str = "APPROVAL_GATE_OPERATOR_TOKEN";
 
@@ -18,6 +20,13 @@ pub struct BackupArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub service: ServiceArgs,
+    /// Back up a PostgreSQL database instead of a running service: its connection URL
+    /// (postgres://user@host/db), or file:/path to read it from a file. One consistent
+    /// snapshot; instances may keep running.
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    #[command(flatten)]
+    pub postgres: PgArgs,
 }
 
 #[derive(Args, Debug)]
@@ -25,11 +34,42 @@ pub struct RestoreArgs {
     /// A file written by `approval-gate backup`.
     pub file: PathBuf,
     /// The store folder to create (must not exist, or be empty). The service must not run on it.
-    #[arg(long, value_name = "PATH")]
-    pub store: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "to",
+        conflicts_with = "to"
+    )]
+    pub store: Option<PathBuf>,
+    /// Restore into PostgreSQL instead: its connection URL (postgres://user@host/db), or
+    /// file:/path to read it from a file. The schema is created or upgraded; the database must
+    /// hold no approvals yet.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub postgres: PgArgs,
+}
+
+/// Prints what a command did, or the error; the exit code to match.
+fn report(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(done) => {
+            eprintln!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 pub fn backup(args: BackupArgs) -> ExitCode {
+    if let Some(from) = &args.from {
+        return report(
+            runtime().and_then(|rt| rt.block_on(backup_from(&args.file, from, &args.postgres))),
+        );
+    }
     let result = AgentClient::with_token_from(&args.service, None, OPERATOR_TOKEN_ENV)
         .and_then(|client| runtime()?.block_on(fetch(&client, &args.file)));
     match result {
@@ -91,19 +131,22 @@ async fn fetch(client: &AgentClient, file: &std::path::Path) -> Result<(String, 
 }
 
 pub fn restore(args: RestoreArgs) -> ExitCode {
-    match approval_gate_actors::store::backup::restore(&args.file, &args.store) {
-        Ok(stats) => {
-            eprintln!(
-                "restored {} records into {}; start the service with store.path = {}",
-                stats.records,
-                args.store.display(),
-                args.store.display()
-            );
-            ExitCode::SUCCESS
+    let result = match (&args.to, &args.store) {
+        (Some(to), _) => {
+            runtime().and_then(|rt| rt.block_on(restore_into(&args.file, to, &args.postgres)))
         }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+        (None, Some(store)) => approval_gate_actors::store::backup::restore(&args.file, store)
+            .map(|stats| {
+                format!(
+                    "restored {} records into {}; start the service with store.path = {}",
+                    stats.records,
+                    store.display(),
+                    store.display()
+                )
+            })
+            .map_err(|e| e.to_string()),
+        // clap requires one of the two.
+        (None, None) => Err("give --store PATH or --to URL".into()),
+    };
+    report(result)
 }

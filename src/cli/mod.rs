@@ -6,6 +6,7 @@ pub mod backup;
 pub mod check_config;
 pub mod hook;
 pub mod mcp;
+pub mod postgres;
 pub mod request;
 pub mod serve;
 mod table;
@@ -66,9 +67,10 @@ pub enum Command {
     /// 3 error. Token: APPROVAL_GATE_TOKEN.
     Request(request::RequestArgs),
     /// Take an online backup of a running service into FILE (operator token from
-    /// APPROVAL_GATE_OPERATOR_TOKEN or --token-file).
+    /// APPROVAL_GATE_OPERATOR_TOKEN or --token-file), or of a PostgreSQL database (--from).
     Backup(backup::BackupArgs),
-    /// Rebuild a store from a backup file, offline, into a new or empty folder.
+    /// Rebuild a store from a backup file, offline, into a new or empty folder, or into an
+    /// empty PostgreSQL database (--to).
     Restore(backup::RestoreArgs),
     /// Print `sha256:<hex>` for the token on stdin, to configure a token by its hash
     /// (a leaked config file then leaks no token).

@@ -108,3 +108,100 @@ async fn a_backup_restored_into_a_new_store_takes_decisions() {
         "{history}"
     );
 }
+
+/// The way between the backends, as a user takes it: a sled service's backup restored into
+/// PostgreSQL (`restore --to`), backed up from there (`backup --from`) and restored into a new
+/// sled store, which serves the same approvals, grants and history.
+#[actix_web::test]
+async fn a_store_moves_to_postgres_and_back_through_the_cli() {
+    let Some(database) = PgDatabase::create("a_store_moves_to_postgres_and_back").await else {
+        return;
+    };
+    let source = tempfile::tempdir().unwrap();
+    let child = spawn_binary(source.path(), &[]);
+    let pending = child.create_id(&new_approval()).await;
+    let mut granted = new_approval();
+    granted["session_id"] = json!("granted-session");
+    let decided = child.create_id(&granted).await;
+    assert_eq!(
+        child.decide(&decided, "approve_session").await.status(),
+        StatusCode::OK
+    );
+    let work = tempfile::tempdir().unwrap();
+    let from_sled = work.path().join("from-sled.backup");
+    let (url, file) = (child.address.clone(), from_sled.display().to_string());
+    let taken = tokio::task::spawn_blocking(move || cli(&["backup", "--url", &url, &file]))
+        .await
+        .unwrap();
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    drop(child);
+
+    // Into PostgreSQL, with the URL read from a file (so it is not in the process list).
+    let url_file = work.path().join("postgres-url");
+    std::fs::write(&url_file, format!("{}\n", database.url)).unwrap();
+    let to = format!("file:{}", url_file.display());
+    let restored = cli(&["restore", &from_sled.display().to_string(), "--to", &to]);
+    let said = String::from_utf8_lossy(&restored.stderr);
+    assert!(restored.status.success(), "{said}");
+    assert!(said.contains("2 approvals"), "{said}");
+    assert!(
+        !said.contains(&database.url),
+        "the URL is never printed: {said}"
+    );
+    let pg = database.client().await;
+    let pending_rows: i64 = pg
+        .query_one("SELECT count(*) FROM approvals WHERE status = 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending_rows, 1);
+    // A second restore into the same database is refused: it is not empty.
+    let again = cli(&["restore", &from_sled.display().to_string(), "--to", &to]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds 2 approvals"));
+
+    // And back: a backup of PostgreSQL restored into a new sled store.
+    let from_pg = work.path().join("from-postgres.backup");
+    let exported = cli(&["backup", &from_pg.display().to_string(), "--from", &to]);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let target = tempfile::tempdir().unwrap();
+    let store = target.path().join("store");
+    let back = cli(&[
+        "restore",
+        &from_pg.display().to_string(),
+        "--store",
+        &store.display().to_string(),
+    ]);
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    let child = spawn_binary(target.path(), &[]);
+    let page: Value = child.list("?status=pending").await.json().await.unwrap();
+    assert_eq!(page["approvals"][0]["id"], pending.as_str());
+    assert_eq!(
+        child.decide(&pending, "approve").await.status(),
+        StatusCode::OK
+    );
+    let again = child.create_ok(&granted).await;
+    assert_eq!(
+        again["status"], "approved",
+        "the grant came along both ways"
+    );
+    let history = child
+        .operator_json(&format!("/api/approvals/{decided}/events"))
+        .await;
+    assert!(
+        history["events"].as_array().is_some_and(|e| e.len() >= 2),
+        "{history}"
+    );
+}

@@ -7,10 +7,12 @@
 mod channels;
 mod child;
 mod faults;
+mod postgres;
 
 pub use channels::*;
 pub use child::*;
 pub use faults::*;
+pub use postgres::*;
 
 use std::collections::BTreeMap;
 use std::future::Future;

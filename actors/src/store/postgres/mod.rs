@@ -124,6 +124,20 @@ pub async fn connect_and_migrate(pool: &Pool) -> Result<migrations::Migrated, Pg
     Ok(migrations::migrate(&mut client).await?)
 }
 
+/// One connection with the schema brought up to date, for one-shot commands (a restore into
+/// PostgreSQL, a backup out of it).
+pub async fn connect_once(
+    settings: &PgSettings,
+) -> Result<(deadpool_postgres::Object, migrations::Migrated), PgError> {
+    let pool = pool(settings)?;
+    let migrated = connect_and_migrate(&pool).await?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| PgError::Connect(e.to_string()))?;
+    Ok((client, migrated))
+}
+
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]

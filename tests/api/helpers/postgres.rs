@@ -1,0 +1,90 @@
+//! A PostgreSQL database of its own for a test, on the server the machine runs (the API suite's
+//! twin of the actors crate's `store/postgres/testing.rs`; the same variable and rules).
+//!
+//! `APPROVAL_GATE_TEST_POSTGRES` names the server (default
+//! `postgres://postgres@127.0.0.1:5432/test`). Unreachable: the test fails and says how to go
+//! on; `APPROVAL_GATE_TEST_POSTGRES=skip` skips it, saying `NOT RUN` on stderr.
+
+use tokio_postgres::NoTls;
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    /// A key=value connection string for the new database.
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(test: &str) -> Option<PgDatabase> {
+        let admin_url =
+            std::env::var("APPROVAL_GATE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
+        if admin_url == "skip" {
+            eprintln!("{test}: NOT RUN (APPROVAL_GATE_TEST_POSTGRES=skip)");
+            return None;
+        }
+        let admin = connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!(
+                "{test}: PostgreSQL is unreachable at {admin_url} ({e}). Start it, point \
+                 APPROVAL_GATE_TEST_POSTGRES at one, or set APPROVAL_GATE_TEST_POSTGRES=skip"
+            )
+        });
+        let name = format!("ag_api_{}", ulid::Ulid::new().to_string().to_lowercase());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let config: tokio_postgres::Config = admin_url.parse().expect("the admin URL parses");
+        let mut parts = vec![format!("dbname={name}")];
+        if let Some(user) = config.get_user() {
+            parts.push(format!("user={user}"));
+        }
+        for host in config.get_hosts() {
+            if let tokio_postgres::config::Host::Tcp(host) = host {
+                parts.push(format!("host={host}"));
+            }
+        }
+        if let Some(port) = config.get_ports().first() {
+            parts.push(format!("port={port}"));
+        }
+        Some(PgDatabase {
+            admin_url,
+            name,
+            url: parts.join(" "),
+        })
+    }
+
+    /// A connection to the test database, for assertions.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                let admin = connect(&admin_url).await.ok()?;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
