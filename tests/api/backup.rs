@@ -17,6 +17,34 @@ fn cli(args: &[&str]) -> std::process::Output {
         .expect("run the CLI")
 }
 
+/// `approval-gate backup --url` of a running service into `file`; it must succeed.
+async fn take_backup(service: &str, file: &std::path::Path) {
+    let (url, file) = (service.to_string(), file.display().to_string());
+    let taken = tokio::task::spawn_blocking(move || cli(&["backup", "--url", &url, &file]))
+        .await
+        .unwrap();
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+}
+
+/// `approval-gate restore FILE --store PATH`; it must succeed.
+fn restore_store(file: &std::path::Path, store: &std::path::Path) {
+    let restored = cli(&[
+        "restore",
+        &file.display().to_string(),
+        "--store",
+        &store.display().to_string(),
+    ]);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+}
+
 #[actix_web::test]
 async fn a_backup_restored_into_a_new_store_takes_decisions() {
     let source = tempfile::tempdir().unwrap();
@@ -41,16 +69,7 @@ async fn a_backup_restored_into_a_new_store_takes_decisions() {
 
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("gate.backup");
-    let file_arg = file.display().to_string();
-    let url = child.address.clone();
-    let taken = tokio::task::spawn_blocking(move || cli(&["backup", "--url", &url, &file_arg]))
-        .await
-        .unwrap();
-    assert!(
-        taken.status.success(),
-        "{}",
-        String::from_utf8_lossy(&taken.stderr)
-    );
+    take_backup(&child.address, &file).await;
     drop(child);
 
     // Refused: a non-empty folder, and a truncated file (which leaves nothing behind).
@@ -78,18 +97,7 @@ async fn a_backup_restored_into_a_new_store_takes_decisions() {
     assert!(!half.exists(), "no half-restored store is left");
 
     let target = tempfile::tempdir().unwrap();
-    let store = target.path().join("store");
-    let restored = cli(&[
-        "restore",
-        &file.display().to_string(),
-        "--store",
-        &store.display().to_string(),
-    ]);
-    assert!(
-        restored.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restored.stderr)
-    );
+    restore_store(&file, &target.path().join("store"));
 
     // The restored service: spawn_binary puts its store at <dir>/store.
     let child = spawn_binary(target.path(), &[]);

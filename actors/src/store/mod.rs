@@ -36,6 +36,19 @@ pub use change::{ApprovalStore, Change, Commit, StoreDiagnostics, Written};
 pub use codec::{CodecError, decode as decode_approval, encode as encode_approval, millis};
 pub use queue::{Channel, DeadLetter, QueueEntry};
 
+/// A status as both backends store it (sled's index byte, PostgreSQL's `status` column); the
+/// numbers are on disk, so they never change.
+pub fn status_code(status: crate::domain::Status) -> u8 {
+    use crate::domain::Status;
+    match status {
+        Status::Pending => 0,
+        Status::Approved => 1,
+        Status::Rejected => 2,
+        Status::TimedOut => 3,
+        Status::Cancelled => 4,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the store at {path}: {source}")]

@@ -277,15 +277,9 @@ async fn record_change(
     Ok(())
 }
 
-/// The `status` column's code (the same order as sled's status index).
+/// The `status` column's value ([`crate::store::status_code`]).
 pub fn status_code(status: Status) -> i16 {
-    match status {
-        Status::Pending => 0,
-        Status::Approved => 1,
-        Status::Rejected => 2,
-        Status::TimedOut => 3,
-        Status::Cancelled => 4,
-    }
+    i16::from(crate::store::status_code(status))
 }
 
 fn encode(approval: &Approval) -> Result<Vec<u8>, PgApprovalError> {

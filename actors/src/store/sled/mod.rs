@@ -61,7 +61,7 @@ use writer::Writer;
 
 use super::{
     ApprovalStore, Change, Channel, Commit, DeadLetter, QueueEntry, StoreDiagnostics, StoreError,
-    Written, codec, queue,
+    Written, codec, queue, status_code as status_byte,
 };
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 
@@ -108,16 +108,6 @@ pub(crate) const SEQ_FLOOR_KEY: &[u8] = b"seq_floor";
 /// How long a commit may run before the store reports a stall (`store.commit_stall`).
 pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 const SCHEMA_VERSION: u8 = 2;
-
-fn status_byte(status: Status) -> u8 {
-    match status {
-        Status::Pending => 0,
-        Status::Approved => 1,
-        Status::Rejected => 2,
-        Status::TimedOut => 3,
-        Status::Cancelled => 4,
-    }
-}
 
 pub(in crate::store) fn index_key(status: Status, id: ApprovalId) -> [u8; 17] {
     let mut key = [0u8; 17];

@@ -28,6 +28,21 @@ fn approval(key: Option<&str>, timeout: Duration) -> Approval {
     )
 }
 
+/// Stores a new approval in `store`, announced on `channels`, with a "created" history entry.
+fn create(store: &SledStore, approval: &Approval, channels: &[Channel]) -> crate::store::Written {
+    store
+        .apply(&Change {
+            approval,
+            previous: None,
+            event: Some(Event::Created),
+            channels,
+            request_id: None,
+            grant: None,
+            events: &[AuditEvent::now("created")],
+        })
+        .expect("create")
+}
+
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }
@@ -42,30 +57,10 @@ async fn a_sled_backup_imports_into_postgres_and_works_there() {
 
     // A pending approval announced on two channels, one of whose entries became a dead letter.
     let pending = approval(Some("k1"), Duration::from_secs(7200));
-    let written = store
-        .apply(&Change {
-            approval: &pending,
-            previous: None,
-            event: Some(Event::Created),
-            channels: &[Channel::Console, Channel::File],
-            request_id: None,
-            grant: None,
-            events: &[AuditEvent::now("created")],
-        })
-        .expect("create the pending approval");
+    let written = create(&store, &pending, &[Channel::Console, Channel::File]);
     // An approval approved "for this session", with its grant.
     let created = approval(None, Duration::from_secs(600));
-    store
-        .apply(&Change {
-            approval: &created,
-            previous: None,
-            event: Some(Event::Created),
-            channels: &[],
-            request_id: None,
-            grant: None,
-            events: &[AuditEvent::now("created")],
-        })
-        .expect("create");
+    create(&store, &created, &[]);
     let mut decided = created.clone();
     let now = millis(Utc::now().timestamp_millis());
     decided
@@ -191,17 +186,7 @@ async fn a_truncated_backup_imports_nothing() {
     let store = SledStore::open(&dir.path().join("store")).expect("open sled");
     for _ in 0..3 {
         let a = approval(None, Duration::from_secs(600));
-        store
-            .apply(&Change {
-                approval: &a,
-                previous: None,
-                event: Some(Event::Created),
-                channels: &[],
-                request_id: None,
-                grant: None,
-                events: &[],
-            })
-            .expect("create");
+        create(&store, &a, &[]);
     }
     store.commit().wait().await.expect("commit");
     let backup = dir.path().join("backup.agb");
@@ -231,17 +216,7 @@ async fn sled_to_postgres_and_back_keeps_what_happened_on_postgres() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = SledStore::open(&dir.path().join("store")).expect("open sled");
     let pending = approval(Some("k1"), Duration::from_secs(7200));
-    let written = store
-        .apply(&Change {
-            approval: &pending,
-            previous: None,
-            event: Some(Event::Created),
-            channels: &[Channel::Console, Channel::File],
-            request_id: None,
-            grant: None,
-            events: &[AuditEvent::now("created")],
-        })
-        .expect("create");
+    let written = create(&store, &pending, &[Channel::Console, Channel::File]);
     store.commit().wait().await.expect("commit");
     let (_, file_seq) = written.queued[1];
     store
@@ -321,17 +296,7 @@ async fn sled_to_postgres_and_back_keeps_what_happened_on_postgres() {
     assert_eq!(restored.queues().dead_letter_count(), 1);
     // The restored store goes on: a new change commits, its numbers above the exported ones.
     let next = approval(None, Duration::from_secs(600));
-    restored
-        .apply(&Change {
-            approval: &next,
-            previous: None,
-            event: Some(Event::Created),
-            channels: &[Channel::Console],
-            request_id: None,
-            grant: None,
-            events: &[AuditEvent::now("created")],
-        })
-        .expect("a new change");
+    create(&restored, &next, &[Channel::Console]);
     restored
         .commit()
         .wait()
