@@ -28,8 +28,8 @@ async fn concurrent_claimants_never_take_the_same_entry() {
         return;
     };
     let pool = migrated(&db).await;
-    fill(&**pool.get().await.unwrap(), TELEGRAM, 200).await;
-    fill(&**pool.get().await.unwrap(), EMAIL, 5).await;
+    fill(&pool.get().await.unwrap(), TELEGRAM, 200).await;
+    fill(&pool.get().await.unwrap(), EMAIL, 5).await;
     let claimants: Vec<_> = (0..4)
         .map(|i| {
             let pool = db.pool();

@@ -108,8 +108,7 @@ async fn a_missing_or_empty_ca_file_is_named_in_the_error() {
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "not a certificate\n").expect("write");
     let error = pool(&settings(&db, "localhost", TlsMode::Require, Some(empty)))
-        .err()
-        .expect("a CA file without certificates is refused");
+        .expect_err("a CA file without certificates is refused");
     assert!(
         error.to_string().contains("holds no certificate"),
         "{error}"
