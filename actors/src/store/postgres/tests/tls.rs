@@ -100,8 +100,7 @@ async fn a_missing_or_empty_ca_file_is_named_in_the_error() {
         TlsMode::VerifyFull,
         Some(missing),
     ))
-    .err()
-    .expect("a missing CA file is refused");
+    .expect_err("a missing CA file is refused");
     assert!(matches!(error, PgError::Tls(_)), "{error}");
     assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
     let dir = tempfile::tempdir().expect("a temp dir");
