@@ -1,7 +1,7 @@
 //! The PostgreSQL store's create against a bare INSERT, measured in the same run (issue 23's
 //! figure, at the store layer until the service runs on PostgreSQL): durable creates/s of
-//! `store::postgres::approvals::create` (the approval row, its history entry, two outbox rows
-//! and a NOTIFY in one transaction) against one autocommitted INSERT per create, both with
+//! `store::postgres::approvals::create` (the approval row, its history entry and two outbox
+//! rows, atomically) against one autocommitted, prepared INSERT per create, both with
 //! `synchronous_commit = on`, from the same number of concurrent connections.
 //!
 //!   scripts/bench-postgres [--seconds 10] [--connections 32]
@@ -81,19 +81,23 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 }
 
 async fn baseline(url: &str, connections: u64, seconds: u64) -> Run {
+    // Each connection prepares its INSERT once, as a well-written service would.
     let mut clients = Vec::new();
     for _ in 0..connections {
-        clients.push(Arc::new(connect(url).await));
+        let client = connect(url).await;
+        let insert = client
+            .prepare("INSERT INTO bench_baseline (id, body) VALUES ($1, $2)")
+            .await
+            .expect("prepare");
+        clients.push(Arc::new((client, insert)));
     }
     let clients = Arc::new(clients);
     run(connections, seconds, move |worker| {
-        let client = Arc::clone(&clients[worker as usize]);
+        let connection = Arc::clone(&clients[worker as usize]);
         async move {
+            let (client, insert) = &*connection;
             client
-                .execute(
-                    "INSERT INTO bench_baseline (id, body) VALUES ($1, $2)",
-                    &[&ApprovalId::new().to_bytes().as_slice(), &BODY],
-                )
+                .execute(insert, &[&ApprovalId::new().to_bytes().as_slice(), &BODY])
                 .await
                 .expect("insert");
         }
@@ -142,15 +146,10 @@ async fn store(url: &str, connections: u64, seconds: u64) -> Run {
                     entry: vec![0; 300],
                 },
             ];
-            let mut client = pool.get().await.expect("a connection");
-            approvals::create(
-                &mut client,
-                &approval,
-                &[AuditEvent::now("created")],
-                &notices,
-            )
-            .await
-            .expect("create");
+            let client = pool.get().await.expect("a connection");
+            approvals::create(&client, &approval, &[AuditEvent::now("created")], &notices)
+                .await
+                .expect("create");
         }
     })
     .await

@@ -70,7 +70,7 @@ pub enum Decided {
 /// notification queue, held through the commit's WAL flush): with a NOTIFY, creates ran at a
 /// seventh of the bare INSERT's rate.
 pub async fn create(
-    client: &mut Client,
+    client: &deadpool_postgres::ClientWrapper,
     approval: &Approval,
     events: &[AuditEvent],
     notices: &[Notice],
@@ -82,8 +82,10 @@ pub async fn create(
     let at_ms = events.iter().map(|e| e.at_ms).max().unwrap_or(0);
     let channels: Vec<i16> = notices.iter().map(|n| n.channel).collect();
     let entries: Vec<&[u8]> = notices.iter().map(|n| n.entry.as_slice()).collect();
-    let inserted: i64 = client
-        .query_one(
+    // Prepared once per connection (deadpool's statement cache): the statement is planned
+    // once, and each create is one round trip instead of a prepare and an execute.
+    let statement = client
+        .prepare_cached(
             "WITH a AS (
                  INSERT INTO approvals (id, status, requested_by, agent, session_id, tool_name,
                      tool_input, idempotency_key, created_at_ms, expires_at_ms, record)
@@ -100,6 +102,11 @@ pub async fn create(
                      unnest($14::smallint[], $15::bytea[]) WITH ORDINALITY AS n(channel, entry, i)
                  ORDER BY n.i)
              SELECT count(*) FROM a",
+        )
+        .await?;
+    let inserted: i64 = client
+        .query_one(
+            &statement,
             &[
                 &approval.id.to_bytes().as_slice(),
                 &status_code(approval.status),

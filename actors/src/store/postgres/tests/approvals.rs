@@ -57,8 +57,8 @@ async fn an_idempotency_key_holds_across_instances() {
                 let pool = pools[i % pools.len()].clone();
                 let approval = new_approval(Some(&key), Duration::from_secs(600));
                 tokio::spawn(async move {
-                    let mut client = pool.get().await.expect("a connection");
-                    approvals::create(&mut client, &approval, &[], &[]).await
+                    let client = pool.get().await.expect("a connection");
+                    approvals::create(&client, &approval, &[], &[]).await
                 })
             })
             .collect();
@@ -92,8 +92,8 @@ async fn racing_decisions_on_three_instances_have_exactly_one_winner() {
     let outcomes = [Outcome::Approve, Outcome::Reject, Outcome::Cancel];
     for round in 0..30 {
         let approval = new_approval(None, Duration::from_secs(600));
-        let mut client = pools[0].get().await.expect("a connection");
-        approvals::create(&mut client, &approval, &[], &[])
+        let client = pools[0].get().await.expect("a connection");
+        approvals::create(&client, &approval, &[], &[])
             .await
             .expect("create");
         drop(client);
@@ -156,11 +156,11 @@ async fn three_sweepers_time_each_approval_out_once() {
         return;
     };
     let pools = instances(&db).await;
-    let mut client = pools[0].get().await.expect("a connection");
+    let client = pools[0].get().await.expect("a connection");
     let mut ids = Vec::new();
     for _ in 0..90 {
         let approval = new_approval(None, Duration::from_millis(1));
-        approvals::create(&mut client, &approval, &[], &[])
+        approvals::create(&client, &approval, &[], &[])
             .await
             .expect("create");
         ids.push(approval.id);
@@ -224,7 +224,7 @@ async fn a_decision_reaches_a_listener_on_another_instance_and_a_create_wakes_no
     );
     let approval = new_approval(None, Duration::from_secs(600));
     let mut a = pools[0].get().await.expect("instance A");
-    approvals::create(&mut a, &approval, &[], &[])
+    approvals::create(&a, &approval, &[], &[])
         .await
         .expect("create");
     let id = approval.id.to_string();

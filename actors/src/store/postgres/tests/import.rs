@@ -156,7 +156,7 @@ async fn a_sled_backup_imports_into_postgres_and_works_there() {
     // And they work there: the idempotency key still names the pending approval, and its
     // deadline times it out.
     let retry = approval(Some("k1"), Duration::from_secs(7200));
-    match approvals::create(&mut client, &retry, &[], &[])
+    match approvals::create(&client, &retry, &[], &[])
         .await
         .expect("create")
     {
