@@ -313,7 +313,7 @@ def run_case(setup_cls, case, ctx):
     gate_url = ctx["dead_url"] if case == "gate-down" else gate.url
     setup = setup_cls(ctx["clis"], ctx["binary"])
     if case == "approve" and setup.fixture:
-        setup.capture = os.path.join(ctx["scratch"], f"{setup.fixture}.seen.jsonl")
+        setup.capture = os.path.join(ctx["scratch"], f"{setup_cls.__name__}.seen.json")
     setup.prepare(home, project, gate_url, ctx["model_url"])
     decision, want_ran, want_status = EXPECTED[case]
     granted = True
@@ -353,13 +353,14 @@ def compare_fixtures(scratch, setups):
     fixtures = os.path.join(HERE, "..", "..", "tests", "fixtures", "agents")
     compared = failed = 0
     for setup in setups:
-        seen_path = os.path.join(scratch, f"{setup.fixture}.seen.jsonl")
+        seen_path = os.path.join(scratch, f"{setup.__name__}.seen.json")
         if not setup.fixture or not os.path.exists(seen_path):
             continue
         with open(os.path.join(fixtures, setup.fixture)) as f:
             fixture = shape(json.load(f))
         with open(seen_path) as f:
-            seen = shape(json.loads(f.readline()))
+            # The first input the hook got (a CLI may not end it with a newline).
+            seen = shape(json.JSONDecoder().raw_decode(f.read().lstrip())[0])
         missing = sorted(set(seen) - set(fixture))
         extra = sorted(set(fixture) - set(seen))
         tool_missing = sorted(set(seen.get("tool_input", {})) - set(fixture.get("tool_input", {})))
