@@ -93,15 +93,16 @@ impl ActorSystem {
         let mut telegram_webhook_secret = None;
         let telegram = match settings.telegram {
             Some(mut telegram_settings) => {
-                let meta = store.tree("meta")?;
-                let secret = gateway::callback_secret(&meta, settings.callback_secret.as_deref())?;
+                let gateway_queues = store.queues();
+                let secret =
+                    gateway::callback_secret(&gateway_queues, settings.callback_secret.as_deref())?;
                 if let Some(webhook) = &mut telegram_settings.webhook {
-                    webhook.secret = gateway::webhook_secret(&meta, Some(&webhook.secret))?;
+                    webhook.secret =
+                        gateway::webhook_secret(&gateway_queues, Some(&webhook.secret))?;
                     telegram_webhook_secret = Some(std::sync::Arc::from(webhook.secret.as_str()));
                 }
                 let gateway_store = GatewayStore {
-                    queues: store.queues(),
-                    meta,
+                    queues: gateway_queues,
                     // What Telegram cannot deliver is handed to these; with `fallback.always`
                     // they heard of every change from the registry already, and a hand-over
                     // would announce it twice.

@@ -322,7 +322,7 @@ impl FallbackNotifier {
     fn ready_batch(&self, lane: &Lane) -> Result<Vec<(u64, Arc<QueueEntry>)>, StoreError> {
         let seqs = self
             .queues
-            .front_seqs(lane.queue, BATCH, |seq| lane.is_ready(seq))?;
+            .front_seqs(lane.queue, BATCH, &|seq| lane.is_ready(seq))?;
         let mut batch = Vec::with_capacity(seqs.len());
         for seq in seqs {
             let entry = match lane.cache.get(&seq) {

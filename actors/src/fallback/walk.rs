@@ -180,13 +180,17 @@ impl FallbackNotifier {
                     .collect(),
             });
         }
-        self.queues.record_all(done.iter().filter_map(|seq| {
-            let (id, kind) = walked.about.get(seq)?;
-            let event = AuditEvent::now("delivered")
-                .on(queue.as_str())
-                .saying(format!("{kind} notification"));
-            Some((*id, event))
-        }));
+        self.queues.record_all(
+            done.iter()
+                .filter_map(|seq| {
+                    let (id, kind) = walked.about.get(seq)?;
+                    let event = AuditEvent::now("delivered")
+                        .on(queue.as_str())
+                        .saying(format!("{kind} notification"));
+                    Some((*id, event))
+                })
+                .collect(),
+        );
         let lane = &mut self.lanes[index];
         lane.delivering = false;
         for seq in &done {

@@ -22,6 +22,7 @@ mod change;
 mod codec;
 pub mod postgres;
 pub mod queue;
+pub mod queues;
 pub mod sled;
 
 use std::path::PathBuf;
@@ -30,11 +31,12 @@ use std::sync::Arc;
 pub use self::sled::backup;
 pub use self::sled::{
     CommitFault, CommitResult, CommitTotals, DEFAULT_CACHE_BYTES, DEFAULT_STALL, FaultSwitch,
-    Queues, Replayed, SledStore,
+    Replayed, SledStore,
 };
 pub use change::{ApprovalStore, Change, Commit, StoreDiagnostics, Written};
 pub use codec::{CodecError, decode as decode_approval, encode as encode_approval, millis};
 pub use queue::{Channel, DeadLetter, QueueEntry};
+pub use queues::{QueueStore, Queues};
 
 /// A status as both backends store it (sled's index byte, PostgreSQL's `status` column); the
 /// numbers are on disk, so they never change.

@@ -2,7 +2,6 @@
 //!
 //! - [`gateway::TelegramGateway`]: all Bot API traffic (sends, edits, the getUpdates loop,
 //!   callback answers), the retry policy and the circuit breaker.
-//! - [`message_log`]: which messages show which approval (the queue itself is in the store).
 //! - [`breaker`], [`retry`], [`budget`]: pure policies (the group budget is a sliding
 //!   window), unit-tested without a network.
 //! - [`render`]: message text and buttons; [`callback`]: signed button data.
@@ -12,6 +11,5 @@ pub mod breaker;
 pub mod budget;
 pub mod callback;
 pub mod gateway;
-pub mod message_log;
 pub mod render;
 pub mod retry;

@@ -1,6 +1,6 @@
 //! The embedded backend: the sled database, its schema, and the group commit that makes writes
 //! durable (flush + fdatasync, see `commit`). Nothing outside `store` knows these mechanics;
-//! the registry sees [`ApprovalStore`](super::ApprovalStore), the notifiers [`Queues`].
+//! the registry sees [`ApprovalStore`](super::ApprovalStore), the notifiers [`QueueStore`](super::QueueStore).
 //!
 //! The store owns every tree; actors get narrow handles:
 //!
@@ -55,7 +55,7 @@ use commit::{Durability, GroupCommit};
 pub use faults::{CommitFault, FaultSwitch};
 pub use journal::Replayed;
 use queue_tree::QueueTree;
-pub use queues::Queues;
+pub use queues::SledQueues;
 use staging::{Op, Staging, Target};
 use writer::Writer;
 
@@ -330,8 +330,8 @@ impl SledStore {
     }
 
     /// The queue handle notifiers use: their own channel's entries, dead letters, commits.
-    pub fn queues(&self) -> Queues {
-        Queues(self.clone())
+    pub fn queues(&self) -> crate::store::Queues {
+        std::sync::Arc::new(SledQueues(self.clone()))
     }
 
     /// Fault injection: make the next commits fail.

@@ -1,5 +1,6 @@
-//! The notifiers' handle on the store ([`Queues`]): their own channel's queue entries, dead
-//! letters, history entries and commits. Nothing here touches the approval trees.
+//! sled's side of the notifiers' contract ([`QueueStore`]): their own channel's queue entries,
+//! dead letters, history entries, commits, the Telegram message log and the gateway's `meta`
+//! values. Nothing here touches the approval trees.
 
 use std::sync::atomic::Ordering;
 
@@ -10,14 +11,18 @@ use sled::transaction::ConflictableTransactionError;
 use super::queue_tree::QueueTree;
 use super::staging::{Op, Target};
 use super::{Channel, Commit, DeadLetter, QueueEntry, SledStore, StoreError, queue, tx_error};
-use crate::domain::{ApprovalId, AuditEvent};
+use crate::domain::{ApprovalId, AuditEvent, TelegramMessageRef};
+use crate::store::queues::{Durable, QueueStore};
+
+/// Where the Telegram update offset is kept in `meta` (a big-endian i32, as it always was).
+const OFFSET_KEY: &str = "telegram_update_offset";
 
 /// What a notifier may do: read and consume its own channel's queue, append (the Telegram
 /// gateway hands failed deliveries to the fallback channels), dead-letter, and wait for commits.
 #[derive(Clone)]
-pub struct Queues(pub(super) SledStore);
+pub struct SledQueues(pub(super) SledStore);
 
-impl Queues {
+impl SledQueues {
     fn tree(&self) -> &QueueTree {
         &self.0.inner.queues
     }
@@ -63,26 +68,30 @@ impl Queues {
         Ok(out)
     }
 
-    /// Sequence numbers at the front of `channel`'s queue, oldest first, while `take` accepts
-    /// them (at most `limit`). Keys only: nothing is decoded.
-    pub fn front_seqs(
-        &self,
-        channel: Channel,
-        limit: usize,
-        take: impl Fn(u64) -> bool,
-    ) -> Result<Vec<u64>, StoreError> {
-        // Sequence numbers start at 1: "after 0" is the front.
-        self.seqs_after(channel, 0, limit, take)
+    fn until(&self, first: Commit) -> impl std::future::Future<Output = ()> + 'static {
+        const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+        const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+        let queues = self.clone();
+        async move {
+            let mut commit = first;
+            let mut retry_in = FIRST_RETRY;
+            while let Err(error) = commit.wait().await {
+                tracing::error!(%error, retry_in_ms = retry_in.as_millis() as u64, "queue writes not durable yet; retrying the commit");
+                tokio::time::sleep(retry_in).await;
+                retry_in = (retry_in * 2).min(MAX_RETRY);
+                commit = queues.commit();
+            }
+        }
     }
+}
 
-    /// Sequence numbers of `channel` after `seq`, oldest first, while `take` accepts them (at
-    /// most `limit`). Keys only: nothing is decoded.
-    pub fn seqs_after(
+impl QueueStore for SledQueues {
+    fn seqs_after(
         &self,
         channel: Channel,
         seq: u64,
         limit: usize,
-        take: impl Fn(u64) -> bool,
+        take: &dyn Fn(u64) -> bool,
     ) -> Result<Vec<u64>, StoreError> {
         let mut out = Vec::new();
         self.visit_after(channel, seq, limit, |seq, _, _| {
@@ -95,12 +104,10 @@ impl Queues {
         Ok(out)
     }
 
-    /// Visit every entry of `channel`'s queue, oldest first, one at a time: a long backlog is
-    /// read without holding all of it in memory.
-    pub fn visit(
+    fn visit(
         &self,
         channel: Channel,
-        mut visit: impl FnMut(u64, QueueEntry),
+        visit: &mut dyn FnMut(u64, QueueEntry),
     ) -> Result<(), StoreError> {
         self.visit_after(channel, 0, usize::MAX, |seq, key, value| {
             visit(seq, queue::decode(key, value)?);
@@ -109,7 +116,7 @@ impl Queues {
     }
 
     /// (entries, highest seq) of a channel's queue: read once when its notifier starts.
-    pub fn scan(&self, channel: Channel) -> Result<(usize, u64), StoreError> {
+    fn scan(&self, channel: Channel) -> Result<(usize, u64), StoreError> {
         let mut count = 0;
         let mut last = 0;
         self.visit_after(channel, 0, usize::MAX, |seq, _, _| {
@@ -120,7 +127,7 @@ impl Queues {
         Ok((count, last))
     }
 
-    pub fn get(&self, channel: Channel, seq: u64) -> Result<Option<QueueEntry>, StoreError> {
+    fn get(&self, channel: Channel, seq: u64) -> Result<Option<QueueEntry>, StoreError> {
         let key = queue::key(channel, seq);
         self.tree()
             .get(&key)?
@@ -128,17 +135,8 @@ impl Queues {
             .transpose()
     }
 
-    /// Append: staged like the registry's changes, so it is journaled with the next group
-    /// commit; wait for it with [`until_enqueued`](Self::until_enqueued).
-    pub fn enqueue(&self, channel: Channel, entry: &QueueEntry) -> Result<u64, StoreError> {
-        self.enqueue_to(&[channel], entry)?
-            .pop()
-            .map(|(_, seq)| seq)
-            .ok_or_else(|| StoreError::Queue("nothing was queued".into()))
-    }
-
     /// Append one entry to several channels' queues, encoded once: each channel's seq.
-    pub fn enqueue_to(
+    fn enqueue_to(
         &self,
         channels: &[Channel],
         entry: &QueueEntry,
@@ -162,7 +160,7 @@ impl Queues {
 
     /// Delivered: remove. Plain removes, not a sled batch (a batch rolls sled's IO buffer
     /// twice); losing one on a crash only repeats a notification.
-    pub fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
+    fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
         for &seq in seqs {
             self.tree().remove(&queue::key(channel, seq))?;
         }
@@ -170,7 +168,7 @@ impl Queues {
     }
 
     /// Never deliverable: move to the dead letters with the reason.
-    pub fn bury(&self, channel: Channel, seq: u64, reason: &str) -> Result<(), StoreError> {
+    fn bury(&self, channel: Channel, seq: u64, reason: &str) -> Result<(), StoreError> {
         let key = queue::key(channel, seq);
         let inner = &self.0.inner;
         if let Some(value) = self.tree().take_unspilled(&key) {
@@ -197,7 +195,7 @@ impl Queues {
     }
 
     /// Dead letters oldest first, strictly after `after`.
-    pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let mut out = Vec::new();
         for item in self
             .0
@@ -213,7 +211,7 @@ impl Queues {
     }
 
     /// Put a dead letter back at the end of its channel's queue; `None` if there is no such id.
-    pub fn requeue(&self, id: u64) -> Result<Option<(Channel, u64)>, StoreError> {
+    fn requeue(&self, id: u64) -> Result<Option<(Channel, u64)>, StoreError> {
         let inner = &self.0.inner;
         let Some(value) = inner.dead.get(id.to_be_bytes())? else {
             return Ok(None);
@@ -234,7 +232,7 @@ impl Queues {
 
     /// Every dead letter of `channel` back at the end of its queue, oldest first: the channel
     /// and new seq of each. Writes straight to sled (durable with the next full commit).
-    pub fn requeue_channel(&self, channel: Channel) -> Result<Vec<(Channel, u64)>, StoreError> {
+    fn requeue_channel(&self, channel: Channel) -> Result<Vec<(Channel, u64)>, StoreError> {
         let mut requeued = Vec::new();
         let mut after = 0;
         loop {
@@ -253,20 +251,13 @@ impl Queues {
     /// Append to an approval's history (a delivery, a tap, a dead letter). Made durable by the
     /// next group commit, or by the flusher within `LAZY_APPLY` when none comes: nobody waits
     /// on history, so it takes no sync of its own.
-    pub fn record(&self, id: ApprovalId, event: &AuditEvent) {
+    fn record(&self, id: ApprovalId, event: &AuditEvent) {
         self.0.record(id, event);
-    }
-
-    /// Several history entries (a delivered batch), staged together.
-    pub fn record_all(&self, events: impl IntoIterator<Item = (ApprovalId, AuditEvent)>) {
-        for (id, event) in events {
-            self.0.record(id, &event);
-        }
     }
 
     /// When the change announced by the oldest entry of `channel`'s queue happened (ms), if
     /// the queue holds any: one entry decoded.
-    pub fn oldest_ms(&self, channel: Channel) -> Result<Option<i64>, StoreError> {
+    fn oldest_ms(&self, channel: Channel) -> Result<Option<i64>, StoreError> {
         Ok(self
             .front(channel, 1)?
             .first()
@@ -274,13 +265,13 @@ impl Queues {
     }
 
     /// O(1): kept by the store as letters come and go.
-    pub fn dead_letter_count(&self) -> i64 {
+    fn dead_letter_count(&self) -> i64 {
         self.0.inner.dead_count.load(Ordering::Relaxed)
     }
 
     /// Durable once everything written so far is: the notifiers write straight to sled (not
     /// through the journal), so this is a full commit that flushes sled too.
-    pub fn commit(&self) -> Commit {
+    fn commit(&self) -> Commit {
         Commit(self.0.inner.commit.full_ticket())
     }
 
@@ -289,37 +280,81 @@ impl Queues {
     /// waits for one (100 ms, doubling up to 5 s, between tries). For a notifier's own queue
     /// writes: whoever waits for their wake-up must get it once the store commits again, or a
     /// channel that drains in order would wait behind them until a restart.
-    pub fn until_durable(&self) -> impl std::future::Future<Output = ()> + 'static {
-        self.until(self.commit())
+    fn until_durable(&self) -> Durable {
+        Box::pin(self.until(self.commit()))
     }
 
     /// [`until_durable`](Self::until_durable) for entries from [`enqueue`](Self::enqueue):
     /// the first wait is for the journal's commit alone; should it fail, the staged entry is
     /// applied (in memory, see `queue_tree/`) but not journaled, so the retries are full
     /// commits, which spill it into sled and flush sled.
-    pub fn until_enqueued(&self) -> impl std::future::Future<Output = ()> + 'static {
-        self.until(Commit(self.0.inner.commit.ticket()))
+    fn until_enqueued(&self) -> Durable {
+        Box::pin(self.until(Commit(self.0.inner.commit.ticket())))
     }
 
-    fn until(&self, first: Commit) -> impl std::future::Future<Output = ()> + 'static {
-        const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
-        const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
-        let queues = self.clone();
-        async move {
-            let mut commit = first;
-            let mut retry_in = FIRST_RETRY;
-            while let Err(error) = commit.wait().await {
-                tracing::error!(%error, retry_in_ms = retry_in.as_millis() as u64, "queue writes not durable yet; retrying the commit");
-                tokio::time::sleep(retry_in).await;
-                retry_in = (retry_in * 2).min(MAX_RETRY);
-                commit = queues.commit();
-            }
+    fn message_refs(&self, id: ApprovalId) -> Vec<TelegramMessageRef> {
+        self.0
+            .inner
+            .messages
+            .get(id.to_bytes())
+            .ok()
+            .flatten()
+            .and_then(|bytes| {
+                bincode::serde::decode_from_slice::<Vec<TelegramMessageRef>, _>(
+                    &bytes,
+                    bincode::config::standard(),
+                )
+                .ok()
+            })
+            .map(|(refs, _)| refs)
+            .unwrap_or_default()
+    }
+
+    fn add_message_ref(
+        &self,
+        id: ApprovalId,
+        message: TelegramMessageRef,
+    ) -> Result<bool, StoreError> {
+        let mut refs = self.message_refs(id);
+        if refs.contains(&message) {
+            return Ok(false);
         }
+        refs.push(message);
+        let bytes = bincode::serde::encode_to_vec(&refs, bincode::config::standard())
+            .map_err(|e| StoreError::Queue(format!("message log record: {e}")))?;
+        self.0.inner.messages.insert(id.to_bytes(), bytes)?;
+        Ok(true)
     }
 
-    /// Which Telegram messages show which approval (the gateway's log, kept with the approval
-    /// so retention removes both).
-    pub fn messages(&self) -> sled::Tree {
-        self.0.inner.messages.clone()
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.tree("meta")?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn meta_init(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let meta = self.0.tree("meta")?;
+        if let Some(stored) = meta.get(key)? {
+            return Ok(stored.to_vec());
+        }
+        meta.insert(key, value)?;
+        meta.flush()?;
+        Ok(value.to_vec())
+    }
+
+    fn load_offset(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .meta_get(OFFSET_KEY)?
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).ok())
+            .map_or(0, |bytes| i64::from(i32::from_be_bytes(bytes))))
+    }
+
+    /// Written to sled now, durable with the next full commit (a lost offset only repeats
+    /// taps, which the first-decision rule absorbs).
+    fn save_offset(&self, offset: i64) -> Result<bool, StoreError> {
+        let offset = i32::try_from(offset)
+            .map_err(|_| StoreError::Queue(format!("update offset {offset} out of range")))?;
+        self.0
+            .tree("meta")?
+            .insert(OFFSET_KEY, &offset.to_be_bytes())?;
+        Ok(true)
     }
 }

@@ -366,3 +366,32 @@ async fn retention_removals_are_journaled_and_count_from_the_end() {
 fn rand_bits() -> u128 {
     u128::from(fastrand::u64(..))
 }
+
+#[test]
+fn the_message_log_records_each_copy_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SledStore::open(dir.path()).expect("open");
+    let queues = store.queues();
+    let id = ApprovalId::new();
+    let m1 = crate::domain::TelegramMessageRef {
+        chat_id: 1,
+        message_id: 10,
+    };
+    let m2 = crate::domain::TelegramMessageRef {
+        chat_id: 1,
+        message_id: 11,
+    };
+    assert!(queues.add_message_ref(id, m1).expect("add"));
+    assert!(!queues.add_message_ref(id, m1).expect("add"));
+    assert!(queues.add_message_ref(id, m2).expect("add"));
+    assert_eq!(queues.message_refs(id), vec![m1, m2]);
+    assert_eq!(
+        queues.meta_init("k", b"first").expect("init"),
+        b"first".to_vec()
+    );
+    assert_eq!(
+        queues.meta_init("k", b"second").expect("init"),
+        b"first".to_vec(),
+        "the first value stays"
+    );
+}

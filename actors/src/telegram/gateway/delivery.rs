@@ -168,7 +168,7 @@ impl TelegramGateway {
                 Channel::Telegram,
                 after,
                 chunk.min(SCAN - scanned),
-                |_| true,
+                &|_| true,
             )?;
             if seqs.is_empty() {
                 break;
@@ -244,7 +244,7 @@ impl TelegramGateway {
         let targets = match entry.only {
             _ if send => Vec::new(),
             Some(message) => vec![message],
-            None => self.messages.get(entry.approval.id),
+            None => self.queues.message_refs(entry.approval.id),
         };
         async move {
             if send {

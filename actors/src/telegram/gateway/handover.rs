@@ -95,21 +95,22 @@ impl TelegramGateway {
     pub(super) fn tell_fallback_all(&mut self, ctx: &mut Context<Self>) -> bool {
         // The entry the walk stopped at, not confirmed yet (none: it reached the queue's end).
         let unconfirmed = std::cell::Cell::new(None);
-        let seqs = match self
-            .queues
-            .seqs_after(Channel::Telegram, self.told_through, WALK, |seq| {
-                let ready = self.is_ready(seq);
-                if !ready {
-                    unconfirmed.set(Some(seq));
+        let seqs =
+            match self
+                .queues
+                .seqs_after(Channel::Telegram, self.told_through, WALK, &|seq| {
+                    let ready = self.is_ready(seq);
+                    if !ready {
+                        unconfirmed.set(Some(seq));
+                    }
+                    ready
+                }) {
+                Ok(seqs) => seqs,
+                Err(error) => {
+                    tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
+                    return false;
                 }
-                ready
-            }) {
-            Ok(seqs) => seqs,
-            Err(error) => {
-                tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
-                return false;
-            }
-        };
+            };
         // One never confirmed (a lost wake-up) shows in health as a stuck outbox, as it does
         // for the delivery scan (`delivery.rs`): with the breaker open the gateway is degraded
         // anyway, and the entry would silently never reach the fallback channels.

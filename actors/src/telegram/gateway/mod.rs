@@ -30,7 +30,6 @@ use actix::prelude::*;
 use super::api::Api;
 use super::breaker::{BreakerSettings, CircuitBreaker, Transition};
 use super::callback::CallbackCodec;
-use super::message_log::MessageLog;
 use super::retry::RetryPolicy;
 use crate::fallback::{Announce, Announcement, FallbackNotifier};
 use crate::metrics::{Metric, TelegramMetric};
@@ -39,8 +38,7 @@ use crate::store::{Channel, Queues, StoreError};
 use crate::supervision::{self, HealthStatus, Restarts};
 
 pub const NAME: &str = "telegram_gateway";
-const OFFSET_KEY: &[u8] = b"telegram_update_offset";
-const SECRET_KEY: &[u8] = b"telegram_callback_secret";
+const SECRET_KEY: &str = "telegram_callback_secret";
 
 #[derive(Debug, Clone)]
 pub struct TelegramSettings {
@@ -72,49 +70,41 @@ pub struct Webhook {
     pub secret: String,
 }
 
-const WEBHOOK_SECRET_KEY: &[u8] = b"telegram_webhook_secret";
+const WEBHOOK_SECRET_KEY: &str = "telegram_webhook_secret";
 
-/// The configured webhook secret, or the one stored in sled, or a new random one (stored and
-/// flushed), so Telegram's deliveries keep verifying across restarts.
-pub fn webhook_secret(meta: &sled::Tree, configured: Option<&str>) -> Result<String, StoreError> {
+fn random_bytes() -> Result<[u8; 32], StoreError> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| StoreError::Queue("no system randomness".into()))?;
+    Ok(bytes)
+}
+
+/// The configured webhook secret, or the one stored, or a new random one (stored durably; on a
+/// shared store the first instance's), so Telegram's deliveries keep verifying across restarts.
+pub fn webhook_secret(queues: &Queues, configured: Option<&str>) -> Result<String, StoreError> {
     if let Some(secret) = configured.filter(|s| !s.is_empty()) {
         return Ok(secret.to_string());
     }
-    if let Some(stored) = meta.get(WEBHOOK_SECRET_KEY)? {
-        return Ok(String::from_utf8_lossy(&stored).into_owned());
-    }
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| StoreError::Io(sled::Error::Unsupported("no system randomness".into())))?;
-    let secret = hex::encode(bytes);
-    meta.insert(WEBHOOK_SECRET_KEY, secret.as_bytes())?;
-    meta.flush()?;
-    Ok(secret)
+    let fresh = hex::encode(random_bytes()?);
+    let stored = queues.meta_init(WEBHOOK_SECRET_KEY, fresh.as_bytes())?;
+    Ok(String::from_utf8_lossy(&stored).into_owned())
 }
 
 /// What the gateway is given of the store, while wiring up.
 pub struct GatewayStore {
     pub queues: Queues,
-    pub meta: sled::Tree,
     /// The fallback channels' queues, for entries Telegram cannot deliver.
     pub fallback_channels: Vec<Channel>,
 }
 
-/// The configured secret, or the one stored in sled, or a new random one (stored and flushed),
-/// so buttons keep working across restarts.
-pub fn callback_secret(meta: &sled::Tree, configured: Option<&str>) -> Result<Vec<u8>, StoreError> {
+/// The configured secret, or the one stored, or a new random one (stored durably; on a shared
+/// store every instance signs with the first one's), so buttons keep working across restarts
+/// and a tap verifies on whichever instance receives it.
+pub fn callback_secret(queues: &Queues, configured: Option<&str>) -> Result<Vec<u8>, StoreError> {
     if let Some(secret) = configured.filter(|s| !s.is_empty()) {
         return Ok(secret.as_bytes().to_vec());
     }
-    if let Some(stored) = meta.get(SECRET_KEY)? {
-        return Ok(stored.to_vec());
-    }
-    let mut secret = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-        .map_err(|_| StoreError::Io(sled::Error::Unsupported("no system randomness".into())))?;
-    meta.insert(SECRET_KEY, &secret)?;
-    meta.flush()?;
-    Ok(secret.to_vec())
+    queues.meta_init(SECRET_KEY, &random_bytes()?)
 }
 
 pub struct TelegramGateway {
@@ -139,8 +129,6 @@ pub struct TelegramGateway {
     /// The content of durable entries, as their Wake carried it (or as read back once),
     /// within a byte budget: an outage's backlog is read back from the store when its turn comes.
     cache: crate::wake_cache::WakeCache,
-    messages: MessageLog,
-    meta: sled::Tree,
     fallback_channels: Vec<Channel>,
     breaker: CircuitBreaker,
     registry: Option<Addr<ApprovalRegistry>>,
@@ -200,14 +188,12 @@ impl TelegramGateway {
                 }
                 None => CallbackCodec::new(&secret),
             }),
-            messages: MessageLog::new(store.queues.messages()),
             queues: store.queues,
             ready: BTreeSet::new(),
             ready_through: 0,
             queued: 0,
             superseded: superseded::Superseded::default(),
             cache: Default::default(),
-            meta: store.meta,
             fallback_channels: store.fallback_channels,
             breaker: CircuitBreaker::new(settings.breaker.clone()),
             settings: Arc::new(settings),
@@ -261,7 +247,7 @@ impl TelegramGateway {
                 // Which approvals already ended, so a first message still queued is posted
                 // decided. Streamed: a day-long outage's backlog is not held in memory at once.
                 let superseded = &mut self.superseded;
-                let visited = self.queues.visit(Channel::Telegram, |seq, entry| {
+                let visited = self.queues.visit(Channel::Telegram, &mut |seq, entry| {
                     if entry.event == crate::notification::Event::Ended && entry.only.is_none() {
                         superseded.insert(entry.approval.id, seq);
                     }

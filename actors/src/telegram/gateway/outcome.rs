@@ -98,7 +98,7 @@ impl TelegramGateway {
         // the approval ends). Both are durable with the next checkpoint; a crash before it
         // repeats the message, whose copies a tap then records.
         if let Some(Delivered::Sent(message)) = delivered
-            && let Err(error) = self.messages.add(entry.approval.id, message)
+            && let Err(error) = self.queues.add_message_ref(entry.approval.id, message)
         {
             tracing::error!(actor = NAME, %error, "cannot record a sent message");
         }

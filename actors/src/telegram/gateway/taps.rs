@@ -88,7 +88,7 @@ impl TelegramGateway {
     /// which the log never heard of). A valid button moved onto another approval's message
     /// fails both, so it can neither decide nor get that message overwritten.
     fn shows(&self, query: &CallbackQuery, id: ApprovalId, message: TelegramMessageRef) -> bool {
-        if self.messages.get(id).contains(&message) {
+        if self.queues.message_refs(id).contains(&message) {
             return true;
         }
         let footer = format!("id {id}");
@@ -143,7 +143,7 @@ impl TelegramGateway {
             }
         };
         // Remember this copy before deciding, so the edit the decision triggers reaches it too.
-        let new_copy = self.messages.add(id, message).unwrap_or(false);
+        let new_copy = self.queues.add_message_ref(id, message).unwrap_or(false);
         let decision = Decision {
             outcome: action.outcome(),
             actor: DecidedBy::Telegram {

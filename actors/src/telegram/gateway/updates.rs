@@ -10,7 +10,7 @@ use futures_util::future::LocalBoxFuture;
 use teloxide::types::{Update, UpdateKind};
 
 use super::taps::TapOutcome;
-use super::{NAME, OFFSET_KEY, TelegramGateway};
+use super::{NAME, TelegramGateway};
 use crate::metrics::TelegramMetric;
 use crate::supervision::{self, guarded_with};
 use crate::telegram::api::Attempt;
@@ -121,22 +121,31 @@ impl TelegramGateway {
         if let Some(offset) = self.polling.offset {
             return offset;
         }
-        let stored = self
-            .meta
-            .get(OFFSET_KEY)
-            .ok()
-            .flatten()
-            .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_ref()).ok())
-            .map(i32::from_be_bytes)
-            .unwrap_or(0);
+        let stored = match self.queues.load_offset() {
+            Ok(offset) => i32::try_from(offset).unwrap_or(0),
+            Err(error) => {
+                tracing::error!(actor = NAME, %error, "cannot read the Telegram update offset");
+                0
+            }
+        };
         self.polling.offset = Some(stored);
         stored
     }
 
     fn save_offset(&mut self, offset: i32, ctx: &mut Context<Self>) {
         self.polling.offset = Some(offset);
-        if let Err(error) = self.meta.insert(OFFSET_KEY, &offset.to_be_bytes()) {
-            tracing::error!(actor = NAME, %error, "cannot save the Telegram update offset");
+        match self.queues.save_offset(i64::from(offset)) {
+            Ok(true) => {}
+            Ok(false) => {
+                // Fenced: another instance took the poller's lease; it polls from here on.
+                tracing::warn!(
+                    actor = NAME,
+                    "no longer the Telegram poller; the update offset was not saved"
+                );
+            }
+            Err(error) => {
+                tracing::error!(actor = NAME, %error, "cannot save the Telegram update offset")
+            }
         }
         self.commit_in_background(ctx);
     }
