@@ -11,6 +11,9 @@ use crate::metrics::Metric;
 use crate::notification::{LoseWakes, Wake};
 use crate::supervision::{self, ActorHealth, HealthStatus, Ping};
 
+/// On a shared store: how often each lane reads its queue's front (see `started`).
+const FOLLOW_LEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Actor for FallbackNotifier {
     type Context = Context<Self>;
 
@@ -19,6 +22,15 @@ impl Actor for FallbackNotifier {
         supervision::guarded_with(NAME, self, ctx, |act, ctx| {
             act.reload(ctx);
             act.publish_queued();
+            if act.queues.shared() {
+                // Entries other instances wrote come with no wake-up; and when this instance
+                // takes the lease, its queues' fronts are read here.
+                supervision::run_interval(ctx, NAME, FOLLOW_LEASE_EVERY, |act, ctx| {
+                    for index in 0..act.lanes.len() {
+                        act.pump(index, ctx);
+                    }
+                });
+            }
         });
     }
 }

@@ -93,11 +93,13 @@ struct Lane {
     /// Since when confirmed entries wait behind the queue's front, which is not confirmed
     /// (see [`crate::notification::STUCK_AFTER`]).
     blocked: Blocked<()>,
+    /// Every entry the queue shows is durable (PostgreSQL: rows are visible once committed).
+    all_ready: bool,
 }
 
 impl Lane {
     fn is_ready(&self, seq: u64) -> bool {
-        seq <= self.ready_through || self.ready.contains(&seq)
+        self.all_ready || seq <= self.ready_through || self.ready.contains(&seq)
     }
 }
 
@@ -147,6 +149,7 @@ impl FallbackNotifier {
             next_batch_at: None,
             batch_wake_armed: false,
             blocked: Blocked::default(),
+            all_ready: queues.visible_is_durable(),
         })
         .collect();
         Self {
@@ -228,7 +231,8 @@ impl FallbackNotifier {
         let Some(lane) = self.lanes.get(index) else {
             return;
         };
-        if lane.delivering {
+        // On a shared store one instance delivers: the holder of the poller's lease.
+        if lane.delivering || !self.queues.leading() {
             return;
         }
         if let Some(at) = lane.retry_at {

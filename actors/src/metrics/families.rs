@@ -26,6 +26,7 @@ pub(super) struct Families {
     pub(super) tg_breaker_transitions: IntCounterVec,
     pub(super) tg_outbox: IntGauge,
     pub(super) tg_unauthorised: IntCounter,
+    pub(super) tg_leader_changes: IntCounter,
     pub(super) refused: IntCounterVec,
     pub(super) reloads: IntCounterVec,
     pub(super) actor_up: prometheus::IntGaugeVec,
@@ -209,6 +210,14 @@ impl Families {
                 IntCounter::new(
                     "approval_gate_telegram_unauthorised_taps_total",
                     "Button taps refused (unknown user, wrong chat or bad signature)",
+                )
+                .expect("valid metric"),
+            ),
+            tg_leader_changes: register(
+                r,
+                IntCounter::new(
+                    "approval_gate_telegram_leader_changes_total",
+                    "Times this instance took or lost the Telegram poller's lease (a shared store)",
                 )
                 .expect("valid metric"),
             ),

@@ -121,6 +121,8 @@ pub enum TelegramMetric {
     },
     OutboxSize(i64),
     UnauthorisedTap,
+    /// This instance took or lost the Telegram poller's lease (a shared store).
+    LeaderChange,
 }
 
 /// Render the registry in the Prometheus text format.
@@ -284,6 +286,7 @@ impl MetricsCollector {
                 m.tg_breaker_transitions.with_label_values(&[to]).inc()
             }
             TelegramMetric::OutboxSize(n) => m.tg_outbox.set(n),
+            TelegramMetric::LeaderChange => m.tg_leader_changes.inc(),
             TelegramMetric::UnauthorisedTap => {
                 m.tg_unauthorised.inc();
                 m.refused.with_label_values(&["unauthorised_tap"]).inc();

@@ -101,10 +101,18 @@ impl ApprovalRegistry {
                 );
                 let finish = self.finish(pending, ctx);
                 async move {
-                    finish.await.map(|approval| Created {
-                        approval,
-                        created: true,
-                    })
+                    match finish.await {
+                        Ok(approval) => Ok(Created {
+                            approval,
+                            created: true,
+                        }),
+                        // Lost: the key was taken meanwhile (another instance): the original.
+                        Err(RegistryError::Conflict(original)) => Ok(Created {
+                            approval: *original,
+                            created: false,
+                        }),
+                        Err(error) => Err(error),
+                    }
                 }
                 .boxed_local()
             }

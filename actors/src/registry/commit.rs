@@ -9,7 +9,7 @@ use super::{ApprovalRegistry, NAME, RegistryError};
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 use crate::metrics::Metric;
 use crate::notification::Event;
-use crate::store::{Change, Commit, Written};
+use crate::store::{Change, Landed, Landing, Written};
 use crate::supervision::guarded;
 
 /// What kind of change a write is; decides who hears of it once it is durable.
@@ -44,10 +44,20 @@ pub(super) struct Applied {
     written: Written,
 }
 
-/// A change written to sled and waiting for its commit.
+/// A change written and waiting to land.
 pub(super) struct Pending {
     pub(super) applied: Applied,
-    commit: Commit,
+    landing: Landing,
+}
+
+/// What became of a change, as the registry settles it.
+enum Fate {
+    Durable,
+    /// The commit failed: revert.
+    Failed,
+    /// Another writer got there first (PostgreSQL): nothing was written, nothing to revert;
+    /// the approval as stored now.
+    Lost(Box<Approval>),
 }
 
 /// Sent by a commit future to the registry once the commit's fate is known.
@@ -55,7 +65,7 @@ pub(super) struct Pending {
 #[rtype(result = "()")]
 pub(super) struct Settle {
     generation: u64,
-    durable: bool,
+    fate: Fate,
     applied: Applied,
 }
 
@@ -82,7 +92,7 @@ impl ApprovalRegistry {
         } else {
             &[]
         };
-        let written = self.store.apply(&Change {
+        let (written, landing) = self.store.write(&Change {
             approval: &approval,
             previous: previous.as_ref(),
             event,
@@ -113,7 +123,7 @@ impl ApprovalRegistry {
                 grant,
                 written,
             },
-            commit: self.store.commit(),
+            landing,
         })
     }
 
@@ -123,10 +133,17 @@ impl ApprovalRegistry {
         let notifiers = self.notifiers.clone();
         let generation = self.generation;
         async move {
-            let Pending { applied, commit } = pending;
-            let result = commit.wait().await;
-            let durable = result.is_ok();
-            if durable {
+            let Pending { applied, landing } = pending;
+            let (fate, result) = match landing.wait().await {
+                Ok(Landed::Durable) => (Fate::Durable, Ok(applied.approval.clone())),
+                // The winner, as any loser of a race is told (a repeated create: the original).
+                Ok(Landed::Lost(current)) => (
+                    Fate::Lost(current.clone()),
+                    Err(RegistryError::Conflict(current)),
+                ),
+                Err(error) => (Fate::Failed, Err(RegistryError::from(error))),
+            };
+            if matches!(fate, Fate::Durable) {
                 // Notifiers may now deliver these entries: they are on disk.
                 notifiers.wake(
                     &applied.written.queued,
@@ -135,15 +152,14 @@ impl ApprovalRegistry {
                     applied.span.as_ref(),
                 );
             }
-            let reply = applied.approval.clone();
             // `do_send` queues before we answer, so anything the caller does next is handled
             // after the settlement (a retry after a 503 sees the reverted state).
             me.do_send(Settle {
                 generation,
-                durable,
+                fate,
                 applied,
             });
-            result.map(|()| reply).map_err(RegistryError::from)
+            result
         }
         .boxed_local()
     }
@@ -174,7 +190,7 @@ impl ApprovalRegistry {
     fn settle(&mut self, settle: Settle) {
         let Settle {
             generation,
-            durable,
+            fate,
             applied:
                 Applied {
                     span,
@@ -192,7 +208,25 @@ impl ApprovalRegistry {
             .and_then(|entry| entry.request_id.clone())
             .unwrap_or_else(|| "-".into());
         let current = generation == self.generation;
-        if !durable {
+        if let Fate::Lost(stored) = fate {
+            // Nothing was written. A create counted and armed in advance is taken back; an
+            // ending another instance made is applied here as that instance's change.
+            if kind != Kind::Ended && current {
+                if kind == Kind::Created {
+                    self.pending_changed(&approval.requested_by, false);
+                }
+                self.sweeper.do_send(crate::sweeper::Disarm {
+                    id: approval.id,
+                    deadline_ms: self.deadline_ms(&approval),
+                });
+            }
+            self.unsettled.settled(approval.id, true);
+            if kind == Kind::Ended {
+                self.ended_elsewhere(*stored);
+            }
+            return;
+        }
+        if matches!(fate, Fate::Failed) {
             let change = Change {
                 approval: &approval,
                 previous: previous.as_ref(),

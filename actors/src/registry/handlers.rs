@@ -23,6 +23,9 @@ impl Actor for ApprovalRegistry {
         ctx.set_mailbox_capacity(4096);
         supervision::guarded_with(NAME, self, ctx, |act, ctx| {
             act.load();
+            if act.store.shared() {
+                super::remote::start(ctx);
+            }
             if act.settings.retention.is_some() {
                 supervision::run_later(ctx, NAME, Duration::ZERO, |act, _| act.retention_pass());
                 supervision::run_interval(ctx, NAME, RETENTION_EVERY, |act, _| {

@@ -18,6 +18,7 @@ mod changes;
 mod commit;
 mod handlers;
 mod messages;
+mod remote;
 mod unsettled;
 mod verdict;
 mod waiters;
@@ -30,6 +31,7 @@ use actix::prelude::*;
 use chrono::Utc;
 
 pub use messages::*;
+pub use remote::RemoteChange;
 use waiters::Waiters;
 
 use crate::domain::{Approval, ApprovalId, Decision, Grant, Status};
@@ -70,6 +72,20 @@ pub struct Notifiers {
 }
 
 impl Notifiers {
+    /// Tell every notifier its queue may hold entries it was not told of (written by another
+    /// instance on a shared store): it reads its queue's front again.
+    pub fn nudge(&self) {
+        for (&channel, notifier) in &self.wake {
+            notifier.do_send(Wake {
+                channel,
+                confirmed: Vec::new(),
+                withdrawn: Vec::new(),
+                entry: None,
+                span: None,
+            });
+        }
+    }
+
     /// Tell each channel's notifier which of its entries are durable or withdrawn.
     pub fn wake(
         &self,

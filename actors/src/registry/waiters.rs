@@ -34,6 +34,11 @@ impl Waiters {
         self.count
     }
 
+    /// The approvals someone waits for.
+    pub fn ids(&self) -> Vec<ApprovalId> {
+        self.by_approval.keys().copied().collect()
+    }
+
     /// Register a waiter for `id`, requested by `agent`; refused when `limit` waiters are
     /// registered in all, or `per_agent` for this agent token.
     pub fn add(

@@ -1,10 +1,13 @@
 //! What the registry sees of storage: the [`ApprovalStore`] trait, the [`Change`] it writes (an
 //! approval, its queue entries, grant and history, atomically), what a write returns so it can
-//! be announced or reverted ([`Written`]), and the durability promise ([`Commit`]). sled
-//! implements it in `approvals.rs`; a PostgreSQL backend would implement the same trait.
+//! be announced or reverted ([`Written`]), and what became of it ([`Landing`]: durable, or lost
+//! to a change another instance made first). sled implements it in `sled/approvals.rs`
+//! (staged, durable at the group commit), PostgreSQL in `postgres/backend/` (one transaction).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -50,15 +53,58 @@ pub struct Written {
     pub(super) record: Vec<u8>,
 }
 
+/// What became of a written change.
+#[derive(Debug)]
+pub enum Landed {
+    /// On stable storage: announce it.
+    Durable,
+    /// Not written: the approval is no longer as the change found it (another instance decided
+    /// it first), or a new approval's idempotency key was taken meanwhile. The approval as it
+    /// is stored now: the winner, or the original of the idempotent repeat.
+    Lost(Box<Approval>),
+}
+
+/// A written change's fate, as a future that does not borrow the store (it outlives a restart
+/// of the registry that wrote it).
+pub struct Landing(Pin<Box<dyn Future<Output = Result<Landed, StoreError>> + Send>>);
+
+impl Landing {
+    pub fn new(future: impl Future<Output = Result<Landed, StoreError>> + Send + 'static) -> Self {
+        Self(Box::pin(future))
+    }
+
+    /// A backend whose changes land at its commit ([`ApprovalStore::commit`]).
+    pub fn at(commit: Commit) -> Self {
+        Self::new(async move { commit.wait().await.map(|()| Landed::Durable) })
+    }
+
+    pub async fn wait(self) -> Result<Landed, StoreError> {
+        self.0.await
+    }
+}
+
 /// What the registry needs from storage: approvals, their indexes and history, grants, the
 /// durability promise, and the store's own health. The registry holds it as
-/// `Arc<dyn ApprovalStore>`; sled implements it here, a PostgreSQL store could too. (The
-/// notifiers' queues are a separate handle, [`super::Queues`], not behind a trait yet.)
+/// `Arc<dyn ApprovalStore>` and does not know which backend it runs on.
 pub trait ApprovalStore: Send + Sync + 'static {
-    /// Write the approval, its indexes and its queue entries as one atomic change.
-    fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError>;
-    /// Undo an [`apply`](Self::apply) whose commit failed, if nothing changed the approval since.
+    /// Write the approval, its indexes, history, grant and queue entries as one atomic change;
+    /// the [`Landing`] says when it is durable, or that it was lost to another writer. sled
+    /// shows the change to reads at once (and reverts it if its commit fails); PostgreSQL once
+    /// its transaction committed.
+    fn write(&self, change: &Change<'_>) -> Result<(Written, Landing), StoreError>;
+    /// Undo a [`write`](Self::write) whose commit failed, if nothing changed the approval since.
     fn revert(&self, change: &Change<'_>, written: &Written) -> Result<(), StoreError>;
+    /// Pending approvals whose deadline (`expires_at`) is at or before `before_ms`, at most
+    /// `limit`: on a store several instances share, approvals created elsewhere whose deadlines
+    /// this instance's sweeper never armed. One process knows every deadline: none.
+    fn due(&self, _before_ms: i64, _limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// True when other instances write to the same store (PostgreSQL): the registry then looks
+    /// for approvals they created whose deadlines passed, and hears of what they ended.
+    fn shared(&self) -> bool {
+        false
+    }
     fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError>;
     fn find_idempotent(&self, agent: &str, key: &str) -> Result<Option<ApprovalId>, StoreError>;
     /// Newest first, strictly older than `before` when given. O(page) through the status index.

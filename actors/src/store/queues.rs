@@ -141,6 +141,13 @@ pub trait QueueStore: Send + Sync + 'static {
         true
     }
 
+    /// True when other instances share the queues (PostgreSQL): notifiers then check
+    /// [`leading`](Self::leading) and read their queue's front on a timer, since entries
+    /// written elsewhere come with no wake-up.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// True when every entry a notifier can read is durable already (PostgreSQL: rows become
     /// visible at commit), so no wake-up is needed to confirm it.
     fn visible_is_durable(&self) -> bool {

@@ -9,14 +9,15 @@ use std::sync::atomic::Ordering;
 
 use super::staging::{Op, Target};
 use super::{
-    ApprovalStore, Change, Commit, CommitFault, QueueEntry, SledStore, StoreDiagnostics,
+    ApprovalStore, Change, Commit, CommitFault, Landing, QueueEntry, SledStore, StoreDiagnostics,
     StoreError, Written, created_ms, decode_entry, encode_grant, encode_record, id_of_index,
     idempotency_key, index_key, queue, status_byte,
 };
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 
-impl ApprovalStore for SledStore {
-    fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError> {
+impl SledStore {
+    /// Stage a change: reads see it at once, the next group commit makes it durable.
+    pub fn apply(&self, change: &Change<'_>) -> Result<Written, StoreError> {
         let approval = change.approval;
         let record = encode_record(approval)?;
         let id = approval.id.to_bytes();
@@ -81,6 +82,13 @@ impl ApprovalStore for SledStore {
             entry,
             record,
         })
+    }
+}
+
+impl ApprovalStore for SledStore {
+    fn write(&self, change: &Change<'_>) -> Result<(Written, Landing), StoreError> {
+        let written = self.apply(change)?;
+        Ok((written, Landing::at(self.commit())))
     }
 
     fn revert(&self, change: &Change<'_>, written: &Written) -> Result<(), StoreError> {

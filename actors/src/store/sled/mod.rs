@@ -60,8 +60,8 @@ use staging::{Op, Staging, Target};
 use writer::Writer;
 
 use super::{
-    ApprovalStore, Change, Channel, Commit, DeadLetter, QueueEntry, StoreDiagnostics, StoreError,
-    Written, codec, queue, status_code as status_byte,
+    ApprovalStore, Change, Channel, Commit, DeadLetter, Landing, QueueEntry, StoreDiagnostics,
+    StoreError, Written, codec, queue, status_code as status_byte,
 };
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 

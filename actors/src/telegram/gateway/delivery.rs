@@ -55,7 +55,8 @@ pub(super) enum Delivered {
 impl TelegramGateway {
     /// Deliver the outbox's head if nothing stops us; otherwise arrange to be woken.
     pub(super) fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.delivery.delivering {
+        // Another instance delivers (it holds the poller's lease).
+        if self.delivery.delivering || !self.leading {
             return;
         }
         let now = Instant::now();

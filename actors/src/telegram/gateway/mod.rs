@@ -38,6 +38,9 @@ use crate::store::{Channel, Queues, StoreError};
 use crate::supervision::{self, HealthStatus, Restarts};
 
 pub const NAME: &str = "telegram_gateway";
+/// On a shared store: how often the gateway checks the poller's lease and reads its queue's
+/// front for entries other instances wrote (they come with no wake-up).
+const FOLLOW_LEASE_EVERY: Duration = Duration::from_millis(250);
 const SECRET_KEY: &str = "telegram_callback_secret";
 
 #[derive(Debug, Clone)]
@@ -146,6 +149,11 @@ pub struct TelegramGateway {
     told_fallback: HashSet<u64>,
     /// Every entry up to this sequence number has been told to the fallback channels.
     told_through: u64,
+    /// This instance polls Telegram and delivers the queue (always, unless the store is shared
+    /// and another instance holds the poller's lease).
+    leading: bool,
+    /// The getUpdates loop is not running (not leading, or webhook mode).
+    poll_stopped: bool,
 }
 
 fn when(at: Instant) -> String {
@@ -210,6 +218,8 @@ impl TelegramGateway {
             consecutive_failures: 0,
             told_fallback: HashSet::new(),
             told_through: 0,
+            leading: false,
+            poll_stopped: true,
         })
     }
 
@@ -232,7 +242,47 @@ impl TelegramGateway {
     }
 
     fn is_ready(&self, seq: u64) -> bool {
-        seq <= self.ready_through || self.ready.contains(&seq)
+        seq <= self.ready_through || self.ready.contains(&seq) || self.queues.visible_is_durable()
+    }
+
+    /// On a shared store: follow the poller's lease. Taking it: read the queue afresh (another
+    /// instance delivered meanwhile) and start polling from the offset the last leader saved.
+    /// Losing it: stop polling and delivering (what is in flight finishes). Leading: read the
+    /// queue's front, which may hold entries other instances wrote.
+    fn follow_lease(&mut self, ctx: &mut Context<Self>) {
+        let leading = self.queues.leading();
+        if leading && !self.leading {
+            tracing::info!(
+                actor = NAME,
+                "this instance now polls Telegram and delivers notifications"
+            );
+            self.metric(TelegramMetric::LeaderChange);
+            self.leading = true;
+            self.polling = updates::State::default();
+            self.reload_queue();
+            self.start_polling(ctx);
+        } else if !leading && self.leading {
+            tracing::warn!(
+                actor = NAME,
+                "another instance took the Telegram poller's lease; this one stops polling and delivering"
+            );
+            self.metric(TelegramMetric::LeaderChange);
+            self.leading = false;
+        }
+        if self.leading {
+            self.pump(ctx);
+        }
+    }
+
+    fn start_polling(&mut self, ctx: &mut Context<Self>) {
+        match self.settings.webhook.clone() {
+            Some(webhook) => self.register_webhook(webhook, 1, ctx),
+            None if self.poll_stopped => {
+                self.poll_stopped = false;
+                self.poll(ctx);
+            }
+            None => {}
+        }
     }
 
     /// (Re)read the queue: everything in it now is durable (it survived to be read).
@@ -342,9 +392,15 @@ impl Actor for TelegramGateway {
             act.reload_queue();
             act.publish_outbox();
             act.metric(TelegramMetric::BreakerState(act.breaker.state().gauge()));
-            match act.settings.webhook.clone() {
-                Some(webhook) => act.register_webhook(webhook, 1, ctx),
-                None => act.poll(ctx),
+            act.poll_stopped = true;
+            act.leading = act.queues.leading();
+            if act.leading {
+                act.start_polling(ctx);
+            }
+            if act.queues.shared() {
+                supervision::run_interval(ctx, NAME, FOLLOW_LEASE_EVERY, |act, ctx| {
+                    act.follow_lease(ctx)
+                });
             }
             act.pump(ctx);
         });

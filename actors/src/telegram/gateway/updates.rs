@@ -138,6 +138,8 @@ impl TelegramGateway {
             Ok(true) => {}
             Ok(false) => {
                 // Fenced: another instance took the poller's lease; it polls from here on.
+                self.leading = false;
+                self.metric(crate::metrics::TelegramMetric::LeaderChange);
                 tracing::warn!(
                     actor = NAME,
                     "no longer the Telegram poller; the update offset was not saved"
@@ -151,6 +153,11 @@ impl TelegramGateway {
     }
 
     pub(super) fn poll(&mut self, ctx: &mut Context<Self>) {
+        if !self.leading {
+            // Another instance polls; `follow_lease` starts the loop again if this one leads.
+            self.poll_stopped = true;
+            return;
+        }
         let api = self.api.clone();
         let offset = self.offset();
         let poll = self.settings.poll_timeout;

@@ -1,0 +1,114 @@
+//! Changes made by other instances on a store several instances share (PostgreSQL): applied to
+//! this registry's view so that its long polls wake, its sweeper forgets deadlines that no
+//! longer matter and its counts stay near the truth.
+//!
+//! The store's LISTEN connection tells of every approval another instance ended
+//! ([`RemoteChange::Ended`]) and of every (re)connection ([`RemoteChange::Resync`]): a
+//! NOTIFY sent while the connection was down is lost, so a resync re-reads what this instance
+//! waits for. Creates are not announced (a NOTIFY serialises commits cluster-wide, and the create
+//! is the hot path); the deadlines of approvals created elsewhere are found by [`orphan_sweep`],
+//! which asks the store for pending approvals past their deadline. Owns no state of its own: it
+//! drives the registry's waiters, counts and sweeper through the registry's methods.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::{ApprovalRegistry, NAME};
+use crate::domain::{Approval, ApprovalId, Status};
+use crate::supervision::{self, guarded};
+use crate::sweeper::Expire;
+
+/// How often the registry looks for due approvals no sweeper here armed.
+pub const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// What another instance did, as this instance's store heard of it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum RemoteChange {
+    /// An approval was ended (decided, timed out, cancelled) by another instance.
+    Ended(ApprovalId),
+    /// Wake-ups may have been missed: re-read.
+    Resync,
+}
+
+impl ApprovalRegistry {
+    /// An approval another instance ended: wake whoever waits here, disarm its deadline, count
+    /// it, and tell this instance's notifiers (the delivering instance sends its news).
+    pub(super) fn ended_elsewhere(&mut self, approval: Approval) {
+        if !approval.status.is_terminal() {
+            return;
+        }
+        self.sweeper.do_send(crate::sweeper::Disarm {
+            id: approval.id,
+            deadline_ms: self.deadline_ms(&approval),
+        });
+        if self.waiters.wake(&approval) > 0 {
+            self.publish_waiters();
+        }
+        self.notifiers.nudge();
+    }
+
+    fn remote_ended(&mut self, id: ApprovalId) {
+        match self.store.get(id) {
+            Ok(Some(approval)) => self.ended_elsewhere(approval),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(actor = NAME, approval_id = %id, %error, "cannot read an approval another instance ended")
+            }
+        }
+    }
+
+    /// Re-read what may have changed unseen: the counts, the deadlines, and every approval a
+    /// long poll here waits for.
+    fn resync(&mut self) {
+        self.load();
+        for id in self.waiters.ids() {
+            self.remote_ended(id);
+        }
+    }
+
+    /// Time out pending approvals past their deadline that no sweeper here armed (created on
+    /// another instance, perhaps one that died). Every instance does this; the store's
+    /// conditional update lets exactly one of them end each approval.
+    pub(super) fn orphan_sweep(&mut self, ctx: &mut Context<Self>) {
+        let grace = i64::try_from(self.settings.grace_period.as_millis()).unwrap_or(i64::MAX);
+        let before = Utc::now().timestamp_millis().saturating_sub(grace);
+        let due = match self.store.due(before, 100) {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(actor = NAME, %error, "cannot look for due approvals");
+                return;
+            }
+        };
+        for id in due {
+            let Ok(Some(approval)) = self.store.get(id) else {
+                continue;
+            };
+            if approval.status != Status::Pending {
+                continue;
+            }
+            let deadline_ms = self.deadline_ms(&approval);
+            ctx.notify(Expire { id, deadline_ms });
+        }
+    }
+}
+
+impl Handler<RemoteChange> for ApprovalRegistry {
+    type Result = ();
+
+    fn handle(&mut self, change: RemoteChange, ctx: &mut Context<Self>) {
+        let _ = guarded(NAME, ctx, || match change {
+            RemoteChange::Ended(id) => self.remote_ended(id),
+            RemoteChange::Resync => self.resync(),
+        });
+    }
+}
+
+/// Start the orphan sweep on a store that needs one.
+pub(super) fn start(ctx: &mut Context<ApprovalRegistry>) {
+    supervision::run_interval(ctx, NAME, ORPHAN_SWEEP_EVERY, |act, ctx| {
+        act.orphan_sweep(ctx)
+    });
+}
