@@ -98,6 +98,7 @@ impl Application {
             callback_secret: Some(settings.telegram.callback_secret.clone())
                 .filter(|s| !s.is_empty()),
             fallback_always: settings.fallback.always,
+            postgres: postgres_settings(&settings),
         })?;
 
         let accepting = Arc::new(AtomicBool::new(true));
@@ -327,4 +328,45 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The PostgreSQL backend's settings when `store.backend = "postgres"` (validated already).
+fn postgres_settings(
+    settings: &Settings,
+) -> Option<approval_gate_actors::store::postgres::backend::PgBackendSettings> {
+    use approval_gate_actors::store::postgres::{PgSettings, PgTls, TlsMode};
+    if settings.store.backend != settings::StoreBackend::Postgres {
+        return None;
+    }
+    let pg = &settings.store.postgres;
+    let mode = match pg.tls.as_str() {
+        "require" => TlsMode::Require,
+        "verify-full" => TlsMode::VerifyFull,
+        _ => TlsMode::Disable,
+    };
+    let instance = if pg.instance.trim().is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        format!("{host}-{}", std::process::id())
+    } else {
+        pg.instance.trim().to_string()
+    };
+    Some(
+        approval_gate_actors::store::postgres::backend::PgBackendSettings {
+            connection: PgSettings {
+                url: pg.url.clone(),
+                pool_size: pg.pool_size,
+                statement_timeout: pg.statement_timeout,
+                pool_wait: pg.pool_wait,
+                tls: PgTls {
+                    mode,
+                    ca_file: (!pg.ca_file.trim().is_empty())
+                        .then(|| std::path::PathBuf::from(pg.ca_file.trim())),
+                },
+            },
+            instance,
+            leader_lease: settings.telegram.leader_lease,
+        },
+    )
 }

@@ -16,7 +16,8 @@ use actix::prelude::*;
 use crate::fallback::{FallbackNotifier, FallbackSettings};
 use crate::metrics::MetricsCollector;
 use crate::registry::{ApprovalRegistry, Notifiers, RegistrySettings};
-use crate::store::{Channel, SledStore, StoreError};
+use crate::store::postgres::backend::{PgBackendSettings, PgStore};
+use crate::store::{ApprovalStore, Channel, Queues, SledStore, StoreError};
 use crate::supervision::{ActorHealth, Crash, Ping};
 use crate::sweeper::{Connect, TimeoutSweeper};
 use crate::telegram::gateway::{self, GatewayStore, TelegramGateway, TelegramSettings};
@@ -40,6 +41,34 @@ pub struct SystemSettings {
     /// With Telegram on, also tell the fallback channels about every change (not only when
     /// Telegram cannot deliver).
     pub fallback_always: bool,
+    /// `Some`: the PostgreSQL backend (the sled settings above are then unused).
+    pub postgres: Option<PgBackendSettings>,
+}
+
+/// The store the actors share, either backend, as its two contracts.
+struct Opened {
+    approvals: std::sync::Arc<dyn ApprovalStore>,
+    queues: Queues,
+    postgres: Option<PgStore>,
+}
+
+fn open_store(settings: &SystemSettings) -> Result<Opened, StoreError> {
+    if let Some(pg) = &settings.postgres {
+        let store = PgStore::open(pg.clone()).map_err(|e| StoreError::Postgres(e.to_string()))?;
+        return Ok(Opened {
+            approvals: std::sync::Arc::new(store.clone()),
+            queues: store.queues(),
+            postgres: Some(store),
+        });
+    }
+    let store = SledStore::open_with_cache(&settings.store_path, settings.store_cache_bytes)?;
+    store.report_stalls_after(settings.commit_stall);
+    store.checkpoint_every(settings.checkpoint_every);
+    Ok(Opened {
+        queues: store.queues(),
+        approvals: std::sync::Arc::new(store),
+        postgres: None,
+    })
 }
 
 /// Addresses of the running actors. Cheap to clone.
@@ -63,9 +92,11 @@ pub struct ActorSystem {
 impl ActorSystem {
     /// Must be called from inside a running actix `System`.
     pub fn start(settings: SystemSettings) -> Result<Self, StoreError> {
-        let store = SledStore::open_with_cache(&settings.store_path, settings.store_cache_bytes)?;
-        store.report_stalls_after(settings.commit_stall);
-        store.checkpoint_every(settings.checkpoint_every);
+        let Opened {
+            approvals: store,
+            queues: store_queues,
+            postgres,
+        } = open_store(&settings)?;
 
         let core = Arbiter::new();
         let notify_arbiter = Arbiter::new();
@@ -78,7 +109,7 @@ impl ActorSystem {
         let fallback_queues = settings.fallback.queues();
         let fallback_settings = settings.fallback;
         let recipient = metrics_recipient.clone();
-        let queues = store.queues();
+        let queues = store_queues.clone();
         let fallback = Supervisor::start_in_arbiter(&notify_arbiter.handle(), move |_| {
             FallbackNotifier::new(fallback_settings, queues, recipient)
         });
@@ -93,7 +124,7 @@ impl ActorSystem {
         let mut telegram_webhook_secret = None;
         let telegram = match settings.telegram {
             Some(mut telegram_settings) => {
-                let gateway_queues = store.queues();
+                let gateway_queues = store_queues.clone();
                 let secret =
                     gateway::callback_secret(&gateway_queues, settings.callback_secret.as_deref())?;
                 if let Some(webhook) = &mut telegram_settings.webhook {
@@ -147,10 +178,10 @@ impl ActorSystem {
         }
         let registry_settings = settings.registry;
         let sweeper_addr = sweeper.clone();
-        let registry_queues = store.queues();
+        let registry_queues = store_queues;
         let registry = Supervisor::start_in_arbiter(&core.handle(), move |_| {
             ApprovalRegistry::new(
-                std::sync::Arc::new(store),
+                store,
                 registry_queues,
                 registry_settings,
                 sweeper_addr,
@@ -159,6 +190,9 @@ impl ActorSystem {
             )
         });
         sweeper.do_send(Connect(registry.clone().recipient()));
+        if let Some(postgres) = &postgres {
+            postgres.listen(registry.clone().recipient());
+        }
         if let Some(gateway) = &telegram {
             gateway.do_send(gateway::Connect(registry.clone()));
         }

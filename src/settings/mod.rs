@@ -179,6 +179,7 @@ fn resolve_secrets(settings: &mut Settings, sources: &Sources) -> Result<(), Set
             &mut settings.telegram.previous_callback_secret,
             &mut settings.telegram.webhook_secret,
             &mut settings.fallback.email.password,
+            &mut settings.store.postgres.url,
         ])
     {
         if let Some(path) = token.strip_prefix(SECRET_FILE_PREFIX) {
@@ -247,6 +248,7 @@ impl Settings {
             &mut masked.telegram.previous_callback_secret,
             &mut masked.telegram.webhook_secret,
             &mut masked.fallback.email.password,
+            &mut masked.store.postgres.url,
         ] {
             if !secret.is_empty() {
                 *secret = "***".into();

@@ -81,6 +81,9 @@ pub struct TelegramSection {
     /// New messages per minute to a group chat; 0 = no limit.
     #[serde(default = "default_group_rate")]
     pub group_messages_per_minute: u32,
+    /// On a shared store: how long the poller's lease lasts unrenewed (failover time).
+    #[serde(default = "default_leader_lease", with = "humantime_serde")]
+    pub leader_lease: Duration,
     pub callback_secret: String,
     /// The callback secret before a rotation: its buttons keep working for `callback_secret_grace`.
     #[serde(default)]
@@ -105,6 +108,10 @@ pub enum TelegramMode {
     #[default]
     Polling,
     Webhook,
+}
+
+fn default_leader_lease() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_group_rate() -> u32 {
@@ -272,6 +279,54 @@ pub struct StoreSettings {
     /// zero stays up.
     #[serde(with = "humantime_serde")]
     pub restart_after: Duration,
+    /// `sled` (embedded, the default) or `postgres` (several instances share one database).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    #[serde(default)]
+    pub postgres: PostgresSection,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+/// `[store.postgres]`: used when `store.backend = "postgres"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PostgresSection {
+    /// A libpq URL or key=value string; a secret (`file:` accepted, never logged).
+    pub url: String,
+    pub pool_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// Longest a request waits for a free connection (then 503).
+    #[serde(with = "humantime_serde")]
+    pub pool_wait: Duration,
+    /// `disable`, `require` or `verify-full`.
+    pub tls: String,
+    /// PEM file of the CA that signed the server's certificate (`verify-full`); empty = the
+    /// system's roots.
+    pub ca_file: String,
+    /// This instance's name among those sharing the database; empty = hostname and process id.
+    pub instance: String,
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(10),
+            pool_wait: Duration::from_secs(5),
+            tls: "disable".into(),
+            ca_file: String::new(),
+            instance: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

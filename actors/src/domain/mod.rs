@@ -50,6 +50,11 @@ impl ApprovalId {
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(Ulid::from_bytes(bytes))
     }
+
+    /// From a stored key; `None` unless it is 16 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Some(Self::from_bytes(bytes.try_into().ok()?))
+    }
 }
 
 impl Default for ApprovalId {

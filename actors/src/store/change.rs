@@ -181,4 +181,6 @@ pub struct StoreDiagnostics {
     pub queue_entries_unspilled: usize,
     /// What the journal held when the store was opened, replayed into sled.
     pub replayed: super::Replayed,
+    /// PostgreSQL: the pool, the last error, the poller's lease (`None` on sled).
+    pub postgres: Option<serde_json::Value>,
 }

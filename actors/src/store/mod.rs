@@ -78,4 +78,9 @@ pub enum StoreError {
     Queue(String),
     #[error("cannot start the flusher: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// The database cannot be reached (or every connection is busy): retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }

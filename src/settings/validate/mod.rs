@@ -257,12 +257,68 @@ fn validate_server(s: &Settings) -> Result<(), SettingsError> {
         Duration::from_millis(10),
         secs(3600),
     )?;
+    postgres(s)?;
     let restart_after = s.store.restart_after;
     if !restart_after.is_zero() && !(secs(1)..=secs(24 * 3600)).contains(&restart_after) {
         return Err(invalid(
             "store.restart_after",
             show(restart_after),
             "allowed is \"0s\" (stay up) or \"1s\" ..= \"1day\"",
+        ));
+    }
+    Ok(())
+}
+
+/// `[store.postgres]`, checked only when it is the backend in use.
+fn postgres(s: &Settings) -> Result<(), SettingsError> {
+    use crate::settings::StoreBackend;
+    duration_in(
+        "telegram.leader_lease",
+        s.telegram.leader_lease,
+        secs(2),
+        secs(300),
+    )?;
+    if s.store.backend != StoreBackend::Postgres {
+        return Ok(());
+    }
+    let pg = &s.store.postgres;
+    if pg.url.trim().is_empty() {
+        return Err(invalid(
+            "store.postgres.url",
+            "\"\"",
+            "must name the database when store.backend = \"postgres\" (a postgres:// URL, or file:PATH)",
+        ));
+    }
+    if pg
+        .url
+        .parse::<approval_gate_actors::store::postgres::ConnectionString>()
+        .is_err()
+    {
+        // The value may hold a password: never repeated.
+        return Err(invalid(
+            "store.postgres.url",
+            "(hidden)",
+            "must be a PostgreSQL connection URL (postgres://user:password@host:5432/db) or key=value string",
+        ));
+    }
+    in_range("store.postgres.pool_size", pg.pool_size as u64, 1, 1000)?;
+    duration_in(
+        "store.postgres.statement_timeout",
+        pg.statement_timeout,
+        Duration::from_millis(100),
+        secs(600),
+    )?;
+    duration_in(
+        "store.postgres.pool_wait",
+        pg.pool_wait,
+        Duration::from_millis(100),
+        secs(60),
+    )?;
+    if !matches!(pg.tls.as_str(), "disable" | "require" | "verify-full") {
+        return Err(invalid(
+            "store.postgres.tls",
+            format!("{:?}", pg.tls),
+            "allowed: \"disable\", \"require\", \"verify-full\"",
         ));
     }
     Ok(())

@@ -18,8 +18,24 @@ use crate::domain::{Actor, Approval, ApprovalId, AuditEvent, Decision, Outcome, 
 use crate::store::codec::{self, CodecError};
 
 /// The NOTIFY channel other instances LISTEN on; the payload is the id of an approval that
-/// ended.
+/// ended, then a space and the instance that ended it when one is named ([`payload`]).
 pub const CHANGES: &str = "approval_gate_changes";
+
+/// A NOTIFY payload: the approval's id, and the instance that changed it (so that instance can
+/// skip its own news).
+pub fn payload(id: ApprovalId, origin: &str) -> String {
+    if origin.is_empty() {
+        id.to_string()
+    } else {
+        format!("{id} {origin}")
+    }
+}
+
+/// The approval id and origin of a [`payload`].
+pub fn parse_payload(payload: &str) -> Option<(ApprovalId, &str)> {
+    let (id, origin) = payload.split_once(' ').unwrap_or((payload, ""));
+    Some((id.parse().ok()?, origin))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgApprovalError {
@@ -88,8 +104,9 @@ pub async fn create(
         .prepare_cached(
             "WITH a AS (
                  INSERT INTO approvals (id, status, requested_by, agent, session_id, tool_name,
-                     tool_input, idempotency_key, created_at_ms, expires_at_ms, record)
-                 VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::jsonb, $8, $9, $10, $11)
+                     tool_input, idempotency_key, created_at_ms, expires_at_ms, record,
+                     decided_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::jsonb, $8, $9, $10, $11, $16)
                  ON CONFLICT (requested_by, idempotency_key) WHERE idempotency_key IS NOT NULL
                  DO NOTHING
                  RETURNING id),
@@ -123,6 +140,7 @@ pub async fn create(
                 &events_json,
                 &channels,
                 &entries,
+                &approval.decided_at.map(|at| at.timestamp_millis()),
             ],
         )
         .await?
@@ -174,9 +192,45 @@ pub async fn decide(
             read(client, id).await?.unwrap_or(approval),
         ));
     }
-    record_change(&tx, &approval, events, notices).await?;
+    record_change(&tx, &approval, events, notices, "").await?;
     tx.commit().await?;
     Ok(Decided::Won(approval))
+}
+
+/// Writes `approval`, ended by this instance (the registry applied the transition), with its
+/// history, notifications and grant, only if its row is still pending: one transaction.
+/// `AlreadyEnded`: another instance ended it first; nothing was written.
+pub async fn end_change(
+    client: &mut Client,
+    approval: &Approval,
+    events: &[AuditEvent],
+    notices: &[Notice],
+    grant: Option<&crate::domain::Grant>,
+    origin: &str,
+) -> Result<Decided, PgApprovalError> {
+    let tx = client.transaction().await?;
+    if !end(&tx, approval).await? {
+        tx.rollback().await?;
+        return Ok(match read(client, approval.id).await? {
+            Some(current) => Decided::AlreadyEnded(current),
+            None => Decided::Missing,
+        });
+    }
+    if let Some(grant) = grant {
+        tx.execute(
+            "INSERT INTO grants (id, grant_json, expires_at_ms) VALUES ($1, ($2::text)::jsonb, $3)
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &grant.id,
+                &serde_json::to_string(grant)?,
+                &grant.expires_at_ms,
+            ],
+        )
+        .await?;
+    }
+    record_change(&tx, approval, events, notices, origin).await?;
+    tx.commit().await?;
+    Ok(Decided::Won(approval.clone()))
 }
 
 /// Times out up to `limit` pending approvals whose deadline is at or before `now`, skipping rows
@@ -210,7 +264,7 @@ pub async fn expire_due(
         }
         let mut event = AuditEvent::at(now.timestamp_millis(), "timed_out");
         event.actor = Some(Actor::System.to_string());
-        record_change(&tx, &approval, &[event], &[]).await?;
+        record_change(&tx, &approval, &[event], &[], "").await?;
         ended.push(approval);
     }
     tx.commit().await?;
@@ -253,10 +307,11 @@ async fn record_change(
     approval: &Approval,
     events: &[AuditEvent],
     notices: &[Notice],
+    origin: &str,
 ) -> Result<(), PgApprovalError> {
     let id = approval.id.to_bytes();
     let id = id.as_slice();
-    let id_text = approval.id.to_string();
+    let id_text = payload(approval.id, origin);
     let events_json = serde_json::to_string(events)?;
     let at_ms = events.iter().map(|e| e.at_ms).max().unwrap_or(0);
     // The parameters live as long as the statements in flight.

@@ -13,6 +13,7 @@
 //! that checks a connection is still open, and no background tasks of its own.
 
 pub mod approvals;
+pub mod backend;
 pub mod export;
 pub mod import;
 pub mod leader;
@@ -28,6 +29,9 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use tls::{PgTls, TlsMode};
+
+/// A parsed connection string (validation parses `store.postgres.url` with it).
+pub type ConnectionString = tokio_postgres::Config;
 
 /// What it takes to reach the database.
 #[derive(Debug, Clone)]

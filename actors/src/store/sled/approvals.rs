@@ -342,6 +342,7 @@ impl ApprovalStore for SledStore {
             dead_letters: self.inner.dead_count.load(Ordering::Relaxed),
             queue_entries_unspilled: self.inner.queues.unspilled(),
             replayed: self.replayed(),
+            postgres: None,
         }
     }
 

@@ -1,0 +1,462 @@
+//! [`ApprovalStore`] on PostgreSQL: a change is one transaction (`postgres/approvals.rs` holds
+//! its SQL), spawned on the database runtime; reads are single statements. Nothing is staged in
+//! memory, so there is nothing to revert: a transaction that failed left nothing behind, and
+//! one that lost its race wrote nothing (`Landed::Lost`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{PgStore, client, db_error, note};
+use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
+use crate::store::backup::BackupStats;
+use crate::store::postgres::approvals::{self as sql, Created, Decided, Notice};
+use crate::store::{
+    ApprovalStore, Change, Commit, CommitFault, Landed, Landing, QueueEntry, StoreDiagnostics,
+    StoreError, Written, codec, queue,
+};
+
+fn status_of(code: i16) -> Option<Status> {
+    Status::ALL
+        .into_iter()
+        .find(|s| i16::from(crate::store::status_code(*s)) == code)
+}
+
+fn decode(record: &[u8]) -> Result<Approval, StoreError> {
+    codec::decode(record).map_err(|source| StoreError::Corrupt {
+        key: "approval".into(),
+        source,
+    })
+}
+
+/// A commit that has already resolved (PostgreSQL commits each change in its transaction).
+pub(super) fn resolved(result: Result<(), String>) -> Commit {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _ = tx.send(result.map_err(|e| Arc::new(std::io::Error::other(e))));
+    Commit(rx)
+}
+
+impl PgStore {
+    /// The notices a change queues: one entry per channel, encoded once.
+    fn notices(change: &Change<'_>) -> Result<(Vec<Notice>, Option<Arc<QueueEntry>>), StoreError> {
+        let Some(event) = change.event else {
+            return Ok((Vec::new(), None));
+        };
+        let entry = QueueEntry {
+            event,
+            approval: change.approval.clone(),
+            request_id: change.request_id.map(str::to_string),
+            only: None,
+        };
+        let bytes = queue::encode(&entry)?;
+        let notices = change
+            .channels
+            .iter()
+            .map(|channel| Notice {
+                channel: i16::from(channel.byte()),
+                entry: bytes.clone(),
+            })
+            .collect();
+        Ok((notices, Some(Arc::new(entry))))
+    }
+}
+
+/// Store a new approval; a key taken by an ended approval is handed over once (the registry
+/// creates anew only when the agent asked for that, `idempotent_while_pending`).
+async fn create(
+    pool: deadpool_postgres::Pool,
+    approval: Approval,
+    events: Vec<AuditEvent>,
+    notices: Vec<Notice>,
+) -> Result<Landed, StoreError> {
+    let client = client(&pool).await?;
+    for attempt in 0..2 {
+        match sql::create(&client, &approval, &events, &notices)
+            .await
+            .map_err(db_error)?
+        {
+            Created::New(_) => return Ok(Landed::Durable),
+            Created::Existing(existing) if attempt == 0 && existing.status.is_terminal() => {
+                client
+                    .execute(
+                        "UPDATE approvals SET idempotency_key = NULL WHERE id = $1 AND status <> 0",
+                        &[&existing.id.to_bytes().as_slice()],
+                    )
+                    .await
+                    .map_err(db_error)?;
+            }
+            Created::Existing(existing) => return Ok(Landed::Lost(Box::new(existing))),
+        }
+    }
+    Err(StoreError::Postgres(
+        "the idempotency key stayed taken".into(),
+    ))
+}
+
+impl ApprovalStore for PgStore {
+    fn write(&self, change: &Change<'_>) -> Result<(Written, Landing), StoreError> {
+        let (notices, entry) = Self::notices(change)?;
+        let written = Written {
+            entry,
+            ..Written::default()
+        };
+        if self.inner.faults.load(Ordering::Relaxed) > 0 {
+            self.inner.faults.fetch_sub(1, Ordering::Relaxed);
+            let landing = Landing::new(async {
+                Err(StoreError::Flush(Arc::new(std::io::Error::other(
+                    "injected commit fault",
+                ))))
+            });
+            return Ok((written, landing));
+        }
+        let pool = self.pool();
+        let approval = change.approval.clone();
+        let events = change.events.to_vec();
+        let grant = change.grant.cloned();
+        let origin = self.inner.settings.instance.clone();
+        let is_new = change.previous.is_none();
+        let inner = Arc::clone(&self.inner);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.handle.spawn(async move {
+            let result = if is_new {
+                create(pool, approval, events, notices).await
+            } else {
+                async {
+                    let mut client = client(&pool).await?;
+                    let decided = sql::end_change(
+                        &mut client,
+                        &approval,
+                        &events,
+                        &notices,
+                        grant.as_ref(),
+                        &origin,
+                    )
+                    .await
+                    .map_err(db_error)?;
+                    Ok(match decided {
+                        Decided::Won(_) => Landed::Durable,
+                        Decided::AlreadyEnded(current) => Landed::Lost(Box::new(current)),
+                        Decided::Missing => Landed::Lost(Box::new(approval)),
+                    })
+                }
+                .await
+            };
+            note(&inner, &result);
+            let _ = tx.send(result);
+        });
+        let landing = Landing::new(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(StoreError::Postgres("the database runtime stopped".into()))
+            })
+        });
+        Ok((written, landing))
+    }
+
+    /// Nothing to undo: a failed transaction left nothing behind.
+    fn revert(&self, _: &Change<'_>, _: &Written) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn due(&self, before_ms: i64, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
+        let pool = self.pool();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "SELECT id FROM approvals WHERE status = 0 AND expires_at_ms <= $1
+                     ORDER BY expires_at_ms LIMIT $2",
+                    &[&before_ms, &limit],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| ApprovalId::from_slice(row.get::<_, &[u8]>(0)))
+                .collect())
+        })
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError> {
+        let pool = self.pool();
+        self.run(async move {
+            let client = client(&pool).await?;
+            sql::read(&client, id).await.map_err(db_error)
+        })
+    }
+
+    fn find_idempotent(&self, agent: &str, key: &str) -> Result<Option<ApprovalId>, StoreError> {
+        let pool = self.pool();
+        let (agent, key) = (agent.to_string(), key.to_string());
+        self.run(async move {
+            let row = client(&pool)
+                .await?
+                .query_opt(
+                    "SELECT id FROM approvals WHERE requested_by = $1 AND idempotency_key = $2",
+                    &[&agent, &key],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(row.and_then(|row| ApprovalId::from_slice(row.get::<_, &[u8]>(0))))
+        })
+    }
+
+    fn list(
+        &self,
+        status: Option<Status>,
+        before: Option<ApprovalId>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let pool = self.pool();
+        let status = status.map(sql::status_code);
+        let before = before.map(|id| id.to_bytes().to_vec());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "SELECT record FROM approvals
+                     WHERE ($1::smallint IS NULL OR status = $1)
+                       AND ($2::bytea IS NULL OR id < $2)
+                     ORDER BY id DESC LIMIT $3",
+                    &[&status, &before, &limit],
+                )
+                .await
+                .map_err(db_error)?;
+            rows.iter().map(|row| decode(row.get(0))).collect()
+        })
+    }
+
+    fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        let pool = self.pool();
+        self.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "SELECT status, count(*) FROM approvals GROUP BY status",
+                    &[],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| {
+                    let count: i64 = row.get(1);
+                    Some((status_of(row.get(0))?, u64::try_from(count).unwrap_or(0)))
+                })
+                .collect())
+        })
+    }
+
+    fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+        let pool = self.pool();
+        self.run(async move {
+            let row = client(&pool)
+                .await?
+                .query_opt(
+                    "SELECT created_at_ms FROM approvals WHERE status = 0 ORDER BY id LIMIT 1",
+                    &[],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn for_each_pending(&self, visit: &mut dyn FnMut(Approval)) -> Result<(), StoreError> {
+        let mut after: Vec<u8> = Vec::new();
+        loop {
+            let pool = self.pool();
+            let from = after.clone();
+            let page: Vec<(Vec<u8>, Vec<u8>)> = self.run(async move {
+                let rows = client(&pool)
+                    .await?
+                    .query(
+                        "SELECT id, record FROM approvals WHERE status = 0 AND id > $1
+                         ORDER BY id LIMIT 1000",
+                        &[&from],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+            })?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = last.clone();
+            for (_, record) in &page {
+                visit(decode(record)?);
+            }
+        }
+    }
+
+    fn remove_ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<Status>, StoreError> {
+        let pool = self.pool();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "WITH gone AS (
+                         DELETE FROM approvals WHERE id IN (
+                             SELECT id FROM approvals WHERE decided_at_ms < $1
+                             ORDER BY decided_at_ms LIMIT $2)
+                         RETURNING id, status),
+                     e AS (DELETE FROM approval_events WHERE approval_id IN (SELECT id FROM gone)),
+                     m AS (DELETE FROM telegram_messages WHERE approval_id IN (SELECT id FROM gone))
+                     SELECT status FROM gone",
+                    &[&cutoff_ms, &limit],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| status_of(row.get(0)))
+                .collect())
+        })
+    }
+
+    /// Every change committed in its own transaction: nothing waits here.
+    fn commit(&self) -> Commit {
+        resolved(Ok(()))
+    }
+
+    fn probe(&self) -> Commit {
+        let pool = self.pool();
+        let probed = self.run(async move {
+            client(&pool)
+                .await?
+                .execute("SELECT 1", &[])
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        });
+        resolved(probed.map_err(|e| e.to_string()))
+    }
+
+    fn diagnostics(&self) -> StoreDiagnostics {
+        let status = self.inner.pool.status();
+        StoreDiagnostics {
+            path: PathBuf::from("postgres"),
+            size_on_disk: 0,
+            last_flush_ms: 0,
+            committing: self.committing(),
+            commit_failures: self.inner.failures.load(Ordering::Relaxed),
+            last_sync_us: 0,
+            commits: Default::default(),
+            commit_running_ms: None,
+            dead_letters: 0,
+            queue_entries_unspilled: 0,
+            replayed: Default::default(),
+            postgres: Some(serde_json::json!({
+                "pool_size": status.size,
+                "pool_available": status.available,
+                "pool_waiting": status.waiting,
+                "pool_max": status.max_size,
+                "last_error": self.inner.last_error.lock().ok().and_then(|e| e.clone()),
+                "telegram_poller": self.leader_report(),
+            })),
+        }
+    }
+
+    fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let pool = self.pool();
+        self.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query("SELECT grant_json::text FROM grants", &[])
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|row| {
+                    serde_json::from_str::<Grant>(row.get(0))
+                        .map_err(|e| StoreError::Postgres(format!("unreadable grant: {e}")))
+                })
+                .collect()
+        })
+    }
+
+    fn remove_grant(&self, id: &str) {
+        let pool = self.pool();
+        let id = id.to_string();
+        let removed = self.run(async move {
+            client(&pool)
+                .await?
+                .execute("DELETE FROM grants WHERE id = $1", &[&id])
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        });
+        if let Err(error) = removed {
+            tracing::error!(%error, "cannot remove a session grant");
+        }
+    }
+
+    fn restore_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        let pool = self.pool();
+        let grant = grant.clone();
+        self.run(async move {
+            let json = serde_json::to_string(&grant)
+                .map_err(|e| StoreError::Postgres(format!("cannot encode a grant: {e}")))?;
+            client(&pool)
+                .await?
+                .execute(
+                    "INSERT INTO grants (id, grant_json, expires_at_ms)
+                     VALUES ($1, ($2::text)::jsonb, $3) ON CONFLICT (id) DO NOTHING",
+                    &[&grant.id, &json, &grant.expires_at_ms],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn events(&self, id: ApprovalId) -> Result<Vec<AuditEvent>, StoreError> {
+        let pool = self.pool();
+        self.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "SELECT events::text FROM approval_events WHERE approval_id = $1 ORDER BY seq",
+                    &[&id.to_bytes().as_slice()],
+                )
+                .await
+                .map_err(db_error)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let batch: Vec<AuditEvent> = serde_json::from_str(row.get(0))
+                    .map_err(|e| StoreError::Postgres(format!("unreadable history: {e}")))?;
+                events.extend(batch);
+            }
+            Ok(events)
+        })
+    }
+
+    fn committing(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    fn commit_running_ms(&self) -> Option<u64> {
+        None
+    }
+
+    fn inject_fault(&self, count: u32, _fault: CommitFault) {
+        self.inner.faults.store(count, Ordering::Relaxed);
+    }
+
+    fn backup(&self, path: &Path) -> Result<BackupStats, StoreError> {
+        let pool = self.pool();
+        let path = path.to_path_buf();
+        self.run(async move {
+            let mut client = client(&pool).await?;
+            super::super::export::export_backup(&mut client, &path)
+                .await
+                .map_err(db_error)
+        })
+    }
+}

@@ -1,0 +1,224 @@
+//! The PostgreSQL backend behind the store's contracts: [`PgStore`] implements
+//! [`ApprovalStore`](crate::store::ApprovalStore) (`approvals.rs`) and its
+//! [`queues`](PgStore::queues) handle implements [`QueueStore`](crate::store::QueueStore)
+//! (`queues.rs`).
+//!
+//! Owns the pool, a small runtime of its own that runs every statement, the poller's lease
+//! (`lease.rs`) and the LISTEN connection's forwarding to the registry. Must not know about
+//! sled, the registry's state or a notifier's.
+//!
+//! Why a runtime of its own: the contract's reads are synchronous (sled answers them from
+//! memory), and actix runs each arbiter on a single-threaded runtime that must not be blocked
+//! from inside. A read is spawned on this runtime and the caller's thread waits for its answer
+//! (one round trip on loopback: about 0.1 ms). Writes never block a caller: a change is a
+//! transaction spawned here whose outcome the registry awaits ([`Landing`](crate::store::Landing)).
+
+mod approvals;
+mod lease;
+mod queues;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+
+use super::{PgError, PgSettings, leader::Lease};
+use crate::store::StoreError;
+
+pub use queues::PgQueues;
+
+/// How the backend is set up: the connection, this instance's name among those sharing the
+/// database, and the poller's lease.
+#[derive(Debug, Clone)]
+pub struct PgBackendSettings {
+    pub connection: PgSettings,
+    /// Unique among the instances (hostname and process id by default): it holds the poller's
+    /// lease and names the origin of a change in NOTIFY payloads.
+    pub instance: String,
+    /// How long the Telegram poller's lease lasts without renewal (`telegram.leader_lease`).
+    pub leader_lease: Duration,
+}
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    settings: PgBackendSettings,
+    /// False from a failed statement until one succeeds (health and readiness read it).
+    healthy: AtomicBool,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// Fault injection: the next writes fail.
+    faults: AtomicU32,
+    /// This instance holds the poller's lease; the lease itself, for fencing the offset.
+    leading: AtomicBool,
+    lease: Mutex<Option<Lease>>,
+    /// When this instance last renewed (or took) the lease, ms since the epoch (local clock).
+    lease_renewed_ms: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropped on an actix thread: a runtime may not be shut down blocking there.
+        if let Ok(mut runtime) = self.runtime.lock()
+            && let Some(runtime) = runtime.take()
+        {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn db_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Postgres(error.to_string())
+}
+
+impl PgStore {
+    /// Connect, bring the schema up to date (one instance migrates, the others wait on its
+    /// lock) and start taking part in the poller's election.
+    pub fn open(settings: PgBackendSettings) -> Result<Self, PgError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ag-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| PgError::Pool(format!("cannot start the database runtime: {e}")))?;
+        let pool = super::pool(&settings.connection)?;
+        let handle = runtime.handle().clone();
+        let store = Self {
+            inner: Arc::new(Inner {
+                runtime: Mutex::new(Some(runtime)),
+                handle,
+                pool: pool.clone(),
+                settings,
+                healthy: AtomicBool::new(true),
+                failures: AtomicU64::new(0),
+                last_error: Mutex::new(None),
+                faults: AtomicU32::new(0),
+                leading: AtomicBool::new(false),
+                lease: Mutex::new(None),
+                lease_renewed_ms: AtomicU64::new(0),
+            }),
+        };
+        let migrated = store
+            .run(async move { super::connect_and_migrate(&pool).await.map_err(db_error) })
+            .map_err(|e| PgError::Connect(e.to_string()))?;
+        tracing::info!(
+            schema_from = migrated.from,
+            schema_to = migrated.to,
+            instance = %store.inner.settings.instance,
+            "PostgreSQL store ready"
+        );
+        lease::spawn(&store);
+        Ok(store)
+    }
+
+    /// The notifiers' handle.
+    pub fn queues(&self) -> crate::store::Queues {
+        Arc::new(PgQueues(self.clone()))
+    }
+
+    /// Forward what other instances commit to `recipient` (the registry): every approval they
+    /// end, and a resync after every (re)connection of the LISTEN session.
+    pub fn listen(&self, recipient: actix::Recipient<crate::registry::RemoteChange>) {
+        use crate::registry::RemoteChange;
+        let (config, tls) = match super::connect_config(&self.inner.settings.connection) {
+            Ok(parts) => parts,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for other instances' changes");
+                return;
+            }
+        };
+        let me = self.inner.settings.instance.clone();
+        self.inner.handle.spawn(async move {
+            let mut wakes = super::listen::spawn(config, tls, super::approvals::CHANGES);
+            while let Some(wake) = wakes.recv().await {
+                let change = match wake {
+                    super::listen::Wake::Resync => RemoteChange::Resync,
+                    super::listen::Wake::Changed(payload) => {
+                        match super::approvals::parse_payload(&payload) {
+                            Some((_, origin)) if origin == me => continue,
+                            Some((id, _)) => RemoteChange::Ended(id),
+                            None => continue,
+                        }
+                    }
+                };
+                if recipient.try_send(change).is_err() {
+                    // A full mailbox: what was dropped is re-read by a resync.
+                    let _ = recipient.try_send(RemoteChange::Resync);
+                }
+            }
+        });
+    }
+
+    /// Whether this instance holds the poller's lease, and who does (for `/health`).
+    pub fn leader_report(&self) -> serde_json::Value {
+        let lease = self.inner.lease.lock().ok().and_then(|l| l.clone());
+        let renewed = self.inner.lease_renewed_ms.load(Ordering::Relaxed);
+        serde_json::json!({
+            "instance": self.inner.settings.instance,
+            "leader": self.inner.leading.load(Ordering::Relaxed),
+            "epoch": lease.as_ref().map(|l| l.epoch),
+            "lease_renewed_ms_ago": (renewed > 0).then(|| now_ms().saturating_sub(renewed)),
+        })
+    }
+
+    /// Run `future` on the database runtime and wait for it on this thread (never call from
+    /// the database runtime itself).
+    fn run<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.inner.handle.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        let result = rx
+            .recv()
+            .map_err(|_| StoreError::Postgres("the database runtime stopped".into()))?;
+        self.note(&result);
+        result
+    }
+
+    /// A statement's outcome, for health: a failure makes the store unhealthy until the next
+    /// success.
+    fn note<T>(&self, result: &Result<T, StoreError>) {
+        note(&self.inner, result);
+    }
+
+    fn pool(&self) -> Pool {
+        self.inner.pool.clone()
+    }
+}
+
+fn note<T>(inner: &Inner, result: &Result<T, StoreError>) {
+    match result {
+        Ok(_) => inner.healthy.store(true, Ordering::Relaxed),
+        Err(error) => {
+            inner.healthy.store(false, Ordering::Relaxed);
+            inner.failures.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = inner.last_error.lock() {
+                *last = Some(error.to_string());
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// A connection from the pool, or the reason there is none (the database is unreachable, or
+/// every connection is busy past `store.postgres.pool_wait`).
+async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+}

@@ -1,0 +1,478 @@
+//! [`QueueStore`] on PostgreSQL: the `outbox` table (one row per entry and channel, its
+//! `bigserial` seq the order), `dead_letters`, `approval_events`, `telegram_messages`, `meta`
+//! and the poller's lease row for the update offset.
+//!
+//! One instance delivers: the holder of the poller's lease ([`QueueStore::leading`]), so a
+//! row needs no claim of its own, and Telegram's pacing, the group budget and the breaker live
+//! in one process for the whole cluster. Should the leader die mid-delivery, the next one reads
+//! the same rows: an entry delivered but not yet removed is delivered again (at least once),
+//! none is lost. Rows are visible only once their transaction committed, so a notifier may
+//! deliver whatever it reads ([`QueueStore::visible_is_durable`]).
+
+use std::sync::atomic::Ordering;
+
+use super::{PgStore, client, db_error};
+use crate::domain::{ApprovalId, AuditEvent, TelegramMessageRef};
+use crate::store::queues::{Durable, QueueStore};
+use crate::store::{Channel, Commit, DeadLetter, QueueEntry, StoreError, queue};
+
+/// Where an imported sled store kept the update offset (a big-endian i32 in `meta`).
+const SLED_OFFSET_KEY: &str = "telegram_update_offset";
+
+/// The notifiers' handle on a [`PgStore`].
+#[derive(Clone)]
+pub struct PgQueues(pub(super) PgStore);
+
+fn seq_of(seq: i64) -> u64 {
+    u64::try_from(seq).unwrap_or(0)
+}
+
+fn channel_code(channel: Channel) -> i16 {
+    i16::from(channel.byte())
+}
+
+fn channel_of(code: i16) -> Result<Channel, StoreError> {
+    u8::try_from(code)
+        .ok()
+        .and_then(Channel::from_byte)
+        .ok_or_else(|| StoreError::Postgres(format!("unknown channel {code}")))
+}
+
+fn as_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+impl PgQueues {
+    fn record_rows(&self, rows: Vec<(ApprovalId, Vec<AuditEvent>)>) {
+        let pool = self.0.pool();
+        // Nobody waits on history: written in the background, a failure logged.
+        self.0.inner.handle.spawn(async move {
+            let written = async {
+                let client = client(&pool).await?;
+                for (id, events) in rows {
+                    let at_ms = events.iter().map(|e| e.at_ms).max().unwrap_or(0);
+                    let json = serde_json::to_string(&events)
+                        .map_err(|e| StoreError::Postgres(e.to_string()))?;
+                    client
+                        .execute(
+                            "INSERT INTO approval_events (approval_id, at_ms, events)
+                             VALUES ($1, $2, ($3::text)::jsonb)",
+                            &[&id.to_bytes().as_slice(), &at_ms, &json],
+                        )
+                        .await
+                        .map_err(db_error)?;
+                }
+                Ok::<(), StoreError>(())
+            };
+            if let Err(error) = written.await {
+                tracing::error!(%error, "cannot record history entries");
+            }
+        });
+    }
+}
+
+impl QueueStore for PgQueues {
+    fn seqs_after(
+        &self,
+        channel: Channel,
+        seq: u64,
+        limit: usize,
+        take: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<u64>, StoreError> {
+        let pool = self.0.pool();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let seqs: Vec<u64> = self.0.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "SELECT seq FROM outbox WHERE channel = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    &[&channel_code(channel), &as_i64(seq), &limit],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows.iter().map(|row| seq_of(row.get(0))).collect())
+        })?;
+        Ok(seqs.into_iter().take_while(|&seq| take(seq)).collect())
+    }
+
+    fn visit(
+        &self,
+        channel: Channel,
+        visit: &mut dyn FnMut(u64, QueueEntry),
+    ) -> Result<(), StoreError> {
+        let mut after = 0i64;
+        loop {
+            let pool = self.0.pool();
+            let page: Vec<(i64, Vec<u8>)> = self.0.run(async move {
+                let rows = client(&pool)
+                    .await?
+                    .query(
+                        "SELECT seq, entry FROM outbox WHERE channel = $1 AND seq > $2
+                         ORDER BY seq LIMIT 1000",
+                        &[&channel_code(channel), &after],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+            })?;
+            let Some(&(last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = last;
+            for (seq, entry) in page {
+                visit(seq_of(seq), queue::decode(&seq.to_be_bytes(), &entry)?);
+            }
+        }
+    }
+
+    fn scan(&self, channel: Channel) -> Result<(usize, u64), StoreError> {
+        let pool = self.0.pool();
+        self.0.run(async move {
+            let row = client(&pool)
+                .await?
+                .query_one(
+                    "SELECT count(*), coalesce(max(seq), 0) FROM outbox WHERE channel = $1",
+                    &[&channel_code(channel)],
+                )
+                .await
+                .map_err(db_error)?;
+            let count: i64 = row.get(0);
+            Ok((usize::try_from(count).unwrap_or(0), seq_of(row.get(1))))
+        })
+    }
+
+    fn get(&self, channel: Channel, seq: u64) -> Result<Option<QueueEntry>, StoreError> {
+        let pool = self.0.pool();
+        let row: Option<Vec<u8>> = self.0.run(async move {
+            let row = client(&pool)
+                .await?
+                .query_opt(
+                    "SELECT entry FROM outbox WHERE channel = $1 AND seq = $2",
+                    &[&channel_code(channel), &as_i64(seq)],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(row.map(|row| row.get(0)))
+        })?;
+        row.map(|entry| queue::decode(&seq.to_be_bytes(), &entry))
+            .transpose()
+    }
+
+    fn enqueue_to(
+        &self,
+        channels: &[Channel],
+        entry: &QueueEntry,
+    ) -> Result<Vec<(Channel, u64)>, StoreError> {
+        let bytes = queue::encode(entry)?;
+        let codes: Vec<i16> = channels.iter().map(|&c| channel_code(c)).collect();
+        let pool = self.0.pool();
+        self.0.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "INSERT INTO outbox (channel, entry)
+                     SELECT c, $2 FROM unnest($1::smallint[]) WITH ORDINALITY AS t(c, i) ORDER BY i
+                     RETURNING channel, seq",
+                    &[&codes, &bytes],
+                )
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|row| Ok((channel_of(row.get(0))?, seq_of(row.get(1)))))
+                .collect()
+        })
+    }
+
+    fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
+        let pool = self.0.pool();
+        let seqs: Vec<i64> = seqs.iter().map(|&s| as_i64(s)).collect();
+        self.0.run(async move {
+            client(&pool)
+                .await?
+                .execute(
+                    "DELETE FROM outbox WHERE channel = $1 AND seq = ANY($2)",
+                    &[&channel_code(channel), &seqs],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn bury(&self, channel: Channel, seq: u64, reason: &str) -> Result<(), StoreError> {
+        let pool = self.0.pool();
+        let reason = reason.to_string();
+        self.0.run(async move {
+            client(&pool)
+                .await?
+                .execute(
+                    "WITH d AS (DELETE FROM outbox WHERE channel = $1 AND seq = $2
+                                RETURNING seq, channel, entry)
+                     INSERT INTO dead_letters (seq, channel, reason, entry, dead_at_ms)
+                     SELECT seq, channel, $3, entry, $4 FROM d
+                     ON CONFLICT (seq) DO NOTHING",
+                    &[
+                        &channel_code(channel),
+                        &as_i64(seq),
+                        &reason,
+                        &chrono::Utc::now().timestamp_millis(),
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let pool = self.0.pool();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, i16, String, Vec<u8>, i64)> = self.0.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "SELECT seq, channel, reason, entry, dead_at_ms FROM dead_letters
+                     WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&as_i64(after), &limit],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect())
+        })?;
+        rows.into_iter()
+            .map(|(seq, channel, reason, entry, dead_at_ms)| {
+                Ok(DeadLetter {
+                    id: seq_of(seq),
+                    channel: channel_of(channel)?,
+                    reason,
+                    dead_at_ms,
+                    entry: queue::decode(&seq.to_be_bytes(), &entry)?,
+                })
+            })
+            .collect()
+    }
+
+    fn requeue(&self, id: u64) -> Result<Option<(Channel, u64)>, StoreError> {
+        let pool = self.0.pool();
+        let row: Option<(i16, i64)> = self.0.run(async move {
+            let row = client(&pool)
+                .await?
+                .query_opt(
+                    "WITH d AS (DELETE FROM dead_letters WHERE seq = $1 RETURNING channel, entry)
+                     INSERT INTO outbox (channel, entry) SELECT channel, entry FROM d
+                     RETURNING channel, seq",
+                    &[&as_i64(id)],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(row.map(|row| (row.get(0), row.get(1))))
+        })?;
+        row.map(|(channel, seq)| Ok((channel_of(channel)?, seq_of(seq))))
+            .transpose()
+    }
+
+    fn requeue_channel(&self, channel: Channel) -> Result<Vec<(Channel, u64)>, StoreError> {
+        let pool = self.0.pool();
+        let seqs: Vec<i64> = self.0.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "WITH d AS (DELETE FROM dead_letters WHERE channel = $1
+                                RETURNING seq, channel, entry)
+                     INSERT INTO outbox (channel, entry)
+                     SELECT channel, entry FROM d ORDER BY seq
+                     RETURNING seq",
+                    &[&channel_code(channel)],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })?;
+        let mut requeued: Vec<(Channel, u64)> =
+            seqs.into_iter().map(|seq| (channel, seq_of(seq))).collect();
+        requeued.sort_by_key(|&(_, seq)| seq);
+        Ok(requeued)
+    }
+
+    fn record(&self, id: ApprovalId, event: &AuditEvent) {
+        self.record_rows(vec![(id, vec![event.clone()])]);
+    }
+
+    fn record_all(&self, events: Vec<(ApprovalId, AuditEvent)>) {
+        self.record_rows(
+            events
+                .into_iter()
+                .map(|(id, event)| (id, vec![event]))
+                .collect(),
+        );
+    }
+
+    fn oldest_ms(&self, channel: Channel) -> Result<Option<i64>, StoreError> {
+        let Some(&seq) = self.front_seqs(channel, 1, &|_| true)?.first() else {
+            return Ok(None);
+        };
+        Ok(self.get(channel, seq)?.map(|entry| entry.happened_ms()))
+    }
+
+    fn dead_letter_count(&self) -> i64 {
+        let pool = self.0.pool();
+        self.0
+            .run(async move {
+                let row = client(&pool)
+                    .await?
+                    .query_one("SELECT count(*) FROM dead_letters", &[])
+                    .await
+                    .map_err(db_error)?;
+                Ok(row.get::<_, i64>(0))
+            })
+            .unwrap_or(0)
+    }
+
+    /// Every write above committed before it returned.
+    fn commit(&self) -> Commit {
+        super::approvals::resolved(Ok(()))
+    }
+
+    fn until_durable(&self) -> Durable {
+        Box::pin(async {})
+    }
+
+    fn until_enqueued(&self) -> Durable {
+        Box::pin(async {})
+    }
+
+    fn message_refs(&self, id: ApprovalId) -> Vec<TelegramMessageRef> {
+        let pool = self.0.pool();
+        let refs: Result<Option<Vec<u8>>, StoreError> = self.0.run(async move {
+            let row = client(&pool)
+                .await?
+                .query_opt(
+                    "SELECT refs FROM telegram_messages WHERE approval_id = $1",
+                    &[&id.to_bytes().as_slice()],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(row.map(|row| row.get(0)))
+        });
+        refs.ok()
+            .flatten()
+            .and_then(|bytes| {
+                bincode::serde::decode_from_slice::<Vec<TelegramMessageRef>, _>(
+                    &bytes,
+                    bincode::config::standard(),
+                )
+                .ok()
+            })
+            .map(|(refs, _)| refs)
+            .unwrap_or_default()
+    }
+
+    fn add_message_ref(
+        &self,
+        id: ApprovalId,
+        message: TelegramMessageRef,
+    ) -> Result<bool, StoreError> {
+        let mut refs = self.message_refs(id);
+        if refs.contains(&message) {
+            return Ok(false);
+        }
+        refs.push(message);
+        let bytes = bincode::serde::encode_to_vec(&refs, bincode::config::standard())
+            .map_err(|e| StoreError::Queue(format!("message log record: {e}")))?;
+        let pool = self.0.pool();
+        self.0.run(async move {
+            client(&pool)
+                .await?
+                .execute(
+                    "INSERT INTO telegram_messages (approval_id, refs) VALUES ($1, $2)
+                     ON CONFLICT (approval_id) DO UPDATE SET refs = EXCLUDED.refs",
+                    &[&id.to_bytes().as_slice(), &bytes],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(true)
+        })
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let pool = self.0.pool();
+        let key = key.to_string();
+        self.0.run(async move {
+            let row = client(&pool)
+                .await?
+                .query_opt("SELECT value FROM meta WHERE name = $1", &[&key])
+                .await
+                .map_err(db_error)?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn meta_init(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let pool = self.0.pool();
+        let (key, value) = (key.to_string(), value.to_vec());
+        self.0.run(async move {
+            let client = client(&pool).await?;
+            client
+                .execute(
+                    "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                    &[&key, &value],
+                )
+                .await
+                .map_err(db_error)?;
+            let row = client
+                .query_one("SELECT value FROM meta WHERE name = $1", &[&key])
+                .await
+                .map_err(db_error)?;
+            Ok(row.get(0))
+        })
+    }
+
+    /// The leader row's offset; a store restored from sled starts from sled's.
+    fn load_offset(&self) -> Result<i64, StoreError> {
+        let pool = self.0.pool();
+        let leader = self.0.run(async move {
+            super::super::leader::state(&**client(&pool).await?)
+                .await
+                .map_err(db_error)
+        })?;
+        let from_sled = self
+            .meta_get(SLED_OFFSET_KEY)?
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).ok())
+            .map_or(0, |bytes| i64::from(i32::from_be_bytes(bytes)));
+        Ok(leader.map_or(0, |l| l.update_offset).max(from_sled))
+    }
+
+    /// Fenced by the lease's epoch: a leader that lost its lease cannot move the offset.
+    fn save_offset(&self, offset: i64) -> Result<bool, StoreError> {
+        let lease = self.0.inner.lease.lock().ok().and_then(|l| l.clone());
+        let Some(lease) = lease else {
+            self.0.inner.leading.store(false, Ordering::Relaxed);
+            return Ok(false);
+        };
+        let pool = self.0.pool();
+        let saved = self.0.run(async move {
+            super::super::leader::advance_offset(&**client(&pool).await?, &lease, offset)
+                .await
+                .map_err(db_error)
+        })?;
+        if !saved {
+            self.0.inner.leading.store(false, Ordering::Relaxed);
+        }
+        Ok(saved)
+    }
+
+    fn leading(&self) -> bool {
+        self.0.inner.leading.load(Ordering::Relaxed)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn visible_is_durable(&self) -> bool {
+        true
+    }
+}
