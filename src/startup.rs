@@ -215,7 +215,12 @@ impl Application {
             certificates,
             ..
         } = self;
-        let restart_after = state.settings().store.restart_after;
+        // sled does not recover from a failed write in-process, so a restart is its cure; the
+        // PostgreSQL store reconnects by itself when the database returns: never restart it.
+        let restart_after = match state.settings().store.backend {
+            settings::StoreBackend::Sled => state.settings().store.restart_after,
+            settings::StoreBackend::Postgres => std::time::Duration::ZERO,
+        };
         if let Some((sources, log_level, hangups)) = reload {
             let reloader =
                 crate::reload::Reloader::new(sources, state, tokens, log_level, certificates);

@@ -138,12 +138,14 @@ async fn backup(
     OperatorCaller(caller): OperatorCaller,
 ) -> Result<HttpResponse, ApiError> {
     // Inside the store's own folder: the one place the service is sure to be allowed to write
-    // (systemd's StateDirectory, the Docker volume); sled ignores files it did not create.
+    // (systemd's StateDirectory, the Docker volume); sled ignores files it did not create. On
+    // PostgreSQL there is no such folder: the system's temporary directory.
     let settings = state.settings();
-    let file = settings
-        .store
-        .path
-        .join(format!(".approval-gate-backup-{}.part", ulid::Ulid::new()));
+    let folder = match settings.store.backend {
+        crate::settings::StoreBackend::Sled => settings.store.path.clone(),
+        crate::settings::StoreBackend::Postgres => std::env::temp_dir(),
+    };
+    let file = folder.join(format!(".approval-gate-backup-{}.part", ulid::Ulid::new()));
     let stats = state
         .actors
         .registry

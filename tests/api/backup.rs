@@ -47,6 +47,9 @@ fn restore_store(file: &std::path::Path, store: &std::path::Path) {
 
 #[actix_web::test]
 async fn a_backup_restored_into_a_new_store_takes_decisions() {
+    if sled_only("a_backup_restored_into_a_new_store_takes_decisions") {
+        return;
+    }
     let source = tempfile::tempdir().unwrap();
     let child = spawn_binary(source.path(), &[]);
     let pending = child.create_id(&new_approval()).await;
@@ -122,6 +125,9 @@ async fn a_backup_restored_into_a_new_store_takes_decisions() {
 /// sled store, which serves the same approvals, grants and history.
 #[actix_web::test]
 async fn a_store_moves_to_postgres_and_back_through_the_cli() {
+    if sled_only("a_store_moves_to_postgres_and_back_through_the_cli") {
+        return;
+    }
     let Some(database) = PgDatabase::create("a_store_moves_to_postgres_and_back").await else {
         return;
     };

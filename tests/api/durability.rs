@@ -103,6 +103,9 @@ async fn sigkill_right_after_201_loses_nothing() {
 /// A graceful stop then flushes sled and leaves no journal to replay.
 #[actix_web::test]
 async fn the_journal_brings_back_every_acknowledged_write_after_sigkill() {
+    if sled_only("the_journal_brings_back_every_acknowledged_write_after_sigkill") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let rare_checkpoints = [("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "1h")];
     let first = spawn_binary(dir.path(), &rare_checkpoints);
@@ -160,6 +163,9 @@ async fn the_journal_brings_back_every_acknowledged_write_after_sigkill() {
 /// delivers every one of them.
 #[actix_web::test]
 async fn undelivered_notifications_outlive_the_checkpoint_that_retires_their_journal() {
+    if sled_only("undelivered_notifications_outlive_the_checkpoint_that_retires_their_journal") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     // The file channel cannot write while `blocked` is a file where its folder should be.
     let blocked = dir.path().join("blocked");
@@ -219,6 +225,9 @@ async fn undelivered_notifications_outlive_the_checkpoint_that_retires_their_jou
 /// and has every approval; a checkpoint that succeeds after failures retires the files they kept.
 #[actix_web::test]
 async fn a_failed_checkpoint_keeps_the_journal_and_a_later_one_retires_it() {
+    if sled_only("a_failed_checkpoint_keeps_the_journal_and_a_later_one_retires_it") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let store = dir.path().join("store");
     let settings = [("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "10ms")];
@@ -359,6 +368,9 @@ async fn deadlines_are_rearmed_and_missed_ones_time_out_at_start() {
 /// it touches the journal; the first goes on serving.
 #[actix_web::test]
 async fn a_second_service_on_the_same_store_is_refused_and_the_first_keeps_serving() {
+    if sled_only("a_second_service_on_the_same_store_is_refused_and_the_first_keeps_serving") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let first = spawn_binary(dir.path(), &[]);
     let before = first.create_id(&new_approval()).await;

@@ -8,6 +8,7 @@ mod agent_cli;
 mod agents;
 mod backup;
 mod cli;
+mod cluster;
 mod concurrency;
 mod durability;
 mod errors;

@@ -263,6 +263,9 @@ async fn queue_events_and_the_oldest_pending_age_follow_the_approvals() {
 /// scrape: never ahead of what the store reports, never behind what it reported before.
 #[actix_web::test]
 async fn the_group_commit_counters_follow_the_store() {
+    if sled_only("the_group_commit_counters_follow_the_store") {
+        return;
+    }
     let app = spawn_app().await;
     let requests = |parsed: &prometheus_parse::Scrape| {
         value(parsed, "approval_gate_store_commit_requests_total", None).unwrap_or_default()

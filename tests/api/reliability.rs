@@ -183,6 +183,9 @@ async fn an_undeliverable_mail_becomes_a_dead_letter_and_a_requeue_delivers_it()
 /// the store commits again: it is back in its queue, and its notifier is woken then.
 #[actix_web::test]
 async fn a_requeue_whose_commit_fails_is_reported_and_delivered_once_the_store_commits() {
+    if sled_only("a_requeue_whose_commit_fails_is_reported_and_delivered_once_the_store_commits") {
+        return;
+    }
     let smtp = SmtpServer::start();
     smtp.set_refuse(true);
     let port = smtp.port().to_string();
@@ -391,6 +394,9 @@ async fn a_notifier_restarted_inside_a_batch_interval_still_delivers_what_waited
 /// restart of the notifier replays the queue and delivers all of them.
 #[actix_web::test]
 async fn a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_it() {
+    if sled_only("a_lane_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_delivers_it") {
+        return;
+    }
     let app = spawn_app_with(&[("APPROVAL_GATE__FALLBACK__ORDER", "file")]).await;
     lose_wakes(&app, "fallback_notifier", 1).await;
     let lost = app.create_id(&new_approval()).await;
@@ -509,6 +515,9 @@ async fn a_channels_dead_letters_go_back_with_one_request() {
 /// store commits again: they are back in their queue, and their notifier is woken then.
 #[actix_web::test]
 async fn a_channel_requeue_whose_commit_fails_is_reported_and_delivered_later() {
+    if sled_only("a_channel_requeue_whose_commit_fails_is_reported_and_delivered_later") {
+        return;
+    }
     let smtp = SmtpServer::start();
     smtp.set_refuse(true);
     let port = smtp.port().to_string();

@@ -79,6 +79,9 @@ async fn refused_and_reported_until_the_store_recovers(app: &impl Api, refused: 
 /// with a real write, not an empty sync that would pass.
 #[actix_web::test]
 async fn a_store_that_syncs_but_cannot_write_stays_unhealthy_until_it_writes_again() {
+    if sled_only("a_store_that_syncs_but_cannot_write_stays_unhealthy_until_it_writes_again") {
+        return;
+    }
     let app = spawn_app().await;
     create_quietly(&app).await;
     refuse_writes(&app, 1_000).await;
@@ -106,6 +109,9 @@ async fn a_store_that_syncs_but_cannot_write_stays_unhealthy_until_it_writes_aga
 
 #[actix_web::test]
 async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_succeeds() {
+    if sled_only("a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_succeeds") {
+        return;
+    }
     let app = spawn_app().await;
     // Let the creation's deliveries land first: recording them on the history commits too, and
     // those commits would take the failures injected below.
@@ -148,6 +154,9 @@ async fn a_failed_commit_is_503_is_reverted_and_health_says_so_until_a_commit_su
 /// and the store's commit thread lives on to commit the next change.
 #[actix_web::test]
 async fn a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again() {
+    if sled_only("a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again") {
+        return;
+    }
     let app = spawn_app().await;
     create_quietly(&app).await;
 
@@ -172,6 +181,9 @@ async fn a_panic_inside_a_commit_is_a_failed_commit_and_the_store_commits_again(
 /// write it holds is answered once the disk answers, and health recovers.
 #[actix_web::test]
 async fn a_commit_that_hangs_past_the_stall_limit_is_reported_until_it_finishes() {
+    if sled_only("a_commit_that_hangs_past_the_stall_limit_is_reported_until_it_finishes") {
+        return;
+    }
     let app = spawn_app_with(&[("APPROVAL_GATE__STORE__COMMIT_STALL", "1s")]).await;
     create_quietly(&app).await;
 
@@ -214,6 +226,9 @@ async fn a_commit_that_hangs_past_the_stall_limit_is_reported_until_it_finishes(
 
 #[actix_web::test]
 async fn a_timeout_whose_commit_fails_is_retried_not_disarmed() {
+    if sled_only("a_timeout_whose_commit_fails_is_retried_not_disarmed") {
+        return;
+    }
     let app = spawn_app().await;
     let mut body = new_approval();
     body["timeout"] = json!("1s");
@@ -234,6 +249,9 @@ async fn a_timeout_whose_commit_fails_is_retried_not_disarmed() {
 /// service has everything that was acknowledged and nothing that was refused.
 #[actix_web::test]
 async fn a_store_that_keeps_failing_makes_the_service_exit_for_a_restart_losing_nothing() {
+    if sled_only("a_store_that_keeps_failing_makes_the_service_exit_for_a_restart_losing_nothing") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = spawn_binary(dir.path(), &[("APPROVAL_GATE__STORE__RESTART_AFTER", "2s")]);
     let id = create_quietly(&child).await;
@@ -265,6 +283,9 @@ async fn a_store_that_keeps_failing_makes_the_service_exit_for_a_restart_losing_
 /// and not after a crash and the journal's replay (the refused batch is cut off the journal).
 #[actix_web::test]
 async fn a_refused_change_does_not_come_back_after_a_crash() {
+    if sled_only("a_refused_change_does_not_come_back_after_a_crash") {
+        return;
+    }
     const SIGKILL: i32 = 9;
     let dir = tempfile::tempdir().expect("temp dir");
     let rare_checkpoints = [("APPROVAL_GATE__STORE__CHECKPOINT_EVERY", "1h")];
@@ -295,6 +316,9 @@ async fn a_refused_change_does_not_come_back_after_a_crash() {
 /// waited for only a few seconds, and the service still exits for its restart.
 #[actix_web::test]
 async fn a_store_that_hangs_makes_the_service_exit_for_a_restart() {
+    if sled_only("a_store_that_hangs_makes_the_service_exit_for_a_restart") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = spawn_binary(
         dir.path(),
@@ -324,6 +348,9 @@ async fn a_store_that_hangs_makes_the_service_exit_for_a_restart() {
 
 #[actix_web::test]
 async fn a_session_grant_whose_commit_fails_is_not_granted() {
+    if sled_only("a_session_grant_whose_commit_fails_is_not_granted") {
+        return;
+    }
     let app = spawn_app().await;
     let id = create_quietly(&app).await;
     fail_commits(&app, 1).await;
@@ -341,6 +368,9 @@ async fn a_session_grant_whose_commit_fails_is_not_granted() {
 
 #[actix_web::test]
 async fn the_ready_gauge_says_what_health_ready_says() {
+    if sled_only("the_ready_gauge_says_what_health_ready_says") {
+        return;
+    }
     let app = spawn_app().await;
     let ready = |text: &str| metric(text, "approval_gate_ready");
     assert_eq!(ready(&app.metrics().await), Some(1.0));
@@ -370,6 +400,9 @@ async fn the_ready_gauge_says_what_health_ready_says() {
 /// commit that succeeds proves nothing: the failed batch was cut off the journal).
 #[actix_web::test]
 async fn a_change_whose_commit_fails_is_not_shown_by_reads_waiting_for_it() {
+    if sled_only("a_change_whose_commit_fails_is_not_shown_by_reads_waiting_for_it") {
+        return;
+    }
     let app = spawn_app().await;
     let id = create_quietly(&app).await;
     // The next commit hangs, then fails: the decision's.

@@ -47,6 +47,9 @@ async fn server_errors_are_retried_then_the_fallback_is_told_and_nothing_is_lost
 /// waiting behind it until a restart.
 #[actix_web::test]
 async fn a_hand_over_whose_commit_fails_still_reaches_the_fallback_channels() {
+    if sled_only("a_hand_over_whose_commit_fails_still_reaches_the_fallback_channels") {
+        return;
+    }
     let fake = FakeTelegram::start();
     let app = spawn_telegram_app(
         &fake.url(),
@@ -135,6 +138,9 @@ async fn a_backlog_past_the_outbox_memory_budget_is_read_back_and_delivered() {
 /// gateway replays its queue and sends both messages.
 #[actix_web::test]
 async fn telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_restart_sends_them() {
+    if sled_only("telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_restart_sends_them") {
+        return;
+    }
     let fake = FakeTelegram::start();
     let app = spawn_telegram_app(&fake.url(), fake.token(), &[]).await;
     lose_wakes(&app, "telegram_gateway", 1).await;
@@ -172,6 +178,9 @@ async fn telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_rest
 /// degraded, so the status says nothing), and a restarted gateway hands it over.
 #[actix_web::test]
 async fn a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands_it_over() {
+    if sled_only("a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands_it_over") {
+        return;
+    }
     let fake = FakeTelegram::start();
     let app = spawn_telegram_app(&fake.url(), fake.token(), &opens_after_three("60s")).await;
     fake.set_down(Some(Fault::DropConnection), false);

@@ -341,6 +341,19 @@ impl FallbackNotifier {
         Ok(batch)
     }
 
+    /// On a shared store: each lane's queue counted afresh (other instances add to it).
+    fn recount(&mut self) {
+        for lane in &mut self.lanes {
+            match self.queues.scan(lane.queue) {
+                Ok((count, _)) => lane.queued = count,
+                Err(error) => {
+                    tracing::warn!(actor = NAME, queue = lane.queue.as_str(), %error, "cannot count a notification queue")
+                }
+            }
+        }
+        self.publish_queued();
+    }
+
     fn publish_queued(&self) {
         let queued: usize = self.lanes.iter().map(|l| l.queued).sum();
         self.metrics.do_send(Metric::FallbackQueued(queued as i64));

@@ -133,9 +133,17 @@ impl ApprovalRegistry {
         let notifiers = self.notifiers.clone();
         let generation = self.generation;
         async move {
-            let Pending { applied, landing } = pending;
+            let Pending {
+                mut applied,
+                landing,
+            } = pending;
             let (fate, result) = match landing.wait().await {
-                Ok(Landed::Durable) => (Fate::Durable, Ok(applied.approval.clone())),
+                Ok(Landed::Durable(queued)) => {
+                    if !queued.is_empty() {
+                        applied.written.queued = queued;
+                    }
+                    (Fate::Durable, Ok(applied.approval.clone()))
+                }
                 // The winner, as any loser of a race is told (a repeated create: the original).
                 Ok(Landed::Lost(current)) => (
                     Fate::Lost(current.clone()),
@@ -222,7 +230,7 @@ impl ApprovalRegistry {
             }
             self.unsettled.settled(approval.id, true);
             if kind == Kind::Ended {
-                self.ended_elsewhere(*stored);
+                self.ended_elsewhere(*stored, false);
             }
             return;
         }

@@ -35,8 +35,9 @@ pub enum RemoteChange {
 
 impl ApprovalRegistry {
     /// An approval another instance ended: wake whoever waits here, disarm its deadline, count
-    /// it, and tell this instance's notifiers (the delivering instance sends its news).
-    pub(super) fn ended_elsewhere(&mut self, approval: Approval) {
+    /// it (once: only as its NOTIFY announces it, `counted`), and tell this instance's notifiers
+    /// (the delivering instance sends its news).
+    pub(super) fn ended_elsewhere(&mut self, approval: Approval, counted: bool) {
         if !approval.status.is_terminal() {
             return;
         }
@@ -47,12 +48,16 @@ impl ApprovalRegistry {
         if self.waiters.wake(&approval) > 0 {
             self.publish_waiters();
         }
+        if counted {
+            self.count(Some(Status::Pending), approval.status);
+            self.pending_changed(&approval.requested_by, false);
+        }
         self.notifiers.nudge();
     }
 
-    fn remote_ended(&mut self, id: ApprovalId) {
+    fn remote_ended(&mut self, id: ApprovalId, counted: bool) {
         match self.store.get(id) {
-            Ok(Some(approval)) => self.ended_elsewhere(approval),
+            Ok(Some(approval)) => self.ended_elsewhere(approval, counted),
             Ok(None) => {}
             Err(error) => {
                 tracing::warn!(actor = NAME, approval_id = %id, %error, "cannot read an approval another instance ended")
@@ -61,11 +66,12 @@ impl ApprovalRegistry {
     }
 
     /// Re-read what may have changed unseen: the counts, the deadlines, and every approval a
-    /// long poll here waits for.
+    /// long poll here waits for. Not a reload: changes of this instance still in flight settle
+    /// as they would have.
     fn resync(&mut self) {
-        self.load();
+        self.recount();
         for id in self.waiters.ids() {
-            self.remote_ended(id);
+            self.remote_ended(id, false);
         }
     }
 
@@ -100,15 +106,20 @@ impl Handler<RemoteChange> for ApprovalRegistry {
 
     fn handle(&mut self, change: RemoteChange, ctx: &mut Context<Self>) {
         let _ = guarded(NAME, ctx, || match change {
-            RemoteChange::Ended(id) => self.remote_ended(id),
+            RemoteChange::Ended(id) => self.remote_ended(id, true),
             RemoteChange::Resync => self.resync(),
         });
     }
 }
 
-/// Start the orphan sweep on a store that needs one.
+/// Start the orphan sweep on a store that needs one, and the recount: between recounts each
+/// instance counts its own changes and the endings it hears of, not others' creates.
 pub(super) fn start(ctx: &mut Context<ApprovalRegistry>) {
     supervision::run_interval(ctx, NAME, ORPHAN_SWEEP_EVERY, |act, ctx| {
         act.orphan_sweep(ctx)
     });
+    supervision::run_interval(ctx, NAME, RECOUNT_EVERY, |act, _| act.recount());
 }
+
+/// How often a registry on a shared store re-reads the counts by status.
+pub const RECOUNT_EVERY: Duration = Duration::from_secs(30);

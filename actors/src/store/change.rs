@@ -56,8 +56,9 @@ pub struct Written {
 /// What became of a written change.
 #[derive(Debug)]
 pub enum Landed {
-    /// On stable storage: announce it.
-    Durable,
+    /// On stable storage: announce it. The queue entries it wrote, when the backend assigns
+    /// their sequence numbers only as it commits (PostgreSQL); empty when [`Written`] knew them.
+    Durable(Vec<(super::Channel, u64)>),
     /// Not written: the approval is no longer as the change found it (another instance decided
     /// it first), or a new approval's idempotency key was taken meanwhile. The approval as it
     /// is stored now: the winner, or the original of the idempotent repeat.
@@ -75,7 +76,7 @@ impl Landing {
 
     /// A backend whose changes land at its commit ([`ApprovalStore::commit`]).
     pub fn at(commit: Commit) -> Self {
-        Self::new(async move { commit.wait().await.map(|()| Landed::Durable) })
+        Self::new(async move { commit.wait().await.map(|()| Landed::Durable(Vec::new())) })
     }
 
     pub async fn wait(self) -> Result<Landed, StoreError> {

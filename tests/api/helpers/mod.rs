@@ -4,11 +4,13 @@
 //! kill tests. `faults.rs`: store fault injection. `channels.rs`: the Telegram settings against
 //! the fake Bot API and the fallback notifications file.
 
+mod backend;
 mod channels;
 mod child;
 mod faults;
 mod postgres;
 
+pub use backend::*;
 pub use channels::*;
 pub use child::*;
 pub use faults::*;
@@ -73,8 +75,9 @@ pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> BTreeMap<String, Stri
     // Tests create in bursts; the rate-limit tests set their own, lower limits.
     set("APPROVAL_GATE__LIMITS__CREATE_BURST", "1000".into());
     set("APPROVAL_GATE__LIMITS__DECISION_BURST", "1000".into());
+    store_env(dir, &mut env);
     for (k, v) in overrides {
-        set(k, v.to_string());
+        env.insert(k.to_string(), v.to_string());
     }
     env
 }
@@ -92,6 +95,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         // `stop` sends its command eagerly; the returned future only waits for completion.
         drop(self.handle.stop(false));
+        drop_store(self.dir.path());
     }
 }
 

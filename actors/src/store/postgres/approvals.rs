@@ -91,6 +91,19 @@ pub async fn create(
     events: &[AuditEvent],
     notices: &[Notice],
 ) -> Result<Created, PgApprovalError> {
+    Ok(create_queued(client, approval, events, notices).await?.0)
+}
+
+/// (channel, seq) of each outbox row a change wrote, in the notices' order.
+pub type Queued = Vec<(i16, i64)>;
+
+/// [`create`], also telling which outbox rows it wrote.
+pub async fn create_queued(
+    client: &deadpool_postgres::ClientWrapper,
+    approval: &Approval,
+    events: &[AuditEvent],
+    notices: &[Notice],
+) -> Result<(Created, Queued), PgApprovalError> {
     let record = encode(approval)?;
     let events_json = (!events.is_empty())
         .then(|| serde_json::to_string(events))
@@ -117,11 +130,14 @@ pub async fn create(
                  INSERT INTO outbox (channel, entry)
                  SELECT n.channel, n.entry FROM a,
                      unnest($14::smallint[], $15::bytea[]) WITH ORDINALITY AS n(channel, entry, i)
-                 ORDER BY n.i)
-             SELECT count(*) FROM a",
+                 ORDER BY n.i
+                 RETURNING channel, seq)
+             SELECT (SELECT count(*) FROM a),
+                    coalesce((SELECT array_agg(channel ORDER BY seq) FROM o), '{}'),
+                    coalesce((SELECT array_agg(seq ORDER BY seq) FROM o), '{}')",
         )
         .await?;
-    let inserted: i64 = client
+    let row = client
         .query_one(
             &statement,
             &[
@@ -143,10 +159,15 @@ pub async fn create(
                 &approval.decided_at.map(|at| at.timestamp_millis()),
             ],
         )
-        .await?
-        .get(0);
+        .await?;
+    let inserted: i64 = row.get(0);
     if inserted == 1 {
-        return Ok(Created::New(approval.clone()));
+        let channels: Vec<i16> = row.get(1);
+        let seqs: Vec<i64> = row.get(2);
+        return Ok((
+            Created::New(approval.clone()),
+            channels.into_iter().zip(seqs).collect(),
+        ));
     }
     // The key's first use may be another instance's, committed just now: this statement's
     // snapshot (READ COMMITTED) sees it.
@@ -156,7 +177,7 @@ pub async fn create(
             &[&approval.requested_by, &approval.idempotency_key],
         )
         .await?;
-    Ok(Created::Existing(decode(row.get(0), row.get(1))?))
+    Ok((Created::Existing(decode(row.get(0), row.get(1))?), Vec::new()))
 }
 
 /// Ends a pending approval with `decision`, or reports the decision that ended it first.
@@ -207,14 +228,15 @@ pub async fn end_change(
     notices: &[Notice],
     grant: Option<&crate::domain::Grant>,
     origin: &str,
-) -> Result<Decided, PgApprovalError> {
+) -> Result<(Decided, Queued), PgApprovalError> {
     let tx = client.transaction().await?;
     if !end(&tx, approval).await? {
         tx.rollback().await?;
-        return Ok(match read(client, approval.id).await? {
+        let lost = match read(client, approval.id).await? {
             Some(current) => Decided::AlreadyEnded(current),
             None => Decided::Missing,
-        });
+        };
+        return Ok((lost, Vec::new()));
     }
     if let Some(grant) = grant {
         tx.execute(
@@ -228,9 +250,9 @@ pub async fn end_change(
         )
         .await?;
     }
-    record_change(&tx, approval, events, notices, origin).await?;
+    let queued = record_change(&tx, approval, events, notices, origin).await?;
     tx.commit().await?;
-    Ok(Decided::Won(approval.clone()))
+    Ok((Decided::Won(approval.clone()), queued))
 }
 
 /// Times out up to `limit` pending approvals whose deadline is at or before `now`, skipping rows
@@ -308,7 +330,7 @@ async fn record_change(
     events: &[AuditEvent],
     notices: &[Notice],
     origin: &str,
-) -> Result<(), PgApprovalError> {
+) -> Result<Queued, PgApprovalError> {
     let id = approval.id.to_bytes();
     let id = id.as_slice();
     let id_text = payload(approval.id, origin);
@@ -321,22 +343,26 @@ async fn record_change(
         .map(|n| [&n.channel as &(dyn ToSql + Sync), &n.entry])
         .collect();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANGES, &id_text];
-    let mut writes = Vec::with_capacity(notices.len() + 2);
+    let mut writes = Vec::with_capacity(2);
     if !events.is_empty() {
         writes.push(tx.execute(
             "INSERT INTO approval_events (approval_id, at_ms, events) VALUES ($1, $2, ($3::text)::jsonb)",
             &event_params,
         ));
     }
-    for params in &notice_params {
-        writes.push(tx.execute(
-            "INSERT INTO outbox (channel, entry) VALUES ($1, $2)",
-            params,
-        ));
-    }
     writes.push(tx.execute("SELECT pg_notify($1, $2)", &notify_params));
-    futures_util::future::try_join_all(writes).await?;
-    Ok(())
+    let queue = notice_params.iter().map(|params| {
+        tx.query_one(
+            "INSERT INTO outbox (channel, entry) VALUES ($1, $2) RETURNING channel, seq",
+            params,
+        )
+    });
+    let (_, rows) = futures_util::future::try_join(
+        futures_util::future::try_join_all(writes),
+        futures_util::future::try_join_all(queue),
+    )
+    .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
 /// The `status` column's value ([`crate::store::status_code`]).

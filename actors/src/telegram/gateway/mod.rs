@@ -269,6 +269,14 @@ impl TelegramGateway {
             self.metric(TelegramMetric::LeaderChange);
             self.leading = false;
         }
+        // Entries come and go on other instances too: the outbox's size is counted here.
+        match self.queues.scan(Channel::Telegram) {
+            Ok((count, _)) => {
+                self.queued = count;
+                self.publish_outbox();
+            }
+            Err(error) => tracing::warn!(actor = NAME, %error, "cannot count the Telegram queue"),
+        }
         if self.leading {
             self.pump(ctx);
         }

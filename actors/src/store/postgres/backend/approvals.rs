@@ -62,6 +62,20 @@ impl PgStore {
     }
 }
 
+/// The outbox rows a change wrote, as the registry wakes notifiers with them.
+fn channels(queued: sql::Queued) -> Result<Vec<(crate::store::Channel, u64)>, StoreError> {
+    queued
+        .into_iter()
+        .map(|(code, seq)| {
+            let channel = u8::try_from(code)
+                .ok()
+                .and_then(crate::store::Channel::from_byte)
+                .ok_or_else(|| StoreError::Postgres(format!("unknown channel {code}")))?;
+            Ok((channel, u64::try_from(seq).unwrap_or(0)))
+        })
+        .collect()
+}
+
 /// Store a new approval; a key taken by an ended approval is handed over once (the registry
 /// creates anew only when the agent asked for that, `idempotent_while_pending`).
 async fn create(
@@ -72,12 +86,12 @@ async fn create(
 ) -> Result<Landed, StoreError> {
     let client = client(&pool).await?;
     for attempt in 0..2 {
-        match sql::create(&client, &approval, &events, &notices)
+        match sql::create_queued(&client, &approval, &events, &notices)
             .await
             .map_err(db_error)?
         {
-            Created::New(_) => return Ok(Landed::Durable),
-            Created::Existing(existing) if attempt == 0 && existing.status.is_terminal() => {
+            (Created::New(_), queued) => return Ok(Landed::Durable(channels(queued)?)),
+            (Created::Existing(existing), _) if attempt == 0 && existing.status.is_terminal() => {
                 client
                     .execute(
                         "UPDATE approvals SET idempotency_key = NULL WHERE id = $1 AND status <> 0",
@@ -86,7 +100,7 @@ async fn create(
                     .await
                     .map_err(db_error)?;
             }
-            Created::Existing(existing) => return Ok(Landed::Lost(Box::new(existing))),
+            (Created::Existing(existing), _) => return Ok(Landed::Lost(Box::new(existing))),
         }
     }
     Err(StoreError::Postgres(
@@ -135,9 +149,9 @@ impl ApprovalStore for PgStore {
                     .await
                     .map_err(db_error)?;
                     Ok(match decided {
-                        Decided::Won(_) => Landed::Durable,
-                        Decided::AlreadyEnded(current) => Landed::Lost(Box::new(current)),
-                        Decided::Missing => Landed::Lost(Box::new(approval)),
+                        (Decided::Won(_), queued) => Landed::Durable(channels(queued)?),
+                        (Decided::AlreadyEnded(current), _) => Landed::Lost(Box::new(current)),
+                        (Decided::Missing, _) => Landed::Lost(Box::new(approval)),
                     })
                 }
                 .await
@@ -341,9 +355,18 @@ impl ApprovalStore for PgStore {
 
     fn diagnostics(&self) -> StoreDiagnostics {
         let status = self.inner.pool.status();
+        let pool = self.pool();
+        let size = self.run(async move {
+            let row = client(&pool)
+                .await?
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await
+                .map_err(db_error)?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        });
         StoreDiagnostics {
             path: PathBuf::from("postgres"),
-            size_on_disk: 0,
+            size_on_disk: size.unwrap_or(0),
             last_flush_ms: 0,
             committing: self.committing(),
             commit_failures: self.inner.failures.load(Ordering::Relaxed),

@@ -1,0 +1,243 @@
+//! Several instances on one PostgreSQL database, as child processes (docs/deployment.md): any
+//! instance takes any request, the first decision wins across instances, waiters wake wherever
+//! they wait, each approval times out once, and a lost LISTEN connection loses no wake-up.
+//!
+//! These run on every backend setting of the suite (they are PostgreSQL's own tests); with
+//! `APPROVAL_GATE_TEST_POSTGRES=skip` they say NOT RUN.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// `n` instances sharing `db`, each on a folder of its own under `dir`.
+fn cluster(dir: &std::path::Path, db: &PgDatabase, n: usize, extra: &[(&str, &str)]) -> Vec<ChildApp> {
+    (0..n)
+        .map(|i| {
+            let folder = dir.join(format!("instance-{i}"));
+            std::fs::create_dir_all(&folder).expect("instance folder");
+            let name = format!("instance-{i}");
+            let mut overrides: Vec<(&str, &str)> = vec![
+                ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
+                ("APPROVAL_GATE__STORE__POSTGRES__URL", db.url.as_str()),
+                ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", name.as_str()),
+            ];
+            overrides.extend_from_slice(extra);
+            spawn_binary(&folder, &overrides)
+        })
+        .collect()
+}
+
+/// A 30 s long poll on `app`, running on its own.
+fn long_poll(
+    app: &ChildApp,
+    id: &str,
+) -> actix_rt::task::JoinHandle<Result<reqwest::Response, reqwest::Error>> {
+    let request = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/approvals/{id}?wait=30s"),
+            Some(AGENT_TOKEN),
+        )
+        .send();
+    actix_rt::spawn(request)
+}
+
+async fn status_of(app: &impl Api, id: &str) -> String {
+    let body: Value = app.get(id, None).await.json().await.expect("json");
+    body["status"].as_str().unwrap_or_default().to_string()
+}
+
+async fn history(app: &impl Api, id: &str) -> Vec<Value> {
+    let body = app
+        .operator_json(&format!("/api/approvals/{id}/events"))
+        .await;
+    body["events"].as_array().cloned().unwrap_or_default()
+}
+
+#[actix_rt::test]
+async fn created_on_one_instance_waited_on_another_decided_on_a_third() {
+    let Some(db) = PgDatabase::create("cluster_create_wait_decide").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let apps = cluster(dir.path(), &db, 3, &[]);
+    let id = apps[0].create_id(&new_approval()).await;
+    let waiter = long_poll(&apps[1], &id);
+    // The long poll is registered on B before C decides.
+    eventually(Duration::from_secs(10), "B holds the long poll", || async {
+        (apps[1].health().await["actors"]["approval_registry"]["detail"]["waiters"] == 1)
+            .then_some(())
+    })
+    .await;
+    let decided = apps[2].decide(&id, "approve").await;
+    assert_eq!(decided.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let woke = actix_rt::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("B's long poll returned after C decided")
+        .expect("waiter task")
+        .expect("long poll answered");
+    let body: Value = woke.json().await.expect("json");
+    assert_eq!(body["status"], "approved", "B's long poll saw C's decision");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken by NOTIFY, not by the long poll's end"
+    );
+    // Every instance reads the same approval and history.
+    for app in &apps {
+        assert_eq!(status_of(app, &id).await, "approved");
+    }
+    let kinds: Vec<String> = history(&apps[0], &id)
+        .await
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(kinds.contains(&"created".to_string()) && kinds.contains(&"approved".to_string()));
+}
+
+#[actix_rt::test]
+async fn racing_decisions_on_three_instances_have_exactly_one_winner() {
+    let Some(db) = PgDatabase::create("cluster_race").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let apps = cluster(dir.path(), &db, 3, &[]);
+    for round in 0..25 {
+        let id = apps[round % 3].create_id(&new_approval()).await;
+        let (a, b, c) = futures_util::join!(
+            apps[0].decide(&id, "approve"),
+            apps[1].decide(&id, "reject"),
+            apps[2].cancel(&id),
+        );
+        let statuses = [a.status(), b.status(), c.status()];
+        let winners = statuses.iter().filter(|s| s.is_success()).count();
+        assert_eq!(winners, 1, "round {round}: exactly one winner, got {statuses:?}");
+        let final_status = status_of(&apps[0], &id).await;
+        for response in [a, b, c] {
+            let status = response.status();
+            let body: Value = response.json().await.expect("json");
+            if status.is_success() {
+                assert_eq!(body["status"], final_status.as_str(), "the winner is what is stored");
+            } else {
+                assert_eq!(status, StatusCode::CONFLICT, "round {round}: losers get 409: {body}");
+                assert_eq!(
+                    body["approval"]["status"],
+                    final_status.as_str(),
+                    "round {round}: a loser is told the winner"
+                );
+            }
+        }
+        let ended = history(&apps[1], &id)
+            .await
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e["kind"].as_str(),
+                    Some("approved" | "rejected" | "cancelled" | "timed_out")
+                )
+            })
+            .count();
+        assert_eq!(ended, 1, "round {round}: one ending in the history");
+    }
+}
+
+#[actix_rt::test]
+async fn three_sweepers_time_each_approval_out_once() {
+    let Some(db) = PgDatabase::create("cluster_timeouts").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let apps = cluster(
+        dir.path(),
+        &db,
+        3,
+        &[("APPROVAL_GATE__APPROVAL_TIMEOUT__CHECK_INTERVAL", "100ms")],
+    );
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let mut body = new_approval();
+        body["timeout"] = json!("1s");
+        ids.push(apps[i % 3].create_id(&body).await);
+    }
+    for id in &ids {
+        eventually(Duration::from_secs(15), "the approval timed out", || async {
+            (status_of(&apps[2], id).await == "timed_out").then_some(())
+        })
+        .await;
+    }
+    // Give any late sweeper time to try again: a second timeout would show in the history.
+    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    for id in &ids {
+        let timeouts = history(&apps[0], id)
+            .await
+            .iter()
+            .filter(|e| e["kind"] == "timed_out")
+            .count();
+        assert_eq!(timeouts, 1, "{id} timed out exactly once");
+    }
+}
+
+#[actix_rt::test]
+async fn a_killed_listen_connection_loses_no_wake_up() {
+    let Some(db) = PgDatabase::create("cluster_listen_killed").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let apps = cluster(dir.path(), &db, 2, &[]);
+    let id = apps[0].create_id(&new_approval()).await;
+    let waiter = long_poll(&apps[1], &id);
+    eventually(Duration::from_secs(10), "B holds the long poll", || async {
+        (apps[1].health().await["actors"]["approval_registry"]["detail"]["waiters"] == 1)
+            .then_some(())
+    })
+    .await;
+    // Kill every LISTEN session, then decide before they can have reconnected: the NOTIFY is
+    // sent to nobody, and B must learn of the decision from its resync.
+    let admin = db.client().await;
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'approval-gate-listen' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(killed >= 1, "the LISTEN sessions were found and killed");
+    assert_eq!(apps[0].decide(&id, "reject").await.status(), StatusCode::OK);
+    let woke = actix_rt::time::timeout(Duration::from_secs(15), waiter)
+        .await
+        .expect("B's waiter woke after its LISTEN connection was killed")
+        .expect("waiter task")
+        .expect("long poll answered");
+    let body: Value = woke.json().await.expect("json");
+    assert_eq!(body["status"], "rejected");
+}
+
+#[actix_rt::test]
+async fn idempotency_keys_hold_across_instances() {
+    let Some(db) = PgDatabase::create("cluster_idempotency").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let apps = cluster(dir.path(), &db, 3, &[]);
+    let mut body = new_approval();
+    body["idempotency_key"] = json!("deploy-42");
+    let (a, b, c) = futures_util::join!(apps[0].create(&body), apps[1].create(&body), apps[2].create(&body));
+    let mut ids = Vec::new();
+    let mut created = 0;
+    for response in [a, b, c] {
+        if response.status() == StatusCode::CREATED {
+            created += 1;
+        } else {
+            assert_eq!(response.status(), StatusCode::OK, "a repeat answers the original");
+        }
+        let body: Value = response.json().await.expect("json");
+        ids.push(body["id"].as_str().expect("id").to_string());
+    }
+    assert_eq!(created, 1, "one instance created it");
+    assert!(ids.iter().all(|id| id == &ids[0]), "every instance answered the same approval: {ids:?}");
+}
