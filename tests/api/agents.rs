@@ -450,7 +450,8 @@ async fn a_bad_token_or_a_failing_store_is_a_200_deny_never_an_error() {
 /// recording the request has not finished.
 #[actix_web::test]
 async fn a_hook_whose_request_cannot_be_recorded_in_time_is_denied_while_the_store_hangs() {
-    if sled_only("a_hook_whose_request_cannot_be_recorded_in_time_is_denied_while_the_store_hangs") {
+    if sled_only("a_hook_whose_request_cannot_be_recorded_in_time_is_denied_while_the_store_hangs")
+    {
         return;
     }
     let app = spawn_app_with(&[("APPROVAL_GATE__AGENTS__HOOK_WAIT", "2s")]).await;

@@ -13,7 +13,12 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// `n` instances sharing `db`, each on a folder of its own under `dir`.
-fn cluster(dir: &std::path::Path, db: &PgDatabase, n: usize, extra: &[(&str, &str)]) -> Vec<ChildApp> {
+fn cluster(
+    dir: &std::path::Path,
+    db: &PgDatabase,
+    n: usize,
+    extra: &[(&str, &str)],
+) -> Vec<ChildApp> {
     (0..n)
         .map(|i| {
             let folder = dir.join(format!("instance-{i}"));
@@ -114,15 +119,26 @@ async fn racing_decisions_on_three_instances_have_exactly_one_winner() {
         );
         let statuses = [a.status(), b.status(), c.status()];
         let winners = statuses.iter().filter(|s| s.is_success()).count();
-        assert_eq!(winners, 1, "round {round}: exactly one winner, got {statuses:?}");
+        assert_eq!(
+            winners, 1,
+            "round {round}: exactly one winner, got {statuses:?}"
+        );
         let final_status = status_of(&apps[0], &id).await;
         for response in [a, b, c] {
             let status = response.status();
             let body: Value = response.json().await.expect("json");
             if status.is_success() {
-                assert_eq!(body["status"], final_status.as_str(), "the winner is what is stored");
+                assert_eq!(
+                    body["status"],
+                    final_status.as_str(),
+                    "the winner is what is stored"
+                );
             } else {
-                assert_eq!(status, StatusCode::CONFLICT, "round {round}: losers get 409: {body}");
+                assert_eq!(
+                    status,
+                    StatusCode::CONFLICT,
+                    "round {round}: losers get 409: {body}"
+                );
                 assert_eq!(
                     body["approval"]["status"],
                     final_status.as_str(),
@@ -163,9 +179,11 @@ async fn three_sweepers_time_each_approval_out_once() {
         ids.push(apps[i % 3].create_id(&body).await);
     }
     for id in &ids {
-        eventually(Duration::from_secs(15), "the approval timed out", || async {
-            (status_of(&apps[2], id).await == "timed_out").then_some(())
-        })
+        eventually(
+            Duration::from_secs(15),
+            "the approval timed out",
+            || async { (status_of(&apps[2], id).await == "timed_out").then_some(()) },
+        )
         .await;
     }
     // Give any late sweeper time to try again: a second timeout would show in the history.
@@ -226,18 +244,29 @@ async fn idempotency_keys_hold_across_instances() {
     let apps = cluster(dir.path(), &db, 3, &[]);
     let mut body = new_approval();
     body["idempotency_key"] = json!("deploy-42");
-    let (a, b, c) = futures_util::join!(apps[0].create(&body), apps[1].create(&body), apps[2].create(&body));
+    let (a, b, c) = futures_util::join!(
+        apps[0].create(&body),
+        apps[1].create(&body),
+        apps[2].create(&body)
+    );
     let mut ids = Vec::new();
     let mut created = 0;
     for response in [a, b, c] {
         if response.status() == StatusCode::CREATED {
             created += 1;
         } else {
-            assert_eq!(response.status(), StatusCode::OK, "a repeat answers the original");
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "a repeat answers the original"
+            );
         }
         let body: Value = response.json().await.expect("json");
         ids.push(body["id"].as_str().expect("id").to_string());
     }
     assert_eq!(created, 1, "one instance created it");
-    assert!(ids.iter().all(|id| id == &ids[0]), "every instance answered the same approval: {ids:?}");
+    assert!(
+        ids.iter().all(|id| id == &ids[0]),
+        "every instance answered the same approval: {ids:?}"
+    );
 }

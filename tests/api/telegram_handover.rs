@@ -138,7 +138,9 @@ async fn a_backlog_past_the_outbox_memory_budget_is_read_back_and_delivered() {
 /// gateway replays its queue and sends both messages.
 #[actix_web::test]
 async fn telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_restart_sends_them() {
-    if sled_only("telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_restart_sends_them") {
+    if sled_only(
+        "telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_restart_sends_them",
+    ) {
         return;
     }
     let fake = FakeTelegram::start();
@@ -178,7 +180,8 @@ async fn telegram_deliveries_stuck_behind_a_lost_wake_up_are_reported_and_a_rest
 /// degraded, so the status says nothing), and a restarted gateway hands it over.
 #[actix_web::test]
 async fn a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands_it_over() {
-    if sled_only("a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands_it_over") {
+    if sled_only("a_hand_over_stuck_behind_a_lost_wake_up_is_reported_and_a_restart_hands_it_over")
+    {
         return;
     }
     let fake = FakeTelegram::start();

@@ -323,6 +323,11 @@ impl Handler<Settle> for ApprovalRegistry {
     type Result = ();
 
     fn handle(&mut self, settle: Settle, ctx: &mut Context<Self>) {
-        let _ = guarded(NAME, ctx, || self.settle(settle));
+        let _ = guarded(NAME, ctx, || {
+            self.settle(settle);
+            if self.recount_wanted {
+                self.recount_when_settled();
+            }
+        });
     }
 }

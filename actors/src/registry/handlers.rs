@@ -465,6 +465,7 @@ impl Handler<Ping> for ApprovalRegistry {
                 // A commit under way for long is a disk that hangs (`store.commit_stall`).
                 "store_commit_running_ms": self.store.commit_running_ms(),
                 "dead_letters": self.queues.dead_letter_count(),
+                "database": self.store.health(),
             }),
         })
     }

@@ -139,6 +139,8 @@ pub struct ApprovalRegistry {
     pending_by_agent: HashMap<String, u64>,
     /// A span per pending approval, from its creation to its end (traces; in memory only).
     spans: HashMap<ApprovalId, tracing::Span>,
+    /// A recount waits for the changes in flight to settle (`remote.rs`).
+    recount_wanted: bool,
 }
 
 /// Millisecond precision, the precision records are stored with, so a record read back equals
@@ -180,6 +182,7 @@ impl ApprovalRegistry {
             grants: HashMap::new(),
             pending_by_agent: HashMap::new(),
             spans: HashMap::new(),
+            recount_wanted: false,
         }
     }
 

@@ -34,6 +34,17 @@ pub enum RemoteChange {
 }
 
 impl ApprovalRegistry {
+    /// Re-read the counts once no change of this instance is in flight: a count read while
+    /// one is committed but not yet settled here would count it twice.
+    pub(super) fn recount_when_settled(&mut self) {
+        if self.unsettled.is_empty() {
+            self.recount_wanted = false;
+            self.recount();
+        } else {
+            self.recount_wanted = true;
+        }
+    }
+
     /// An approval another instance ended: wake whoever waits here, disarm its deadline, count
     /// it (once: only as its NOTIFY announces it, `counted`), and tell this instance's notifiers
     /// (the delivering instance sends its news).
@@ -69,7 +80,7 @@ impl ApprovalRegistry {
     /// long poll here waits for. Not a reload: changes of this instance still in flight settle
     /// as they would have.
     fn resync(&mut self) {
-        self.recount();
+        self.recount_when_settled();
         for id in self.waiters.ids() {
             self.remote_ended(id, false);
         }
@@ -118,7 +129,9 @@ pub(super) fn start(ctx: &mut Context<ApprovalRegistry>) {
     supervision::run_interval(ctx, NAME, ORPHAN_SWEEP_EVERY, |act, ctx| {
         act.orphan_sweep(ctx)
     });
-    supervision::run_interval(ctx, NAME, RECOUNT_EVERY, |act, _| act.recount());
+    supervision::run_interval(ctx, NAME, RECOUNT_EVERY, |act, _| {
+        act.recount_when_settled()
+    });
 }
 
 /// How often a registry on a shared store re-reads the counts by status.

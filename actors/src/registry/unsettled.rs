@@ -29,6 +29,11 @@ pub(super) struct Unsettled {
 }
 
 impl Unsettled {
+    /// No change is on its way: the store holds exactly what this registry wrote.
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_approval.is_empty()
+    }
+
     /// A change to `id` was written; its commit is under way.
     pub(super) fn written(&mut self, id: ApprovalId) {
         self.by_approval.entry(id).or_default().outstanding += 1;

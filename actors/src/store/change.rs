@@ -106,6 +106,11 @@ pub trait ApprovalStore: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
+    /// What `/health` shows of a database behind the store (reachable, pool use, the poller's
+    /// lease); nothing for an embedded store. Cheap: no query.
+    fn health(&self) -> Option<serde_json::Value> {
+        None
+    }
     fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError>;
     fn find_idempotent(&self, agent: &str, key: &str) -> Result<Option<ApprovalId>, StoreError>;
     /// Newest first, strictly older than `before` when given. O(page) through the status index.

@@ -78,13 +78,17 @@ fn admin(sql: Vec<String>) {
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| format!("PostgreSQL is unreachable at {url}: {e}"))?;
+            let (client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| format!("PostgreSQL is unreachable at {url}: {e}"))?;
             tokio::spawn(connection);
             for statement in sql {
                 if statement.starts_with("SELECT") {
-                    let rows = client.query(&statement, &[]).await.map_err(|e| e.to_string())?;
+                    let rows = client
+                        .query(&statement, &[])
+                        .await
+                        .map_err(|e| e.to_string())?;
                     for row in rows {
                         let name: String = row.get(0);
                         client

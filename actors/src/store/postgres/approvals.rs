@@ -177,7 +177,10 @@ pub async fn create_queued(
             &[&approval.requested_by, &approval.idempotency_key],
         )
         .await?;
-    Ok((Created::Existing(decode(row.get(0), row.get(1))?), Vec::new()))
+    Ok((
+        Created::Existing(decode(row.get(0), row.get(1))?),
+        Vec::new(),
+    ))
 }
 
 /// Ends a pending approval with `decision`, or reports the decision that ended it first.

@@ -196,6 +196,23 @@ impl ApprovalStore for PgStore {
         true
     }
 
+    fn health(&self) -> Option<serde_json::Value> {
+        let status = self.inner.pool.status();
+        Some(serde_json::json!({
+            "backend": "postgres",
+            "reachable": self.committing(),
+            "pool": {
+                "size": status.size,
+                "available": status.available,
+                "waiting": status.waiting,
+                "max": status.max_size,
+            },
+            "failures": self.inner.failures.load(Ordering::Relaxed),
+            "last_error": self.inner.last_error.lock().ok().and_then(|e| e.clone()),
+            "telegram_poller": self.leader_report(),
+        }))
+    }
+
     fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError> {
         let pool = self.pool();
         self.run(async move {
@@ -340,17 +357,26 @@ impl ApprovalStore for PgStore {
         resolved(Ok(()))
     }
 
+    /// A round trip, in the background: the health ping that asks for it never waits on a
+    /// database that does not answer.
     fn probe(&self) -> Commit {
         let pool = self.pool();
-        let probed = self.run(async move {
-            client(&pool)
-                .await?
-                .execute("SELECT 1", &[])
-                .await
-                .map_err(db_error)?;
-            Ok(())
+        let inner = Arc::clone(&self.inner);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.handle.spawn(async move {
+            let probed = async {
+                client(&pool)
+                    .await?
+                    .execute("SELECT 1", &[])
+                    .await
+                    .map_err(db_error)?;
+                Ok::<(), StoreError>(())
+            }
+            .await;
+            note(&inner, &probed);
+            let _ = tx.send(probed.map_err(|e| Arc::new(std::io::Error::other(e.to_string()))));
         });
-        resolved(probed.map_err(|e| e.to_string()))
+        Commit(rx)
     }
 
     fn diagnostics(&self) -> StoreDiagnostics {

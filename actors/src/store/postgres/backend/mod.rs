@@ -54,6 +54,9 @@ struct Inner {
     settings: PgBackendSettings,
     /// False from a failed statement until one succeeds (health and readiness read it).
     healthy: AtomicBool,
+    /// When the last statement failed (ms since the epoch): while the database is down, reads
+    /// fail fast for a moment instead of each waiting out `pool_wait` on an actor's thread.
+    last_failure_ms: AtomicU64,
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// Fault injection: the next writes fail.
@@ -76,8 +79,59 @@ impl Drop for Inner {
     }
 }
 
-fn db_error(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Postgres(error.to_string())
+/// How long reads fail fast after a failed statement (see [`PgStore::failing_fast`]).
+const FAIL_FAST: Duration = Duration::from_millis(500);
+
+/// A database error as the store reports it: one the server answered with (a SQLSTATE) is a
+/// failed statement; one without (a closed connection, a refused connect) is the database
+/// being unreachable, which health reports and reads fail fast on.
+fn db_error(error: impl Into<DbError>) -> StoreError {
+    match error.into() {
+        DbError::Client(error) if error.code().is_none() => {
+            StoreError::Unavailable(format!("the database is unreachable: {error}"))
+        }
+        DbError::Client(error) => StoreError::Postgres(error.to_string()),
+        DbError::Other(text) => StoreError::Postgres(text),
+    }
+}
+
+/// The errors [`db_error`] sorts.
+pub(super) enum DbError {
+    Client(tokio_postgres::Error),
+    Other(String),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        DbError::Client(error)
+    }
+}
+
+impl From<super::approvals::PgApprovalError> for DbError {
+    fn from(error: super::approvals::PgApprovalError) -> Self {
+        match error {
+            super::approvals::PgApprovalError::Database(error) => DbError::Client(error),
+            other => DbError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<super::import::ImportError> for DbError {
+    fn from(error: super::import::ImportError) -> Self {
+        match error {
+            super::import::ImportError::Database(error) => DbError::Client(error),
+            other => DbError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<super::PgError> for DbError {
+    fn from(error: super::PgError) -> Self {
+        match error {
+            super::PgError::Database(error) => DbError::Client(error),
+            other => DbError::Other(other.to_string()),
+        }
+    }
 }
 
 impl PgStore {
@@ -99,6 +153,7 @@ impl PgStore {
                 pool: pool.clone(),
                 settings,
                 healthy: AtomicBool::new(true),
+                last_failure_ms: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
                 last_error: Mutex::new(None),
                 faults: AtomicU32::new(0),
@@ -176,6 +231,11 @@ impl PgStore {
         &self,
         future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
+        if self.failing_fast() {
+            return Err(StoreError::Unavailable(
+                "the database is unreachable; retry shortly".into(),
+            ));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.inner.handle.spawn(async move {
             let _ = tx.send(future.await);
@@ -193,6 +253,14 @@ impl PgStore {
         note(&self.inner, result);
     }
 
+    /// True for a moment after a failure while the database is unreachable: the probe
+    /// (`ApprovalStore::probe`, every health ping) and writes keep trying meanwhile.
+    fn failing_fast(&self) -> bool {
+        !self.inner.healthy.load(Ordering::Relaxed)
+            && now_ms().saturating_sub(self.inner.last_failure_ms.load(Ordering::Relaxed))
+                < FAIL_FAST.as_millis() as u64
+    }
+
     fn pool(&self) -> Pool {
         self.inner.pool.clone()
     }
@@ -201,8 +269,15 @@ impl PgStore {
 fn note<T>(inner: &Inner, result: &Result<T, StoreError>) {
     match result {
         Ok(_) => inner.healthy.store(true, Ordering::Relaxed),
+        // The server answered: reachable, whatever the statement's fault.
+        Err(StoreError::Postgres(error)) => {
+            if let Ok(mut last) = inner.last_error.lock() {
+                *last = Some(error.clone());
+            }
+        }
         Err(error) => {
             inner.healthy.store(false, Ordering::Relaxed);
+            inner.last_failure_ms.store(now_ms(), Ordering::Relaxed);
             inner.failures.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut last) = inner.last_error.lock() {
                 *last = Some(error.to_string());
