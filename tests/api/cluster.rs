@@ -270,3 +270,92 @@ async fn idempotency_keys_hold_across_instances() {
         "every instance answered the same approval: {ids:?}"
     );
 }
+
+/// The database goes away under a running instance and comes back: creates answer 503 with
+/// Retry-After, a hook denies, readiness fails; then the instance recovers by itself (no
+/// restart) and everything acknowledged before the outage is still there and decidable.
+#[actix_rt::test]
+async fn a_database_outage_is_503_loses_nothing_and_heals_without_a_restart() {
+    let Some(db) = PgDatabase::create("cluster_database_outage").await else {
+        return;
+    };
+    let proxy = TcpProxy::start(db.server_addr());
+    let url = db.url_via(proxy.port);
+    let app = spawn_app_with(&[
+        ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
+        ("APPROVAL_GATE__STORE__POSTGRES__URL", url.as_str()),
+        ("APPROVAL_GATE__STORE__POSTGRES__POOL_WAIT", "1s"),
+        ("APPROVAL_GATE__AGENTS__HOOK_WAIT", "3s"),
+    ])
+    .await;
+    let before = app.create_id(&new_approval()).await;
+
+    proxy.cut();
+    let refused = eventually(Duration::from_secs(15), "a create answers 503", || async {
+        let response = app.create(&new_approval()).await;
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+    })
+    .await;
+    assert!(
+        refused.headers().get("retry-after").is_some(),
+        "a 503 says when to retry"
+    );
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/agents/claude-pre-tool-use-bash.json"
+        ))
+        .expect("fixture"),
+    )
+    .expect("fixture json");
+    let answer: Value = app
+        .request(
+            reqwest::Method::POST,
+            "/hooks/claude-code/pre-tool-use",
+            Some(AGENT_TOKEN),
+        )
+        .json(&fixture)
+        .send()
+        .await
+        .expect("hook answered")
+        .json()
+        .await
+        .expect("hook json");
+    assert_eq!(
+        answer["hookSpecificOutput"]["permissionDecision"], "deny",
+        "a hook denies while the database is away: {answer}"
+    );
+    eventually(Duration::from_secs(15), "readiness fails", || async {
+        let ready = app
+            .request(reqwest::Method::GET, "/health/ready", None)
+            .send()
+            .await
+            .expect("ready answered");
+        (ready.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+
+    proxy.restore();
+    eventually(Duration::from_secs(20), "creates succeed again", || async {
+        (app.create(&new_approval()).await.status() == StatusCode::CREATED).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(15), "ready again", || async {
+        let ready = app
+            .request(reqwest::Method::GET, "/health/ready", None)
+            .send()
+            .await
+            .expect("ready answered");
+        ready.status().is_success().then_some(())
+    })
+    .await;
+    assert_eq!(
+        status_of(&app, &before).await,
+        "pending",
+        "acknowledged before, still there"
+    );
+    assert_eq!(
+        app.decide(&before, "approve").await.status(),
+        StatusCode::OK
+    );
+}

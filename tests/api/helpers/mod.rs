@@ -9,12 +9,14 @@ mod channels;
 mod child;
 mod faults;
 mod postgres;
+mod tcp_proxy;
 
 pub use backend::*;
 pub use channels::*;
 pub use child::*;
 pub use faults::*;
 pub use postgres::*;
+pub use tcp_proxy::*;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -55,6 +55,34 @@ impl PgDatabase {
         })
     }
 
+    /// The server's address (for a proxy in front of it).
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        let config: tokio_postgres::Config = self.url.parse().expect("the URL parses");
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .expect("resolve the server")
+            .next()
+            .expect("an address")
+    }
+
+    /// The test database's connection string through a proxy on `port` (127.0.0.1).
+    pub fn url_via(&self, port: u16) -> String {
+        self.url
+            .split(' ')
+            .filter(|part| !part.starts_with("host=") && !part.starts_with("port="))
+            .chain(
+                ["host=127.0.0.1".into(), format!("port={port}")]
+                    .iter()
+                    .map(String::as_str),
+            )
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// A connection to the test database, for assertions.
     pub async fn client(&self) -> tokio_postgres::Client {
         connect(&self.url)
