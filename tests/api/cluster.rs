@@ -359,3 +359,56 @@ async fn a_database_outage_is_503_loses_nothing_and_heals_without_a_restart() {
         StatusCode::OK
     );
 }
+
+/// A session grant given on one instance answers on another; revoked on a third, it stops
+/// answering everywhere.
+#[actix_rt::test]
+async fn session_grants_are_shared_and_a_revocation_holds_on_every_instance() {
+    let Some(db) = PgDatabase::create("cluster_grants").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let apps = cluster(dir.path(), &db, 3, &[]);
+    let request =
+        json!({"session_id": "s1", "tool_name": "Bash", "tool_input": {"command": "make test"}});
+    let first = apps[0].create_id(&request).await;
+    let decided = apps[0]
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/approvals/{first}/decision"),
+            Some(OPERATOR_TOKEN),
+        )
+        .json(&json!({"decision": "approve_session", "grant_for": "1h"}))
+        .send()
+        .await
+        .expect("decide");
+    assert_eq!(decided.status(), StatusCode::OK);
+    // B heard of the approval (NOTIFY) and re-read the grants.
+    eventually(Duration::from_secs(10), "B applies A's grant", || async {
+        (apps[1].create_ok(&request).await["status"] == "approved").then_some(())
+    })
+    .await;
+    let grants = apps[2].operator_json("/api/grants").await;
+    let grant = grants["grants"][0]["id"]
+        .as_str()
+        .expect("grant id")
+        .to_string();
+    let revoked = apps[2]
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/grants/{grant}"),
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("revoke");
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    for app in &apps[..2] {
+        assert_eq!(
+            app.create_ok(&request).await["status"],
+            "pending",
+            "a grant revoked on C no longer answers on {}",
+            app.address
+        );
+    }
+}

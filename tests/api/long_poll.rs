@@ -80,10 +80,11 @@ async fn one_thousand_abandoned_long_polls_leave_no_waiters() {
     let app = spawn_app_with(&[("APPROVAL_GATE__SERVER__MAX_WAITERS", "5000")]).await;
     let id = app.create_id(&new_approval()).await;
 
-    // Each poll on its own connection, abandoned by the client after 3 s.
+    // Each poll on its own connection, abandoned by the client after 10 s (time enough for
+    // all of them to be registered on a loaded machine, on either store).
     let abandon = (0..1000).map(|_| {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
             .build()
             .expect("client");
         let url = format!("{}/api/approvals/{id}?wait=5m", app.address);

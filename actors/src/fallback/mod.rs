@@ -214,7 +214,13 @@ impl FallbackNotifier {
             lane.cache.remove(seq);
         }
         for seq in wake.confirmed {
-            if !lane.is_ready(seq) {
+            // On a shared store every visible entry is ready; one past the last count is new.
+            let new = if lane.all_ready {
+                seq > lane.ready_through && !lane.ready.contains(&seq)
+            } else {
+                !lane.is_ready(seq)
+            };
+            if new {
                 lane.ready.insert(seq);
                 lane.queued += 1;
                 if let Some(entry) = &wake.entry {
@@ -345,7 +351,12 @@ impl FallbackNotifier {
     fn recount(&mut self) {
         for lane in &mut self.lanes {
             match self.queues.scan(lane.queue) {
-                Ok((count, _)) => lane.queued = count,
+                Ok((count, last)) => {
+                    lane.queued = count;
+                    lane.ready_through = lane.ready_through.max(last);
+                    let through = lane.ready_through;
+                    lane.ready.retain(|&seq| seq > through);
+                }
                 Err(error) => {
                     tracing::warn!(actor = NAME, queue = lane.queue.as_str(), %error, "cannot count a notification queue")
                 }

@@ -43,7 +43,7 @@ impl ApprovalRegistry {
         let mut events: Vec<AuditEvent> = policy_event(&verdict).into_iter().collect();
         let grants_apply = grants_may_answer(&verdict);
         let decision = policy_decision(verdict)
-            .or_else(|| grants_apply.then(|| self.granted(&approval)).flatten());
+            .or_else(|| grants_apply.then(|| self.granted_now(&approval)).flatten());
         if let Some(decision) = decision {
             // Decided before anyone saw it: one write, no notifications, no deadline.
             if let Actor::Grant { grant_id, .. } = &decision.actor {

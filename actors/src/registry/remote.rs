@@ -34,6 +34,27 @@ pub enum RemoteChange {
 }
 
 impl ApprovalRegistry {
+    /// The grant that answers `approval`, confirmed against the store when other instances
+    /// share it (one may have revoked the grant this instance remembers).
+    pub(super) fn granted_now(&mut self, approval: &Approval) -> Option<crate::domain::Decision> {
+        let found = self.granted(approval);
+        if found.is_none() || !self.store.shared() {
+            return found;
+        }
+        self.refresh_grants();
+        self.granted(approval)
+    }
+
+    /// Re-read the grants: other instances create and revoke them.
+    fn refresh_grants(&mut self) {
+        match self.store.grants() {
+            Ok(grants) => {
+                self.grants = grants.into_iter().map(|g| (g.id.clone(), g)).collect();
+            }
+            Err(error) => tracing::warn!(actor = NAME, %error, "cannot re-read the session grants"),
+        }
+    }
+
     /// Re-read the counts once no change of this instance is in flight: a count read while
     /// one is committed but not yet settled here would count it twice.
     pub(super) fn recount_when_settled(&mut self) {
@@ -62,6 +83,10 @@ impl ApprovalRegistry {
         if counted {
             self.count(Some(Status::Pending), approval.status);
             self.pending_changed(&approval.requested_by, false);
+            // An approval may come with a session grant, written in the same transaction.
+            if approval.status == Status::Approved {
+                self.refresh_grants();
+            }
         }
         self.notifiers.nudge();
     }
@@ -130,7 +155,8 @@ pub(super) fn start(ctx: &mut Context<ApprovalRegistry>) {
         act.orphan_sweep(ctx)
     });
     supervision::run_interval(ctx, NAME, RECOUNT_EVERY, |act, _| {
-        act.recount_when_settled()
+        act.recount_when_settled();
+        act.refresh_grants();
     });
 }
 

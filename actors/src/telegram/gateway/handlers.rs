@@ -114,7 +114,13 @@ impl TelegramGateway {
             self.superseded.insert(entry.approval.id, seq);
         }
         for seq in wake.confirmed {
-            if !self.is_ready(seq) {
+            // On a shared store every visible entry is ready; one past the last count is new.
+            let new = if self.queues.visible_is_durable() {
+                seq > self.ready_through && !self.ready.contains(&seq)
+            } else {
+                !self.is_ready(seq)
+            };
+            if new {
                 self.ready.insert(seq);
                 self.queued += 1;
                 fresh.push(seq);

@@ -271,8 +271,11 @@ impl TelegramGateway {
         }
         // Entries come and go on other instances too: the outbox's size is counted here.
         match self.queues.scan(Channel::Telegram) {
-            Ok((count, _)) => {
+            Ok((count, last)) => {
                 self.queued = count;
+                self.ready_through = self.ready_through.max(last);
+                let through = self.ready_through;
+                self.ready.retain(|&seq| seq > through);
                 self.publish_outbox();
             }
             Err(error) => tracing::warn!(actor = NAME, %error, "cannot count the Telegram queue"),
