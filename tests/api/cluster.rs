@@ -412,3 +412,122 @@ async fn session_grants_are_shared_and_a_revocation_holds_on_every_instance() {
         );
     }
 }
+
+/// Which of `apps` holds the Telegram poller's lease, if one does (and only one may).
+async fn leader(apps: &[Option<ChildApp>]) -> Option<usize> {
+    let mut leaders = Vec::new();
+    for (i, app) in apps.iter().enumerate() {
+        let Some(app) = app else { continue };
+        let health = app.health().await;
+        if health["actors"]["approval_registry"]["detail"]["database"]["telegram_poller"]["leader"]
+            == true
+        {
+            leaders.push(i);
+        }
+    }
+    assert!(leaders.len() <= 1, "one leader at most: {leaders:?}");
+    leaders.first().copied()
+}
+
+/// The Telegram leader is killed with `kill -9` while approvals wait: another instance takes
+/// the lease within `telegram.leader_lease`, a tap on a message the dead leader sent is applied
+/// by the new one, once, and the backlog created meanwhile is sent once each.
+#[actix_rt::test]
+async fn the_telegram_leader_killed_is_replaced_within_the_lease_and_no_tap_is_lost() {
+    use crate::support::fake_telegram::FakeTelegram;
+    let Some(db) = PgDatabase::create("cluster_leader").await else {
+        return;
+    };
+    let fake = FakeTelegram::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = telegram_env(&fake.url(), fake.token());
+    env.push(("APPROVAL_GATE__TELEGRAM__LEADER_LEASE".into(), "2s".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut apps: Vec<Option<ChildApp>> = cluster(dir.path(), &db, 3, &env)
+        .into_iter()
+        .map(Some)
+        .collect();
+    let first = eventually(Duration::from_secs(10), "a leader", || leader(&apps)).await;
+    let other = (first + 1) % 3;
+    let id = apps[other]
+        .as_ref()
+        .expect("up")
+        .create_id(&new_approval())
+        .await;
+    let sent = eventually(
+        Duration::from_secs(10),
+        "the leader sent the message",
+        || async { fake.messages().into_iter().find(|m| m.text.contains(&id)) },
+    )
+    .await;
+
+    // kill -9: no release of the lease; it must lapse.
+    let mut dead = apps[first].take().expect("leader");
+    dead.signal(9);
+    dead.wait_exit(Duration::from_secs(10));
+    let killed_at = std::time::Instant::now();
+    let second = eventually(Duration::from_secs(10), "a new leader", || leader(&apps)).await;
+    assert_ne!(second, first);
+    let takeover = killed_at.elapsed();
+    assert!(
+        takeover < Duration::from_secs(2 + 2),
+        "a new leader within the lease (+2 s): {takeover:?}"
+    );
+
+    // Approvals created while leaderless are sent by the new leader, once each.
+    let mut backlog = Vec::new();
+    for _ in 0..5 {
+        backlog.push(
+            apps[other]
+                .as_ref()
+                .expect("up")
+                .create_id(&new_approval())
+                .await,
+        );
+    }
+    let query_id = fake.inject_callback(
+        &crate::telegram::operator(),
+        CHAT_ID,
+        sent.message_id,
+        &crate::telegram::button(&sent, "a:"),
+    );
+    fake.wait_for_answer(&query_id, Duration::from_secs(10))
+        .await;
+    let survivor = apps[other].as_ref().expect("up");
+    assert_eq!(
+        status_of(survivor, &id).await,
+        "approved",
+        "the tap was applied"
+    );
+    let approvals = history(survivor, &id)
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "approved")
+        .count();
+    assert_eq!(approvals, 1, "the tap was applied once");
+    eventually(Duration::from_secs(10), "the backlog sent", || async {
+        let messages = fake.messages();
+        backlog
+            .iter()
+            .all(|id| messages.iter().any(|m| m.text.contains(id.as_str())))
+            .then_some(())
+    })
+    .await;
+    let messages = fake.messages();
+    for id in &backlog {
+        let copies = messages
+            .iter()
+            .filter(|m| m.text.contains(id.as_str()))
+            .count();
+        assert_eq!(copies, 1, "{id} announced once");
+    }
+    let conflicts = fake
+        .calls_to("getUpdates")
+        .iter()
+        .filter(|call| !call.is_ok())
+        .count();
+    assert!(
+        conflicts <= 2,
+        "no storm of 409s from competing pollers: {conflicts}"
+    );
+}

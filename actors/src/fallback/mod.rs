@@ -330,6 +330,18 @@ impl FallbackNotifier {
     /// The durable entries at the front of a lane, in order: from the Wake cache, or from sled
     /// for entries replayed after a restart.
     fn ready_batch(&self, lane: &Lane) -> Result<Vec<(u64, Arc<QueueEntry>)>, StoreError> {
+        if lane.all_ready {
+            // Every visible entry is durable: the front in one read.
+            return Ok(self
+                .queues
+                .front(lane.queue, BATCH, &|_| true)?
+                .into_iter()
+                .map(|(seq, entry)| match lane.cache.get(&seq) {
+                    Some(cached) => (seq, Arc::clone(cached)),
+                    None => (seq, Arc::new(entry)),
+                })
+                .collect());
+        }
         let seqs = self
             .queues
             .front_seqs(lane.queue, BATCH, &|seq| lane.is_ready(seq))?;

@@ -22,6 +22,10 @@ use crate::sweeper::Expire;
 
 /// How often the registry looks for due approvals no sweeper here armed.
 pub const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How far past its deadline an approval must be before the orphan sweep takes it: the sweeper
+/// of the instance that created it ends it on time; this is for the approvals whose instance
+/// is gone (or never armed them), so they end at most this much late.
+pub const ORPHAN_AFTER: Duration = Duration::from_secs(2);
 
 /// What another instance did, as this instance's store heard of it.
 #[derive(Message, Debug, Clone)]
@@ -115,7 +119,8 @@ impl ApprovalRegistry {
     /// another instance, perhaps one that died). Every instance does this; the store's
     /// conditional update lets exactly one of them end each approval.
     pub(super) fn orphan_sweep(&mut self, ctx: &mut Context<Self>) {
-        let grace = i64::try_from(self.settings.grace_period.as_millis()).unwrap_or(i64::MAX);
+        let grace = self.settings.grace_period + ORPHAN_AFTER;
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         let before = Utc::now().timestamp_millis().saturating_sub(grace);
         let due = match self.store.due(before, 100) {
             Ok(due) => due,

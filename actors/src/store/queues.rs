@@ -42,6 +42,23 @@ pub trait QueueStore: Send + Sync + 'static {
         self.seqs_after(channel, 0, limit, take)
     }
 
+    /// Up to `limit` entries at the front of `channel`'s queue, oldest first, while `take`
+    /// accepts their seq: one read where the backend can.
+    fn front(
+        &self,
+        channel: Channel,
+        limit: usize,
+        take: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for seq in self.front_seqs(channel, limit, take)? {
+            if let Some(entry) = self.get(channel, seq)? {
+                out.push((seq, entry));
+            }
+        }
+        Ok(out)
+    }
+
     /// Visit every entry of `channel`'s queue, oldest first, one at a time (a long backlog is
     /// not held in memory at once).
     fn visit(

@@ -125,6 +125,35 @@ impl QueueStore for PgQueues {
         }
     }
 
+    fn front(
+        &self,
+        channel: Channel,
+        limit: usize,
+        take: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
+        let pool = self.0.pool();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, Vec<u8>)> = self.0.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "SELECT seq, entry FROM outbox WHERE channel = $1 ORDER BY seq LIMIT $2",
+                    &[&channel_code(channel), &limit],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (seq, entry) in rows {
+            if !take(seq_of(seq)) {
+                break;
+            }
+            out.push((seq_of(seq), queue::decode(&seq.to_be_bytes(), &entry)?));
+        }
+        Ok(out)
+    }
+
     fn scan(&self, channel: Channel) -> Result<(usize, u64), StoreError> {
         let pool = self.0.pool();
         self.0.run(async move {
