@@ -80,6 +80,19 @@ pub trait QueueStore: Send + Sync + 'static {
         entry: &QueueEntry,
     ) -> Result<Vec<(Channel, u64)>, StoreError>;
 
+    /// [`enqueue_to`](Self::enqueue_to) for several entries at once (a hand-over of a backlog):
+    /// each entry's (channel, seq) list, in order. One write where the backend can.
+    fn enqueue_many(
+        &self,
+        channels: &[Channel],
+        entries: &[&QueueEntry],
+    ) -> Result<Vec<Vec<(Channel, u64)>>, StoreError> {
+        entries
+            .iter()
+            .map(|entry| self.enqueue_to(channels, entry))
+            .collect()
+    }
+
     fn enqueue(&self, channel: Channel, entry: &QueueEntry) -> Result<u64, StoreError> {
         self.enqueue_to(&[channel], entry)?
             .pop()

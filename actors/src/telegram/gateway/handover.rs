@@ -47,20 +47,32 @@ impl TelegramGateway {
         if self.fallback_channels.is_empty() {
             return;
         }
-        let mut queued = Vec::new();
+        let mut fresh = Vec::new();
         for (seq, entry) in entries {
             if seq <= self.told_through || !self.told_fallback.insert(seq) {
                 continue;
             }
-            // Encoded once for every fallback channel.
-            match self.queues.enqueue_to(&self.fallback_channels, &entry) {
-                Ok(seqs) => queued
-                    .extend(seqs.into_iter().map(|(channel, fallback_seq)| {
-                        (channel, fallback_seq, Arc::clone(&entry))
-                    })),
-                Err(error) => {
-                    tracing::error!(actor = NAME, %error, "cannot queue a fallback notification");
+            fresh.push((seq, entry));
+        }
+        let mut queued = Vec::new();
+        let refs: Vec<&QueueEntry> = fresh.iter().map(|(_, entry)| entry.as_ref()).collect();
+        // One write for the whole hand-over, each entry encoded once for every channel.
+        match self.queues.enqueue_many(&self.fallback_channels, &refs) {
+            Ok(per_entry) => {
+                for ((_, entry), seqs) in fresh.iter().zip(per_entry) {
+                    queued.extend(
+                        seqs.into_iter().map(|(channel, fallback_seq)| {
+                            (channel, fallback_seq, Arc::clone(entry))
+                        }),
+                    );
                 }
+            }
+            Err(error) => {
+                // Not handed over: told again by the next walk.
+                for (seq, _) in &fresh {
+                    self.told_fallback.remove(seq);
+                }
+                tracing::error!(actor = NAME, %error, "cannot queue fallback notifications");
             }
         }
         if queued.is_empty() {

@@ -212,6 +212,49 @@ impl QueueStore for PgQueues {
         })
     }
 
+    fn enqueue_many(
+        &self,
+        channels: &[Channel],
+        entries: &[&QueueEntry],
+    ) -> Result<Vec<Vec<(Channel, u64)>>, StoreError> {
+        let mut codes: Vec<i16> = Vec::with_capacity(channels.len() * entries.len());
+        let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(codes.capacity());
+        for entry in entries {
+            let encoded = queue::encode(entry)?;
+            for &channel in channels {
+                codes.push(channel_code(channel));
+                bytes.push(encoded.clone());
+            }
+        }
+        let pool = self.0.pool();
+        let rows: Vec<(i16, i64)> = self.0.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "INSERT INTO outbox (channel, entry)
+                     SELECT c, e FROM unnest($1::smallint[], $2::bytea[]) WITH ORDINALITY AS t(c, e, i)
+                     ORDER BY i
+                     RETURNING channel, seq",
+                    &[&codes, &bytes],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })?;
+        let mut rows = rows;
+        // Sequence numbers are issued in insertion order: sorted, they follow the input.
+        rows.sort_by_key(|&(_, seq)| seq);
+        let per_entry = channels.len().max(1);
+        rows.chunks(per_entry)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|&(code, seq)| Ok((channel_of(code)?, seq_of(seq))))
+                    .collect()
+            })
+            .collect()
+    }
+
     fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
         let pool = self.0.pool();
         let seqs: Vec<i64> = seqs.iter().map(|&s| as_i64(s)).collect();
