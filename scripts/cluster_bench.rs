@@ -1,0 +1,478 @@
+//! `scripts/bench-cluster`: the PostgreSQL backend's figures (issue 23), each measured in one
+//! run against a baseline measured in the same run, never asserted.
+//!
+//! 1. Durable creates/s of one instance on PostgreSQL against `pg-baseline-server` (bare
+//!    actix-web and one INSERT per request through the same client crates).
+//! 2. Three instances on one database: total creates/s and p99 (load spread over them).
+//! 3. A decision on instance A until a long poll on instance B returns: p50 and p99.
+//! 4. With `--large`: 100,000 pending and 1,000,000 decided approvals in the database: an
+//!    instance's time to ready, its RSS once ready, and the time to list pending approvals.
+//!
+//! Every phase gets a database of its own on the admin URL's server, dropped afterwards.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use approval_gate_actors::domain::{Actor, Approval, ApprovalId, Decision, NewApproval, Outcome};
+use clap::Parser;
+use tokio_postgres::NoTls;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Parser)]
+#[command(
+    about = "The PostgreSQL backend's figures: creates/s against a bare INSERT, three instances, cross-instance wake-ups, a large store"
+)]
+struct Args {
+    #[arg(long, default_value = "target/release/approval-gate")]
+    binary: String,
+    #[arg(long, default_value = "target/release/examples/pg-baseline-server")]
+    baseline: String,
+    /// A server where databases may be created and dropped.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    admin_url: String,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Rounds of decision-on-A, long-poll-on-B.
+    #[arg(long, default_value_t = 300)]
+    rounds: usize,
+    /// Also measure an instance over 100k pending + 1M decided approvals (seeding takes minutes).
+    #[arg(long)]
+    large: bool,
+}
+
+const BODY: &str = r#"{"session_id":"bench","tool_name":"Bash","tool_input":{"command":"cargo test --workspace"},"reason":"run the tests","timeout":"2h"}"#;
+
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create(admin: &str, tag: &str) -> Result<Database> {
+        let name = format!(
+            "bench_{tag}_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        let (client, connection) = tokio_postgres::connect(admin, NoTls).await?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let config: tokio_postgres::Config = admin.parse()?;
+        let mut parts = vec![format!("dbname={name}")];
+        if let Some(user) = config.get_user() {
+            parts.push(format!("user={user}"));
+        }
+        for host in config.get_hosts() {
+            if let tokio_postgres::config::Host::Tcp(host) = host {
+                parts.push(format!("host={host}"));
+            }
+        }
+        if let Some(port) = config.get_ports().first() {
+            parts.push(format!("port={port}"));
+        }
+        Ok(Database {
+            admin: admin.to_string(),
+            name,
+            url: parts.join(" "),
+        })
+    }
+
+    async fn drop_it(self) {
+        if let Ok((client, connection)) = tokio_postgres::connect(&self.admin, NoTls).await {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await;
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An approval-gate instance on `db`, listening on `port`, with the shipped defaults otherwise.
+fn instance(
+    binary: &str,
+    db: &Database,
+    port: u16,
+    name: &str,
+    dir: &std::path::Path,
+) -> Result<Process> {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder)?;
+    let child = Command::new(binary)
+        .arg("serve")
+        .env(
+            "APPROVAL_GATE_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
+        .env("APPROVAL_GATE__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("APPROVAL_GATE__STORE__PATH", &folder)
+        .env("APPROVAL_GATE__STORE__BACKEND", "postgres")
+        .env("APPROVAL_GATE__STORE__POSTGRES__URL", &db.url)
+        .env("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", name)
+        .env("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "1000000")
+        .env("APPROVAL_GATE__LIMITS__CREATE_BURST", "1000000")
+        .env("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0")
+        .env("APPROVAL_GATE__LOGGING__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Process(child))
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str, deadline: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < deadline {
+        if let Ok(response) = client.get(format!("{base}/health/ready")).send().await
+            && response.status().is_success()
+        {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("{base} not ready within {deadline:?}").into())
+}
+
+/// `connections` clients creating as fast as they can for `seconds` against `bases` (spread
+/// round-robin): creates/s and latency percentiles (ms).
+async fn create_load(
+    bases: &[String],
+    connections: usize,
+    seconds: f64,
+) -> Result<(f64, f64, f64)> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()?;
+    // Warm-up: connections opened, statements prepared.
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..connections {
+        let (client, url, stop) = (
+            client.clone(),
+            format!("{}/api/approvals", bases[i % bases.len()]),
+            Arc::clone(&stop),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let ok = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(BODY)
+                    .send()
+                    .await
+                    .map(|r| r.status() == reqwest::StatusCode::CREATED)
+                    .unwrap_or(false);
+                if Instant::now() > warm_until {
+                    if ok {
+                        latencies.push(started.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1) + Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, failed) = task.await?;
+        all.extend(latencies);
+        errors += failed;
+    }
+    if errors > 0 {
+        eprintln!("  ({errors} creates failed)");
+    }
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok((all.len() as f64 / seconds, pct(0.5), pct(0.99)))
+}
+
+/// Decision on `a`, long poll on `b`: ms from sending the decision until the poll returned.
+async fn wake_latency(a: &str, b: &str, rounds: usize) -> Result<(f64, f64, f64)> {
+    let client = reqwest::Client::new();
+    let mut latencies = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let created: serde_json::Value = client
+            .post(format!("{a}/api/approvals"))
+            .header("content-type", "application/json")
+            .body(BODY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = created["id"].as_str().ok_or("no id")?.to_string();
+        let poll = client
+            .get(format!("{b}/api/approvals/{id}?wait=30s"))
+            .send();
+        let poll = tokio::spawn(async move {
+            let response = poll.await?;
+            let _ = response.bytes().await?;
+            Ok::<Instant, reqwest::Error>(Instant::now())
+        });
+        // Let B register the waiter (it reads the approval first).
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let sent = Instant::now();
+        client
+            .post(format!("{a}/api/approvals/{id}/decision"))
+            .header("content-type", "application/json")
+            .body(r#"{"decision":"approve"}"#)
+            .send()
+            .await?;
+        let returned = poll.await??;
+        latencies.push(returned.saturating_duration_since(sent));
+    }
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len() - 1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok((pct(0.5), pct(0.99), pct(1.0)))
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// 100,000 pending and 1,000,000 decided approvals, written straight into the schema.
+async fn seed_large(db: &Database) -> Result<()> {
+    let (client, connection) = tokio_postgres::connect(&db.url, NoTls).await?;
+    tokio::spawn(connection);
+    let now = chrono::Utc::now();
+    let millis = |t: chrono::DateTime<chrono::Utc>| {
+        approval_gate_actors::store::millis(t.timestamp_millis())
+    };
+    let mut generator = ulid::Generator::new();
+    const BATCH: usize = 10_000;
+    for batch in 0..110 {
+        let pending = batch < 10;
+        let mut ids: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+        let (mut status, mut created, mut expires, mut decided, mut records) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..BATCH {
+            let id = ApprovalId::next(&mut generator);
+            let mut approval = Approval::create(
+                id,
+                NewApproval {
+                    session_id: "bench".into(),
+                    tool_name: "Bash".into(),
+                    tool_input: r#"{"command":"cargo test --workspace"}"#.into(),
+                    reason: Some("run the tests".into()),
+                    agent: None,
+                    requested_by: "anonymous".into(),
+                    idempotency_key: None,
+                    timeout: Duration::from_secs(2 * 3600),
+                    max_timeout: None,
+                    idempotent_while_pending: false,
+                },
+                millis(now),
+            );
+            if !pending {
+                let _ = approval.apply(
+                    Decision {
+                        outcome: Outcome::Approve,
+                        actor: Actor::System,
+                        comment: None,
+                    },
+                    millis(now),
+                );
+            }
+            ids.push(id.to_bytes().to_vec());
+            status.push(i16::from(approval_gate_actors::store::status_code(
+                approval.status,
+            )));
+            created.push(approval.created_at.timestamp_millis());
+            expires.push(approval.expires_at.timestamp_millis());
+            decided.push(approval.decided_at.map(|t| t.timestamp_millis()));
+            records.push(approval_gate_actors::store::encode_approval(&approval)?);
+        }
+        client
+            .execute(
+                "INSERT INTO approvals (id, status, requested_by, agent, session_id, tool_name,
+                     tool_input, idempotency_key, created_at_ms, expires_at_ms, record, decided_at_ms)
+                 SELECT id, st, 'anonymous', '', 'bench', 'Bash',
+                     '{\"command\":\"cargo test --workspace\"}'::jsonb, NULL, c, e, r, d
+                 FROM unnest($1::bytea[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bytea[], $6::bigint[])
+                     AS t(id, st, c, e, r, d)",
+                &[&ids, &status, &created, &expires, &records, &decided],
+            )
+            .await?;
+    }
+    client.batch_execute("ANALYZE approvals").await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let http = reqwest::Client::new();
+    println!(
+        "cluster bench: {} connections, {} s per load phase, {} cores",
+        args.connections,
+        args.seconds,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    // 1. The baseline and one instance, same load, same run.
+    let db = Database::create(&args.admin_url, "baseline").await?;
+    let port = free_port()?;
+    let baseline = Process(
+        Command::new(&args.baseline)
+            .args([port.to_string(), db.url.clone(), "16".into()])
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while http
+        .post(format!("{base}/api/approvals"))
+        .body(BODY)
+        .send()
+        .await
+        .is_err()
+    {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err("the baseline server did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (bare, bare_p50, bare_p99) = create_load(&[base], args.connections, args.seconds).await?;
+    drop(baseline);
+    db.drop_it().await;
+    println!(
+        "baseline (actix-web + one prepared INSERT per request): {bare:.0} creates/s, p50 {bare_p50:.1} ms, p99 {bare_p99:.1} ms"
+    );
+
+    let db = Database::create(&args.admin_url, "one").await?;
+    let port = free_port()?;
+    let one = instance(&args.binary, &db, port, "one", dir.path())?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base, Duration::from_secs(20)).await?;
+    let (single, p50, p99) = create_load(&[base], args.connections, args.seconds).await?;
+    drop(one);
+    db.drop_it().await;
+    println!(
+        "one instance on PostgreSQL: {single:.0} creates/s = {:.2}x the baseline, p50 {p50:.1} ms, p99 {p99:.1} ms",
+        single / bare
+    );
+
+    // 2 and 3. Three instances on one database.
+    let db = Database::create(&args.admin_url, "three").await?;
+    let mut processes = Vec::new();
+    let mut bases = Vec::new();
+    for i in 0..3 {
+        let port = free_port()?;
+        processes.push(instance(
+            &args.binary,
+            &db,
+            port,
+            &format!("gate-{i}"),
+            dir.path(),
+        )?);
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    for base in &bases {
+        wait_ready(&http, base, Duration::from_secs(20)).await?;
+    }
+    let (total, p50, p99) = create_load(&bases, args.connections, args.seconds).await?;
+    println!(
+        "three instances on one PostgreSQL: {total:.0} creates/s in all = {:.2}x one instance, p50 {p50:.1} ms, p99 {p99:.1} ms",
+        total / single
+    );
+    let (w50, w99, wmax) = wake_latency(&bases[0], &bases[1], args.rounds).await?;
+    println!(
+        "decision on A -> long poll on B returns ({} rounds): p50 {w50:.1} ms, p99 {w99:.1} ms, max {wmax:.1} ms",
+        args.rounds
+    );
+    drop(processes);
+    db.drop_it().await;
+
+    // 4. A large store.
+    if args.large {
+        let db = Database::create(&args.admin_url, "large").await?;
+        // The schema: one instance started and stopped.
+        let port = free_port()?;
+        let first = instance(&args.binary, &db, port, "seed", dir.path())?;
+        wait_ready(
+            &http,
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(20),
+        )
+        .await?;
+        drop(first);
+        let seeding = Instant::now();
+        seed_large(&db).await?;
+        println!(
+            "seeded 100,000 pending + 1,000,000 decided in {:.0} s",
+            seeding.elapsed().as_secs_f64()
+        );
+        let port = free_port()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let large = instance(&args.binary, &db, port, "large", dir.path())?;
+        let ready = wait_ready(&http, &base, Duration::from_secs(120)).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = rss_mb(large.0.id());
+        let mut list = Vec::new();
+        for _ in 0..50 {
+            let started = Instant::now();
+            let response = http
+                .get(format!("{base}/api/approvals?status=pending&limit=50"))
+                .send()
+                .await?;
+            let _ = response.bytes().await?;
+            list.push(started.elapsed());
+        }
+        list.sort();
+        let rss_after = rss_mb(large.0.id());
+        println!(
+            "100k pending + 1M decided: ready in {:.2} s, RSS {rss:.1} MB once ready ({rss_after:.1} MB after listing), listing 50 pending: p50 {:.1} ms, p99 {:.1} ms",
+            ready.as_secs_f64(),
+            list[25].as_secs_f64() * 1000.0,
+            list[49].as_secs_f64() * 1000.0
+        );
+        drop(large);
+        db.drop_it().await;
+    }
+    Ok(())
+}
