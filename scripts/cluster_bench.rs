@@ -136,6 +136,8 @@ fn instance(
         .env("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "1000000")
         .env("APPROVAL_GATE__LIMITS__CREATE_BURST", "1000000")
         .env("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0")
+        .env("APPROVAL_GATE__LIMITS__DECISIONS_PER_SECOND", "1000000")
+        .env("APPROVAL_GATE__LIMITS__DECISION_BURST", "1000000")
         .env("APPROVAL_GATE__LOGGING__LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -245,12 +247,15 @@ async fn wake_latency(a: &str, b: &str, rounds: usize) -> Result<(f64, f64, f64)
         // Let B register the waiter (it reads the approval first).
         tokio::time::sleep(Duration::from_millis(30)).await;
         let sent = Instant::now();
-        client
+        let decided = client
             .post(format!("{a}/api/approvals/{id}/decision"))
             .header("content-type", "application/json")
             .body(r#"{"decision":"approve"}"#)
             .send()
             .await?;
+        if !decided.status().is_success() {
+            return Err(format!("the decision answered {}", decided.status()).into());
+        }
         let returned = poll.await??;
         latencies.push(returned.saturating_duration_since(sent));
     }

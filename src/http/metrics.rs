@@ -46,6 +46,9 @@ async fn refresh(state: &AppState) {
     {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let age = |ms: i64| approval_gate_actors::store::queue::seconds_since(ms, now_ms);
+        if let Some(database) = stats.store.database {
+            state.actors.metrics.do_send(Metric::Database(database));
+        }
         state.actors.metrics.do_send(Metric::Store {
             size_bytes: stats.store.size_on_disk,
             last_commit_seconds: stats.store.last_sync_us as f64 / 1e6,

@@ -134,6 +134,13 @@ async fn a_store_moves_to_postgres_and_back_through_the_cli() {
     let source = tempfile::tempdir().unwrap();
     let child = spawn_binary(source.path(), &[]);
     let pending = child.create_id(&new_approval()).await;
+    let pending_expiry = child
+        .get(&pending, None)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["expires_at"]
+        .clone();
     let mut granted = new_approval();
     granted["session_id"] = json!("granted-session");
     let decided = child.create_id(&granted).await;
@@ -177,6 +184,47 @@ async fn a_store_moves_to_postgres_and_back_through_the_cli() {
     let again = cli(&["restore", &from_sled.display().to_string(), "--to", &to]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds 2 approvals"));
+
+    // Served from PostgreSQL: the pending approval waits with its deadline, the grant answers,
+    // the history came along.
+    let before: Value = {
+        let page: Value = {
+            let folder = source.path().join("on-postgres");
+            std::fs::create_dir_all(&folder).unwrap();
+            let served = spawn_binary(
+                &folder,
+                &[
+                    ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
+                    ("APPROVAL_GATE__STORE__POSTGRES__URL", to.as_str()),
+                ],
+            );
+            let page: Value = served.list("?status=pending").await.json().await.unwrap();
+            assert_eq!(
+                served.create_ok(&granted).await["status"],
+                "approved",
+                "the grant answers on PostgreSQL"
+            );
+            let history = served
+                .operator_json(&format!("/api/approvals/{decided}/events"))
+                .await;
+            assert!(
+                history["events"].as_array().is_some_and(|e| e.len() >= 2),
+                "{history}"
+            );
+            page
+        };
+        page
+    };
+    assert_eq!(before["approvals"][0]["id"], pending.as_str());
+    assert_eq!(
+        before["approvals"][0]["expires_at"], pending_expiry,
+        "the deadline came along"
+    );
+    assert_eq!(
+        before["approvals"].as_array().map(Vec::len),
+        Some(1),
+        "{before}"
+    );
 
     // And back: a backup of PostgreSQL restored into a new sled store.
     let from_pg = work.path().join("from-postgres.backup");

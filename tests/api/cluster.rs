@@ -101,6 +101,20 @@ async fn created_on_one_instance_waited_on_another_decided_on_a_third() {
         .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(kinds.contains(&"created".to_string()) && kinds.contains(&"approved".to_string()));
+    // Metrics: every instance reaches the database, exactly one leads, B heard C's NOTIFY.
+    let mut leaders = 0.0;
+    for app in &apps {
+        let text = app.metrics().await;
+        assert_eq!(metric(&text, "approval_gate_postgres_reachable"), Some(1.0));
+        leaders += metric(&text, "approval_gate_telegram_leader").unwrap_or(0.0);
+        assert!(metric(&text, "approval_gate_postgres_statements_total").is_some_and(|n| n > 0.0));
+    }
+    assert_eq!(leaders, 1.0, "exactly one instance leads");
+    let lag = metric(
+        &apps[1].metrics().await,
+        "approval_gate_postgres_notify_lag_seconds",
+    );
+    assert!(lag.is_some_and(|lag| (0.0..5.0).contains(&lag)), "{lag:?}");
 }
 
 #[actix_rt::test]

@@ -74,6 +74,17 @@ const CATALOGUE: &[(&str, Option<(&str, &str)>)] = &[
     ),
     ("approval_gate_telegram_outbox_size", None),
     ("approval_gate_telegram_unauthorised_taps_total", None),
+    ("approval_gate_telegram_leader", None),
+    ("approval_gate_telegram_leader_changes_total", None),
+    ("approval_gate_postgres_reachable", None),
+    (
+        "approval_gate_postgres_pool_connections",
+        Some(("state", "busy")),
+    ),
+    ("approval_gate_postgres_pool_waiting", None),
+    ("approval_gate_postgres_statements_total", None),
+    ("approval_gate_postgres_statement_seconds_total", None),
+    ("approval_gate_postgres_notify_lag_seconds", None),
     (
         "approval_gate_refused_total",
         Some(("reason", "rate_limited_create")),

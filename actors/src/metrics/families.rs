@@ -27,6 +27,13 @@ pub(super) struct Families {
     pub(super) tg_outbox: IntGauge,
     pub(super) tg_unauthorised: IntCounter,
     pub(super) tg_leader_changes: IntCounter,
+    pub(super) tg_leader: IntGauge,
+    pub(super) pg_reachable: IntGauge,
+    pub(super) pg_pool: prometheus::IntGaugeVec,
+    pub(super) pg_pool_waiting: IntGauge,
+    pub(super) pg_statements: IntCounter,
+    pub(super) pg_statement_seconds: prometheus::Counter,
+    pub(super) pg_notify_lag: prometheus::Gauge,
     pub(super) refused: IntCounterVec,
     pub(super) reloads: IntCounterVec,
     pub(super) actor_up: prometheus::IntGaugeVec,
@@ -218,6 +225,65 @@ impl Families {
                 IntCounter::new(
                     "approval_gate_telegram_leader_changes_total",
                     "Times this instance took or lost the Telegram poller's lease (a shared store)",
+                )
+                .expect("valid metric"),
+            ),
+            tg_leader: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_telegram_leader",
+                    "1 while this instance holds the Telegram poller's lease (a shared store; 0 on sled)",
+                )
+                .expect("valid metric"),
+            ),
+            pg_reachable: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_postgres_reachable",
+                    "1 while the PostgreSQL store answers (0 on sled)",
+                )
+                .expect("valid metric"),
+            ),
+            pg_pool: register(
+                r,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "approval_gate_postgres_pool_connections",
+                        "PostgreSQL connections of this instance's pool, busy or idle",
+                    ),
+                    &["state"],
+                )
+                .expect("valid metric"),
+            ),
+            pg_pool_waiting: register(
+                r,
+                IntGauge::new(
+                    "approval_gate_postgres_pool_waiting",
+                    "Callers waiting for a PostgreSQL connection",
+                )
+                .expect("valid metric"),
+            ),
+            pg_statements: register(
+                r,
+                IntCounter::new(
+                    "approval_gate_postgres_statements_total",
+                    "PostgreSQL statements and transactions run",
+                )
+                .expect("valid metric"),
+            ),
+            pg_statement_seconds: register(
+                r,
+                prometheus::Counter::new(
+                    "approval_gate_postgres_statement_seconds_total",
+                    "Time callers waited for PostgreSQL statements (pool wait and round trips)",
+                )
+                .expect("valid metric"),
+            ),
+            pg_notify_lag: register(
+                r,
+                prometheus::Gauge::new(
+                    "approval_gate_postgres_notify_lag_seconds",
+                    "From another instance's commit until this one heard of it, last seen",
                 )
                 .expect("valid metric"),
             ),

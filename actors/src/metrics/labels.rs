@@ -46,6 +46,9 @@ impl Families {
         for actor in ACTORS {
             self.restarts.with_label_values(&[actor]);
         }
+        for state in ["busy", "idle"] {
+            self.pg_pool.with_label_values(&[state]);
+        }
         for channel in FALLBACK_CHANNELS {
             for outcome in ["delivered", "failed"] {
                 self.fallback.with_label_values(&[channel, outcome]);

@@ -88,6 +88,8 @@ pub enum Metric {
         /// Per channel: age of its oldest queued notification (0 when its queue is empty).
         oldest_queued_seconds: Vec<(&'static str, f64)>,
     },
+    /// A database behind the store (PostgreSQL), set just before a scrape.
+    Database(crate::store::DatabaseStats),
 }
 
 /// The closed set of `approval_gate_refused_total{reason}` labels, all present from the start.
@@ -141,6 +143,8 @@ pub struct MetricsCollector {
     restarts: Restarts,
     /// The store's commit totals at the last scrape, so the counters grow by the difference.
     commits_seen: CommitTotals,
+    /// The database's statement totals at the last scrape (likewise).
+    database_seen: crate::store::DatabaseStats,
 }
 
 impl MetricsCollector {
@@ -154,6 +158,7 @@ impl MetricsCollector {
             m,
             restarts: Restarts::default(),
             commits_seen: CommitTotals::default(),
+            database_seen: Default::default(),
         }
     }
 
@@ -217,6 +222,7 @@ impl MetricsCollector {
                     m.actor_ping.with_label_values(&[actor]).set(seconds);
                 }
             }
+            Metric::Database(stats) => self.observe_database(stats),
             Metric::Store {
                 size_bytes,
                 last_commit_seconds,
@@ -240,6 +246,26 @@ impl MetricsCollector {
                 m.dead_letters.set(dead_letters);
             }
         }
+    }
+
+    fn observe_database(&mut self, now: crate::store::DatabaseStats) {
+        let seen = std::mem::replace(&mut self.database_seen, now);
+        let m = &self.m;
+        m.pg_reachable.set(i64::from(now.reachable));
+        m.tg_leader.set(i64::from(now.leader));
+        m.pg_pool
+            .with_label_values(&["busy"])
+            .set(i64::try_from(now.pool_busy).unwrap_or(i64::MAX));
+        m.pg_pool
+            .with_label_values(&["idle"])
+            .set(i64::try_from(now.pool_idle).unwrap_or(i64::MAX));
+        m.pg_pool_waiting
+            .set(i64::try_from(now.pool_waiting).unwrap_or(i64::MAX));
+        m.pg_statements
+            .inc_by(now.statements.saturating_sub(seen.statements));
+        m.pg_statement_seconds
+            .inc_by((now.statement_seconds - seen.statement_seconds).max(0.0));
+        m.pg_notify_lag.set(now.notify_lag_seconds);
     }
 
     /// Counters grow by what the store did since the last scrape.

@@ -189,4 +189,24 @@ pub struct StoreDiagnostics {
     pub replayed: super::Replayed,
     /// PostgreSQL: the pool, the last error, the poller's lease (`None` on sled).
     pub postgres: Option<serde_json::Value>,
+    /// PostgreSQL: what metrics show of the database (`None` on sled).
+    pub database: Option<DatabaseStats>,
+}
+
+/// A database behind the store, as metrics show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DatabaseStats {
+    pub reachable: bool,
+    pub pool_busy: usize,
+    pub pool_idle: usize,
+    /// Callers waiting for a connection now.
+    pub pool_waiting: usize,
+    /// Statements and transactions run, and the time callers waited for them (pool wait and
+    /// round trips included), since start.
+    pub statements: u64,
+    pub statement_seconds: f64,
+    /// From another instance's commit to this one hearing of it, last seen.
+    pub notify_lag_seconds: f64,
+    /// This instance holds the Telegram poller's lease.
+    pub leader: bool,
 }

@@ -33,7 +33,9 @@ pub use self::sled::{
     CommitFault, CommitResult, CommitTotals, DEFAULT_CACHE_BYTES, DEFAULT_STALL, FaultSwitch,
     Replayed, SledStore,
 };
-pub use change::{ApprovalStore, Change, Commit, Landed, Landing, StoreDiagnostics, Written};
+pub use change::{
+    ApprovalStore, Change, Commit, DatabaseStats, Landed, Landing, StoreDiagnostics, Written,
+};
 pub use codec::{CodecError, decode as decode_approval, encode as encode_approval, millis};
 pub use queue::{Channel, DeadLetter, QueueEntry};
 pub use queues::{QueueStore, Queues};

@@ -22,19 +22,22 @@ use crate::store::codec::{self, CodecError};
 pub const CHANGES: &str = "approval_gate_changes";
 
 /// A NOTIFY payload: the approval's id, and the instance that changed it (so that instance can
-/// skip its own news).
+/// skip its own news) with the time it wrote the change (so listeners can tell the lag).
 pub fn payload(id: ApprovalId, origin: &str) -> String {
     if origin.is_empty() {
         id.to_string()
     } else {
-        format!("{id} {origin}")
+        format!("{id} {origin} {}", Utc::now().timestamp_millis())
     }
 }
 
-/// The approval id and origin of a [`payload`].
-pub fn parse_payload(payload: &str) -> Option<(ApprovalId, &str)> {
-    let (id, origin) = payload.split_once(' ').unwrap_or((payload, ""));
-    Some((id.parse().ok()?, origin))
+/// The approval id, origin and send time (ms) of a [`payload`].
+pub fn parse_payload(payload: &str) -> Option<(ApprovalId, &str, Option<i64>)> {
+    let mut parts = payload.splitn(3, ' ');
+    let id = parts.next()?.parse().ok()?;
+    let origin = parts.next().unwrap_or("");
+    let sent_ms = parts.next().and_then(|ms| ms.parse().ok());
+    Some((id, origin, sent_ms))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -102,7 +102,23 @@ pub fn connect_config(
 
 /// A pool of connections to the database, each with the statement timeout set.
 pub fn pool(settings: &PgSettings) -> Result<Pool, PgError> {
-    let (config, connector) = connect_config(settings)?;
+    pool_with(settings, settings.pool_size, "")
+}
+
+/// A pool of `size` connections whose sessions also get `options` (e.g.
+/// `-c synchronous_commit=off`).
+pub fn pool_with(settings: &PgSettings, size: usize, options: &str) -> Result<Pool, PgError> {
+    let settings = &PgSettings {
+        pool_size: size,
+        ..settings.clone()
+    };
+    let (mut config, connector) = connect_config(settings)?;
+    if !options.is_empty() {
+        let mut all = config.get_options().unwrap_or_default().to_string();
+        all.push(' ');
+        all.push_str(options);
+        config.options(all);
+    }
     let manager = Manager::from_config(
         config,
         connector,

@@ -343,6 +343,7 @@ impl ApprovalStore for SledStore {
             queue_entries_unspilled: self.inner.queues.unspilled(),
             replayed: self.replayed(),
             postgres: None,
+            database: None,
         }
     }
 

@@ -132,6 +132,7 @@ impl ApprovalStore for PgStore {
         let is_new = change.previous.is_none();
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = std::time::Instant::now();
         self.inner.handle.spawn(async move {
             let result = if is_new {
                 create(pool, approval, events, notices).await
@@ -157,6 +158,7 @@ impl ApprovalStore for PgStore {
                 .await
             };
             note(&inner, &result);
+            super::timed(&inner, started);
             let _ = tx.send(result);
         });
         let landing = Landing::new(async move {
@@ -410,6 +412,16 @@ impl ApprovalStore for PgStore {
                 "last_error": self.inner.last_error.lock().ok().and_then(|e| e.clone()),
                 "telegram_poller": self.leader_report(),
             })),
+            database: Some(crate::store::DatabaseStats {
+                reachable: self.committing(),
+                pool_busy: status.size.saturating_sub(status.available),
+                pool_idle: status.available,
+                pool_waiting: status.waiting,
+                statements: self.inner.statements.load(Ordering::Relaxed),
+                statement_seconds: self.inner.statement_us.load(Ordering::Relaxed) as f64 / 1e6,
+                notify_lag_seconds: self.inner.notify_lag_us.load(Ordering::Relaxed) as f64 / 1e6,
+                leader: self.inner.leading.load(Ordering::Relaxed),
+            }),
         }
     }
 

@@ -51,6 +51,10 @@ struct Inner {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// A few connections with `synchronous_commit = off`, for the notifiers' acks: a delivered
+    /// entry's removal lost to a database crash only repeats a notification (delivery is at
+    /// least once anyway), so those commits need not wait for the WAL flush.
+    relaxed: Pool,
     settings: PgBackendSettings,
     /// False from a failed statement until one succeeds (health and readiness read it).
     healthy: AtomicBool,
@@ -58,6 +62,11 @@ struct Inner {
     /// fail fast for a moment instead of each waiting out `pool_wait` on an actor's thread.
     last_failure_ms: AtomicU64,
     failures: AtomicU64,
+    /// Statements run and the microseconds callers waited for them (metrics).
+    statements: AtomicU64,
+    statement_us: AtomicU64,
+    /// The last NOTIFY's lag from its sender's commit, microseconds.
+    notify_lag_us: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// Fault injection: the next writes fail.
     faults: AtomicU32,
@@ -145,16 +154,21 @@ impl PgStore {
             .build()
             .map_err(|e| PgError::Pool(format!("cannot start the database runtime: {e}")))?;
         let pool = super::pool(&settings.connection)?;
+        let relaxed = super::pool_with(&settings.connection, 2, "-c synchronous_commit=off")?;
         let handle = runtime.handle().clone();
         let store = Self {
             inner: Arc::new(Inner {
                 runtime: Mutex::new(Some(runtime)),
                 handle,
                 pool: pool.clone(),
+                relaxed,
                 settings,
                 healthy: AtomicBool::new(true),
                 last_failure_ms: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                statements: AtomicU64::new(0),
+                statement_us: AtomicU64::new(0),
+                notify_lag_us: AtomicU64::new(0),
                 last_error: Mutex::new(None),
                 faults: AtomicU32::new(0),
                 leading: AtomicBool::new(false),
@@ -192,6 +206,7 @@ impl PgStore {
             }
         };
         let me = self.inner.settings.instance.clone();
+        let inner = Arc::downgrade(&self.inner);
         self.inner.handle.spawn(async move {
             let mut wakes = super::listen::spawn(config, tls, super::approvals::CHANGES);
             while let Some(wake) = wakes.recv().await {
@@ -199,8 +214,15 @@ impl PgStore {
                     super::listen::Wake::Resync => RemoteChange::Resync,
                     super::listen::Wake::Changed(payload) => {
                         match super::approvals::parse_payload(&payload) {
-                            Some((_, origin)) if origin == me => continue,
-                            Some((id, _)) => RemoteChange::Ended(id),
+                            Some((_, origin, _)) if origin == me => continue,
+                            Some((id, _, sent_ms)) => {
+                                if let (Some(sent_ms), Some(inner)) = (sent_ms, inner.upgrade()) {
+                                    let lag_ms = now_ms()
+                                        .saturating_sub(u64::try_from(sent_ms).unwrap_or(0));
+                                    inner.notify_lag_us.store(lag_ms * 1000, Ordering::Relaxed);
+                                }
+                                RemoteChange::Ended(id)
+                            }
                             None => continue,
                         }
                     }
@@ -237,6 +259,7 @@ impl PgStore {
             ));
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let started = std::time::Instant::now();
         self.inner.handle.spawn(async move {
             let _ = tx.send(future.await);
         });
@@ -244,6 +267,7 @@ impl PgStore {
             .recv()
             .map_err(|_| StoreError::Postgres("the database runtime stopped".into()))?;
         self.note(&result);
+        timed(&self.inner, started);
         result
     }
 
@@ -263,6 +287,10 @@ impl PgStore {
 
     fn pool(&self) -> Pool {
         self.inner.pool.clone()
+    }
+
+    fn relaxed_pool(&self) -> Pool {
+        self.inner.relaxed.clone()
     }
 }
 
@@ -284,6 +312,13 @@ fn note<T>(inner: &Inner, result: &Result<T, StoreError>) {
             }
         }
     }
+}
+
+/// Count one statement (or transaction) and how long its caller waited.
+fn timed(inner: &Inner, started: std::time::Instant) {
+    inner.statements.fetch_add(1, Ordering::Relaxed);
+    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    inner.statement_us.fetch_add(us, Ordering::Relaxed);
 }
 
 fn now_ms() -> u64 {

@@ -45,23 +45,33 @@ fn as_i64(seq: u64) -> i64 {
 impl PgQueues {
     fn record_rows(&self, rows: Vec<(ApprovalId, Vec<AuditEvent>)>) {
         let pool = self.0.pool();
-        // Nobody waits on history: written in the background, a failure logged.
+        // Nobody waits on history: written in the background (one statement for the whole
+        // batch), a failure logged.
         self.0.inner.handle.spawn(async move {
             let written = async {
-                let client = client(&pool).await?;
+                let mut ids: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+                let mut ats: Vec<i64> = Vec::with_capacity(rows.len());
+                let mut texts: Vec<String> = Vec::with_capacity(rows.len());
                 for (id, events) in rows {
-                    let at_ms = events.iter().map(|e| e.at_ms).max().unwrap_or(0);
-                    let json = serde_json::to_string(&events)
-                        .map_err(|e| StoreError::Postgres(e.to_string()))?;
-                    client
-                        .execute(
-                            "INSERT INTO approval_events (approval_id, at_ms, events)
-                             VALUES ($1, $2, ($3::text)::jsonb)",
-                            &[&id.to_bytes().as_slice(), &at_ms, &json],
-                        )
-                        .await
-                        .map_err(db_error)?;
+                    ats.push(events.iter().map(|e| e.at_ms).max().unwrap_or(0));
+                    texts.push(
+                        serde_json::to_string(&events)
+                            .map_err(|e| StoreError::Postgres(e.to_string()))?,
+                    );
+                    ids.push(id.to_bytes().to_vec());
                 }
+                client(&pool)
+                    .await?
+                    .execute(
+                        "INSERT INTO approval_events (approval_id, at_ms, events)
+                         SELECT id, at, (ev::text)::jsonb
+                         FROM unnest($1::bytea[], $2::bigint[], $3::text[]) WITH ORDINALITY
+                             AS t(id, at, ev, i)
+                         ORDER BY i",
+                        &[&ids, &ats, &texts],
+                    )
+                    .await
+                    .map_err(db_error)?;
                 Ok::<(), StoreError>(())
             };
             if let Err(error) = written.await {
@@ -255,8 +265,9 @@ impl QueueStore for PgQueues {
             .collect()
     }
 
+    /// On the relaxed connections (see `Inner::relaxed`).
     fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
-        let pool = self.0.pool();
+        let pool = self.0.relaxed_pool();
         let seqs: Vec<i64> = seqs.iter().map(|&s| as_i64(s)).collect();
         self.0.run(async move {
             client(&pool)
