@@ -43,6 +43,37 @@ struct Args {
     /// Also measure an instance over 100k pending + 1M decided approvals (seeding takes minutes).
     #[arg(long)]
     large: bool,
+    /// Only the baseline and one instance (with its CPU per thread): for profiling.
+    #[arg(long)]
+    one_only: bool,
+}
+
+/// CPU time per thread name of process `pid` (utime + stime, clock ticks), from /proc.
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = fields
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+        *out.entry(name).or_insert(0) += ticks;
+    }
+    out
 }
 
 const BODY: &str = r#"{"session_id":"bench","tool_name":"Bash","tool_input":{"command":"cargo test --workspace"},"reason":"run the tests","timeout":"2h"}"#;
@@ -394,13 +425,28 @@ async fn main() -> Result<()> {
     let one = instance(&args.binary, &db, port, "one", dir.path())?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &base, Duration::from_secs(20)).await?;
+    let cpu_before = thread_cpu(one.0.id());
     let (single, p50, p99) = create_load(&[base], args.connections, args.seconds).await?;
+    let cpu_after = thread_cpu(one.0.id());
     drop(one);
     db.drop_it().await;
     println!(
         "one instance on PostgreSQL: {single:.0} creates/s = {:.2}x the baseline, p50 {p50:.1} ms, p99 {p99:.1} ms",
         single / bare
     );
+    let per_create: Vec<String> = cpu_after
+        .iter()
+        .map(|(name, after)| {
+            let ticks = after.saturating_sub(cpu_before.get(name).copied().unwrap_or(0));
+            // 100 ticks a second; per create over the whole run (warm-up included).
+            let us = ticks as f64 * 10_000.0 / (single * (args.seconds + 1.0)).max(1.0);
+            format!("{name} {us:.0} us")
+        })
+        .collect();
+    println!("  CPU per create by thread: {}", per_create.join(", "));
+    if args.one_only {
+        return Ok(());
+    }
 
     // 2 and 3. Three instances on one database.
     let db = Database::create(&args.admin_url, "three").await?;

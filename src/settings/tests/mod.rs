@@ -303,3 +303,60 @@ fn the_store_cache_is_a_setting_with_a_small_default_and_bounds() {
     let big = load_with(&[("APPROVAL_GATE__STORE__CACHE_MIB", "512")]).expect("512 MiB");
     assert_eq!(big.store.cache_mib, 512);
 }
+
+#[test]
+fn the_postgres_backend_is_checked_and_its_url_never_shown() {
+    let postgres = ("APPROVAL_GATE__STORE__BACKEND", "postgres");
+    let error = load_with(&[postgres]).expect_err("no URL");
+    assert!(error.to_string().contains("store.postgres.url"), "{error}");
+
+    let secret = "postgres://gate:s3cr3t-password@db.internal:5432/gate";
+    let error = load_with(&[
+        postgres,
+        ("APPROVAL_GATE__STORE__POSTGRES__URL", secret),
+        ("APPROVAL_GATE__STORE__POSTGRES__TLS", "sometimes"),
+    ])
+    .expect_err("bad tls");
+    assert!(error.to_string().contains("store.postgres.tls"), "{error}");
+    assert!(!error.to_string().contains("s3cr3t"), "{error}");
+
+    let error = load_with(&[
+        postgres,
+        (
+            "APPROVAL_GATE__STORE__POSTGRES__URL",
+            "postgres://[not a url",
+        ),
+    ])
+    .expect_err("bad url");
+    assert!(error.to_string().contains("store.postgres.url"), "{error}");
+    assert!(
+        !error.to_string().contains("not a url"),
+        "the value is hidden: {error}"
+    );
+
+    let error = load_with(&[
+        postgres,
+        ("APPROVAL_GATE__STORE__POSTGRES__URL", secret),
+        ("APPROVAL_GATE__TELEGRAM__LEADER_LEASE", "1s"),
+    ])
+    .expect_err("lease too short");
+    assert!(
+        error.to_string().contains("telegram.leader_lease"),
+        "{error}"
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("pg-url");
+    std::fs::write(&file, format!("{secret}\n")).expect("write");
+    let from_file = format!("file:{}", file.display());
+    let settings = load_with(&[
+        postgres,
+        ("APPROVAL_GATE__STORE__POSTGRES__URL", from_file.as_str()),
+    ])
+    .expect("valid");
+    assert_eq!(settings.store.postgres.url, secret, "read from the file");
+    assert!(
+        !settings.masked_toml().contains("s3cr3t"),
+        "the URL is masked in the effective settings"
+    );
+}
