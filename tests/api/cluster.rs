@@ -303,6 +303,36 @@ async fn a_database_outage_is_503_loses_nothing_and_heals_without_a_restart() {
     ])
     .await;
     let before = app.create_id(&new_approval()).await;
+    // Agents keep creating through the outage: every create answered 201 must survive it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, client, base) = (stop.clone(), app.client.clone(), app.address.clone());
+        actix_rt::spawn(async move {
+            let (mut acknowledged, mut refused) = (Vec::new(), 0usize);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = client
+                    .post(format!("{base}/api/approvals"))
+                    .bearer_auth(AGENT_TOKEN)
+                    .json(&new_approval())
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        let body: Value = r.json().await.unwrap_or_default();
+                        acknowledged.extend(body["id"].as_str().map(str::to_string));
+                    }
+                    Ok(r) => {
+                        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "503 or 201");
+                        refused += 1;
+                    }
+                    Err(error) => panic!("a create went unanswered: {error}"),
+                }
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            (acknowledged, refused)
+        })
+    };
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
 
     proxy.cut();
     let refused = eventually(Duration::from_secs(15), "a create answers 503", || async {
@@ -363,6 +393,28 @@ async fn a_database_outage_is_503_loses_nothing_and_heals_without_a_restart() {
         ready.status().is_success().then_some(())
     })
     .await;
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // How many of its creates fell into the outage depends on timing; each was a 503, never
+    // an unanswered request or a 500.
+    let (acknowledged, _refused) = load.await.expect("load task");
+    assert!(
+        acknowledged.len() > 10,
+        "the load saw creates succeed: {}",
+        acknowledged.len()
+    );
+    let db_client = db.client().await;
+    for id in &acknowledged {
+        let id: approval_gate_actors::domain::ApprovalId = id.parse().expect("an approval id");
+        let found = db_client
+            .query_opt(
+                "SELECT 1 FROM approvals WHERE id = $1",
+                &[&id.to_bytes().as_slice()],
+            )
+            .await
+            .expect("query");
+        assert!(found.is_some(), "acknowledged {id} is in the database");
+    }
     assert_eq!(
         status_of(&app, &before).await,
         "pending",
