@@ -35,6 +35,19 @@ fn cluster(
         .collect()
 }
 
+/// Wait until `app` holds exactly one long poll (registered, so a decision will wake it).
+async fn holds_one_long_poll(app: &ChildApp) {
+    eventually(
+        Duration::from_secs(10),
+        "the long poll registered",
+        || async {
+            (app.health().await["actors"]["approval_registry"]["detail"]["waiters"] == 1)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// A 30 s long poll on `app`, running on its own.
 fn long_poll(
     app: &ChildApp,
@@ -72,11 +85,7 @@ async fn created_on_one_instance_waited_on_another_decided_on_a_third() {
     let id = apps[0].create_id(&new_approval()).await;
     let waiter = long_poll(&apps[1], &id);
     // The long poll is registered on B before C decides.
-    eventually(Duration::from_secs(10), "B holds the long poll", || async {
-        (apps[1].health().await["actors"]["approval_registry"]["detail"]["waiters"] == 1)
-            .then_some(())
-    })
-    .await;
+    holds_one_long_poll(&apps[1]).await;
     let decided = apps[2].decide(&id, "approve").await;
     assert_eq!(decided.status(), StatusCode::OK);
     let started = std::time::Instant::now();
@@ -221,11 +230,7 @@ async fn a_killed_listen_connection_loses_no_wake_up() {
     let apps = cluster(dir.path(), &db, 2, &[]);
     let id = apps[0].create_id(&new_approval()).await;
     let waiter = long_poll(&apps[1], &id);
-    eventually(Duration::from_secs(10), "B holds the long poll", || async {
-        (apps[1].health().await["actors"]["approval_registry"]["detail"]["waiters"] == 1)
-            .then_some(())
-    })
-    .await;
+    holds_one_long_poll(&apps[1]).await;
     // Kill every LISTEN session, then decide before they can have reconnected: the NOTIFY is
     // sent to nobody, and B must learn of the decision from its resync.
     let admin = db.client().await;

@@ -185,6 +185,22 @@ pub trait QueueStore: Send + Sync + 'static {
     }
 }
 
+/// Shared by both backends: the Telegram message log's record (the messages showing one
+/// approval). An unreadable record reads as none: the worst is an edit not made.
+pub fn decode_message_refs(bytes: &[u8]) -> Vec<TelegramMessageRef> {
+    bincode::serde::decode_from_slice::<Vec<TelegramMessageRef>, _>(
+        bytes,
+        bincode::config::standard(),
+    )
+    .map(|(refs, _)| refs)
+    .unwrap_or_default()
+}
+
+pub fn encode_message_refs(refs: &[TelegramMessageRef]) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(refs, bincode::config::standard())
+        .map_err(|e| StoreError::Queue(format!("message log record: {e}")))
+}
+
 /// Shared by both backends: an entry's bytes as the queues store them.
 pub fn encode_entry(entry: &QueueEntry) -> Result<Vec<u8>, StoreError> {
     super::queue::encode(entry)

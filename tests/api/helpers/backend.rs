@@ -53,20 +53,7 @@ pub fn database_name(dir: &Path) -> String {
 
 /// A key=value connection string for `name` on the admin URL's server.
 fn url_of(name: &str) -> String {
-    let config: tokio_postgres::Config = admin_url().parse().expect("the admin URL parses");
-    let mut parts = vec![format!("dbname={name}")];
-    if let Some(user) = config.get_user() {
-        parts.push(format!("user={user}"));
-    }
-    for host in config.get_hosts() {
-        if let tokio_postgres::config::Host::Tcp(host) = host {
-            parts.push(format!("host={host}"));
-        }
-    }
-    if let Some(port) = config.get_ports().first() {
-        parts.push(format!("port={port}"));
-    }
-    parts.join(" ")
+    super::postgres::database_url(&admin_url(), name)
 }
 
 /// Run SQL on the admin database, from any thread (a runtime of its own on a thread of its own).

@@ -35,23 +35,11 @@ impl PgDatabase {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create the test database");
-        let config: tokio_postgres::Config = admin_url.parse().expect("the admin URL parses");
-        let mut parts = vec![format!("dbname={name}")];
-        if let Some(user) = config.get_user() {
-            parts.push(format!("user={user}"));
-        }
-        for host in config.get_hosts() {
-            if let tokio_postgres::config::Host::Tcp(host) = host {
-                parts.push(format!("host={host}"));
-            }
-        }
-        if let Some(port) = config.get_ports().first() {
-            parts.push(format!("port={port}"));
-        }
+        let url = database_url(&admin_url, &name);
         Some(PgDatabase {
             admin_url,
             name,
-            url: parts.join(" "),
+            url,
         })
     }
 
@@ -89,6 +77,24 @@ impl PgDatabase {
             .await
             .expect("connect to the test database")
     }
+}
+
+/// A key=value connection string for database `name` on the server `admin_url` names.
+pub fn database_url(admin_url: &str, name: &str) -> String {
+    let config: tokio_postgres::Config = admin_url.parse().expect("the admin URL parses");
+    let mut parts = vec![format!("dbname={name}")];
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={user}"));
+    }
+    for host in config.get_hosts() {
+        if let tokio_postgres::config::Host::Tcp(host) = host {
+            parts.push(format!("host={host}"));
+        }
+    }
+    if let Some(port) = config.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    parts.join(" ")
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

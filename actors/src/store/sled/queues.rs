@@ -299,14 +299,7 @@ impl QueueStore for SledQueues {
             .get(id.to_bytes())
             .ok()
             .flatten()
-            .and_then(|bytes| {
-                bincode::serde::decode_from_slice::<Vec<TelegramMessageRef>, _>(
-                    &bytes,
-                    bincode::config::standard(),
-                )
-                .ok()
-            })
-            .map(|(refs, _)| refs)
+            .map(|bytes| crate::store::queues::decode_message_refs(&bytes))
             .unwrap_or_default()
     }
 
@@ -320,8 +313,7 @@ impl QueueStore for SledQueues {
             return Ok(false);
         }
         refs.push(message);
-        let bytes = bincode::serde::encode_to_vec(&refs, bincode::config::standard())
-            .map_err(|e| StoreError::Queue(format!("message log record: {e}")))?;
+        let bytes = crate::store::queues::encode_message_refs(&refs)?;
         self.0.inner.messages.insert(id.to_bytes(), bytes)?;
         Ok(true)
     }

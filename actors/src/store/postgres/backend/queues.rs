@@ -442,14 +442,7 @@ impl QueueStore for PgQueues {
         });
         refs.ok()
             .flatten()
-            .and_then(|bytes| {
-                bincode::serde::decode_from_slice::<Vec<TelegramMessageRef>, _>(
-                    &bytes,
-                    bincode::config::standard(),
-                )
-                .ok()
-            })
-            .map(|(refs, _)| refs)
+            .map(|bytes| crate::store::queues::decode_message_refs(&bytes))
             .unwrap_or_default()
     }
 
@@ -463,8 +456,7 @@ impl QueueStore for PgQueues {
             return Ok(false);
         }
         refs.push(message);
-        let bytes = bincode::serde::encode_to_vec(&refs, bincode::config::standard())
-            .map_err(|e| StoreError::Queue(format!("message log record: {e}")))?;
+        let bytes = crate::store::queues::encode_message_refs(&refs)?;
         let pool = self.0.pool();
         self.0.run(async move {
             client(&pool)
