@@ -602,3 +602,50 @@ async fn the_telegram_leader_killed_is_replaced_within_the_lease_and_no_tap_is_l
         "no storm of 409s from competing pollers: {conflicts}"
     );
 }
+
+/// A database that answers, slowly: reads give up after their deadline and are 503s, the
+/// registry keeps answering health checks meanwhile, and all is well once the database is fast
+/// again.
+#[actix_rt::test]
+async fn a_slow_database_holds_no_actor_past_its_read_deadline() {
+    let Some(db) = PgDatabase::create("cluster_slow_database").await else {
+        return;
+    };
+    let proxy = TcpProxy::start(db.server_addr());
+    let url = db.url_via(proxy.port);
+    let app = spawn_app_with(&[
+        ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
+        ("APPROVAL_GATE__STORE__POSTGRES__URL", url.as_str()),
+    ])
+    .await;
+    let id = app.create_id(&new_approval()).await;
+
+    proxy.slow_down(Duration::from_secs(4));
+    let started = std::time::Instant::now();
+    let read = app.get(&id, None).await;
+    let took = started.elapsed();
+    assert_eq!(read.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(read.headers().get("retry-after").is_some());
+    assert!(
+        took < Duration::from_millis(3500),
+        "gave up at its deadline: {took:?}"
+    );
+    // The registry's thread was not held: it answers a health check at once.
+    let started = std::time::Instant::now();
+    let health = app.health().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        health["actors"]["approval_registry"]["detail"]["database"]["reachable"], false,
+        "health says the database does not answer in time: {health}"
+    );
+
+    proxy.slow_down(Duration::ZERO);
+    eventually(Duration::from_secs(20), "reads answer again", || async {
+        (app.get(&id, None).await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+}

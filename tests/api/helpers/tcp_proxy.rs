@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 pub struct TcpProxy {
     pub port: u16,
     down: Arc<AtomicBool>,
+    /// Milliseconds every chunk from the server waits before it is passed on (a slow database).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     live: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -19,8 +21,9 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let port = listener.local_addr().expect("addr").port();
         let down = Arc::new(AtomicBool::new(false));
+        let delay_ms: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (is_down, kept) = (Arc::clone(&down), Arc::clone(&live));
+        let (is_down, kept, delay) = (Arc::clone(&down), Arc::clone(&live), Arc::clone(&delay_ms));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -35,11 +38,22 @@ impl TcpProxy {
                     live.extend(client.try_clone().ok());
                     live.extend(server.try_clone().ok());
                 }
-                pipe(&client, &server);
-                pipe(&server, &client);
+                pipe(&client, &server, None);
+                pipe(&server, &client, Some(Arc::clone(&delay)));
             }
         });
-        TcpProxy { port, down, live }
+        TcpProxy {
+            port,
+            down,
+            delay_ms,
+            live,
+        }
+    }
+
+    /// Every answer from the database is held this long (zero: none).
+    pub fn slow_down(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// The database is gone: every connection closed, new ones refused.
@@ -57,7 +71,7 @@ impl TcpProxy {
     }
 }
 
-fn pipe(from: &TcpStream, to: &TcpStream) {
+fn pipe(from: &TcpStream, to: &TcpStream, delay: Option<Arc<std::sync::atomic::AtomicU64>>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
@@ -67,6 +81,10 @@ fn pipe(from: &TcpStream, to: &TcpStream) {
             match from.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    let wait = delay.as_ref().map_or(0, |d| d.load(Ordering::SeqCst));
+                    if wait > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(wait));
+                    }
                     if to.write_all(&buffer[..n]).is_err() {
                         break;
                     }

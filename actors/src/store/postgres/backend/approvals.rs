@@ -513,7 +513,8 @@ impl ApprovalStore for PgStore {
     fn backup(&self, path: &Path) -> Result<BackupStats, StoreError> {
         let pool = self.pool();
         let path = path.to_path_buf();
-        self.run(async move {
+        // A large store's export takes a while; it runs on a blocking task, not an actor.
+        self.run_within(std::time::Duration::from_secs(3600), async move {
             let mut client = client(&pool).await?;
             super::super::export::export_backup(&mut client, &path)
                 .await

@@ -67,6 +67,11 @@ struct Inner {
     statement_us: AtomicU64,
     /// The last NOTIFY's lag from its sender's commit, microseconds.
     notify_lag_us: AtomicU64,
+    /// How many dead letters there are, counted every second (`count_dead_letters`).
+    dead_letters: std::sync::atomic::AtomicI64,
+    /// Bumped by every local change of the count, so a background count that raced one is not
+    /// stored over it.
+    dead_letter_changes: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// Fault injection: the next writes fail.
     faults: AtomicU32,
@@ -90,6 +95,9 @@ impl Drop for Inner {
 
 /// How long reads fail fast after a failed statement (see [`PgStore::failing_fast`]).
 const FAIL_FAST: Duration = Duration::from_millis(500);
+
+/// The longest an actor's thread waits for a read (see [`PgStore::run`]).
+pub const READ_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A database error as the store reports it: one the server answered with (a SQLSTATE) is a
 /// failed statement; one without (a closed connection, a refused connect) is the database
@@ -169,6 +177,8 @@ impl PgStore {
                 statements: AtomicU64::new(0),
                 statement_us: AtomicU64::new(0),
                 notify_lag_us: AtomicU64::new(0),
+                dead_letters: std::sync::atomic::AtomicI64::new(0),
+                dead_letter_changes: AtomicU64::new(0),
                 last_error: Mutex::new(None),
                 faults: AtomicU32::new(0),
                 leading: AtomicBool::new(false),
@@ -176,8 +186,11 @@ impl PgStore {
                 lease_renewed_ms: AtomicU64::new(0),
             }),
         };
+        // Another instance may hold the migration lock for a while.
         let migrated = store
-            .run(async move { super::connect_and_migrate(&pool).await.map_err(db_error) })
+            .run_within(Duration::from_secs(120), async move {
+                super::connect_and_migrate(&pool).await.map_err(db_error)
+            })
             .map_err(|e| PgError::Connect(e.to_string()))?;
         tracing::info!(
             schema_from = migrated.from,
@@ -186,6 +199,7 @@ impl PgStore {
             "PostgreSQL store ready"
         );
         lease::spawn(&store);
+        count_dead_letters(&store);
         Ok(store)
     }
 
@@ -248,9 +262,20 @@ impl PgStore {
     }
 
     /// Run `future` on the database runtime and wait for it on this thread (never call from
-    /// the database runtime itself).
+    /// the database runtime itself), at most [`READ_DEADLINE`]: an actor's thread is never held
+    /// longer by a database that is slow rather than gone (the statement goes on, its answer
+    /// is dropped, and reads fail fast for a moment).
     fn run<T: Send + 'static>(
         &self,
+        future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run_within(READ_DEADLINE, future)
+    }
+
+    /// [`run`](Self::run) with a deadline of the caller's choosing (a backup takes long).
+    fn run_within<T: Send + 'static>(
+        &self,
+        deadline: Duration,
         future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
         if self.failing_fast() {
@@ -263,9 +288,18 @@ impl PgStore {
         self.inner.handle.spawn(async move {
             let _ = tx.send(future.await);
         });
-        let result = rx
-            .recv()
-            .map_err(|_| StoreError::Postgres("the database runtime stopped".into()))?;
+        let result = match rx.recv_timeout(deadline) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {}",
+                    humantime::format_duration(deadline)
+                )))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(StoreError::Postgres("the database runtime stopped".into()))
+            }
+        };
         self.note(&result);
         timed(&self.inner, started);
         result
@@ -312,6 +346,30 @@ fn note<T>(inner: &Inner, result: &Result<T, StoreError>) {
             }
         }
     }
+}
+
+/// Keep the dead-letter count fresh without any caller waiting for it.
+fn count_dead_letters(store: &PgStore) {
+    let inner = Arc::downgrade(&store.inner);
+    let pool = store.pool();
+    store.inner.handle.spawn(async move {
+        loop {
+            let Some(inner) = inner.upgrade() else { return };
+            let changes = inner.dead_letter_changes.load(Ordering::SeqCst);
+            if let Ok(client) = client(&pool).await
+                && let Ok(row) = client
+                    .query_one("SELECT count(*) FROM dead_letters", &[])
+                    .await
+                && inner.dead_letter_changes.load(Ordering::SeqCst) == changes
+            {
+                inner
+                    .dead_letters
+                    .store(row.get::<_, i64>(0), Ordering::Relaxed);
+            }
+            drop(inner);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 /// Count one statement (or transaction) and how long its caller waited.

@@ -285,7 +285,7 @@ impl QueueStore for PgQueues {
     fn bury(&self, channel: Channel, seq: u64, reason: &str) -> Result<(), StoreError> {
         let pool = self.0.pool();
         let reason = reason.to_string();
-        self.0.run(async move {
+        let buried = self.0.run(async move {
             client(&pool)
                 .await?
                 .execute(
@@ -302,9 +302,19 @@ impl QueueStore for PgQueues {
                     ],
                 )
                 .await
-                .map_err(db_error)?;
-            Ok(())
-        })
+                .map_err(db_error)
+        })?;
+        // Counted here at once (health shows it); the background count catches up with
+        // other instances'.
+        self.0
+            .inner
+            .dead_letter_changes
+            .fetch_add(1, Ordering::SeqCst);
+        self.0
+            .inner
+            .dead_letters
+            .fetch_add(i64::try_from(buried).unwrap_or(0), Ordering::Relaxed);
+        Ok(())
     }
 
     fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -353,6 +363,13 @@ impl QueueStore for PgQueues {
                 .map_err(db_error)?;
             Ok(row.map(|row| (row.get(0), row.get(1))))
         })?;
+        if row.is_some() {
+            self.0
+                .inner
+                .dead_letter_changes
+                .fetch_add(1, Ordering::SeqCst);
+            self.0.inner.dead_letters.fetch_sub(1, Ordering::Relaxed);
+        }
         row.map(|(channel, seq)| Ok((channel_of(channel)?, seq_of(seq))))
             .transpose()
     }
@@ -374,6 +391,14 @@ impl QueueStore for PgQueues {
                 .map_err(db_error)?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
         })?;
+        self.0
+            .inner
+            .dead_letter_changes
+            .fetch_add(1, Ordering::SeqCst);
+        self.0
+            .inner
+            .dead_letters
+            .fetch_sub(i64::try_from(seqs.len()).unwrap_or(0), Ordering::Relaxed);
         let mut requeued: Vec<(Channel, u64)> =
             seqs.into_iter().map(|seq| (channel, seq_of(seq))).collect();
         requeued.sort_by_key(|&(_, seq)| seq);
@@ -400,18 +425,10 @@ impl QueueStore for PgQueues {
         Ok(self.get(channel, seq)?.map(|entry| entry.happened_ms()))
     }
 
+    /// Counted in the background every second (health asks on every ping and must not wait
+    /// on the database).
     fn dead_letter_count(&self) -> i64 {
-        let pool = self.0.pool();
-        self.0
-            .run(async move {
-                let row = client(&pool)
-                    .await?
-                    .query_one("SELECT count(*) FROM dead_letters", &[])
-                    .await
-                    .map_err(db_error)?;
-                Ok(row.get::<_, i64>(0))
-            })
-            .unwrap_or(0)
+        self.0.inner.dead_letters.load(Ordering::Relaxed)
     }
 
     /// Every write above committed before it returned.
