@@ -649,3 +649,86 @@ async fn a_slow_database_holds_no_actor_past_its_read_deadline() {
     })
     .await;
 }
+
+/// Webhook mode in a cluster: no instance polls; a tap delivered to any instance (not the
+/// leader) is applied once and acknowledged, a redelivery of it to another instance decides
+/// nothing more, and the leader edits the message.
+#[actix_rt::test]
+async fn in_webhook_mode_any_instance_takes_a_tap() {
+    use crate::support::fake_telegram::FakeTelegram;
+    let Some(db) = PgDatabase::create("cluster_webhook").await else {
+        return;
+    };
+    let fake = FakeTelegram::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = telegram_env(&fake.url(), fake.token());
+    env.push(("APPROVAL_GATE__TELEGRAM__MODE".into(), "webhook".into()));
+    env.push((
+        "APPROVAL_GATE__TELEGRAM__WEBHOOK_URL".into(),
+        "https://gate.example.com/telegram/webhook".into(),
+    ));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let apps: Vec<Option<ChildApp>> = cluster(dir.path(), &db, 3, &env)
+        .into_iter()
+        .map(Some)
+        .collect();
+    let lead = eventually(Duration::from_secs(10), "a leader", || leader(&apps)).await;
+    fake.wait_until(Duration::from_secs(10), "setWebhook", |f| {
+        f.webhook().is_some()
+    })
+    .await;
+    let secret = fake
+        .webhook()
+        .and_then(|(_, s)| s)
+        .expect("the webhook secret");
+    let app = |i: usize| apps[i].as_ref().expect("up");
+    let (first, second) = ((lead + 1) % 3, (lead + 2) % 3);
+
+    let id = app(first).create_id(&new_approval()).await;
+    let sent = eventually(Duration::from_secs(10), "the message sent", || async {
+        fake.messages().into_iter().find(|m| m.text.contains(&id))
+    })
+    .await;
+    fake.inject_callback(
+        &crate::telegram::operator(),
+        CHAT_ID,
+        sent.message_id,
+        &crate::telegram::button(&sent, "a:"),
+    );
+    let update = fake
+        .take_update()
+        .expect("the tap as Telegram would POST it");
+    let deliver = |i: usize| {
+        app(i)
+            .client
+            .post(format!("{}/telegram/webhook", app(i).address))
+            .header("X-Telegram-Bot-Api-Secret-Token", secret.as_str())
+            .json(&update)
+            .send()
+    };
+    let answered = deliver(first).await.expect("delivered");
+    assert_eq!(answered.status(), StatusCode::OK);
+    assert_eq!(
+        status_of(app(second), &id).await,
+        "approved",
+        "decided once the 200 came"
+    );
+    // Telegram redelivers to another instance: acknowledged, nothing decided again.
+    let again = deliver(second).await.expect("redelivered");
+    assert_eq!(again.status(), StatusCode::OK);
+    let approvals = history(app(lead), &id)
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "approved")
+        .count();
+    assert_eq!(approvals, 1, "the tap was applied once");
+    fake.wait_until(Duration::from_secs(10), "the message edited", |f| {
+        f.message(CHAT_ID, sent.message_id)
+            .is_some_and(|m| m.edits > 0)
+    })
+    .await;
+    assert!(
+        fake.calls_to("getUpdates").is_empty(),
+        "no instance polls in webhook mode"
+    );
+}

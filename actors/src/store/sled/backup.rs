@@ -195,8 +195,11 @@ pub fn restore(path: &Path, store: &Path) -> Result<BackupStats, StoreError> {
     }
     let mut reader = Reader::open(path)?;
     let bytes = reader.bytes;
+    // No background flusher: it holds the database (and its file lock) past our drop, and a
+    // store opened at once after the restore would find the lock still taken.
     let db = sled::Config::new()
         .path(store)
+        .flush_every_ms(None)
         .open()
         .map_err(|source| StoreError::Open {
             path: store.to_path_buf(),
