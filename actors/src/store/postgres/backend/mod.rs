@@ -14,8 +14,11 @@
 //! transaction spawned here whose outcome the registry awaits ([`Landing`](crate::store::Landing)).
 
 mod approvals;
+mod dead_letters;
 mod lease;
 mod queues;
+mod reads;
+mod telegram_state;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

@@ -16,29 +16,26 @@ use crate::domain::{ApprovalId, AuditEvent, TelegramMessageRef};
 use crate::store::queues::{Durable, QueueStore};
 use crate::store::{Channel, Commit, DeadLetter, QueueEntry, StoreError, queue};
 
-/// Where an imported sled store kept the update offset (a big-endian i32 in `meta`).
-const SLED_OFFSET_KEY: &str = "telegram_update_offset";
-
 /// The notifiers' handle on a [`PgStore`].
 #[derive(Clone)]
 pub struct PgQueues(pub(super) PgStore);
 
-fn seq_of(seq: i64) -> u64 {
+pub(super) fn seq_of(seq: i64) -> u64 {
     u64::try_from(seq).unwrap_or(0)
 }
 
-fn channel_code(channel: Channel) -> i16 {
+pub(super) fn channel_code(channel: Channel) -> i16 {
     i16::from(channel.byte())
 }
 
-fn channel_of(code: i16) -> Result<Channel, StoreError> {
+pub(super) fn channel_of(code: i16) -> Result<Channel, StoreError> {
     u8::try_from(code)
         .ok()
         .and_then(Channel::from_byte)
         .ok_or_else(|| StoreError::Postgres(format!("unknown channel {code}")))
 }
 
-fn as_i64(seq: u64) -> i64 {
+pub(super) fn as_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
@@ -283,126 +280,19 @@ impl QueueStore for PgQueues {
     }
 
     fn bury(&self, channel: Channel, seq: u64, reason: &str) -> Result<(), StoreError> {
-        let pool = self.0.pool();
-        let reason = reason.to_string();
-        let buried = self.0.run(async move {
-            client(&pool)
-                .await?
-                .execute(
-                    "WITH d AS (DELETE FROM outbox WHERE channel = $1 AND seq = $2
-                                RETURNING seq, channel, entry)
-                     INSERT INTO dead_letters (seq, channel, reason, entry, dead_at_ms)
-                     SELECT seq, channel, $3, entry, $4 FROM d
-                     ON CONFLICT (seq) DO NOTHING",
-                    &[
-                        &channel_code(channel),
-                        &as_i64(seq),
-                        &reason,
-                        &chrono::Utc::now().timestamp_millis(),
-                    ],
-                )
-                .await
-                .map_err(db_error)
-        })?;
-        // Counted here at once (health shows it); the background count catches up with
-        // other instances'.
-        self.0
-            .inner
-            .dead_letter_changes
-            .fetch_add(1, Ordering::SeqCst);
-        self.0
-            .inner
-            .dead_letters
-            .fetch_add(i64::try_from(buried).unwrap_or(0), Ordering::Relaxed);
-        Ok(())
+        self.bury_entry(channel, seq, reason)
     }
 
     fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let pool = self.0.pool();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, i16, String, Vec<u8>, i64)> = self.0.run(async move {
-            let rows = client(&pool)
-                .await?
-                .query(
-                    "SELECT seq, channel, reason, entry, dead_at_ms FROM dead_letters
-                     WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&as_i64(after), &limit],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(rows
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-                .collect())
-        })?;
-        rows.into_iter()
-            .map(|(seq, channel, reason, entry, dead_at_ms)| {
-                Ok(DeadLetter {
-                    id: seq_of(seq),
-                    channel: channel_of(channel)?,
-                    reason,
-                    dead_at_ms,
-                    entry: queue::decode(&seq.to_be_bytes(), &entry)?,
-                })
-            })
-            .collect()
+        self.list_dead_letters(after, limit)
     }
 
     fn requeue(&self, id: u64) -> Result<Option<(Channel, u64)>, StoreError> {
-        let pool = self.0.pool();
-        let row: Option<(i16, i64)> = self.0.run(async move {
-            let row = client(&pool)
-                .await?
-                .query_opt(
-                    "WITH d AS (DELETE FROM dead_letters WHERE seq = $1 RETURNING channel, entry)
-                     INSERT INTO outbox (channel, entry) SELECT channel, entry FROM d
-                     RETURNING channel, seq",
-                    &[&as_i64(id)],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(row.map(|row| (row.get(0), row.get(1))))
-        })?;
-        if row.is_some() {
-            self.0
-                .inner
-                .dead_letter_changes
-                .fetch_add(1, Ordering::SeqCst);
-            self.0.inner.dead_letters.fetch_sub(1, Ordering::Relaxed);
-        }
-        row.map(|(channel, seq)| Ok((channel_of(channel)?, seq_of(seq))))
-            .transpose()
+        self.requeue_letter(id)
     }
 
     fn requeue_channel(&self, channel: Channel) -> Result<Vec<(Channel, u64)>, StoreError> {
-        let pool = self.0.pool();
-        let seqs: Vec<i64> = self.0.run(async move {
-            let rows = client(&pool)
-                .await?
-                .query(
-                    "WITH d AS (DELETE FROM dead_letters WHERE channel = $1
-                                RETURNING seq, channel, entry)
-                     INSERT INTO outbox (channel, entry)
-                     SELECT channel, entry FROM d ORDER BY seq
-                     RETURNING seq",
-                    &[&channel_code(channel)],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(rows.iter().map(|row| row.get(0)).collect())
-        })?;
-        self.0
-            .inner
-            .dead_letter_changes
-            .fetch_add(1, Ordering::SeqCst);
-        self.0
-            .inner
-            .dead_letters
-            .fetch_sub(i64::try_from(seqs.len()).unwrap_or(0), Ordering::Relaxed);
-        let mut requeued: Vec<(Channel, u64)> =
-            seqs.into_iter().map(|seq| (channel, seq_of(seq))).collect();
-        requeued.sort_by_key(|&(_, seq)| seq);
-        Ok(requeued)
+        self.requeue_letters_of(channel)
     }
 
     fn record(&self, id: ApprovalId, event: &AuditEvent) {
@@ -445,22 +335,7 @@ impl QueueStore for PgQueues {
     }
 
     fn message_refs(&self, id: ApprovalId) -> Vec<TelegramMessageRef> {
-        let pool = self.0.pool();
-        let refs: Result<Option<Vec<u8>>, StoreError> = self.0.run(async move {
-            let row = client(&pool)
-                .await?
-                .query_opt(
-                    "SELECT refs FROM telegram_messages WHERE approval_id = $1",
-                    &[&id.to_bytes().as_slice()],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(row.map(|row| row.get(0)))
-        });
-        refs.ok()
-            .flatten()
-            .map(|bytes| crate::store::queues::decode_message_refs(&bytes))
-            .unwrap_or_default()
+        self.messages_of(id)
     }
 
     fn add_message_ref(
@@ -468,92 +343,23 @@ impl QueueStore for PgQueues {
         id: ApprovalId,
         message: TelegramMessageRef,
     ) -> Result<bool, StoreError> {
-        let mut refs = self.message_refs(id);
-        if refs.contains(&message) {
-            return Ok(false);
-        }
-        refs.push(message);
-        let bytes = crate::store::queues::encode_message_refs(&refs)?;
-        let pool = self.0.pool();
-        self.0.run(async move {
-            client(&pool)
-                .await?
-                .execute(
-                    "INSERT INTO telegram_messages (approval_id, refs) VALUES ($1, $2)
-                     ON CONFLICT (approval_id) DO UPDATE SET refs = EXCLUDED.refs",
-                    &[&id.to_bytes().as_slice(), &bytes],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(true)
-        })
+        self.add_message(id, message)
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let pool = self.0.pool();
-        let key = key.to_string();
-        self.0.run(async move {
-            let row = client(&pool)
-                .await?
-                .query_opt("SELECT value FROM meta WHERE name = $1", &[&key])
-                .await
-                .map_err(db_error)?;
-            Ok(row.map(|row| row.get(0)))
-        })
+        self.meta_value(key)
     }
 
     fn meta_init(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let pool = self.0.pool();
-        let (key, value) = (key.to_string(), value.to_vec());
-        self.0.run(async move {
-            let client = client(&pool).await?;
-            client
-                .execute(
-                    "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                    &[&key, &value],
-                )
-                .await
-                .map_err(db_error)?;
-            let row = client
-                .query_one("SELECT value FROM meta WHERE name = $1", &[&key])
-                .await
-                .map_err(db_error)?;
-            Ok(row.get(0))
-        })
+        self.meta_first(key, value)
     }
 
-    /// The leader row's offset; a store restored from sled starts from sled's.
     fn load_offset(&self) -> Result<i64, StoreError> {
-        let pool = self.0.pool();
-        let leader = self.0.run(async move {
-            super::super::leader::state(&**client(&pool).await?)
-                .await
-                .map_err(db_error)
-        })?;
-        let from_sled = self
-            .meta_get(SLED_OFFSET_KEY)?
-            .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).ok())
-            .map_or(0, |bytes| i64::from(i32::from_be_bytes(bytes)));
-        Ok(leader.map_or(0, |l| l.update_offset).max(from_sled))
+        self.stored_offset()
     }
 
-    /// Fenced by the lease's epoch: a leader that lost its lease cannot move the offset.
     fn save_offset(&self, offset: i64) -> Result<bool, StoreError> {
-        let lease = self.0.inner.lease.lock().ok().and_then(|l| l.clone());
-        let Some(lease) = lease else {
-            self.0.inner.leading.store(false, Ordering::Relaxed);
-            return Ok(false);
-        };
-        let pool = self.0.pool();
-        let saved = self.0.run(async move {
-            super::super::leader::advance_offset(&**client(&pool).await?, &lease, offset)
-                .await
-                .map_err(db_error)
-        })?;
-        if !saved {
-            self.0.inner.leading.store(false, Ordering::Relaxed);
-        }
-        Ok(saved)
+        self.fenced_offset(offset)
     }
 
     fn leading(&self) -> bool {
