@@ -314,7 +314,7 @@ impl ApprovalStore for PgStore {
     fn remove_grant(&self, id: &str) {
         let pool = self.pool();
         let id = id.to_string();
-        let removed = self.run(async move {
+        let removed = self.run_write(async move {
             client(&pool)
                 .await?
                 .execute("DELETE FROM grants WHERE id = $1", &[&id])
@@ -330,7 +330,7 @@ impl ApprovalStore for PgStore {
     fn restore_grant(&self, grant: &Grant) -> Result<(), StoreError> {
         let pool = self.pool();
         let grant = grant.clone();
-        self.run(async move {
+        self.run_write(async move {
             let json = serde_json::to_string(&grant)
                 .map_err(|e| StoreError::Postgres(format!("cannot encode a grant: {e}")))?;
             client(&pool)

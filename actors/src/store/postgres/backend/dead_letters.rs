@@ -17,7 +17,7 @@ impl PgQueues {
     ) -> Result<(), StoreError> {
         let pool = self.0.pool();
         let reason = reason.to_string();
-        let buried = self.0.run(async move {
+        let buried = self.0.run_write(async move {
             client(&pool)
                 .await?
                 .execute(
@@ -86,7 +86,7 @@ impl PgQueues {
 
     pub(super) fn requeue_letter(&self, id: u64) -> Result<Option<(Channel, u64)>, StoreError> {
         let pool = self.0.pool();
-        let row: Option<(i16, i64)> = self.0.run(async move {
+        let row: Option<(i16, i64)> = self.0.run_write(async move {
             let row = client(&pool)
                 .await?
                 .query_opt(
@@ -115,7 +115,7 @@ impl PgQueues {
         channel: Channel,
     ) -> Result<Vec<(Channel, u64)>, StoreError> {
         let pool = self.0.pool();
-        let seqs: Vec<i64> = self.0.run(async move {
+        let seqs: Vec<i64> = self.0.run_write(async move {
             let rows = client(&pool)
                 .await?
                 .query(

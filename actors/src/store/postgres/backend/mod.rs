@@ -275,6 +275,18 @@ impl PgStore {
         self.run_within(READ_DEADLINE, future)
     }
 
+    /// [`run`](Self::run) for a write: a write the caller gave up on may still commit, so it is
+    /// waited for as long as the database may take (a connection, then the statement timeout),
+    /// never reported failed while it may yet succeed.
+    fn run_write<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = &self.inner.settings.connection;
+        let deadline = connection.pool_wait + connection.statement_timeout + Duration::from_secs(1);
+        self.run_within(deadline, future)
+    }
+
     /// [`run`](Self::run) with a deadline of the caller's choosing (a backup takes long).
     fn run_within<T: Send + 'static>(
         &self,

@@ -202,7 +202,7 @@ impl QueueStore for PgQueues {
         let bytes = queue::encode(entry)?;
         let codes: Vec<i16> = channels.iter().map(|&c| channel_code(c)).collect();
         let pool = self.0.pool();
-        self.0.run(async move {
+        self.0.run_write(async move {
             let rows = client(&pool)
                 .await?
                 .query(
@@ -233,8 +233,11 @@ impl QueueStore for PgQueues {
                 bytes.push(encoded.clone());
             }
         }
-        let pool = self.0.pool();
-        let rows: Vec<(i16, i64)> = self.0.run(async move {
+        // A hand-over to the fallback channels: its Telegram entries stay queued until
+        // Telegram delivers them, and a restarted leader hands over again whatever a database
+        // crash lost, so this commit need not wait for the WAL flush (the relaxed pool).
+        let pool = self.0.relaxed_pool();
+        let rows: Vec<(i16, i64)> = self.0.run_write(async move {
             let rows = client(&pool)
                 .await?
                 .query(
@@ -266,7 +269,7 @@ impl QueueStore for PgQueues {
     fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
         let pool = self.0.relaxed_pool();
         let seqs: Vec<i64> = seqs.iter().map(|&s| as_i64(s)).collect();
-        self.0.run(async move {
+        self.0.run_write(async move {
             client(&pool)
                 .await?
                 .execute(

@@ -150,7 +150,7 @@ impl PgStore {
     ) -> Result<Vec<Status>, StoreError> {
         let pool = self.pool();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run(async move {
+        self.run_write(async move {
             let rows = client(&pool)
                 .await?
                 .query(

@@ -44,7 +44,7 @@ impl PgQueues {
         refs.push(message);
         let bytes = crate::store::queues::encode_message_refs(&refs)?;
         let pool = self.0.pool();
-        self.0.run(async move {
+        self.0.run_write(async move {
             client(&pool)
                 .await?
                 .execute(
@@ -74,7 +74,7 @@ impl PgQueues {
     pub(super) fn meta_first(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
         let pool = self.0.pool();
         let (key, value) = (key.to_string(), value.to_vec());
-        self.0.run(async move {
+        self.0.run_write(async move {
             let client = client(&pool).await?;
             client
                 .execute(
@@ -114,7 +114,7 @@ impl PgQueues {
             return Ok(false);
         };
         let pool = self.0.pool();
-        let saved = self.0.run(async move {
+        let saved = self.0.run_write(async move {
             super::super::leader::advance_offset(&**client(&pool).await?, &lease, offset)
                 .await
                 .map_err(db_error)
