@@ -3,8 +3,8 @@
 //!
 //! On PostgreSQL every store folder a test uses gets a database of its own, named after the
 //! folder, so a child process restarted on the same folder finds its data again. An in-process
-//! app drops its database when it is dropped; databases of child-process tests are dropped by
-//! the next run's first test (they may outlive a run by that long, never pile up).
+//! app drops its database when it is dropped; databases of child-process tests are dropped when
+//! the test binary exits (and, should it have been killed, by the next run's first test).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -100,6 +100,18 @@ fn admin(sql: Vec<String>) {
     }
 }
 
+/// Drop every database of this suite (one test binary runs at a time).
+fn sweep() {
+    admin(vec![format!(
+        "SELECT datname FROM pg_database WHERE datname LIKE '{PREFIX}%'"
+    )])
+}
+
+extern "C" fn sweep_at_exit() {
+    // Never panic across the C boundary: a failed sweep is redone by the next run.
+    let _ = std::panic::catch_unwind(sweep);
+}
+
 /// Settings that put the store for `dir` on PostgreSQL (nothing on sled).
 pub fn store_env(dir: &Path, env: &mut BTreeMap<String, String>) {
     if backend() != Backend::Postgres {
@@ -107,9 +119,10 @@ pub fn store_env(dir: &Path, env: &mut BTreeMap<String, String>) {
     }
     static SWEEP: Once = Once::new();
     SWEEP.call_once(|| {
-        admin(vec![format!(
-            "SELECT datname FROM pg_database WHERE datname LIKE '{PREFIX}%'"
-        )])
+        sweep();
+        // SAFETY: registers a plain `extern "C" fn()` to run at exit; it only starts a thread
+        // of its own and waits for it.
+        unsafe { libc::atexit(sweep_at_exit) };
     });
     let name = database_name(dir);
     admin(vec![format!("CREATE DATABASE {name}")]);
