@@ -35,6 +35,19 @@ fn cluster(
         .collect()
 }
 
+/// An in-process instance on `db` through a proxy the test can cut or slow down.
+async fn behind_a_proxy(db: &PgDatabase, extra: &[(&str, &str)]) -> (TcpProxy, TestApp) {
+    let proxy = TcpProxy::start(db.server_addr());
+    let url = db.url_via(proxy.port);
+    let mut overrides = vec![
+        ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
+        ("APPROVAL_GATE__STORE__POSTGRES__URL", url.as_str()),
+    ];
+    overrides.extend_from_slice(extra);
+    let app = spawn_app_with(&overrides).await;
+    (proxy, app)
+}
+
 /// Wait until `app` holds exactly one long poll (registered, so a decision will wake it).
 async fn holds_one_long_poll(app: &ChildApp) {
     eventually(
@@ -298,14 +311,13 @@ async fn a_database_outage_is_503_loses_nothing_and_heals_without_a_restart() {
     let Some(db) = PgDatabase::create("cluster_database_outage").await else {
         return;
     };
-    let proxy = TcpProxy::start(db.server_addr());
-    let url = db.url_via(proxy.port);
-    let app = spawn_app_with(&[
-        ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
-        ("APPROVAL_GATE__STORE__POSTGRES__URL", url.as_str()),
-        ("APPROVAL_GATE__STORE__POSTGRES__POOL_WAIT", "1s"),
-        ("APPROVAL_GATE__AGENTS__HOOK_WAIT", "3s"),
-    ])
+    let (proxy, app) = behind_a_proxy(
+        &db,
+        &[
+            ("APPROVAL_GATE__STORE__POSTGRES__POOL_WAIT", "1s"),
+            ("APPROVAL_GATE__AGENTS__HOOK_WAIT", "3s"),
+        ],
+    )
     .await;
     let before = app.create_id(&new_approval()).await;
     // Agents keep creating through the outage: every create answered 201 must survive it.
@@ -611,13 +623,7 @@ async fn a_slow_database_holds_no_actor_past_its_read_deadline() {
     let Some(db) = PgDatabase::create("cluster_slow_database").await else {
         return;
     };
-    let proxy = TcpProxy::start(db.server_addr());
-    let url = db.url_via(proxy.port);
-    let app = spawn_app_with(&[
-        ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
-        ("APPROVAL_GATE__STORE__POSTGRES__URL", url.as_str()),
-    ])
-    .await;
+    let (proxy, app) = behind_a_proxy(&db, &[]).await;
     let id = app.create_id(&new_approval()).await;
 
     proxy.slow_down(Duration::from_secs(4));

@@ -2,8 +2,6 @@
 //! reason, listed for operators, and moved back (one, or all of a channel) in one statement
 //! each. Keeps the count health shows (`Inner::dead_letters`) in step with what it changes.
 
-use std::sync::atomic::Ordering;
-
 use super::queues::{PgQueues, as_i64, channel_code, channel_of, seq_of};
 use super::{client, db_error};
 use crate::store::{Channel, DeadLetter, StoreError, queue};
@@ -36,16 +34,7 @@ impl PgQueues {
                 .await
                 .map_err(db_error)
         })?;
-        // Counted here at once (health shows it); the background count catches up with
-        // other instances'.
-        self.0
-            .inner
-            .dead_letter_changes
-            .fetch_add(1, Ordering::SeqCst);
-        self.0
-            .inner
-            .dead_letters
-            .fetch_add(i64::try_from(buried).unwrap_or(0), Ordering::Relaxed);
+        self.dead_letters_changed(i64::try_from(buried).unwrap_or(0));
         Ok(())
     }
 
@@ -100,11 +89,7 @@ impl PgQueues {
             Ok(row.map(|row| (row.get(0), row.get(1))))
         })?;
         if row.is_some() {
-            self.0
-                .inner
-                .dead_letter_changes
-                .fetch_add(1, Ordering::SeqCst);
-            self.0.inner.dead_letters.fetch_sub(1, Ordering::Relaxed);
+            self.dead_letters_changed(-1);
         }
         row.map(|(channel, seq)| Ok((channel_of(channel)?, seq_of(seq))))
             .transpose()
@@ -130,14 +115,7 @@ impl PgQueues {
                 .map_err(db_error)?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
         })?;
-        self.0
-            .inner
-            .dead_letter_changes
-            .fetch_add(1, Ordering::SeqCst);
-        self.0
-            .inner
-            .dead_letters
-            .fetch_sub(i64::try_from(seqs.len()).unwrap_or(0), Ordering::Relaxed);
+        self.dead_letters_changed(-i64::try_from(seqs.len()).unwrap_or(0));
         let mut requeued: Vec<(Channel, u64)> =
             seqs.into_iter().map(|seq| (channel, seq_of(seq))).collect();
         requeued.sort_by_key(|&(_, seq)| seq);

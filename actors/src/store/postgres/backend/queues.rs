@@ -40,6 +40,57 @@ pub(super) fn as_i64(seq: u64) -> i64 {
 }
 
 impl PgQueues {
+    /// Every entry queued for every channel, in one INSERT on `pool`: each entry's
+    /// (channel, seq) list, in order.
+    fn insert_entries(
+        &self,
+        pool: deadpool_postgres::Pool,
+        channels: &[Channel],
+        entries: &[&QueueEntry],
+    ) -> Result<Vec<Vec<(Channel, u64)>>, StoreError> {
+        let mut codes: Vec<i16> = Vec::with_capacity(channels.len() * entries.len());
+        let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(codes.capacity());
+        for entry in entries {
+            let encoded = queue::encode(entry)?;
+            for &channel in channels {
+                codes.push(channel_code(channel));
+                bytes.push(encoded.clone());
+            }
+        }
+        let mut rows: Vec<(i16, i64)> = self.0.run_write(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "INSERT INTO outbox (channel, entry)
+                     SELECT c, e FROM unnest($1::smallint[], $2::bytea[]) WITH ORDINALITY AS t(c, e, i)
+                     ORDER BY i
+                     RETURNING channel, seq",
+                    &[&codes, &bytes],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })?;
+        // Sequence numbers are issued in insertion order: sorted, they follow the input.
+        rows.sort_by_key(|&(_, seq)| seq);
+        rows.chunks(channels.len().max(1))
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|&(code, seq)| Ok((channel_of(code)?, seq_of(seq))))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The dead-letter count health shows, moved by `delta` at once (the background count
+    /// catches up with other instances'); a background count that raced this is not stored.
+    pub(super) fn dead_letters_changed(&self, delta: i64) {
+        let inner = &self.0.inner;
+        inner.dead_letter_changes.fetch_add(1, Ordering::SeqCst);
+        inner.dead_letters.fetch_add(delta, Ordering::Relaxed);
+    }
+
     fn record_rows(&self, rows: Vec<(ApprovalId, Vec<AuditEvent>)>) {
         let pool = self.0.pool();
         // Nobody waits on history: written in the background (one statement for the whole
@@ -199,24 +250,9 @@ impl QueueStore for PgQueues {
         channels: &[Channel],
         entry: &QueueEntry,
     ) -> Result<Vec<(Channel, u64)>, StoreError> {
-        let bytes = queue::encode(entry)?;
-        let codes: Vec<i16> = channels.iter().map(|&c| channel_code(c)).collect();
-        let pool = self.0.pool();
-        self.0.run_write(async move {
-            let rows = client(&pool)
-                .await?
-                .query(
-                    "INSERT INTO outbox (channel, entry)
-                     SELECT c, $2 FROM unnest($1::smallint[]) WITH ORDINALITY AS t(c, i) ORDER BY i
-                     RETURNING channel, seq",
-                    &[&codes, &bytes],
-                )
-                .await
-                .map_err(db_error)?;
-            rows.iter()
-                .map(|row| Ok((channel_of(row.get(0))?, seq_of(row.get(1)))))
-                .collect()
-        })
+        self.insert_entries(self.0.pool(), channels, &[entry])?
+            .pop()
+            .ok_or_else(|| StoreError::Queue("nothing was queued".into()))
     }
 
     fn enqueue_many(
@@ -224,45 +260,10 @@ impl QueueStore for PgQueues {
         channels: &[Channel],
         entries: &[&QueueEntry],
     ) -> Result<Vec<Vec<(Channel, u64)>>, StoreError> {
-        let mut codes: Vec<i16> = Vec::with_capacity(channels.len() * entries.len());
-        let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(codes.capacity());
-        for entry in entries {
-            let encoded = queue::encode(entry)?;
-            for &channel in channels {
-                codes.push(channel_code(channel));
-                bytes.push(encoded.clone());
-            }
-        }
         // A hand-over to the fallback channels: its Telegram entries stay queued until
         // Telegram delivers them, and a restarted leader hands over again whatever a database
         // crash lost, so this commit need not wait for the WAL flush (the relaxed pool).
-        let pool = self.0.relaxed_pool();
-        let rows: Vec<(i16, i64)> = self.0.run_write(async move {
-            let rows = client(&pool)
-                .await?
-                .query(
-                    "INSERT INTO outbox (channel, entry)
-                     SELECT c, e FROM unnest($1::smallint[], $2::bytea[]) WITH ORDINALITY AS t(c, e, i)
-                     ORDER BY i
-                     RETURNING channel, seq",
-                    &[&codes, &bytes],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-        })?;
-        let mut rows = rows;
-        // Sequence numbers are issued in insertion order: sorted, they follow the input.
-        rows.sort_by_key(|&(_, seq)| seq);
-        let per_entry = channels.len().max(1);
-        rows.chunks(per_entry)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .map(|&(code, seq)| Ok((channel_of(code)?, seq_of(seq))))
-                    .collect()
-            })
-            .collect()
+        self.insert_entries(self.0.relaxed_pool(), channels, entries)
     }
 
     /// On the relaxed connections (see `Inner::relaxed`).
