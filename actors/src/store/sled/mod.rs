@@ -152,6 +152,31 @@ fn encode_record(approval: &Approval) -> Result<Vec<u8>, StoreError> {
 
 /// Grants are few and small: JSON keeps them readable in a backup and free of bincode's
 /// serde caveats.
+/// Open sled, holding this process's folder lock (`lock.rs`). Another process cannot hold
+/// the folder then, so sled's own lock still taken can only be this process's previous handle on
+/// it, still closing: sled's background threads let go of it a moment after the handle is
+/// dropped. Wait for that (up to `SLED_CLOSING`) rather than fail a reopen.
+fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
+    const SLED_CLOSING: std::time::Duration = std::time::Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
+            .open();
+        match opened {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < SLED_CLOSING =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn encode_grant(grant: &Grant) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(grant).map_err(|e| StoreError::Queue(format!("cannot encode grant: {e}")))
 }
@@ -181,12 +206,7 @@ impl SledStore {
             source,
         };
         let lock = lock::lock(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(open_error)?;
+        let db = open_sled(path, cache_bytes).map_err(open_error)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_error);
         let (approvals, idempotency, by_status) =
             (tree("approvals")?, tree("idempotency")?, tree("by_status")?);
