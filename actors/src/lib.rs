@@ -16,6 +16,7 @@
 
 pub mod domain;
 pub mod fallback;
+pub mod feed;
 pub mod metrics;
 pub mod notification;
 pub mod policy;

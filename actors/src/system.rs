@@ -81,6 +81,11 @@ pub struct Actors {
     pub telegram: Option<Addr<TelegramGateway>>,
     /// Webhook mode: the secret Telegram sends in `X-Telegram-Bot-Api-Secret-Token`.
     pub telegram_webhook_secret: Option<std::sync::Arc<str>>,
+    /// Pending approvals as they come and go, for the web console's live stream.
+    pub feed: crate::feed::Feed,
+    /// The store's small key-value records (`meta_get`/`meta_init`), for the front door's own
+    /// durable state: console sign-ins, shared by every instance on a shared store.
+    pub store_meta: crate::store::Queues,
 }
 
 /// The running actor system; stop it with [`ActorSystem::stop`] to release the store.
@@ -178,7 +183,10 @@ impl ActorSystem {
         }
         let registry_settings = settings.registry;
         let sweeper_addr = sweeper.clone();
+        let store_meta = store_queues.clone();
         let registry_queues = store_queues;
+        let feed = crate::feed::Feed::default();
+        let registry_feed = feed.clone();
         let registry = Supervisor::start_in_arbiter(&core.handle(), move |_| {
             ApprovalRegistry::new(
                 store,
@@ -187,6 +195,7 @@ impl ActorSystem {
                 sweeper_addr,
                 notifiers,
                 metrics_recipient,
+                registry_feed,
             )
         });
         sweeper.do_send(Connect(registry.clone().recipient()));
@@ -209,6 +218,8 @@ impl ActorSystem {
                 fallback,
                 telegram,
                 telegram_webhook_secret,
+                feed,
+                store_meta,
             },
             arbiters,
         })

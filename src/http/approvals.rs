@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use approval_gate_actors::domain::{Approval, ApprovalId, NewApproval, Status};
+use approval_gate_actors::domain::{Approval, ApprovalId, NewApproval};
 use approval_gate_actors::registry::{
     ApprovalRegistry, Create, Get, List, Unwait, Wait, WaitReply,
 };
@@ -25,6 +25,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/api/approvals")
             .route(web::post().to(create))
             .route(web::get().to(list)),
+    )
+    .route(
+        "/api/approvals/export",
+        web::get().to(super::search::export),
     )
     .service(
         web::resource("/api/approvals/{id}")
@@ -276,71 +280,63 @@ fn long_poll_body(
     })
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    status: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-/// Approvals newest first, paginated (operator token).
+/// Approvals newest first, paginated (operator token); with filters, a search (`search.rs`):
+/// a page may then hold fewer than `limit` rows and still have a `next_cursor`.
 #[utoipa::path(get, path = "/api/approvals", tag = "approvals",
     params(("status" = Option<String>, Query, description = "pending, approved, rejected, timed_out or cancelled"),
         ("limit" = Option<usize>, Query, description = "1 ..= server.max_page_size, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "`{\"approvals\": [...], \"next_cursor\"}`", body = Object),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("agent" = Option<String>, Query, description = "agent token or agent name (exact, any case)"),
+        ("tool" = Option<String>, Query, description = "tool name (exact, any case)"),
+        ("q" = Option<String>, Query, description = "text in the input, reason, comment, session, tool or id (any case)"),
+        ("since" = Option<String>, Query, description = "created at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "created before (RFC 3339)")),
+    responses((status = 200, description = "`{\"approvals\": [...], \"next_cursor\", \"scanned\"}`", body = Object),
         (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 async fn list(
     state: web::Data<AppState>,
     _caller: OperatorCaller,
-    query: web::Query<ListQuery>,
+    query: web::Query<super::search::Filters>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query.into_inner();
-    let status = query
-        .status
-        .as_deref()
-        .map(str::parse::<Status>)
-        .transpose()
-        .map_err(ApiError::InvalidQuery)?;
-    let limit = state.page_limit(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<ApprovalId>().map_err(|_| {
-                ApiError::InvalidQuery(format!(
-                    "`cursor` {raw:?} is not a cursor from a previous page"
-                ))
+    let filters = query.into_inner();
+    let search = super::search::Search::parse(&filters)?;
+    let limit = state.page_limit(filters.limit)?;
+    let (page, next_cursor, scanned) = if search.filters() {
+        let scan_limit = state.settings().console.search_scan_limit;
+        let found = super::search::search(&state, &search, limit, scan_limit).await?;
+        (found.approvals, found.next_cursor, Some(found.scanned))
+    } else {
+        let mut page = state
+            .actors
+            .registry
+            .send(List {
+                status: search.status,
+                before: search.before,
+                limit: limit + 1,
             })
-        })
-        .transpose()?;
-    let mut page = state
-        .actors
-        .registry
-        .send(List {
-            status,
-            before,
-            limit: limit + 1,
-        })
-        .await??;
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let next_cursor = more
-        .then(|| page.last().map(|a| a.id.to_string()))
-        .flatten();
+            .await??;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = more.then(|| page.last().map(|a| a.id)).flatten();
+        (page, next, None)
+    };
     // A struct, not `json!`: `serde_json::Value` would re-sort each `tool_input`.
     #[derive(serde::Serialize)]
     struct Page {
         approvals: Vec<ApprovalView>,
         next_cursor: Option<String>,
+        /// With filters: how many approvals this page read to find its rows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scanned: Option<usize>,
     }
     Ok(HttpResponse::Ok().json(Page {
         approvals: page
             .iter()
             .map(|a| ApprovalView::row(a, state.settings().server.list_preview_bytes))
             .collect(),
-        next_cursor,
+        next_cursor: next_cursor.map(|id| id.to_string()),
+        scanned,
     }))
 }
 

@@ -61,6 +61,10 @@ pub enum ApiError {
     },
     #[error("this agent already has {limit} pending approvals (limits.max_pending_per_agent)")]
     TooManyPending { limit: u64 },
+    /// A state-changing request a browser sent from another site (`Origin` or
+    /// `Sec-Fetch-Site`), or a console request without its session's CSRF token.
+    #[error("{0}")]
+    CrossSite(&'static str),
 }
 
 impl ApiError {
@@ -80,6 +84,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooManyPending { .. } => "too_many_pending",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::CrossSite(_) => "cross_site_request",
         }
     }
 }
@@ -93,7 +98,7 @@ impl ResponseError for ApiError {
             | ApiError::TimeoutOutOfRange { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyWaiters { .. }
@@ -149,6 +154,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => Some("bad_token"),
             ApiError::Forbidden(_) => Some("wrong_role"),
+            ApiError::CrossSite(_) => Some("cross_site"),
             ApiError::RateLimited { limit, .. } => Some(limit),
             ApiError::TooManyPending { .. } => Some("too_many_pending"),
             _ => None,

@@ -4,6 +4,7 @@
 mod admin;
 mod approvals;
 mod auth;
+mod console;
 mod context;
 mod decisions;
 mod diagnostics;
@@ -15,6 +16,7 @@ mod hooks;
 mod limits;
 mod metrics;
 mod openapi;
+mod search;
 mod telegram;
 mod view;
 
@@ -29,6 +31,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use approval_gate_actors::system::Actors;
 
 pub use auth::Tokens;
+pub use console::session::Sessions;
 pub use error::ApiError;
 
 use crate::settings::Settings;
@@ -45,6 +48,8 @@ pub struct AppState {
     pub started: Instant,
     /// Rate limits per token and per source address (rebuilt by a reload).
     pub live_limits: arc_swap::ArcSwap<limits::Limits>,
+    /// Console sign-ins (`console/session.rs`).
+    pub sessions: Arc<console::session::Sessions>,
 }
 
 pub use limits::Limits;
@@ -82,6 +87,7 @@ pub fn configure(
         let metrics_enabled = state.settings().monitoring.metrics_enabled;
         let metrics_path = state.settings().monitoring.metrics_path.clone();
         let separate_monitoring = !state.settings().monitoring.bind.trim().is_empty();
+        let console_enabled = state.settings().console.enabled;
         cfg.app_data(state)
             .app_data(tokens)
             .app_data(
@@ -107,6 +113,9 @@ pub fn configure(
             .configure(openapi::routes)
             .configure(health::routes)
             .configure(diagnostics::routes);
+        if console_enabled {
+            cfg.configure(console::routes);
+        }
         if !separate_monitoring {
             cfg.configure(diagnostics::views);
             if metrics_enabled {

@@ -5,7 +5,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, approvals, decisions, diagnostics, grants, health, history, metrics, telegram};
+use super::{
+    admin, approvals, decisions, diagnostics, grants, health, history, metrics, search, telegram,
+};
 
 /// The hook routes are registered per agent by a loop; these stand-ins document them.
 mod hooks_doc {
@@ -55,7 +57,7 @@ impl Modify for BearerAuth {
         description = "Human-approval gateway for AI agents. Errors are `{\"error\": <stable code>, \"message\"}`."
     ),
     paths(
-        approvals::create, approvals::list, approvals::get, decisions::cancel, decisions::decide,
+        approvals::create, approvals::list, search::export, approvals::get, decisions::cancel, decisions::decide,
         history::events, grants::list, grants::revoke, admin::list, admin::requeue, admin::requeue_channel, admin::backup,
         diagnostics::database, diagnostics::circuit_breaker, diagnostics::metrics_summary,
         diagnostics::crash, diagnostics::lose_wakes, diagnostics::fail_commits, health::health, health::live, health::ready,

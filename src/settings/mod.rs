@@ -69,6 +69,7 @@ pub struct Settings {
     pub circuit_breaker: BreakerSection,
     pub fallback: FallbackSettings,
     pub agents: AgentsSettings,
+    pub console: ConsoleSettings,
     pub limits: LimitSettings,
     #[serde(default)]
     pub policy: PolicySettings,

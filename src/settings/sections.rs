@@ -23,6 +23,24 @@ pub struct LimitSettings {
     pub failed_auth_per_minute: u32,
 }
 
+/// `[console]`: the operators' web console at `/console/` (docs/console.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ConsoleSettings {
+    /// Serve the console (its pages, sign-in and live stream). Off: `/console/` is 404.
+    pub enabled: bool,
+    /// How long a console sign-in lasts before the operator signs in again.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// How often the live stream writes a keep-alive comment (proxies close idle streams).
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// Most approvals one history search reads before it answers with what it found and a
+    /// cursor to go on from (a text search over a large store stays bounded per request).
+    pub search_scan_limit: usize,
+    /// Most rows one export (JSON or CSV) holds.
+    pub export_max_rows: usize,
+}
+
 /// How agent hooks wait, and what operators may grant.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct AgentsSettings {

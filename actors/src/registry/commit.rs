@@ -6,7 +6,10 @@ use actix::prelude::*;
 use futures_util::future::{FutureExt, LocalBoxFuture};
 
 use super::{ApprovalRegistry, NAME, RegistryError};
+use std::sync::Arc;
+
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
+use crate::feed::FeedEvent;
 use crate::metrics::Metric;
 use crate::notification::Event;
 use crate::store::{Change, Landed, Landing, Written};
@@ -281,6 +284,7 @@ impl ApprovalRegistry {
                     self.spans.insert(approval.id, span);
                 }
                 self.metrics.do_send(Metric::ApprovalCreated);
+                self.feed.publish(FeedEvent::Pending(Arc::new(approval)));
             }
             Kind::Resolved => {
                 if current {
@@ -314,6 +318,7 @@ impl ApprovalRegistry {
                     outcome: approval.status.as_str(),
                     seconds: approval.time_to_decision().map_or(0.0, |d| d.as_secs_f64()),
                 });
+                self.feed.publish(FeedEvent::Ended(Arc::new(approval)));
             }
         }
     }

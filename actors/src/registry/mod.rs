@@ -141,6 +141,8 @@ pub struct ApprovalRegistry {
     spans: HashMap<ApprovalId, tracing::Span>,
     /// A recount waits for the changes in flight to settle (`remote.rs`).
     recount_wanted: bool,
+    /// Durable changes of the pending set, for watchers (the console's live stream).
+    feed: crate::feed::Feed,
 }
 
 /// Millisecond precision, the precision records are stored with, so a record read back equals
@@ -163,8 +165,10 @@ impl ApprovalRegistry {
         sweeper: Addr<TimeoutSweeper>,
         notifiers: Notifiers,
         metrics: Recipient<Metric>,
+        feed: crate::feed::Feed,
     ) -> Self {
         Self {
+            feed,
             store,
             queues,
             settings,

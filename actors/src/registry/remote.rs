@@ -84,6 +84,9 @@ impl ApprovalRegistry {
         if self.waiters.wake(&approval) > 0 {
             self.publish_waiters();
         }
+        // A watcher's view holds it as pending until told (a repeat is harmless to it).
+        self.feed
+            .publish(crate::feed::FeedEvent::Ended(std::sync::Arc::new(approval.clone())));
         if counted {
             self.count(Some(Status::Pending), approval.status);
             self.pending_changed(&approval.requested_by, false);

@@ -78,6 +78,7 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
     validate_telegram(s)?;
     validate_breaker(s)?;
     validate_agents(s)?;
+    validate_console(s)?;
     validate_callback_secrets(s)?;
     let limits = &s.limits;
     in_range(
@@ -131,6 +132,30 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
             "must start with /",
         ));
     }
+    Ok(())
+}
+
+fn validate_console(s: &Settings) -> Result<(), SettingsError> {
+    let console = &s.console;
+    duration_in(
+        "console.session_ttl",
+        console.session_ttl,
+        secs(60),
+        secs(30 * 24 * 3600),
+    )?;
+    duration_in("console.keepalive", console.keepalive, secs(1), secs(300))?;
+    in_range(
+        "console.search_scan_limit",
+        console.search_scan_limit,
+        100,
+        10_000_000,
+    )?;
+    in_range(
+        "console.export_max_rows",
+        console.export_max_rows,
+        1,
+        1_000_000,
+    )?;
     Ok(())
 }
 
