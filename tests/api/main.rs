@@ -10,6 +10,7 @@ mod backup;
 mod cli;
 mod cluster;
 mod concurrency;
+mod console;
 mod durability;
 mod errors;
 mod history;

@@ -86,7 +86,9 @@ impl ApprovalRegistry {
         }
         // A watcher's view holds it as pending until told (a repeat is harmless to it).
         self.feed
-            .publish(crate::feed::FeedEvent::Ended(std::sync::Arc::new(approval.clone())));
+            .publish(crate::feed::FeedEvent::Ended(std::sync::Arc::new(
+                approval.clone(),
+            )));
         if counted {
             self.count(Some(Status::Pending), approval.status);
             self.pending_changed(&approval.requested_by, false);

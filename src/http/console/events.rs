@@ -27,6 +27,9 @@ use super::super::view::ApprovalView;
 
 /// Most pending approvals a snapshot holds (the page says when there are more).
 const SNAPSHOT_MAX: usize = 10_000;
+/// Inputs up to this size are sent whole (a Bash command, a small file); larger ones as a
+/// preview the page completes on "Show all" (`server.list_preview_bytes`, if that is larger).
+const WHOLE_INPUT_BYTES: usize = 16 * 1024;
 /// How often a stream on a shared store re-reads the pending list (creates on other instances).
 pub const SHARED_RECHECK: Duration = Duration::from_secs(2);
 
@@ -188,7 +191,7 @@ async fn run(
     let mut recheck = tokio::time::interval(SHARED_RECHECK);
     recheck.tick().await;
     let mut connection = Connection {
-        preview: settings.server.list_preview_bytes,
+        preview: settings.server.list_preview_bytes.max(WHOLE_INPUT_BYTES),
         state,
         tx,
         sent: HashMap::new(),

@@ -54,7 +54,8 @@ fn secure(response: &mut actix_web::HttpResponseBuilder) {
         .insert_header(("content-security-policy", CSP))
         .insert_header(("x-content-type-options", "nosniff"))
         .insert_header(("x-frame-options", "DENY"))
-        .insert_header(("referrer-policy", "no-referrer"))
+        // Not `no-referrer`: with it a browser sends `Origin: null` on the sign-in form post.
+        .insert_header(("referrer-policy", "same-origin"))
         .insert_header((header::CACHE_CONTROL, "no-store"));
 }
 

@@ -5,6 +5,7 @@
 //! the fake Bot API and the fallback notifications file.
 
 mod backend;
+mod browser;
 mod channels;
 mod child;
 mod faults;
@@ -12,6 +13,7 @@ mod postgres;
 mod tcp_proxy;
 
 pub use backend::*;
+pub use browser::*;
 pub use channels::*;
 pub use child::*;
 pub use faults::*;
