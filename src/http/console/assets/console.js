@@ -12,8 +12,9 @@
     ended: new Map(), // id -> final approval, shown briefly where it was pending
     mine: new Set(), // ids decided from this page
     skew: 0, // server clock - local clock, ms
-    focused: null,
     stream: null,
+    filter: "", // the pending page's filter, lower case
+    haystacks: new Map(), // id -> lower-case text the filter searches
   };
   const ENDED_SHOWN_MS = 6000;
   const CUT = 4000;
@@ -251,8 +252,20 @@
 
   // ---- pending -------------------------------------------------------------------------------
 
+  function haystack(approval) {
+    let text = state.haystacks.get(approval.id);
+    if (text === undefined) {
+      text = [approval.requested_by, approval.agent, approval.tool_name, approval.session_id, approval.reason,
+        approval.tool_input === null ? approval.tool_input_preview : JSON.stringify(approval.tool_input)]
+        .filter(Boolean).join("\n").toLowerCase();
+      state.haystacks.set(approval.id, text);
+    }
+    return text;
+  }
+
   function sortedPending() {
-    return [...state.pending.values()].sort((a, b) =>
+    const shown = [...state.pending.values()].filter((a) => !state.filter || haystack(a).includes(state.filter));
+    return shown.sort((a, b) =>
       Date.parse(a.expires_at) - Date.parse(b.expires_at) || (a.id < b.id ? -1 : 1));
   }
 
@@ -344,6 +357,7 @@
     setTimeout(() => {
       state.ended.delete(approval.id);
       state.pending.delete(approval.id);
+      state.haystacks.delete(approval.id);
       refreshPending();
     }, ENDED_SHOWN_MS);
     refreshPending();
@@ -387,7 +401,10 @@
       if (hadFocus && next) next.focus();
     }
     const empty = document.getElementById("pending-empty");
-    if (empty) empty.hidden = wanted.length > 0;
+    if (empty) {
+      empty.hidden = wanted.length > 0;
+      empty.textContent = state.pending.size > 0 ? "No pending approval matches the filter." : "Nothing is waiting for a decision.";
+    }
     tick();
   }
 
@@ -395,7 +412,10 @@
     append(root, h("h1", {}, "Pending approvals"),
       h("p", { class: "help" }, "Oldest deadline first. Keys on a focused approval: ",
         h("kbd", {}, "j"), "/", h("kbd", {}, "k"), " next/previous, ", h("kbd", {}, "a"), " approve, ",
-        h("kbd", {}, "r"), " reject, ", h("kbd", {}, "s"), " allow for this session, ", h("kbd", {}, "c"), " comment."),
+        h("kbd", {}, "r"), " reject, ", h("kbd", {}, "s"), " allow for this session, ", h("kbd", {}, "c"), " comment, ", h("kbd", {}, "/"), " filter."),
+      h("div", { class: "filters" }, h("div", {}, h("label", { for: "pending-filter" }, "Filter"),
+        h("input", { id: "pending-filter", type: "search", value: state.filter, placeholder: "agent, tool, session or input text",
+          oninput: (e) => { state.filter = e.target.value.trim().toLowerCase(); refreshPending(); } }))),
       h("p", { id: "pending-empty", class: "empty", hidden: true }, "Nothing is waiting for a decision."),
       h("div", { id: "pending-list" }));
     refreshPending();
@@ -702,6 +722,11 @@
       case "c":
         if (card) { e.preventDefault(); card.querySelector("textarea").focus(); }
         break;
+      case "/": {
+        const filter = document.getElementById("pending-filter");
+        if (filter) { e.preventDefault(); filter.focus(); }
+        break;
+      }
     }
   });
 
