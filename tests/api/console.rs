@@ -301,6 +301,142 @@ async fn the_console_can_be_turned_off() {
     assert_eq!(page.status(), StatusCode::NOT_FOUND);
 }
 
+/// Reads server-sent events from a streaming response: `(event, data)` pairs.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(str::to_string)
+                };
+                if let (Some(event), Some(data)) = (field("event: "), field("data: ")) {
+                    return (
+                        event,
+                        serde_json::from_str(&data).expect("event data is JSON"),
+                    );
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream stays open")
+                .expect("the stream does not end");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+async fn events(app: &impl Api) -> Events {
+    let response = app
+        .request(
+            reqwest::Method::GET,
+            "/console/events",
+            Some(OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    Events {
+        response,
+        buffer: String::new(),
+    }
+}
+
+/// The stream behind the pending page, without a browser, on either store: a snapshot, then
+/// each approval as it becomes pending and as it ends; a new connection's snapshot holds what
+/// changed while no one listened.
+#[actix_rt::test]
+async fn the_event_stream_sends_a_snapshot_then_each_change() {
+    let app = spawn_app().await;
+    let before = app.create_id(&approval("echo one")).await;
+    let mut stream = events(&app).await;
+    let (event, snapshot) = stream.next().await;
+    assert_eq!(event, "snapshot");
+    assert_eq!(snapshot["approvals"][0]["id"], json!(before));
+    let created = app.create_id(&approval("echo two")).await;
+    let (event, row) = stream.next().await;
+    assert_eq!((event.as_str(), &row["id"]), ("pending", &json!(created)));
+    app.decide(&before, "reject").await;
+    let (event, ended) = stream.next().await;
+    assert_eq!(event, "ended");
+    assert_eq!(ended["id"], json!(before));
+    assert_eq!(ended["status"], "rejected");
+    assert_eq!(ended["decided_by"], "alice");
+    drop(stream);
+    // Meanwhile, nobody listening: a new connection starts from the truth.
+    app.cancel(&created).await;
+    let third = app.create_id(&approval("echo three")).await;
+    let (event, snapshot) = events(&app).await.next().await;
+    assert_eq!(event, "snapshot");
+    let ids: Vec<&Value> = snapshot["approvals"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|a| &a["id"])
+        .collect();
+    assert_eq!(ids, vec![&json!(third)]);
+}
+
+/// Two instances on one PostgreSQL database: a console session made on one is good on the
+/// other (sessions are in the store), and a stream on B hears of approvals created and ended on A.
+#[actix_rt::test]
+async fn on_postgresql_sessions_and_the_stream_span_instances() {
+    let Some(db) = PgDatabase::create("console_cluster").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let apps: Vec<ChildApp> = (0..2)
+        .map(|i| {
+            let folder = dir.path().join(format!("instance-{i}"));
+            std::fs::create_dir_all(&folder).expect("folder");
+            let name = format!("instance-{i}");
+            spawn_binary(
+                &folder,
+                &[
+                    ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
+                    ("APPROVAL_GATE__STORE__POSTGRES__URL", db.url.as_str()),
+                    ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", name.as_str()),
+                ],
+            )
+        })
+        .collect();
+    let cookie = cookie_of(&sign_in_http(&apps[0], OPERATOR_TOKEN).await).expect("signed in");
+    let me: Value = apps[1]
+        .http()
+        .get(format!("{}/console/me", apps[1].address))
+        .header("cookie", format!("ag_console={cookie}"))
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["name"], "alice", "the session made on A holds on B");
+    let mut stream = events(&apps[1]).await;
+    assert_eq!(stream.next().await.0, "snapshot");
+    let id = apps[0].create_id(&approval("echo from A")).await;
+    let (event, row) = stream.next().await;
+    assert_eq!((event.as_str(), &row["id"]), ("pending", &json!(id)));
+    apps[0].decide(&id, "approve").await;
+    let (event, ended) = stream.next().await;
+    assert_eq!(
+        (event.as_str(), &ended["status"]),
+        ("ended", &json!("approved"))
+    );
+}
+
 // ---- in a real browser --------------------------------------------------------------------
 
 /// Where the console's pending list shows approval `id` (a CSS selector).

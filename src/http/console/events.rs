@@ -9,7 +9,7 @@
 //! created on another instance are not on this instance's feed: the stream compares the pending
 //! list with what it has sent every [`SHARED_RECHECK`]. Owns nothing beyond its connection.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
@@ -99,7 +99,7 @@ struct Connection {
     state: web::Data<AppState>,
     tx: mpsc::Sender<Bytes>,
     /// Pending approvals sent, by id: what the page holds.
-    sent: HashMap<ApprovalId, ()>,
+    sent: HashSet<ApprovalId>,
     next_id: u64,
     preview: usize,
 }
@@ -112,7 +112,7 @@ impl Connection {
     }
 
     async fn snapshot(&mut self, (approvals, truncated): (Vec<Approval>, bool)) -> bool {
-        self.sent = approvals.iter().map(|a| (a.id, ())).collect();
+        self.sent = approvals.iter().map(|a| a.id).collect();
         let rows = approvals
             .iter()
             .map(|a| ApprovalView::row(a, self.preview))
@@ -128,7 +128,7 @@ impl Connection {
     async fn change(&mut self, change: FeedEvent) -> bool {
         match change {
             FeedEvent::Pending(approval) => {
-                self.sent.insert(approval.id, ());
+                self.sent.insert(approval.id);
                 let row = ApprovalView::row(&approval, self.preview);
                 self.send("pending", &row).await
             }
@@ -145,15 +145,10 @@ impl Connection {
         let Ok((now, _)) = pending(&self.state).await else {
             return true;
         };
-        let current: HashMap<ApprovalId, ()> = now.iter().map(|a| (a.id, ())).collect();
-        let gone: Vec<ApprovalId> = self
-            .sent
-            .keys()
-            .filter(|id| !current.contains_key(id))
-            .copied()
-            .collect();
+        let current: HashSet<ApprovalId> = now.iter().map(|a| a.id).collect();
+        let gone: Vec<ApprovalId> = self.sent.difference(&current).copied().collect();
         for approval in now {
-            if !self.sent.contains_key(&approval.id)
+            if !self.sent.contains(&approval.id)
                 && !self.change(FeedEvent::Pending(approval.into())).await
             {
                 return false;
@@ -194,7 +189,7 @@ async fn run(
         preview: settings.server.list_preview_bytes.max(WHOLE_INPUT_BYTES),
         state,
         tx,
-        sent: HashMap::new(),
+        sent: HashSet::new(),
         next_id: 0,
     };
     // Reconnect quickly after a restart: the browser waits this long (ms) before retrying.

@@ -15,6 +15,7 @@
     stream: null,
     filter: "", // the pending page's filter, lower case
     haystacks: new Map(), // id -> lower-case text the filter searches
+    built: new Map(), // id -> its card, kept while pending (a filter hides and shows it again)
   };
   const ENDED_SHOWN_MS = 6000;
   const CUT = 4000;
@@ -385,15 +386,21 @@
       const isEnded = state.ended.has(approval.id);
       if (card && card.classList.contains("ended") !== isEnded) {
         const fresh = pendingCard(approval);
+        state.built.set(approval.id, fresh);
         card.replaceWith(fresh);
         if (active && card.contains(active)) fresh.focus();
         card = fresh;
       }
-      if (!card) card = pendingCard(approval);
+      if (!card) {
+        const kept = state.built.get(approval.id);
+        card = kept && kept.classList.contains("ended") === isEnded ? kept : pendingCard(approval);
+        state.built.set(approval.id, card);
+      }
       cards.delete(approval.id);
       if (card !== before) list.insertBefore(card, before);
       before = card.nextSibling;
     }
+    for (const id of state.built.keys()) if (!state.pending.has(id)) state.built.delete(id);
     for (const card of cards.values()) {
       const next = card.nextElementSibling || card.previousElementSibling;
       const hadFocus = card.contains(document.activeElement);
