@@ -124,8 +124,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn create(http: &reqwest::Client, base: &str, i: usize) -> String {
     let body = json!({
         "session_id": format!("bench-{}", i % 17),
-        "tool_name": if i % 3 == 0 { "Write" } else { "Bash" },
-        "tool_input": if i % 3 == 0 {
+        "tool_name": if i.is_multiple_of(3) { "Write" } else { "Bash" },
+        "tool_input": if i.is_multiple_of(3) {
             json!({ "file_path": format!("/srv/app/file-{i}.txt"), "content": "hello\n".repeat(20) })
         } else {
             json!({ "command": format!("cargo test --package crate-{} -- --test-threads {}", i % 50, i % 8) })
