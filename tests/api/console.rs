@@ -439,6 +439,13 @@ async fn on_postgresql_sessions_and_the_stream_span_instances() {
 
 // ---- in a real browser --------------------------------------------------------------------
 
+/// The page was not reloaded (a marker the test set is still there) and its title is `title`.
+async fn still_the_same_page(browser: &Browser, title: &str) {
+    let marker = browser.eval("return window.__page;").await;
+    assert_eq!(marker, "same page", "no reload");
+    assert_eq!(browser.eval("return document.title;").await, title);
+}
+
 /// Where the console's pending list shows approval `id` (a CSS selector).
 fn card(id: &str) -> String {
     format!("article.card[data-id='{id}']")
@@ -508,15 +515,7 @@ async fn an_operator_signs_in_sees_approvals_arrive_live_and_approves_one() {
             &format!("!({})", present(&id)),
         )
         .await;
-    assert_eq!(
-        browser.eval("return window.__page;").await,
-        "same page",
-        "no reload"
-    );
-    assert_eq!(
-        browser.eval("return document.title;").await,
-        "approval-gate"
-    );
+    still_the_same_page(&browser, "approval-gate").await;
 }
 
 #[actix_rt::test]
@@ -831,15 +830,7 @@ async fn the_live_stream_resumes_after_a_restart_with_nothing_missed() {
             &format!("!({})", present(&first)),
         )
         .await;
-    assert_eq!(
-        browser.eval("return window.__page;").await,
-        "same page",
-        "no reload"
-    );
-    assert_eq!(
-        browser.eval("return document.title;").await,
-        "(2) approval-gate"
-    );
+    still_the_same_page(&browser, "(2) approval-gate").await;
 }
 
 /// The elements that reach past the phone's width (for the failure message).
