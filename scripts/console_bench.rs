@@ -7,6 +7,7 @@
 //!
 //! Needs chromium and chromedriver (`scripts/test-browser-setup` installs them).
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,14 @@ struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // The whole process group where the child leads one (chromedriver: chromium's
+        // processes outlive a killed chromedriver otherwise), else the child.
+        // SAFETY: kill(2) on our own child, or on the process group it leads.
+        unsafe {
+            if libc::kill(-(self.0.id() as i32), libc::SIGKILL) != 0 {
+                libc::kill(self.0.id() as i32, libc::SIGKILL);
+            }
+        }
         let _ = self.0.wait();
     }
 }
@@ -251,6 +259,8 @@ async fn main() {
     let _driver = Killed(
         Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={driver_port}"))
+            // Its own process group, so that the browser goes with it (see `Killed`).
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

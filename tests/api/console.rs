@@ -736,7 +736,14 @@ async fn signing_out_in_the_browser_ends_the_session_and_agents_cannot_sign_in()
     let app = spawn_app().await;
     let browser = browser().await;
     browser.sign_in(&app.address, AGENT_TOKEN).await;
-    let error = browser.wait_for(".error").await.text().await.expect("text");
+    let error = browser
+        .until(
+            Duration::from_secs(5),
+            "the sign-in page again, with its error",
+            "location.search === '?error=agent' && document.querySelector('.error').textContent",
+        )
+        .await;
+    let error = error.as_str().unwrap_or_default();
     assert!(error.contains("Agent tokens cannot sign in"), "{error}");
     assert!(browser.client.get_named_cookie("ag_console").await.is_err());
 

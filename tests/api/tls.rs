@@ -44,6 +44,21 @@ async fn https_with_the_configured_certificate_and_renewal_on_sighup_but_not_a_m
         .await
         .expect("https works");
     assert!(response.status().is_success());
+    // Under TLS the console's session cookie is `Secure` (docs/console.md).
+    let signed_in = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(first.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("https://localhost:{port}/console/sign-in"))
+        .form(&[("token", OPERATOR_TOKEN)])
+        .send()
+        .await
+        .expect("sign in over https");
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(cookie.contains("; Secure"), "{cookie}");
     let plain = client()
         .get(format!("http://127.0.0.1:{port}/health/ready"))
         .send()

@@ -6,6 +6,7 @@
 //! `APPROVAL_GATE_TEST_BROWSER=require`, so a missing browser fails CI. Run directly (`cargo
 //! test`) on a machine without them, each browser test prints `NOT RUN` and returns.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -77,10 +78,11 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // chromedriver ends its browsers when it ends (SIGTERM lets it).
-        // SAFETY: kill(2) on our own child's pid.
+        // chromedriver does not take its browser down when it is killed: the whole process
+        // group goes (chromedriver was made its leader, and chromium's processes stay in it).
+        // SAFETY: kill(2) on a process group this test created.
         unsafe {
-            libc::kill(self.driver.id() as i32, libc::SIGTERM);
+            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
         }
         let _ = self.driver.wait();
     }
@@ -111,6 +113,7 @@ async fn open(mobile: Option<Value>) -> Browser {
     let port = free_port();
     let driver = Command::new(binary("APPROVAL_GATE_TEST_CHROMEDRIVER", CHROMEDRIVER))
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
