@@ -441,6 +441,7 @@ async fn on_postgresql_sessions_and_the_stream_span_instances() {
 
 /// The page was not reloaded (a marker the test set is still there) and its title is `title`.
 async fn still_the_same_page(browser: &Browser, title: &str) {
+    browser.assert_no_page_errors().await;
     let marker = browser.eval("return window.__page;").await;
     assert_eq!(marker, "same page", "no reload");
     assert_eq!(browser.eval("return document.title;").await, title);
@@ -588,6 +589,7 @@ async fn a_decision_made_elsewhere_shows_already_and_keys_decide_the_focused_ite
     .await;
     assert_eq!(decided["status"], "rejected");
     assert_eq!(decided["decided_by"], "alice");
+    browser.assert_no_page_errors().await;
 }
 
 #[actix_rt::test]
@@ -646,6 +648,7 @@ async fn allow_for_this_session_states_its_scope_before_it_applies() {
     assert_eq!(grant["session_id"], "sess-console");
     assert_eq!(grant["tool_name"], "Bash");
     assert_eq!(grant["granted_by"], "operator:alice");
+    browser.assert_no_page_errors().await;
 }
 
 #[actix_rt::test]
@@ -726,6 +729,7 @@ async fn hostile_agent_text_renders_as_text_and_runs_nothing() {
         browser.eval("return window.__pwned === undefined;").await,
         true
     );
+    browser.assert_no_page_errors().await;
 }
 
 #[actix_rt::test]
@@ -974,6 +978,7 @@ async fn axe_finds_no_serious_violation_on_any_page() {
         }
     }
     assert!(found.is_empty(), "axe-core found:\n{}", found.join("\n"));
+    browser.assert_no_page_errors().await;
 }
 
 /// The browser suite does not need a second run on PostgreSQL (the console uses the same API on

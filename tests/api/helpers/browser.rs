@@ -226,6 +226,14 @@ impl Browser {
         }
     }
 
+    /// The console's script reported no error of its own (it counts them on the root element).
+    pub async fn assert_no_page_errors(&self) {
+        let errors = self
+            .eval("return [document.documentElement.dataset.pageErrors || null, document.getElementById('live') && document.getElementById('live').textContent];")
+            .await;
+        assert!(errors[0].is_null(), "the page reported errors: {errors}");
+    }
+
     /// The text of the page's main area.
     pub async fn text(&self) -> String {
         self.eval("return document.body.innerText;")

@@ -389,6 +389,7 @@
         state.built.set(approval.id, fresh);
         card.replaceWith(fresh);
         if (active && card.contains(active)) fresh.focus();
+        if (before === card) before = fresh;
         card = fresh;
       }
       if (!card) {
@@ -735,6 +736,18 @@
         break;
       }
     }
+  });
+
+  // A failure in this script must not leave a page that looks live but is not: say so.
+  function pageError(message) {
+    const root = document.documentElement;
+    root.dataset.pageErrors = String(Number(root.dataset.pageErrors || 0) + 1);
+    announce("This page hit an error (" + message + "); reload it to be sure it is current.");
+  }
+  window.addEventListener("error", (e) => pageError(e.message || "script error"));
+  window.addEventListener("unhandledrejection", (e) => {
+    if (e.reason && e.reason.message === "signed out") return;
+    pageError(String(e.reason && e.reason.message ? e.reason.message : e.reason));
   });
 
   async function start() {
