@@ -110,7 +110,7 @@ impl Application {
             stopping: stopping_rx,
             started: Instant::now(),
             live_limits: arc_swap::ArcSwap::from_pointee(http::Limits::new(&settings.limits)),
-            sessions: Arc::new(http::Sessions::new(system.actors.store_meta.clone())),
+            sessions: Arc::new(http::Sessions::new(system.actors.registry.clone())),
         });
         let tokens = web::Data::new(Tokens::new(&settings.auth));
         let monitoring = monitoring_server(&settings, &state)?;

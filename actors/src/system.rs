@@ -83,9 +83,6 @@ pub struct Actors {
     pub telegram_webhook_secret: Option<std::sync::Arc<str>>,
     /// Pending approvals as they come and go, for the web console's live stream.
     pub feed: crate::feed::Feed,
-    /// The store's small key-value records (`meta_get`/`meta_init`), for the front door's own
-    /// durable state: console sign-ins, shared by every instance on a shared store.
-    pub store_meta: crate::store::Queues,
 }
 
 /// The running actor system; stop it with [`ActorSystem::stop`] to release the store.
@@ -183,7 +180,6 @@ impl ActorSystem {
         }
         let registry_settings = settings.registry;
         let sweeper_addr = sweeper.clone();
-        let store_meta = store_queues.clone();
         let registry_queues = store_queues;
         let feed = crate::feed::Feed::default();
         let registry_feed = feed.clone();
@@ -219,7 +215,6 @@ impl ActorSystem {
                 telegram,
                 telegram_webhook_secret,
                 feed,
-                store_meta,
             },
             arbiters,
         })

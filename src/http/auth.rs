@@ -197,10 +197,9 @@ fn by_session(
             .to_string()
     });
     async move {
-        let session = web::block(move || sessions.find(&id, |name| tokens.operator_digest(name)))
+        let session = sessions
+            .find(&id, |name| tokens.operator_digest(name))
             .await
-            .ok()
-            .flatten()
             .ok_or(ApiError::Unauthorized)?;
         if let Some(presented) = presented_csrf
             && !bool::from(presented.as_bytes().ct_eq(session.csrf.as_bytes()))

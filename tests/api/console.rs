@@ -120,6 +120,54 @@ async fn a_session_cookie_is_http_only_strict_and_changes_need_its_csrf_token() 
     assert_eq!(decided["decided_by"], "alice");
 }
 
+/// Every console page and asset forbids inline script, framing and type sniffing; a page
+/// without a session goes to sign-in.
+#[actix_rt::test]
+async fn console_pages_send_a_strict_content_security_policy() {
+    let app = spawn_app().await;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let home = plain
+        .get(format!("{}/console/", app.address))
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(home.status(), StatusCode::SEE_OTHER);
+    assert_eq!(home.headers()["location"], "/console/sign-in");
+    for path in [
+        "/console/sign-in",
+        "/console/assets/console.js",
+        "/console/assets/console.css",
+    ] {
+        let page = plain
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(page.status(), StatusCode::OK, "{path}");
+        let csp = page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap_or_default();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+        let body = page.text().await.expect("body");
+        if path.ends_with("sign-in") {
+            assert!(!body.contains("<script>"), "no inline script");
+            assert!(body.contains("<label for=\"token\">Token</label>"));
+        }
+    }
+    let missing = plain
+        .get(format!("{}/console/assets/nope.js", app.address))
+        .send()
+        .await
+        .expect("asset");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
 #[actix_rt::test]
 async fn agent_tokens_and_bad_tokens_cannot_sign_in_and_failures_are_limited() {
     let app = spawn_app_with(&[("APPROVAL_GATE__LIMITS__FAILED_AUTH_PER_MINUTE", "3")]).await;
@@ -877,6 +925,11 @@ async fn the_phone_layout_has_no_horizontal_scroll() {
             "document.querySelectorAll('article.card').length === 2",
         )
         .await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("- fn main() {}") && text.contains("+ fn main() { println!(\"hello\"); }"),
+        "the Edit shows a diff: {text}"
+    );
     let width = browser.eval("return window.innerWidth;").await;
     assert_eq!(
         width,

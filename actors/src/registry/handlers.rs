@@ -141,6 +141,23 @@ impl Handler<History> for ApprovalRegistry {
     }
 }
 
+impl Handler<ReadMeta> for ApprovalRegistry {
+    type Result = Result<Option<Vec<u8>>, RegistryError>;
+
+    fn handle(&mut self, ReadMeta(key): ReadMeta, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(NAME, ctx, || self.queues.meta_get(&key))?.map_err(RegistryError::from)
+    }
+}
+
+impl Handler<InitMeta> for ApprovalRegistry {
+    type Result = Result<Vec<u8>, RegistryError>;
+
+    fn handle(&mut self, msg: InitMeta, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(NAME, ctx, || self.queues.meta_init(&msg.key, &msg.value))?
+            .map_err(RegistryError::from)
+    }
+}
+
 impl Handler<ListGrants> for ApprovalRegistry {
     type Result = MessageResult<ListGrants>;
 

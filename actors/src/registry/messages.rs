@@ -190,6 +190,21 @@ pub struct FailCommits {
     pub fault: crate::store::CommitFault,
 }
 
+/// Read one of the store's small key-value records (`meta`): the front door keeps its own
+/// durable state there (console sign-ins), through the registry, which owns the store.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<u8>>, RegistryError>")]
+pub struct ReadMeta(pub String);
+
+/// Store a key-value record unless one is stored under `key` already; answers the value now
+/// stored, once it is durable (shared by every instance on a shared store).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<u8>, RegistryError>")]
+pub struct InitMeta {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
 /// An approval's history, oldest first (`NotFound` if there is no such approval).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<crate::domain::AuditEvent>, RegistryError>")]

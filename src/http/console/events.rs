@@ -179,7 +179,8 @@ async fn run(
     tx: mpsc::Sender<Bytes>,
 ) {
     let settings = state.settings();
-    let shared = state.actors.store_meta.shared();
+    // Several instances share a PostgreSQL store; creations on the others are not on our feed.
+    let shared = settings.store.backend == crate::settings::StoreBackend::Postgres;
     let mut stopping = state.stopping.clone();
     let mut keepalive = tokio::time::interval(settings.console.keepalive);
     keepalive.tick().await;

@@ -133,9 +133,9 @@ async fn sign_in(
     }
     let ttl = state.settings().console.session_ttl;
     let operator = name.clone();
-    let sessions = std::sync::Arc::clone(&state.sessions);
-    let started = web::block(move || sessions.start(&operator, &digest, ttl)).await;
-    let Ok(Ok((id, _))) = started else {
+    let sessions = &state.sessions;
+    let started = sessions.start(&operator, &digest, ttl).await;
+    let Ok((id, _)) = started else {
         tracing::error!("console sign-in failed: the session could not be stored");
         return Ok(redirect("/console/sign-in?error=unavailable"));
     };
@@ -176,11 +176,11 @@ async fn sign_out(
     OperatorCaller(caller): OperatorCaller,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(cookie) = req.cookie(COOKIE) {
-        let sessions = std::sync::Arc::clone(&state.sessions);
+        let sessions = &state.sessions;
         let id = cookie.value().to_string();
-        web::block(move || sessions.end(&id))
+        sessions
+            .end(&id)
             .await
-            .map_err(|_| ApiError::Unavailable("cannot end the session; retry".into()))?
             .map_err(|error| ApiError::Unavailable(error.to_string()))?;
         tracing::info!(operator = %caller.name, "console sign-out");
     }
@@ -204,12 +204,10 @@ async fn me(
     let csrf = match req.cookie(COOKIE) {
         Some(cookie) if !tokens.is_open() => {
             let id = cookie.value().to_string();
-            let sessions = std::sync::Arc::clone(&state.sessions);
-            let tokens = tokens.clone();
-            web::block(move || sessions.find(&id, |name| tokens.operator_digest(name)))
+            let sessions = &state.sessions;
+            sessions
+                .find(&id, |name| tokens.operator_digest(name))
                 .await
-                .ok()
-                .flatten()
                 .map(|session| session.csrf)
         }
         _ => None,

@@ -9,14 +9,17 @@
 //! token ends every session made from it at once, without touching the store.
 //!
 //! Owns the session records and their short in-memory cache; knows nothing of routes. The
-//! cache keeps the store off the path of every console request; it is why a sign-out on one
-//! instance reaches the others within [`RECHECK_AFTER`].
+//! records go through the registry (`ReadMeta`, `InitMeta`), which owns the store: the front
+//! door holds no store handle (one would keep the store open past a graceful stop's final
+//! checkpoint). The cache keeps the registry off the path of every console request; it is why a
+//! sign-out on one instance reaches the others within [`RECHECK_AFTER`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use approval_gate_actors::store::Queues;
+use actix::Addr;
+use approval_gate_actors::registry::{ApprovalRegistry, InitMeta, ReadMeta};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -47,9 +50,9 @@ pub enum SessionError {
     Random,
 }
 
-/// The sessions of this process: the store plus a small cache.
+/// The sessions of this process: the registry's records plus a small cache.
 pub struct Sessions {
-    store: Queues,
+    registry: Addr<ApprovalRegistry>,
     cache: Mutex<HashMap<String, (Session, Instant)>>,
 }
 
@@ -74,16 +77,32 @@ fn now_ms() -> i64 {
 }
 
 impl Sessions {
-    pub fn new(store: Queues) -> Self {
+    pub fn new(registry: Addr<ApprovalRegistry>) -> Self {
         Self {
-            store,
+            registry,
             cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn read_meta(&self, key: String) -> Result<Option<Vec<u8>>, SessionError> {
+        match self.registry.send(ReadMeta(key)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(SessionError::Store(error.to_string())),
+            Err(error) => Err(SessionError::Store(error.to_string())),
+        }
+    }
+
+    async fn init_meta(&self, key: String, value: Vec<u8>) -> Result<(), SessionError> {
+        match self.registry.send(InitMeta { key, value }).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(SessionError::Store(error.to_string())),
+            Err(error) => Err(SessionError::Store(error.to_string())),
         }
     }
 
     /// Start a session for operator `name` (token digest `digest`); answers the cookie value
     /// and the session, once the record is stored.
-    pub fn start(
+    pub async fn start(
         &self,
         name: &str,
         digest: &[u8; 32],
@@ -99,21 +118,22 @@ impl Sessions {
         };
         let record =
             serde_json::to_vec(&session).map_err(|e| SessionError::Store(e.to_string()))?;
-        self.store
-            .meta_init(&key("session", &id), &record)
-            .map_err(|e| SessionError::Store(e.to_string()))?;
+        self.init_meta(key("session", &id), record).await?;
         self.remember(&id, &session);
         Ok((id, session))
     }
 
     /// The live session named by cookie value `id`, if any. `current_digest` answers the
     /// digest the operator token `name` has now (none: removed by a reload).
-    pub fn find(
+    pub async fn find(
         &self,
         id: &str,
         current_digest: impl Fn(&str) -> Option<[u8; 32]>,
     ) -> Option<Session> {
-        let session = self.cached(id).or_else(|| self.read(id))?;
+        let session = match self.cached(id) {
+            Some(session) => session,
+            None => self.read(id).await?,
+        };
         if session.expires_at_ms <= now_ms() {
             return None;
         }
@@ -124,14 +144,11 @@ impl Sessions {
 
     /// Sign out: the session ends here at once and on other instances within
     /// [`RECHECK_AFTER`].
-    pub fn end(&self, id: &str) -> Result<(), SessionError> {
+    pub async fn end(&self, id: &str) -> Result<(), SessionError> {
         if let Ok(mut cache) = self.cache.lock() {
             cache.remove(id);
         }
-        self.store
-            .meta_init(&key("ended", id), b"1")
-            .map(drop)
-            .map_err(|e| SessionError::Store(e.to_string()))
+        self.init_meta(key("ended", id), b"1".to_vec()).await
     }
 
     fn cached(&self, id: &str) -> Option<Session> {
@@ -150,19 +167,19 @@ impl Sessions {
         }
     }
 
-    fn read(&self, id: &str) -> Option<Session> {
+    async fn read(&self, id: &str) -> Option<Session> {
         // A cookie that is not one of ours is not worth a store read.
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let stored = match self.store.meta_get(&key("session", id)) {
+        let stored = match self.read_meta(key("session", id)).await {
             Ok(stored) => stored?,
             Err(error) => {
                 tracing::warn!(%error, "cannot read a console session");
                 return None;
             }
         };
-        match self.store.meta_get(&key("ended", id)) {
+        match self.read_meta(key("ended", id)).await {
             Ok(None) => {}
             Ok(Some(_)) => return None,
             Err(error) => {
