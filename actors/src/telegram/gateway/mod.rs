@@ -149,6 +149,9 @@ pub struct TelegramGateway {
     told_fallback: HashSet<u64>,
     /// Every entry up to this sequence number has been told to the fallback channels.
     told_through: u64,
+    /// On a shared store, how far each recent hand-over walk read, and when: the watermark
+    /// trails them by `handover::LATE_COMMIT_HORIZON` (`handover.rs`).
+    walked: std::collections::VecDeque<(Instant, u64)>,
     /// This instance polls Telegram and delivers the queue (always, unless the store is shared
     /// and another instance holds the poller's lease).
     leading: bool,
@@ -218,6 +221,7 @@ impl TelegramGateway {
             consecutive_failures: 0,
             told_fallback: HashSet::new(),
             told_through: 0,
+            walked: std::collections::VecDeque::new(),
             leading: false,
             poll_stopped: true,
         })
@@ -400,6 +404,7 @@ impl Actor for TelegramGateway {
             act.breaker.forget_probe();
             act.told_fallback.clear();
             act.told_through = 0;
+            act.walked.clear();
             act.reload_queue();
             act.publish_outbox();
             act.metric(TelegramMetric::BreakerState(act.breaker.state().gauge()));
