@@ -94,15 +94,26 @@ pub fn who(actor: &Actor) -> String {
     }
 }
 
-/// The tool input made readable: a shell command as itself, anything else as pretty JSON.
+/// The tool input made readable: a shell command as itself, then every other key of the input
+/// (an operator must see a `host` or `cwd` beside the command), anything else as pretty JSON.
 fn readable_input(approval: &Approval) -> String {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(&approval.tool_input) else {
         return approval.tool_input.clone();
     };
-    if let Some(command) = value.get("command").and_then(|c| c.as_str())
-        && value.as_object().is_some_and(|o| o.len() <= 2)
+    if let Some(object) = value.as_object()
+        && let Some(command) = object.get("command").and_then(|c| c.as_str())
     {
-        return command.to_string();
+        let rest: serde_json::Map<String, serde_json::Value> = object
+            .iter()
+            .filter(|(key, _)| key.as_str() != "command")
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        if rest.is_empty() {
+            return command.to_string();
+        }
+        let rest =
+            serde_json::to_string_pretty(&serde_json::Value::Object(rest)).unwrap_or_default();
+        return format!("{command}\n\n{rest}");
     }
     serde_json::to_string_pretty(&value).unwrap_or_else(|_| approval.tool_input.clone())
 }
@@ -246,6 +257,17 @@ mod tests {
         );
         assert!(text.contains("s&lt;1&gt;"), "{text}");
         assert!(!text.contains("<b>'"), "{text}");
+    }
+
+    #[test]
+    fn every_key_beside_a_command_is_shown() {
+        let text = message_text(&approval(
+            r#"{"command":"terraform apply","host":"prod-db-1","description":"apply"}"#,
+            None,
+        ));
+        assert!(text.contains("terraform apply"), "{text}");
+        assert!(text.contains("prod-db-1"), "the other key is shown: {text}");
+        assert!(text.contains("description"), "{text}");
     }
 
     #[test]
