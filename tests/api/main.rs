@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod console;
+mod console_browser;
 mod durability;
 mod errors;
 mod history;
