@@ -89,13 +89,16 @@ impl Tokens {
 pub struct Caller {
     pub name: String,
     role: Option<Role>,
+    /// Signed in through the console: its session's CSRF token (the page reads it once).
+    pub csrf: Option<String>,
 }
 
 impl Caller {
-    pub(super) fn operator(name: String) -> Self {
+    fn console(name: String, csrf: String) -> Self {
         Self {
             name,
             role: Some(Role::Operator),
+            csrf: Some(csrf),
         }
     }
 
@@ -168,6 +171,7 @@ fn authenticate(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Caller, Api
         return ready(Ok(Caller {
             name: "anonymous".into(),
             role: None,
+            csrf: None,
         }))
         .boxed_local();
     }
@@ -208,7 +212,7 @@ fn by_session(
                 "this console request lacks its session's CSRF token; reload the console",
             ));
         }
-        Ok(Caller::operator(session.name))
+        Ok(Caller::console(session.name, session.csrf))
     }
 }
 
@@ -248,6 +252,7 @@ fn identify(req: &HttpRequest, tokens: &Tokens) -> Result<Caller, ApiError> {
     Ok(Caller {
         name,
         role: Some(role),
+        csrf: None,
     })
 }
 

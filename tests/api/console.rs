@@ -43,17 +43,18 @@ fn cookie_of(response: &reqwest::Response) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-async fn csrf_of(app: &impl Api, cookie: &str) -> String {
-    let me: Value = app
-        .http()
+/// `GET /console/me` with session cookie `cookie`.
+pub(crate) async fn me_with(app: &impl Api, cookie: &str) -> reqwest::Response {
+    app.http()
         .get(format!("{}/console/me", app.base()))
         .header("cookie", format!("ag_console={cookie}"))
         .send()
         .await
         .expect("me")
-        .json()
-        .await
-        .expect("me json");
+}
+
+async fn csrf_of(app: &impl Api, cookie: &str) -> String {
+    let me: Value = me_with(app, cookie).await.json().await.expect("me json");
     me["csrf"].as_str().expect("csrf").to_string()
 }
 
@@ -207,20 +208,9 @@ async fn a_reload_that_removes_the_token_ends_its_sessions_and_sign_out_ends_one
     .expect("config");
     let path = config.display().to_string();
     let app = spawn_binary_args(dir.path(), &["--config", &path], &[]);
-    let me = |cookie: String| {
-        app.http()
-            .get(format!("{}/console/me", app.address))
-            .header("cookie", format!("ag_console={cookie}"))
-            .send()
-    };
     let bob = cookie_of(&sign_in_http(&app, "bob-token-0123456789").await).expect("bob in");
     let alice = cookie_of(&sign_in_http(&app, OPERATOR_TOKEN).await).expect("alice in");
-    let who: Value = me(bob.clone())
-        .await
-        .expect("me")
-        .json()
-        .await
-        .expect("json");
+    let who: Value = me_with(&app, &bob).await.json().await.expect("json");
     assert_eq!(who["name"], "bob");
     // Sign-out ends alice's session (and only hers).
     let csrf = csrf_of(&app, &alice).await;
@@ -234,16 +224,15 @@ async fn a_reload_that_removes_the_token_ends_its_sessions_and_sign_out_ends_one
         .expect("sign out");
     assert_eq!(out.status(), StatusCode::OK);
     assert_eq!(
-        me(alice).await.expect("me").status(),
+        me_with(&app, &alice).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(me(bob.clone()).await.expect("me").status(), StatusCode::OK);
+    assert_eq!(me_with(&app, &bob).await.status(), StatusCode::OK);
     // A reload without bob's token ends bob's session.
     std::fs::write(&config, "[auth.operator_tokens]\n").expect("config");
     app.signal(libc::SIGHUP);
-    eventually(Duration::from_secs(15), "bob's session to end", || {
-        let request = me(bob.clone());
-        async move { (request.await.ok()?.status() == StatusCode::UNAUTHORIZED).then_some(()) }
+    eventually(Duration::from_secs(15), "bob's session to end", || async {
+        (me_with(&app, &bob).await.status() == StatusCode::UNAUTHORIZED).then_some(())
     })
     .await;
 }
@@ -461,16 +450,7 @@ async fn on_postgresql_sessions_and_the_stream_span_instances() {
         })
         .collect();
     let cookie = cookie_of(&sign_in_http(&apps[0], OPERATOR_TOKEN).await).expect("signed in");
-    let me: Value = apps[1]
-        .http()
-        .get(format!("{}/console/me", apps[1].address))
-        .header("cookie", format!("ag_console={cookie}"))
-        .send()
-        .await
-        .expect("me")
-        .json()
-        .await
-        .expect("json");
+    let me: Value = me_with(&apps[1], &cookie).await.json().await.expect("json");
     assert_eq!(me["name"], "alice", "the session made on A holds on B");
     let mut stream = events(&apps[1]).await;
     assert_eq!(stream.next().await.0, "snapshot");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::console::approval;
+use crate::console::{approval, me_with};
 use crate::helpers::*;
 
 /// The page was not reloaded (a marker the test set is still there) and its title is `title`.
@@ -22,6 +22,13 @@ async fn still_the_same_page(browser: &Browser, title: &str) {
 /// Where the console's pending list shows approval `id` (a CSS selector).
 fn card(id: &str) -> String {
     format!("article.card[data-id='{id}']")
+}
+
+/// Wait (5 s) until the pending list shows approval `id`.
+async fn shows(browser: &Browser, what: &str, id: &str) {
+    browser
+        .until(Duration::from_secs(5), what, &present(id))
+        .await;
 }
 
 fn present(id: &str) -> String {
@@ -100,13 +107,7 @@ async fn a_decision_made_elsewhere_shows_already_and_keys_decide_the_focused_ite
     let first = app.create_id(&approval("make deploy")).await;
     let browser = browser().await;
     browser.sign_in(&app.address, OPERATOR_TOKEN).await;
-    browser
-        .until(
-            Duration::from_secs(5),
-            "the pending approval",
-            &present(&first),
-        )
-        .await;
+    shows(&browser, "the pending approval", &first).await;
     let rejected = app.decide(&first, "reject").await;
     assert_eq!(rejected.status(), StatusCode::OK);
     let shown = browser
@@ -123,13 +124,7 @@ async fn a_decision_made_elsewhere_shows_already_and_keys_decide_the_focused_ite
 
     // Keyboard: j focuses the first card, r rejects it; the agent hears "rejected".
     let second = app.create_id(&approval("rm -rf ./build")).await;
-    browser
-        .until(
-            Duration::from_secs(5),
-            "the second approval",
-            &present(&second),
-        )
-        .await;
+    shows(&browser, "the second approval", &second).await;
     browser
         .until(
             Duration::from_secs(10),
@@ -173,13 +168,7 @@ async fn allow_for_this_session_states_its_scope_before_it_applies() {
     let id = app.create_id(&approval("npm test")).await;
     let browser = browser().await;
     browser.sign_in(&app.address, OPERATOR_TOKEN).await;
-    browser
-        .until(
-            Duration::from_secs(5),
-            "the pending approval",
-            &present(&id),
-        )
-        .await;
+    shows(&browser, "the pending approval", &id).await;
     browser
         .button("Allow for this session")
         .await
@@ -248,18 +237,9 @@ async fn hostile_agent_text_renders_as_text_and_runs_nothing() {
         .await;
     let browser = browser().await;
     browser.sign_in(&app.address, OPERATOR_TOKEN).await;
-    browser
-        .until(
-            Duration::from_secs(5),
-            "the hostile approval",
-            &present(&id),
-        )
-        .await;
-    browser
-        .until(Duration::from_secs(5), "the MCP approval", &present(&mcp))
-        .await;
-    // Let any handler that could fire, fire.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    shows(&browser, "the hostile approval", &id).await;
+    shows(&browser, "the MCP approval", &mcp).await;
+    // No element was made from agent text (so no handler of one can fire later), and none ran.
     assert_eq!(
         browser.eval("return window.__pwned === undefined;").await,
         true
@@ -341,13 +321,7 @@ async fn signing_out_in_the_browser_ends_the_session_and_agents_cannot_sign_in()
             "location.pathname === '/console/sign-in'",
         )
         .await;
-    let me = app
-        .http()
-        .get(format!("{}/console/me", app.address))
-        .header("cookie", format!("ag_console={cookie}"))
-        .send()
-        .await
-        .expect("me");
+    let me = me_with(&app, &cookie).await;
     assert_eq!(
         me.status(),
         StatusCode::UNAUTHORIZED,
@@ -381,13 +355,7 @@ async fn the_live_stream_resumes_after_a_restart_with_nothing_missed() {
     let first = server.create_id(&approval("echo before")).await;
     let browser = browser().await;
     browser.sign_in(&server.address, OPERATOR_TOKEN).await;
-    browser
-        .until(
-            Duration::from_secs(5),
-            "the first approval",
-            &present(&first),
-        )
-        .await;
+    shows(&browser, "the first approval", &first).await;
     browser.eval("window.__page = 'same page'; return 1;").await;
 
     server.signal(libc::SIGTERM);
@@ -461,17 +429,27 @@ async fn the_phone_layout_has_no_horizontal_scroll() {
         "wider than the phone: {}",
         browser.eval(WIDE).await
     );
-    for view in [
-        "#/pending",
-        "#/history",
-        "#/grants",
-        "#/dead-letters",
-        "#/health",
+    // Each page with what it shows once its data has arrived.
+    for (view, ready) in [
+        ("#/pending", "article.card"),
+        ("#/history", "tbody tr"),
+        ("#/grants", ".empty"),
+        ("#/dead-letters", ".empty"),
+        ("#/health", "tbody tr"),
     ] {
         browser
             .eval(&format!("location.hash = '{view}'; return 1;"))
             .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser
+            .until(
+                Duration::from_secs(5),
+                view,
+                &format!(
+                    "document.querySelector('nav a[aria-current=page]').getAttribute('href') === '{view}' \
+                     && document.querySelector('main {ready}') !== null"
+                ),
+            )
+            .await;
         let overflow = browser
             .eval("return document.documentElement.scrollWidth - window.innerWidth;")
             .await;
@@ -524,13 +502,7 @@ async fn axe_finds_no_serious_violation_on_any_page() {
         found.push(format!("sign-in: {violation}"));
     }
     browser.sign_in(&app.address, OPERATOR_TOKEN).await;
-    browser
-        .until(
-            Duration::from_secs(5),
-            "the pending approval",
-            &present(&id),
-        )
-        .await;
+    shows(&browser, "the pending approval", &id).await;
     let pages = [
         ("pending", "#/pending", "article.card"),
         ("history", "#/history", "tbody tr"),

@@ -196,26 +196,14 @@ async fn sign_out(
 /// Who is signed in, the CSRF token the script sends with changes, and the settings the
 /// pages show (the session grant's length, the public address).
 async fn me(
-    req: HttpRequest,
     state: web::Data<AppState>,
     tokens: web::Data<Tokens>,
     OperatorCaller(caller): OperatorCaller,
 ) -> HttpResponse {
-    let csrf = match req.cookie(COOKIE) {
-        Some(cookie) if !tokens.is_open() => {
-            let id = cookie.value().to_string();
-            let sessions = &state.sessions;
-            sessions
-                .find(&id, |name| tokens.operator_digest(name))
-                .await
-                .map(|session| session.csrf)
-        }
-        _ => None,
-    };
     let settings = state.settings();
     page("application/json").json(serde_json::json!({
         "name": caller.name,
-        "csrf": csrf.unwrap_or_default(),
+        "csrf": caller.csrf.unwrap_or_default(),
         "open": tokens.is_open(),
         "session_grant_seconds": settings.agents.session_grant.as_secs(),
         "max_grant_seconds": settings.agents.max_grant.as_secs(),
