@@ -340,6 +340,7 @@ async fn seed_large(db: &Database) -> Result<()> {
                     timeout: Duration::from_secs(2 * 3600),
                     max_timeout: None,
                     idempotent_while_pending: false,
+                    cwd: None,
                 },
                 millis(now),
             );

@@ -133,6 +133,7 @@ async fn store(url: &str, connections: u64, seconds: u64) -> Run {
                     timeout: Duration::from_secs(7200),
                     max_timeout: None,
                     idempotent_while_pending: false,
+                    cwd: None,
                 },
                 chrono::Utc::now(),
             );

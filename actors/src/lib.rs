@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod notification;
 pub mod policy;
 pub mod registry;
+pub mod risk;
 pub mod store;
 pub mod supervision;
 pub mod sweeper;

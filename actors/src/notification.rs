@@ -18,6 +18,17 @@ pub enum Event {
     Created,
     /// The approval ended (decided, timed out or cancelled); see its status.
     Ended,
+    /// The approval is still pending but changed as operators see it: an approval counted
+    /// towards its quorum ("1 of 2 approved by alice").
+    Updated,
+}
+
+impl Event {
+    /// Whether this announces a newer state of an approval already announced (an edit in
+    /// Telegram rather than a new message).
+    pub fn is_change(self) -> bool {
+        matches!(self, Event::Ended | Event::Updated)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +45,7 @@ impl Notification {
         match self.event {
             Event::Created => "created",
             Event::Ended => self.approval.status.as_str(),
+            Event::Updated => "approval_counted",
         }
     }
 

@@ -11,7 +11,10 @@ use globset::{Glob, GlobMatcher};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::NewApproval;
+use crate::domain::{NewApproval, RiskLevel};
+
+/// The most distinct approvals a rule may require (`approvals_required`).
+pub const MAX_APPROVALS_REQUIRED: u8 = 5;
 
 /// What a rule does with a request it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,13 @@ pub struct RuleConfig {
     /// Deadline for approvals this rule escalates (within `approval_timeout.min ..= max`).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// The least risk level of requests this rule matches (the detectors may raise it).
+    #[serde(default)]
+    pub risk: Option<RiskLevel>,
+    /// Distinct operators who must approve what this rule escalates (two-person approval);
+    /// `1..=MAX_APPROVALS_REQUIRED`, escalate rules only.
+    #[serde(default)]
+    pub approvals_required: Option<u8>,
 }
 
 fn any() -> String {
@@ -67,6 +77,8 @@ struct Rule {
     session: Option<GlobMatcher>,
     action: Action,
     timeout: Option<Duration>,
+    risk: Option<RiskLevel>,
+    approvals_required: u8,
 }
 
 /// The outcome of evaluating a request: which rule matched (if any) and what to do.
@@ -75,6 +87,8 @@ pub struct Verdict {
     pub rule: Option<String>,
     pub action: Action,
     pub timeout: Option<Duration>,
+    pub risk: Option<RiskLevel>,
+    pub approvals_required: u8,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +146,24 @@ impl Policy {
                         .into(),
                 });
             }
+            let approvals_required = config.approvals_required.unwrap_or(1);
+            if !(1..=MAX_APPROVALS_REQUIRED).contains(&approvals_required) {
+                return Err(PolicyError {
+                    rule: name.into(),
+                    problem: format!(
+                        "`approvals_required` is {approvals_required}; allowed: 1 to \
+                         {MAX_APPROVALS_REQUIRED}"
+                    ),
+                });
+            }
+            if approvals_required > 1 && config.action != Action::Escalate {
+                return Err(PolicyError {
+                    rule: name.into(),
+                    problem: "`approvals_required` needs `action = \"escalate\"`: only what \
+                              goes to the operators is approved by them"
+                        .into(),
+                });
+            }
             rules.push(Rule {
                 name: name.into(),
                 tool: glob(name, "tool", &config.tool)?,
@@ -148,6 +180,8 @@ impl Policy {
                     .transpose()?,
                 action: config.action,
                 timeout: config.timeout,
+                risk: config.risk,
+                approvals_required,
             });
         }
         Ok(Self { rules })
@@ -175,6 +209,8 @@ impl Policy {
                 rule: Some(rule.name.clone()),
                 action: rule.action,
                 timeout: rule.timeout,
+                risk: rule.risk,
+                approvals_required: rule.approvals_required,
             })
     }
 }
@@ -184,6 +220,8 @@ fn escalate() -> Verdict {
         rule: None,
         action: Action::Escalate,
         timeout: None,
+        risk: None,
+        approvals_required: 1,
     }
 }
 
@@ -229,6 +267,8 @@ mod tests {
             session: None,
             action,
             timeout: None,
+            risk: None,
+            approvals_required: None,
         }
     }
 
@@ -244,6 +284,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             max_timeout: None,
             idempotent_while_pending: false,
+            cwd: None,
         }
     }
 
@@ -294,5 +335,26 @@ mod tests {
         let mut deny = rule("no bash in ci", "Bash", Action::Deny);
         deny.session = Some("ci-*".into());
         assert_eq!(rules(vec![deny]).len(), 1);
+    }
+
+    #[test]
+    fn a_quorum_is_bounded_and_only_for_escalations() {
+        let mut two = rule("two people", "Bash", Action::Escalate);
+        two.approvals_required = Some(2);
+        two.risk = Some(RiskLevel::High);
+        let verdict = rules(vec![two.clone()]).evaluate(&request("Bash", "{}"));
+        assert_eq!(
+            (verdict.approvals_required, verdict.risk),
+            (2, Some(RiskLevel::High))
+        );
+        two.approvals_required = Some(MAX_APPROVALS_REQUIRED + 1);
+        let error = Policy::compile(&[two.clone()]).expect_err("too many");
+        assert!(error.problem.contains("allowed: 1 to"), "{error}");
+        two.approvals_required = Some(0);
+        assert!(Policy::compile(&[two.clone()]).is_err());
+        two.approvals_required = Some(2);
+        two.action = Action::Allow;
+        let error = Policy::compile(&[two]).expect_err("allow with a quorum");
+        assert!(error.problem.contains("escalate"), "{error}");
     }
 }

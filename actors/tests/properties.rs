@@ -54,6 +54,7 @@ fn approval(
         timeout: std::time::Duration::from_secs(60),
         max_timeout: None,
         idempotent_while_pending: false,
+        cwd: None,
     };
     Approval::create(ApprovalId::new(), new, chrono::Utc::now())
 }
@@ -149,7 +150,7 @@ proptest! {
         let new = NewApproval {
             session_id: "s".into(), tool_name: "t".into(), tool_input: input.clone(),
             reason: None, agent: None, requested_by: "ci".into(), idempotency_key: None,
-            timeout: std::time::Duration::from_secs(1), max_timeout: None, idempotent_while_pending: false,
+            timeout: std::time::Duration::from_secs(1), max_timeout: None, idempotent_while_pending: false, cwd: None,
         };
         let verdict = new.validate(&limits);
         if input.len() <= 1024 && json_depth(&input) <= depth {
@@ -165,13 +166,17 @@ proptest! {
             name: "r".into(), tool: "{Bash,run_*}".into(),
             input: [("command".to_string(), r"rm\s+-rf".to_string())].into_iter().collect(),
             agent: None, session: None, action: PolicyAction::Deny, timeout: None,
+            risk: None, approvals_required: None,
         }];
         let policy = Policy::compile(&rules).unwrap();
         let new = NewApproval {
             session_id: "s".into(), tool_name: tool, tool_input: input,
             reason: None, agent: None, requested_by: "ci".into(), idempotency_key: None,
-            timeout: std::time::Duration::from_secs(1), max_timeout: None, idempotent_while_pending: false,
+            timeout: std::time::Duration::from_secs(1), max_timeout: None, idempotent_while_pending: false, cwd: None,
         };
         let _ = policy.evaluate(&new);
+        // The risk detectors read the same hostile input: they never panic either.
+        let assessor = approval_gate_actors::risk::Assessor::new(&Default::default());
+        let _ = assessor.assess(&new, None);
     }
 }

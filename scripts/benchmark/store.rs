@@ -33,6 +33,7 @@ impl Bench<'_> {
                     timeout: Duration::from_secs(7200),
                     max_timeout: None,
                     idempotent_while_pending: false,
+                    cwd: None,
                 };
                 let mut approval = Approval::create(ApprovalId::next(&mut ids), new, now);
                 if i < n {

@@ -216,6 +216,17 @@ impl Client {
         {
             Ok(body) => {
                 let a = self.parse::<Approval>(&body)?;
+                if a.status == "pending" {
+                    // Counted towards a quorum: not decided yet.
+                    emit(&format!(
+                        "approval counted: {} — {} ({} in session {}) needs another operator\n",
+                        table::quorum(&a),
+                        a.id,
+                        table::clean(&a.tool_name),
+                        table::clean(&a.session_id)
+                    ));
+                    return Ok(());
+                }
                 emit(&format!(
                     "{} {} ({} in session {})\n",
                     a.status,

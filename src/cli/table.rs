@@ -21,8 +21,12 @@ pub fn list(approvals: &[Approval], now: DateTime<Utc>) -> String {
         n if n == approvals.len() => "EXPIRES IN",
         _ => "EXPIRES IN / DECIDED BY",
     };
-    let mut rows =
-        vec![["ID", "STATUS", "TOOL", "SESSION", "AGE", when, "REASON"].map(String::from)];
+    let mut rows = vec![
+        [
+            "ID", "STATUS", "RISK", "TOOL", "SESSION", "AGE", when, "REASON",
+        ]
+        .map(String::from),
+    ];
     rows.extend(approvals.iter().map(|a| {
         let when = if a.status == "pending" {
             until(&a.expires_at, now)
@@ -32,6 +36,7 @@ pub fn list(approvals: &[Approval], now: DateTime<Utc>) -> String {
         [
             a.id.clone(),
             a.status.clone(),
+            risk_badge(a),
             truncate(&clean(&a.tool_name), MAX_TOOL),
             truncate(&clean(&a.session_id), MAX_SESSION),
             ago(&a.created_at, now),
@@ -39,7 +44,7 @@ pub fn list(approvals: &[Approval], now: DateTime<Utc>) -> String {
             truncate(&clean(a.reason.as_deref().unwrap_or("-")), MAX_REASON),
         ]
     }));
-    let mut widths = [0; 7];
+    let mut widths = [0; 8];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -74,6 +79,8 @@ pub fn show(a: &Approval, now: DateTime<Utc>) -> String {
     let fields = [
         ("id", a.id.clone()),
         ("status", a.status.clone()),
+        ("risk", risk(a)),
+        ("approvals", quorum(a)),
         ("tool_name", clean(&a.tool_name)),
         ("session_id", clean(&a.session_id)),
         ("agent", or_dash(a.agent.as_deref())),
@@ -103,6 +110,49 @@ pub fn show(a: &Approval, now: DateTime<Utc>) -> String {
         out.push_str(&format!("  {line}\n"));
     }
     out
+}
+
+/// The level in capitals (`HIGH`), `-` for low: what stands out in a list is what is risky.
+fn risk_badge(a: &Approval) -> String {
+    match a.risk.level.as_str() {
+        "" | "low" => "-".into(),
+        level => clean(&level.to_uppercase()),
+    }
+}
+
+/// `HIGH`, then each reason on its own line (`detector:sudo: runs a command as root`).
+fn risk(a: &Approval) -> String {
+    let level = match a.risk.level.as_str() {
+        "" => "low".to_string(),
+        level => clean(&level.to_uppercase()),
+    };
+    let reasons = a
+        .risk
+        .reasons
+        .iter()
+        .map(|r| format!("\n- {}: {}", clean(&r.source), clean(&r.detail)));
+    std::iter::once(level).chain(reasons).collect()
+}
+
+/// `1 of 2 approved (alice)`, or `1` when one approval decides.
+pub fn quorum(a: &Approval) -> String {
+    if a.approvals_required <= 1 {
+        return "1".into();
+    }
+    let names: Vec<String> = a.approvals.iter().map(|v| clean(&v.by)).collect();
+    let counted = if a.status == "approved" {
+        names.len().max(1)
+    } else {
+        names.len()
+    };
+    if names.is_empty() {
+        return format!("0 of {} approved", a.approvals_required);
+    }
+    format!(
+        "{counted} of {} approved ({})",
+        a.approvals_required,
+        names.join(", ")
+    )
 }
 
 fn expires(a: &Approval, now: DateTime<Utc>) -> String {

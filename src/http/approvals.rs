@@ -55,6 +55,9 @@ pub(super) struct CreateBody {
     timeout: Option<String>,
     idempotency_key: Option<String>,
     agent: Option<String>,
+    /// The agent's working directory (absolute). Not stored: the `outside_workdir` risk
+    /// detector compares the paths a file-writing tool names with it.
+    cwd: Option<String>,
 }
 
 pub(super) fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
@@ -113,6 +116,7 @@ async fn create(
         timeout,
         max_timeout: None,
         idempotent_while_pending: false,
+        cwd: body.cwd,
     };
     let created = state
         .actors

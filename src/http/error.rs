@@ -17,7 +17,8 @@ pub struct ErrorBody {
     /// A stable code: invalid_json, unauthorized, not_found, already_decided, rate_limited, ...
     error: &'static str,
     message: String,
-    /// On `409 already_decided`: the approval as the winning decision left it.
+    /// On `409 already_decided`: the approval as the winning decision left it; on
+    /// `409 already_counted`: the approval with the approvals counted so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<ApprovalView>,
 }
@@ -49,6 +50,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("approval {} is already {}", .0.id, .0.status)]
     Conflict(Box<Approval>),
+    /// The caller's approval already counts towards this approval's quorum.
+    #[error("your approval of {} is already counted ({}); another operator must approve", .0.id, .0.quorum_line())]
+    AlreadyCounted(Box<Approval>),
     #[error("too many long polls are waiting (limit {limit}); retry later")]
     TooManyWaiters { limit: usize },
     #[error("{0}")]
@@ -80,6 +84,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "already_decided",
+            ApiError::AlreadyCounted(_) => "already_counted",
             ApiError::TooManyWaiters { .. } => "too_many_waiters",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooManyPending { .. } => "too_many_pending",
@@ -100,7 +105,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::AlreadyCounted(_) => StatusCode::CONFLICT,
             ApiError::TooManyWaiters { .. }
             | ApiError::RateLimited { .. }
             | ApiError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -113,7 +118,9 @@ impl ResponseError for ApiError {
             error: self.code(),
             message: self.to_string(),
             approval: match self {
-                ApiError::Conflict(approval) => Some(ApprovalView::from(approval.as_ref())),
+                ApiError::Conflict(approval) | ApiError::AlreadyCounted(approval) => {
+                    Some(ApprovalView::from(approval.as_ref()))
+                }
                 _ => None,
             },
         };
@@ -179,6 +186,11 @@ impl From<RegistryError> for ApiError {
                 ApiError::Unavailable("the approval store is unavailable; retry shortly".into())
             }
             RegistryError::Restarting => ApiError::Unavailable(error.to_string()),
+            RegistryError::CommentRequired { .. } => ApiError::InvalidInput {
+                code: "comment_required",
+                message: error.to_string(),
+            },
+            RegistryError::AlreadyCounted(approval) => ApiError::AlreadyCounted(approval),
         }
     }
 }

@@ -229,6 +229,7 @@ fn new_approval(
         timeout: hook_wait,
         max_timeout: Some(hook_wait),
         idempotent_while_pending: while_pending,
+        cwd: input.cwd.clone().filter(|cwd| !cwd.is_empty()),
     }
 }
 

@@ -67,7 +67,8 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         approvals::CreateBody, decisions::DecisionBody, decisions::DecisionKind,
-        super::view::ApprovalView, super::error::ErrorBody, grants::GrantView,
+        super::view::ApprovalView, super::view::RiskView, super::view::RiskReasonView,
+        super::view::VoteView, super::error::ErrorBody, grants::GrantView,
         admin::RequeueChannelBody
     )),
     modifiers(&BearerAuth)

@@ -29,6 +29,16 @@ pub struct ApprovalView {
     #[serde(default)]
     pub decider: Option<serde_json::Value>,
     pub comment: Option<String>,
+    /// How dangerous the request looks, assessed when it was created: `low`, `medium`, `high`
+    /// or `critical`, and why (policy rules' `risk`, the built-in detectors).
+    #[serde(default)]
+    pub risk: RiskView,
+    /// Distinct operators who must approve (a policy rule's `approvals_required`; 1 for most).
+    #[serde(default = "one")]
+    pub approvals_required: u8,
+    /// The approvals counted so far towards `approvals_required` (empty when one suffices).
+    #[serde(default)]
+    pub approvals: Vec<VoteView>,
     /// List rows only, when `tool_input` is longer than `server.list_preview_bytes`: then
     /// `tool_input` is `null`, this holds its first bytes (cut at a character boundary) and
     /// `tool_input_bytes` its full length; `GET /api/approvals/{id}` has the whole input.
@@ -36,6 +46,56 @@ pub struct ApprovalView {
     pub tool_input_preview: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_input_bytes: Option<usize>,
+}
+
+fn one() -> u8 {
+    1
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RiskView {
+    /// `low`, `medium`, `high` or `critical`.
+    #[schema(example = "high")]
+    pub level: String,
+    pub reasons: Vec<RiskReasonView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RiskReasonView {
+    /// `detector:<name>` (e.g. `detector:sudo`) or `rule:<policy rule>`.
+    #[schema(example = "detector:recursive_delete")]
+    pub source: String,
+    pub level: String,
+    /// What was seen, for the operator.
+    #[schema(example = "deletes files recursively")]
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VoteView {
+    /// As in `decided_by`.
+    pub by: String,
+    #[schema(value_type = Object)]
+    pub decider: serde_json::Value,
+    pub at: String,
+    pub comment: Option<String>,
+}
+
+impl From<&approval_gate_actors::domain::Risk> for RiskView {
+    fn from(risk: &approval_gate_actors::domain::Risk) -> Self {
+        RiskView {
+            level: risk.level.as_str().into(),
+            reasons: risk
+                .reasons
+                .iter()
+                .map(|reason| RiskReasonView {
+                    source: reason.source.clone(),
+                    level: reason.level.as_str().into(),
+                    detail: reason.detail.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl ApprovalView {
@@ -108,6 +168,21 @@ impl From<&Approval> for ApprovalView {
             decided_by,
             decider,
             comment: a.comment.clone(),
+            risk: RiskView::from(&a.risk),
+            approvals_required: a.approvals_required,
+            approvals: a
+                .votes
+                .iter()
+                .map(|vote| {
+                    let (by, decider) = self::decided_by(&vote.actor);
+                    VoteView {
+                        by,
+                        decider,
+                        at: rfc3339(approval_gate_actors::store::millis(vote.at_ms)),
+                        comment: vote.comment.clone(),
+                    }
+                })
+                .collect(),
             tool_input_preview: None,
             tool_input_bytes: None,
         }

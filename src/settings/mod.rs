@@ -73,6 +73,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     #[serde(default)]
     pub policy: PolicySettings,
+    #[serde(default)]
+    pub risk: RiskSettings,
     pub debug: DebugSettings,
 }
 

@@ -79,6 +79,18 @@ pub enum OnTimeout {
 pub struct PolicySettings {
     #[serde(default)]
     pub rules: Vec<approval_gate_actors::policy::RuleConfig>,
+    /// Approving at or above this risk level needs a comment (REST, CLI, console); a Telegram
+    /// tap is told to add one there. Unset: no comment is ever required.
+    #[serde(default)]
+    pub require_comment_at: Option<approval_gate_actors::domain::RiskLevel>,
+}
+
+/// `[risk]`: the built-in detectors (`[risk.detectors]`, one switch each).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskSettings {
+    #[serde(default)]
+    pub detectors: approval_gate_actors::risk::DetectorSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -81,6 +81,10 @@ pub(crate) fn registry_settings(settings: &Settings) -> Result<RegistrySettings,
                 }
             })?,
         ),
+        risk: Arc::new(approval_gate_actors::risk::Assessor::new(
+            &settings.risk.detectors,
+        )),
+        require_comment_at: settings.policy.require_comment_at,
         max_grant: settings.agents.max_grant,
         max_pending_per_agent: settings.limits.max_pending_per_agent,
         trace_approvals: cfg!(feature = "otlp")

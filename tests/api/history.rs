@@ -80,8 +80,19 @@ async fn policy_decisions_and_grants_are_on_the_history() {
         )
         .await;
     let (_, body) = history(&app, denied["id"].as_str().unwrap(), Some(OPERATOR_TOKEN)).await;
-    assert_eq!(kinds(&body), ["created", "policy_applied", "rejected"]);
+    assert_eq!(
+        kinds(&body),
+        ["created", "policy_applied", "risk_assessed", "rejected"]
+    );
     assert_eq!(body["events"][1]["actor"], "policy:no-rm-rf-root");
+    // Denied or not, what the detectors saw is on the record.
+    assert!(
+        body["events"][2]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("critical: "),
+        "{body}"
+    );
 }
 
 #[actix_web::test]

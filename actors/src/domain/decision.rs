@@ -33,6 +33,37 @@ pub enum Actor {
     },
 }
 
+impl Actor {
+    /// A person deciding: an operator token or a Telegram user (not a rule, grant, timeout or
+    /// the agent itself). Only people are asked for comments and counted towards a quorum.
+    pub fn is_person(&self) -> bool {
+        matches!(self, Actor::Operator(_) | Actor::Telegram { .. })
+    }
+
+    /// Whether two deciders are the same person for a quorum: an operator token by its name,
+    /// a Telegram user by their id (a username can change). A person with both an operator
+    /// token and a Telegram account counts as two: the service cannot tell they are one.
+    pub fn same_person(&self, other: &Actor) -> bool {
+        match (self, other) {
+            (Actor::Operator(a), Actor::Operator(b)) => a == b,
+            (Actor::Telegram { user_id: a, .. }, Actor::Telegram { user_id: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+
+    /// How a person is named in "1 of 2 approved (alice, @bob)".
+    pub fn short_name(&self) -> String {
+        match self {
+            Actor::Operator(name) => name.clone(),
+            Actor::Telegram {
+                username: Some(username),
+                ..
+            } => format!("@{username}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

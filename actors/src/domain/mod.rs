@@ -16,12 +16,14 @@ mod grant;
 mod history;
 mod limits;
 mod request;
+mod risk;
 
 pub use decision::{Actor, Decision, Outcome};
 pub use grant::Grant;
 pub use history::AuditEvent;
 pub use limits::{InputLimits, json_depth};
 pub use request::{MAX_REASON, MAX_SHORT_FIELD, NewApproval, ValidationError};
+pub use risk::{Risk, RiskLevel, RiskReason};
 
 /// Identifier of one approval: a ULID, so ids sort by creation time (the list endpoint relies
 /// on that for "newest first" pagination without a secondary index).
@@ -146,6 +148,22 @@ pub struct Approval {
     pub decided_at: Option<DateTime<Utc>>,
     pub decided_by: Option<Actor>,
     pub comment: Option<String>,
+    /// How dangerous it looks, assessed once at creation (`crate::risk`).
+    pub risk: Risk,
+    /// Distinct operators who must approve before it is approved (a policy rule's
+    /// `approvals_required`; 1 for everything else).
+    pub approvals_required: u8,
+    /// Approvals counted so far while fewer than `approvals_required` (empty for one-person
+    /// approvals: the decision itself is the approval).
+    pub votes: Vec<Vote>,
+}
+
+/// One operator's approval towards a quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub actor: Actor,
+    pub at_ms: i64,
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +199,9 @@ impl Approval {
             decided_at: None,
             decided_by: None,
             comment: None,
+            risk: Risk::default(),
+            approvals_required: 1,
+            votes: Vec::new(),
         }
     }
 
@@ -194,6 +215,24 @@ impl Approval {
         self.decided_by = Some(decision.actor);
         self.comment = decision.comment;
         Ok(())
+    }
+
+    /// "1 of 2 approved (alice)": the quorum as operators read it.
+    pub fn quorum_line(&self) -> String {
+        let names: Vec<String> = self.votes.iter().map(|v| v.actor.short_name()).collect();
+        let counted = if self.status == Status::Approved {
+            self.votes.len().max(1)
+        } else {
+            self.votes.len()
+        };
+        match names.is_empty() {
+            true => format!("0 of {} approved", self.approvals_required),
+            false => format!(
+                "{counted} of {} approved ({})",
+                self.approvals_required,
+                names.join(", ")
+            ),
+        }
     }
 
     pub fn time_to_decision(&self) -> Option<std::time::Duration> {
@@ -218,6 +257,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(60),
             max_timeout: None,
             idempotent_while_pending: false,
+            cwd: None,
         };
         Approval::create(ApprovalId::new(), new, Utc::now())
     }
@@ -275,6 +315,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             max_timeout: None,
             idempotent_while_pending: false,
+            cwd: None,
         };
         assert_eq!(
             new.validate(&InputLimits::default()).map_err(|e| e.field),

@@ -24,6 +24,9 @@ pub struct NewApproval {
     /// ended, the same key asks again (a hook without a tool call id asking about the same
     /// input later).
     pub idempotent_while_pending: bool,
+    /// The agent's working directory, when it says (hooks forward Claude Code's `cwd`): only
+    /// the risk detectors read it (`outside_workdir`); it is not stored.
+    pub cwd: Option<String>,
 }
 
 /// Limits on the text fields; they keep records and notifications bounded.
@@ -73,6 +76,9 @@ impl NewApproval {
         if let Some(agent) = &self.agent {
             bounded("agent", agent, MAX_SHORT_FIELD)?;
         }
+        if let Some(cwd) = &self.cwd {
+            bounded("cwd", cwd, MAX_REASON)?;
+        }
         if let Some(key) = &self.idempotency_key {
             required("idempotency_key", key)?;
             bounded("idempotency_key", key, MAX_SHORT_FIELD)?;
@@ -118,6 +124,7 @@ impl NewApproval {
             timeout: std::time::Duration::from_secs(60),
             max_timeout: None,
             idempotent_while_pending: false,
+            cwd: None,
         }
     }
 }

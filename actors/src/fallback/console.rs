@@ -37,6 +37,16 @@ pub fn deliver(notification: &Notification, hints: &OperatorHints) -> Result<(),
             "approval {}: {tool} in session {session}",
             a.status,
         ),
+        Event::Updated => tracing::warn!(
+            approval_id = %a.id,
+            request_id,
+            tool = %tool,
+            session = %session,
+            approvals = %a.quorum_line(),
+            decide = %hints.cli(a),
+            "approval counted ({}): {tool} in session {session}",
+            a.quorum_line(),
+        ),
     }
     Ok(())
 }

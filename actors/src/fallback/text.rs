@@ -14,11 +14,19 @@ pub fn email(notification: &Notification, hints: &OperatorHints) -> (String, Str
             format!("[approval-gate] Approval needed: {tool} in session {session}")
         }
         Event::Ended => format!("[approval-gate] {}: {tool} in session {session}", a.status),
+        Event::Updated => format!(
+            "[approval-gate] {}: {tool} in session {session}",
+            a.quorum_line()
+        ),
     };
     let mut body = String::new();
     let mut line = |k: &str, v: &str| body.push_str(&format!("{k:<10} {}\n", text::block(v)));
     line("Approval:", &a.id.to_string());
     line("Status:", a.status.as_str());
+    line("Risk:", &risk_line(&a.risk));
+    if a.approvals_required > 1 {
+        line("Approvals:", &a.quorum_line());
+    }
     line("Tool:", &a.tool_name);
     line("Session:", &a.session_id);
     line("Agent:", a.agent.as_deref().unwrap_or(&a.requested_by));
@@ -47,6 +55,18 @@ pub fn email(notification: &Notification, hints: &OperatorHints) -> (String, Str
         body.push('\n');
     }
     (subject, body)
+}
+
+/// "HIGH — deletes files recursively; …", or "low".
+fn risk_line(risk: &crate::domain::Risk) -> String {
+    if risk.reasons.is_empty() {
+        return risk.level.as_str().into();
+    }
+    format!(
+        "{} — {}",
+        risk.level.as_str().to_uppercase(),
+        risk.summary()
+    )
 }
 
 #[cfg(test)]

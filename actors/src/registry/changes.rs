@@ -8,10 +8,13 @@ use actix::prelude::*;
 use futures_util::future::FutureExt;
 
 use super::commit::{Answer, Kind, Pending, answer};
-use super::verdict::{ended_event, grants_may_answer, policy_decision, policy_event};
+use super::verdict::{
+    ended_event, grants_may_answer, needs_comment, policy_decision, policy_event, risk_event,
+};
 use super::{ApprovalRegistry, Created, NAME, RegistryError};
 use crate::domain::{
-    Actor, Approval, ApprovalId, AuditEvent, Decision, Grant, NewApproval, Outcome,
+    Actor, Approval, ApprovalId, AuditEvent, Decision, Grant, NewApproval, Outcome, Status,
+    ValidationError, Vote,
 };
 use crate::supervision::guarded;
 
@@ -30,6 +33,10 @@ impl ApprovalRegistry {
             return Ok(Err(approval));
         }
         let verdict = self.settings.policy.evaluate(&new);
+        let risk = self
+            .settings
+            .risk
+            .assess(&new, verdict.rule.as_deref().zip(verdict.risk));
         let mut new = new;
         if let Some(timeout) = verdict.timeout {
             new.timeout = timeout;
@@ -39,9 +46,13 @@ impl ApprovalRegistry {
         }
         let now = super::now();
         let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
+        approval.approvals_required = verdict.approvals_required;
         // `created` is derived from the record when the history is read (`History`).
         let mut events: Vec<AuditEvent> = policy_event(&verdict).into_iter().collect();
-        let grants_apply = grants_may_answer(&verdict);
+        events.extend(risk_event(&risk));
+        let grants_apply =
+            grants_may_answer(&verdict) && !needs_comment(self.settings.require_comment_at, &risk);
+        approval.risk = risk;
         let decision = policy_decision(verdict)
             .or_else(|| grants_apply.then(|| self.granted_now(&approval)).flatten());
         if let Some(decision) = decision {
@@ -132,6 +143,26 @@ impl ApprovalRegistry {
         // The deadline holds in the transition itself, not only when the sweeper gets round to
         // it: past `expires_at + grace` a pending approval can only time out.
         let decision = self.decision_at(&previous, decision, now);
+        if previous.status == Status::Pending
+            && decision.outcome == Outcome::Approve
+            && decision.actor.is_person()
+        {
+            self.check_comment(&previous, &decision)?;
+            if previous.approvals_required > 1 {
+                if grant_for.is_some() {
+                    return Err(RegistryError::Invalid(ValidationError {
+                        field: "grant",
+                        problem: format!(
+                            "cannot be given on an approval that needs {} approvals: each \
+                             request it covers would skip the second operator",
+                            previous.approvals_required
+                        ),
+                        code: "grant_not_allowed",
+                    }));
+                }
+                return self.prepare_vote(previous, decision, now, request_id);
+            }
+        }
         let granted_by = decision.actor.to_string();
         let approves = decision.outcome == Outcome::Approve;
         if approval.apply(decision, now).is_err() {
@@ -176,6 +207,80 @@ impl ApprovalRegistry {
         )
     }
 
+    /// `policy.require_comment_at`: approving a request at or above it needs a comment.
+    fn check_comment(&self, approval: &Approval, decision: &Decision) -> Result<(), RegistryError> {
+        let commented = decision
+            .comment
+            .as_deref()
+            .is_some_and(|comment| !comment.trim().is_empty());
+        if commented || !needs_comment(self.settings.require_comment_at, &approval.risk) {
+            return Ok(());
+        }
+        Err(RegistryError::CommentRequired {
+            level: approval.risk.level,
+        })
+    }
+
+    /// One operator's approval of an approval that needs several: counted (the approval stays
+    /// pending, operators are told "1 of 2"), or the last one needed (it is approved). The same
+    /// person never counts twice.
+    fn prepare_vote(
+        &mut self,
+        previous: Approval,
+        decision: Decision,
+        now: chrono::DateTime<chrono::Utc>,
+        request_id: Option<&str>,
+    ) -> Result<Pending, RegistryError> {
+        if previous
+            .votes
+            .iter()
+            .any(|vote| vote.actor.same_person(&decision.actor))
+        {
+            return Err(RegistryError::AlreadyCounted(Box::new(previous)));
+        }
+        let mut approval = previous.clone();
+        approval.votes.push(Vote {
+            actor: decision.actor.clone(),
+            at_ms: now.timestamp_millis(),
+            comment: decision.comment.clone(),
+        });
+        let counted = AuditEvent::now("approval_counted")
+            .by(&decision.actor)
+            .saying(match &decision.comment {
+                Some(comment) => format!(
+                    "{} of {}: {comment}",
+                    approval.votes.len(),
+                    approval.approvals_required
+                ),
+                None => format!(
+                    "{} of {}",
+                    approval.votes.len(),
+                    approval.approvals_required
+                ),
+            });
+        if approval.votes.len() < usize::from(approval.approvals_required) {
+            tracing::info!(approval_id = %approval.id, by = %decision.actor, counted = approval.votes.len(), required = approval.approvals_required, "approval counted");
+            return self.write(
+                approval,
+                Some(previous),
+                Kind::Voted,
+                request_id,
+                None,
+                &[counted],
+            );
+        }
+        let _ = approval.apply(decision, now);
+        let events = [counted, ended_event(&approval)];
+        self.write(
+            approval,
+            Some(previous),
+            Kind::Ended,
+            request_id,
+            None,
+            &events,
+        )
+    }
+
     /// `decision`, or the timeout that replaces it when it comes after the deadline.
     fn decision_at(
         &self,
@@ -203,6 +308,14 @@ impl ApprovalRegistry {
         ctx: &mut Context<Self>,
     ) -> Answer<Approval> {
         let outcome = decision.outcome;
+        // Kept for a retry: a vote that lost a race on a shared store is counted again on the
+        // record as the other instance left it.
+        let again = super::Decide {
+            id,
+            decision: decision.clone(),
+            request_id: request_id.clone(),
+            grant_for,
+        };
         let prepared = guarded(NAME, ctx, || {
             self.prepare_decide(id, decision, request_id.as_deref(), grant_for)
         });
@@ -218,7 +331,11 @@ impl ApprovalRegistry {
                 );
                 let late = outcome != Outcome::Timeout
                     && approval.status == crate::domain::Status::TimedOut;
+                let quorum = approval.approvals_required > 1;
                 let finished = self.finish(pending, ctx);
+                if !late && quorum {
+                    return retry_lost_vote(finished, again, ctx.address());
+                }
                 if !late {
                     return finished;
                 }
@@ -237,4 +354,26 @@ impl ApprovalRegistry {
             Err(failed) => answer(Err(failed.into())),
         }
     }
+}
+
+/// A change of an approval that needs several approvals is written only over the record it was
+/// made from: on a shared store another instance's vote can get there first, and the loser is
+/// told `Conflict` with the approval still pending. That is no conflict for the operator: their
+/// approval is counted again on the record as it is now (each lost race means another vote
+/// landed, and votes are bounded by the quorum, so this ends).
+fn retry_lost_vote(
+    finished: Answer<Approval>,
+    again: super::Decide,
+    registry: Addr<ApprovalRegistry>,
+) -> Answer<Approval> {
+    async move {
+        match finished.await {
+            Err(RegistryError::Conflict(current)) if !current.status.is_terminal() => registry
+                .send(again)
+                .await
+                .unwrap_or(Err(RegistryError::Restarting)),
+            other => other,
+        }
+    }
+    .boxed_local()
 }

@@ -24,6 +24,9 @@ pub(super) enum Kind {
     Ended,
     /// A new approval decided at once by policy or a grant: nobody needs telling.
     Resolved,
+    /// An approval counted towards a pending approval's quorum: operators are told (the
+    /// Telegram message shows "1 of 2"), nobody is woken.
+    Voted,
 }
 
 impl Kind {
@@ -31,6 +34,7 @@ impl Kind {
         match self {
             Kind::Created => Some(Event::Created),
             Kind::Ended => Some(Event::Ended),
+            Kind::Voted => Some(Event::Updated),
             Kind::Resolved => None,
         }
     }
@@ -114,7 +118,7 @@ impl ApprovalRegistry {
                 session = %approval.session_id,
                 requested_by = %approval.requested_by,
             )),
-            Kind::Ended => self.spans.get(&approval.id).cloned(),
+            Kind::Ended | Kind::Voted => self.spans.get(&approval.id).cloned(),
             Kind::Created | Kind::Resolved => None,
         };
         Ok(Pending {
@@ -222,7 +226,7 @@ impl ApprovalRegistry {
         if let Fate::Lost(stored) = fate {
             // Nothing was written. A create counted and armed in advance is taken back; an
             // ending another instance made is applied here as that instance's change.
-            if kind != Kind::Ended && current {
+            if matches!(kind, Kind::Created | Kind::Resolved) && current {
                 if kind == Kind::Created {
                     self.pending_changed(&approval.requested_by, false);
                 }
@@ -284,6 +288,9 @@ impl ApprovalRegistry {
                     self.spans.insert(approval.id, span);
                 }
                 self.metrics.do_send(Metric::ApprovalCreated);
+                self.feed.publish(FeedEvent::Pending(Arc::new(approval)));
+            }
+            Kind::Voted => {
                 self.feed.publish(FeedEvent::Pending(Arc::new(approval)));
             }
             Kind::Resolved => {

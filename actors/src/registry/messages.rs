@@ -23,6 +23,12 @@ pub enum RegistryError {
     TooManyWaitersForAgent { limit: usize },
     #[error("this agent already has {limit} pending approvals")]
     TooManyPending { limit: u64 },
+    /// `policy.require_comment_at`: approving at this level needs a comment.
+    #[error("approving a {level}-risk request needs a comment (policy.require_comment_at)")]
+    CommentRequired { level: crate::domain::RiskLevel },
+    /// This operator's approval is already counted towards the approval's quorum.
+    #[error("your approval of {} is already counted ({}); another operator must approve", .0.id, .0.quorum_line())]
+    AlreadyCounted(Box<Approval>),
     #[error("the store failed: {0}")]
     Store(String),
     #[error("the registry failed while handling the request and is restarting")]

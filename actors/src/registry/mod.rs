@@ -53,6 +53,10 @@ pub struct RegistrySettings {
     pub retention: Option<Duration>,
     /// Which requests need a human at all (`[[policy.rules]]`).
     pub policy: Arc<crate::policy::Policy>,
+    /// The built-in risk detectors that are on (`[risk.detectors]`).
+    pub risk: Arc<crate::risk::Assessor>,
+    /// Approving at or above this level needs a comment (`policy.require_comment_at`).
+    pub require_comment_at: Option<crate::domain::RiskLevel>,
     /// The longest session grant an operator may give.
     pub max_grant: Duration,
     /// Bounds on `tool_input` for every create (REST, hooks, MCP).

@@ -1,7 +1,7 @@
 //! What a new request gets before any human sees it: the policy's verdict, a live session
 //! grant, and the history entries that record them. Decisions only; writing is `commit.rs`.
 
-use crate::domain::{Actor, Approval, AuditEvent, Decision, Outcome};
+use crate::domain::{Actor, Approval, AuditEvent, Decision, Outcome, Risk, RiskLevel};
 use crate::policy::{Action as PolicyAction, Verdict};
 
 use super::ApprovalRegistry;
@@ -54,6 +54,19 @@ pub(super) fn policy_event(verdict: &Verdict) -> Option<AuditEvent> {
             .by(Actor::Policy(rule.clone()))
             .saying(format!("rule `{rule}`: {action}")),
     )
+}
+
+/// The history entry of a risk above `low`: its level and why.
+pub(super) fn risk_event(risk: &Risk) -> Option<AuditEvent> {
+    (risk.level > RiskLevel::Low).then(|| {
+        AuditEvent::now("risk_assessed").saying(format!("{}: {}", risk.level, risk.summary()))
+    })
+}
+
+/// Whether approving at `risk` needs a comment (`policy.require_comment_at`). A session grant
+/// never answers such a request: it would approve it with no comment at all.
+pub(super) fn needs_comment(threshold: Option<RiskLevel>, risk: &Risk) -> bool {
+    threshold.is_some_and(|at| risk.level >= at)
 }
 
 /// Whether a session grant may answer a request the policy gave `verdict`: only when no rule

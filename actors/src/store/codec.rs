@@ -7,9 +7,14 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Actor, Approval, ApprovalId, Status, TelegramMessageRef};
+use crate::domain::{Actor, Approval, ApprovalId, Risk, Status, TelegramMessageRef, Vote};
 
+/// Version 1: the fields up to `comment` (and an unused message list). Read, never written.
 const VERSION_1: u8 = 1;
+/// Version 2: version 1 followed by the risk assessment and the quorum (`approvals_required`,
+/// the votes so far). A binary that knows only version 1 refuses these records by name
+/// (`unknown record version 2`) rather than misreading them.
+const VERSION_2: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -45,6 +50,14 @@ struct RecordV1 {
     telegram_messages: Vec<TelegramMessageRef>,
 }
 
+/// What version 2 adds after a version 1 body.
+#[derive(Serialize, Deserialize)]
+struct Extension {
+    risk: Risk,
+    approvals_required: u8,
+    votes: Vec<Vote>,
+}
+
 pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
     let record = RecordV1 {
         id: approval.id.to_bytes(),
@@ -63,9 +76,18 @@ pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
         comment: approval.comment.clone(),
         telegram_messages: Vec::new(),
     };
-    let mut bytes = vec![VERSION_1];
+    let extension = Extension {
+        risk: approval.risk.clone(),
+        approvals_required: approval.approvals_required,
+        votes: approval.votes.clone(),
+    };
+    let mut bytes = vec![VERSION_2];
     bytes.extend(bincode::serde::encode_to_vec(
         &record,
+        bincode::config::standard(),
+    )?);
+    bytes.extend(bincode::serde::encode_to_vec(
+        &extension,
         bincode::config::standard(),
     )?);
     Ok(bytes)
@@ -73,11 +95,20 @@ pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
 
 pub fn decode(bytes: &[u8]) -> Result<Approval, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != VERSION_1 {
+    if version != VERSION_1 && version != VERSION_2 {
         return Err(CodecError::UnknownVersion(version));
     }
-    let (record, _): (RecordV1, usize) =
+    let (record, used): (RecordV1, usize) =
         bincode::serde::decode_from_slice(body, bincode::config::standard())?;
+    let extension = if version == VERSION_2 {
+        bincode::serde::decode_from_slice(&body[used..], bincode::config::standard())?.0
+    } else {
+        Extension {
+            risk: Risk::default(),
+            approvals_required: 1,
+            votes: Vec::new(),
+        }
+    };
     Ok(Approval {
         id: ApprovalId::from_bytes(record.id),
         status: record.status,
@@ -93,6 +124,9 @@ pub fn decode(bytes: &[u8]) -> Result<Approval, CodecError> {
         decided_at: record.decided_at_ms.map(millis),
         decided_by: record.decided_by,
         comment: record.comment,
+        risk: extension.risk,
+        approvals_required: extension.approvals_required.max(1),
+        votes: extension.votes,
     })
 }
 
@@ -120,9 +154,21 @@ mod tests {
             timeout: std::time::Duration::from_secs(600),
             max_timeout: None,
             idempotent_while_pending: false,
+            cwd: None,
         };
         let now = millis(Utc::now().timestamp_millis());
         let mut approval = Approval::create(ApprovalId::new(), new, now);
+        approval.risk = Risk::from_reasons(vec![crate::domain::RiskReason {
+            source: "detector:recursive_delete".into(),
+            level: crate::domain::RiskLevel::High,
+            detail: "deletes files recursively".into(),
+        }]);
+        approval.approvals_required = 2;
+        approval.votes.push(Vote {
+            actor: Actor::Operator("alice".into()),
+            at_ms: now.timestamp_millis(),
+            comment: Some("looks right".into()),
+        });
         approval
             .apply(
                 Decision {
@@ -182,5 +228,6 @@ mod tests {
             Err(CodecError::UnknownVersion(9))
         ));
         assert!(decode(&[VERSION_1, 0xff, 0xff]).is_err());
+        assert!(decode(&[VERSION_2, 0xff, 0xff]).is_err());
     }
 }

@@ -77,13 +77,17 @@ impl QueueEntry {
     /// When the change this entry announces happened (ms since the epoch): its creation, or
     /// its end. The queue's age metrics count from here.
     pub fn happened_ms(&self) -> i64 {
+        let approval = &self.approval;
         match self.event {
-            Event::Created => self.approval.created_at.timestamp_millis(),
-            Event::Ended => self
-                .approval
+            Event::Created => approval.created_at.timestamp_millis(),
+            Event::Ended => approval
                 .decided_at
-                .unwrap_or(self.approval.created_at)
+                .unwrap_or(approval.created_at)
                 .timestamp_millis(),
+            Event::Updated => approval
+                .votes
+                .last()
+                .map_or(approval.created_at.timestamp_millis(), |vote| vote.at_ms),
         }
     }
 
@@ -124,7 +128,9 @@ pub(super) fn encode_with(
     only: Option<TelegramMessageRef>,
 ) -> Result<Vec<u8>, StoreError> {
     let stored = StoredEntry {
-        ended: entry_event == Event::Ended,
+        // Stored as one flag (the layout predates updates): an update is a change of an
+        // approval that is still pending, which `decode` tells apart by the record's status.
+        ended: entry_event.is_change(),
         approval: approval_bytes.to_vec(),
         request_id: request_id.map(str::to_string),
         only,
@@ -147,13 +153,14 @@ pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<QueueEntry, StoreError>
     let (stored, _): (StoredEntry, usize) =
         bincode::serde::decode_from_slice(bytes, bincode::config::standard())
             .map_err(|e| codec_error(key, e))?;
+    let approval = codec::decode(&stored.approval).map_err(|e| codec_error(key, e))?;
     Ok(QueueEntry {
-        event: if stored.ended {
-            Event::Ended
-        } else {
-            Event::Created
+        event: match (stored.ended, approval.status.is_terminal()) {
+            (false, _) => Event::Created,
+            (true, true) => Event::Ended,
+            (true, false) => Event::Updated,
         },
-        approval: codec::decode(&stored.approval).map_err(|e| codec_error(key, e))?,
+        approval,
         request_id: stored.request_id,
         only: stored.only,
     })

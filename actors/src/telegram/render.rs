@@ -136,7 +136,26 @@ pub fn message_text(approval: &Approval) -> String {
         let by = truncate(&crate::text::line(&who(by)), MAX_FIELD);
         text.plain(&format!(" by {by} at {}", time(at)));
     }
-    text.plain("\n\n");
+    text.plain("\n");
+    if approval.risk.level > crate::domain::RiskLevel::Low {
+        // The badge, then why: each reason on its own line, so the operator reads the danger
+        // before the input.
+        text.tagged("b", &format!("{} risk", approval.risk.level.badge()));
+        for reason in &approval.risk.reasons {
+            text.plain(&format!(
+                "\n• {}",
+                truncate(&crate::text::line(&reason.detail), MAX_FIELD)
+            ));
+        }
+        text.plain("\n");
+    }
+    if approval.approvals_required > 1 {
+        text.field(
+            "Approvals",
+            &truncate(&crate::text::line(&approval.quorum_line()), MAX_FIELD),
+        );
+    }
+    text.plain("\n");
     // Everything below the headline but the times was written by an agent (or an operator):
     // hidden characters are made visible before anything is measured or cut.
     let one_line = |s: &str| truncate(&crate::text::line(s), MAX_FIELD);
@@ -188,7 +207,9 @@ pub fn keyboard(
             ),
             InlineKeyboardButton::callback("❌ Reject", codec.encode(approval.id, Action::Reject)),
         ]];
-        if session_grants {
+        // A grant would approve later requests with one person (or with no comment): offered
+        // only where one plain approval is enough.
+        if session_grants && approval.approvals_required <= 1 {
             // The label says what the grant covers: this tool, in this session (never what
             // an escalate rule matches; docs/agents.md).
             let tool: String = approval.tool_name.chars().take(32).collect();
@@ -240,6 +261,7 @@ mod tests {
                 timeout: std::time::Duration::from_secs(60),
                 max_timeout: None,
                 idempotent_while_pending: false,
+                cwd: None,
             },
             Utc::now(),
         )

@@ -154,7 +154,11 @@ impl Client {
                     message.push_str(&format!("\nhint: {hint}"));
                 }
                 Failure {
-                    conflict: error.approval.filter(|_| status == StatusCode::CONFLICT),
+                    // `already_counted` is a 409 too, but the approval is still pending: the
+                    // message says it; only a decided approval is reported as the winner.
+                    conflict: error.approval.filter(|_| {
+                        status == StatusCode::CONFLICT && error.error == "already_decided"
+                    }),
                     ..Failure::failed(message)
                 }
             }

@@ -211,7 +211,7 @@ pub async fn decide(
         tx.commit().await?;
         return Ok(Decided::AlreadyEnded(approval));
     }
-    if !end(&tx, &approval).await? {
+    if !end(&tx, &approval, None).await? {
         // Unreachable while the row is locked; kept so that a lock mistake cannot make two
         // winners.
         tx.rollback().await?;
@@ -230,13 +230,14 @@ pub async fn decide(
 pub async fn end_change(
     client: &mut Client,
     approval: &Approval,
+    previous: Option<&Approval>,
     events: &[AuditEvent],
     notices: &[Notice],
     grant: Option<&crate::domain::Grant>,
     origin: &str,
 ) -> Result<(Decided, Queued), PgApprovalError> {
     let tx = client.transaction().await?;
-    if !end(&tx, approval).await? {
+    if !end(&tx, approval, previous).await? {
         tx.rollback().await?;
         let lost = match read(client, approval.id).await? {
             Some(current) => Decided::AlreadyEnded(current),
@@ -287,7 +288,7 @@ pub async fn expire_due(
             actor: Actor::System,
             comment: None,
         };
-        if approval.apply(timeout, now).is_err() || !end(&tx, &approval).await? {
+        if approval.apply(timeout, now).is_err() || !end(&tx, &approval, None).await? {
             continue;
         }
         let mut event = AuditEvent::at(now.timestamp_millis(), "timed_out");
@@ -310,17 +311,32 @@ pub async fn read(client: &Client, id: ApprovalId) -> Result<Option<Approval>, P
     row.map(|row| decode(row.get(0), row.get(1))).transpose()
 }
 
-/// Writes an ended approval, only if its row is still pending. `false`: it was not.
-async fn end(tx: &Transaction<'_>, approval: &Approval) -> Result<bool, PgApprovalError> {
+/// Writes a change of a pending approval (its end, or a vote towards its quorum), only if its
+/// row is still pending. `false`: it was not.
+///
+/// An approval that needs several approvals changes while it stays pending (each vote), so
+/// "still pending" is not enough: two votes on two instances would each overwrite the other's.
+/// Its change is written only over the very record it was made from (`previous`), and a lost
+/// race is retried by the registry on the record as it is now.
+async fn end(
+    tx: &Transaction<'_>,
+    approval: &Approval,
+    previous: Option<&Approval>,
+) -> Result<bool, PgApprovalError> {
+    let expected = match previous.filter(|p| p.approvals_required > 1) {
+        Some(previous) => Some(encode(previous)?),
+        None => None,
+    };
     let changed = tx
         .execute(
             "UPDATE approvals SET status = $2, decided_at_ms = $3, record = $4
-             WHERE id = $1 AND status = 0",
+             WHERE id = $1 AND status = 0 AND ($5::bytea IS NULL OR record = $5)",
             &[
                 &approval.id.to_bytes().as_slice(),
                 &status_code(approval.status),
                 &approval.decided_at.map(|at| at.timestamp_millis()),
                 &encode(approval)?,
+                &expected,
             ],
         )
         .await?;

@@ -180,8 +180,34 @@ impl TelegramGateway {
                 result,
                 Err(RegistryError::Store(_) | RegistryError::Restarting)
             );
+            let mut alert = false;
             let (text, stale_copy) = match result {
+                Ok(approval) if !approval.status.is_terminal() => (
+                    format!(
+                        "Approval counted: {}. Another operator must approve.",
+                        approval.quorum_line()
+                    ),
+                    None,
+                ),
                 Ok(approval) => (format!("{} — recorded", status_word(approval.status)), None),
+                Err(RegistryError::AlreadyCounted(approval)) => (
+                    format!(
+                        "Your approval is already counted ({}). Another operator must approve.",
+                        approval.quorum_line()
+                    ),
+                    None,
+                ),
+                Err(RegistryError::CommentRequired { level }) => {
+                    // A tap carries no text: the operator is sent where a comment can be given.
+                    alert = true;
+                    (
+                        format!(
+                            "Approving a {level}-risk request needs a comment. Approve it in the \
+                             console or with: approval-gate approvals approve {id} --comment \"…\""
+                        ),
+                        None,
+                    )
+                }
                 Err(RegistryError::Conflict(approval)) => {
                     let by = approval
                         .decided_by
@@ -200,7 +226,7 @@ impl TelegramGateway {
             let answer = Answer {
                 query_id,
                 text,
-                alert: false,
+                alert,
             };
             TapOutcome::Answered {
                 answer: answer.send(&api, Some(id), &request_id).await,

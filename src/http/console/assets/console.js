@@ -270,6 +270,29 @@
       Date.parse(a.expires_at) - Date.parse(b.expires_at) || (a.id < b.id ? -1 : 1));
   }
 
+  // Risk above low as a badge; its reasons in a list under the card's head.
+  function riskBadge(approval) {
+    const level = approval.risk && approval.risk.level;
+    if (!level || level === "low") return null;
+    const reasons = (approval.risk.reasons || []).map((r) => r.detail).join("; ");
+    return h("span", { class: "risk " + level, title: reasons }, level.toUpperCase() + " risk");
+  }
+
+  function riskReasons(approval) {
+    const reasons = (approval.risk && approval.risk.reasons) || [];
+    if (!reasons.length) return null;
+    return h("ul", { class: "risk-reasons" }, reasons.map((r) => h("li", {}, visible(r.detail))));
+  }
+
+  // "1 of 2 approved (alice)"; null when one approval decides.
+  function quorumText(approval) {
+    const required = approval.approvals_required || 1;
+    if (required <= 1) return null;
+    const names = (approval.approvals || []).map((v) => v.by);
+    const counted = approval.status === "approved" ? Math.max(names.length, 1) : names.length;
+    return counted + " of " + required + " approved" + (names.length ? " (" + names.join(", ") + ")" : "");
+  }
+
   function outcomeText(approval) {
     const verb = { approved: "approved", rejected: "rejected", timed_out: "timed out", cancelled: "cancelled" }[approval.status] || approval.status;
     const by = approval.decided_by ? " by " + approval.decided_by : "";
@@ -284,11 +307,16 @@
     });
     const head = h("div", { class: "card-head" },
       h("span", { class: "tool" }, visible(approval.tool_name)),
+      riskBadge(approval),
       h("span", { class: "meta" }, "agent ", h("strong", {}, visible(who(approval)))),
       h("span", { class: "meta" }, "session ", h("span", { class: "mono" }, visible(approval.session_id))),
       h("span", { class: "meta", "data-since": approval.created_at }, ""),
       ended ? null : h("span", { class: "deadline", "data-deadline": approval.expires_at, title: "deadline " + when(approval.expires_at) }, ""));
     append(card, head);
+    const reasons = riskReasons(approval);
+    if (reasons) append(card, reasons);
+    const quorum = quorumText(approval);
+    if (quorum) append(card, h("p", { class: "quorum" }, visible(quorum)));
     if (approval.reason) append(card, h("p", { class: "reason" }, visible(approval.reason)));
     append(card, renderInput(approval));
     if (ended) {
@@ -301,7 +329,8 @@
     const approve = h("button", { type: "button", class: "approve", "data-action": "approve" }, "Approve");
     const reject = h("button", { type: "button", class: "reject", "data-action": "reject" }, "Reject");
     const session = h("button", { type: "button", "data-action": "session" }, "Allow for this session");
-    const buttons = [approve, reject, session];
+    // A session grant would let later requests skip the second operator: not offered.
+    const buttons = quorum ? [approve, reject] : [approve, reject, session];
     const decide = async (decision) => {
       buttons.forEach((b) => (b.disabled = true));
       result.className = "outcome";
@@ -315,8 +344,18 @@
       } catch (e) {
         answer = { ok: false, status: 0, data: { message: String(e) } };
       }
-      if (answer.ok) {
+      if (answer.ok && answer.data.status === "pending") {
+        // Counted towards a quorum: another operator must approve.
+        result.className = "outcome";
+        result.textContent = "Your approval is counted: " + quorumText(answer.data) + ". Another operator must approve.";
+        reject.disabled = false;
+      } else if (answer.ok) {
         endApproval(answer.data);
+      } else if (answer.status === 409 && answer.data && answer.data.error === "already_counted") {
+        state.mine.delete(approval.id);
+        result.className = "outcome";
+        result.textContent = answer.data.message;
+        reject.disabled = false;
       } else if (answer.status === 409 && answer.data && answer.data.approval) {
         state.mine.delete(approval.id);
         endApproval(answer.data.approval);
@@ -568,7 +607,9 @@
     }
     const a = one.data;
     const rows = [
-      ["Status", h("span", { class: "status " + a.status }, a.status)], ["Agent", visible(who(a))],
+      ["Status", h("span", { class: "status " + a.status }, a.status)],
+      ["Risk", h("span", {}, riskBadge(a) || "low", riskReasons(a))],
+      ["Approvals", visible(quorumText(a) || "1")], ["Agent", visible(who(a))],
       ["Session", h("span", { class: "mono" }, visible(a.session_id))], ["Tool", h("span", { class: "mono" }, visible(a.tool_name))],
       ["Created", when(a.created_at)], ["Deadline", when(a.expires_at)], ["Decided", when(a.decided_at)],
       ["Decided by", visible(a.decided_by || "")], ["Comment", visible(a.comment || "")], ["Reason", visible(a.reason || "")],

@@ -130,6 +130,7 @@ impl ApprovalStore for PgStore {
         let grant = change.grant.cloned();
         let origin = self.inner.settings.instance.clone();
         let is_new = change.previous.is_none();
+        let previous = change.previous.cloned();
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let started = std::time::Instant::now();
@@ -142,6 +143,7 @@ impl ApprovalStore for PgStore {
                     let decided = sql::end_change(
                         &mut client,
                         &approval,
+                        previous.as_ref(),
                         &events,
                         &notices,
                         grant.as_ref(),

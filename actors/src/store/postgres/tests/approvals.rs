@@ -25,6 +25,7 @@ fn new_approval(key: Option<&str>, timeout: Duration) -> Approval {
             timeout,
             max_timeout: None,
             idempotent_while_pending: false,
+            cwd: None,
         },
         Utc::now(),
     )
