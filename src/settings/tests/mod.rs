@@ -229,7 +229,11 @@ fn the_example_policy_and_agents_section_load() {
         "/config/policy.example.toml"
     ));
     let settings = load_file(file).expect("example policy loads");
-    assert_eq!(settings.policy.rules.len(), 5);
+    assert_eq!(settings.policy.rules.len(), 6);
+    assert_eq!(
+        settings.policy.require_comment_at,
+        Some(approval_gate_actors::domain::RiskLevel::Critical)
+    );
     assert_eq!(
         settings.agents.hook_wait,
         std::time::Duration::from_secs(540)

@@ -250,15 +250,7 @@ impl ApprovalStore for PgStore {
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner.handle.spawn(async move {
-            let probed = async {
-                client(&pool)
-                    .await?
-                    .execute("SELECT 1", &[])
-                    .await
-                    .map_err(db_error)?;
-                Ok::<(), StoreError>(())
-            }
-            .await;
+            let probed = super::round_trip(pool).await;
             note(&inner, &probed);
             let _ = tx.send(probed.map_err(|e| Arc::new(std::io::Error::other(e.to_string()))));
         });

@@ -64,6 +64,8 @@ struct Inner {
     /// When the last statement failed (ms since the epoch): while the database is down, reads
     /// fail fast for a moment instead of each waiting out `pool_wait` on an actor's thread.
     last_failure_ms: AtomicU64,
+    /// A background round trip is under way to find out whether the database answers again.
+    probing: AtomicBool,
     failures: AtomicU64,
     /// Statements run and the microseconds callers waited for them (metrics).
     statements: AtomicU64,
@@ -95,9 +97,6 @@ impl Drop for Inner {
         }
     }
 }
-
-/// How long reads fail fast after a failed statement (see [`PgStore::failing_fast`]).
-const FAIL_FAST: Duration = Duration::from_millis(500);
 
 /// The longest an actor's thread waits for a read (see [`PgStore::run`]).
 pub const READ_DEADLINE: Duration = Duration::from_secs(2);
@@ -175,6 +174,7 @@ impl PgStore {
                 relaxed,
                 settings,
                 healthy: AtomicBool::new(true),
+                probing: AtomicBool::new(false),
                 last_failure_ms: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
                 statements: AtomicU64::new(0),
@@ -326,12 +326,19 @@ impl PgStore {
         note(&self.inner, result);
     }
 
-    /// True for a moment after a failure while the database is unreachable: the probe
-    /// (`ApprovalStore::probe`, every health ping) and writes keep trying meanwhile.
+    /// True from a failure until the database answers a round trip within the read deadline
+    /// again: an actor's read never waits on a database known not to answer. Each refused read
+    /// starts a background probe if none is under way, and the probe's success ends it.
+    ///
+    /// Not "for a moment after a failure": a database that answers too slowly fails every read
+    /// at its deadline, and each periodic read (the orphan sweep, the notifiers' timers) would
+    /// then hold an actor's thread for the whole deadline once the moment had passed.
     fn failing_fast(&self) -> bool {
-        !self.inner.healthy.load(Ordering::Relaxed)
-            && now_ms().saturating_sub(self.inner.last_failure_ms.load(Ordering::Relaxed))
-                < FAIL_FAST.as_millis() as u64
+        if self.inner.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        probe_in_background(&self.inner, self.pool());
+        true
     }
 
     fn pool(&self) -> Pool {
@@ -341,6 +348,40 @@ impl PgStore {
     fn relaxed_pool(&self) -> Pool {
         self.inner.relaxed.clone()
     }
+}
+
+/// One `SELECT 1` within the read deadline, in the background, unless one is under way; its
+/// outcome is noted like any statement's (a success makes the store healthy again).
+fn probe_in_background(inner: &Arc<Inner>, pool: Pool) {
+    if inner.probing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let probing = Arc::clone(inner);
+    inner.handle.spawn(async move {
+        let probed = round_trip(pool).await;
+        note(&probing, &probed);
+        probing.probing.store(false, Ordering::Release);
+    });
+}
+
+/// `SELECT 1`, failed as unreachable when it takes longer than a read may.
+pub(super) async fn round_trip(pool: Pool) -> Result<(), StoreError> {
+    let probe = async {
+        client(&pool)
+            .await?
+            .execute("SELECT 1", &[])
+            .await
+            .map_err(db_error)?;
+        Ok::<(), StoreError>(())
+    };
+    tokio::time::timeout(READ_DEADLINE, probe)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "the database did not answer within {}",
+                humantime::format_duration(READ_DEADLINE)
+            )))
+        })
 }
 
 fn note<T>(inner: &Inner, result: &Result<T, StoreError>) {
