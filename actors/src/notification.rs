@@ -21,6 +21,9 @@ pub enum Event {
     /// The approval is still pending but changed as operators see it: an approval counted
     /// towards its quorum ("1 of 2 approved by alice").
     Updated,
+    /// An `[[escalation]]` step fired: nobody decided in time; its recipients are told (and,
+    /// with `repost`, the first chat gets a fresh copy).
+    Escalated,
 }
 
 impl Event {
@@ -46,6 +49,7 @@ impl Notification {
             Event::Created => "created",
             Event::Ended => self.approval.status.as_str(),
             Event::Updated => "approval_counted",
+            Event::Escalated => "escalated",
         }
     }
 

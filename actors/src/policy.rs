@@ -11,7 +11,7 @@ use globset::{Glob, GlobMatcher};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{NewApproval, RiskLevel};
+use crate::domain::{NewApproval, RiskLevel, Target};
 
 /// The most distinct approvals a rule may require (`approvals_required`).
 pub const MAX_APPROVALS_REQUIRED: u8 = 5;
@@ -55,6 +55,10 @@ pub struct RuleConfig {
     /// `1..=MAX_APPROVALS_REQUIRED`, escalate rules only.
     #[serde(default)]
     pub approvals_required: Option<u8>,
+    /// Where what this rule escalates is announced, in place of the defaults:
+    /// `telegram:<chat name>` (under `[telegram.chats]`), `email:<address>`.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 fn any() -> String {
@@ -79,6 +83,7 @@ struct Rule {
     timeout: Option<Duration>,
     risk: Option<RiskLevel>,
     approvals_required: u8,
+    notify: Vec<Target>,
 }
 
 /// The outcome of evaluating a request: which rule matched (if any) and what to do.
@@ -89,6 +94,7 @@ pub struct Verdict {
     pub timeout: Option<Duration>,
     pub risk: Option<RiskLevel>,
     pub approvals_required: u8,
+    pub route: Vec<Target>,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +170,19 @@ impl Policy {
                         .into(),
                 });
             }
+            let notify =
+                crate::domain::parse_targets(&config.notify).map_err(|problem| PolicyError {
+                    rule: name.into(),
+                    problem: format!("`notify`: {problem}"),
+                })?;
+            if !notify.is_empty() && config.action != Action::Escalate {
+                return Err(PolicyError {
+                    rule: name.into(),
+                    problem: "`notify` needs `action = \"escalate\"`: what a rule decides itself \
+                              is announced to nobody"
+                        .into(),
+                });
+            }
             rules.push(Rule {
                 name: name.into(),
                 tool: glob(name, "tool", &config.tool)?,
@@ -182,6 +201,7 @@ impl Policy {
                 timeout: config.timeout,
                 risk: config.risk,
                 approvals_required,
+                notify,
             });
         }
         Ok(Self { rules })
@@ -211,6 +231,7 @@ impl Policy {
                 timeout: rule.timeout,
                 risk: rule.risk,
                 approvals_required: rule.approvals_required,
+                route: rule.notify.clone(),
             })
     }
 }
@@ -222,6 +243,7 @@ fn escalate() -> Verdict {
         timeout: None,
         risk: None,
         approvals_required: 1,
+        route: Vec::new(),
     }
 }
 
@@ -269,6 +291,7 @@ mod tests {
             timeout: None,
             risk: None,
             approvals_required: None,
+            notify: Vec::new(),
         }
     }
 

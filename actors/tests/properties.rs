@@ -166,7 +166,7 @@ proptest! {
             name: "r".into(), tool: "{Bash,run_*}".into(),
             input: [("command".to_string(), r"rm\s+-rf".to_string())].into_iter().collect(),
             agent: None, session: None, action: PolicyAction::Deny, timeout: None,
-            risk: None, approvals_required: None,
+            risk: None, approvals_required: None, notify: Vec::new(),
         }];
         let policy = Policy::compile(&rules).unwrap();
         let new = NewApproval {

@@ -39,6 +39,14 @@ pub struct ApprovalView {
     /// The approvals counted so far towards `approvals_required` (empty when one suffices).
     #[serde(default)]
     pub approvals: Vec<VoteView>,
+    /// Where its rule sent it (`telegram:<chat>`, `email:<address>`); empty: the defaults.
+    #[serde(default)]
+    pub route: Vec<String>,
+    /// `[[escalation]]` steps fired so far, and the recipients they added.
+    #[serde(default)]
+    pub escalations: u8,
+    #[serde(default)]
+    pub escalated_to: Vec<String>,
     /// List rows only, when `tool_input` is longer than `server.list_preview_bytes`: then
     /// `tool_input` is `null`, this holds its first bytes (cut at a character boundary) and
     /// `tool_input_bytes` its full length; `GET /api/approvals/{id}` has the whole input.
@@ -138,6 +146,10 @@ fn decided_by(actor: &Actor) -> (String, serde_json::Value) {
             format!("policy:{name}"),
             json!({ "kind": "policy", "rule": name }),
         ),
+        Actor::Escalation(step) => (
+            format!("escalation:{step}"),
+            json!({ "kind": "escalation", "step": step }),
+        ),
         Actor::Grant {
             granted_by,
             grant_id,
@@ -183,6 +195,9 @@ impl From<&Approval> for ApprovalView {
                     }
                 })
                 .collect(),
+            route: a.route.iter().map(ToString::to_string).collect(),
+            escalations: a.escalations,
+            escalated_to: a.escalated_to.iter().map(ToString::to_string).collect(),
             tool_input_preview: None,
             tool_input_bytes: None,
         }

@@ -75,6 +75,9 @@ pub struct Settings {
     pub policy: PolicySettings,
     #[serde(default)]
     pub risk: RiskSettings,
+    /// `[[escalation]]`: what happens to an approval nobody decides, step by step.
+    #[serde(default)]
+    pub escalation: Vec<approval_gate_actors::domain::EscalationStep>,
     pub debug: DebugSettings,
 }
 

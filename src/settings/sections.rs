@@ -100,6 +100,10 @@ pub struct TelegramSection {
     pub bot_token_file: String,
     pub api_url: String,
     pub chat_id: i64,
+    /// Further chats by name (`ops-db = -1001234567890`), for the rules' `notify` and the
+    /// escalation steps (`telegram:ops-db`).
+    #[serde(default)]
+    pub chats: std::collections::BTreeMap<String, i64>,
     #[serde(deserialize_with = "one_or_many_ids")]
     pub allowed_user_ids: Vec<u64>,
     #[serde(with = "humantime_serde")]

@@ -85,6 +85,7 @@ pub(crate) fn registry_settings(settings: &Settings) -> Result<RegistrySettings,
             &settings.risk.detectors,
         )),
         require_comment_at: settings.policy.require_comment_at,
+        escalation: Arc::new(settings.escalation.clone()),
         max_grant: settings.agents.max_grant,
         max_pending_per_agent: settings.limits.max_pending_per_agent,
         trace_approvals: cfg!(feature = "otlp")
@@ -129,6 +130,12 @@ pub(crate) fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
             )
         }),
         group_messages_per_minute: t.group_messages_per_minute,
+        chats: t
+            .chats
+            .iter()
+            .map(|(name, id)| (name.clone(), *id))
+            .collect(),
+        escalation_reposts: s.escalation.iter().map(|step| step.repost).collect(),
         // Validated at load: webhook mode has a parseable URL.
         webhook: (t.mode == settings::TelegramMode::Webhook)
             .then(|| reqwest::Url::parse(t.webhook_url.trim()).ok())

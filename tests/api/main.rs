@@ -14,6 +14,7 @@ mod console;
 mod console_browser;
 mod durability;
 mod errors;
+mod escalation;
 mod history;
 mod lifecycle;
 mod long_poll;

@@ -31,6 +31,9 @@ pub enum Actor {
         granted_by: String,
         grant_id: String,
     },
+    /// An `[[escalation]]` step with `decide` (1-based step number). Last: records written
+    /// before it existed keep their variant numbers.
+    Escalation(u8),
 }
 
 impl Actor {
@@ -80,6 +83,7 @@ impl fmt::Display for Actor {
             Actor::System => f.write_str("system"),
             Actor::Policy(name) => write!(f, "policy:{name}"),
             Actor::Grant { granted_by, .. } => write!(f, "grant:{granted_by}"),
+            Actor::Escalation(step) => write!(f, "escalation:{step}"),
         }
     }
 }

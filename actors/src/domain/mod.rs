@@ -12,18 +12,22 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 mod decision;
+mod escalation;
 mod grant;
 mod history;
 mod limits;
 mod request;
 mod risk;
+mod route;
 
 pub use decision::{Actor, Decision, Outcome};
+pub use escalation::{EscalationStep, StepDecision, check_steps, next_due_ms};
 pub use grant::Grant;
 pub use history::AuditEvent;
 pub use limits::{InputLimits, json_depth};
 pub use request::{MAX_REASON, MAX_SHORT_FIELD, NewApproval, ValidationError};
 pub use risk::{Risk, RiskLevel, RiskReason};
+pub use route::{DEFAULT_CHAT, Target, parse_targets, valid_name as valid_chat_name};
 
 /// Identifier of one approval: a ULID, so ids sort by creation time (the list endpoint relies
 /// on that for "newest first" pagination without a secondary index).
@@ -156,6 +160,13 @@ pub struct Approval {
     /// Approvals counted so far while fewer than `approvals_required` (empty for one-person
     /// approvals: the decision itself is the approval).
     pub votes: Vec<Vote>,
+    /// Where a policy rule sent it (`notify`), in place of the default chat and email
+    /// recipients; empty: the defaults.
+    pub route: Vec<Target>,
+    /// Escalation steps fired so far (`[[escalation]]`), each once.
+    pub escalations: u8,
+    /// Recipients the fired steps added, in the order they were told.
+    pub escalated_to: Vec<Target>,
 }
 
 /// One operator's approval towards a quorum.
@@ -202,6 +213,23 @@ impl Approval {
             risk: Risk::default(),
             approvals_required: 1,
             votes: Vec::new(),
+            route: Vec::new(),
+            escalations: 0,
+            escalated_to: Vec::new(),
+        }
+    }
+
+    /// The Telegram chats (by name) that announce it: its route's, or the default chat.
+    pub fn chats(&self) -> Vec<&str> {
+        let routed: Vec<&str> = self
+            .route
+            .iter()
+            .filter_map(Target::telegram_chat)
+            .collect();
+        if routed.is_empty() {
+            vec![DEFAULT_CHAT]
+        } else {
+            routed
         }
     }
 

@@ -124,7 +124,19 @@ impl Channel {
                             (format!("[approval-gate] {}", a.subject), a.text.clone())
                         }
                     };
-                    results.push(email.send(&subject, body).await);
+                    // An approval's own recipients (its rule's `notify`, its escalation
+                    // steps') get its mail beside `fallback.email.to`.
+                    let extra: Vec<&str> = match outgoing {
+                        Outgoing::Approval(n) => n
+                            .approval
+                            .route
+                            .iter()
+                            .chain(&n.approval.escalated_to)
+                            .filter_map(crate::domain::Target::email)
+                            .collect(),
+                        Outgoing::Announcement(_) => Vec::new(),
+                    };
+                    results.push(email.send_to(&extra, &subject, body).await);
                 }
                 results
             }

@@ -73,10 +73,21 @@ impl EmailChannel {
         })
     }
 
-    pub async fn send(&self, subject: &str, body: String) -> Result<(), String> {
+    /// Sends to `fallback.email.to` and to `extra`. An address that does not parse is left
+    /// out with a warning (configuration checked each target's form; the relay judges the
+    /// rest), so one bad address never stops the others' mail.
+    pub async fn send_to(&self, extra: &[&str], subject: &str, body: String) -> Result<(), String> {
         let mut message = Message::builder().from(self.from.clone()).subject(subject);
-        for to in &self.to {
-            message = message.to(to.clone());
+        let mut recipients: Vec<Mailbox> = self.to.clone();
+        for address in extra {
+            match address.parse::<Mailbox>() {
+                Ok(mailbox) if !recipients.contains(&mailbox) => recipients.push(mailbox),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(address, %error, "an email target is not an address"),
+            }
+        }
+        for to in recipients {
+            message = message.to(to);
         }
         let message = message
             .header(ContentType::TEXT_PLAIN)

@@ -14,6 +14,9 @@ pub fn email(notification: &Notification, hints: &OperatorHints) -> (String, Str
             format!("[approval-gate] Approval needed: {tool} in session {session}")
         }
         Event::Ended => format!("[approval-gate] {}: {tool} in session {session}", a.status),
+        Event::Escalated => {
+            format!("[approval-gate] Escalated, still undecided: {tool} in session {session}")
+        }
         Event::Updated => format!(
             "[approval-gate] {}: {tool} in session {session}",
             a.quorum_line()

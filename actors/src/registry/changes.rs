@@ -47,6 +47,7 @@ impl ApprovalRegistry {
         let now = super::now();
         let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
         approval.approvals_required = verdict.approvals_required;
+        approval.route = verdict.route.clone();
         // `created` is derived from the record when the history is read (`History`).
         let mut events: Vec<AuditEvent> = policy_event(&verdict).into_iter().collect();
         events.extend(risk_event(&risk));

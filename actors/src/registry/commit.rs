@@ -27,6 +27,8 @@ pub(super) enum Kind {
     /// An approval counted towards a pending approval's quorum: operators are told (the
     /// Telegram message shows "1 of 2"), nobody is woken.
     Voted,
+    /// An escalation step fired on a pending approval: its recipients are told.
+    Escalated,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Created => Some(Event::Created),
             Kind::Ended => Some(Event::Ended),
             Kind::Voted => Some(Event::Updated),
+            Kind::Escalated => Some(Event::Escalated),
             Kind::Resolved => None,
         }
     }
@@ -118,7 +121,7 @@ impl ApprovalRegistry {
                 session = %approval.session_id,
                 requested_by = %approval.requested_by,
             )),
-            Kind::Ended | Kind::Voted => self.spans.get(&approval.id).cloned(),
+            Kind::Ended | Kind::Voted | Kind::Escalated => self.spans.get(&approval.id).cloned(),
             Kind::Created | Kind::Resolved => None,
         };
         Ok(Pending {
@@ -291,6 +294,13 @@ impl ApprovalRegistry {
                 self.feed.publish(FeedEvent::Pending(Arc::new(approval)));
             }
             Kind::Voted => {
+                self.feed.publish(FeedEvent::Pending(Arc::new(approval)));
+            }
+            Kind::Escalated => {
+                // The next step, now that this one is on disk.
+                if let Some(next) = self.escalation_arm(&approval) {
+                    self.sweeper.do_send(next);
+                }
                 self.feed.publish(FeedEvent::Pending(Arc::new(approval)));
             }
             Kind::Resolved => {

@@ -227,6 +227,13 @@ impl Handler<Expire> for ApprovalRegistry {
 
     fn handle(&mut self, msg: Expire, ctx: &mut Context<Self>) -> Self::Result {
         let decision = match guarded(NAME, ctx, || self.store.get(msg.id)) {
+            // Armed before the deadline: an escalation step.
+            Ok(Ok(Some(approval)))
+                if approval.status == Status::Pending
+                    && msg.deadline_ms < self.deadline_ms(&approval) =>
+            {
+                return self.escalate(approval, msg.deadline_ms, ctx);
+            }
             Ok(Ok(Some(approval))) if approval.status == Status::Pending => {
                 self.decision_for_timeout(&approval, msg.deadline_ms)
             }

@@ -16,6 +16,7 @@
 
 mod changes;
 mod commit;
+mod escalate;
 mod handlers;
 mod messages;
 mod remote;
@@ -34,7 +35,7 @@ pub use messages::*;
 pub use remote::RemoteChange;
 use waiters::Waiters;
 
-use crate::domain::{Approval, ApprovalId, Decision, Grant, Status};
+use crate::domain::{Approval, ApprovalId, Decision, Grant, Status, next_due_ms};
 use crate::metrics::Metric;
 use crate::notification::Wake;
 use crate::store::{ApprovalStore, Channel, Queues};
@@ -55,6 +56,8 @@ pub struct RegistrySettings {
     pub policy: Arc<crate::policy::Policy>,
     /// The built-in risk detectors that are on (`[risk.detectors]`).
     pub risk: Arc<crate::risk::Assessor>,
+    /// `[[escalation]]`: steps for approvals nobody decides.
+    pub escalation: Arc<Vec<crate::domain::EscalationStep>>,
     /// Approving at or above this level needs a comment (`policy.require_comment_at`).
     pub require_comment_at: Option<crate::domain::RiskLevel>,
     /// The longest session grant an operator may give.
@@ -204,6 +207,8 @@ impl ApprovalRegistry {
         self.generation += 1;
         let mut arms = Vec::new();
         let grace = self.settings.grace_period;
+        let escalation = Arc::clone(&self.settings.escalation);
+        let escalation = escalation.as_slice();
         let mut by_agent: HashMap<String, u64> = HashMap::new();
         let loaded = self.store.count_by_status().and_then(|counts| {
             self.counts = counts;
@@ -213,6 +218,10 @@ impl ApprovalRegistry {
                     id: approval.id,
                     deadline_ms: deadline_ms(&approval, grace),
                 });
+                arms.extend(next_due_ms(&approval, escalation).map(|deadline_ms| Arm {
+                    id: approval.id,
+                    deadline_ms,
+                }));
             })
         });
         let loaded = loaded.and_then(|()| {
@@ -292,6 +301,9 @@ impl ApprovalRegistry {
             id: approval.id,
             deadline_ms: self.deadline_ms(approval),
         });
+        if let Some(step) = self.escalation_arm(approval) {
+            self.sweeper.do_send(step);
+        }
     }
 
     fn timeout_comment(&self, approval: &Approval, deadline_ms: i64) -> String {

@@ -7,12 +7,12 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Actor, Approval, ApprovalId, Risk, Status, TelegramMessageRef, Vote};
+use crate::domain::{Actor, Approval, ApprovalId, Risk, Status, Target, TelegramMessageRef, Vote};
 
 /// Version 1: the fields up to `comment` (and an unused message list). Read, never written.
 const VERSION_1: u8 = 1;
-/// Version 2: version 1 followed by the risk assessment and the quorum (`approvals_required`,
-/// the votes so far). A binary that knows only version 1 refuses these records by name
+/// Version 2: version 1 followed by the risk assessment, the quorum (`approvals_required`,
+/// the votes so far), the route and the escalation steps fired. A binary that knows only version 1 refuses these records by name
 /// (`unknown record version 2`) rather than misreading them.
 const VERSION_2: u8 = 2;
 
@@ -56,6 +56,9 @@ struct Extension {
     risk: Risk,
     approvals_required: u8,
     votes: Vec<Vote>,
+    route: Vec<Target>,
+    escalations: u8,
+    escalated_to: Vec<Target>,
 }
 
 pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
@@ -80,6 +83,9 @@ pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
         risk: approval.risk.clone(),
         approvals_required: approval.approvals_required,
         votes: approval.votes.clone(),
+        route: approval.route.clone(),
+        escalations: approval.escalations,
+        escalated_to: approval.escalated_to.clone(),
     };
     let mut bytes = vec![VERSION_2];
     bytes.extend(bincode::serde::encode_to_vec(
@@ -90,6 +96,18 @@ pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
         &extension,
         bincode::config::standard(),
     )?);
+    Ok(bytes)
+}
+
+/// `approval` as version 1 wrote it (no risk, quorum, route or escalations): what a record
+/// stored by an older binary holds, for a compare-and-set against such a record.
+pub fn encode_v1(approval: &Approval) -> Result<Vec<u8>, CodecError> {
+    let mut bytes = encode(approval)?;
+    let (record, used): (RecordV1, usize) =
+        bincode::serde::decode_from_slice(&bytes[1..], bincode::config::standard())?;
+    drop(record);
+    bytes.truncate(1 + used);
+    bytes[0] = VERSION_1;
     Ok(bytes)
 }
 
@@ -107,6 +125,9 @@ pub fn decode(bytes: &[u8]) -> Result<Approval, CodecError> {
             risk: Risk::default(),
             approvals_required: 1,
             votes: Vec::new(),
+            route: Vec::new(),
+            escalations: 0,
+            escalated_to: Vec::new(),
         }
     };
     Ok(Approval {
@@ -127,6 +148,9 @@ pub fn decode(bytes: &[u8]) -> Result<Approval, CodecError> {
         risk: extension.risk,
         approvals_required: extension.approvals_required.max(1),
         votes: extension.votes,
+        route: extension.route,
+        escalations: extension.escalations,
+        escalated_to: extension.escalated_to,
     })
 }
 
@@ -164,6 +188,9 @@ mod tests {
             detail: "deletes files recursively".into(),
         }]);
         approval.approvals_required = 2;
+        approval.route = vec![Target::Telegram("ops-db".into())];
+        approval.escalations = 1;
+        approval.escalated_to = vec![Target::Email("lead@example.com".into())];
         approval.votes.push(Vote {
             actor: Actor::Operator("alice".into()),
             at_ms: now.timestamp_millis(),
@@ -218,6 +245,39 @@ mod tests {
         let approval = decode(&bytes).expect("an old record decodes");
         assert_eq!(approval.tool_name, "Bash");
         assert_eq!(approval.expires_at, millis(now + 60_000));
+    }
+
+    #[test]
+    fn a_version_1_record_is_encoded_again_byte_for_byte() {
+        let now = Utc::now().timestamp_millis();
+        let old = RecordV1 {
+            id: ApprovalId::new().to_bytes(),
+            status: Status::Pending,
+            session_id: "s".into(),
+            tool_name: "Bash".into(),
+            tool_input: "{}".into(),
+            reason: Some("why".into()),
+            agent: None,
+            requested_by: "ci".into(),
+            idempotency_key: None,
+            created_at_ms: now,
+            expires_at_ms: now + 60_000,
+            decided_at_ms: None,
+            decided_by: None,
+            comment: None,
+            telegram_messages: Vec::new(),
+        };
+        let mut bytes = vec![VERSION_1];
+        bytes.extend(
+            bincode::serde::encode_to_vec(&old, bincode::config::standard()).expect("encode"),
+        );
+        let approval = decode(&bytes).expect("decodes");
+        assert_eq!(encode_v1(&approval).expect("encode_v1"), bytes);
+        assert_ne!(
+            encode(&approval).expect("encode"),
+            bytes,
+            "written as version 2"
+        );
     }
 
     #[test]

@@ -88,6 +88,9 @@ impl QueueEntry {
                 .votes
                 .last()
                 .map_or(approval.created_at.timestamp_millis(), |vote| vote.at_ms),
+            // When the step was due: it fires at its time (a restart fires it late, and the
+            // age then says so).
+            Event::Escalated => approval.created_at.timestamp_millis(),
         }
     }
 
@@ -103,12 +106,47 @@ pub fn seconds_since(then_ms: i64, now_ms: i64) -> f64 {
     (now_ms - then_ms).max(0) as f64 / 1000.0
 }
 
+/// The first layout: a creation or an ending. Its first byte is the `ended` flag (0 or 1),
+/// which is how [`decode`] tells it from a later layout.
 #[derive(Serialize, Deserialize)]
 struct StoredEntry {
     ended: bool,
     approval: Vec<u8>,
     request_id: Option<String>,
     only: Option<TelegramMessageRef>,
+}
+
+/// The second layout, behind the byte [`LAYOUT_2`]: any event, named. Written only for the
+/// events the first layout cannot say (an update, an escalation), so creations and endings
+/// stay readable by a binary that knows only the first.
+#[derive(Serialize, Deserialize)]
+struct StoredEntryV2 {
+    event: u8,
+    approval: Vec<u8>,
+    request_id: Option<String>,
+    only: Option<TelegramMessageRef>,
+}
+
+const LAYOUT_2: u8 = 2;
+
+fn event_code(event: Event) -> u8 {
+    match event {
+        Event::Created => 0,
+        Event::Ended => 1,
+        Event::Updated => 2,
+        Event::Escalated => 3,
+    }
+}
+
+fn event_of(code: u8) -> Option<Event> {
+    [
+        Event::Created,
+        Event::Ended,
+        Event::Updated,
+        Event::Escalated,
+    ]
+    .into_iter()
+    .find(|&event| event_code(event) == code)
 }
 
 fn codec_error(key: &[u8], error: impl std::fmt::Display) -> StoreError {
@@ -127,16 +165,25 @@ pub(super) fn encode_with(
     request_id: Option<&str>,
     only: Option<TelegramMessageRef>,
 ) -> Result<Vec<u8>, StoreError> {
-    let stored = StoredEntry {
-        // Stored as one flag (the layout predates updates): an update is a change of an
-        // approval that is still pending, which `decode` tells apart by the record's status.
-        ended: entry_event.is_change(),
+    let config = bincode::config::standard();
+    if matches!(entry_event, Event::Created | Event::Ended) {
+        let stored = StoredEntry {
+            ended: entry_event == Event::Ended,
+            approval: approval_bytes.to_vec(),
+            request_id: request_id.map(str::to_string),
+            only,
+        };
+        return bincode::serde::encode_to_vec(&stored, config).map_err(|e| codec_error(b"", e));
+    }
+    let stored = StoredEntryV2 {
+        event: event_code(entry_event),
         approval: approval_bytes.to_vec(),
         request_id: request_id.map(str::to_string),
         only,
     };
-    bincode::serde::encode_to_vec(&stored, bincode::config::standard())
-        .map_err(|e| codec_error(b"", e))
+    let mut bytes = vec![LAYOUT_2];
+    bytes.extend(bincode::serde::encode_to_vec(&stored, config).map_err(|e| codec_error(b"", e))?);
+    Ok(bytes)
 }
 
 pub(super) fn encode(entry: &QueueEntry) -> Result<Vec<u8>, StoreError> {
@@ -150,17 +197,34 @@ pub(super) fn encode(entry: &QueueEntry) -> Result<Vec<u8>, StoreError> {
 }
 
 pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<QueueEntry, StoreError> {
-    let (stored, _): (StoredEntry, usize) =
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| codec_error(key, e))?;
-    let approval = codec::decode(&stored.approval).map_err(|e| codec_error(key, e))?;
+    let config = bincode::config::standard();
+    let stored = match bytes.split_first() {
+        Some((&LAYOUT_2, body)) => {
+            let (stored, _): (StoredEntryV2, usize) =
+                bincode::serde::decode_from_slice(body, config).map_err(|e| codec_error(key, e))?;
+            stored
+        }
+        _ => {
+            let (stored, _): (StoredEntry, usize) =
+                bincode::serde::decode_from_slice(bytes, config)
+                    .map_err(|e| codec_error(key, e))?;
+            StoredEntryV2 {
+                event: event_code(if stored.ended {
+                    Event::Ended
+                } else {
+                    Event::Created
+                }),
+                approval: stored.approval,
+                request_id: stored.request_id,
+                only: stored.only,
+            }
+        }
+    };
+    let event = event_of(stored.event)
+        .ok_or_else(|| codec_error(key, format!("unknown event {}", stored.event)))?;
     Ok(QueueEntry {
-        event: match (stored.ended, approval.status.is_terminal()) {
-            (false, _) => Event::Created,
-            (true, true) => Event::Ended,
-            (true, false) => Event::Updated,
-        },
-        approval,
+        event,
+        approval: codec::decode(&stored.approval).map_err(|e| codec_error(key, e))?,
         request_id: stored.request_id,
         only: stored.only,
     })

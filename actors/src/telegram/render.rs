@@ -91,6 +91,7 @@ pub fn who(actor: &Actor) -> String {
         Actor::System => "the timeout".into(),
         Actor::Policy(name) => format!("policy rule {name}"),
         Actor::Grant { granted_by, .. } => format!("a session grant by {granted_by}"),
+        Actor::Escalation(step) => format!("escalation step {step}"),
     }
 }
 
@@ -147,6 +148,16 @@ pub fn message_text(approval: &Approval) -> String {
                 truncate(&crate::text::line(&reason.detail), MAX_FIELD)
             ));
         }
+        text.plain("\n");
+    }
+    if approval.escalations > 0 && approval.status == Status::Pending {
+        text.tagged(
+            "b",
+            &format!(
+                "⏫ Escalated (step {}): still undecided",
+                approval.escalations
+            ),
+        );
         text.plain("\n");
     }
     if approval.approvals_required > 1 {

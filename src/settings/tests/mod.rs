@@ -364,3 +364,64 @@ fn the_postgres_backend_is_checked_and_its_url_never_shown() {
         "the URL is masked in the effective settings"
     );
 }
+
+/// A config file with `toml` over the embedded defaults, Telegram on.
+fn load_toml(toml: &str) -> Result<Settings, SettingsError> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.toml");
+    let telegram = "[telegram]\nenabled = true\nbot_token = \"123456:test-token-abcdefghijklmnop\"\nchat_id = -100200\nallowed_user_ids = [9001]\n";
+    std::fs::write(&path, format!("{telegram}{toml}")).expect("write");
+    load_file(path)
+}
+
+#[test]
+fn routes_and_escalation_steps_must_name_what_can_deliver_them() {
+    let chats = "[telegram.chats]\noncall = -100400\n";
+    let ok = load_toml(&format!(
+        "{chats}\n[[escalation]]\nafter = \"10m\"\nnotify = [\"telegram:oncall\"]\nrepost = true\n\n[[escalation]]\nafter = \"20m\"\ndecide = \"reject\"\n"
+    ))
+    .expect("valid steps");
+    assert_eq!(ok.escalation.len(), 2);
+    assert_eq!(ok.telegram.chats["oncall"], -100400);
+    for (toml, key) in [
+        // A chat no [telegram.chats] names.
+        (
+            "[[escalation]]\nafter = \"10m\"\nnotify = [\"telegram:nowhere\"]\n",
+            "escalation.notify",
+        ),
+        // Email without the email channel.
+        (
+            "[[escalation]]\nafter = \"10m\"\nnotify = [\"email:lead@example.com\"]\n",
+            "escalation.notify",
+        ),
+        // Never fires: past the longest deadline.
+        (
+            "[[escalation]]\nafter = \"3h\"\nrepost = true\n",
+            "escalation.after",
+        ),
+        // Shrinking delays, a decision before the last step.
+        (
+            "[[escalation]]\nafter = \"20m\"\nrepost = true\n[[escalation]]\nafter = \"10m\"\nrepost = true\n",
+            "escalation",
+        ),
+        (
+            "[[escalation]]\nafter = \"10m\"\ndecide = \"reject\"\n[[escalation]]\nafter = \"20m\"\nrepost = true\n",
+            "escalation",
+        ),
+        // A rule routed to an unknown chat.
+        (
+            "[[policy.rules]]\nname = \"db\"\naction = \"escalate\"\nnotify = [\"telegram:ops-db\"]\n",
+            "policy.rules.notify",
+        ),
+    ] {
+        let error = load_toml(&format!("{chats}{toml}")).expect_err(toml);
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("invalid setting {key} ")),
+            "{toml}: {error}"
+        );
+    }
+    let error = load_toml("[telegram.chats]\n\"Ops DB\" = -1\n").expect_err("a bad chat name");
+    assert!(error.to_string().contains("telegram.chats"), "{error}");
+}

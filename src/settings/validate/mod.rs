@@ -12,6 +12,7 @@ use notify::{validate_breaker, validate_fallback, validate_telegram};
 use secrets::{validate_auth, validate_callback_secrets};
 
 mod notify;
+mod routing;
 mod secrets;
 
 const KIB: usize = 1024;
@@ -80,6 +81,7 @@ pub fn validate(s: &Settings) -> Result<(), SettingsError> {
     validate_agents(s)?;
     validate_console(s)?;
     validate_callback_secrets(s)?;
+    routing::validate_routing(s)?;
     let limits = &s.limits;
     in_range(
         "limits.creates_per_second",

@@ -323,20 +323,38 @@ async fn end(
     approval: &Approval,
     previous: Option<&Approval>,
 ) -> Result<bool, PgApprovalError> {
-    let expected = match previous.filter(|p| p.approvals_required > 1) {
-        Some(previous) => Some(encode(previous)?),
-        None => None,
+    // Also any change that leaves it pending (a vote, an escalation step): two instances
+    // making the same one (firing the same step) must land it once.
+    let expected =
+        match previous.filter(|p| p.approvals_required > 1 || !approval.status.is_terminal()) {
+            Some(previous) => Some(encode(previous)?),
+            None => None,
+        };
+    // A record an older binary wrote (version 1) decodes to the same approval but encodes
+    // differently now: compared in both forms.
+    let expected_v1 = match (&expected, previous) {
+        (Some(_), Some(previous)) => {
+            Some(crate::store::codec::encode_v1(previous).map_err(|source| {
+                PgApprovalError::Encode {
+                    id: previous.id.to_string(),
+                    source,
+                }
+            })?)
+        }
+        _ => None,
     };
     let changed = tx
         .execute(
             "UPDATE approvals SET status = $2, decided_at_ms = $3, record = $4
-             WHERE id = $1 AND status = 0 AND ($5::bytea IS NULL OR record = $5)",
+             WHERE id = $1 AND status = 0
+               AND ($5::bytea IS NULL OR record = $5 OR record = $6)",
             &[
                 &approval.id.to_bytes().as_slice(),
                 &status_code(approval.status),
                 &approval.decided_at.map(|at| at.timestamp_millis()),
                 &encode(approval)?,
                 &expected,
+                &expected_v1,
             ],
         )
         .await?;

@@ -46,7 +46,9 @@ enum Next {
 }
 
 pub(super) enum Delivered {
-    Sent(TelegramMessageRef),
+    /// New messages, each already in the message log (so a retry after a later chat failed
+    /// does not post again where one went).
+    Sent(Vec<TelegramMessageRef>),
     Edited,
     /// An edit with no known message to edit: nothing was asked of Telegram.
     Nothing,
@@ -240,21 +242,21 @@ impl TelegramGateway {
             &self.codec,
             self.settings.session_grant.is_some(),
         );
-        let chat_id = self.settings.chat_id;
-        let send = entry.event == Event::Created;
+        let send = matches!(entry.event, Event::Created | Event::Escalated);
+        let chats = if send {
+            self.chats_to_post(entry)
+        } else {
+            Vec::new()
+        };
         let targets = match entry.only {
             _ if send => Vec::new(),
             Some(message) => vec![message],
             None => self.queues.message_refs(entry.approval.id),
         };
+        let (queues, id) = (self.queues.clone(), entry.approval.id);
         async move {
             if send {
-                let attempt = api.send(chat_id, text, keyboard).await;
-                return Attempt {
-                    method: attempt.method,
-                    took: attempt.took,
-                    result: attempt.result.map(Delivered::Sent),
-                };
+                return post(&api, &queues, id, chats, text, keyboard).await;
             }
             let mut last = Attempt {
                 method: "editMessageText",
@@ -280,5 +282,100 @@ impl TelegramGateway {
             }
             last
         }
+    }
+}
+
+/// Sends the message to each chat in turn, recording each copy as it is made; the first
+/// failure ends the attempt (what was sent stays recorded, so the retry skips those chats).
+async fn post(
+    api: &crate::telegram::api::Api,
+    queues: &crate::store::Queues,
+    id: crate::domain::ApprovalId,
+    chats: Vec<i64>,
+    text: String,
+    keyboard: Option<teloxide::types::InlineKeyboardMarkup>,
+) -> Attempt<Delivered> {
+    let mut done = Attempt {
+        method: "sendMessage",
+        took: std::time::Duration::ZERO,
+        result: Ok(Delivered::Sent(Vec::new())),
+    };
+    let mut sent = Vec::new();
+    for chat in chats {
+        let attempt = api.send(chat, text.clone(), keyboard.clone()).await;
+        done.took += attempt.took;
+        match attempt.result {
+            Ok(message) => {
+                // The log is what a retry and the edits read: record before anything else.
+                if let Err(error) = queues.add_message_ref(id, message) {
+                    tracing::error!(actor = NAME, %error, "cannot record a sent message");
+                }
+                sent.push(message);
+            }
+            Err(failure) => {
+                done.result = Err(failure);
+                return done;
+            }
+        }
+    }
+    done.result = Ok(Delivered::Sent(sent));
+    done
+}
+
+impl TelegramGateway {
+    /// Where an entry that posts goes, in order: for a creation, the approval's chats (its
+    /// route's, or the default); for an escalation, a fresh copy in the first chat when the step
+    /// re-posts, then each chat the steps added. A chat that already shows the approval is
+    /// skipped (a retry after a partial failure, a step naming a chat told before), except
+    /// for the re-post, which is the point.
+    fn chats_to_post(&self, entry: &QueueEntry) -> Vec<i64> {
+        let approval = &entry.approval;
+        let shown: HashSet<i64> = self
+            .queues
+            .message_refs(approval.id)
+            .iter()
+            .map(|m| m.chat_id)
+            .collect();
+        let first = approval
+            .chats()
+            .first()
+            .map_or(self.settings.chat_id, |name| self.chat_id(name));
+        let mut chats: Vec<i64> = Vec::new();
+        let wanted: Vec<i64> = match entry.event {
+            Event::Created => approval
+                .chats()
+                .into_iter()
+                .map(|n| self.chat_id(n))
+                .collect(),
+            Event::Escalated => {
+                let step = usize::from(approval.escalations.saturating_sub(1));
+                if self.settings.escalation_reposts.get(step) == Some(&true) {
+                    chats.push(first);
+                }
+                approval
+                    .escalated_to
+                    .iter()
+                    .filter_map(crate::domain::Target::telegram_chat)
+                    .map(|n| self.chat_id(n))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        for chat in wanted {
+            if !shown.contains(&chat) && !chats.contains(&chat) {
+                chats.push(chat);
+            }
+        }
+        chats
+    }
+
+    /// A chat's id by its name (`default`: `telegram.chat_id`); a name no longer configured
+    /// falls back to the default chat rather than going nowhere.
+    fn chat_id(&self, name: &str) -> i64 {
+        self.settings
+            .chats
+            .get(name)
+            .copied()
+            .unwrap_or(self.settings.chat_id)
     }
 }

@@ -107,7 +107,7 @@ impl TelegramGateway {
             self.spans.insert(entry.approval.id, span.clone());
         }
         if let Some(entry) = &wake.entry
-            && entry.event == crate::notification::Event::Ended
+            && entry.event.is_change()
             && entry.only.is_none()
             && let Some(&seq) = wake.confirmed.last()
         {

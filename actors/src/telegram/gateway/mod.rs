@@ -64,6 +64,10 @@ pub struct TelegramSettings {
     /// New messages per minute to a group chat (Telegram allows about 20); 0 = no limit.
     /// Entries over it wait in the durable queue; nothing is dropped.
     pub group_messages_per_minute: u32,
+    /// Further chats by name (`[telegram.chats]`), for routes and escalation steps.
+    pub chats: HashMap<String, i64>,
+    /// Whether each escalation step re-posts to the approval's first chat (by step, 0-based).
+    pub escalation_reposts: Vec<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -313,7 +317,7 @@ impl TelegramGateway {
                 // decided. Streamed: a day-long outage's backlog is not held in memory at once.
                 let superseded = &mut self.superseded;
                 let visited = self.queues.visit(Channel::Telegram, &mut |seq, entry| {
-                    if entry.event == crate::notification::Event::Ended && entry.only.is_none() {
+                    if entry.event.is_change() && entry.only.is_none() {
                         superseded.insert(entry.approval.id, seq);
                     }
                 });

@@ -97,11 +97,6 @@ impl TelegramGateway {
         // removal that survives a crash implies the message it sent is known (and edited when
         // the approval ends). Both are durable with the next checkpoint; a crash before it
         // repeats the message, whose copies a tap then records.
-        if let Some(Delivered::Sent(message)) = delivered
-            && let Err(error) = self.queues.add_message_ref(entry.approval.id, message)
-        {
-            tracing::error!(actor = NAME, %error, "cannot record a sent message");
-        }
         self.done(seq);
         self.metrics.do_send(Metric::Queue {
             channel: "telegram",
@@ -117,11 +112,16 @@ impl TelegramGateway {
             self.spans.remove(&entry.approval.id);
         }
         let event = match &delivered {
-            Some(Delivered::Sent(message)) => {
-                Some(AuditEvent::now("delivered").on("telegram").saying(format!(
-                    "message {} sent to chat {}",
-                    message.message_id, message.chat_id
-                )))
+            Some(Delivered::Sent(messages)) if !messages.is_empty() => {
+                let sent: Vec<String> = messages
+                    .iter()
+                    .map(|m| format!("message {} sent to chat {}", m.message_id, m.chat_id))
+                    .collect();
+                Some(
+                    AuditEvent::now("delivered")
+                        .on("telegram")
+                        .saying(sent.join("; ")),
+                )
             }
             Some(Delivered::Edited) => Some(
                 AuditEvent::now("message_edited")

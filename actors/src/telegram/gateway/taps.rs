@@ -66,8 +66,14 @@ impl TelegramGateway {
             chat_id: message.chat().id.0,
             message_id: message.id().0,
         };
-        if message.chat_id != self.settings.chat_id {
-            return Err("the message is not in the configured chat");
+        if message.chat_id != self.settings.chat_id
+            && !self
+                .settings
+                .chats
+                .values()
+                .any(|&id| id == message.chat_id)
+        {
+            return Err("the message is not in a configured chat");
         }
         if !self.settings.allowed_user_ids.contains(&query.from.id.0) {
             return Err("the user is not in telegram.allowed_user_ids");
