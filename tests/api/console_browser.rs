@@ -535,3 +535,78 @@ async fn axe_finds_no_serious_violation_on_any_page() {
 fn browser_missing(test: &str) -> bool {
     backend() != Backend::Sled || available(test).is_none()
 }
+
+#[actix_rt::test]
+async fn a_risky_two_person_approval_shows_its_badge_and_counts_the_first_click() {
+    if browser_missing("a_risky_two_person_approval_shows_its_badge_and_counts_the_first_click") {
+        return;
+    }
+    let (_guard, config) = crate::risk::config_file(crate::quorum::TWO_PERSON_RULE);
+    let app = spawn_app_with_config(
+        &config,
+        &[(
+            "APPROVAL_GATE__AUTH__OPERATOR_TOKENS__BOB",
+            crate::quorum::BOB_TOKEN,
+        )],
+    )
+    .await;
+    let browser = browser().await;
+    browser.sign_in(&app.address, OPERATOR_TOKEN).await;
+    let id = app.create_id(&approval("sudo terraform apply")).await;
+    shows(&browser, "the approval", &id).await;
+    let badge = browser
+        .eval(&format!(
+            "return document.querySelector(\"{} .risk\").textContent;",
+            card(&id)
+        ))
+        .await;
+    assert_eq!(badge, "HIGH risk");
+    let text = browser.text().await;
+    assert!(text.contains("runs a command as root (sudo)"), "{text}");
+    assert!(text.contains("0 of 2 approved"), "{text}");
+    let session_buttons = browser
+        .eval(&format!(
+            "return String(document.querySelectorAll(\"{} button[data-action='session']\").length);",
+            card(&id)
+        ))
+        .await;
+    assert_eq!(
+        session_buttons, "0",
+        "no session grant on a two-person approval"
+    );
+    browser
+        .wait_for(&format!("{} button[data-action='approve']", card(&id)))
+        .await
+        .click()
+        .await
+        .expect("click Approve");
+    browser
+        .until(
+            Duration::from_secs(5),
+            "the approval counted, not decided",
+            "document.body.textContent.includes('Your approval is counted: 1 of 2 approved (alice)')",
+        )
+        .await;
+    let stored = app.operator_json(&format!("/api/approvals/{id}")).await;
+    assert_eq!(stored["status"], "pending");
+    // A second operator approves elsewhere: the page says who completed it.
+    let second = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/approvals/{id}/decision"),
+            Some(crate::quorum::BOB_TOKEN),
+        )
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    browser
+        .until(
+            Duration::from_secs(5),
+            "the outcome on the card",
+            "document.body.textContent.includes('by bob')",
+        )
+        .await;
+    browser.assert_no_page_errors().await;
+}

@@ -147,6 +147,23 @@ fn every_documented_toml_example_and_the_shipped_files_load() {
         // A Telegram example needs a token and chat from somewhere; give them as the docs say.
         env.insert("TELEGRAM_BOT_TOKEN".into(), "123456:placeholder".into());
         env.insert("TELEGRAM_CHAT_ID".into(), "-1001234567890".into());
+        // A routing or escalation example is a fragment of a set-up whose Telegram and email
+        // channel are on (docs/agents.md says they must be): give it those, as the env would.
+        if text.contains("\"telegram:") || text.contains("\"email:") {
+            for (key, value) in [
+                ("APPROVAL_GATE__TELEGRAM__ENABLED", "true"),
+                ("APPROVAL_GATE__TELEGRAM__ALLOWED_USER_IDS", "11111111"),
+                ("APPROVAL_GATE__FALLBACK__ORDER", "console,email"),
+                (
+                    "APPROVAL_GATE__FALLBACK__EMAIL__SMTP_HOST",
+                    "smtp.example.com",
+                ),
+                ("APPROVAL_GATE__FALLBACK__EMAIL__FROM", "gate@example.com"),
+                ("APPROVAL_GATE__FALLBACK__EMAIL__TO", "ops@example.com"),
+            ] {
+                env.insert(key.into(), value.into());
+            }
+        }
         load(&Sources {
             config_file: Some(file),
             env: Some(env),

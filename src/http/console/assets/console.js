@@ -317,6 +317,9 @@
     if (reasons) append(card, reasons);
     const quorum = quorumText(approval);
     if (quorum) append(card, h("p", { class: "quorum" }, visible(quorum)));
+    if (approval.escalations > 0) {
+      append(card, h("p", { class: "quorum" }, "Escalated (step " + approval.escalations + "): still undecided"));
+    }
     if (approval.reason) append(card, h("p", { class: "reason" }, visible(approval.reason)));
     append(card, renderInput(approval));
     if (ended) {
@@ -609,7 +612,9 @@
     const rows = [
       ["Status", h("span", { class: "status " + a.status }, a.status)],
       ["Risk", h("span", {}, riskBadge(a) || "low", riskReasons(a))],
-      ["Approvals", visible(quorumText(a) || "1")], ["Agent", visible(who(a))],
+      ["Approvals", visible(quorumText(a) || "1")],
+      ["Escalation", a.escalations ? "step " + a.escalations + (a.escalated_to && a.escalated_to.length ? " (" + a.escalated_to.join(", ") + ")" : "") : "none"],
+      ["Route", (a.route && a.route.length) ? visible(a.route.join(", ")) : "default"], ["Agent", visible(who(a))],
       ["Session", h("span", { class: "mono" }, visible(a.session_id))], ["Tool", h("span", { class: "mono" }, visible(a.tool_name))],
       ["Created", when(a.created_at)], ["Deadline", when(a.expires_at)], ["Decided", when(a.decided_at)],
       ["Decided by", visible(a.decided_by || "")], ["Comment", visible(a.comment || "")], ["Reason", visible(a.reason || "")],
