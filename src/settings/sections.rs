@@ -104,6 +104,10 @@ pub struct TelegramSection {
     /// escalation steps (`telegram:ops-db`).
     #[serde(default)]
     pub chats: std::collections::BTreeMap<String, i64>,
+    /// Announce a burst in digest messages when more approvals wait than the chat's budget
+    /// can post one by one within this; `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub digest_after: std::time::Duration,
     #[serde(deserialize_with = "one_or_many_ids")]
     pub allowed_user_ids: Vec<u64>,
     #[serde(with = "humantime_serde")]

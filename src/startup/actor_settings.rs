@@ -136,6 +136,7 @@ pub(crate) fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
             .map(|(name, id)| (name.clone(), *id))
             .collect(),
         escalation_reposts: s.escalation.iter().map(|step| step.repost).collect(),
+        digest_after: t.digest_after,
         // Validated at load: webhook mode has a parseable URL.
         webhook: (t.mode == settings::TelegramMode::Webhook)
             .then(|| reqwest::Url::parse(t.webhook_url.trim()).ok())

@@ -32,6 +32,7 @@ mod store_faults;
 mod supervision;
 mod systemd;
 mod telegram;
+mod telegram_digest;
 mod telegram_handover;
 mod telegram_long_outage;
 mod telegram_modes;

@@ -35,6 +35,18 @@ impl GroupBudget {
         }
     }
 
+    /// How many messages could be sent from `now` to `now + horizon`: the free places, and
+    /// those the window frees in that time.
+    pub fn available_within(&self, now: Instant, horizon: Duration) -> usize {
+        let until = now + horizon;
+        let freed = self
+            .sent
+            .iter()
+            .filter(|&&at| at + self.window <= until)
+            .count();
+        self.limit - self.sent.len() + freed
+    }
+
     /// Take one message from the budget at `now`, or say when one is free again.
     pub fn take(&mut self, now: Instant) -> Result<(), Instant> {
         if self.sent.len() >= self.limit {

@@ -17,6 +17,11 @@ pub enum Action {
     Reject,
     /// Approve, and allow this tool in this session for `agents.session_grant`.
     ApproveSession,
+    /// On a digest: approve every approval of the line that lists this one (identical
+    /// requests); the line is read from the digest stored with the tapped message.
+    ApproveGroup,
+    /// On a digest: reject every approval of the line.
+    RejectGroup,
 }
 
 impl Action {
@@ -25,13 +30,20 @@ impl Action {
             Action::Approve => 'a',
             Action::Reject => 'r',
             Action::ApproveSession => 's',
+            Action::ApproveGroup => 'A',
+            Action::RejectGroup => 'R',
         }
+    }
+
+    /// A digest's button for a whole line.
+    pub fn is_group(self) -> bool {
+        matches!(self, Action::ApproveGroup | Action::RejectGroup)
     }
 
     pub fn outcome(self) -> Outcome {
         match self {
-            Action::Approve | Action::ApproveSession => Outcome::Approve,
-            Action::Reject => Outcome::Reject,
+            Action::Approve | Action::ApproveSession | Action::ApproveGroup => Outcome::Approve,
+            Action::Reject | Action::RejectGroup => Outcome::Reject,
         }
     }
 }
@@ -89,6 +101,8 @@ impl CallbackCodec {
             "a" => Action::Approve,
             "r" => Action::Reject,
             "s" => Action::ApproveSession,
+            "A" => Action::ApproveGroup,
+            "R" => Action::RejectGroup,
             _ => return Err(CallbackError::Malformed),
         };
         let id: ApprovalId = id.parse().map_err(|_| CallbackError::Malformed)?;
@@ -116,7 +130,13 @@ mod tests {
     fn round_trips_within_telegrams_64_bytes() {
         let codec = CallbackCodec::new(b"secret");
         let id = ApprovalId::new();
-        for action in [Action::Approve, Action::Reject, Action::ApproveSession] {
+        for action in [
+            Action::Approve,
+            Action::Reject,
+            Action::ApproveSession,
+            Action::ApproveGroup,
+            Action::RejectGroup,
+        ] {
             let data = codec.encode(id, action);
             assert!(data.len() <= 64, "{} bytes", data.len());
             assert_eq!(codec.decode(&data), Ok((id, action)));

@@ -10,6 +10,7 @@ pub mod api;
 pub mod breaker;
 pub mod budget;
 pub mod callback;
+pub mod digest;
 pub mod gateway;
 pub mod render;
 pub mod retry;

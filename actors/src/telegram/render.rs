@@ -20,23 +20,23 @@ const ELLIPSIS: &str = "…";
 
 /// HTML being built, with the length Telegram will count.
 #[derive(Default)]
-struct Text {
-    html: String,
-    rendered: usize,
+pub(super) struct Text {
+    pub(super) html: String,
+    pub(super) rendered: usize,
 }
 
-fn utf16_len(s: &str) -> usize {
+pub(super) fn utf16_len(s: &str) -> usize {
     s.encode_utf16().count()
 }
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
 /// Cut `s` to at most `max` UTF-16 units, marking the cut.
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     if utf16_len(s) <= max {
         return s.to_string();
     }
@@ -55,13 +55,13 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 impl Text {
-    fn plain(&mut self, s: &str) -> &mut Self {
+    pub(super) fn plain(&mut self, s: &str) -> &mut Self {
         self.html.push_str(&escape(s));
         self.rendered += utf16_len(s);
         self
     }
 
-    fn tagged(&mut self, tag: &str, s: &str) -> &mut Self {
+    pub(super) fn tagged(&mut self, tag: &str, s: &str) -> &mut Self {
         self.html.push_str(&format!("<{tag}>"));
         self.plain(s);
         self.html.push_str(&format!("</{tag}>"));

@@ -155,6 +155,7 @@ pub(super) fn validate_telegram(s: &Settings) -> Result<(), SettingsError> {
     )?;
     duration_in("telegram.poll_timeout", t.poll_timeout, secs(1), secs(15))?;
     duration_in("telegram.send_interval", t.send_interval, secs(0), secs(10))?;
+    duration_in("telegram.digest_after", t.digest_after, secs(0), secs(600))?;
     let r = &t.retry;
     in_range("telegram.retry.max_attempts", r.max_attempts, 1, 10)?;
     duration_in(

@@ -20,6 +20,7 @@ use crate::supervision::{self, guarded_with};
 use crate::telegram::api::Attempt;
 use crate::telegram::render;
 use crate::telegram::retry::FailureKind;
+use teloxide::types::InlineKeyboardMarkup;
 
 /// How far the queue is scanned for a deliverable entry on each pump.
 const SCAN: usize = 1024;
@@ -100,6 +101,12 @@ impl TelegramGateway {
                 return;
             }
         };
+        // A burst: more wait than the chat can take one by one in time, so one digest instead.
+        let batch = if entry.event == Event::Created {
+            self.digest_batch(seq, &entry, now)
+        } else {
+            None
+        };
         // A new message to a group waits for the group's budget (the entry stays queued).
         if entry.event == Event::Created
             && let Some(budget) = &mut self.group_sends
@@ -118,6 +125,10 @@ impl TelegramGateway {
             } else if let Some(at) = self.breaker.next_probe_at() {
                 self.wake_at(ctx, at);
             }
+            return;
+        }
+        if let Some(batch) = batch {
+            self.post_digest(batch, ctx);
             return;
         }
         // Not posted yet but already ended: post the ended state; its edit is then moot.
@@ -253,6 +264,19 @@ impl TelegramGateway {
             Some(message) => vec![message],
             None => self.queues.message_refs(entry.approval.id),
         };
+        // A digest among the copies is edited as a digest: all its lines, this one's ending
+        // noted first.
+        self.note_ended(entry);
+        let targets: Vec<(TelegramMessageRef, String, Option<InlineKeyboardMarkup>)> = targets
+            .into_iter()
+            .map(|target| match self.digest_of(target) {
+                Some(digest) => {
+                    let (text, keyboard) = self.digest_view(&digest);
+                    (target, text, keyboard)
+                }
+                None => (target, text.clone(), keyboard.clone()),
+            })
+            .collect();
         let (queues, id) = (self.queues.clone(), entry.approval.id);
         async move {
             if send {
@@ -268,8 +292,8 @@ impl TelegramGateway {
                 took: std::time::Duration::ZERO,
             };
             // Every copy gets the final text; one that is gone or already right is done.
-            for target in targets {
-                let attempt = api.edit(target, text.clone(), keyboard.clone()).await;
+            for (target, text, keyboard) in targets {
+                let attempt = api.edit(target, text, keyboard).await;
                 last.took += attempt.took;
                 match attempt.result {
                     Ok(()) => {}

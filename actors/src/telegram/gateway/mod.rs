@@ -11,6 +11,7 @@
 //! as `Decide`, like a REST decision.
 
 mod delivery;
+mod digests;
 mod handlers;
 mod handover;
 mod outcome;
@@ -66,6 +67,9 @@ pub struct TelegramSettings {
     pub group_messages_per_minute: u32,
     /// Further chats by name (`[telegram.chats]`), for routes and escalation steps.
     pub chats: HashMap<String, i64>,
+    /// Post a burst as digests when more approvals wait than the chat's budget can post one by
+    /// one within this (`telegram.digest_after`); zero: never.
+    pub digest_after: Duration,
     /// Whether each escalation step re-posts to the approval's first chat (by step, 0-based).
     pub escalation_reposts: Vec<bool>,
 }

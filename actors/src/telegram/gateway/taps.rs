@@ -148,6 +148,9 @@ impl TelegramGateway {
                 .boxed_local();
             }
         };
+        if action.is_group() {
+            return self.tap_group(&query, id, action, message);
+        }
         // Remember this copy before deciding, so the edit the decision triggers reaches it too.
         let new_copy = self.queues.add_message_ref(id, message).unwrap_or(false);
         let decision = Decision {
@@ -160,7 +163,7 @@ impl TelegramGateway {
         };
         let grant_for = match action {
             Action::ApproveSession => self.settings.session_grant,
-            Action::Approve | Action::Reject => None,
+            Action::Approve | Action::Reject | Action::ApproveGroup | Action::RejectGroup => None,
         };
         tracing::info!(actor = NAME, request_id, approval_id = %id, user_id = query.from.id.0, ?action, "button tapped");
         let event = crate::domain::AuditEvent::now("tapped")
@@ -353,5 +356,99 @@ fn status_word(status: Status) -> &'static str {
         Status::Rejected => "❌ Rejected",
         Status::TimedOut => "⌛ Timed out",
         Status::Cancelled => "🚫 Cancelled",
+    }
+}
+
+impl TelegramGateway {
+    /// A digest's "all N" button: every approval of the line that lists `id` in the tapped
+    /// digest is decided, each by its own `Decide` (first decision wins for each, each on its
+    /// history as tapped), and the answer counts what happened.
+    fn tap_group(
+        &mut self,
+        query: &CallbackQuery,
+        id: ApprovalId,
+        action: Action,
+        message: TelegramMessageRef,
+    ) -> LocalBoxFuture<'static, TapOutcome> {
+        let api = self.api.clone();
+        let query_id = query.id.0.clone();
+        let request_id = format!("telegram-{query_id}");
+        let ids: Vec<ApprovalId> = self
+            .digest_of(message)
+            .and_then(|digest| digest.line_of(id).map(|line| line.ids.clone()))
+            .unwrap_or_else(|| vec![id]);
+        let actor = tapper(query);
+        for &each in &ids {
+            let event = crate::domain::AuditEvent::now("tapped")
+                .by(actor.clone())
+                .on("telegram")
+                .saying(format!("{action:?} ({} in the line)", ids.len()));
+            self.queues.record(each, &event);
+        }
+        tracing::info!(
+            actor = NAME,
+            request_id,
+            approvals = ids.len(),
+            user_id = query.from.id.0,
+            ?action,
+            "digest line tapped"
+        );
+        let registry = self.registry.clone();
+        async move {
+            let (mut decided, mut already, mut failed, mut need_comment) = (0, 0, 0, 0);
+            for each in &ids {
+                let result = match &registry {
+                    Some(registry) => registry
+                        .send(Decide {
+                            id: *each,
+                            decision: Decision {
+                                outcome: action.outcome(),
+                                actor: actor.clone(),
+                                comment: None,
+                            },
+                            request_id: Some(request_id.clone()),
+                            grant_for: None,
+                        })
+                        .await
+                        .unwrap_or(Err(RegistryError::Restarting)),
+                    None => Err(RegistryError::Restarting),
+                };
+                match result {
+                    Ok(_) => decided += 1,
+                    Err(RegistryError::Conflict(_) | RegistryError::AlreadyCounted(_)) => {
+                        already += 1
+                    }
+                    Err(RegistryError::CommentRequired { .. }) => need_comment += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            let verb = match action {
+                Action::ApproveGroup => "approved",
+                _ => "rejected",
+            };
+            let mut text = format!("{decided} {verb}");
+            if already > 0 {
+                text.push_str(&format!(", {already} already decided"));
+            }
+            if need_comment > 0 {
+                text.push_str(&format!(
+                    ", {need_comment} need a comment (approve them in the console or the CLI)"
+                ));
+            }
+            if failed > 0 {
+                text.push_str(&format!(", {failed} not recorded: tap again"));
+            }
+            let answer = Answer {
+                query_id,
+                text,
+                alert: need_comment > 0,
+            };
+            TapOutcome::Answered {
+                answer: answer.send(&api, Some(id), &request_id).await,
+                settled: failed == 0,
+                stale_copy: None,
+            }
+        }
+        .boxed_local()
     }
 }
