@@ -29,4 +29,5 @@ pub mod system;
 pub mod telegram;
 pub mod text;
 pub mod threads;
+pub mod tool_view;
 pub mod wake_cache;

@@ -124,18 +124,37 @@ proptest! {
 
     #[test]
     fn telegram_messages_are_valid_html_within_4096(
-        tool in hostile(), session in hostile(), input in hostile(),
+        tool in prop_oneof![hostile(), Just("Write".to_string()), Just("Edit".to_string()),
+            Just("MultiEdit".to_string()), Just("WebFetch".to_string()), Just("mcp__srv__do".to_string()),
+            Just("Bash".to_string())],
+        session in hostile(), input in hostile(),
+        extra in proptest::collection::btree_map("[a-z_]{1,12}", hostile(), 0..4),
         reason in proptest::option::of(hostile()), agent in proptest::option::of(hostile()),
         comment in proptest::option::of(hostile()), decided in any::<bool>(),
     ) {
-        let input = serde_json::to_string(&serde_json::json!({"command": input})).unwrap();
+        // Every tool's view, with the keys it names and others beside them.
+        let mut object = serde_json::json!({"command": input.clone(), "file_path": input.clone(),
+            "content": input.clone(), "old_string": input.clone(), "new_string": "x", "url": input});
+        for (key, value) in &extra {
+            object[key] = serde_json::Value::String(value.clone());
+        }
+        // The keys no view names: each must be listed (or the message say it was cut).
+        let named = ["command", "file_path", "content", "old_string", "new_string", "url", "path", "cmd", "edits", "prompt"];
+        let keys: Vec<String> = extra.keys().filter(|k| !named.contains(&k.as_str())).cloned().collect();
+        let input = serde_json::to_string(&object).unwrap();
         let mut approval = approval(tool, session, input, reason, agent);
         if decided {
             let decision = Decision { outcome: Outcome::Reject, actor: Actor::Operator("alice".into()), comment };
             approval.apply(decision, chrono::Utc::now()).unwrap();
         }
-        let html = render::message_text(&approval);
+        let html = render::message_text(&approval, Some("https://gate.example/console/"));
         prop_assert!(render::rendered_len(&html) <= render::MAX_MESSAGE, "{} characters", render::rendered_len(&html));
+        // Every key of the input is on the message, or the message says it was cut.
+        let cut = html.contains("✂ cut: ");
+        for key in &keys {
+            let shown = html.contains(&format!("\"{key}\""));
+            prop_assert!(shown || cut, "key {key} is missing and nothing says so: {html}");
+        }
         if let Err(problem) = valid_telegram_html(&html) {
             return Err(TestCaseError::fail(format!("{problem}: {html}")));
         }

@@ -137,6 +137,10 @@ pub(crate) fn telegram_settings(s: &Settings) -> Option<TelegramSettings> {
             .collect(),
         escalation_reposts: s.escalation.iter().map(|step| step.repost).collect(),
         digest_after: t.digest_after,
+        console_url: s
+            .console
+            .enabled
+            .then(|| format!("{}/console/", s.public_url())),
         // Validated at load: webhook mode has a parseable URL.
         webhook: (t.mode == settings::TelegramMode::Webhook)
             .then(|| reqwest::Url::parse(t.webhook_url.trim()).ok())

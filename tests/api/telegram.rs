@@ -211,12 +211,28 @@ async fn timeout_and_cancel_edit_the_message_and_remove_the_buttons() {
 
 #[actix_web::test]
 async fn huge_tool_input_is_truncated_not_refused() {
-    let (fake, app) = setup().await;
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[(
+            "APPROVAL_GATE__SERVER__PUBLIC_URL",
+            "https://gate.example.com",
+        )],
+    )
+    .await;
     let mut body = new_approval();
-    body["tool_input"] = json!({"file_path": "/tmp/x", "content": "<&>é😀".repeat(3000)});
+    body["tool_input"] = json!({"command": "<&>é😀".repeat(3000), "host": "db-1"});
     body["reason"] = json!("r".repeat(4000));
-    let (_, message) = announced(&fake, &app, &body).await;
+    let (id, message) = announced(&fake, &app, &body).await;
     assert!(message.plain_text.encode_utf16().count() <= 4096);
+    // The cut is marked, with how much is missing and a link to the whole input.
+    let link = format!("https://gate.example.com/console/#/approval/{id}");
+    assert!(
+        message.plain_text.contains("✂ cut: ") && message.plain_text.contains(&link),
+        "{}",
+        message.plain_text
+    );
     assert!(
         fake.calls_to("sendMessage").iter().all(|c| c.is_ok()),
         "{}",

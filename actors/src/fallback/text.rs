@@ -44,11 +44,20 @@ pub fn email(notification: &Notification, hints: &OperatorHints) -> (String, Str
     if let Some(comment) = &a.comment {
         line("Comment:", comment);
     }
+    // The same per-tool view as Telegram's (a command as itself, a write's path and first
+    // lines, an edit's diff, a fetch's URL, an MCP call's server and tool), whole: a mail has
+    // no length limit to cut it to.
+    let view = crate::tool_view::describe(&a.tool_name, &a.tool_input);
+    body.push('\n');
+    for (label, value) in &view.facts {
+        body.push_str(&format!(
+            "{:<10} {}\n",
+            format!("{label}:"),
+            text::line(value)
+        ));
+    }
     body.push_str("\nTool input:\n");
-    let pretty = serde_json::from_str::<serde_json::Value>(&a.tool_input)
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .unwrap_or_else(|_| a.tool_input.clone());
-    body.push_str(&text::block(&pretty));
+    body.push_str(&text::block(&view.body));
     body.push('\n');
     if notification.is_pending() {
         body.push_str("\nTelegram may be unavailable. Decide from a terminal:\n  ");

@@ -95,28 +95,18 @@ pub fn who(actor: &Actor) -> String {
     }
 }
 
-/// The tool input made readable: a shell command as itself, then every other key of the input
-/// (an operator must see a `host` or `cwd` beside the command), anything else as pretty JSON.
-fn readable_input(approval: &Approval) -> String {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(&approval.tool_input) else {
-        return approval.tool_input.clone();
-    };
-    if let Some(object) = value.as_object()
-        && let Some(command) = object.get("command").and_then(|c| c.as_str())
-    {
-        let rest: serde_json::Map<String, serde_json::Value> = object
-            .iter()
-            .filter(|(key, _)| key.as_str() != "command")
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        if rest.is_empty() {
-            return command.to_string();
-        }
-        let rest =
-            serde_json::to_string_pretty(&serde_json::Value::Object(rest)).unwrap_or_default();
-        return format!("{command}\n\n{rest}");
+/// `✂ 12,345 more characters: the whole input is in the console: <link>` (or the CLI).
+fn cut_marker(missing: usize, approval: &Approval, console: Option<&str>) -> String {
+    match console {
+        Some(console) => format!(
+            "✂ cut: {missing} more characters; the whole input: {}#/approval/{}",
+            console, approval.id
+        ),
+        None => format!(
+            "✂ cut: {missing} more characters; the whole input: approval-gate approvals show {}",
+            approval.id
+        ),
     }
-    serde_json::to_string_pretty(&value).unwrap_or_else(|_| approval.tool_input.clone())
 }
 
 fn headline(approval: &Approval) -> String {
@@ -129,8 +119,9 @@ fn headline(approval: &Approval) -> String {
     }
 }
 
-/// The whole message for an approval in its current state.
-pub fn message_text(approval: &Approval) -> String {
+/// The whole message for an approval in its current state. `console` is the web console's
+/// address (`server.public_url` + `/console/`), linked where the input had to be cut.
+pub fn message_text(approval: &Approval, console: Option<&str>) -> String {
     let mut text = Text::default();
     text.tagged("b", &headline(approval));
     if let (Some(by), Some(at)) = (&approval.decided_by, approval.decided_at) {
@@ -189,13 +180,27 @@ pub fn message_text(approval: &Approval) -> String {
     if approval.status == Status::Pending {
         text.field("Expires", &time(approval.expires_at));
     }
+    let view = crate::tool_view::describe(&approval.tool_name, &approval.tool_input);
+    for (label, value) in &view.facts {
+        text.field(label, &one_line(value));
+    }
     let footer = format!("\nid {}", approval.id);
     // What is left for the input, with room for the footer and the newline before the block.
     let budget = MAX_MESSAGE.saturating_sub(text.rendered + utf16_len(&footer) + 1);
-    text.plain("\n").tagged(
-        "pre",
-        &truncate(&crate::text::block(&readable_input(approval)), budget),
-    );
+    let body = crate::text::block(&view.body);
+    text.plain("\n");
+    if utf16_len(&body) <= budget {
+        text.tagged("pre", &body);
+    } else {
+        // Cut where the message ends, and say so: how much is missing and where it is whole.
+        let marker = cut_marker(utf16_len(&body), approval, console);
+        let keep = budget.saturating_sub(utf16_len(&marker) + 1);
+        let kept = truncate(&body, keep);
+        text.tagged("pre", &kept);
+        let missing = utf16_len(&body).saturating_sub(utf16_len(&kept));
+        text.plain("\n");
+        text.tagged("i", &cut_marker(missing, approval, console));
+    }
     text.html
         .push_str(&format!("\n<i>{}</i>", escape(footer.trim_start())));
     text.rendered += utf16_len(&footer);
@@ -278,9 +283,13 @@ mod tests {
         )
     }
 
+    fn message_text_for_test(approval: &Approval) -> String {
+        message_text(approval, None)
+    }
+
     #[test]
     fn escapes_html_and_shows_commands_readably() {
-        let text = message_text(&approval(
+        let text = message_text_for_test(&approval(
             r#"{"command":"echo '<b>' && rm -rf /tmp/x"}"#,
             None,
         ));
@@ -294,7 +303,7 @@ mod tests {
 
     #[test]
     fn every_key_beside_a_command_is_shown() {
-        let text = message_text(&approval(
+        let text = message_text_for_test(&approval(
             r#"{"command":"terraform apply","host":"prod-db-1","description":"apply"}"#,
             None,
         ));
@@ -307,7 +316,7 @@ mod tests {
     fn huge_inputs_are_truncated_to_fit_telegrams_limit() {
         for filler in ["x", "é", "😀", "<&>"] {
             let input = serde_json::json!({ "content": filler.repeat(10_000) }).to_string();
-            let text = message_text(&approval(&input, Some("r".repeat(4000))));
+            let text = message_text_for_test(&approval(&input, Some("r".repeat(4000))));
             let len = rendered_len(&text);
             assert!(len <= MAX_MESSAGE, "{filler}: {len}");
             assert!(
@@ -315,7 +324,38 @@ mod tests {
                 "{filler}: uses the room it has ({len})"
             );
             assert!(text.contains(ELLIPSIS));
+            assert!(
+                text.contains("✂ cut: ") && text.contains("approval-gate approvals show"),
+                "the cut is marked, with where the whole input is: {text}"
+            );
         }
+        let a = approval(
+            &serde_json::json!({ "command": "x".repeat(9000) }).to_string(),
+            None,
+        );
+        let text = message_text(&a, Some("https://gate.example/console/"));
+        assert!(rendered_len(&text) <= MAX_MESSAGE);
+        assert!(
+            text.contains(&format!("https://gate.example/console/#/approval/{}", a.id)),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn per_tool_views_name_what_the_call_touches() {
+        let mut write = approval(
+            r#"{"file_path":"/p/main.rs","content":"fn main() {}\n"}"#,
+            None,
+        );
+        write.tool_name = "Write".into();
+        let text = message_text_for_test(&write);
+        assert!(text.contains("<b>File: </b>/p/main.rs"), "{text}");
+        assert!(text.contains("<b>Size: </b>13 bytes, 1 lines"), "{text}");
+        let mut mcp = approval(r#"{"title":"t"}"#, None);
+        mcp.tool_name = "mcp__github__create_issue".into();
+        let text = message_text_for_test(&mcp);
+        assert!(text.contains("<b>MCP server: </b>github"), "{text}");
+        assert!(text.contains("<b>MCP tool: </b>create_issue"), "{text}");
     }
 
     #[test]

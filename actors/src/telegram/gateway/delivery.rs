@@ -247,7 +247,7 @@ impl TelegramGateway {
     /// The Bot API call(s) for one entry, as an owned future.
     fn deliver(&self, entry: &QueueEntry) -> impl Future<Output = Attempt<Delivered>> + 'static {
         let api = self.api.clone();
-        let text = render::message_text(&entry.approval);
+        let text = render::message_text(&entry.approval, self.settings.console_url.as_deref());
         let keyboard = render::keyboard(
             &entry.approval,
             &self.codec,

@@ -70,6 +70,9 @@ pub struct TelegramSettings {
     /// Post a burst as digests when more approvals wait than the chat's budget can post one by
     /// one within this (`telegram.digest_after`); zero: never.
     pub digest_after: Duration,
+    /// The web console's address (`server.public_url` + `/console/`), linked from a message
+    /// whose input had to be cut; `None` when the console is off.
+    pub console_url: Option<String>,
     /// Whether each escalation step re-posts to the approval's first chat (by step, 0-based).
     pub escalation_reposts: Vec<bool>,
 }
