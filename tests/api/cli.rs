@@ -169,3 +169,51 @@ async fn unknown_id_is_404() {
         );
     }
 }
+
+#[actix_web::test]
+async fn a_two_person_approval_is_counted_from_the_cli_which_shows_its_risk() {
+    let (_guard, config) = crate::risk::config_file(crate::quorum::TWO_PERSON_RULE);
+    let app = spawn_app_with_config(
+        &config,
+        &[(
+            "APPROVAL_GATE__AUTH__OPERATOR_TOKENS__BOB",
+            crate::quorum::BOB_TOKEN,
+        )],
+    )
+    .await;
+    let id = app.create_id(&crate::quorum::terraform("destroy")).await;
+    let list = operator(&app, &["list"]).await;
+    let row = list.stdout.lines().nth(1).unwrap_or_default().to_string();
+    assert!(row.contains("HIGH"), "the RISK column: {list:?}");
+    let counted = operator(&app, &["approve", &id]).await;
+    assert_eq!(counted.code, Some(0), "{counted:?}");
+    assert_eq!(
+        counted.stdout,
+        format!(
+            "approval counted: 1 of 2 approved (alice) — {id} (Bash in session s1) needs another operator\n"
+        )
+    );
+    let again = operator(&app, &["approve", &id]).await;
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(again.stderr.contains("already counted"), "{again:?}");
+    let shown = operator(&app, &["show", &id]).await;
+    for line in [
+        "risk:         HIGH",
+        "- detector:destructive_command: destroys infrastructure",
+        "approvals:    1 of 2 approved (alice)",
+    ] {
+        assert!(shown.stdout.contains(line), "{line}: {shown:?}");
+    }
+    let second = cli(
+        &app.address,
+        Some(crate::quorum::BOB_TOKEN),
+        &["approve", &id],
+    )
+    .await;
+    assert_eq!(second.code, Some(0), "{second:?}");
+    assert!(
+        second.stdout.starts_with(&format!("approved {id}")),
+        "{second:?}"
+    );
+    assert_eq!(approval(&app, &id).await["decided_by"], "bob");
+}

@@ -188,6 +188,12 @@ async fn a_burst_is_announced_in_digests_whose_buttons_decide_each_line() {
 async fn a_stale_or_moved_digest_button_decides_nothing_more() {
     let fake = FakeTelegram::start();
     let app = paced_app(&fake).await;
+    // One approval alone first: it gets a message of its own.
+    let alone = app.create_id(&bash("make alone")).await;
+    fake.wait_until(WAIT, "the single message", |f| {
+        f.messages().iter().any(|m| m.text.contains(&alone))
+    })
+    .await;
     let mut ids = Vec::new();
     for i in 0..12 {
         ids.push(app.create_id(&bash(&format!("make part-{i}"))).await);
@@ -214,8 +220,8 @@ async fn a_stale_or_moved_digest_button_decides_nothing_more() {
     let single = fake
         .messages()
         .into_iter()
-        .find(|m| !m.plain_text.contains("approvals waiting"))
-        .expect("a single message from before the burst");
+        .find(|m| m.text.contains(&alone))
+        .expect("the single message from before the burst");
     let line_two = labelled(&digest, "✅ 2").expect("line 2's button");
     let query = fake.inject_callback(&operator(), CHAT_ID, single.message_id, &line_two);
     let answer = fake.wait_for_answer(&query, WAIT).await;
@@ -230,4 +236,60 @@ async fn a_stale_or_moved_digest_button_decides_nothing_more() {
         .collect::<Vec<_>>();
     assert_eq!(pending.len(), 1);
     assert_eq!(status(&app, &pending[0]).await, "pending");
+}
+
+/// The burst, at test speed: 2,000 approvals at once, a message every 100 ms, digests
+/// after 1 s. Every approval is shown, the pace holds, and a digest's button decides exactly
+/// the approval its line lists.
+#[actix_web::test]
+async fn two_thousand_at_once_are_all_shown_at_the_pace_and_a_tap_decides_its_line() {
+    let fake = FakeTelegram::start();
+    let app = spawn_telegram_app(
+        &fake.url(),
+        fake.token(),
+        &[
+            ("APPROVAL_GATE__TELEGRAM__SEND_INTERVAL", "100ms"),
+            ("APPROVAL_GATE__TELEGRAM__DIGEST_AFTER", "1s"),
+            ("APPROVAL_GATE__LIMITS__CREATE_BURST", "5000"),
+            ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
+        ],
+    )
+    .await;
+    let mut ids = Vec::with_capacity(2000);
+    for chunk in (0..2000).collect::<Vec<_>>().chunks(50) {
+        let bodies: Vec<Value> = chunk
+            .iter()
+            .map(|i| bash(&format!("make part-{i}")))
+            .collect();
+        let created =
+            futures_util::future::join_all(bodies.iter().map(|body| app.create_id(body))).await;
+        ids.extend(created);
+    }
+    all_announced(&app, &ids).await;
+    let sends = fake.ok_calls_to("sendMessage");
+    assert!(
+        sends.len() <= 40,
+        "{} messages for 2,000 approvals",
+        sends.len()
+    );
+    for pair in sends.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= Duration::from_millis(90), "two sends {gap:?} apart");
+    }
+    let digest = digests(&fake).into_iter().last().expect("a digest");
+    let data = labelled(&digest, "✅ 7").expect("line 7's button");
+    let chosen = ids
+        .iter()
+        .find(|id| data.contains(id.as_str()))
+        .expect("line 7's approval")
+        .clone();
+    let query = fake.inject_callback(&operator(), CHAT_ID, digest.message_id, &data);
+    fake.wait_for_answer(&query, WAIT).await;
+    assert_eq!(status(&app, &chosen).await, "approved");
+    let approved: Value = app.list("?status=approved").await.json().await.unwrap();
+    assert_eq!(
+        approved["approvals"].as_array().map(Vec::len),
+        Some(1),
+        "exactly the tapped line's approval: {approved}"
+    );
 }

@@ -150,7 +150,11 @@ async fn a_group_over_its_message_budget_waits_and_nothing_is_dropped() {
     let app = spawn_telegram_app(
         &fake.url(),
         fake.token(),
-        &[("APPROVAL_GATE__TELEGRAM__GROUP_MESSAGES_PER_MINUTE", "3")],
+        &[
+            ("APPROVAL_GATE__TELEGRAM__GROUP_MESSAGES_PER_MINUTE", "3"),
+            // Digests off: this is about the budget holding single messages back.
+            ("APPROVAL_GATE__TELEGRAM__DIGEST_AFTER", "0s"),
+        ],
     )
     .await;
     for _ in 0..4 {

@@ -177,7 +177,7 @@ pub struct Vote {
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TelegramMessageRef {
     pub chat_id: i64,
     pub message_id: i32,

@@ -99,10 +99,11 @@ impl Digest {
         self.lines.iter().find(|line| line.ids.contains(&id))
     }
 
-    /// The message's HTML, each line showing what became of its approvals (`ended`).
+    /// The message's HTML, each line showing what became of its approvals (`ended`). Only a
+    /// line's mark changes with an ending (no running count): endings that change no mark
+    /// cost no edit.
     pub fn text(&self, ended: &HashMap<ApprovalId, Ended>) -> String {
         let total: usize = self.lines.iter().map(|line| line.ids.len()).sum();
-        let decided = self.ids().filter(|id| ended.contains_key(id)).count();
         let mut text = Text::default();
         text.tagged("b", &format!("📋 {total} approvals waiting"));
         text.plain(
@@ -112,8 +113,10 @@ impl Digest {
             text.plain("\n");
             text.plain(&line_text(number + 1, line, ended));
         }
-        let footer = format!("\n\n{decided} of {total} decided");
-        text.tagged("i", &footer);
+        text.tagged(
+            "i",
+            "\n\n✅ approved · ❌ rejected · ⌛ timed out · 🚫 cancelled · ⏳ some decided",
+        );
         debug_assert!(text.rendered <= MAX_MESSAGE, "{}", text.rendered);
         text.html
     }
@@ -130,22 +133,23 @@ impl Digest {
             .iter()
             .enumerate()
             .filter_map(|(i, line)| {
-                let open: Vec<ApprovalId> = line
-                    .ids
-                    .iter()
-                    .copied()
-                    .filter(|id| !ended.contains_key(id))
-                    .collect();
-                let first = *open.first()?;
+                // Buttons while any of the line is undecided; they name the line's first
+                // approval whatever became of it (the tap decides the line as stored), so an
+                // ending that leaves the line open changes nothing on the message.
+                line.ids.iter().find(|id| !ended.contains_key(id))?;
+                let first = *line.ids.first()?;
                 let number = i + 1;
-                Some(if line.ids.len() > 1 {
+                // The line's size, not what is left of it: a label that changed with every
+                // ending would make every ending an edit of the whole digest.
+                let all = line.ids.len();
+                Some(if all > 1 {
                     vec![
                         InlineKeyboardButton::callback(
-                            format!("✅ {number}: all {}", open.len()),
+                            format!("✅ {number}: all {all}"),
                             codec.encode(first, Action::ApproveGroup),
                         ),
                         InlineKeyboardButton::callback(
-                            format!("❌ {number}: all {}", open.len()),
+                            format!("❌ {number}: all {all}"),
                             codec.encode(first, Action::RejectGroup),
                         ),
                     ]

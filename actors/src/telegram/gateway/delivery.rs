@@ -143,7 +143,7 @@ impl TelegramGateway {
             also = Some(ended_seq);
         }
         self.delivery.delivering = true;
-        let call = self.deliver(&entry);
+        let call = self.deliver(seq, &entry);
         // A child of the approval's span when the registry gave us one (not after a restart).
         let span = match self.spans.get(&entry.approval.id) {
             Some(parent) => {
@@ -245,7 +245,11 @@ impl TelegramGateway {
     }
 
     /// The Bot API call(s) for one entry, as an owned future.
-    fn deliver(&self, entry: &QueueEntry) -> impl Future<Output = Attempt<Delivered>> + 'static {
+    fn deliver(
+        &mut self,
+        seq: u64,
+        entry: &QueueEntry,
+    ) -> impl Future<Output = Attempt<Delivered>> + 'static {
         let api = self.api.clone();
         let text = render::message_text(&entry.approval, self.settings.console_url.as_deref());
         let keyboard = render::keyboard(
@@ -267,16 +271,27 @@ impl TelegramGateway {
         // A digest among the copies is edited as a digest: all its lines, this one's ending
         // noted first.
         self.note_ended(entry);
+        let mut rendered = Vec::new();
         let targets: Vec<(TelegramMessageRef, String, Option<InlineKeyboardMarkup>)> = targets
             .into_iter()
-            .map(|target| match self.digest_of(target) {
+            .filter_map(|target| match self.digest_of(target) {
                 Some(digest) => {
                     let (text, keyboard) = self.digest_view(&digest);
-                    (target, text, keyboard)
+                    // A digest already showing exactly this needs no edit (most endings of a
+                    // group change nothing until the last).
+                    let fingerprint = fingerprint(&text, keyboard.as_ref());
+                    if self.digests_shown.get(&target) == Some(&fingerprint) {
+                        return None;
+                    }
+                    rendered.push((target, fingerprint));
+                    Some((target, text, keyboard))
                 }
-                None => (target, text.clone(), keyboard.clone()),
+                None => Some((target, text.clone(), keyboard.clone())),
             })
             .collect();
+        if !rendered.is_empty() {
+            self.digests_rendering.insert(seq, rendered);
+        }
         let (queues, id) = (self.queues.clone(), entry.approval.id);
         async move {
             if send {
@@ -402,4 +417,15 @@ impl TelegramGateway {
             .copied()
             .unwrap_or(self.settings.chat_id)
     }
+}
+
+/// What a digest's edit showed, to skip an edit that would show the same.
+fn fingerprint(text: &str, keyboard: Option<&InlineKeyboardMarkup>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    serde_json::to_string(&keyboard)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }

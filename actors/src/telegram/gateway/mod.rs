@@ -144,6 +144,11 @@ pub struct TelegramGateway {
     /// within a byte budget: an outage's backlog is read back from the store when its turn comes.
     cache: crate::wake_cache::WakeCache,
     fallback_channels: Vec<Channel>,
+    /// What each digest message shows now (a fingerprint of its last edit), so an ending that
+    /// changes nothing on it costs no call. Forgotten on restart: one edit more.
+    digests_shown: HashMap<crate::domain::TelegramMessageRef, u64>,
+    /// Digest renders of calls in flight, by entry, until the call's outcome is known.
+    digests_rendering: HashMap<u64, Vec<(crate::domain::TelegramMessageRef, u64)>>,
     breaker: CircuitBreaker,
     registry: Option<Addr<ApprovalRegistry>>,
     fallback: Addr<FallbackNotifier>,
@@ -217,6 +222,8 @@ impl TelegramGateway {
             superseded: superseded::Superseded::default(),
             cache: Default::default(),
             fallback_channels: store.fallback_channels,
+            digests_shown: HashMap::new(),
+            digests_rendering: HashMap::new(),
             breaker: CircuitBreaker::new(settings.breaker.clone()),
             settings: Arc::new(settings),
             registry: None,

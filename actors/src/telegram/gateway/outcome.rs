@@ -29,6 +29,11 @@ impl TelegramGateway {
         ctx: &mut Context<Self>,
     ) {
         let now = Instant::now();
+        // What digests this call showed, once it did (a failed edit is rendered again).
+        let rendered = self.digests_rendering.remove(&seq).unwrap_or_default();
+        if attempt.result.is_ok() {
+            self.digests_shown.extend(rendered);
+        }
         if matches!(attempt.result, Ok(Delivered::Nothing)) {
             // No Bot API call was made: not a breaker outcome, only a probe to give back.
             self.breaker.forget_probe();
