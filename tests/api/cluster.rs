@@ -641,7 +641,7 @@ async fn a_slow_database_holds_no_actor_past_its_read_deadline() {
     let health = app.health().await;
     assert!(
         started.elapsed() < Duration::from_secs(1),
-        "{:?}",
+        "{:?} {health}",
         started.elapsed()
     );
     assert_eq!(

@@ -159,7 +159,7 @@ impl ApprovalStore for PgStore {
                 }
                 .await
             };
-            note(&inner, &result);
+            note(&inner, &result, started.elapsed());
             super::timed(&inner, started);
             let _ = tx.send(result);
         });
@@ -250,8 +250,9 @@ impl ApprovalStore for PgStore {
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner.handle.spawn(async move {
+            let started = std::time::Instant::now();
             let probed = super::round_trip(pool).await;
-            note(&inner, &probed);
+            note(&inner, &probed, started.elapsed());
             let _ = tx.send(probed.map_err(|e| Arc::new(std::io::Error::other(e.to_string()))));
         });
         Commit(rx)

@@ -98,6 +98,9 @@ impl Drop for Inner {
     }
 }
 
+/// How often a read in flight looks whether another statement failed meanwhile.
+const GIVE_UP_CHECK: Duration = Duration::from_millis(50);
+
 /// The longest an actor's thread waits for a read (see [`PgStore::run`]).
 pub const READ_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -272,7 +275,7 @@ impl PgStore {
         &self,
         future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.run_within(READ_DEADLINE, future)
+        self.run_waiting(READ_DEADLINE, true, future)
     }
 
     /// [`run`](Self::run) for a write: a write the caller gave up on may still commit, so it is
@@ -287,10 +290,34 @@ impl PgStore {
         self.run_within(deadline, future)
     }
 
+    /// [`run`](Self::run) for a notifier's acknowledgement: a write, but one whose loss only
+    /// repeats a notification (delivery is at least once), so it is waited for like a read and
+    /// given up with the others, never holding a notifier's thread past the read deadline.
+    pub(super) fn run_ack<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run_waiting(READ_DEADLINE, true, future)
+    }
+
     /// [`run`](Self::run) with a deadline of the caller's choosing (a backup takes long).
     fn run_within<T: Send + 'static>(
         &self,
         deadline: Duration,
+        future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run_waiting(deadline, false, future)
+    }
+
+    /// Runs `future` on the database runtime and waits up to `deadline`. A read
+    /// (`give_up_with_others`) also stops waiting as soon as another statement has failed
+    /// since it started: the database is then known not to answer, and a read already in
+    /// flight would otherwise hold its actor's thread to its own deadline, after everyone
+    /// else fails fast. A write never gives up early (it may yet commit).
+    fn run_waiting<T: Send + 'static>(
+        &self,
+        deadline: Duration,
+        give_up_with_others: bool,
         future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
         if self.failing_fast() {
@@ -300,30 +327,46 @@ impl PgStore {
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let started = std::time::Instant::now();
+        let started_ms = now_ms();
         self.inner.handle.spawn(async move {
             let _ = tx.send(future.await);
         });
-        let result = match rx.recv_timeout(deadline) {
-            Ok(result) => result,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                Err(StoreError::Unavailable(format!(
-                    "the database did not answer within {}",
-                    humantime::format_duration(deadline)
-                )))
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                Err(StoreError::Postgres("the database runtime stopped".into()))
+        let result = loop {
+            let left = deadline.saturating_sub(started.elapsed());
+            let slice = if give_up_with_others {
+                left.min(GIVE_UP_CHECK)
+            } else {
+                left
+            };
+            match rx.recv_timeout(slice) {
+                Ok(result) => break result,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    if started.elapsed() >= deadline =>
+                {
+                    break Err(StoreError::Unavailable(format!(
+                        "the database did not answer within {}",
+                        humantime::format_duration(deadline)
+                    )));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let failed_since = !self.inner.healthy.load(Ordering::Relaxed)
+                        && self.inner.last_failure_ms.load(Ordering::Relaxed) >= started_ms;
+                    if failed_since {
+                        // Not noted: the failure that told us is noted already.
+                        timed(&self.inner, started);
+                        return Err(StoreError::Unavailable(
+                            "the database is unreachable; retry shortly".into(),
+                        ));
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(StoreError::Postgres("the database runtime stopped".into()));
+                }
             }
         };
-        self.note(&result);
+        note(&self.inner, &result, started.elapsed());
         timed(&self.inner, started);
         result
-    }
-
-    /// A statement's outcome, for health: a failure makes the store unhealthy until the next
-    /// success.
-    fn note<T>(&self, result: &Result<T, StoreError>) {
-        note(&self.inner, result);
     }
 
     /// True from a failure until the database answers a round trip within the read deadline
@@ -358,8 +401,9 @@ fn probe_in_background(inner: &Arc<Inner>, pool: Pool) {
     }
     let probing = Arc::clone(inner);
     inner.handle.spawn(async move {
+        let started = std::time::Instant::now();
         let probed = round_trip(pool).await;
-        note(&probing, &probed);
+        note(&probing, &probed, started.elapsed());
         probing.probing.store(false, Ordering::Release);
     });
 }
@@ -384,9 +428,14 @@ pub(super) async fn round_trip(pool: Pool) -> Result<(), StoreError> {
         })
 }
 
-fn note<T>(inner: &Inner, result: &Result<T, StoreError>) {
+/// A statement's outcome, for health: a failure makes the store unhealthy until a statement
+/// succeeds within the read deadline. A slow success does not heal it: a database that
+/// answers a commit in eight seconds still fails every read at its deadline, and marking it
+/// healthy would let each periodic read hold an actor's thread for the whole deadline again.
+fn note<T>(inner: &Inner, result: &Result<T, StoreError>, took: Duration) {
     match result {
-        Ok(_) => inner.healthy.store(true, Ordering::Relaxed),
+        Ok(_) if took < READ_DEADLINE => inner.healthy.store(true, Ordering::Relaxed),
+        Ok(_) => {}
         // The server answered: reachable, whatever the statement's fault.
         Err(StoreError::Postgres(error)) => {
             if let Ok(mut last) = inner.last_error.lock() {

@@ -270,7 +270,7 @@ impl QueueStore for PgQueues {
     fn ack(&self, channel: Channel, seqs: &[u64]) -> Result<(), StoreError> {
         let pool = self.0.relaxed_pool();
         let seqs: Vec<i64> = seqs.iter().map(|&s| as_i64(s)).collect();
-        self.0.run_write(async move {
+        self.0.run_ack(async move {
             client(&pool)
                 .await?
                 .execute(
