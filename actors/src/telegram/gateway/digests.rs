@@ -168,7 +168,9 @@ impl TelegramGateway {
             Err(failure) => {
                 // Handled as the first entry's failure: its retry, the breaker, the fallback
                 // channels; the next pump builds the digest again.
-                let (seq, entry) = entries.into_iter().next().expect("a digest lists some");
+                let Some((seq, entry)) = entries.into_iter().next() else {
+                    return;
+                };
                 let attempt = Attempt {
                     method: attempt.method,
                     took: attempt.took,
@@ -200,7 +202,9 @@ impl TelegramGateway {
                 )),
             ));
         }
-        let (first_seq, first) = entries[0].clone();
+        let Some((first_seq, first)) = entries.first().cloned() else {
+            return;
+        };
         let first_attempt = Attempt {
             method: attempt.method,
             took: attempt.took,
