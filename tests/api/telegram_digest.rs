@@ -293,3 +293,69 @@ async fn two_thousand_at_once_are_all_shown_at_the_pace_and_a_tap_decides_its_li
         "exactly the tapped line's approval: {approved}"
     );
 }
+
+/// The approvals a digest lists, from its buttons (every line has them in a small digest).
+fn listed(digest: &SentMessage, ids: &[String]) -> Vec<String> {
+    let data = digest
+        .reply_markup
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    ids.iter()
+        .filter(|id| data.contains(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[actix_web::test]
+async fn once_the_backlog_is_gone_a_digests_last_approvals_get_messages_of_their_own() {
+    let fake = FakeTelegram::start();
+    let app = paced_app(&fake).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(app.create_id(&bash(&format!("make step-{i}"))).await);
+    }
+    all_announced(&app, &ids).await;
+    let digest = digests(&fake).into_iter().next().expect("a digest");
+    let listed = listed(&digest, &ids);
+    assert!(listed.len() > 4, "{} listed", listed.len());
+    // Decided elsewhere, all but two: those two now fit the chat's pace one by one.
+    let (kept, decided) = listed.split_at(2);
+    for id in decided {
+        assert_eq!(app.decide(id, "approve").await.status(), 200);
+    }
+    for id in kept {
+        fake.wait_until(WAIT, "a message of its own", |f| {
+            f.messages().iter().any(|m| {
+                m.text.contains(id.as_str())
+                    && !m.plain_text.contains("approvals waiting")
+                    && m.reply_markup.is_some()
+            })
+        })
+        .await;
+    }
+    // Its own message decides it, and both it and the digest show the outcome.
+    let own = fake
+        .messages()
+        .into_iter()
+        .find(|m| m.text.contains(kept[0].as_str()) && !m.plain_text.contains("approvals waiting"))
+        .unwrap();
+    let query = fake.inject_callback(
+        &operator(),
+        CHAT_ID,
+        own.message_id,
+        &labelled(&own, "✅").unwrap(),
+    );
+    fake.wait_for_answer(&query, WAIT).await;
+    assert_eq!(status(&app, &kept[0]).await, "approved");
+    crate::telegram::edited_to(&fake, &own, "Approved").await;
+    let history = app
+        .operator_json(&format!("/api/approvals/{}/events", kept[0]))
+        .await;
+    assert!(
+        history
+            .to_string()
+            .contains("on its own after digest message"),
+        "{history}"
+    );
+}

@@ -95,7 +95,12 @@ impl TelegramGateway {
                 return;
             }
             // Nothing, or only entries whose commit is not confirmed yet: their Wake pumps.
-            Ok(Next::Nothing) => return,
+            // With the queue empty, a digest whose undecided approvals now fit the chat's
+            // budget is replaced by messages of their own, one per pump.
+            Ok(Next::Nothing) => {
+                self.break_up_digest(now, ctx);
+                return;
+            }
             Err(error) => {
                 tracing::error!(actor = NAME, %error, "cannot read the Telegram queue");
                 return;

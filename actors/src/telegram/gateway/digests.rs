@@ -187,6 +187,8 @@ impl TelegramGateway {
         {
             tracing::error!(actor = NAME, %error, "cannot record a digest");
         }
+        self.open_digests
+            .push_back((message, digest.ids().collect()));
         let mut history = Vec::with_capacity(entries.len());
         for (_, entry) in &entries {
             if let Err(error) = self.queues.add_message_ref(entry.approval.id, message) {
@@ -231,11 +233,12 @@ impl TelegramGateway {
     }
 
     /// Remember how `entry`'s approval ended, for the digests that list it.
-    pub(super) fn note_ended(&self, entry: &QueueEntry) {
+    pub(super) fn note_ended(&mut self, entry: &QueueEntry) {
         let approval = &entry.approval;
         if entry.event != Event::Ended || !approval.status.is_terminal() {
             return;
         }
+        self.endings_noted += 1;
         let ended = Ended {
             status: approval.status,
             by: approval
@@ -263,5 +266,134 @@ impl TelegramGateway {
             })
             .collect();
         (digest.text(&ended), digest.keyboard(&self.codec, &ended))
+    }
+}
+
+impl TelegramGateway {
+    /// The backlog is gone: the oldest digest whose undecided approvals the chat can now take
+    /// one by one within `digest_after` gets them posted as messages of their own (one per
+    /// call, paced like every send; the digest stays, and an ending edits both). A digest with
+    /// more undecided than that stays the view of them.
+    pub(super) fn break_up_digest(&mut self, now: Instant, ctx: &mut Context<Self>) {
+        if self.queued > 0
+            || self.open_digests.is_empty()
+            || self.break_up_waits_for == Some(self.endings_noted)
+        {
+            return;
+        }
+        let capacity = self.digest_capacity(now);
+        let next = loop {
+            let Some((digest, ids)) = self.open_digests.front().cloned() else {
+                return;
+            };
+            let open: Vec<ApprovalId> = ids
+                .iter()
+                .filter(|id| !self.has_ended(**id))
+                .copied()
+                .collect();
+            match open.first() {
+                None => {
+                    self.open_digests.pop_front();
+                }
+                Some(_) if open.len() > capacity => {
+                    self.break_up_waits_for = Some(self.endings_noted);
+                    return;
+                }
+                Some(&id) => {
+                    if let Some(front) = self.open_digests.front_mut() {
+                        front.1 = open[1..].to_vec();
+                    }
+                    break (digest, id);
+                }
+            }
+        };
+        if let Some(budget) = &mut self.group_sends
+            && let Err(free_at) = budget.take(now)
+        {
+            // Not now: the approval goes back to the front of its digest's list.
+            if let Some(front) = self.open_digests.front_mut() {
+                front.1.insert(0, next.1);
+            }
+            let delay = free_at.saturating_duration_since(Instant::now());
+            crate::supervision::run_later(ctx, NAME, delay, |act, ctx| act.pump(ctx));
+            return;
+        }
+        let (allowed, transition) = self.breaker.try_acquire(now);
+        self.on_transition(transition);
+        if allowed {
+            self.post_single(next.0, next.1, ctx);
+        }
+    }
+
+    /// Whether the gateway noted `id`'s ending (its ended entry was delivered).
+    fn has_ended(&self, id: ApprovalId) -> bool {
+        self.queues
+            .meta_get(&ended_key(id))
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
+    /// One approval listed in `digest`, posted on its own as it stands now (asked of the
+    /// registry: it may have ended since).
+    fn post_single(&mut self, digest: TelegramMessageRef, id: ApprovalId, ctx: &mut Context<Self>) {
+        let Some(registry) = self.registry.clone() else {
+            return;
+        };
+        self.delivery.delivering = true;
+        let api = self.api.clone();
+        let codec = Arc::clone(&self.codec);
+        let session = self.settings.session_grant.is_some();
+        let console = self.settings.console_url.clone();
+        let chat = self.settings.chat_id;
+        let call = async move {
+            let approval = match registry.send(crate::registry::Get(id)).await {
+                Ok(Ok(approval)) if approval.status == Status::Pending => approval,
+                _ => return None,
+            };
+            let text = render::message_text(&approval, console.as_deref());
+            let keyboard = render::keyboard(&approval, &codec, session);
+            Some(api.send(chat, text, keyboard).await)
+        };
+        ctx.spawn(call.into_actor(self).map(move |attempt, act, ctx| {
+            guarded_with(NAME, act, ctx, |act, ctx| {
+                act.delivery.delivering = false;
+                if let Some(attempt) = attempt {
+                    act.single_posted(digest, id, attempt);
+                }
+                act.pump(ctx);
+            });
+        }));
+    }
+
+    fn single_posted(
+        &mut self,
+        digest: TelegramMessageRef,
+        id: ApprovalId,
+        attempt: Attempt<TelegramMessageRef>,
+    ) {
+        let now = Instant::now();
+        self.delivery.send_ready_at = Some(now + self.settings.send_interval);
+        super::log_call(&attempt, Some(id), "-");
+        let transition = self.breaker.record(now, attempt.result.is_ok());
+        self.on_transition(transition);
+        match attempt.result {
+            Ok(message) => {
+                if let Err(error) = self.queues.add_message_ref(id, message) {
+                    tracing::error!(actor = NAME, %error, "cannot record a sent message");
+                }
+                self.queues.record(
+                    id,
+                    &AuditEvent::now("delivered").on("telegram").saying(format!(
+                        "message {} sent to chat {}, on its own after digest message {}",
+                        message.message_id, message.chat_id, digest.message_id
+                    )),
+                );
+            }
+            // It stays in the digest: that message still decides it.
+            Err(failure) => {
+                tracing::warn!(actor = NAME, approval_id = %id, error = %failure.detail, "cannot post a digest's approval on its own; the digest still shows it");
+            }
+        }
     }
 }

@@ -147,6 +147,16 @@ pub struct TelegramGateway {
     /// What each digest message shows now (a fingerprint of its last edit), so an ending that
     /// changes nothing on it costs no call. Forgotten on restart: one edit more.
     digests_shown: HashMap<crate::domain::TelegramMessageRef, u64>,
+    /// Digests posted by this gateway whose approvals may still get messages of their own once
+    /// the backlog is gone (`digests.rs`), oldest first, with the approvals not posted yet.
+    open_digests: std::collections::VecDeque<(
+        crate::domain::TelegramMessageRef,
+        Vec<crate::domain::ApprovalId>,
+    )>,
+    /// Endings this gateway has noted, and how many it had when a digest was last found too
+    /// big to break up: nothing to look at again until another approval ends.
+    endings_noted: u64,
+    break_up_waits_for: Option<u64>,
     /// Digest renders of calls in flight, by entry, until the call's outcome is known.
     digests_rendering: HashMap<u64, Vec<(crate::domain::TelegramMessageRef, u64)>>,
     breaker: CircuitBreaker,
@@ -223,6 +233,9 @@ impl TelegramGateway {
             cache: Default::default(),
             fallback_channels: store.fallback_channels,
             digests_shown: HashMap::new(),
+            open_digests: std::collections::VecDeque::new(),
+            endings_noted: 0,
+            break_up_waits_for: None,
             digests_rendering: HashMap::new(),
             breaker: CircuitBreaker::new(settings.breaker.clone()),
             settings: Arc::new(settings),
