@@ -299,3 +299,45 @@ decide = "reject"
         "the on-call chat told {told} times"
     );
 }
+
+/// Two instances on one PostgreSQL database: the one that created (and armed) an approval is
+/// killed; the other fires its escalation step, once, shortly after it was due.
+#[actix_rt::test]
+async fn a_step_whose_instance_died_is_fired_by_another() {
+    let Some(db) = PgDatabase::create("escalation_orphan").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_guard, config) = config_file(
+        r#"
+[[escalation]]
+after = "2s"
+decide = "reject"
+"#,
+    );
+    let start = |i: usize| {
+        let folder = dir.path().join(format!("instance-{i}"));
+        std::fs::create_dir_all(&folder).expect("instance folder");
+        let name = format!("instance-{i}");
+        spawn_binary_args(
+            &folder,
+            &["--config", &config],
+            &[
+                ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
+                ("APPROVAL_GATE__STORE__POSTGRES__URL", db.url.as_str()),
+                ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", name.as_str()),
+            ],
+        )
+    };
+    let (mut creator, other) = (start(0), start(1));
+    let id = creator.create_id(&bash("make deploy")).await;
+    creator.signal(libc::SIGKILL);
+    creator.wait_exit(Duration::from_secs(10));
+    let ended: Value = other.get(&id, Some("20s")).await.json().await.unwrap();
+    assert_eq!(ended["status"], "rejected", "{ended}");
+    assert_eq!(ended["decided_by"], "escalation:1");
+    let history = other
+        .operator_json(&format!("/api/approvals/{id}/events"))
+        .await;
+    assert_eq!(kinds(&history, &["escalated"]).len(), 1, "{history}");
+}

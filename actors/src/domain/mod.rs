@@ -167,6 +167,10 @@ pub struct Approval {
     pub escalations: u8,
     /// Recipients the fired steps added, in the order they were told.
     pub escalated_to: Vec<Target>,
+    /// When its next escalation step is due (ms), as the registry computed it at its last
+    /// write: what a shared store's instances look for when the one that armed it is gone.
+    /// The steps as configured stay the authority when a step fires.
+    pub next_escalation_ms: Option<i64>,
 }
 
 /// One operator's approval towards a quorum.
@@ -216,6 +220,7 @@ impl Approval {
             route: Vec::new(),
             escalations: 0,
             escalated_to: Vec::new(),
+            next_escalation_ms: None,
         }
     }
 

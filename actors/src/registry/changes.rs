@@ -48,6 +48,8 @@ impl ApprovalRegistry {
         let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
         approval.approvals_required = verdict.approvals_required;
         approval.route = verdict.route.clone();
+        approval.next_escalation_ms =
+            crate::domain::next_due_ms(&approval, &self.settings.escalation);
         // `created` is derived from the record when the history is read (`History`).
         let mut events: Vec<AuditEvent> = policy_event(&verdict).into_iter().collect();
         events.extend(risk_event(&risk));

@@ -78,6 +78,7 @@ impl ApprovalRegistry {
         let now = super::now();
         let mut approval = previous.clone();
         approval.escalations = number;
+        approval.next_escalation_ms = next_due_ms(&approval, &self.settings.escalation);
         for target in step.targets() {
             if !approval.escalated_to.contains(&target) {
                 approval.escalated_to.push(target);

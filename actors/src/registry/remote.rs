@@ -144,6 +144,39 @@ impl ApprovalRegistry {
             let deadline_ms = self.deadline_ms(&approval);
             ctx.notify(Expire { id, deadline_ms });
         }
+        self.orphan_steps(ctx);
+    }
+
+    /// Fire escalation steps that came due a while ago with nobody firing them (their
+    /// instance is gone). Any instance may; the store's compare-and-set lets one of them.
+    fn orphan_steps(&mut self, ctx: &mut Context<Self>) {
+        if self.settings.escalation.is_empty() {
+            return;
+        }
+        let late = i64::try_from(ORPHAN_AFTER.as_millis()).unwrap_or(i64::MAX);
+        let now_ms = Utc::now().timestamp_millis();
+        let due = match self.store.due_steps(now_ms.saturating_sub(late), 100) {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(actor = NAME, %error, "cannot look for due escalation steps");
+                return;
+            }
+        };
+        for id in due {
+            let Ok(Some(approval)) = self.store.get(id) else {
+                continue;
+            };
+            // The steps as configured decide; the stored time only found it.
+            if approval.status != Status::Pending {
+                continue;
+            }
+            if let Some(deadline_ms) =
+                crate::domain::next_due_ms(&approval, &self.settings.escalation)
+                    .filter(|&due| due <= now_ms)
+            {
+                ctx.notify(Expire { id, deadline_ms });
+            }
+        }
     }
 }
 

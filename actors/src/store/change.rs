@@ -101,6 +101,12 @@ pub trait ApprovalStore: Send + Sync + 'static {
     fn due(&self, _before_ms: i64, _limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
         Ok(Vec::new())
     }
+    /// Pending approvals whose next escalation step was due at or before `before_ms`, at most
+    /// `limit`: on a shared store, steps whose instance (which armed them) may be gone. One
+    /// process arms every step itself: none.
+    fn due_steps(&self, _before_ms: i64, _limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
+        Ok(Vec::new())
+    }
     /// True when other instances write to the same store (PostgreSQL): the registry then looks
     /// for approvals they created whose deadlines passed, and hears of what they ended.
     fn shared(&self) -> bool {

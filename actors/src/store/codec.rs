@@ -59,6 +59,7 @@ struct Extension {
     route: Vec<Target>,
     escalations: u8,
     escalated_to: Vec<Target>,
+    next_escalation_ms: Option<i64>,
 }
 
 pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
@@ -86,6 +87,7 @@ pub fn encode(approval: &Approval) -> Result<Vec<u8>, CodecError> {
         route: approval.route.clone(),
         escalations: approval.escalations,
         escalated_to: approval.escalated_to.clone(),
+        next_escalation_ms: approval.next_escalation_ms,
     };
     let mut bytes = vec![VERSION_2];
     bytes.extend(bincode::serde::encode_to_vec(
@@ -128,6 +130,7 @@ pub fn decode(bytes: &[u8]) -> Result<Approval, CodecError> {
             route: Vec::new(),
             escalations: 0,
             escalated_to: Vec::new(),
+            next_escalation_ms: None,
         }
     };
     Ok(Approval {
@@ -151,6 +154,7 @@ pub fn decode(bytes: &[u8]) -> Result<Approval, CodecError> {
         route: extension.route,
         escalations: extension.escalations,
         escalated_to: extension.escalated_to,
+        next_escalation_ms: extension.next_escalation_ms,
     })
 }
 
@@ -191,6 +195,7 @@ mod tests {
         approval.route = vec![Target::Telegram("ops-db".into())];
         approval.escalations = 1;
         approval.escalated_to = vec![Target::Email("lead@example.com".into())];
+        approval.next_escalation_ms = Some(now.timestamp_millis() + 60_000);
         approval.votes.push(Vote {
             actor: Actor::Operator("alice".into()),
             at_ms: now.timestamp_millis(),

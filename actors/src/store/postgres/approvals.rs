@@ -121,8 +121,8 @@ pub async fn create_queued(
             "WITH a AS (
                  INSERT INTO approvals (id, status, requested_by, agent, session_id, tool_name,
                      tool_input, idempotency_key, created_at_ms, expires_at_ms, record,
-                     decided_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::jsonb, $8, $9, $10, $11, $16)
+                     decided_at_ms, next_step_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::jsonb, $8, $9, $10, $11, $16, $17)
                  ON CONFLICT (requested_by, idempotency_key) WHERE idempotency_key IS NOT NULL
                  DO NOTHING
                  RETURNING id),
@@ -160,6 +160,7 @@ pub async fn create_queued(
                 &channels,
                 &entries,
                 &approval.decided_at.map(|at| at.timestamp_millis()),
+                &approval.next_escalation_ms,
             ],
         )
         .await?;
@@ -345,7 +346,7 @@ async fn end(
     };
     let changed = tx
         .execute(
-            "UPDATE approvals SET status = $2, decided_at_ms = $3, record = $4
+            "UPDATE approvals SET status = $2, decided_at_ms = $3, record = $4, next_step_ms = $7
              WHERE id = $1 AND status = 0
                AND ($5::bytea IS NULL OR record = $5 OR record = $6)",
             &[
@@ -355,6 +356,7 @@ async fn end(
                 &encode(approval)?,
                 &expected,
                 &expected_v1,
+                &approval.next_escalation_ms,
             ],
         )
         .await?;

@@ -87,8 +87,8 @@ async fn import_record(
             tx.execute(
                 "INSERT INTO approvals (id, status, requested_by, agent, session_id, tool_name,
                      tool_input, idempotency_key, created_at_ms, expires_at_ms, decided_at_ms,
-                     record)
-                 VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::jsonb, $8, $9, $10, $11, $12)",
+                     record, next_step_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::jsonb, $8, $9, $10, $11, $12, $13)",
                 &[
                     &approval.id.to_bytes().as_slice(),
                     &status_code(approval.status),
@@ -102,6 +102,7 @@ async fn import_record(
                     &approval.expires_at.timestamp_millis(),
                     &approval.decided_at.map(|at| at.timestamp_millis()),
                     &value,
+                    &approval.next_escalation_ms,
                 ],
             )
             .await?;

@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Every version this binary knows, in order. Append only: a released file is never edited.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "escalation steps",
+        sql: include_str!("migrations/0002_escalation_steps.sql"),
+    },
+];
 
 /// The advisory lock key all instances serialise their migrations on ("apgate-m" as bytes).
 const LOCK_KEY: i64 = 0x6170_6761_7465_2d6d;

@@ -180,6 +180,10 @@ impl ApprovalStore for PgStore {
         self.due_ids(before_ms, limit)
     }
 
+    fn due_steps(&self, before_ms: i64, limit: usize) -> Result<Vec<ApprovalId>, StoreError> {
+        self.due_step_ids(before_ms, limit)
+    }
+
     fn shared(&self) -> bool {
         true
     }

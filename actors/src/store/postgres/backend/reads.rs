@@ -34,6 +34,32 @@ impl PgStore {
         })
     }
 
+    /// Pending approvals whose next escalation step (`next_step_ms`) is due by `before_ms`.
+    pub(super) fn due_step_ids(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ApprovalId>, StoreError> {
+        let pool = self.pool();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(async move {
+            let rows = client(&pool)
+                .await?
+                .query(
+                    "SELECT id FROM approvals
+                     WHERE status = 0 AND next_step_ms IS NOT NULL AND next_step_ms <= $1
+                     ORDER BY next_step_ms LIMIT $2",
+                    &[&before_ms, &limit],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| ApprovalId::from_slice(row.get::<_, &[u8]>(0)))
+                .collect())
+        })
+    }
+
     pub(super) fn idempotent_id(
         &self,
         agent: &str,
