@@ -608,5 +608,29 @@ async fn a_risky_two_person_approval_shows_its_badge_and_counts_the_first_click(
             "document.body.textContent.includes('by bob')",
         )
         .await;
+    // Counted elsewhere: an open page shows the count as it happens, no reload.
+    let other = app.create_id(&approval("sudo terraform destroy")).await;
+    shows(&browser, "the second approval", &other).await;
+    let counted = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/approvals/{other}/decision"),
+            Some(crate::quorum::BOB_TOKEN),
+        )
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(counted.status(), StatusCode::OK);
+    browser
+        .until(
+            Duration::from_secs(5),
+            "the count on the open page",
+            &format!(
+                "(document.querySelector(\"{} .progress\") || {{}}).textContent === '1 of 2 approved (bob)'",
+                card(&other)
+            ),
+        )
+        .await;
     browser.assert_no_page_errors().await;
 }

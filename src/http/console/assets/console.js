@@ -293,6 +293,26 @@
     return counted + " of " + required + " approved" + (names.length ? " (" + names.join(", ") + ")" : "");
   }
 
+  // What changes while an approval stays pending: its quorum ("1 of 2 approved (alice)") and
+  // its escalation. Replaced in place when the stream says so, keeping a comment being typed.
+  function progress(approval) {
+    const parts = [];
+    const quorum = quorumText(approval);
+    if (quorum) parts.push(h("p", { class: "quorum progress" }, visible(quorum)));
+    if (approval.escalations > 0) {
+      parts.push(h("p", { class: "quorum progress" }, "Escalated (step " + approval.escalations + "): still undecided"));
+    }
+    return parts;
+  }
+
+  function updateProgress(approval) {
+    const card = state.built.get(approval.id);
+    if (!card) return;
+    card.querySelectorAll(".progress").forEach((p) => p.remove());
+    const anchor = card.querySelector(".risk-reasons") || card.querySelector(".card-head");
+    if (anchor) anchor.after(...progress(approval));
+  }
+
   function outcomeText(approval) {
     const verb = { approved: "approved", rejected: "rejected", timed_out: "timed out", cancelled: "cancelled" }[approval.status] || approval.status;
     const by = approval.decided_by ? " by " + approval.decided_by : "";
@@ -316,10 +336,7 @@
     const reasons = riskReasons(approval);
     if (reasons) append(card, reasons);
     const quorum = quorumText(approval);
-    if (quorum) append(card, h("p", { class: "quorum" }, visible(quorum)));
-    if (approval.escalations > 0) {
-      append(card, h("p", { class: "quorum" }, "Escalated (step " + approval.escalations + "): still undecided"));
-    }
+    append(card, progress(approval));
     if (approval.reason) append(card, h("p", { class: "reason" }, visible(approval.reason)));
     append(card, renderInput(approval));
     if (ended) {
@@ -489,7 +506,11 @@
     });
     stream.addEventListener("pending", (e) => {
       const approval = JSON.parse(e.data);
+      const before = state.pending.get(approval.id);
       state.pending.set(approval.id, approval);
+      if (before && (quorumText(before) !== quorumText(approval) || before.escalations !== approval.escalations)) {
+        updateProgress(approval);
+      }
       refreshPending();
     });
     stream.addEventListener("ended", (e) => endApproval(JSON.parse(e.data)));
