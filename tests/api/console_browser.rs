@@ -590,16 +590,7 @@ async fn a_risky_two_person_approval_shows_its_badge_and_counts_the_first_click(
     let stored = app.operator_json(&format!("/api/approvals/{id}")).await;
     assert_eq!(stored["status"], "pending");
     // A second operator approves elsewhere: the page says who completed it.
-    let second = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/api/approvals/{id}/decision"),
-            Some(crate::quorum::BOB_TOKEN),
-        )
-        .json(&json!({"decision": "approve"}))
-        .send()
-        .await
-        .unwrap();
+    let second = crate::quorum::decide_as(&app, crate::quorum::BOB_TOKEN, &id, "approve").await;
     assert_eq!(second.status(), StatusCode::OK);
     browser
         .until(
@@ -611,16 +602,7 @@ async fn a_risky_two_person_approval_shows_its_badge_and_counts_the_first_click(
     // Counted elsewhere: an open page shows the count as it happens, no reload.
     let other = app.create_id(&approval("sudo terraform destroy")).await;
     shows(&browser, "the second approval", &other).await;
-    let counted = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/api/approvals/{other}/decision"),
-            Some(crate::quorum::BOB_TOKEN),
-        )
-        .json(&json!({"decision": "approve"}))
-        .send()
-        .await
-        .unwrap();
+    let counted = crate::quorum::decide_as(&app, crate::quorum::BOB_TOKEN, &other, "approve").await;
     assert_eq!(counted.status(), StatusCode::OK);
     browser
         .until(

@@ -33,7 +33,7 @@ async fn two_person_app(overrides: &[(&str, &str)]) -> (TestApp, tempfile::TempD
     (spawn_app_with_config(&config, &all).await, guard)
 }
 
-fn decide_as<'a>(
+pub(crate) fn decide_as<'a>(
     app: &'a TestApp,
     token: &'a str,
     id: &'a str,

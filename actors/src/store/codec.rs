@@ -218,43 +218,8 @@ mod tests {
         assert_eq!(decoded, approval);
     }
 
-    #[test]
-    fn reads_records_written_with_telegram_messages() {
-        // Before the message log became the one record of them, the registry copied each
-        // sent message's id into the approval's record.
-        let now = Utc::now().timestamp_millis();
-        let old = RecordV1 {
-            id: ApprovalId::new().to_bytes(),
-            status: Status::Pending,
-            session_id: "s".into(),
-            tool_name: "Bash".into(),
-            tool_input: "{}".into(),
-            reason: None,
-            agent: None,
-            requested_by: "ci".into(),
-            idempotency_key: None,
-            created_at_ms: now,
-            expires_at_ms: now + 60_000,
-            decided_at_ms: None,
-            decided_by: None,
-            comment: None,
-            telegram_messages: vec![TelegramMessageRef {
-                chat_id: -100,
-                message_id: 3,
-            }],
-        };
-        let mut bytes = vec![VERSION_1];
-        bytes.extend(
-            bincode::serde::encode_to_vec(&old, bincode::config::standard()).expect("encode"),
-        );
-        let approval = decode(&bytes).expect("an old record decodes");
-        assert_eq!(approval.tool_name, "Bash");
-        assert_eq!(approval.expires_at, millis(now + 60_000));
-    }
-
-    #[test]
-    fn a_version_1_record_is_encoded_again_byte_for_byte() {
-        let now = Utc::now().timestamp_millis();
+    /// A version 1 record (as an older binary wrote it), pending, created at `now` ms.
+    fn version_1(now: i64, telegram_messages: Vec<TelegramMessageRef>) -> Vec<u8> {
         let old = RecordV1 {
             id: ApprovalId::new().to_bytes(),
             status: Status::Pending,
@@ -270,12 +235,32 @@ mod tests {
             decided_at_ms: None,
             decided_by: None,
             comment: None,
-            telegram_messages: Vec::new(),
+            telegram_messages,
         };
         let mut bytes = vec![VERSION_1];
         bytes.extend(
             bincode::serde::encode_to_vec(&old, bincode::config::standard()).expect("encode"),
         );
+        bytes
+    }
+
+    #[test]
+    fn reads_records_written_with_telegram_messages() {
+        // Before the message log became the one record of them, the registry copied each
+        // sent message's id into the approval's record.
+        let now = Utc::now().timestamp_millis();
+        let message = TelegramMessageRef {
+            chat_id: -100,
+            message_id: 3,
+        };
+        let approval = decode(&version_1(now, vec![message])).expect("an old record decodes");
+        assert_eq!(approval.tool_name, "Bash");
+        assert_eq!(approval.expires_at, millis(now + 60_000));
+    }
+
+    #[test]
+    fn a_version_1_record_is_encoded_again_byte_for_byte() {
+        let bytes = version_1(Utc::now().timestamp_millis(), Vec::new());
         let approval = decode(&bytes).expect("decodes");
         assert_eq!(encode_v1(&approval).expect("encode_v1"), bytes);
         assert_ne!(

@@ -10,28 +10,18 @@ use crate::store::StoreError;
 use crate::store::postgres::approvals as sql;
 
 impl PgStore {
+    /// Pending approvals whose deadline is at or before `before_ms`, soonest first.
     pub(super) fn due_ids(
         &self,
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<ApprovalId>, StoreError> {
-        let pool = self.pool();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run(async move {
-            let rows = client(&pool)
-                .await?
-                .query(
-                    "SELECT id FROM approvals WHERE status = 0 AND expires_at_ms <= $1
-                     ORDER BY expires_at_ms LIMIT $2",
-                    &[&before_ms, &limit],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(rows
-                .iter()
-                .filter_map(|row| ApprovalId::from_slice(row.get::<_, &[u8]>(0)))
-                .collect())
-        })
+        self.pending_ids_due(
+            "SELECT id FROM approvals WHERE status = 0 AND expires_at_ms <= $1
+             ORDER BY expires_at_ms LIMIT $2",
+            before_ms,
+            limit,
+        )
     }
 
     /// Pending approvals whose next escalation step (`next_step_ms`) is due by `before_ms`.
@@ -40,17 +30,28 @@ impl PgStore {
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<ApprovalId>, StoreError> {
+        self.pending_ids_due(
+            "SELECT id FROM approvals
+             WHERE status = 0 AND next_step_ms IS NOT NULL AND next_step_ms <= $1
+             ORDER BY next_step_ms LIMIT $2",
+            before_ms,
+            limit,
+        )
+    }
+
+    /// The ids a `query` (`$1` = before, `$2` = limit) selects.
+    fn pending_ids_due(
+        &self,
+        query: &'static str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ApprovalId>, StoreError> {
         let pool = self.pool();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(async move {
             let rows = client(&pool)
                 .await?
-                .query(
-                    "SELECT id FROM approvals
-                     WHERE status = 0 AND next_step_ms IS NOT NULL AND next_step_ms <= $1
-                     ORDER BY next_step_ms LIMIT $2",
-                    &[&before_ms, &limit],
-                )
+                .query(query, &[&before_ms, &limit])
                 .await
                 .map_err(db_error)?;
             Ok(rows
