@@ -274,12 +274,19 @@ impl TelegramGateway {
             None => self.queues.message_refs(entry.approval.id),
         };
         // A digest among the copies is edited as a digest: all its lines, this one's ending
-        // noted first.
-        self.note_ended(entry);
+        // noted first (only then: the note is a durable write, not worth making for every
+        // ending).
+        let targets: Vec<(TelegramMessageRef, Option<crate::telegram::digest::Digest>)> = targets
+            .into_iter()
+            .map(|target| (target, self.digest_of(target)))
+            .collect();
+        if targets.iter().any(|(_, digest)| digest.is_some()) {
+            self.note_ended(entry);
+        }
         let mut rendered = Vec::new();
         let targets: Vec<(TelegramMessageRef, String, Option<InlineKeyboardMarkup>)> = targets
             .into_iter()
-            .filter_map(|target| match self.digest_of(target) {
+            .filter_map(|(target, digest)| match digest {
                 Some(digest) => {
                     let (text, keyboard) = self.digest_view(&digest);
                     // A digest already showing exactly this needs no edit (most endings of a
