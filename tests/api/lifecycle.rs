@@ -39,7 +39,8 @@ async fn create_returns_201_with_location_and_the_pending_approval() {
 #[actix_web::test]
 async fn tool_input_is_kept_byte_for_byte() {
     let app = spawn_app().await;
-    let raw = r#"{"session_id":"s","tool_name":"Write","tool_input":{"z":1,"a":[true,null,1.5e3],"m":{"é":"✓"}}}"#;
+    // A NUL character is valid JSON that PostgreSQL's jsonb cannot hold.
+    let raw = r#"{"session_id":"s","tool_name":"Write","tool_input":{"z":1,"a":[true,null,1.5e3],"m":{"é":"✓"},"n":"a\u0000b"}}"#;
     let response = app
         .request(Method::POST, "/api/approvals", Some(AGENT_TOKEN))
         .header("content-type", "application/json")
@@ -50,7 +51,7 @@ async fn tool_input_is_kept_byte_for_byte() {
     assert_eq!(response.status(), StatusCode::CREATED);
     let text = response.text().await.expect("text");
     assert!(
-        text.contains(r#""tool_input":{"z":1,"a":[true,null,1.5e3],"m":{"é":"✓"}}"#),
+        text.contains(r#""tool_input":{"z":1,"a":[true,null,1.5e3],"m":{"é":"✓"},"n":"a\u0000b"}"#),
         "{text}"
     );
 }

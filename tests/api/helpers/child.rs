@@ -114,11 +114,13 @@ pub fn spawn_binary_env(
             }
         }
     });
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .ok()
-        .flatten()
-        .expect("child reports its port");
+    let Some(port) = rx.recv_timeout(Duration::from_secs(20)).ok().flatten() else {
+        // Say what the child was doing: its log so far (its stderr is the test's).
+        let _ = child.kill();
+        let _ = child.wait();
+        let logs = logs.lock().map(|l| l.clone()).unwrap_or_default();
+        panic!("the child did not report its port within 20 s; its log:\n{logs}");
+    };
     ChildApp {
         child,
         address: format!("http://127.0.0.1:{port}"),

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
 
+use super::jsonb_text;
 use crate::domain::{Actor, Approval, ApprovalId, AuditEvent, Decision, Outcome, Status};
 use crate::store::codec::{self, CodecError};
 
@@ -109,8 +110,9 @@ pub async fn create_queued(
 ) -> Result<(Created, Queued), PgApprovalError> {
     let record = encode(approval)?;
     let events_json = (!events.is_empty())
-        .then(|| serde_json::to_string(events))
+        .then(|| serde_json::to_string(events).map(|json| jsonb_text(&json).into_owned()))
         .transpose()?;
+    let tool_input = jsonb_text(&approval.tool_input);
     let at_ms = events.iter().map(|e| e.at_ms).max().unwrap_or(0);
     let channels: Vec<i16> = notices.iter().map(|n| n.channel).collect();
     let entries: Vec<&[u8]> = notices.iter().map(|n| n.entry.as_slice()).collect();
@@ -150,7 +152,7 @@ pub async fn create_queued(
                 &approval.agent.as_deref().unwrap_or(""),
                 &approval.session_id,
                 &approval.tool_name,
-                &approval.tool_input,
+                &tool_input.as_ref(),
                 &approval.idempotency_key,
                 &approval.created_at.timestamp_millis(),
                 &approval.expires_at.timestamp_millis(),
@@ -252,7 +254,7 @@ pub async fn end_change(
              ON CONFLICT (id) DO NOTHING",
             &[
                 &grant.id,
-                &serde_json::to_string(grant)?,
+                &jsonb_text(&serde_json::to_string(grant)?).as_ref(),
                 &grant.expires_at_ms,
             ],
         )
@@ -376,7 +378,7 @@ async fn record_change(
     let id = approval.id.to_bytes();
     let id = id.as_slice();
     let id_text = payload(approval.id, origin);
-    let events_json = serde_json::to_string(events)?;
+    let events_json = jsonb_text(&serde_json::to_string(events)?).into_owned();
     let at_ms = events.iter().map(|e| e.at_ms).max().unwrap_or(0);
     // The parameters live as long as the statements in flight.
     let event_params: [&(dyn ToSql + Sync); 3] = [&id, &at_ms, &events_json];
@@ -412,7 +414,7 @@ pub fn status_code(status: Status) -> i16 {
     i16::from(crate::store::status_code(status))
 }
 
-fn encode(approval: &Approval) -> Result<Vec<u8>, PgApprovalError> {
+pub(super) fn encode(approval: &Approval) -> Result<Vec<u8>, PgApprovalError> {
     codec::encode(approval).map_err(|source| PgApprovalError::Encode {
         id: approval.id.to_string(),
         source,

@@ -96,7 +96,7 @@ async fn import_record(
                     &approval.agent.as_deref().unwrap_or(""),
                     &approval.session_id,
                     &approval.tool_name,
-                    &approval.tool_input,
+                    &super::jsonb_text(&approval.tool_input).as_ref(),
                     &approval.idempotency_key,
                     &approval.created_at.timestamp_millis(),
                     &approval.expires_at.timestamp_millis(),
@@ -120,6 +120,7 @@ async fn import_record(
                 .map_err(|e| unreadable(e.to_string()))?;
             let at_ms = events.iter().map(|e| e.at_ms).max().unwrap_or(0);
             let json = serde_json::to_string(&events).map_err(|e| unreadable(e.to_string()))?;
+            let json = super::jsonb_text(&json).into_owned();
             tx.execute(
                 "INSERT INTO approval_events (approval_id, at_ms, events)
                  VALUES ($1, $2, ($3::text)::jsonb)",
@@ -171,7 +172,7 @@ async fn import_record(
         "grants" => {
             let grant: Grant =
                 serde_json::from_slice(value).map_err(|e| unreadable(e.to_string()))?;
-            let json = String::from_utf8_lossy(value).into_owned();
+            let json = super::jsonb_text(&String::from_utf8_lossy(value)).into_owned();
             tx.execute(
                 "INSERT INTO grants (id, grant_json, expires_at_ms)
                  VALUES ($1, ($2::text)::jsonb, $3)",

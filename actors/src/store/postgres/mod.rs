@@ -1,8 +1,8 @@
-//! The PostgreSQL backend (issue 23, in progress): connections and the schema so far.
+//! The PostgreSQL backend: connections, the schema ([`migrations`]) and the SQL of every
+//! table; [`backend`] implements the store's contracts on them.
 //!
-//! Owns the connection pool to the database and its schema ([`migrations`]). It must not know
-//! about sled, and nothing outside `store` may know about it: the registry and the notifiers
-//! reach it through the store abstraction once that backend is wired in.
+//! It must not know about sled, and nothing outside `store` may know about it: the registry and
+//! the notifiers reach it through the store abstraction.
 //!
 //! The client is tokio-postgres with deadpool-postgres for the pool. Chosen over sqlx because
 //! tokio-postgres pipelines the statements one connection is given concurrently (a create's
@@ -14,6 +14,7 @@
 
 pub mod approvals;
 pub mod backend;
+pub mod creates;
 pub mod export;
 pub mod import;
 pub mod leader;
@@ -29,6 +30,18 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use tls::{PgTls, TlsMode};
+
+/// JSON text as PostgreSQL's `jsonb` can hold it. jsonb has no NUL character and refuses
+/// `\u0000`, which is valid JSON an agent may send: in these queryable copies (a tool input,
+/// history, a grant) a NUL reads as U+FFFD. What the service reads back as the approval (its
+/// `record`) and the outbox entries are bytes and keep it exactly.
+pub fn jsonb_text(json: &str) -> std::borrow::Cow<'_, str> {
+    if json.contains("\\u0000") {
+        std::borrow::Cow::Owned(json.replace("\\u0000", "\\ufffd"))
+    } else {
+        std::borrow::Cow::Borrowed(json)
+    }
+}
 
 /// A parsed connection string (validation parses `store.postgres.url` with it).
 pub type ConnectionString = tokio_postgres::Config;

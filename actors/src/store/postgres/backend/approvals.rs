@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::creates::CreateJob;
 use super::{PgStore, client, db_error, note};
 use crate::domain::{Approval, ApprovalId, AuditEvent, Grant, Status};
 use crate::store::backup::BackupStats;
-use crate::store::postgres::approvals::{self as sql, Created, Decided, Notice};
+use crate::store::postgres::approvals::{self as sql, Decided, Notice};
 use crate::store::{
     ApprovalStore, Change, Commit, CommitFault, Landed, Landing, QueueEntry, StoreDiagnostics,
     StoreError, Written, codec, queue,
@@ -38,6 +39,15 @@ pub(super) fn resolved(result: Result<(), String>) -> Commit {
 }
 
 impl PgStore {
+    /// The registry's side of a change under way on the database runtime.
+    fn landing(rx: tokio::sync::oneshot::Receiver<Result<Landed, StoreError>>) -> Landing {
+        Landing::new(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(StoreError::Postgres("the database runtime stopped".into()))
+            })
+        })
+    }
+
     /// The notices a change queues: one entry per channel, encoded once.
     fn notices(change: &Change<'_>) -> Result<(Vec<Notice>, Option<Arc<QueueEntry>>), StoreError> {
         let Some(event) = change.event else {
@@ -63,7 +73,9 @@ impl PgStore {
 }
 
 /// The outbox rows a change wrote, as the registry wakes notifiers with them.
-fn channels(queued: sql::Queued) -> Result<Vec<(crate::store::Channel, u64)>, StoreError> {
+pub(super) fn channels(
+    queued: sql::Queued,
+) -> Result<Vec<(crate::store::Channel, u64)>, StoreError> {
     queued
         .into_iter()
         .map(|(code, seq)| {
@@ -74,38 +86,6 @@ fn channels(queued: sql::Queued) -> Result<Vec<(crate::store::Channel, u64)>, St
             Ok((channel, u64::try_from(seq).unwrap_or(0)))
         })
         .collect()
-}
-
-/// Store a new approval; a key taken by an ended approval is handed over once (the registry
-/// creates anew only when the agent asked for that, `idempotent_while_pending`).
-async fn create(
-    pool: deadpool_postgres::Pool,
-    approval: Approval,
-    events: Vec<AuditEvent>,
-    notices: Vec<Notice>,
-) -> Result<Landed, StoreError> {
-    let client = client(&pool).await?;
-    for attempt in 0..2 {
-        match sql::create_queued(&client, &approval, &events, &notices)
-            .await
-            .map_err(db_error)?
-        {
-            (Created::New(_), queued) => return Ok(Landed::Durable(channels(queued)?)),
-            (Created::Existing(existing), _) if attempt == 0 && existing.status.is_terminal() => {
-                client
-                    .execute(
-                        "UPDATE approvals SET idempotency_key = NULL WHERE id = $1 AND status <> 0",
-                        &[&existing.id.to_bytes().as_slice()],
-                    )
-                    .await
-                    .map_err(db_error)?;
-            }
-            (Created::Existing(existing), _) => return Ok(Landed::Lost(Box::new(existing))),
-        }
-    }
-    Err(StoreError::Postgres(
-        "the idempotency key stayed taken".into(),
-    ))
 }
 
 impl ApprovalStore for PgStore {
@@ -124,53 +104,57 @@ impl ApprovalStore for PgStore {
             });
             return Ok((written, landing));
         }
-        let pool = self.pool();
         let approval = change.approval.clone();
         let events = change.events.to_vec();
-        let grant = change.grant.cloned();
-        let origin = self.inner.settings.instance.clone();
-        let is_new = change.previous.is_none();
-        let previous = change.previous.cloned();
-        let inner = Arc::clone(&self.inner);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let started = std::time::Instant::now();
-        self.inner.handle.spawn(async move {
-            let result = if is_new {
-                create(pool, approval, events, notices).await
-            } else {
-                async {
-                    let mut client = client(&pool).await?;
-                    let decided = sql::end_change(
-                        &mut client,
-                        &approval,
-                        previous.as_ref(),
-                        &events,
-                        &notices,
-                        grant.as_ref(),
-                        &origin,
-                    )
-                    .await
-                    .map_err(db_error)?;
-                    Ok(match decided {
-                        (Decided::Won(_), queued) => Landed::Durable(channels(queued)?),
-                        (Decided::AlreadyEnded(current), _) => Landed::Lost(Box::new(current)),
-                        (Decided::Missing, _) => Landed::Lost(Box::new(approval)),
-                    })
-                }
-                .await
+        let Some(previous) = change.previous.cloned() else {
+            // A create joins the next group commit (`creates.rs`).
+            let job = CreateJob {
+                approval,
+                events,
+                notices,
+                started,
+                reply: tx,
             };
+            if let Err(refused) = self.inner.creates.send(job) {
+                let _ = refused.0.reply.send(Err(StoreError::Postgres(
+                    "the database runtime stopped".into(),
+                )));
+            }
+            return Ok((written, Self::landing(rx)));
+        };
+        let pool = self.pool();
+        let grant = change.grant.cloned();
+        let origin = self.inner.settings.instance.clone();
+        let inner = Arc::clone(&self.inner);
+        self.inner.handle.spawn(async move {
+            let result = async {
+                let mut client = client(&pool).await?;
+                let decided = sql::end_change(
+                    &mut client,
+                    &approval,
+                    Some(&previous),
+                    &events,
+                    &notices,
+                    grant.as_ref(),
+                    &origin,
+                )
+                .await
+                .map_err(db_error)?;
+                Ok(match decided {
+                    (Decided::Won(_), queued) => Landed::Durable(channels(queued)?),
+                    (Decided::AlreadyEnded(current), _) => Landed::Lost(Box::new(current)),
+                    (Decided::Missing, _) => Landed::Lost(Box::new(approval)),
+                })
+            }
+            .await;
             note(&inner, &result, started.elapsed());
             super::timed(&inner, started);
             let _ = tx.send(result);
         });
-        let landing = Landing::new(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(StoreError::Postgres("the database runtime stopped".into()))
-            })
-        });
-        Ok((written, landing))
+        Ok((written, Self::landing(rx)))
     }
-
     /// Nothing to undo: a failed transaction left nothing behind.
     fn revert(&self, _: &Change<'_>, _: &Written) -> Result<(), StoreError> {
         Ok(())
@@ -332,6 +316,7 @@ impl ApprovalStore for PgStore {
         self.run_write(async move {
             let json = serde_json::to_string(&grant)
                 .map_err(|e| StoreError::Postgres(format!("cannot encode a grant: {e}")))?;
+            let json = crate::store::postgres::jsonb_text(&json).into_owned();
             client(&pool)
                 .await?
                 .execute(

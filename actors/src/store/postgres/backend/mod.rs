@@ -14,6 +14,7 @@
 //! transaction spawned here whose outcome the registry awaits ([`Landing`](crate::store::Landing)).
 
 mod approvals;
+mod creates;
 mod dead_letters;
 mod lease;
 mod queues;
@@ -54,6 +55,8 @@ struct Inner {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// Creates waiting for their group commit (`creates.rs`).
+    creates: creates::Creates,
     /// A few connections with `synchronous_commit = off`, for the notifiers' acks: a delivered
     /// entry's removal lost to a database crash only repeats a notification (delivery is at
     /// least once anyway), so those commits need not wait for the WAL flush.
@@ -112,7 +115,11 @@ fn db_error(error: impl Into<DbError>) -> StoreError {
         DbError::Client(error) if error.code().is_none() => {
             StoreError::Unavailable(format!("the database is unreachable: {error}"))
         }
-        DbError::Client(error) => StoreError::Postgres(error.to_string()),
+        // tokio-postgres displays a server's error as "db error": say what the server said.
+        DbError::Client(error) => StoreError::Postgres(match error.as_db_error() {
+            Some(server) => server.to_string(),
+            None => error.to_string(),
+        }),
         DbError::Other(text) => StoreError::Postgres(text),
     }
 }
@@ -170,7 +177,8 @@ impl PgStore {
         let relaxed = super::pool_with(&settings.connection, 2, "-c synchronous_commit=off")?;
         let handle = runtime.handle().clone();
         let store = Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|inner| Inner {
+                creates: creates::start(&handle, pool.clone(), inner.clone()),
                 runtime: Mutex::new(Some(runtime)),
                 handle,
                 pool: pool.clone(),

@@ -102,10 +102,9 @@ impl PgQueues {
                 let mut texts: Vec<String> = Vec::with_capacity(rows.len());
                 for (id, events) in rows {
                     ats.push(events.iter().map(|e| e.at_ms).max().unwrap_or(0));
-                    texts.push(
-                        serde_json::to_string(&events)
-                            .map_err(|e| StoreError::Postgres(e.to_string()))?,
-                    );
+                    let json = serde_json::to_string(&events)
+                        .map_err(|e| StoreError::Postgres(e.to_string()))?;
+                    texts.push(crate::store::postgres::jsonb_text(&json).into_owned());
                     ids.push(id.to_bytes().to_vec());
                 }
                 client(&pool)

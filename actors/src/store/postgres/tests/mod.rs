@@ -2,6 +2,7 @@
 //! own per test, several pools on it standing for several instances.
 
 mod approvals;
+mod creates;
 mod import;
 mod leader;
 mod listen;
