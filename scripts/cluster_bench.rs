@@ -78,6 +78,37 @@ fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, u64> {
 
 const BODY: &str = r#"{"session_id":"bench","tool_name":"Bash","tool_input":{"command":"cargo test --workspace"},"reason":"run the tests","timeout":"2h"}"#;
 
+/// What the database's active backends were waiting on while the instances created, sampled
+/// from `pg_stat_activity` every 20 ms: contention between instances would show as lock waits.
+async fn sample_waits(url: String, stop: Arc<AtomicBool>) -> Result<String> {
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+    tokio::spawn(connection);
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut active = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let rows = client
+            .query(
+                "SELECT coalesce(wait_event_type || ':' || wait_event, 'none (on CPU)') FROM pg_stat_activity
+                 WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        for row in rows {
+            active += 1;
+            *counts.entry(row.get(0)).or_insert(0) += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shares: Vec<String> = counts
+        .iter()
+        .map(|(what, n)| format!("{what} {:.0}%", *n as f64 * 100.0 / active.max(1) as f64))
+        .collect();
+    Ok(format!(
+        "active backends sampled: {active}; waiting on: {}",
+        shares.join(", ")
+    ))
+}
+
 struct Database {
     admin: String,
     name: String,
@@ -467,11 +498,17 @@ async fn main() -> Result<()> {
     for base in &bases {
         wait_ready(&http, base, Duration::from_secs(20)).await?;
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(sample_waits(db.url.clone(), Arc::clone(&stop)));
     let (total, p50, p99) = create_load(&bases, args.connections, args.seconds).await?;
+    stop.store(true, Ordering::Relaxed);
     println!(
         "three instances on one PostgreSQL: {total:.0} creates/s in all = {:.2}x one instance, p50 {p50:.1} ms, p99 {p99:.1} ms",
         total / single
     );
+    if let Ok(Ok(waits)) = sampler.await {
+        println!("  {waits}");
+    }
     let (w50, w99, wmax) = wake_latency(&bases[0], &bases[1], args.rounds).await?;
     println!(
         "decision on A -> long poll on B returns ({} rounds): p50 {w50:.1} ms, p99 {w99:.1} ms, max {wmax:.1} ms",
