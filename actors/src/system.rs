@@ -222,14 +222,27 @@ impl ActorSystem {
 
     /// Stop every arbiter and wait for their threads, which drops the actors and, with the
     /// registry, the store (final flush included).
-    pub fn stop(self) {
-        let Self { actors, arbiters } = self;
-        drop(actors);
+    pub fn stop(mut self) {
+        let arbiters = std::mem::take(&mut self.arbiters);
+        // The actors' addresses go first (`Drop` below finds no arbiter left to stop).
+        drop(self);
         for arbiter in &arbiters {
             arbiter.stop();
         }
         for arbiter in arbiters {
             let _ = arbiter.join();
+        }
+    }
+}
+
+impl Drop for ActorSystem {
+    /// Dropped without [`ActorSystem::stop`] (its owner's runtime was torn down first, as a
+    /// test's is when it returns): the arbiters are still told to stop, so that their actors
+    /// and the store they hold (its pool, its timers, its reconnects) do not outlive the
+    /// system. Not joined: this may run on any thread.
+    fn drop(&mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
         }
     }
 }
