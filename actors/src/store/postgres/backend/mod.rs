@@ -401,8 +401,13 @@ impl PgStore {
     }
 }
 
+/// After a failed probe, the least time before the next one.
+const PROBE_PAUSE: Duration = Duration::from_millis(250);
+
 /// One `SELECT 1` within the read deadline, in the background, unless one is under way; its
-/// outcome is noted like any statement's (a success makes the store healthy again).
+/// outcome is noted like any statement's (a success makes the store healthy again). A failed
+/// probe holds the next one back for [`PROBE_PAUSE`]: every read of a store that is down would
+/// otherwise start one, and each is a connection attempt (a process forked on the server).
 fn probe_in_background(inner: &Arc<Inner>, pool: Pool) {
     if inner.probing.swap(true, Ordering::AcqRel) {
         return;
@@ -412,6 +417,9 @@ fn probe_in_background(inner: &Arc<Inner>, pool: Pool) {
         let started = std::time::Instant::now();
         let probed = round_trip(pool).await;
         note(&probing, &probed, started.elapsed());
+        if probed.is_err() {
+            tokio::time::sleep(PROBE_PAUSE).await;
+        }
         probing.probing.store(false, Ordering::Release);
     });
 }
