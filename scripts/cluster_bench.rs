@@ -49,6 +49,32 @@ struct Args {
 }
 
 /// CPU time per thread name of process `pid` (utime + stime, clock ticks), from /proc.
+/// CPU ticks (user + system) of every process on this machine named `comm` (PostgreSQL's
+/// backends are processes of their own).
+fn process_cpu(comm: &str) -> u64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    procs
+        .flatten()
+        .filter_map(|p| std::fs::read_to_string(p.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+            (&stat[open + 1..close] == comm).then(|| {
+                let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+                let tick = |i: usize| fields.get(i).and_then(|t| t.parse::<u64>().ok());
+                tick(11).unwrap_or(0) + tick(12).unwrap_or(0)
+            })
+        })
+        .sum()
+}
+
+/// Microseconds of CPU per create from a tick count over a load phase (100 ticks a second;
+/// warm-up included in the time, as in the creates' count).
+fn us_per_create(ticks: u64, rate: f64, seconds: f64) -> f64 {
+    ticks as f64 * 10_000.0 / (rate * (seconds + 1.0)).max(1.0)
+}
+
 fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -458,7 +484,9 @@ async fn main() -> Result<()> {
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &base, Duration::from_secs(20)).await?;
     let cpu_before = thread_cpu(one.0.id());
+    let pg_before = process_cpu("postgres");
     let (single, p50, p99) = create_load(&[base], args.connections, args.seconds).await?;
+    let pg_one = process_cpu("postgres").saturating_sub(pg_before);
     let cpu_after = thread_cpu(one.0.id());
     drop(one);
     db.drop_it().await;
@@ -476,6 +504,12 @@ async fn main() -> Result<()> {
         })
         .collect();
     println!("  CPU per create by thread: {}", per_create.join(", "));
+    let service_one: u64 = cpu_after.values().sum::<u64>() - cpu_before.values().sum::<u64>();
+    println!(
+        "  CPU per create: the instance {:.0} us, PostgreSQL {:.0} us",
+        us_per_create(service_one, single, args.seconds),
+        us_per_create(pg_one, single, args.seconds)
+    );
     if args.one_only {
         return Ok(());
     }
@@ -500,11 +534,25 @@ async fn main() -> Result<()> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sample_waits(db.url.clone(), Arc::clone(&stop)));
+    let instances_cpu = |processes: &[Process]| -> u64 {
+        processes
+            .iter()
+            .map(|p| thread_cpu(p.0.id()).values().sum::<u64>())
+            .sum()
+    };
+    let (three_before, pg_before) = (instances_cpu(&processes), process_cpu("postgres"));
     let (total, p50, p99) = create_load(&bases, args.connections, args.seconds).await?;
+    let pg_three = process_cpu("postgres").saturating_sub(pg_before);
+    let three_cpu = instances_cpu(&processes).saturating_sub(three_before);
     stop.store(true, Ordering::Relaxed);
     println!(
         "three instances on one PostgreSQL: {total:.0} creates/s in all = {:.2}x one instance, p50 {p50:.1} ms, p99 {p99:.1} ms",
         total / single
+    );
+    println!(
+        "  CPU per create: the three instances {:.0} us, PostgreSQL {:.0} us",
+        us_per_create(three_cpu, total, args.seconds),
+        us_per_create(pg_three, total, args.seconds)
     );
     if let Ok(Ok(waits)) = sampler.await {
         println!("  {waits}");
