@@ -127,15 +127,14 @@ fn write(path: &str, object: &Map<String, Value>) -> ToolView {
     }
 }
 
+/// An edit's `old_string` and `new_string` (empty when missing).
+fn old_and_new(edit: &Map<String, Value>) -> (&str, &str) {
+    let text = |key| edit.get(key).and_then(Value::as_str).unwrap_or_default();
+    (text("old_string"), text("new_string"))
+}
+
 fn edit(path: &str, object: &Map<String, Value>) -> ToolView {
-    let old = object
-        .get("old_string")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let new = object
-        .get("new_string")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let (old, new) = old_and_new(object);
     let mut body = diff(old, new);
     let others = rest(object, &["file_path", "path", "old_string", "new_string"]);
     if !others.is_empty() {
@@ -155,14 +154,7 @@ fn multi_edit(path: &str, object: &Map<String, Value>) -> ToolView {
         .unwrap_or_default();
     let mut parts = Vec::with_capacity(edits.len());
     for (i, each) in edits.iter().enumerate() {
-        let old = each
-            .get("old_string")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let new = each
-            .get("new_string")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let (old, new) = each.as_object().map(old_and_new).unwrap_or_default();
         parts.push(format!(
             "@@ change {} of {}\n{}",
             i + 1,

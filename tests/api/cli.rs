@@ -172,15 +172,7 @@ async fn unknown_id_is_404() {
 
 #[actix_web::test]
 async fn a_two_person_approval_is_counted_from_the_cli_which_shows_its_risk() {
-    let (_guard, config) = crate::risk::config_file(crate::quorum::TWO_PERSON_RULE);
-    let app = spawn_app_with_config(
-        &config,
-        &[(
-            "APPROVAL_GATE__AUTH__OPERATOR_TOKENS__BOB",
-            crate::quorum::BOB_TOKEN,
-        )],
-    )
-    .await;
+    let (app, _config) = crate::quorum::two_person_app(&[]).await;
     let id = app.create_id(&crate::quorum::terraform("destroy")).await;
     let list = operator(&app, &["list"]).await;
     let row = list.stdout.lines().nth(1).unwrap_or_default().to_string();

@@ -434,21 +434,7 @@ async fn on_postgresql_sessions_and_the_stream_span_instances() {
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
-    let apps: Vec<ChildApp> = (0..2)
-        .map(|i| {
-            let folder = dir.path().join(format!("instance-{i}"));
-            std::fs::create_dir_all(&folder).expect("folder");
-            let name = format!("instance-{i}");
-            spawn_binary(
-                &folder,
-                &[
-                    ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
-                    ("APPROVAL_GATE__STORE__POSTGRES__URL", db.url.as_str()),
-                    ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", name.as_str()),
-                ],
-            )
-        })
-        .collect();
+    let apps = pg_instances(dir.path(), &db, 2, &[], &[]);
     let cookie = cookie_of(&sign_in_http(&apps[0], OPERATOR_TOKEN).await).expect("signed in");
     let me: Value = me_with(&apps[1], &cookie).await.json().await.expect("json");
     assert_eq!(me["name"], "alice", "the session made on A holds on B");

@@ -541,15 +541,7 @@ async fn a_risky_two_person_approval_shows_its_badge_and_counts_the_first_click(
     if browser_missing("a_risky_two_person_approval_shows_its_badge_and_counts_the_first_click") {
         return;
     }
-    let (_guard, config) = crate::risk::config_file(crate::quorum::TWO_PERSON_RULE);
-    let app = spawn_app_with_config(
-        &config,
-        &[(
-            "APPROVAL_GATE__AUTH__OPERATOR_TOKENS__BOB",
-            crate::quorum::BOB_TOKEN,
-        )],
-    )
-    .await;
+    let (app, _config) = crate::quorum::two_person_app(&[]).await;
     let browser = browser().await;
     browser.sign_in(&app.address, OPERATOR_TOKEN).await;
     let id = app.create_id(&approval("sudo terraform apply")).await;

@@ -315,21 +315,8 @@ after = "2s"
 decide = "reject"
 "#,
     );
-    let start = |i: usize| {
-        let folder = dir.path().join(format!("instance-{i}"));
-        std::fs::create_dir_all(&folder).expect("instance folder");
-        let name = format!("instance-{i}");
-        spawn_binary_args(
-            &folder,
-            &["--config", &config],
-            &[
-                ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
-                ("APPROVAL_GATE__STORE__POSTGRES__URL", db.url.as_str()),
-                ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", name.as_str()),
-            ],
-        )
-    };
-    let (mut creator, other) = (start(0), start(1));
+    let mut instances = pg_instances(dir.path(), &db, 2, &["--config", &config], &[]);
+    let (other, mut creator) = (instances.pop().expect("two"), instances.pop().expect("two"));
     let id = creator.create_id(&bash("make deploy")).await;
     creator.signal(libc::SIGKILL);
     creator.wait_exit(Duration::from_secs(10));

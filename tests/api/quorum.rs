@@ -26,7 +26,9 @@ pub(crate) fn terraform(command: &str) -> Value {
     json!({"session_id": "s1", "tool_name": "Bash", "tool_input": {"command": format!("terraform {command}")}})
 }
 
-async fn two_person_app(overrides: &[(&str, &str)]) -> (TestApp, tempfile::TempDir) {
+/// An in-process app under [`TWO_PERSON_RULE`] with bob as a second operator (keep the
+/// returned folder: it holds the configuration file).
+pub(crate) async fn two_person_app(overrides: &[(&str, &str)]) -> (TestApp, tempfile::TempDir) {
     let (guard, config) = config_file(TWO_PERSON_RULE);
     let mut all = vec![("APPROVAL_GATE__AUTH__OPERATOR_TOKENS__BOB", BOB_TOKEN)];
     all.extend_from_slice(overrides);
@@ -310,23 +312,13 @@ async fn two_operators_on_two_instances_are_both_counted() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let (_guard, config) = config_file(TWO_PERSON_RULE);
-    let apps: Vec<ChildApp> = (0..2)
-        .map(|i| {
-            let folder = dir.path().join(format!("instance-{i}"));
-            std::fs::create_dir_all(&folder).expect("instance folder");
-            let name = format!("instance-{i}");
-            spawn_binary_args(
-                &folder,
-                &["--config", &config],
-                &[
-                    ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
-                    ("APPROVAL_GATE__STORE__POSTGRES__URL", db.url.as_str()),
-                    ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", name.as_str()),
-                    ("APPROVAL_GATE__AUTH__OPERATOR_TOKENS__BOB", BOB_TOKEN),
-                ],
-            )
-        })
-        .collect();
+    let apps = pg_instances(
+        dir.path(),
+        &db,
+        2,
+        &["--config", &config],
+        &[("APPROVAL_GATE__AUTH__OPERATOR_TOKENS__BOB", BOB_TOKEN)],
+    );
     for round in 0..10 {
         let id = apps[round % 2]
             .create_id(&terraform(&format!("apply -target={round}")))

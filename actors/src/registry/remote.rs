@@ -127,24 +127,34 @@ impl ApprovalRegistry {
         let grace = self.settings.grace_period + ORPHAN_AFTER;
         let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         let before = Utc::now().timestamp_millis().saturating_sub(grace);
-        let due = match self.store.due(before, 100) {
-            Ok(due) => due,
-            Err(error) => {
-                tracing::warn!(actor = NAME, %error, "cannot look for due approvals");
-                return;
-            }
-        };
-        for id in due {
-            let Ok(Some(approval)) = self.store.get(id) else {
-                continue;
-            };
-            if approval.status != Status::Pending {
-                continue;
-            }
+        for approval in self.still_pending(self.store.due(before, 100), "due approvals") {
             let deadline_ms = self.deadline_ms(&approval);
-            ctx.notify(Expire { id, deadline_ms });
+            ctx.notify(Expire {
+                id: approval.id,
+                deadline_ms,
+            });
         }
         self.orphan_steps(ctx);
+    }
+
+    /// The approvals a store query found that are still pending when read (another instance
+    /// may have ended one since); a failed query is logged and finds none.
+    fn still_pending(
+        &self,
+        found: Result<Vec<crate::domain::ApprovalId>, crate::store::StoreError>,
+        what: &str,
+    ) -> Vec<crate::domain::Approval> {
+        let ids = match found {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!(actor = NAME, %error, "cannot look for {what}");
+                return Vec::new();
+            }
+        };
+        ids.into_iter()
+            .filter_map(|id| self.store.get(id).ok().flatten())
+            .filter(|approval| approval.status == Status::Pending)
+            .collect()
     }
 
     /// Fire escalation steps that came due a while ago with nobody firing them (their
@@ -155,26 +165,17 @@ impl ApprovalRegistry {
         }
         let late = i64::try_from(ORPHAN_AFTER.as_millis()).unwrap_or(i64::MAX);
         let now_ms = Utc::now().timestamp_millis();
-        let due = match self.store.due_steps(now_ms.saturating_sub(late), 100) {
-            Ok(due) => due,
-            Err(error) => {
-                tracing::warn!(actor = NAME, %error, "cannot look for due escalation steps");
-                return;
-            }
-        };
-        for id in due {
-            let Ok(Some(approval)) = self.store.get(id) else {
-                continue;
-            };
+        let due = self.store.due_steps(now_ms.saturating_sub(late), 100);
+        for approval in self.still_pending(due, "due escalation steps") {
             // The steps as configured decide; the stored time only found it.
-            if approval.status != Status::Pending {
-                continue;
-            }
             if let Some(deadline_ms) =
                 crate::domain::next_due_ms(&approval, &self.settings.escalation)
                     .filter(|&due| due <= now_ms)
             {
-                ctx.notify(Expire { id, deadline_ms });
+                ctx.notify(Expire {
+                    id: approval.id,
+                    deadline_ms,
+                });
             }
         }
     }

@@ -122,3 +122,28 @@ impl Drop for PgDatabase {
         .join();
     }
 }
+
+/// `n` instances (child processes) sharing `db`, each on a folder of its own under `dir`, named
+/// `instance-<i>`, started with `serve <args>` and `extra` settings.
+pub fn pg_instances(
+    dir: &std::path::Path,
+    db: &PgDatabase,
+    n: usize,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> Vec<super::ChildApp> {
+    (0..n)
+        .map(|i| {
+            let folder = dir.join(format!("instance-{i}"));
+            std::fs::create_dir_all(&folder).expect("instance folder");
+            let name = format!("instance-{i}");
+            let mut overrides: Vec<(&str, &str)> = vec![
+                ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
+                ("APPROVAL_GATE__STORE__POSTGRES__URL", db.url.as_str()),
+                ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", name.as_str()),
+            ];
+            overrides.extend_from_slice(extra);
+            super::spawn_binary_args(&folder, args, &overrides)
+        })
+        .collect()
+}
