@@ -19,20 +19,7 @@ fn cluster(
     n: usize,
     extra: &[(&str, &str)],
 ) -> Vec<ChildApp> {
-    (0..n)
-        .map(|i| {
-            let folder = dir.join(format!("instance-{i}"));
-            std::fs::create_dir_all(&folder).expect("instance folder");
-            let name = format!("instance-{i}");
-            let mut overrides: Vec<(&str, &str)> = vec![
-                ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
-                ("APPROVAL_GATE__STORE__POSTGRES__URL", db.url.as_str()),
-                ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", name.as_str()),
-            ];
-            overrides.extend_from_slice(extra);
-            spawn_binary(&folder, &overrides)
-        })
-        .collect()
+    pg_instances(dir, db, n, &[], extra)
 }
 
 /// An in-process instance on `db` through a proxy the test can cut or slow down.
@@ -737,4 +724,71 @@ async fn in_webhook_mode_any_instance_takes_a_tap() {
         fake.calls_to("getUpdates").is_empty(),
         "no instance polls in webhook mode"
     );
+}
+
+/// An instance whose runtime is torn down without a stop (as an embedding's or a test's is when
+/// it returns) still stops its actors: nothing keeps its database connections open after it.
+#[test]
+fn an_instance_dropped_without_a_stop_lets_go_of_its_database() {
+    let runtime = actix_rt::System::new();
+    let Some(db) = runtime.block_on(PgDatabase::create("dropped_without_a_stop")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let env = test_env(
+        dir.path(),
+        &[
+            ("APPROVAL_GATE__STORE__BACKEND", "postgres"),
+            ("APPROVAL_GATE__STORE__POSTGRES__URL", db.url.as_str()),
+        ],
+    );
+    let connections = || {
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            actix_rt::spawn(connection);
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .expect("count");
+            row.get::<_, i64>(0)
+        })
+    };
+    // The instance runs in a system of its own, which ends without stopping it.
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let settings = approval_gate::settings::load(&approval_gate::settings::Sources {
+                config_file: None,
+                env: Some(env),
+            })
+            .expect("settings");
+            let app = approval_gate::startup::Application::build(settings).expect("starts");
+            let address = format!("http://127.0.0.1:{}/health/ready", app.port());
+            actix_rt::spawn(app.run_until_stopped());
+            eventually(Duration::from_secs(20), "the instance ready", || async {
+                let ready = reqwest::get(&address).await.ok()?;
+                ready.status().is_success().then_some(())
+            })
+            .await;
+        });
+    })
+    .join()
+    .expect("the instance's thread");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = connections();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connection(s) still open 20 s after the instance's runtime ended"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
