@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::history;
 use super::staging::{Op, Target};
 use super::{
     ApprovalStore, Change, Commit, CommitFault, Landing, QueueEntry, SledStore, StoreDiagnostics,
@@ -30,16 +31,6 @@ impl SledStore {
         if let Some(key) = change.claimed_idempotency_key() {
             ops.push(op(Target::Idempotency, &key, Some(id.to_vec())));
         }
-        if let Some(old) = change.previous
-            && old.status != approval.status
-        {
-            ops.push(op(Target::ByStatus, &index_key(old.status, old.id), None));
-        }
-        ops.push(op(
-            Target::ByStatus,
-            &index_key(approval.status, approval.id),
-            Some(Vec::new()),
-        ));
         let mut queued = Vec::with_capacity(change.channels.len());
         let entry = change.event.map(|event| {
             Arc::new(QueueEntry {
@@ -74,14 +65,57 @@ impl SledStore {
             event_keys.push(op.key.clone());
             ops.push(op);
         }
+        // Last, nothing fallible after it: held until the ops are staged, so that the counts
+        // reach the journal in the order they were computed.
+        let mut ended = self.inner.ended.lock();
+        ended.moved(
+            approval.id,
+            change.previous.map(|old| old.status),
+            Some(approval.status),
+            &mut ops,
+        );
         // Applied with everything else staged before the next commit, in one journal record.
         self.inner.staging.stage(ops);
+        drop(ended);
         Ok(Written {
             queued,
             event_keys,
             entry,
             record,
         })
+    }
+}
+
+impl SledStore {
+    /// The newest approvals that ended in `status`, older than `before`: ended approvals are
+    /// not indexed (`status_index.rs`), so the records are walked newest first until `limit`
+    /// match. Staged versions win over the tree's, as in [`ApprovalStore::get`].
+    fn list_ended(
+        &self,
+        status: Status,
+        before: Option<ApprovalId>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let mut page = Vec::with_capacity(limit.min(1024));
+        let range = match before {
+            Some(id) => self.inner.approvals.range(..id.to_bytes()),
+            None => self.inner.approvals.range::<&[u8], _>(..),
+        };
+        for entry in range.rev() {
+            if page.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            let approval = match self.inner.staging.lookup(Target::Approvals, &key) {
+                Some(None) => continue,
+                Some(Some(staged)) => decode_entry(&key, &staged)?,
+                None => decode_entry(&key, &value)?,
+            };
+            if approval.status == status {
+                page.push(approval);
+            }
+        }
+        Ok(page)
     }
 }
 
@@ -114,15 +148,18 @@ impl ApprovalStore for SledStore {
             Some(staged) => staged,
             None => self.inner.approvals.get(id)?.map(|v| v.to_vec()),
         };
+        let old_record = change.previous.map(encode_record).transpose()?;
+        // Nothing fallible from here until the ops are staged (see `apply`).
+        let mut ended = self.inner.ended.lock();
         if current.as_deref() == Some(written.record.as_slice()) {
-            let status = index_key(change.approval.status, change.approval.id);
-            ops.push(op(Target::ByStatus, &status, None));
-            match change.previous {
-                Some(old) => {
-                    ops.push(op(Target::Approvals, &id, Some(encode_record(old)?)));
-                    let index = index_key(old.status, old.id);
-                    ops.push(op(Target::ByStatus, &index, Some(Vec::new())));
-                }
+            ended.moved(
+                change.approval.id,
+                Some(change.approval.status),
+                change.previous.map(|old| old.status),
+                &mut ops,
+            );
+            match old_record {
+                Some(old) => ops.push(op(Target::Approvals, &id, Some(old))),
                 None => {
                     ops.push(op(Target::Approvals, &id, None));
                     if let Some(key) = change.claimed_idempotency_key() {
@@ -136,6 +173,7 @@ impl ApprovalStore for SledStore {
         // journal (an earlier commit can have carried it), and a replay must not restore it.
         let applied = self.inner.writer.apply_now(&ops);
         self.inner.staging.stage_kept(ops);
+        drop(ended);
         applied.map_err(StoreError::Io)
     }
 
@@ -177,6 +215,9 @@ impl ApprovalStore for SledStore {
             }
             return Ok(page);
         };
+        if status.is_terminal() {
+            return self.list_ended(status, before, limit);
+        }
         let start = [status_byte(status)];
         let end = match before {
             Some(id) => index_key(status, id).to_vec(),
@@ -213,16 +254,15 @@ impl ApprovalStore for SledStore {
     }
 
     fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
-        let mut counts = HashMap::new();
-        for status in Status::ALL {
-            let n = self
-                .inner
-                .by_status
-                .scan_prefix([status_byte(status)])
-                .keys()
-                .try_fold(0u64, |n, key| key.map(|_| n + 1))?;
-            counts.insert(status, n);
-        }
+        // Ended approvals are counted as they end (`status_index.rs`), pending ones indexed.
+        let mut counts = self.inner.ended.lock().by_status();
+        let pending = self
+            .inner
+            .by_status
+            .scan_prefix([status_byte(Status::Pending)])
+            .keys()
+            .try_fold(0u64, |n, key| key.map(|_| n + 1))?;
+        counts.insert(Status::Pending, pending);
         Ok(counts)
     }
 
@@ -245,67 +285,62 @@ impl ApprovalStore for SledStore {
     fn remove_ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<Status>, StoreError> {
         let mut removed = Vec::new();
         let mut ops = Vec::new();
-        // Approvals created before the cutoff but ended after it are skipped, each pass again:
-        // bound the walk, not only the removals.
-        let mut scanned = 0;
-        for status in Status::ALL.into_iter().filter(|s| s.is_terminal()) {
-            for key in self
-                .inner
-                .by_status
-                .scan_prefix([status_byte(status)])
-                .keys()
-            {
-                let key = key?;
-                let Some(id) = id_of_index(&key) else {
-                    continue;
-                };
-                // Ids sort by creation time, and nothing ends before it was created: the first
-                // one created after the cutoff ends this status's pass.
-                if created_ms(id) >= cutoff_ms || removed.len() >= limit || scanned >= limit * 10 {
-                    break;
-                }
-                scanned += 1;
-                if self.inner.staging.lookup(Target::Approvals, &id.to_bytes()) == Some(None) {
-                    continue; // removed by an earlier pass, on its way to disk
-                }
-                let op = |target, key: &[u8]| Op {
-                    target,
-                    key: key.to_vec(),
-                    value: None,
-                };
-                match self.get(id)? {
-                    // Kept for `retention` after it *ended*: a long-pending approval that ended
-                    // a moment ago still has its Telegram edit to go out (which needs the
-                    // message log) and its history to be read.
-                    Some(approval)
-                        if approval
-                            .decided_at
-                            .is_some_and(|at| at.timestamp_millis() >= cutoff_ms) =>
-                    {
-                        continue;
-                    }
-                    Some(approval) => {
-                        if let Some(idem) = &approval.idempotency_key {
-                            let idem = idempotency_key(&approval.requested_by, idem);
-                            ops.push(op(Target::Idempotency, &idem));
-                        }
-                        ops.push(op(Target::Approvals, &id.to_bytes()));
-                        for event in self.inner.events.scan_prefix(id.to_bytes()).keys() {
-                            ops.push(op(Target::Events, &event?));
-                        }
-                        // The message log is the gateway's, written straight to sled.
-                        self.inner.messages.remove(id.to_bytes())?;
-                    }
-                    None => {}
-                }
-                ops.push(op(Target::ByStatus, &key));
-                removed.push(status);
+        let mut ended = self.inner.ended.lock();
+        let mut counts = *ended;
+        // Approvals created before the cutoff but ended after it (or still pending) are
+        // skipped, each pass again: bound the walk, not only the removals.
+        let (mut scanned, mut count_ops) = (0, Vec::new());
+        for entry in self.inner.approvals.iter() {
+            let (key, value) = entry?;
+            let id = match <[u8; 16]>::try_from(key.as_ref()) {
+                Ok(id) => ApprovalId::from_bytes(id),
+                Err(_) => continue,
+            };
+            // Ids sort by creation time, and nothing ends before it was created: the first
+            // one created after the cutoff ends the pass.
+            if created_ms(id) >= cutoff_ms || removed.len() >= limit || scanned >= limit * 10 {
+                break;
             }
+            let approval = match self.inner.staging.lookup(Target::Approvals, &key) {
+                Some(None) => continue, // removed by an earlier pass, on its way to disk
+                Some(Some(staged)) => decode_entry(&key, &staged)?,
+                None => decode_entry(&key, &value)?,
+            };
+            if approval.status.is_terminal() {
+                scanned += 1;
+            }
+            // Kept for `retention` after it *ended*: a long-pending approval that ended a
+            // moment ago still has its Telegram edit to go out (which needs the message log)
+            // and its history to be read.
+            let ended_before = approval
+                .decided_at
+                .is_some_and(|at| at.timestamp_millis() < cutoff_ms);
+            if !approval.status.is_terminal() || !ended_before {
+                continue;
+            }
+            let op = |target, key: &[u8]| Op {
+                target,
+                key: key.to_vec(),
+                value: None,
+            };
+            if let Some(idem) = &approval.idempotency_key {
+                let idem = idempotency_key(&approval.requested_by, idem);
+                ops.push(op(Target::Idempotency, &idem));
+            }
+            ops.push(op(Target::Approvals, &key));
+            // The whole history: one key (`history.rs`).
+            ops.push(op(Target::Events, &key));
+            counts.moved(id, Some(approval.status), None, &mut count_ops);
+            // The message log is the gateway's, written straight to sled.
+            self.inner.messages.remove(&key)?;
+            removed.push(approval.status);
         }
+        // Each count record holds every count: the last one says it all.
+        ops.extend(count_ops.pop());
         // Through the journal like every other change (kept: a failed batch puts the
-        // removals back), or a crash's replay would bring back what retention removed. The
-        // status index stays readable until they land; its removals come with the same batch.
+        // removals back), or a crash's replay would bring back what retention removed.
         self.inner.staging.stage_kept(ops);
+        *ended = counts;
         Ok(removed)
     }
 
@@ -364,12 +399,14 @@ impl ApprovalStore for SledStore {
 
     fn events(&self, id: ApprovalId) -> Result<Vec<AuditEvent>, StoreError> {
         let mut events = Vec::new();
-        for entry in self.inner.events.scan_prefix(id.to_bytes()) {
-            let (key, value) = entry?;
+        let id = id.to_bytes();
+        let history = self.inner.events.get(id)?.unwrap_or_default();
+        for (seq, value) in history::entries(&history) {
+            let key = history::key_of(&id, seq);
             // One entry, or several observed together (`Staging::stage_observed`).
             let decoded = match value.first() {
-                Some(b'[') => serde_json::from_slice::<Vec<AuditEvent>>(&value),
-                _ => serde_json::from_slice::<AuditEvent>(&value).map(|event| vec![event]),
+                Some(b'[') => serde_json::from_slice::<Vec<AuditEvent>>(value),
+                _ => serde_json::from_slice::<AuditEvent>(value).map(|event| vec![event]),
             };
             match decoded {
                 Ok(entries) => events.extend(entries),

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
-use super::StoreError;
+use super::{StoreError, history, status_index};
 
 const MAGIC: &[u8] = b"approval-gate backup v1\n";
 /// Every tree a store has; a backup holds all of them (unknown ones in a file are restored too).
@@ -92,10 +92,19 @@ pub fn write(db: &sled::Db, path: &Path, seq_floor: u64) -> Result<BackupStats, 
         let tree = db.open_tree(name)?;
         for entry in tree.iter() {
             let (key, value) = entry?;
-            if *name == "meta" && key.as_ref() == super::SEQ_FLOOR_KEY {
-                continue; // written below, raised
+            match (*name, key.as_ref()) {
+                ("meta", super::SEQ_FLOOR_KEY) => continue, // written below, raised
+                // Derived from the records, rebuilt by the restored store's first start
+                // (`SledStore::migrate`): a backup holds what every version reads.
+                ("meta", super::SCHEMA_KEY) | ("by_status", status_index::ENDED_KEY) => continue,
+                // One record per history entry (`id ++ seq`), as backups always held them.
+                ("events", id) if id.len() == 16 => {
+                    for (seq, entry) in history::entries(&value) {
+                        out.record(name, &history::key_of(id, seq), entry)?;
+                    }
+                }
+                _ => out.record(name, &key, &value)?,
             }
-            out.record(name, &key, &value)?;
         }
     }
     out.record("meta", super::SEQ_FLOOR_KEY, &seq_floor.to_be_bytes())?;
@@ -206,8 +215,15 @@ pub fn restore(path: &Path, store: &Path) -> Result<BackupStats, StoreError> {
             source,
         })?;
     let result = (|| {
+        let events = db.open_tree("events")?;
+        history::attach(&events);
         while let Some((name, key, value)) = reader.next_record()? {
-            db.open_tree(&name)?.insert(key, value)?;
+            match (name.as_str(), key.as_slice()) {
+                // The store's first start rebuilds what depends on its layout (`migrate`).
+                ("meta", super::SCHEMA_KEY) => continue,
+                ("events", _) => history::write(&events, &key, Some(&value))?,
+                _ => drop(db.open_tree(&name)?.insert(key, value)?),
+            }
         }
         db.flush()?;
         // flush() is not an fsync on Linux; the data file is.

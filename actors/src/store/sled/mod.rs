@@ -8,12 +8,12 @@
 //! |---------------------|----------------------------------|----------------------|--------------------|
 //! | `approvals`         | approval id (16-byte ULID)       | versioned record     | ApprovalRegistry   |
 //! | `idempotency`       | requested_by `\0` key            | approval id          | ApprovalRegistry   |
-//! | `by_status`         | status byte ++ id                | empty                | ApprovalRegistry   |
+//! | `by_status`         | status byte ++ id, pending only; `\xffended` | empty; per ended status, its count | ApprovalRegistry   |
 //! | `queues`            | channel byte ++ seq (BE)         | queued notification  | registry appends; each notifier consumes its channel |
 //! | `dead_letters`      | seq (BE)                         | channel, reason, entry | notifiers; requeued by operators |
 //! | `telegram_messages` | approval id                      | message refs         | TelegramGateway    |
 //! | `grants`            | grant id (ULID text)             | grant as JSON        | ApprovalRegistry   |
-//! | `events`            | approval id ++ seq (BE)          | audit event as JSON (an array: several observed together) | registry with each change; notifiers and Telegram append |
+//! | `events`            | approval id                      | its history: `[seq, len, entry]*`, each entry audit events as JSON | registry with each change; notifiers and Telegram append (`history.rs`) |
 //! | `meta`              | name                             | bytes                | whoever named it (`seq_floor`: a restore's sequence floor) |
 //!
 //! A state change and the notifications announcing it are one staged change, applied and
@@ -36,11 +36,14 @@ mod commit;
 mod commit_stats;
 mod durable_point;
 mod faults;
+mod history;
 mod journal;
 mod lock;
+mod migrate;
 mod queue_tree;
 mod queues;
 mod staging;
+mod status_index;
 mod syncer;
 mod writer;
 
@@ -83,6 +86,8 @@ struct Inner {
     messages: sled::Tree,
     grants: sled::Tree,
     events: sled::Tree,
+    /// How many approvals ended in each status, as `by_status` holds them (`status_index.rs`).
+    ended: status_index::Ended,
     staging: Arc<Staging>,
     /// Applies staged writes to the trees and journals them (the commit thread, or a backup).
     writer: Arc<Writer>,
@@ -99,7 +104,7 @@ struct Inner {
     _lock: std::fs::File,
 }
 
-const SCHEMA_KEY: &[u8] = b"store_schema";
+pub(super) const SCHEMA_KEY: &[u8] = b"store_schema";
 /// `meta` key: added to every sequence number (queue, dead-letter and history keys). sled's
 /// `generate_id` counter is not in a backup, so a restored store's counter starts again near 0;
 /// a backup records a floor above every number issued so far (`backup::write`), and numbers in
@@ -107,7 +112,8 @@ const SCHEMA_KEY: &[u8] = b"store_schema";
 pub(crate) const SEQ_FLOOR_KEY: &[u8] = b"seq_floor";
 /// How long a commit may run before the store reports a stall (`store.commit_stall`).
 pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_secs(10);
-const SCHEMA_VERSION: u8 = 2;
+/// 3: history a key per approval, ended approvals counted rather than indexed.
+const SCHEMA_VERSION: u8 = 3;
 
 pub(in crate::store) fn index_key(status: Status, id: ApprovalId) -> [u8; 17] {
     let mut key = [0u8; 17];
@@ -217,6 +223,8 @@ impl SledStore {
         );
         let grants = tree("grants")?;
         let events = tree("events")?;
+        // Before anything is applied to it: the journal's replay merges history entries.
+        history::attach(&events);
         let staging = Arc::new(Staging::default());
         let trees = [
             &approvals,
@@ -260,6 +268,7 @@ impl SledStore {
                 messages,
                 grants,
                 events,
+                ended: status_index::Ended::default(),
                 writer,
                 replayed,
                 db,
@@ -268,25 +277,8 @@ impl SledStore {
             }),
         };
         store.migrate()?;
+        store.inner.ended.load(&store.inner.by_status)?;
         Ok(store)
-    }
-
-    /// Build the status index for a store written before it existed (once).
-    fn migrate(&self) -> Result<(), StoreError> {
-        let meta = self.inner.db.open_tree("meta")?;
-        if meta.get(SCHEMA_KEY)?.as_deref() == Some(&[SCHEMA_VERSION]) {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for entry in self.inner.approvals.iter() {
-            let (key, value) = entry?;
-            let approval = decode_entry(&key, &value)?;
-            batch.insert(&index_key(approval.status, approval.id)[..], &[][..]);
-        }
-        self.inner.by_status.apply_batch(batch)?;
-        meta.insert(SCHEMA_KEY, &[SCHEMA_VERSION])?;
-        self.inner.db.flush()?;
-        Ok(())
     }
 
     /// A staged history entry for `id` (key: id ++ a unique increasing number).

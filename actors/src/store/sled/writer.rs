@@ -12,6 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::history;
 use super::journal::Journal;
 use super::queue_tree::QueueTree;
 use super::staging::{Batch, Op, Staging, Target, tag};
@@ -145,6 +146,9 @@ impl Writer {
             match (&op.value, op.target) {
                 (Some(value), Target::Queues) => self.queues.insert(&op.key, value)?,
                 (None, Target::Queues) => self.queues.remove(&op.key).map(drop)?,
+                (value, Target::Events) => {
+                    history::write(self.tree(Target::Events), &op.key, value.as_deref())?
+                }
                 (Some(value), target) => self
                     .tree(target)
                     .insert(op.key.as_slice(), value.as_slice())

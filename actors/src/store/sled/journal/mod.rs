@@ -33,7 +33,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::staging::{Op, tag};
+use super::history;
+use super::staging::{Op, Target, tag};
 
 const PREFIX: &str = "journal-";
 const SPARE: &str = "journal-spare";
@@ -183,8 +184,12 @@ fn replay_file(
         };
         for (tree, key, value) in decoded {
             match value {
-                Some(value) => trees[tree].insert(key, value)?,
-                None => trees[tree].remove(key)?,
+                // History entries merge into their approval's value (`history.rs`).
+                _ if tree == usize::from(tag(Target::Events)) => {
+                    history::write(&trees[tree], key, value)?
+                }
+                Some(value) => drop(trees[tree].insert(key, value)?),
+                None => drop(trees[tree].remove(key)?),
             };
             ops += 1;
         }

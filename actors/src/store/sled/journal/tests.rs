@@ -14,6 +14,7 @@ fn op(target: Target, key: &[u8], value: Option<&[u8]>) -> Op {
 fn open(dir: &Path) -> (sled::Db, [sled::Tree; 6]) {
     let db = sled::open(dir.join("sled")).expect("sled");
     let trees = ["a", "i", "s", "q", "g", "e"].map(|name| db.open_tree(name).expect("tree"));
+    history::attach(&trees[5]);
     (db, trees)
 }
 

@@ -1,0 +1,183 @@
+//! The layout on disk, through the store: a store of the previous layout opens and reads the
+//! same; counts of ended approvals hold across a crash and a refused commit.
+use super::super::*;
+use crate::domain::{Actor, Decision, NewApproval, Outcome};
+use crate::notification::Event;
+
+fn created() -> Approval {
+    Approval::create(
+        ApprovalId::new(),
+        NewApproval::sample(),
+        crate::store::millis(chrono::Utc::now().timestamp_millis()),
+    )
+}
+
+fn decided(approval: &Approval, outcome: Outcome) -> Approval {
+    let mut decided = approval.clone();
+    let decision = Decision {
+        outcome,
+        actor: Actor::System,
+        comment: None,
+    };
+    decided
+        .apply(decision, chrono::Utc::now())
+        .expect("decides");
+    decided
+}
+
+fn change<'a>(approval: &'a Approval, previous: Option<&'a Approval>) -> Change<'a> {
+    Change {
+        approval,
+        previous,
+        event: Some(Event::Created),
+        channels: &[],
+        request_id: None,
+        grant: None,
+        events: &[],
+    }
+}
+
+fn keys(store: &SledStore, tree: &sled::Tree) -> Vec<Vec<u8>> {
+    let _ = store;
+    tree.iter()
+        .keys()
+        .map(|k| k.expect("key").to_vec())
+        .collect()
+}
+
+/// A store written by the previous version (a history key per entry, every approval in the
+/// status index, schema 2) is rewritten at its first open: one history key per approval, only
+/// pending approvals indexed, the ended ones counted; and reads answer as before.
+#[actix_rt::test]
+async fn a_store_of_the_previous_layout_is_rewritten_once_and_reads_the_same() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pending = created();
+    let approved = decided(&created(), Outcome::Approve);
+    let rejected = decided(&created(), Outcome::Reject);
+    {
+        let db = sled::open(dir.path()).expect("sled");
+        let (approvals, by_status, events, meta) = (
+            db.open_tree("approvals").expect("tree"),
+            db.open_tree("by_status").expect("tree"),
+            db.open_tree("events").expect("tree"),
+            db.open_tree("meta").expect("tree"),
+        );
+        for a in [&pending, &approved, &rejected] {
+            approvals
+                .insert(a.id.to_bytes(), encode_record(a).expect("encode"))
+                .expect("insert");
+            by_status
+                .insert(index_key(a.status, a.id), &[])
+                .expect("insert");
+        }
+        // Two entries, the second observed together (an array), under keys id ++ seq.
+        let entry = |kind: &str| AuditEvent::now(kind);
+        let one = serde_json::to_vec(&entry("created")).expect("json");
+        let two = serde_json::to_vec(&[entry("delivered"), entry("edited")]).expect("json");
+        events
+            .insert(history::key_of(&approved.id.to_bytes(), 9), two)
+            .expect("insert");
+        events
+            .insert(history::key_of(&approved.id.to_bytes(), 3), one)
+            .expect("insert");
+        meta.insert(SCHEMA_KEY, &[2]).expect("schema");
+        db.flush().expect("flush");
+    }
+    for _ in 0..2 {
+        let store = SledStore::open(dir.path()).expect("open");
+        let kinds: Vec<String> = store
+            .events(approved.id)
+            .expect("history")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["created", "delivered", "edited"],
+            "in order, all kept"
+        );
+        let counts = store.count_by_status().expect("counts");
+        assert_eq!(counts[&Status::Pending], 1);
+        assert_eq!(counts[&Status::Approved], 1);
+        assert_eq!(counts[&Status::Rejected], 1);
+        assert_eq!(counts[&Status::TimedOut], 0);
+        let listed = |status| {
+            store
+                .list(Some(status), None, 10)
+                .expect("list")
+                .into_iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listed(Status::Approved), [approved.id]);
+        assert_eq!(listed(Status::Rejected), [rejected.id]);
+        assert_eq!(listed(Status::Pending), [pending.id]);
+        assert_eq!(
+            keys(&store, &store.inner.events),
+            [approved.id.to_bytes().to_vec()],
+            "one history key per approval"
+        );
+        assert_eq!(
+            keys(&store, &store.inner.by_status),
+            [
+                index_key(Status::Pending, pending.id).to_vec(),
+                status_index::ENDED_KEY.to_vec()
+            ],
+            "only the pending approval indexed, and the counts"
+        );
+    }
+}
+
+/// The counts of ended approvals are written with the change that ends one: a crash image
+/// (the folder copied while the store runs, so the journal is replayed) reads them back, and a
+/// refused commit's revert takes its count back too.
+#[actix_rt::test]
+async fn ended_counts_survive_a_crash_and_follow_a_refused_commit_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let live = dir.path().join("live");
+    let store = SledStore::open(&live).expect("open");
+    store.checkpoint_every(std::time::Duration::from_secs(3600));
+    let (a, b) = (created(), created());
+    for approval in [&a, &b] {
+        store.apply(&change(approval, None)).expect("create");
+    }
+    let a_approved = decided(&a, Outcome::Approve);
+    store.apply(&change(&a_approved, Some(&a))).expect("decide");
+    store.commit().wait().await.expect("commit");
+    // A decision whose commit is refused, reverted by its owner.
+    let b_rejected = decided(&b, Outcome::Reject);
+    let refused = change(&b_rejected, Some(&b));
+    let written = store.apply(&refused).expect("decide");
+    store.faults().fail_next(1);
+    assert!(store.commit().wait().await.is_err());
+    store.revert(&refused, &written).expect("revert");
+    store.commit().wait().await.expect("commit");
+    let expect = |store: &SledStore, what: &str| {
+        let counts = store.count_by_status().expect("counts");
+        assert_eq!(
+            (
+                counts[&Status::Pending],
+                counts[&Status::Approved],
+                counts[&Status::Rejected]
+            ),
+            (1, 1, 0),
+            "{what}"
+        );
+        let rejected = store.list(Some(Status::Rejected), None, 10).expect("list");
+        assert!(rejected.is_empty(), "{what}: nothing rejected");
+    };
+    expect(&store, "running");
+    let image = dir.path().join("image");
+    std::fs::create_dir(&image).expect("mkdir");
+    for file in std::fs::read_dir(&live).expect("ls") {
+        let file = file.expect("entry");
+        if file.file_type().expect("type").is_file() {
+            std::fs::copy(file.path(), image.join(file.file_name())).expect("copy");
+        }
+    }
+    expect(
+        &SledStore::open(&image).expect("open the image"),
+        "after a crash",
+    );
+    drop(store);
+}
