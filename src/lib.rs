@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod cli;
 pub mod http;
+pub mod memory;
 pub mod reload;
 pub mod settings;
 pub mod startup;

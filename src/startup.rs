@@ -100,6 +100,8 @@ impl Application {
             fallback_always: settings.fallback.always,
             postgres: postgres_settings(&settings),
         })?;
+        // Opening the store (sled's recovery, on this thread) left its buffers freed.
+        crate::memory::return_freed();
 
         let accepting = Arc::new(AtomicBool::new(true));
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);

@@ -88,6 +88,7 @@ pub(crate) fn registry_settings(settings: &Settings) -> Result<RegistrySettings,
         escalation: Arc::new(settings.escalation.clone()),
         max_grant: settings.agents.max_grant,
         max_pending_per_agent: settings.limits.max_pending_per_agent,
+        return_freed_memory: crate::memory::return_freed,
         trace_approvals: cfg!(feature = "otlp")
             && crate::telemetry::otlp_endpoint(&settings.monitoring.otlp_endpoint).is_some(),
         input_limits: approval_gate_actors::domain::InputLimits {

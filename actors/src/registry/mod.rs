@@ -69,6 +69,10 @@ pub struct RegistrySettings {
     /// Keep a span per pending approval (only worth it when spans are exported: each one held
     /// costs memory for as long as the approval waits).
     pub trace_approvals: bool,
+    /// Called on the registry's thread after it loads the store (a walk of every pending
+    /// approval, which leaves its buffers freed): the binary's hook to hand freed memory back
+    /// to the OS (`src/memory.rs`); the actors know no allocator.
+    pub return_freed_memory: fn(),
 }
 
 /// Which channels hear of each change, and how to wake their notifiers.
@@ -245,6 +249,7 @@ impl ApprovalRegistry {
         );
         self.sweeper.do_send(Rearm(arms));
         self.publish_pending();
+        (self.settings.return_freed_memory)();
     }
 
     /// Re-read the counts after a change whose fate was settled across a restart.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::history;
+use super::record;
 use super::staging::{Op, Target};
 use super::{
     ApprovalStore, Change, Commit, CommitFault, Landing, QueueEntry, SledStore, StoreDiagnostics,
@@ -106,16 +106,33 @@ impl SledStore {
                 break;
             }
             let (key, value) = entry?;
-            let approval = match self.inner.staging.lookup(Target::Approvals, &key) {
-                Some(None) => continue,
-                Some(Some(staged)) => decode_entry(&key, &staged)?,
-                None => decode_entry(&key, &value)?,
+            let Some(record) = self.visible_record(&key, || Ok(Some(value)))? else {
+                continue;
             };
+            let approval = decode_entry(&key, &record)?;
             if approval.status == status {
                 page.push(approval);
             }
         }
         Ok(page)
+    }
+
+    /// The record of `key` as readers see it: its staged version while one waits for the next
+    /// commit, else the record in the tree's value (`stored`; a value holding only history,
+    /// entries that came after their approval was removed, has none).
+    fn visible_record(
+        &self,
+        key: &[u8],
+        stored: impl FnOnce() -> sled::Result<Option<sled::IVec>>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(staged) = self.inner.staging.lookup(Target::Approvals, key) {
+            return Ok(staged);
+        }
+        let stored = stored()?;
+        Ok(stored
+            .as_deref()
+            .and_then(record::record)
+            .map(<[u8]>::to_vec))
     }
 }
 
@@ -144,10 +161,7 @@ impl ApprovalStore for SledStore {
         }
         // Something newer already replaced this version (or it never reached sled): leave the
         // record alone.
-        let current = match self.inner.staging.lookup(Target::Approvals, &id) {
-            Some(staged) => staged,
-            None => self.inner.approvals.get(id)?.map(|v| v.to_vec()),
-        };
+        let current = self.visible_record(&id, || self.inner.approvals.get(id))?;
         let old_record = change.previous.map(encode_record).transpose()?;
         // Nothing fallible from here until the ops are staged (see `apply`).
         let mut ended = self.inner.ended.lock();
@@ -179,11 +193,8 @@ impl ApprovalStore for SledStore {
 
     fn get(&self, id: ApprovalId) -> Result<Option<Approval>, StoreError> {
         let key = id.to_bytes();
-        let value = match self.inner.staging.lookup(Target::Approvals, &key) {
-            Some(staged) => staged,
-            None => self.inner.approvals.get(key)?.map(|v| v.to_vec()),
-        };
-        value.map(|value| decode_entry(&key, &value)).transpose()
+        let record = self.visible_record(&key, || self.inner.approvals.get(key))?;
+        record.map(|record| decode_entry(&key, &record)).transpose()
     }
 
     fn find_idempotent(&self, agent: &str, key: &str) -> Result<Option<ApprovalId>, StoreError> {
@@ -209,9 +220,14 @@ impl ApprovalStore for SledStore {
                 Some(id) => self.inner.approvals.range(..id.to_bytes()),
                 None => self.inner.approvals.range::<&[u8], _>(..),
             };
-            for entry in range.rev().take(limit) {
+            for entry in range.rev() {
+                if page.len() >= limit {
+                    break;
+                }
                 let (key, value) = entry?;
-                page.push(decode_entry(&key, &value)?);
+                if let Some(record) = record::record(&value) {
+                    page.push(decode_entry(&key, record)?);
+                }
             }
             return Ok(page);
         };
@@ -301,10 +317,22 @@ impl ApprovalStore for SledStore {
             if created_ms(id) >= cutoff_ms || removed.len() >= limit || scanned >= limit * 10 {
                 break;
             }
+            let op = |target, key: &[u8]| Op {
+                target,
+                key: key.to_vec(),
+                value: None,
+            };
             let approval = match self.inner.staging.lookup(Target::Approvals, &key) {
                 Some(None) => continue, // removed by an earlier pass, on its way to disk
                 Some(Some(staged)) => decode_entry(&key, &staged)?,
-                None => decode_entry(&key, &value)?,
+                None => match record::record(&value) {
+                    Some(record) => decode_entry(&key, record)?,
+                    // History that came after its approval was removed: goes too.
+                    None => {
+                        ops.push(op(Target::Approvals, &key));
+                        continue;
+                    }
+                },
             };
             if approval.status.is_terminal() {
                 scanned += 1;
@@ -318,18 +346,12 @@ impl ApprovalStore for SledStore {
             if !approval.status.is_terminal() || !ended_before {
                 continue;
             }
-            let op = |target, key: &[u8]| Op {
-                target,
-                key: key.to_vec(),
-                value: None,
-            };
             if let Some(idem) = &approval.idempotency_key {
                 let idem = idempotency_key(&approval.requested_by, idem);
                 ops.push(op(Target::Idempotency, &idem));
             }
+            // The record and its history: one key (`record.rs`).
             ops.push(op(Target::Approvals, &key));
-            // The whole history: one key (`history.rs`).
-            ops.push(op(Target::Events, &key));
             counts.moved(id, Some(approval.status), None, &mut count_ops);
             // The message log is the gateway's, written straight to sled.
             self.inner.messages.remove(&key)?;
@@ -349,8 +371,9 @@ impl ApprovalStore for SledStore {
     }
 
     fn probe(&self) -> Commit {
-        // Writing and removing a key no history entry can have (those are 24 bytes: id ++
-        // seq): writes sled and the journal must take, that change nothing. (A removal alone
+        // Writing and removing a key of the `events` tree, which holds nothing else since
+        // history moved into the approvals' values (a history entry's key is 24 bytes, id ++
+        // seq, `record.rs`): writes sled and the journal must take, that change nothing. (A removal alone
         // of an absent key is no write to sled, and passes even once sled refuses writes.)
         let op = |value| Op {
             target: Target::Events,
@@ -400,9 +423,9 @@ impl ApprovalStore for SledStore {
     fn events(&self, id: ApprovalId) -> Result<Vec<AuditEvent>, StoreError> {
         let mut events = Vec::new();
         let id = id.to_bytes();
-        let history = self.inner.events.get(id)?.unwrap_or_default();
-        for (seq, value) in history::entries(&history) {
-            let key = history::key_of(&id, seq);
+        let stored = self.inner.approvals.get(id)?.unwrap_or_default();
+        for (seq, value) in record::entries(&stored) {
+            let key = record::key_of(&id, seq);
             // One entry, or several observed together (`Staging::stage_observed`).
             let decoded = match value.first() {
                 Some(b'[') => serde_json::from_slice::<Vec<AuditEvent>>(value),

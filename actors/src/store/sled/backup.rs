@@ -9,7 +9,8 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
-use super::{StoreError, history, status_index};
+use super::staging::{Target, tag};
+use super::{StoreError, record, status_index};
 
 const MAGIC: &[u8] = b"approval-gate backup v1\n";
 /// Every tree a store has; a backup holds all of them (unknown ones in a file are restored too).
@@ -97,10 +98,14 @@ pub fn write(db: &sled::Db, path: &Path, seq_floor: u64) -> Result<BackupStats, 
                 // Derived from the records, rebuilt by the restored store's first start
                 // (`SledStore::migrate`): a backup holds what every version reads.
                 ("meta", super::SCHEMA_KEY) | ("by_status", status_index::ENDED_KEY) => continue,
-                // One record per history entry (`id ++ seq`), as backups always held them.
-                ("events", id) if id.len() == 16 => {
-                    for (seq, entry) in history::entries(&value) {
-                        out.record(name, &history::key_of(id, seq), entry)?;
+                // The record, and one record per history entry (`id ++ seq`) in `events`, as
+                // backups always held them (`record.rs`).
+                ("approvals", id) => {
+                    if let Some(record) = record::record(&value) {
+                        out.record(name, id, record)?;
+                    }
+                    for (seq, entry) in record::entries(&value) {
+                        out.record("events", &record::key_of(id, seq), entry)?;
                     }
                 }
                 _ => out.record(name, &key, &value)?,
@@ -215,14 +220,20 @@ pub fn restore(path: &Path, store: &Path) -> Result<BackupStats, StoreError> {
             source,
         })?;
     let result = (|| {
-        let events = db.open_tree("events")?;
-        history::attach(&events);
+        let approvals = db.open_tree("approvals")?;
+        record::attach(&approvals);
         while let Some((name, key, value)) = reader.next_record()? {
-            match (name.as_str(), key.as_slice()) {
-                // The store's first start rebuilds what depends on its layout (`migrate`).
-                ("meta", super::SCHEMA_KEY) => continue,
-                ("events", _) => history::write(&events, &key, Some(&value))?,
-                _ => drop(db.open_tree(&name)?.insert(key, value)?),
+            let tree = match name.as_str() {
+                "approvals" => tag(Target::Approvals),
+                "events" => tag(Target::Events),
+                _ => u8::MAX,
+            };
+            // Records and history entries merge into the approval's value (`record.rs`); the
+            // store's first start rebuilds what depends on its layout (`SledStore::migrate`).
+            match record::apply(&approvals, tree, &key, Some(&value)) {
+                Some(merged) => merged?,
+                None if name == "meta" && key == super::SCHEMA_KEY => continue,
+                None => drop(db.open_tree(&name)?.insert(key, value)?),
             }
         }
         db.flush()?;

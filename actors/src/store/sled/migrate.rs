@@ -1,16 +1,17 @@
 //! Bringing a store written by an earlier version, or just restored from a backup, to this
 //! version's layout ([`SCHEMA_VERSION`]), once, at open: before anything else reads it.
-//! Owns nothing at run time; what the layout is lives in `history.rs` and `status_index.rs`.
+//! Owns nothing at run time; what the layout is lives in `record.rs` and `status_index.rs`.
 
+use super::staging::{Target, tag};
 use super::{
-    SCHEMA_KEY, SCHEMA_VERSION, SledStore, StoreError, decode_entry, history, index_key,
+    SCHEMA_KEY, SCHEMA_VERSION, SledStore, StoreError, decode_entry, index_key, record,
     status_index,
 };
 use crate::domain::Status;
 
 impl SledStore {
     /// Bring a store written by an earlier version (or just restored) to this layout, once:
-    /// history in one key per approval (`history.rs`), only pending approvals in the status
+    /// history in its approval's value (`record.rs`), only pending approvals in the status
     /// index and the ended ones counted (`status_index.rs`). Each step can run again over its
     /// own partial result, so a crash midway is finished by the next start; the schema mark
     /// comes last, after sled's data file is synced.
@@ -37,13 +38,14 @@ impl SledStore {
         Ok(())
     }
 
-    /// Merge history kept a key per entry (`id ++ seq`) into one value per approval.
+    /// Move history kept in the `events` tree, a key per entry (`id ++ seq`), into the
+    /// approvals' values. Records already there stay as they are (`record.rs` reads both forms).
     fn migrate_history(&self) -> Result<u64, StoreError> {
-        let events = &self.inner.events;
+        let (events, approvals) = (&self.inner.events, &self.inner.approvals);
         let mut moved = 0;
         let mut from: Vec<u8> = Vec::new();
         loop {
-            // In chunks, each read before it is written: the walk never sees its own writes.
+            // In chunks, each read before it is written.
             let chunk: Vec<(sled::IVec, sled::IVec)> = events
                 .range(from.clone()..)
                 .take(4096)
@@ -54,8 +56,10 @@ impl SledStore {
             from = last.to_vec();
             from.push(0);
             for (key, value) in &chunk {
-                if history::entry_key(key).is_some() {
-                    history::write(events, key, Some(value))?;
+                if let Some(merged) =
+                    record::apply(approvals, tag(Target::Events), key, Some(value))
+                {
+                    merged?;
                     events.remove(key)?;
                     moved += 1;
                 }
@@ -71,7 +75,10 @@ impl SledStore {
         let (mut batch, mut seen) = (sled::Batch::default(), 0u64);
         for entry in self.inner.approvals.iter() {
             let (key, value) = entry?;
-            let approval = decode_entry(&key, &value)?;
+            let Some(record) = record::record(&value) else {
+                continue; // history only
+            };
+            let approval = decode_entry(&key, record)?;
             seen += 1;
             if approval.status == Status::Pending {
                 batch.insert(&index_key(approval.status, approval.id)[..], &[][..]);

@@ -36,12 +36,12 @@ mod commit;
 mod commit_stats;
 mod durable_point;
 mod faults;
-mod history;
 mod journal;
 mod lock;
 mod migrate;
 mod queue_tree;
 mod queues;
+mod record;
 mod staging;
 mod status_index;
 mod syncer;
@@ -223,8 +223,8 @@ impl SledStore {
         );
         let grants = tree("grants")?;
         let events = tree("events")?;
-        // Before anything is applied to it: the journal's replay merges history entries.
-        history::attach(&events);
+        // Before anything is applied to it: the journal's replay merges records and history.
+        record::attach(&approvals);
         let staging = Arc::new(Staging::default());
         let trees = [
             &approvals,

@@ -190,7 +190,7 @@ async fn observed_history_entries_share_a_key_and_read_back_one_by_one() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(
-            super::history::entries(&store.inner.events.get(a.to_bytes()).unwrap().unwrap())
+            super::record::entries(&store.inner.approvals.get(a.to_bytes()).unwrap().unwrap())
                 .count(),
             1,
             "one entry for the three events"

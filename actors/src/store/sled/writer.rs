@@ -12,9 +12,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::history;
 use super::journal::Journal;
 use super::queue_tree::QueueTree;
+use super::record;
 use super::staging::{Batch, Op, Staging, Target, tag};
 
 pub(super) struct Writer {
@@ -143,12 +143,17 @@ impl Writer {
             panic!("fault injection: a panic while applying the commit's writes");
         }
         for op in ops {
+            // Records and history entries merge into the approval's value (`record.rs`).
+            let approvals = self.tree(Target::Approvals);
+            if let Some(applied) =
+                record::apply(approvals, tag(op.target), &op.key, op.value.as_deref())
+            {
+                applied?;
+                continue;
+            }
             match (&op.value, op.target) {
                 (Some(value), Target::Queues) => self.queues.insert(&op.key, value)?,
                 (None, Target::Queues) => self.queues.remove(&op.key).map(drop)?,
-                (value, Target::Events) => {
-                    history::write(self.tree(Target::Events), &op.key, value.as_deref())?
-                }
                 (Some(value), target) => self
                     .tree(target)
                     .insert(op.key.as_slice(), value.as_slice())

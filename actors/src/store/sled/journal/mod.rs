@@ -33,7 +33,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::history;
+use super::record;
 use super::staging::{Op, Target, tag};
 
 const PREFIX: &str = "journal-";
@@ -183,13 +183,14 @@ fn replay_file(
             return Ok((records, ops, true));
         };
         for (tree, key, value) in decoded {
-            match value {
-                // History entries merge into their approval's value (`history.rs`).
-                _ if tree == usize::from(tag(Target::Events)) => {
-                    history::write(&trees[tree], key, value)?
-                }
-                Some(value) => drop(trees[tree].insert(key, value)?),
-                None => drop(trees[tree].remove(key)?),
+            // Records and history entries merge into the approval's value (`record.rs`).
+            let approvals = &trees[usize::from(tag(Target::Approvals))];
+            match record::apply(approvals, tree as u8, key, value) {
+                Some(applied) => applied?,
+                None => match value {
+                    Some(value) => drop(trees[tree].insert(key, value)?),
+                    None => drop(trees[tree].remove(key)?),
+                },
             };
             ops += 1;
         }
