@@ -6,21 +6,25 @@
 //!
 //! | tree                | key                              | value                | written by         |
 //! |---------------------|----------------------------------|----------------------|--------------------|
-//! | `approvals`         | approval id (16-byte ULID)       | versioned record     | ApprovalRegistry   |
+//! | `approvals`         | approval id (16-byte ULID)       | versioned record and its history (`record.rs`) | ApprovalRegistry; notifiers and Telegram append history |
 //! | `idempotency`       | requested_by `\0` key            | approval id          | ApprovalRegistry   |
 //! | `by_status`         | status byte ++ id, pending only; `\xffended` | empty; per ended status, its count | ApprovalRegistry   |
 //! | `queues`            | channel byte ++ seq (BE)         | queued notification  | registry appends; each notifier consumes its channel |
 //! | `dead_letters`      | seq (BE)                         | channel, reason, entry | notifiers; requeued by operators |
 //! | `telegram_messages` | approval id                      | message refs         | TelegramGateway    |
 //! | `grants`            | grant id (ULID text)             | grant as JSON        | ApprovalRegistry   |
-//! | `events`            | approval id                      | its history: `[seq, len, entry]*`, each entry audit events as JSON | registry with each change; notifiers and Telegram append (`history.rs`) |
+//! | `events`            | `probe`                          | empty: the store's write probe (history lived here, a key per entry, before layout 3) | the store |
 //! | `meta`              | name                             | bytes                | whoever named it (`seq_floor`: a restore's sequence floor) |
 //!
 //! A state change and the notifications announcing it are one staged change, applied and
 //! journaled as part of one journal record ([`ApprovalStore::apply`](super::ApprovalStore::apply),
 //! `writer.rs`).
 //!
-//! Here: the schema, [`SledStore`]'s opening, migration and staging. `approvals.rs`: the
+//! History entries are audit events as JSON (an array when several were observed together).
+//!
+//! Here: the schema, [`SledStore`]'s opening and staging. `record.rs`: the approvals' values.
+//! `status_index.rs`: the pending index and the ended counts. `migrate.rs`: older layouts
+//! brought up to this one at open. `retention.rs`: removing long-ended approvals. `approvals.rs`: the
 //! trait's sled implementation. `queues.rs`: the notifiers' handle. `commit.rs`: the group
 //! commit (`commit_stats.rs`: what it reports; `faults.rs`: its fault injection).
 //! `checkpoint.rs`: the checkpoints. `staging.rs`: writes waiting for it. `writer.rs`: applies
@@ -42,6 +46,7 @@ mod migrate;
 mod queue_tree;
 mod queues;
 mod record;
+mod retention;
 mod staging;
 mod status_index;
 mod syncer;
