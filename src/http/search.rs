@@ -3,9 +3,10 @@
 //!
 //! The store lists approvals newest first by id (ids are ULIDs: creation time first), so a
 //! search reads pages from the registry and filters them here: a time range stops the read as
-//! soon as it passes `since`; a text filter reads at most `console.search_scan_limit` approvals
-//! per request and answers with what it found and a cursor to go on from, so one search never
-//! holds the registry for long. Owns no state.
+//! soon as it passes `since`; a text filter (or an ended status: only pending approvals are
+//! indexed by status) reads at most `console.search_scan_limit` approvals per request and
+//! answers with what it found and a cursor to go on from, so one search never holds the
+//! registry for long. Owns no state.
 
 use actix_web::{HttpResponse, web};
 use approval_gate_actors::domain::{Approval, ApprovalId, Status};
@@ -102,9 +103,14 @@ impl Search {
         })
     }
 
-    /// Whether any filter beyond status and cursor is set (the plain list needs no scan).
+    /// Whether the list needs a scan: any filter beyond status and cursor, or an ended status.
+    /// Stores index approvals by status only while they are pending (sled keeps no key per
+    /// ended approval: its memory follows its number of keys, docs/architecture.md), so a list
+    /// of approved, rejected, timed-out or cancelled ones reads pages and filters them here,
+    /// bounded per request like any search.
     pub fn filters(&self) -> bool {
-        self.agent.is_some()
+        self.status.is_some_and(Status::is_terminal)
+            || self.agent.is_some()
             || self.tool.is_some()
             || self.q.is_some()
             || self.since.is_some()
@@ -133,6 +139,7 @@ impl Search {
             .any(|field| field.to_lowercase().contains(q.as_str()))
         });
         agent_ok
+            && self.status.is_none_or(|status| a.status == status)
             && same(&self.tool, &a.tool_name)
             && text_ok
             && self.until.is_none_or(|until| a.created_at < until)
@@ -168,7 +175,8 @@ pub(super) async fn search(
             .actors
             .registry
             .send(List {
-                status: search.status,
+                // Only pending approvals are indexed by status (see `filters`).
+                status: search.status.filter(|status| !status.is_terminal()),
                 before,
                 limit: BATCH,
             })

@@ -238,3 +238,40 @@ async fn list_is_newest_first_paginated_and_filtered() {
     let approved = list(&app, "?status=approved").await;
     assert_eq!(approved["approvals"][0]["id"], ids[1]);
 }
+
+/// Stores index approvals by status only while they are pending (sled keeps no key per ended
+/// approval), so a list by an ended status is a search: one request reads at most
+/// `console.search_scan_limit` approvals and answers with a cursor to go on from; following it
+/// finds what is further back. A list of the pending ones still reads the index.
+#[actix_web::test]
+async fn a_list_by_an_ended_status_reads_a_bounded_page_and_goes_on_by_cursor() {
+    let app = spawn_app_with(&[
+        ("APPROVAL_GATE__CONSOLE__SEARCH_SCAN_LIMIT", "500"),
+        ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
+        ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
+    ])
+    .await;
+    let oldest = app.create_id(&new_approval()).await;
+    app.decide(&oldest, "approve").await;
+    let body = new_approval();
+    for _ in 0..6 {
+        let creates = (0..100).map(|_| app.create_id(&body));
+        futures_util::future::join_all(creates).await;
+    }
+    let first = list(&app, "?status=approved&limit=5").await;
+    assert_eq!(first["approvals"], json!([]), "{first}");
+    assert_eq!(first["scanned"], 500, "bounded by the scan limit");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a cursor to go on from");
+    let second = list(&app, &format!("?status=approved&limit=5&cursor={cursor}")).await;
+    assert_eq!(second["approvals"][0]["id"], oldest.as_str());
+    assert_eq!(second["approvals"].as_array().map(Vec::len), Some(1));
+    assert_eq!(second["next_cursor"], Value::Null);
+    let pending = list(&app, "?status=pending&limit=5").await;
+    assert_eq!(pending["approvals"].as_array().map(Vec::len), Some(5));
+    assert!(
+        pending.get("scanned").is_none(),
+        "the index, no scan: {pending}"
+    );
+}
