@@ -87,14 +87,15 @@ impl SledStore {
 }
 
 impl SledStore {
-    /// The newest approvals that ended in `status`, older than `before`: ended approvals are
-    /// not indexed (`status_index.rs`), so the records are walked newest first until `limit`
-    /// match. Staged versions win over the tree's, as in [`ApprovalStore::get`].
-    fn list_ended(
+    /// The newest approvals older than `before` that `keep` accepts, up to `limit`, walking the
+    /// records (staged versions win over the tree's, as in [`ApprovalStore::get`]): the list of
+    /// every approval, and of those in an ended status, which are not indexed
+    /// (`status_index.rs`).
+    fn walk_newest(
         &self,
-        status: Status,
         before: Option<ApprovalId>,
         limit: usize,
+        keep: impl Fn(&Approval) -> bool,
     ) -> Result<Vec<Approval>, StoreError> {
         let mut page = Vec::with_capacity(limit.min(1024));
         let range = match before {
@@ -110,7 +111,7 @@ impl SledStore {
                 continue;
             };
             let approval = decode_entry(&key, &record)?;
-            if approval.status == status {
+            if keep(&approval) {
                 page.push(approval);
             }
         }
@@ -214,26 +215,13 @@ impl ApprovalStore for SledStore {
         before: Option<ApprovalId>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
-        let mut page = Vec::with_capacity(limit.min(1024));
         let Some(status) = status else {
-            let range = match before {
-                Some(id) => self.inner.approvals.range(..id.to_bytes()),
-                None => self.inner.approvals.range::<&[u8], _>(..),
-            };
-            for entry in range.rev() {
-                if page.len() >= limit {
-                    break;
-                }
-                let (key, value) = entry?;
-                if let Some(record) = record::record(&value) {
-                    page.push(decode_entry(&key, record)?);
-                }
-            }
-            return Ok(page);
+            return self.walk_newest(before, limit, |_| true);
         };
         if status.is_terminal() {
-            return self.list_ended(status, before, limit);
+            return self.walk_newest(before, limit, |a| a.status == status);
         }
+        let mut page = Vec::with_capacity(limit.min(1024));
         let start = [status_byte(status)];
         let end = match before {
             Some(id) => index_key(status, id).to_vec(),

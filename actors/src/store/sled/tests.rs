@@ -345,15 +345,7 @@ async fn retention_removals_are_journaled_and_count_from_the_end() {
     store.commit().wait().await.expect("commit");
     assert_eq!(store.get(old.id).expect("get"), None);
     assert!(store.get(ended_lately.id).expect("get").is_some());
-    // A crash image: the folder as it is now, the running store never closed.
-    let image = dir.path().join("image");
-    std::fs::create_dir(&image).expect("mkdir");
-    for file in std::fs::read_dir(&live).expect("ls") {
-        let file = file.expect("entry");
-        if file.file_type().expect("type").is_file() {
-            std::fs::copy(file.path(), image.join(file.file_name())).expect("copy");
-        }
-    }
+    let image = crash_image(&live, &dir.path().join("image"));
     let recovered = SledStore::open(&image).expect("open the image");
     assert_eq!(
         recovered.get(old.id).expect("get"),
@@ -362,6 +354,19 @@ async fn retention_removals_are_journaled_and_count_from_the_end() {
     );
     assert!(recovered.get(ended_lately.id).expect("get").is_some());
     drop(store);
+}
+
+/// A crash image of the store at `live`: its folder's files as they are now, copied to `image`
+/// while the store runs (never closed), for a store opened on it to recover from.
+pub(super) fn crash_image(live: &std::path::Path, image: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir(image).expect("mkdir");
+    for file in std::fs::read_dir(live).expect("ls") {
+        let file = file.expect("entry");
+        if file.file_type().expect("type").is_file() {
+            std::fs::copy(file.path(), image.join(file.file_name())).expect("copy");
+        }
+    }
+    image.to_path_buf()
 }
 
 fn rand_bits() -> u128 {

@@ -167,14 +167,7 @@ async fn ended_counts_survive_a_crash_and_follow_a_refused_commit_back() {
         assert!(rejected.is_empty(), "{what}: nothing rejected");
     };
     expect(&store, "running");
-    let image = dir.path().join("image");
-    std::fs::create_dir(&image).expect("mkdir");
-    for file in std::fs::read_dir(&live).expect("ls") {
-        let file = file.expect("entry");
-        if file.file_type().expect("type").is_file() {
-            std::fs::copy(file.path(), image.join(file.file_name())).expect("copy");
-        }
-    }
+    let image = super::super::tests::crash_image(&live, &dir.path().join("image"));
     expect(
         &SledStore::open(&image).expect("open the image"),
         "after a crash",
