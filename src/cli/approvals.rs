@@ -195,14 +195,18 @@ impl Client {
             let mut query = Vec::new();
             query.extend(status.query().map(|s| ("status", s.to_string())));
             query.extend(limit.map(|n| ("limit", n.to_string())));
-            query.extend(all.next_cursor.take().map(|c| ("cursor", c)));
+            let cursor = all.next_cursor.take();
+            query.extend(cursor.clone().map(|c| ("cursor", c)));
             let body = self.call(Method::GET, &[], &query, None).await?;
             let page = self.parse::<Page>(&body)?;
-            // An empty page with a cursor would loop forever; the service never sends one.
-            let more = page.next_cursor.is_some() && !page.approvals.is_empty();
+            // A list by an ended status is a bounded search: a page may be empty and still
+            // have a cursor (the last approval it read). Go on past empty pages so that one
+            // page shows something; a cursor that does not move ends the loop.
+            let moved = page.next_cursor.is_some() && page.next_cursor != cursor;
+            let go_on = all_pages || (all.approvals.is_empty() && page.approvals.is_empty());
             all.approvals.extend(page.approvals);
             all.next_cursor = page.next_cursor;
-            if !(all_pages && more) {
+            if !(go_on && moved) {
                 return Ok(all);
             }
         }
