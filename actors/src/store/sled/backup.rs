@@ -101,9 +101,13 @@ pub fn write(db: &sled::Db, path: &Path, seq_floor: u64) -> Result<BackupStats, 
                 // The record, and one record per history entry (`id ++ seq`) in `events`, as
                 // backups always held them (`record.rs`).
                 ("approvals", id) => {
-                    if let Some(record) = record::record(&value) {
-                        out.record(name, id, record)?;
-                    }
+                    // History without its record (entries observed after retention removed
+                    // the approval) is left out: nothing reads it, and an import needs the
+                    // approval its history belongs to.
+                    let Some(record) = record::record(&value) else {
+                        continue;
+                    };
+                    out.record(name, id, record)?;
                     for (seq, entry) in record::entries(&value) {
                         out.record("events", &record::key_of(id, seq), entry)?;
                     }

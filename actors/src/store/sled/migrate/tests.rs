@@ -174,3 +174,65 @@ async fn ended_counts_survive_a_crash_and_follow_a_refused_commit_back() {
     );
     drop(store);
 }
+
+/// History observed after retention removed its approval (a late delivery) lands alone under
+/// the approval's key: it reads as no approval, a backup leaves it out, and the next
+/// retention pass removes it.
+#[actix_rt::test]
+async fn history_that_outlives_its_approval_is_no_approval_and_goes_with_retention() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SledStore::open(&dir.path().join("live")).expect("open");
+    let a = created();
+    let ended = decided(&a, Outcome::Approve);
+    store.apply(&change(&a, None)).expect("create");
+    store.apply(&change(&ended, Some(&a))).expect("decide");
+    store.commit().wait().await.expect("commit");
+    let later = chrono::Utc::now().timestamp_millis() + 60_000;
+    assert_eq!(
+        store.remove_ended(later, 10).expect("retention"),
+        [Status::Approved]
+    );
+    store.commit().wait().await.expect("commit");
+    store.record(a.id, &AuditEvent::now("delivered"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store
+        .inner
+        .approvals
+        .get(a.id.to_bytes())
+        .expect("get")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late entry never landed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(store.get(a.id).expect("get"), None);
+    assert!(store.list(None, None, 10).expect("list").is_empty());
+    assert_eq!(
+        store.count_by_status().expect("counts")[&Status::Approved],
+        0
+    );
+
+    let file = dir.path().join("backup");
+    store.backup(&file).expect("backup");
+    let restored = dir.path().join("restored");
+    backup::restore(&file, &restored).expect("restore");
+    let restored = SledStore::open(&restored).expect("open the restored store");
+    assert!(
+        keys(&restored, &restored.inner.approvals).is_empty(),
+        "left out"
+    );
+
+    store.remove_ended(later, 10).expect("retention");
+    store.commit().wait().await.expect("commit");
+    assert!(
+        store
+            .inner
+            .approvals
+            .get(a.id.to_bytes())
+            .expect("get")
+            .is_none()
+    );
+}
