@@ -215,18 +215,7 @@ async fn a_two_person_approval_is_counted_from_the_cli_which_shows_its_risk() {
 /// more than `console.search_scan_limit` newer ones, and `--all-pages` finds every one.
 #[actix_web::test]
 async fn listing_an_ended_status_goes_on_past_pages_the_search_found_nothing_in() {
-    let app = spawn_app_with(&[
-        ("APPROVAL_GATE__CONSOLE__SEARCH_SCAN_LIMIT", "500"),
-        ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
-        ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
-    ])
-    .await;
-    let oldest = app.create_id(&new_approval()).await;
-    app.decide(&oldest, "approve").await;
-    let body = new_approval();
-    for _ in 0..6 {
-        futures_util::future::join_all((0..100).map(|_| app.create_id(&body))).await;
-    }
+    let (app, oldest) = spawn_app_with_an_approval_behind_the_scan_limit().await;
     for args in [
         &["list", "--status", "approved"][..],
         &["list", "--status", "approved", "--all-pages", "--json"][..],

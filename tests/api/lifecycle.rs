@@ -245,19 +245,7 @@ async fn list_is_newest_first_paginated_and_filtered() {
 /// finds what is further back. A list of the pending ones still reads the index.
 #[actix_web::test]
 async fn a_list_by_an_ended_status_reads_a_bounded_page_and_goes_on_by_cursor() {
-    let app = spawn_app_with(&[
-        ("APPROVAL_GATE__CONSOLE__SEARCH_SCAN_LIMIT", "500"),
-        ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
-        ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
-    ])
-    .await;
-    let oldest = app.create_id(&new_approval()).await;
-    app.decide(&oldest, "approve").await;
-    let body = new_approval();
-    for _ in 0..6 {
-        let creates = (0..100).map(|_| app.create_id(&body));
-        futures_util::future::join_all(creates).await;
-    }
+    let (app, oldest) = spawn_app_with_an_approval_behind_the_scan_limit().await;
     let first = list(&app, "?status=approved&limit=5").await;
     assert_eq!(first["approvals"], json!([]), "{first}");
     assert_eq!(first["scanned"], 500, "bounded by the scan limit");

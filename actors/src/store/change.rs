@@ -32,6 +32,22 @@ pub struct Change<'a> {
     pub events: &'a [AuditEvent],
 }
 
+impl<'a> Change<'a> {
+    /// A change that announces nothing and adds no grant or history: a record written as it
+    /// is (imports, benchmarks and tests that load a store).
+    pub fn quiet(approval: &'a Approval, previous: Option<&'a Approval>) -> Self {
+        Change {
+            approval,
+            previous,
+            event: None,
+            channels: &[],
+            request_id: None,
+            grant: None,
+            events: &[],
+        }
+    }
+}
+
 impl Change<'_> {
     /// The idempotency key a new approval claims (a change of an existing one claims none).
     pub(super) fn claimed_idempotency_key(&self) -> Option<Vec<u8>> {

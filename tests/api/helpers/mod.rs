@@ -309,6 +309,25 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
 
 /// Assert that `sample` in the service's metrics is at least `min` now (a sample not exposed
 /// counts as 0); the failure shows every metric.
+/// An app whose searches read at most 500 approvals a request, holding one approved approval
+/// (its id returned) behind 600 newer pending ones: for lists by an ended status, which are
+/// searches (only pending approvals are indexed by status).
+pub async fn spawn_app_with_an_approval_behind_the_scan_limit() -> (TestApp, String) {
+    let app = spawn_app_with(&[
+        ("APPROVAL_GATE__CONSOLE__SEARCH_SCAN_LIMIT", "500"),
+        ("APPROVAL_GATE__LIMITS__CREATES_PER_SECOND", "0"),
+        ("APPROVAL_GATE__LIMITS__MAX_PENDING_PER_AGENT", "0"),
+    ])
+    .await;
+    let oldest = app.create_id(&new_approval()).await;
+    app.decide(&oldest, "approve").await;
+    let body = new_approval();
+    for _ in 0..6 {
+        futures_util::future::join_all((0..100).map(|_| app.create_id(&body))).await;
+    }
+    (app, oldest)
+}
+
 pub async fn assert_metric_at_least(app: &impl Api, sample: &str, min: f64) {
     let text = app.metrics().await;
     let value = metric(&text, sample).unwrap_or(0.0);

@@ -321,17 +321,7 @@ async fn retention_removals_are_journaled_and_count_from_the_end() {
     let store = SledStore::open(&live).expect("open");
     store.checkpoint_every(std::time::Duration::from_secs(3600));
     for approval in [&old, &ended_lately] {
-        store
-            .apply(&Change {
-                approval,
-                previous: None,
-                event: None,
-                channels: &[],
-                request_id: None,
-                grant: None,
-                events: &[],
-            })
-            .expect("apply");
+        store.apply(&Change::quiet(approval, None)).expect("apply");
     }
     store.commit().wait().await.expect("commit");
     let removed = store

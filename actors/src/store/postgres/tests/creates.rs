@@ -167,16 +167,10 @@ async fn in_a_burst_a_refused_create_fails_alone_and_a_repeated_key_lands_once()
     let landings: Vec<_> = burst
         .iter()
         .map(|approval| {
-            let change = Change {
-                approval,
-                previous: None,
-                event: None,
-                channels: &[],
-                request_id: None,
-                grant: None,
-                events: &[],
-            };
-            store.write(&change).expect("submitted").1
+            store
+                .write(&Change::quiet(approval, None))
+                .expect("submitted")
+                .1
         })
         .collect();
     let mut outcomes = Vec::new();
