@@ -25,6 +25,12 @@ fn decided(approval: &Approval, outcome: Outcome) -> Approval {
     decided
 }
 
+/// The kinds of an approval's history entries, in order.
+fn kinds(store: &SledStore, id: ApprovalId) -> Vec<String> {
+    let history = store.events(id).expect("history");
+    history.into_iter().map(|e| e.kind).collect()
+}
+
 fn keys(tree: &sled::Tree) -> Vec<Vec<u8>> {
     tree.iter()
         .keys()
@@ -72,14 +78,8 @@ async fn a_store_of_the_previous_layout_is_rewritten_once_and_reads_the_same() {
     }
     for _ in 0..2 {
         let store = SledStore::open(dir.path()).expect("open");
-        let kinds: Vec<String> = store
-            .events(approved.id)
-            .expect("history")
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
         assert_eq!(
-            kinds,
+            kinds(&store, approved.id),
             ["created", "delivered", "edited"],
             "in order, all kept"
         );
@@ -267,13 +267,11 @@ async fn a_migration_cut_off_by_a_crash_is_finished_by_the_next_open() {
         db.flush().expect("flush");
     }
     let store = SledStore::open(dir.path()).expect("open");
-    let kinds: Vec<String> = store
-        .events(approved.id)
-        .expect("history")
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(kinds, ["created", "delivered"], "each entry once");
+    assert_eq!(
+        kinds(&store, approved.id),
+        ["created", "delivered"],
+        "each entry once"
+    );
     let counts = store.count_by_status().expect("counts");
     assert_eq!(
         (counts[&Status::Pending], counts[&Status::Approved]),
