@@ -60,6 +60,8 @@ pub struct Application {
     )>,
     /// The separate monitoring listener (`monitoring.bind`) and its port.
     monitoring: Option<(Server, u16)>,
+    /// Run once the service is ready (`serve` hands start-up memory back; tests run nothing).
+    after_ready: Option<fn()>,
     actors: ActorSystem,
     accepting: Arc<AtomicBool>,
     stopping: tokio::sync::watch::Sender<bool>,
@@ -170,6 +172,7 @@ impl Application {
             state,
             tokens,
             reload: None,
+            after_ready: None,
             monitoring,
             actors: system,
             accepting,
@@ -190,6 +193,12 @@ impl Application {
         hangups: Option<crate::reload::Hangups>,
     ) -> Self {
         self.reload = Some((sources, log_level, hangups));
+        self
+    }
+
+    /// Run `then` once, when the service is ready (listening and its store loaded).
+    pub fn after_ready(mut self, then: fn()) -> Self {
+        self.after_ready = Some(then);
         self
     }
 
@@ -216,6 +225,7 @@ impl Application {
             tokens,
             reload,
             certificates,
+            after_ready,
             ..
         } = self;
         // sled does not recover from a failed write in-process, so a restart is its cure; the
@@ -230,7 +240,10 @@ impl Application {
             actix_rt::spawn(reloader.watch(hangups));
         }
         // Listening and loaded: tell systemd (Type=notify), and keep its watchdog fed.
-        actix_rt::spawn(crate::systemd::ready_then_watchdog(actors.actors.clone()));
+        actix_rt::spawn(crate::systemd::ready_then_watchdog(
+            actors.actors.clone(),
+            after_ready,
+        ));
         let handle = server.handle();
         let monitoring_handle = monitoring.as_ref().map(|(server, _)| server.handle());
         if let Some((monitoring, _)) = monitoring {

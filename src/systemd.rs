@@ -14,9 +14,9 @@ fn send(state: NotifyState) {
     }
 }
 
-/// READY=1 once the registry answers (it answers only after loading the store), then feed the
-/// watchdog.
-pub async fn ready_then_watchdog(actors: Actors) {
+/// READY=1 once the registry answers (it answers only after loading the store), run
+/// `after_ready`, then feed the watchdog.
+pub async fn ready_then_watchdog(actors: Actors, after_ready: Option<fn()>) {
     loop {
         let registry = approval_gate_actors::registry::NAME;
         let pings = actors.ping_all(Duration::from_secs(5)).await;
@@ -28,6 +28,9 @@ pub async fn ready_then_watchdog(actors: Actors) {
         }
     }
     send(NotifyState::Ready);
+    if let Some(then) = after_ready {
+        then();
+    }
     watchdog(actors).await;
 }
 

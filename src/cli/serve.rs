@@ -8,6 +8,16 @@ use crate::startup::{Application, Stopped};
 use crate::store_guard::EXIT_STORE_FAILING;
 use crate::telemetry;
 
+/// Once ready: what the start-up touched and no longer needs goes back to the OS.
+fn settled() {
+    crate::memory::return_freed();
+    let released = crate::memory::release_start_up_pages();
+    tracing::debug!(
+        bytes = released,
+        "asked the kernel to reclaim start-up code pages"
+    );
+}
+
 pub fn run(config: Option<PathBuf>) -> ExitCode {
     let sources = Sources {
         config_file: config,
@@ -27,7 +37,9 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
         // Before anything is logged as listening: SIGHUP's default action ends the process,
         // and a reload asked for the moment the service came up must not stop it.
         let hangups = crate::reload::hangups();
-        let app = Application::build(settings)?.reloading(sources, log_level, hangups);
+        let app = Application::build(settings)?
+            .reloading(sources, log_level, hangups)
+            .after_ready(settled);
         let stopped = app.run_until_stopped().await.map_err(|e| e.to_string())?;
         Ok::<_, Box<dyn std::error::Error>>(stopped)
     });

@@ -249,6 +249,7 @@ impl ApprovalRegistry {
         );
         self.sweeper.do_send(Rearm(arms));
         self.publish_pending();
+        self.settings.risk.prepare();
         (self.settings.return_freed_memory)();
     }
 

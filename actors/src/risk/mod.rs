@@ -85,6 +85,14 @@ impl Assessor {
         }
     }
 
+    /// Compile the enabled detectors' patterns on the calling thread (the registry's, which runs
+    /// them), so that no request pays for it.
+    pub fn prepare(&self) {
+        for detector in &self.enabled {
+            detector.prepare();
+        }
+    }
+
     /// The risk of `new`: what every enabled detector finds, plus the level a policy rule
     /// gave it (`rule` = the rule's name and its `risk`).
     pub fn assess(&self, new: &NewApproval, rule: Option<(&str, RiskLevel)>) -> Risk {
