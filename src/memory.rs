@@ -30,8 +30,15 @@ pub fn return_freed() {
 /// (a second instance of the same binary) are left alone. The writable and relocated
 /// segments (data, `.data.rel.ro`) are never touched. A kernel without `MADV_PAGEOUT` (before
 /// 5.4) answers EINVAL and nothing happens.
+///
+/// A binary written moments ago (`cargo run --release`, a fresh install) still has dirty pages
+/// in the page cache, which reclaim skips: the file is written out first (`fsync`, which the
+/// kernel would do within about 30 s anyway), so it blocks: call it off the runtime's threads.
 #[cfg(target_os = "linux")]
 pub fn release_start_up_pages() -> usize {
+    if let Err(error) = std::fs::File::open("/proc/self/exe").and_then(|exe| exe.sync_data()) {
+        tracing::debug!(%error, "cannot write out the program's own file; dirty pages stay");
+    }
     let mut asked = 0usize;
     // SAFETY: `own_image_segment` only reads the headers dl_iterate_phdr hands it, and
     // `asked` outlives the call.

@@ -8,14 +8,22 @@ use crate::startup::{Application, Stopped};
 use crate::store_guard::EXIT_STORE_FAILING;
 use crate::telemetry;
 
-/// Once ready: what the start-up touched and no longer needs goes back to the OS.
+/// Once ready: what the start-up touched and no longer needs goes back to the OS. The code
+/// pages on a thread of their own: writing the binary out may wait on the disk.
 fn settled() {
     crate::memory::return_freed();
-    let released = crate::memory::release_start_up_pages();
-    tracing::debug!(
-        bytes = released,
-        "asked the kernel to reclaim start-up code pages"
-    );
+    let spawned = std::thread::Builder::new()
+        .name("ag-settle".into())
+        .spawn(|| {
+            let released = crate::memory::release_start_up_pages();
+            tracing::debug!(
+                bytes = released,
+                "asked the kernel to reclaim start-up code pages"
+            );
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the thread that hands start-up pages back");
+    }
 }
 
 pub fn run(config: Option<PathBuf>) -> ExitCode {
