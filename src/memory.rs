@@ -128,6 +128,22 @@ mod tests {
             .expect("an RssFile line")
     }
 
+    /// `mi_option_arena_eager_commit` in mimalloc's `mi_option_e` (v3 and v2 alike); the -sys
+    /// crate names only some of the options.
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+    #[test]
+    fn mimalloc_commits_its_arena_as_used_without_being_told() {
+        // The build's default (`.cargo/config.toml`), unless the environment says otherwise.
+        let expected = std::env::var("MIMALLOC_ARENA_EAGER_COMMIT")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        // SAFETY: reading an option has no preconditions.
+        let value = unsafe { libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT) };
+        assert_eq!(i64::from(value), expected);
+    }
+
     #[test]
     fn the_programs_own_pages_go_back_and_its_code_still_runs() {
         let before = resident_file_kib();
