@@ -137,11 +137,11 @@ mod tests {
         // The build's default (`.cargo/config.toml`), unless the environment says otherwise.
         let expected = std::env::var("MIMALLOC_ARENA_EAGER_COMMIT")
             .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(|v| v.trim().parse::<std::ffi::c_long>().ok())
             .unwrap_or(0);
         // SAFETY: reading an option has no preconditions.
         let value = unsafe { libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT) };
-        assert_eq!(i64::from(value), expected);
+        assert_eq!(value, expected);
     }
 
     #[test]
