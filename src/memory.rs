@@ -40,7 +40,7 @@ pub fn release_start_up_pages() -> usize {
         tracing::debug!(%error, "cannot write out the program's own file; dirty pages stay");
     }
     let mut asked = 0usize;
-    // SAFETY: `own_image_segment` only reads the headers dl_iterate_phdr hands it, and
+    // SAFETY: `own_image_segments` only reads the headers dl_iterate_phdr hands it, and
     // `asked` outlives the call.
     unsafe {
         libc::dl_iterate_phdr(
@@ -154,8 +154,7 @@ mod tests {
             after < before,
             "resident file pages {before} KiB before, {after} KiB after"
         );
-        // What was reclaimed is read back on use: this test's own code runs on.
-        assert_eq!(format!("{}", 40 + 2), "42");
+        // What was reclaimed is read back on use: reaching this line ran reclaimed code again.
         assert!(resident_file_kib() > 0);
     }
 }

@@ -144,8 +144,8 @@ impl Detector {
 
     /// Compile this detector's patterns and give the calling thread their search caches now.
     /// Compiling one takes up to a megabyte of scratch memory and a few milliseconds: paid at
-    /// start-up, where the service hands its freed memory back, instead of by the first request
-    /// (which kept about 2.5 MB of scratch resident, docs/benchmarks.md, memory).
+    /// start-up, before the service hands its freed memory back, instead of by the first
+    /// request (docs/benchmarks.md, memory).
     pub(super) fn prepare(self) {
         for re in self.patterns() {
             re.is_match("");
