@@ -483,11 +483,16 @@ async fn main() -> Result<()> {
     let one = instance(&args.binary, &db, port, "one", dir.path())?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &base, Duration::from_secs(20)).await?;
+    // Sampled in both phases, so that both carry the sampler's queries.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(sample_waits(db.url.clone(), Arc::clone(&stop)));
     let cpu_before = thread_cpu(one.0.id());
     let pg_before = process_cpu("postgres");
     let (single, p50, p99) = create_load(&[base], args.connections, args.seconds).await?;
     let pg_one = process_cpu("postgres").saturating_sub(pg_before);
     let cpu_after = thread_cpu(one.0.id());
+    stop.store(true, Ordering::Relaxed);
+    let one_waits = sampler.await;
     drop(one);
     db.drop_it().await;
     println!(
@@ -510,6 +515,9 @@ async fn main() -> Result<()> {
         us_per_create(service_one, single, args.seconds),
         us_per_create(pg_one, single, args.seconds)
     );
+    if let Ok(Ok(waits)) = one_waits {
+        println!("  {waits}");
+    }
     if args.one_only {
         return Ok(());
     }

@@ -166,3 +166,48 @@ impl<K: Copy + PartialEq> Blocked<K> {
         first
     }
 }
+
+/// On a shared store, how often an instance that does not deliver (another holds the poller's
+/// lease) counts its queues for `/metrics` and `/health`. The leader counts on every tick,
+/// because it delivers from them; the others only report their size, and each count reads
+/// every entry of the queue (and the index entries of those delivered but not yet vacuumed),
+/// which on a busy cluster cost the database more than the deliveries did.
+pub const FOLLOWER_COUNT_EVERY: Duration = Duration::from_secs(5);
+
+/// When a notifier on a shared store counts its queue again: on every tick while it leads, at
+/// most every [`FOLLOWER_COUNT_EVERY`] while it follows, and at once when it takes the lead.
+#[derive(Debug, Default)]
+pub struct CountPacer {
+    last: Option<Instant>,
+}
+
+impl CountPacer {
+    /// Whether to count now; if so, the count is taken as done now.
+    pub fn due(&mut self, leading: bool) -> bool {
+        let due = leading
+            || self
+                .last
+                .is_none_or(|at| at.elapsed() >= FOLLOWER_COUNT_EVERY);
+        if due {
+            self.last = Some(Instant::now());
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod count_pacer_tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_counts_once_per_period_and_a_leader_every_time() {
+        let mut pacer = CountPacer::default();
+        assert!(pacer.due(false), "the first count is at once");
+        assert!(!pacer.due(false), "a follower waits for the period");
+        assert!(pacer.due(true), "a leader counts on every tick");
+        assert!(pacer.due(true));
+        assert!(!pacer.due(false), "the leader's count restarted the period");
+        pacer.last = Instant::now().checked_sub(FOLLOWER_COUNT_EVERY);
+        assert!(pacer.due(false), "a period later the follower counts again");
+    }
+}

@@ -602,6 +602,61 @@ async fn the_telegram_leader_killed_is_replaced_within_the_lease_and_no_tap_is_l
     );
 }
 
+/// The notification queues are shared: every instance shows their size, the leader at once and
+/// the others within `notification::FOLLOWER_COUNT_EVERY` (5 s; docs/metrics.md), and both see
+/// the queue empty once it is delivered.
+#[actix_rt::test]
+async fn every_instance_shows_the_shared_queues_size() {
+    use crate::support::fake_telegram::{FakeTelegram, Fault};
+    let Some(db) = PgDatabase::create("cluster_queue_size").await else {
+        return;
+    };
+    let fake = FakeTelegram::start();
+    // Nothing is sent while Telegram is unreachable: the entries wait in its queue.
+    fake.set_down(Some(Fault::DropConnection), false);
+    let dir = tempfile::tempdir().expect("dir");
+    let env = telegram_env(&fake.url(), fake.token());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let apps: Vec<Option<ChildApp>> = cluster(dir.path(), &db, 2, &env)
+        .into_iter()
+        .map(Some)
+        .collect();
+    let first = eventually(Duration::from_secs(10), "a leader", || leader(&apps)).await;
+    let (leader_app, follower) = (
+        apps[first].as_ref().expect("up"),
+        apps[1 - first].as_ref().expect("up"),
+    );
+    // Created on the leader: the follower hears of them only by counting the queue.
+    for _ in 0..3 {
+        leader_app.create_id(&new_approval()).await;
+    }
+    let outbox = |app: &'static str, want: f64| {
+        let app = if app == "leader" {
+            leader_app
+        } else {
+            follower
+        };
+        async move {
+            (metric(&app.metrics().await, "approval_gate_telegram_outbox_size") == Some(want))
+                .then_some(())
+        }
+    };
+    eventually(Duration::from_secs(5), "the leader counts three", || {
+        outbox("leader", 3.0)
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the follower counts three", || {
+        outbox("follower", 3.0)
+    })
+    .await;
+    fake.set_down(None, false);
+    eventually(Duration::from_secs(15), "both count none", || async {
+        outbox("leader", 0.0).await?;
+        outbox("follower", 0.0).await
+    })
+    .await;
+}
+
 /// A database that answers, slowly: reads give up after their deadline and are 503s, the
 /// registry keeps answering health checks meanwhile, and all is well once the database is fast
 /// again.

@@ -26,7 +26,9 @@ impl Actor for FallbackNotifier {
                 // Entries other instances wrote come with no wake-up; and when this instance
                 // takes the lease, its queues' fronts are read here.
                 supervision::run_interval(ctx, NAME, FOLLOW_LEASE_EVERY, |act, ctx| {
-                    act.recount();
+                    if act.counts.due(act.queues.leading()) {
+                        act.recount();
+                    }
                     for index in 0..act.lanes.len() {
                         act.pump(index, ctx);
                     }

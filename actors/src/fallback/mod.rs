@@ -38,7 +38,7 @@ pub use settings::{FallbackSettings, Reconfigure, Strategy};
 use walk::walk;
 
 use crate::metrics::Metric;
-use crate::notification::{Blocked, Wake};
+use crate::notification::{Blocked, CountPacer, Wake};
 use crate::store::{Channel as Queue, QueueEntry, Queues, StoreError};
 use crate::supervision::{self, Restarts};
 
@@ -113,6 +113,8 @@ pub struct FallbackNotifier {
     restarts: Restarts,
     /// Fault injection (`debug.fault_injection`): wake-ups still to be ignored.
     lose_wakes: u32,
+    /// On a shared store: when the queues are counted again.
+    counts: CountPacer,
 }
 
 impl FallbackNotifier {
@@ -161,6 +163,7 @@ impl FallbackNotifier {
             metrics,
             restarts: Restarts::default(),
             lose_wakes: 0,
+            counts: CountPacer::default(),
         }
     }
 

@@ -137,6 +137,8 @@ pub struct TelegramGateway {
     ready_through: u64,
     /// Entries in the Telegram queue (counted once at start, then kept up to date).
     queued: usize,
+    /// On a shared store: when the queue is counted again.
+    counts: crate::notification::CountPacer,
     /// Approvals with a durable "ended" entry queued: (its seq). A first message still queued
     /// for such an approval is posted already decided, and the ended entry is then moot.
     superseded: superseded::Superseded,
@@ -229,6 +231,7 @@ impl TelegramGateway {
             ready: BTreeSet::new(),
             ready_through: 0,
             queued: 0,
+            counts: Default::default(),
             superseded: superseded::Superseded::default(),
             cache: Default::default(),
             fallback_channels: store.fallback_channels,
@@ -305,6 +308,15 @@ impl TelegramGateway {
             self.leading = false;
         }
         // Entries come and go on other instances too: the outbox's size is counted here.
+        if self.counts.due(self.leading) {
+            self.recount();
+        }
+        if self.leading {
+            self.pump(ctx);
+        }
+    }
+
+    fn recount(&mut self) {
         match self.queues.scan(Channel::Telegram) {
             Ok((count, last)) => {
                 self.queued = count;
@@ -314,9 +326,6 @@ impl TelegramGateway {
                 self.publish_outbox();
             }
             Err(error) => tracing::warn!(actor = NAME, %error, "cannot count the Telegram queue"),
-        }
-        if self.leading {
-            self.pump(ctx);
         }
     }
 
