@@ -167,15 +167,19 @@ impl<K: Copy + PartialEq> Blocked<K> {
     }
 }
 
-/// On a shared store, how often an instance that does not deliver (another holds the poller's
-/// lease) counts its queues for `/metrics` and `/health`. The leader counts on every tick,
-/// because it delivers from them; the others only report their size, and each count reads
-/// every entry of the queue (and the index entries of those delivered but not yet vacuumed),
-/// which on a busy cluster cost the database more than the deliveries did.
+/// On a shared store, how often the instance that delivers (the holder of the poller's lease)
+/// counts its queues for `/metrics` and `/health`. Between counts its gauges follow its own
+/// wake-ups and deliveries; the count adds what other instances queued. Each count reads every
+/// entry of the queue (and the index entries of those delivered but not yet vacuumed): with a
+/// backlog, counting on every 250 ms tick cost the database more than the deliveries did.
+pub const LEADER_COUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// How often an instance that does not deliver counts: it only reports the size.
 pub const FOLLOWER_COUNT_EVERY: Duration = Duration::from_secs(5);
 
-/// When a notifier on a shared store counts its queue again: on every tick while it leads, at
-/// most every [`FOLLOWER_COUNT_EVERY`] while it follows, and at once when it takes the lead.
+/// When a notifier on a shared store counts its queue again: at most every
+/// [`LEADER_COUNT_EVERY`] while it leads and every [`FOLLOWER_COUNT_EVERY`] while it follows.
+/// (Taking the lead reads the queue anyway.)
 #[derive(Debug, Default)]
 pub struct CountPacer {
     last: Option<Instant>,
@@ -184,10 +188,12 @@ pub struct CountPacer {
 impl CountPacer {
     /// Whether to count now; if so, the count is taken as done now.
     pub fn due(&mut self, leading: bool) -> bool {
-        let due = leading
-            || self
-                .last
-                .is_none_or(|at| at.elapsed() >= FOLLOWER_COUNT_EVERY);
+        let every = if leading {
+            LEADER_COUNT_EVERY
+        } else {
+            FOLLOWER_COUNT_EVERY
+        };
+        let due = self.last.is_none_or(|at| at.elapsed() >= every);
         if due {
             self.last = Some(Instant::now());
         }
@@ -200,14 +206,16 @@ mod count_pacer_tests {
     use super::*;
 
     #[test]
-    fn a_follower_counts_once_per_period_and_a_leader_every_time() {
+    fn a_leader_counts_every_second_and_a_follower_every_five() {
         let mut pacer = CountPacer::default();
         assert!(pacer.due(false), "the first count is at once");
-        assert!(!pacer.due(false), "a follower waits for the period");
-        assert!(pacer.due(true), "a leader counts on every tick");
-        assert!(pacer.due(true));
-        assert!(!pacer.due(false), "the leader's count restarted the period");
+        assert!(!pacer.due(false), "a follower waits for its period");
+        assert!(!pacer.due(true), "so does a leader");
+        pacer.last = Instant::now().checked_sub(LEADER_COUNT_EVERY);
+        assert!(pacer.due(true), "a second later the leader counts");
+        pacer.last = Instant::now().checked_sub(LEADER_COUNT_EVERY);
+        assert!(!pacer.due(false), "the follower does not");
         pacer.last = Instant::now().checked_sub(FOLLOWER_COUNT_EVERY);
-        assert!(pacer.due(false), "a period later the follower counts again");
+        assert!(pacer.due(false), "five seconds later the follower counts");
     }
 }

@@ -602,8 +602,8 @@ async fn the_telegram_leader_killed_is_replaced_within_the_lease_and_no_tap_is_l
     );
 }
 
-/// The notification queues are shared: every instance shows their size, the leader at once and
-/// the others within `notification::FOLLOWER_COUNT_EVERY` (5 s; docs/metrics.md), and both see
+/// The notification queues are shared: every instance shows their size, the leader within a
+/// second and the others within 5 s (`notification::CountPacer`; docs/metrics.md), and both see
 /// the queue empty once it is delivered.
 #[actix_rt::test]
 async fn every_instance_shows_the_shared_queues_size() {
