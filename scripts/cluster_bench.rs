@@ -7,6 +7,8 @@
 //! 3. A decision on instance A until a long poll on instance B returns: p50 and p99.
 //! 4. With `--large`: 100,000 pending and 1,000,000 decided approvals in the database: an
 //!    instance's time to ready, its RSS once ready, and the time to list pending approvals.
+//! 5. With `--backlog`: what three idle instances cost the database while notifications they
+//!    cannot deliver wait in the shared queues (each instance counts the queues for metrics).
 //!
 //! Every phase gets a database of its own on the admin URL's server, dropped afterwards.
 
@@ -46,9 +48,12 @@ struct Args {
     /// Only the baseline and one instance (with its CPU per thread): for profiling.
     #[arg(long)]
     one_only: bool,
+    /// Also measure what three idle instances cost the database with a backlog of notifications
+    /// they cannot deliver (an email channel whose server refuses connections).
+    #[arg(long)]
+    backlog: bool,
 }
 
-/// CPU time per thread name of process `pid` (utime + stime, clock ticks), from /proc.
 /// CPU ticks (user + system) of every process on this machine named `comm` (PostgreSQL's
 /// backends are processes of their own).
 fn process_cpu(comm: &str) -> u64 {
@@ -75,6 +80,7 @@ fn us_per_create(ticks: u64, rate: f64, seconds: f64) -> f64 {
     ticks as f64 * 10_000.0 / (rate * (seconds + 1.0)).max(1.0)
 }
 
+/// CPU time per thread name of process `pid` (utime + stime, clock ticks), from /proc.
 fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -207,6 +213,7 @@ fn instance(
     port: u16,
     name: &str,
     dir: &std::path::Path,
+    extra: &[(&str, &str)],
 ) -> Result<Process> {
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder)?;
@@ -227,6 +234,7 @@ fn instance(
         .env("APPROVAL_GATE__LIMITS__DECISIONS_PER_SECOND", "1000000")
         .env("APPROVAL_GATE__LIMITS__DECISION_BURST", "1000000")
         .env("APPROVAL_GATE__LOGGING__LEVEL", "warn")
+        .envs(extra.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -480,7 +488,7 @@ async fn main() -> Result<()> {
 
     let db = Database::create(&args.admin_url, "one").await?;
     let port = free_port()?;
-    let one = instance(&args.binary, &db, port, "one", dir.path())?;
+    let one = instance(&args.binary, &db, port, "one", dir.path(), &[])?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &base, Duration::from_secs(20)).await?;
     // Sampled in both phases, so that both carry the sampler's queries.
@@ -534,6 +542,7 @@ async fn main() -> Result<()> {
             port,
             &format!("gate-{i}"),
             dir.path(),
+            &[],
         )?);
         bases.push(format!("http://127.0.0.1:{port}"));
     }
@@ -573,12 +582,16 @@ async fn main() -> Result<()> {
     drop(processes);
     db.drop_it().await;
 
+    if args.backlog {
+        backlog(&args, dir.path()).await?;
+    }
+
     // 4. A large store.
     if args.large {
         let db = Database::create(&args.admin_url, "large").await?;
         // The schema: one instance started and stopped.
         let port = free_port()?;
-        let first = instance(&args.binary, &db, port, "seed", dir.path())?;
+        let first = instance(&args.binary, &db, port, "seed", dir.path(), &[])?;
         wait_ready(
             &http,
             &format!("http://127.0.0.1:{port}"),
@@ -594,7 +607,7 @@ async fn main() -> Result<()> {
         );
         let port = free_port()?;
         let base = format!("http://127.0.0.1:{port}");
-        let large = instance(&args.binary, &db, port, "large", dir.path())?;
+        let large = instance(&args.binary, &db, port, "large", dir.path(), &[])?;
         let ready = wait_ready(&http, &base, Duration::from_secs(120)).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss = rss_mb(large.0.id());
@@ -619,5 +632,51 @@ async fn main() -> Result<()> {
         drop(large);
         db.drop_it().await;
     }
+    Ok(())
+}
+
+/// Three instances, an email channel that cannot deliver, `args.seconds` of creates: then the
+/// database's CPU over 10 s while the cluster idles with the backlog queued.
+async fn backlog(args: &Args, dir: &std::path::Path) -> Result<()> {
+    const EMAIL: [(&str, &str); 6] = [
+        ("APPROVAL_GATE__FALLBACK__ORDER", "console,file,email"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_HOST", "127.0.0.1"),
+        // The discard port: nothing listens there, so every delivery fails and is retried.
+        ("APPROVAL_GATE__FALLBACK__EMAIL__SMTP_PORT", "9"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TLS", "none"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__FROM", "gate@example.com"),
+        ("APPROVAL_GATE__FALLBACK__EMAIL__TO", "ops@example.com"),
+    ];
+    let http = reqwest::Client::new();
+    let db = Database::create(&args.admin_url, "backlog").await?;
+    let mut processes = Vec::new();
+    let mut bases = Vec::new();
+    for i in 0..3 {
+        let port = free_port()?;
+        let name = format!("backlog-{i}");
+        processes.push(instance(&args.binary, &db, port, &name, dir, &EMAIL)?);
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    for base in &bases {
+        wait_ready(&http, base, Duration::from_secs(20)).await?;
+    }
+    create_load(&bases, args.connections, args.seconds).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (client, connection) = tokio_postgres::connect(&db.url, NoTls).await?;
+    tokio::spawn(connection);
+    let queued: i64 = client
+        .query_one("SELECT count(*) FROM outbox", &[])
+        .await?
+        .get(0);
+    let before = process_cpu("postgres");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ticks = process_cpu("postgres").saturating_sub(before);
+    println!(
+        "three idle instances, {queued} notifications queued that cannot be delivered: PostgreSQL {:.1}% of a core (10 s)",
+        ticks as f64 / 10.0
+    );
+    drop(client);
+    drop(processes);
+    db.drop_it().await;
     Ok(())
 }
