@@ -178,8 +178,8 @@ pub const LEADER_COUNT_EVERY: Duration = Duration::from_secs(1);
 pub const FOLLOWER_COUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// When a notifier on a shared store counts its queue again: at most every
-/// [`LEADER_COUNT_EVERY`] while it leads and every [`FOLLOWER_COUNT_EVERY`] while it follows.
-/// (Taking the lead reads the queue anyway.)
+/// [`LEADER_COUNT_EVERY`] while it leads and every [`FOLLOWER_COUNT_EVERY`] while it follows
+/// (so an instance that takes the lead counts within a second).
 #[derive(Debug, Default)]
 pub struct CountPacer {
     last: Option<Instant>,

@@ -630,31 +630,32 @@ async fn every_instance_shows_the_shared_queues_size() {
     for _ in 0..3 {
         leader_app.create_id(&new_approval()).await;
     }
-    let outbox = |app: &'static str, want: f64| {
-        let app = if app == "leader" {
-            leader_app
-        } else {
-            follower
-        };
-        async move {
-            (metric(&app.metrics().await, "approval_gate_telegram_outbox_size") == Some(want))
-                .then_some(())
-        }
-    };
     eventually(Duration::from_secs(5), "the leader counts three", || {
-        outbox("leader", 3.0)
+        shows(leader_app, 3.0)
     })
     .await;
     eventually(Duration::from_secs(10), "the follower counts three", || {
-        outbox("follower", 3.0)
+        shows(follower, 3.0)
+    })
+    .await;
+    // And one created on the follower: the leader hears of it only by counting.
+    follower.create_id(&new_approval()).await;
+    eventually(Duration::from_secs(5), "the leader counts four", || {
+        shows(leader_app, 4.0)
     })
     .await;
     fake.set_down(None, false);
     eventually(Duration::from_secs(15), "both count none", || async {
-        outbox("leader", 0.0).await?;
-        outbox("follower", 0.0).await
+        shows(leader_app, 0.0).await?;
+        shows(follower, 0.0).await
     })
     .await;
+}
+
+/// `Some` once `app`'s Telegram queue gauge shows `want`.
+async fn shows(app: &ChildApp, want: f64) -> Option<()> {
+    let size = metric(&app.metrics().await, "approval_gate_telegram_outbox_size");
+    (size == Some(want)).then_some(())
 }
 
 /// A database that answers, slowly: reads give up after their deadline and are 503s, the
