@@ -80,6 +80,23 @@ fn us_per_create(ticks: u64, rate: f64, seconds: f64) -> f64 {
     ticks as f64 * 10_000.0 / (rate * (seconds + 1.0)).max(1.0)
 }
 
+/// Each thread's CPU per create between two [`thread_cpu`] readings, for one line.
+fn by_thread(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    rate: f64,
+    seconds: f64,
+) -> String {
+    after
+        .iter()
+        .map(|(name, after)| {
+            let ticks = after.saturating_sub(before.get(name).copied().unwrap_or(0));
+            format!("{name} {:.0} us", us_per_create(ticks, rate, seconds))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// CPU time per thread name of process `pid` (utime + stime, clock ticks), from /proc.
 fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
@@ -112,9 +129,17 @@ const BODY: &str = r#"{"session_id":"bench","tool_name":"Bash","tool_input":{"co
 
 /// What the database's active backends were waiting on while the instances created, sampled
 /// from `pg_stat_activity` every 20 ms: contention between instances would show as lock waits.
-async fn sample_waits(url: String, stop: Arc<AtomicBool>) -> Result<String> {
+async fn sample_waits(url: String, stop: Arc<AtomicBool>) -> Result<Waits> {
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
     tokio::spawn(connection);
+    let started = Instant::now();
+    let flushes = async || -> Result<i64> {
+        Ok(client
+            .query_one("SELECT wal_sync FROM pg_stat_wal", &[])
+            .await?
+            .get(0))
+    };
+    let flushes_before = flushes().await?;
     let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
     let mut active = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -135,10 +160,33 @@ async fn sample_waits(url: String, stop: Arc<AtomicBool>) -> Result<String> {
         .iter()
         .map(|(what, n)| format!("{what} {:.0}%", *n as f64 * 100.0 / active.max(1) as f64))
         .collect();
-    Ok(format!(
-        "active backends sampled: {active}; waiting on: {}",
-        shares.join(", ")
-    ))
+    let flushes = flushes().await? - flushes_before;
+    Ok(Waits {
+        waits: format!(
+            "active backends sampled: {active}; waiting on: {}",
+            shares.join(", ")
+        ),
+        flushes_per_second: flushes as f64 / started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What [`sample_waits`] saw: the waits, and the WAL flushes (`pg_stat_wal.wal_sync`, the
+/// whole server's) per second over the same time.
+struct Waits {
+    waits: String,
+    flushes_per_second: f64,
+}
+
+impl Waits {
+    /// Both, for the report, with the creates per WAL flush at `rate` creates/s.
+    fn report(&self, rate: f64) -> String {
+        format!(
+            "{}\n  WAL flushes: {:.0}/s, {:.1} creates per flush",
+            self.waits,
+            self.flushes_per_second,
+            rate / self.flushes_per_second.max(1.0)
+        )
+    }
 }
 
 struct Database {
@@ -507,16 +555,10 @@ async fn main() -> Result<()> {
         "one instance on PostgreSQL: {single:.0} creates/s = {:.2}x the baseline, p50 {p50:.1} ms, p99 {p99:.1} ms",
         single / bare
     );
-    let per_create: Vec<String> = cpu_after
-        .iter()
-        .map(|(name, after)| {
-            let ticks = after.saturating_sub(cpu_before.get(name).copied().unwrap_or(0));
-            // 100 ticks a second; per create over the whole run (warm-up included).
-            let us = ticks as f64 * 10_000.0 / (single * (args.seconds + 1.0)).max(1.0);
-            format!("{name} {us:.0} us")
-        })
-        .collect();
-    println!("  CPU per create by thread: {}", per_create.join(", "));
+    println!(
+        "  CPU per create by thread: {}",
+        by_thread(&cpu_before, &cpu_after, single, args.seconds)
+    );
     let service_one: u64 = cpu_after.values().sum::<u64>() - cpu_before.values().sum::<u64>();
     println!(
         "  CPU per create: the instance {:.0} us, PostgreSQL {:.0} us",
@@ -524,7 +566,7 @@ async fn main() -> Result<()> {
         us_per_create(pg_one, single, args.seconds)
     );
     if let Ok(Ok(waits)) = one_waits {
-        println!("  {waits}");
+        println!("  {}", waits.report(single));
     }
     if args.one_only {
         return Ok(());
@@ -557,10 +599,15 @@ async fn main() -> Result<()> {
             .map(|p| thread_cpu(p.0.id()).values().sum::<u64>())
             .sum()
     };
+    let threads = |processes: &[Process]| -> Vec<_> {
+        processes.iter().map(|p| thread_cpu(p.0.id())).collect()
+    };
     let (three_before, pg_before) = (instances_cpu(&processes), process_cpu("postgres"));
+    let threads_before = threads(&processes);
     let (total, p50, p99) = create_load(&bases, args.connections, args.seconds).await?;
     let pg_three = process_cpu("postgres").saturating_sub(pg_before);
     let three_cpu = instances_cpu(&processes).saturating_sub(three_before);
+    let threads_after = threads(&processes);
     stop.store(true, Ordering::Relaxed);
     println!(
         "three instances on one PostgreSQL: {total:.0} creates/s in all = {:.2}x one instance, p50 {p50:.1} ms, p99 {p99:.1} ms",
@@ -571,8 +618,14 @@ async fn main() -> Result<()> {
         us_per_create(three_cpu, total, args.seconds),
         us_per_create(pg_three, total, args.seconds)
     );
+    for (i, (before, after)) in threads_before.iter().zip(&threads_after).enumerate() {
+        println!(
+            "  gate-{i}, CPU per create (of all three's) by thread: {}",
+            by_thread(before, after, total, args.seconds)
+        );
+    }
     if let Ok(Ok(waits)) = sampler.await {
-        println!("  {waits}");
+        println!("  {}", waits.report(total));
     }
     let (w50, w99, wmax) = wake_latency(&bases[0], &bases[1], args.rounds).await?;
     println!(
