@@ -10,6 +10,10 @@
 //! 5. With `--backlog`: what three idle instances cost the database while notifications they
 //!    cannot deliver wait in the shared queues (each instance counts the queues for metrics).
 //!
+//! Phases 1 and 2 also report CPU per create (by thread, and PostgreSQL's), what the
+//! database's backends waited on, and the server's WAL flushes per second with the creates
+//! per flush: where three instances spend what one does not.
+//!
 //! Every phase gets a database of its own on the admin URL's server, dropped afterwards.
 
 use std::process::{Child, Command, Stdio};
