@@ -14,6 +14,7 @@
 //!
 //! [`system::ActorSystem::start`] opens the store and starts them all under supervisors.
 
+pub mod clock;
 pub mod domain;
 pub mod fallback;
 pub mod feed;

@@ -77,14 +77,16 @@ pub struct TimeoutSweeper {
     /// Fault injection: deadlines still to ignore (a sweeper that lost them, or lags far
     /// behind); the registry's own deadline check must then hold.
     lose_arms: u32,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    /// Deadlines are on the store's clock ([`crate::clock`]), as the registry sets them.
+    clock: crate::clock::Clock,
 }
 
 impl TimeoutSweeper {
-    pub fn new(check_interval: Duration, metrics: Recipient<Metric>) -> Self {
+    pub fn new(
+        check_interval: Duration,
+        metrics: Recipient<Metric>,
+        clock: crate::clock::Clock,
+    ) -> Self {
         Self {
             deadlines: BTreeSet::new(),
             check_interval,
@@ -94,6 +96,7 @@ impl TimeoutSweeper {
             metrics,
             restarts: Restarts::default(),
             lose_arms: 0,
+            clock,
         }
     }
 
@@ -113,7 +116,7 @@ impl TimeoutSweeper {
         let Some(registry) = self.registry.clone() else {
             return;
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.len());
         let due: Vec<(i64, ApprovalId)> = self
             .deadlines
@@ -158,7 +161,7 @@ impl TimeoutSweeper {
                 if self
                     .deadlines
                     .first()
-                    .is_some_and(|(first, _)| *first <= now_ms())
+                    .is_some_and(|(first, _)| *first <= self.clock.now_ms())
                 {
                     self.sweep(ctx);
                 }
@@ -166,10 +169,10 @@ impl TimeoutSweeper {
             // The timeout could not be recorded (store failing): keep the deadline, retry.
             Ok(Err(error)) => {
                 tracing::warn!(actor = NAME, approval_id = %id, request_id = %format_args!("timeout-{id}"), %error, "timeout not recorded; retrying");
-                self.schedule(ctx, now_ms() + RETRY_EXPIRE.as_millis() as i64);
+                self.schedule(ctx, self.clock.now_ms() + RETRY_EXPIRE.as_millis() as i64);
             }
             // The registry is restarting; try again shortly.
-            Err(_) => self.schedule(ctx, now_ms() + 100),
+            Err(_) => self.schedule(ctx, self.clock.now_ms() + 100),
         }
     }
 
@@ -192,7 +195,7 @@ impl TimeoutSweeper {
             }
             ctx.cancel_future(handle);
         }
-        let delay = Duration::from_millis((at_ms - now_ms()).max(0) as u64);
+        let delay = Duration::from_millis((at_ms - self.clock.now_ms()).max(0) as u64);
         let handle = supervision::run_later(ctx, NAME, delay, |act, ctx| act.sweep(ctx));
         self.next_wake = Some((at_ms, handle));
     }

@@ -83,6 +83,9 @@ pub struct Actors {
     pub telegram_webhook_secret: Option<std::sync::Arc<str>>,
     /// Pending approvals as they come and go, for the web console's live stream.
     pub feed: crate::feed::Feed,
+    /// The time deadlines are decided by (the store's, [`crate::clock`]): for the HTTP side's
+    /// own reckoning against an approval's deadline (how long a hook may hold).
+    pub clock: crate::clock::Clock,
 }
 
 /// The running actor system; stop it with [`ActorSystem::stop`] to release the store.
@@ -118,8 +121,10 @@ impl ActorSystem {
 
         let check_interval = settings.check_interval;
         let recipient = metrics_recipient.clone();
+        let clock = store.clock();
+        let sweeper_clock = clock.clone();
         let sweeper = Supervisor::start_in_arbiter(&core.handle(), move |_| {
-            TimeoutSweeper::new(check_interval, recipient)
+            TimeoutSweeper::new(check_interval, recipient, sweeper_clock.clone())
         });
 
         let mut telegram_arbiter = None;
@@ -215,6 +220,7 @@ impl ActorSystem {
                 telegram,
                 telegram_webhook_secret,
                 feed,
+                clock,
             },
             arbiters,
         })

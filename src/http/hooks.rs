@@ -157,7 +157,7 @@ async fn hook(
     };
     tracing::info!(approval_id = %created.id, agent = agent.label(), "hook held for a decision");
     guard.unwait = Some(ticket.cancel_message());
-    let until = hold_until(&created, hold.hook_wait);
+    let until = hold_until(&created, hold.hook_wait, state.actors.clock.now());
     let decided = held(state.clone(), guard, ticket.receiver, until);
     let settings = state.clone();
     let body = async move {

@@ -221,6 +221,109 @@ async fn three_sweepers_time_each_approval_out_once() {
     }
 }
 
+/// libfaketime, which shifts a child's clock: the path scripts/test installed it at, or
+/// Debian's. `None` (the test says NOT RUN) where it is not installed.
+fn faketime() -> Option<String> {
+    if let Ok(path) = std::env::var("APPROVAL_GATE_TEST_FAKETIME") {
+        assert!(
+            std::path::Path::new(&path).exists(),
+            "APPROVAL_GATE_TEST_FAKETIME names {path}, which does not exist"
+        );
+        return Some(path);
+    }
+    let debian = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    if std::path::Path::new(debian).exists() {
+        return Some(debian.into());
+    }
+    eprintln!("NOT RUN: an instance whose clock is off (libfaketime is not installed)");
+    None
+}
+
+/// An instance whose host clock runs 90 s ahead decides by the database's clock, as the others
+/// do: it stamps approvals with the database's time, and its sweeps do not time out approvals
+/// created elsewhere before their deadline (they did: the skewed instance's orphan sweep found
+/// a 3 s approval due at once). /health and the metrics show the offset.
+#[actix_rt::test]
+async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
+    let Some(db) = PgDatabase::create("cluster_clock").await else {
+        return;
+    };
+    let Some(faketime) = faketime() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let fast = [("APPROVAL_GATE__APPROVAL_TIMEOUT__CHECK_INTERVAL", "100ms")];
+    let honest = pg_instances(&dir.path().join("honest"), &db, 1, &[], &fast).remove(0);
+    let mut skewed_env = fast.to_vec();
+    skewed_env.extend([
+        ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", "skewed"),
+        ("LD_PRELOAD", faketime.as_str()),
+        ("FAKETIME", "+90s"),
+    ]);
+    let skewed = pg_instances(&dir.path().join("skewed"), &db, 1, &[], &skewed_env).remove(0);
+
+    let offset_ms = |health: Value| {
+        health["actors"]["approval_registry"]["detail"]["database"]["clock_offset_ms"].as_i64()
+    };
+    let skew = offset_ms(skewed.health().await).expect("the skewed instance's offset");
+    assert!(
+        (-92_000..=-88_000).contains(&skew),
+        "the skewed instance measured {skew} ms"
+    );
+    let honest_offset = offset_ms(honest.health().await).expect("the honest instance's offset");
+    assert!(
+        honest_offset.abs() < 1_000,
+        "honest offset {honest_offset} ms"
+    );
+    let gauge = eventually(Duration::from_secs(10), "the offset in metrics", || async {
+        metric(
+            &skewed.metrics().await,
+            "approval_gate_postgres_clock_offset_seconds",
+        )
+        .filter(|&seconds| seconds < -1.0)
+    })
+    .await;
+    assert!((-92.0..=-88.0).contains(&gauge), "gauge {gauge} s");
+
+    let mut body = new_approval();
+    body["timeout"] = json!("3s");
+    let created = honest.create(&body).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let here: Value = created.json().await.expect("json");
+    let there: Value = skewed.create(&body).await.json().await.expect("json");
+    let at = |v: &Value, key: &str| {
+        chrono::DateTime::parse_from_rfc3339(v[key].as_str().expect(key))
+            .expect("rfc3339")
+            .timestamp_millis()
+    };
+    let stamped_apart = at(&there, "created_at") - at(&here, "created_at");
+    assert!(
+        (0..2_000).contains(&stamped_apart),
+        "the skewed instance stamped its approval {stamped_apart} ms after the honest one's"
+    );
+    // The skewed instance's orphan sweep runs every second: for the next 1.5 s the honest
+    // instance's approval must stay pending (its deadline is 3 s away).
+    let id = here["id"].as_str().expect("id").to_string();
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(status_of(&skewed, &id).await, "pending", "timed out early");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (app, approval) in [(&skewed, &here), (&honest, &there)] {
+        let id = approval["id"].as_str().expect("id");
+        let ended: Value = eventually(Duration::from_secs(15), "timed out", || async {
+            let body: Value = app.get(id, None).await.json().await.ok()?;
+            (body["status"] == "timed_out").then_some(body)
+        })
+        .await;
+        let waited = at(&ended, "decided_at") - at(&ended, "created_at");
+        assert!(
+            (2_900..10_000).contains(&waited),
+            "{id} timed out {waited} ms after it was created"
+        );
+    }
+}
+
 #[actix_rt::test]
 async fn a_killed_listen_connection_loses_no_wake_up() {
     let Some(db) = PgDatabase::create("cluster_listen_killed").await else {

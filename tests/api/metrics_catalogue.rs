@@ -85,6 +85,7 @@ const CATALOGUE: &[(&str, Option<(&str, &str)>)] = &[
     ("approval_gate_postgres_statements_total", None),
     ("approval_gate_postgres_statement_seconds_total", None),
     ("approval_gate_postgres_notify_lag_seconds", None),
+    ("approval_gate_postgres_clock_offset_seconds", None),
     (
         "approval_gate_refused_total",
         Some(("reason", "rate_limited_create")),

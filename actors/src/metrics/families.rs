@@ -34,6 +34,7 @@ pub(super) struct Families {
     pub(super) pg_statements: IntCounter,
     pub(super) pg_statement_seconds: prometheus::Counter,
     pub(super) pg_notify_lag: prometheus::Gauge,
+    pub(super) pg_clock_offset: prometheus::Gauge,
     pub(super) refused: IntCounterVec,
     pub(super) reloads: IntCounterVec,
     pub(super) actor_up: prometheus::IntGaugeVec,
@@ -284,6 +285,14 @@ impl Families {
                 prometheus::Gauge::new(
                     "approval_gate_postgres_notify_lag_seconds",
                     "From another instance's commit until this one heard of it, last seen",
+                )
+                .expect("valid metric"),
+            ),
+            pg_clock_offset: register(
+                r,
+                prometheus::Gauge::new(
+                    "approval_gate_postgres_clock_offset_seconds",
+                    "The database's clock minus this host's, as measured; deadlines here follow the database's",
                 )
                 .expect("valid metric"),
             ),

@@ -266,6 +266,7 @@ impl MetricsCollector {
         m.pg_statement_seconds
             .inc_by((now.statement_seconds - seen.statement_seconds).max(0.0));
         m.pg_notify_lag.set(now.notify_lag_seconds);
+        m.pg_clock_offset.set(now.clock_offset_seconds);
     }
 
     /// Counters grow by what the store did since the last scrape.

@@ -44,7 +44,7 @@ impl ApprovalRegistry {
         if let Some(cap) = new.max_timeout {
             new.timeout = new.timeout.min(cap);
         }
-        let now = super::now();
+        let now = self.clock.now();
         let mut approval = Approval::create(ApprovalId::next(&mut self.ids), new, now);
         approval.approvals_required = verdict.approvals_required;
         approval.route = verdict.route.clone();
@@ -142,7 +142,7 @@ impl ApprovalRegistry {
     ) -> Result<Pending, RegistryError> {
         let previous = self.store.get(id)?.ok_or(RegistryError::NotFound(id))?;
         let mut approval = previous.clone();
-        let now = super::now();
+        let now = self.clock.now();
         // The deadline holds in the transition itself, not only when the sweeper gets round to
         // it: past `expires_at + grace` a pending approval can only time out.
         let decision = self.decision_at(&previous, decision, now);

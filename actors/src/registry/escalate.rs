@@ -35,7 +35,7 @@ impl ApprovalRegistry {
         let Some(next_ms) = next_due_ms(&approval, &self.settings.escalation) else {
             return answer(Ok(()));
         };
-        if next_ms > super::now().timestamp_millis() {
+        if next_ms > self.clock.now_ms() {
             if next_ms != due_ms {
                 self.sweeper.do_send(Arm {
                     id: approval.id,
@@ -75,7 +75,7 @@ impl ApprovalRegistry {
             .get(usize::from(previous.escalations))
             .cloned()
             .ok_or(RegistryError::Conflict(Box::new(previous.clone())))?;
-        let now = super::now();
+        let now = self.clock.now();
         let mut approval = previous.clone();
         approval.escalations = number;
         approval.next_escalation_ms = next_due_ms(&approval, &self.settings.escalation);

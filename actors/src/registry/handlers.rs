@@ -162,7 +162,7 @@ impl Handler<ListGrants> for ApprovalRegistry {
     type Result = MessageResult<ListGrants>;
 
     fn handle(&mut self, _: ListGrants, _: &mut Context<Self>) -> Self::Result {
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = self.clock.now_ms();
         let mut live: Vec<crate::domain::Grant> = self
             .grants
             .values()

@@ -154,12 +154,8 @@ pub struct ApprovalRegistry {
     recount_wanted: bool,
     /// Durable changes of the pending set, for watchers (the console's live stream).
     feed: crate::feed::Feed,
-}
-
-/// Millisecond precision, the precision records are stored with, so a record read back equals
-/// the one just written.
-fn now() -> chrono::DateTime<Utc> {
-    crate::store::millis(Utc::now().timestamp_millis())
+    /// The time deadlines, grants and stored timestamps follow: the store's ([`crate::clock`]).
+    clock: crate::clock::Clock,
 }
 
 /// When the sweeper expires an approval: `expires_at` plus the grace period.
@@ -180,6 +176,7 @@ impl ApprovalRegistry {
     ) -> Self {
         Self {
             feed,
+            clock: store.clock(),
             store,
             queues,
             settings,
@@ -331,7 +328,7 @@ impl ApprovalRegistry {
 
     /// Forget grants that expired (they already stopped applying at their expiry).
     fn drop_expired_grants(&mut self) {
-        let now_ms = Utc::now().timestamp_millis();
+        let now_ms = self.clock.now_ms();
         let expired: Vec<String> = self
             .grants
             .values()
@@ -351,8 +348,7 @@ impl ApprovalRegistry {
         let Some(retention) = self.settings.retention else {
             return;
         };
-        let cutoff = Utc::now().timestamp_millis()
-            - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = self.clock.now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         match self.store.remove_ended_before(cutoff, 1000) {
             Ok(removed) if !removed.is_empty() => {
                 for status in &removed {

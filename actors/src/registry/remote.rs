@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::Utc;
 
 use super::{ApprovalRegistry, NAME};
 use crate::domain::{Approval, ApprovalId, Status};
@@ -126,7 +125,7 @@ impl ApprovalRegistry {
     pub(super) fn orphan_sweep(&mut self, ctx: &mut Context<Self>) {
         let grace = self.settings.grace_period + ORPHAN_AFTER;
         let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-        let before = Utc::now().timestamp_millis().saturating_sub(grace);
+        let before = self.clock.now_ms().saturating_sub(grace);
         for approval in self.still_pending(self.store.due(before, 100), "due approvals") {
             let deadline_ms = self.deadline_ms(&approval);
             ctx.notify(Expire {
@@ -164,7 +163,7 @@ impl ApprovalRegistry {
             return;
         }
         let late = i64::try_from(ORPHAN_AFTER.as_millis()).unwrap_or(i64::MAX);
-        let now_ms = Utc::now().timestamp_millis();
+        let now_ms = self.clock.now_ms();
         let due = self.store.due_steps(now_ms.saturating_sub(late), 100);
         for approval in self.still_pending(due, "due escalation steps") {
             // The steps as configured decide; the stored time only found it.

@@ -128,6 +128,11 @@ pub trait ApprovalStore: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
+    /// The clock deadlines are decided by: the host's own for an embedded store; corrected to
+    /// the database's for a shared one, so that every instance decides by the same time.
+    fn clock(&self) -> crate::clock::Clock {
+        crate::clock::Clock::default()
+    }
     /// What `/health` shows of a database behind the store (reachable, pool use, the poller's
     /// lease); nothing for an embedded store. Cheap: no query.
     fn health(&self) -> Option<serde_json::Value> {
@@ -229,6 +234,8 @@ pub struct DatabaseStats {
     pub statement_seconds: f64,
     /// From another instance's commit to this one hearing of it, last seen.
     pub notify_lag_seconds: f64,
+    /// The database's clock minus this host's, as measured (what the instance's clock adds).
+    pub clock_offset_seconds: f64,
     /// This instance holds the Telegram poller's lease.
     pub leader: bool,
 }

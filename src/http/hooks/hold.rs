@@ -17,9 +17,13 @@ use super::super::AppState;
 use super::could_not;
 
 /// When the hold gives up: the approval's deadline (a policy rule may have shortened it),
-/// never later than `hook_wait` from now.
-pub(super) fn hold_until(approval: &Approval, hook_wait: Duration) -> tokio::time::Instant {
-    let left = (approval.expires_at - chrono::Utc::now())
+/// never later than `hook_wait` from now. `now` is on the clock deadlines are decided by.
+pub(super) fn hold_until(
+    approval: &Approval,
+    hook_wait: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> tokio::time::Instant {
+    let left = (approval.expires_at - now)
         .to_std()
         .unwrap_or_default()
         .min(hook_wait);

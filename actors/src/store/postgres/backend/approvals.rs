@@ -172,6 +172,10 @@ impl ApprovalStore for PgStore {
         true
     }
 
+    fn clock(&self) -> crate::clock::Clock {
+        self.inner.clock.clone()
+    }
+
     fn health(&self) -> Option<serde_json::Value> {
         let status = self.inner.pool.status();
         Some(serde_json::json!({
@@ -186,6 +190,7 @@ impl ApprovalStore for PgStore {
             "failures": self.inner.failures.load(Ordering::Relaxed),
             "last_error": self.inner.last_error.lock().ok().and_then(|e| e.clone()),
             "telegram_poller": self.leader_report(),
+            "clock_offset_ms": self.inner.clock.offset_ms(),
         }))
     }
 
@@ -285,6 +290,7 @@ impl ApprovalStore for PgStore {
                 statements: self.inner.statements.load(Ordering::Relaxed),
                 statement_seconds: self.inner.statement_us.load(Ordering::Relaxed) as f64 / 1e6,
                 notify_lag_seconds: self.inner.notify_lag_us.load(Ordering::Relaxed) as f64 / 1e6,
+                clock_offset_seconds: self.inner.clock.offset_ms() as f64 / 1e3,
                 leader: self.inner.leading.load(Ordering::Relaxed),
             }),
         }

@@ -14,6 +14,7 @@
 //! transaction spawned here whose outcome the registry awaits ([`Landing`](crate::store::Landing)).
 
 mod approvals;
+mod clock;
 mod creates;
 mod dead_letters;
 mod lease;
@@ -88,6 +89,9 @@ struct Inner {
     lease: Mutex<Option<Lease>>,
     /// When this instance last renewed (or took) the lease, ms since the epoch (local clock).
     lease_renewed_ms: AtomicU64,
+    /// This instance's clock, corrected to the database's (`clock.rs`).
+    clock: crate::clock::Clock,
+    clock_filter: Mutex<crate::clock::OffsetFilter>,
 }
 
 impl Drop for Inner {
@@ -198,6 +202,8 @@ impl PgStore {
                 leading: AtomicBool::new(false),
                 lease: Mutex::new(None),
                 lease_renewed_ms: AtomicU64::new(0),
+                clock: crate::clock::Clock::default(),
+                clock_filter: Mutex::new(crate::clock::OffsetFilter::default()),
             }),
         };
         // Another instance may hold the migration lock for a while.
@@ -212,6 +218,9 @@ impl PgStore {
             instance = %store.inner.settings.instance,
             "PostgreSQL store ready"
         );
+        // Before anything is created or decided here: this instance's clock is the database's.
+        clock::measure_now(&store);
+        clock::spawn(&store);
         lease::spawn(&store);
         count_dead_letters(&store);
         Ok(store)
