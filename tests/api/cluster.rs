@@ -242,7 +242,8 @@ fn faketime() -> Option<String> {
 /// An instance whose host clock runs 90 s ahead decides by the database's clock, as the others
 /// do: it stamps approvals with the database's time, and its sweeps do not time out approvals
 /// created elsewhere before their deadline (they did: the skewed instance's orphan sweep found
-/// a 3 s approval due at once). /health and the metrics show the offset.
+/// a 3 s approval due at once), and a hook it holds waits for the decision (reckoned by the host's
+/// clock, a 60 s hold 90 s "late" gave up at once). /health and the metrics show the offset.
 #[actix_rt::test]
 async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
     let Some(db) = PgDatabase::create("cluster_clock").await else {
@@ -252,7 +253,12 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
-    let fast = [("APPROVAL_GATE__APPROVAL_TIMEOUT__CHECK_INTERVAL", "100ms")];
+    let fast = [
+        ("APPROVAL_GATE__APPROVAL_TIMEOUT__CHECK_INTERVAL", "100ms"),
+        // A hook's approval lasts this long, shorter than the skew: a hold reckoned by the
+        // host's clock would give up at once (the last part below).
+        ("APPROVAL_GATE__AGENTS__HOOK_WAIT", "60s"),
+    ];
     let honest = pg_instances(&dir.path().join("honest"), &db, 1, &[], &fast).remove(0);
     let mut skewed_env = fast.to_vec();
     skewed_env.extend([
@@ -322,6 +328,50 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
             "{id} timed out {waited} ms after it was created"
         );
     }
+
+    // A hook held on the skewed instance waits for the decision (its 60 s deadline is on the
+    // database's clock, as its hold's reckoning must be), and one on the other instance ends it.
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/agents/claude-pre-tool-use-bash.json"
+        ))
+        .expect("fixture"),
+    )
+    .expect("fixture json");
+    // The hook's answer is streamed (spaces while it holds): done once the body is.
+    let request = skewed
+        .request(
+            reqwest::Method::POST,
+            "/hooks/claude-code/pre-tool-use",
+            Some(AGENT_TOKEN),
+        )
+        .json(&fixture)
+        .send();
+    let held = actix_rt::spawn(async move { request.await?.text().await });
+    let id = eventually(Duration::from_secs(10), "the hook's approval", || async {
+        let pending = honest.operator_json("/api/approvals?status=pending").await;
+        pending["approvals"][0]["id"].as_str().map(str::to_string)
+    })
+    .await;
+    holds_one_long_poll(&skewed).await;
+    actix_rt::time::sleep(Duration::from_millis(1000)).await;
+    if held.is_finished() {
+        let answer = held.await.expect("hook task").expect("hook answered");
+        panic!("the hook gave up before its deadline: {answer}");
+    }
+    assert_eq!(honest.decide(&id, "approve").await.status(), StatusCode::OK);
+    let answer: Value = serde_json::from_str(
+        held.await
+            .expect("hook task")
+            .expect("hook answered")
+            .trim(),
+    )
+    .expect("hook json");
+    assert_eq!(
+        answer["hookSpecificOutput"]["permissionDecision"], "allow",
+        "{answer}"
+    );
 }
 
 #[actix_rt::test]
