@@ -331,14 +331,7 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
 
     // A hook held on the skewed instance waits for the decision (its 60 s deadline is on the
     // database's clock, as its hold's reckoning must be), and one on the other instance ends it.
-    let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/agents/claude-pre-tool-use-bash.json"
-        ))
-        .expect("fixture"),
-    )
-    .expect("fixture json");
+    let fixture = crate::agents::fixture("claude-pre-tool-use-bash");
     // The hook's answer is streamed (spaces while it holds): done once the body is.
     let request = skewed
         .request(
@@ -501,14 +494,7 @@ async fn a_database_outage_is_503_loses_nothing_and_heals_without_a_restart() {
         refused.headers().get("retry-after").is_some(),
         "a 503 says when to retry"
     );
-    let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/agents/claude-pre-tool-use-bash.json"
-        ))
-        .expect("fixture"),
-    )
-    .expect("fixture json");
+    let fixture = crate::agents::fixture("claude-pre-tool-use-bash");
     let answer: Value = app
         .request(
             reqwest::Method::POST,
