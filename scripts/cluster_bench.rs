@@ -7,7 +7,9 @@
 //! 3. A decision on instance A until a long poll on instance B returns: p50 and p99.
 //! 4. With `--large`: 100,000 pending and 1,000,000 decided approvals in the database: an
 //!    instance's time to ready, its RSS once ready, and the time to list pending approvals.
-//! 5. With `--backlog`: what three idle instances cost the database while notifications they
+//! 5. With `--host-cores C`: one and three instances again, each confined to C cores (a
+//!    cgroup quota, [`host`]), as on hosts of their own with only the database shared.
+//! 6. With `--backlog`: what three idle instances cost the database while notifications they
 //!    cannot deliver wait in the shared queues (each instance counts the queues for metrics).
 //!
 //! Phases 1 and 2 also report CPU per create (by thread, and PostgreSQL's), what the
@@ -24,6 +26,9 @@ use std::time::{Duration, Instant};
 use approval_gate_actors::domain::{Actor, Approval, ApprovalId, Decision, NewApproval, Outcome};
 use clap::Parser;
 use tokio_postgres::NoTls;
+
+#[path = "cluster_bench/host.rs"]
+mod host;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -56,6 +61,10 @@ struct Args {
     /// they cannot deliver (an email channel whose server refuses connections).
     #[arg(long)]
     backlog: bool,
+    /// Also measure one and three instances each confined to this many cores (a cgroup CPU
+    /// quota; needs root), as if each ran on a host of its own with only the database shared.
+    #[arg(long)]
+    host_cores: Option<f64>,
 }
 
 /// CPU ticks (user + system) of every process on this machine named `comm` (PostgreSQL's
@@ -249,7 +258,18 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-struct Process(Child);
+/// A child process, killed when dropped; then the cgroup it was confined to (if any) is
+/// removed, which needs the process gone.
+struct Process(Child, Option<host::Host>);
+
+impl Process {
+    /// The same process confined to `host` (its CPU quota) from now on.
+    fn confined(mut self, host: host::Host) -> Result<Process> {
+        host.adopt(self.0.id())?;
+        self.1 = Some(host);
+        Ok(self)
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -290,7 +310,7 @@ fn instance(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    Ok(Process(child))
+    Ok(Process(child, None))
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str, deadline: Duration) -> Result<Duration> {
@@ -516,6 +536,7 @@ async fn main() -> Result<()> {
             .args([port.to_string(), db.url.clone(), "16".into()])
             .stdout(Stdio::null())
             .spawn()?,
+        None,
     );
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
@@ -639,6 +660,10 @@ async fn main() -> Result<()> {
     drop(processes);
     db.drop_it().await;
 
+    if let Some(cores) = args.host_cores {
+        hosts_of_their_own(&args, dir.path(), cores).await?;
+    }
+
     if args.backlog {
         backlog(&args, dir.path()).await?;
     }
@@ -735,5 +760,62 @@ async fn backlog(args: &Args, dir: &std::path::Path) -> Result<()> {
     drop(client);
     drop(processes);
     db.drop_it().await;
+    Ok(())
+}
+
+/// One instance, then three, each confined to `cores` (a host of its own, [`host`]), the same
+/// load: whether the shared database lets three instances' work add up.
+async fn hosts_of_their_own(args: &Args, dir: &std::path::Path, cores: f64) -> Result<()> {
+    if !(cores > 0.0 && cores.is_finite()) {
+        return Err(format!("--host-cores must be a positive number of cores, not {cores}").into());
+    }
+    println!(
+        "each instance on a host of its own ({cores} cores each, a cgroup quota; PostgreSQL and the load generator share the rest):"
+    );
+    let mut rates = Vec::new();
+    for count in [1, 3] {
+        let db = Database::create(&args.admin_url, &format!("host{count}")).await?;
+        let mut processes = Vec::new();
+        let mut bases = Vec::new();
+        for i in 0..count {
+            let port = free_port()?;
+            let name = format!("host{count}-{i}");
+            let process = instance(&args.binary, &db, port, &name, dir, &[])?;
+            let cgroup = format!("approval-gate-bench-{}-{name}", std::process::id());
+            processes.push(process.confined(host::Host::new(&cgroup, cores)?)?);
+            bases.push(format!("http://127.0.0.1:{port}"));
+        }
+        let http = reqwest::Client::new();
+        for base in &bases {
+            wait_ready(&http, base, Duration::from_secs(30)).await?;
+        }
+        let throttled = |processes: &[Process]| -> u64 {
+            processes
+                .iter()
+                .filter_map(|p| p.1.as_ref().map(host::Host::throttled))
+                .sum()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = tokio::spawn(sample_waits(db.url.clone(), Arc::clone(&stop)));
+        let (throttled_before, pg_before) = (throttled(&processes), process_cpu("postgres"));
+        let (rate, p50, p99) = create_load(&bases, args.connections, args.seconds).await?;
+        let pg = process_cpu("postgres").saturating_sub(pg_before);
+        let throttled = throttled(&processes).saturating_sub(throttled_before);
+        stop.store(true, Ordering::Relaxed);
+        let versus = match rates.first() {
+            Some(one) => format!(" = {:.2}x one instance", rate / one),
+            None => String::new(),
+        };
+        println!(
+            "  {count} instance(s): {rate:.0} creates/s{versus}, p50 {p50:.1} ms, p99 {p99:.1} ms; quota reached {throttled} times; PostgreSQL {:.0} us of CPU per create",
+            us_per_create(pg, rate, args.seconds)
+        );
+        if let Ok(Ok(waits)) = sampler.await {
+            println!("  {}", waits.report(rate).replace('\n', "\n  "));
+        }
+        rates.push(rate);
+        drop(processes);
+        db.drop_it().await;
+    }
     Ok(())
 }
