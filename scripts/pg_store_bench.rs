@@ -148,9 +148,17 @@ async fn store(url: &str, connections: u64, seconds: u64) -> Run {
                 },
             ];
             let client = pool.get().await.expect("a connection");
-            approvals::create(&client, &approval, &[AuditEvent::now("created")], &notices)
-                .await
-                .expect("create");
+            approvals::create(
+                &client,
+                &approval,
+                &[AuditEvent::at(
+                    chrono::Utc::now().timestamp_millis(),
+                    "created",
+                )],
+                &notices,
+            )
+            .await
+            .expect("create");
         }
     })
     .await

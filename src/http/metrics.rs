@@ -44,7 +44,8 @@ async fn refresh(state: &AppState) {
         .timeout(timeout)
         .await
     {
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        // The approvals' and queue entries' times are the shared clock's: so is their age.
+        let now_ms = state.actors.clock.now_ms();
         let age = |ms: i64| approval_gate_actors::store::queue::seconds_since(ms, now_ms);
         if let Some(database) = stats.store.database {
             state.actors.metrics.do_send(Metric::Database(database));

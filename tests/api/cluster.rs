@@ -259,7 +259,8 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
         // host's clock would give up at once (the last part below).
         ("APPROVAL_GATE__AGENTS__HOOK_WAIT", "60s"),
     ];
-    let honest = pg_instances(&dir.path().join("honest"), &db, 1, &[], &fast).remove(0);
+    // The skewed instance starts first, so that it leads the notifiers: the history entries
+    // they write ("delivered", for approvals created on either instance) are its.
     let mut skewed_env = fast.to_vec();
     skewed_env.extend([
         ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", "skewed"),
@@ -267,6 +268,14 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
         ("FAKETIME", "+90s"),
     ]);
     let skewed = pg_instances(&dir.path().join("skewed"), &db, 1, &[], &skewed_env).remove(0);
+    let honest = pg_instances(&dir.path().join("honest"), &db, 1, &[], &fast).remove(0);
+    eventually(Duration::from_secs(10), "the skewed instance leads", || async {
+        let health = skewed.health().await;
+        (health["actors"]["approval_registry"]["detail"]["database"]["telegram_poller"]["leader"]
+            == true)
+            .then_some(())
+    })
+    .await;
 
     let offset_ms = |health: Value| {
         health["actors"]["approval_registry"]["detail"]["database"]["clock_offset_ms"].as_i64()
@@ -328,6 +337,24 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
             "{id} timed out {waited} ms after it was created"
         );
     }
+    // Every history entry is on the database's clock, whichever instance wrote it: the
+    // endings, and the notifiers' "delivered" entries, all written by the skewed leader.
+    for approval in [&here, &there] {
+        let id = approval["id"].as_str().expect("id");
+        let entries = eventually(Duration::from_secs(15), "delivered entries", || async {
+            let entries = history(&honest, id).await;
+            let delivered = entries.iter().filter(|e| e["kind"] == "delivered").count();
+            (delivered >= 2).then_some(entries)
+        })
+        .await;
+        for entry in &entries {
+            let after = at(entry, "at") - at(approval, "created_at");
+            assert!(
+                (-1_000..15_000).contains(&after),
+                "{id}: stamped {after} ms after the approval's creation: {entry}"
+            );
+        }
+    }
 
     // A hook held on the skewed instance waits for the decision (its 60 s deadline is on the
     // database's clock, as its hold's reckoning must be), and one on the other instance ends it.
@@ -348,6 +375,23 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
     })
     .await;
     holds_one_long_poll(&skewed).await;
+    // Its age, as the skewed instance reports it, is reckoned by the same clock.
+    let age = metric(
+        &skewed.metrics().await,
+        "approval_gate_oldest_pending_seconds",
+    )
+    .expect("the oldest pending approval's age");
+    assert!(
+        (0.0..30.0).contains(&age),
+        "the skewed instance reports an age of {age} s"
+    );
+    // And the console's countdowns: the page counts down to deadlines by the server's time.
+    let (_, snapshot) = crate::console::events(&skewed).await.next().await;
+    let apart = at(&snapshot, "server_time") - chrono::Utc::now().timestamp_millis();
+    assert!(
+        apart.abs() < 5_000,
+        "the console's server time is {apart} ms off"
+    );
     actix_rt::time::sleep(Duration::from_millis(1000)).await;
     if held.is_finished() {
         let answer = held.await.expect("hook task").expect("hook answered");

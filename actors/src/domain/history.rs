@@ -2,7 +2,6 @@
 
 use std::fmt;
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 /// One entry of an approval's append-only history (`GET /api/approvals/{id}/events`): what
@@ -19,8 +18,11 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// Tests only: the service stamps every entry by its clock ([`crate::clock::Clock`], the
+    /// database's on a shared store) with [`at`](Self::at), never by the host's.
+    #[cfg(test)]
     pub fn now(kind: &str) -> Self {
-        Self::at(Utc::now().timestamp_millis(), kind)
+        Self::at(chrono::Utc::now().timestamp_millis(), kind)
     }
 
     /// An entry for something that happened at `at_ms` (ms since the epoch), not now.

@@ -107,6 +107,9 @@ pub struct FallbackNotifier {
     settings: Arc<FallbackSettings>,
     channels: Arc<Vec<Channel>>,
     queues: Queues,
+    /// The store's clock: history entries and queue ages are reckoned by the time the
+    /// approvals were stamped with, on whichever instance.
+    clock: crate::clock::Clock,
     lanes: Vec<Lane>,
     stats: Vec<ChannelStats>,
     metrics: Recipient<Metric>,
@@ -157,6 +160,7 @@ impl FallbackNotifier {
         Self {
             settings: Arc::new(settings),
             channels: Arc::new(channels),
+            clock: queues.clock(),
             queues,
             lanes,
             stats,

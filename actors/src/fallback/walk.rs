@@ -164,13 +164,14 @@ impl FallbackNotifier {
         if let Err(error) = self.queues.ack(queue, &done) {
             tracing::error!(actor = NAME, %error, "cannot remove delivered notifications");
         }
+        // The shared clock, as the entries' times were stamped by (possibly on other instances).
+        let now_ms = self.clock.now_ms();
         if !done.is_empty() {
             self.metrics.do_send(Metric::Queue {
                 channel: queue.as_str(),
                 event: "delivered",
                 count: done.len() as u64,
             });
-            let now_ms = chrono::Utc::now().timestamp_millis();
             self.metrics.do_send(Metric::QueueAge {
                 channel: queue.as_str(),
                 ages: done
@@ -184,7 +185,7 @@ impl FallbackNotifier {
             done.iter()
                 .filter_map(|seq| {
                     let (id, kind) = walked.about.get(seq)?;
-                    let event = AuditEvent::now("delivered")
+                    let event = AuditEvent::at(now_ms, "delivered")
                         .on(queue.as_str())
                         .saying(format!("{kind} notification"));
                     Some((*id, event))
@@ -250,7 +251,7 @@ impl FallbackNotifier {
                     count: 1,
                 });
                 if let Some((id, _)) = walked.about.get(seq) {
-                    let event = AuditEvent::now("dead_lettered")
+                    let event = AuditEvent::at(self.clock.now_ms(), "dead_lettered")
                         .on(queue.as_str())
                         .saying(reason.clone());
                     self.queues.record(*id, &event);

@@ -51,8 +51,9 @@ impl ApprovalRegistry {
         approval.next_escalation_ms =
             crate::domain::next_due_ms(&approval, &self.settings.escalation);
         // `created` is derived from the record when the history is read (`History`).
-        let mut events: Vec<AuditEvent> = policy_event(&verdict).into_iter().collect();
-        events.extend(risk_event(&risk));
+        let now_ms = now.timestamp_millis();
+        let mut events: Vec<AuditEvent> = policy_event(&verdict, now_ms).into_iter().collect();
+        events.extend(risk_event(&risk, now_ms));
         let grants_apply =
             grants_may_answer(&verdict) && !needs_comment(self.settings.require_comment_at, &risk);
         approval.risk = risk;
@@ -62,7 +63,7 @@ impl ApprovalRegistry {
             // Decided before anyone saw it: one write, no notifications, no deadline.
             if let Actor::Grant { grant_id, .. } = &decision.actor {
                 events.push(
-                    AuditEvent::now("grant_applied")
+                    AuditEvent::at(now_ms, "grant_applied")
                         .by(&decision.actor)
                         .saying(format!("session grant {grant_id}")),
                 );
@@ -189,7 +190,7 @@ impl ApprovalRegistry {
         let mut events = vec![ended_event(&approval)];
         if let Some(grant) = &grant {
             events.push(
-                AuditEvent::now("grant_created")
+                AuditEvent::at(grant.created_at_ms, "grant_created")
                     .by(&grant.granted_by)
                     .saying(format!(
                         "grant {} for {} in session {} until {}",
@@ -247,7 +248,7 @@ impl ApprovalRegistry {
             at_ms: now.timestamp_millis(),
             comment: decision.comment.clone(),
         });
-        let counted = AuditEvent::now("approval_counted")
+        let counted = AuditEvent::at(now.timestamp_millis(), "approval_counted")
             .by(&decision.actor)
             .saying(match &decision.comment {
                 Some(comment) => format!(

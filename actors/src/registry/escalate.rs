@@ -90,7 +90,7 @@ impl ApprovalRegistry {
             told.push("re-posted".into());
         }
         let mut events = vec![
-            AuditEvent::now("escalated")
+            AuditEvent::at(self.clock.now_ms(), "escalated")
                 .by(Actor::Escalation(number))
                 .saying(format!(
                     "step {number}: no decision after {waited}{}",

@@ -29,9 +29,11 @@ pub(super) fn history(approval: &Approval, stored: Vec<AuditEvent>) -> Vec<Audit
         .collect()
 }
 
-/// The history entry of an ending: its status as the kind, who decided, their comment.
+/// The history entry of an ending: its status as the kind, who decided, their comment, at the
+/// time the record says it was decided (the registry's clock, shared across instances).
 pub(super) fn ended_event(approval: &Approval) -> AuditEvent {
-    let mut event = AuditEvent::now(approval.status.as_str());
+    let at = approval.decided_at.unwrap_or(approval.created_at);
+    let mut event = AuditEvent::at(at.timestamp_millis(), approval.status.as_str());
     if let Some(by) = &approval.decided_by {
         event = event.by(by);
     }
@@ -42,7 +44,7 @@ pub(super) fn ended_event(approval: &Approval) -> AuditEvent {
 }
 
 /// The history entry of a rule that matched, whatever it decided.
-pub(super) fn policy_event(verdict: &Verdict) -> Option<AuditEvent> {
+pub(super) fn policy_event(verdict: &Verdict, at_ms: i64) -> Option<AuditEvent> {
     let rule = verdict.rule.as_ref()?;
     let action = match verdict.action {
         PolicyAction::Allow => "allow",
@@ -50,16 +52,16 @@ pub(super) fn policy_event(verdict: &Verdict) -> Option<AuditEvent> {
         PolicyAction::Escalate => "escalate",
     };
     Some(
-        AuditEvent::now("policy_applied")
+        AuditEvent::at(at_ms, "policy_applied")
             .by(Actor::Policy(rule.clone()))
             .saying(format!("rule `{rule}`: {action}")),
     )
 }
 
 /// The history entry of a risk above `low`: its level and why.
-pub(super) fn risk_event(risk: &Risk) -> Option<AuditEvent> {
+pub(super) fn risk_event(risk: &Risk, at_ms: i64) -> Option<AuditEvent> {
     (risk.level > RiskLevel::Low).then(|| {
-        AuditEvent::now("risk_assessed").saying(format!("{}: {}", risk.level, risk.summary()))
+        AuditEvent::at(at_ms, "risk_assessed").saying(format!("{}: {}", risk.level, risk.summary()))
     })
 }
 

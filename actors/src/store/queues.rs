@@ -183,6 +183,14 @@ pub trait QueueStore: Send + Sync + 'static {
     fn visible_is_durable(&self) -> bool {
         false
     }
+
+    /// The clock the notifiers stamp history entries and reckon queue ages by: the same as
+    /// the approvals' ([`ApprovalStore::clock`](super::ApprovalStore::clock)), so that a
+    /// "delivered" entry written on one instance does not precede the decision it announces,
+    /// stamped on another.
+    fn clock(&self) -> crate::clock::Clock {
+        crate::clock::Clock::default()
+    }
 }
 
 /// Shared by both backends: the Telegram message log's record (the messages showing one

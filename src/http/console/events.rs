@@ -118,7 +118,14 @@ impl Connection {
             .map(|a| ApprovalView::row(a, self.preview))
             .collect();
         let snapshot = Snapshot {
-            server_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            // The time deadlines are reckoned by (the database's on a shared store): the page
+            // counts down by it, whatever this host's clock says.
+            server_time: self
+                .state
+                .actors
+                .clock
+                .now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             approvals: rows,
             truncated,
         };

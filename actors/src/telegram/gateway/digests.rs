@@ -196,12 +196,14 @@ impl TelegramGateway {
             }
             history.push((
                 entry.approval.id,
-                AuditEvent::now("delivered").on("telegram").saying(format!(
-                    "in digest message {} in chat {} ({} approvals)",
-                    message.message_id,
-                    message.chat_id,
-                    entries.len()
-                )),
+                AuditEvent::at(self.clock.now_ms(), "delivered")
+                    .on("telegram")
+                    .saying(format!(
+                        "in digest message {} in chat {} ({} approvals)",
+                        message.message_id,
+                        message.chat_id,
+                        entries.len()
+                    )),
             ));
         }
         let Some((first_seq, first)) = entries.first().cloned() else {
@@ -384,10 +386,12 @@ impl TelegramGateway {
                 }
                 self.queues.record(
                     id,
-                    &AuditEvent::now("delivered").on("telegram").saying(format!(
-                        "message {} sent to chat {}, on its own after digest message {}",
-                        message.message_id, message.chat_id, digest.message_id
-                    )),
+                    &AuditEvent::at(self.clock.now_ms(), "delivered")
+                        .on("telegram")
+                        .saying(format!(
+                            "message {} sent to chat {}, on its own after digest message {}",
+                            message.message_id, message.chat_id, digest.message_id
+                        )),
                 );
             }
             // It stays in the digest: that message still decides it.

@@ -131,6 +131,9 @@ pub struct TelegramGateway {
     /// or when off).
     group_sends: Option<crate::telegram::budget::GroupBudget>,
     queues: Queues,
+    /// The store's clock: history entries and queue ages are reckoned by the time the
+    /// approvals were stamped with, on whichever instance.
+    clock: crate::clock::Clock,
     /// Entries of the Telegram queue known to be durable: every seq up to `ready_through`
     /// (what was on disk at start) and each one a [`Wake`] confirmed since.
     ready: BTreeSet<u64>,
@@ -227,6 +230,7 @@ impl TelegramGateway {
                 }
                 None => CallbackCodec::new(&secret),
             }),
+            clock: store.queues.clock(),
             queues: store.queues,
             ready: BTreeSet::new(),
             ready_through: 0,

@@ -110,7 +110,7 @@ impl TelegramGateway {
         });
         self.metrics.do_send(Metric::QueueAge {
             channel: "telegram",
-            ages: vec![entry.age_seconds(chrono::Utc::now().timestamp_millis())],
+            ages: vec![entry.age_seconds(self.clock.now_ms())],
         });
         if entry.event == Event::Ended {
             // Its last Telegram call is done: let the approval's span end.
@@ -123,13 +123,13 @@ impl TelegramGateway {
                     .map(|m| format!("message {} sent to chat {}", m.message_id, m.chat_id))
                     .collect();
                 Some(
-                    AuditEvent::now("delivered")
+                    AuditEvent::at(self.clock.now_ms(), "delivered")
                         .on("telegram")
                         .saying(sent.join("; ")),
                 )
             }
             Some(Delivered::Edited) => Some(
-                AuditEvent::now("message_edited")
+                AuditEvent::at(self.clock.now_ms(), "message_edited")
                     .on("telegram")
                     .saying(format!("shows {}", entry.approval.status)),
             ),
@@ -236,7 +236,7 @@ impl TelegramGateway {
             event: "dead_lettered",
             count: 1,
         });
-        let event = AuditEvent::now("dead_lettered")
+        let event = AuditEvent::at(self.clock.now_ms(), "dead_lettered")
             .on("telegram")
             .saying(failure.detail.clone());
         self.queues.record(approval_id, &event);

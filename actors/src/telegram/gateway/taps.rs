@@ -123,7 +123,7 @@ impl TelegramGateway {
                     .as_deref()
                     .and_then(|d| self.codec.decode(d).ok())
                 {
-                    let event = crate::domain::AuditEvent::now("tap_refused")
+                    let event = crate::domain::AuditEvent::at(self.clock.now_ms(), "tap_refused")
                         .by(tapper(&query))
                         .on("telegram")
                         .saying(reason);
@@ -166,7 +166,7 @@ impl TelegramGateway {
             Action::Approve | Action::Reject | Action::ApproveGroup | Action::RejectGroup => None,
         };
         tracing::info!(actor = NAME, request_id, approval_id = %id, user_id = query.from.id.0, ?action, "button tapped");
-        let event = crate::domain::AuditEvent::now("tapped")
+        let event = crate::domain::AuditEvent::at(self.clock.now_ms(), "tapped")
             .by(tapper(&query))
             .on("telegram")
             .saying(format!("{action:?}"));
@@ -379,7 +379,7 @@ impl TelegramGateway {
             .unwrap_or_else(|| vec![id]);
         let actor = tapper(query);
         for &each in &ids {
-            let event = crate::domain::AuditEvent::now("tapped")
+            let event = crate::domain::AuditEvent::at(self.clock.now_ms(), "tapped")
                 .by(actor.clone())
                 .on("telegram")
                 .saying(format!("{action:?} ({} in the line)", ids.len()));

@@ -15,6 +15,7 @@ impl PgQueues {
     ) -> Result<(), StoreError> {
         let pool = self.0.pool();
         let reason = reason.to_string();
+        let dead_at_ms = self.0.inner.clock.now_ms();
         let buried = self.0.run_write(async move {
             client(&pool)
                 .await?
@@ -24,12 +25,7 @@ impl PgQueues {
                      INSERT INTO dead_letters (seq, channel, reason, entry, dead_at_ms)
                      SELECT seq, channel, $3, entry, $4 FROM d
                      ON CONFLICT (seq) DO NOTHING",
-                    &[
-                        &channel_code(channel),
-                        &as_i64(seq),
-                        &reason,
-                        &chrono::Utc::now().timestamp_millis(),
-                    ],
+                    &[&channel_code(channel), &as_i64(seq), &reason, &dead_at_ms],
                 )
                 .await
                 .map_err(db_error)

@@ -211,6 +211,10 @@ impl QueueStore for PgQueues {
         Ok(out)
     }
 
+    fn clock(&self) -> crate::clock::Clock {
+        self.0.inner.clock.clone()
+    }
+
     fn scan(&self, channel: Channel) -> Result<(usize, u64), StoreError> {
         let pool = self.0.pool();
         self.0.run(async move {
