@@ -336,6 +336,9 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
             (2_900..10_000).contains(&waited),
             "{id} timed out {waited} ms after it was created"
         );
+        // Both instances were running: a timeout, not an approval that expired while the
+        // service was down (the skewed instance's start is 90 s later by its own clock).
+        assert_eq!(ended["comment"], "no decision within 3s", "{id}");
     }
     // Every history entry is on the database's clock, whichever instance wrote it: the
     // endings, and the notifiers' "delivered" entries, all written by the skewed leader.

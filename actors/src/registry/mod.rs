@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::Utc;
 
 pub use messages::*;
 pub use remote::RemoteChange;
@@ -174,9 +173,13 @@ impl ApprovalRegistry {
         metrics: Recipient<Metric>,
         feed: crate::feed::Feed,
     ) -> Self {
+        let clock = store.clock();
+        // On the clock deadlines are on: it tells a timeout from an approval that expired
+        // while no instance of this process was running.
+        let started_at_ms = clock.now_ms();
         Self {
             feed,
-            clock: store.clock(),
+            clock,
             store,
             queues,
             settings,
@@ -184,7 +187,7 @@ impl ApprovalRegistry {
             counts: HashMap::new(),
             unsettled: unsettled::Unsettled::default(),
             generation: 0,
-            started_at_ms: Utc::now().timestamp_millis(),
+            started_at_ms,
             sweeper,
             notifiers: Arc::new(notifiers),
             metrics,
