@@ -811,7 +811,7 @@ async fn hosts_of_their_own(args: &Args, dir: &std::path::Path, cores: f64) -> R
             us_per_create(pg, rate, args.seconds)
         );
         if let Ok(Ok(waits)) = sampler.await {
-            println!("  {}", waits.report(rate).replace('\n', "\n  "));
+            println!("    {}", waits.report(rate).replace('\n', "\n  "));
         }
         rates.push(rate);
         drop(processes);
