@@ -253,15 +253,24 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
-    let fast = [
+    // Telegram and the fallback channels both hear of every change, so that both kinds of
+    // notifier write history entries.
+    let fake = crate::support::fake_telegram::FakeTelegram::start();
+    let telegram = telegram_env(&fake.url(), fake.token());
+    let mut fast: Vec<(&str, &str)> = telegram
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    fast.extend([
+        ("APPROVAL_GATE__FALLBACK__ALWAYS", "true"),
         ("APPROVAL_GATE__APPROVAL_TIMEOUT__CHECK_INTERVAL", "100ms"),
         // A hook's approval lasts this long, shorter than the skew: a hold reckoned by the
         // host's clock would give up at once (the last part below).
         ("APPROVAL_GATE__AGENTS__HOOK_WAIT", "60s"),
-    ];
+    ]);
     // The skewed instance starts first, so that it leads the notifiers: the history entries
     // they write ("delivered", for approvals created on either instance) are its.
-    let mut skewed_env = fast.to_vec();
+    let mut skewed_env = fast.clone();
     skewed_env.extend([
         ("APPROVAL_GATE__STORE__POSTGRES__INSTANCE", "skewed"),
         ("LD_PRELOAD", faketime.as_str()),
@@ -341,13 +350,18 @@ async fn an_instance_whose_clock_is_ahead_decides_by_the_databases_clock() {
         assert_eq!(ended["comment"], "no decision within 3s", "{id}");
     }
     // Every history entry is on the database's clock, whichever instance wrote it: the
-    // endings, and the notifiers' "delivered" entries, all written by the skewed leader.
+    // endings, and the notifiers' "delivered" entries (Telegram's gateway and the fallback
+    // channels'), all written by the skewed leader.
     for approval in [&here, &there] {
         let id = approval["id"].as_str().expect("id");
         let entries = eventually(Duration::from_secs(15), "delivered entries", || async {
             let entries = history(&honest, id).await;
-            let delivered = entries.iter().filter(|e| e["kind"] == "delivered").count();
-            (delivered >= 2).then_some(entries)
+            let delivered_on = |channel: &str| {
+                entries
+                    .iter()
+                    .any(|e| e["kind"] == "delivered" && e["channel"] == channel)
+            };
+            (delivered_on("telegram") && delivered_on("file")).then_some(entries)
         })
         .await;
         for entry in &entries {

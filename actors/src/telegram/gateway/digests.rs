@@ -190,13 +190,14 @@ impl TelegramGateway {
         self.open_digests
             .push_back((message, digest.ids().collect()));
         let mut history = Vec::with_capacity(entries.len());
+        let now_ms = self.clock.now_ms();
         for (_, entry) in &entries {
             if let Err(error) = self.queues.add_message_ref(entry.approval.id, message) {
                 tracing::error!(actor = NAME, %error, "cannot record a sent digest");
             }
             history.push((
                 entry.approval.id,
-                AuditEvent::at(self.clock.now_ms(), "delivered")
+                AuditEvent::at(now_ms, "delivered")
                     .on("telegram")
                     .saying(format!(
                         "in digest message {} in chat {} ({} approvals)",
